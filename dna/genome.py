@@ -1,0 +1,271 @@
+"""The large-scale-evolution genome (Real et al. 2017) as plain, immutable data.
+
+A DNA is a learning rate plus a directed acyclic graph. Vertices are activations
+(``linear`` or ``bn_relu``: batch-norm then ReLU); edges are ``identity`` connections or
+``conv`` convolutions carrying mutable integers (filter height/width, output channels,
+stride). One input vertex receives the image; one output vertex feeds global average
+pooling and a linear classifier.
+
+Every vertex and edge has an integer id drawn from one counter (``next_id``). Ids are never
+reused and survive mutation, which is what lets a child inherit its parent's weights:
+a tensor belongs to the vertex or edge whose id it carries.
+
+This module never imports torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA_VERSION = 1
+VERTEX_KINDS = ("linear", "bn_relu")
+EDGE_KINDS = ("identity", "conv")
+INITIAL_LEARNING_RATE = 0.1
+
+
+class DNAError(ValueError):
+    """A DNA that does not parse or does not validate. The message is one line."""
+
+
+@dataclass(frozen=True)
+class Vertex:
+    """An activation: ``linear`` (pass-through) or ``bn_relu`` (batch-norm, then ReLU)."""
+
+    id: int
+    kind: str = "bn_relu"
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A connection from vertex ``src`` to vertex ``dst``.
+
+    ``identity`` edges pass their input through unchanged and carry no parameters (the
+    numeric fields are 0, 0, 0 and stride 1). ``conv`` edges are 2-d convolutions with
+    ``same`` padding: output channels ``channels``, kernel ``filter_h`` x ``filter_w``
+    (odd sizes), stride ``stride`` (a power of two).
+    """
+
+    id: int
+    src: int
+    dst: int
+    kind: str = "identity"
+    filter_h: int = 0
+    filter_w: int = 0
+    channels: int = 0
+    stride: int = 1
+
+    @property
+    def is_conv(self) -> bool:
+        return self.kind == "conv"
+
+
+@dataclass(frozen=True)
+class DNA:
+    """A learning rate plus a DAG of activations and edges; immutable.
+
+    ``mutation`` records which mutation made this DNA (``"initial"`` for a fresh one); it is
+    provenance, not architecture, so it is left out of :meth:`content_hash`.
+    """
+
+    learning_rate: float
+    vertices: tuple[Vertex, ...]
+    edges: tuple[Edge, ...]
+    input_id: int
+    output_id: int
+    next_id: int
+    mutation: str = "initial"
+    schema: int = SCHEMA_VERSION
+
+    # ----- lookups (cheap; DNAs are small) -----
+    def vertex(self, vertex_id: int) -> Vertex:
+        """The vertex with this id; KeyError if absent."""
+        for v in self.vertices:
+            if v.id == vertex_id:
+                return v
+        raise KeyError(vertex_id)
+
+    def edge(self, edge_id: int) -> Edge:
+        """The edge with this id; KeyError if absent."""
+        for e in self.edges:
+            if e.id == edge_id:
+                return e
+        raise KeyError(edge_id)
+
+    def incoming(self, vertex_id: int) -> tuple[Edge, ...]:
+        """Edges ending at ``vertex_id``, sorted by id (the first is the primary input)."""
+        return tuple(sorted((e for e in self.edges if e.dst == vertex_id), key=lambda e: e.id))
+
+    def outgoing(self, vertex_id: int) -> tuple[Edge, ...]:
+        """Edges leaving ``vertex_id``, sorted by id."""
+        return tuple(sorted((e for e in self.edges if e.src == vertex_id), key=lambda e: e.id))
+
+    @property
+    def conv_edges(self) -> tuple[Edge, ...]:
+        return tuple(e for e in self.edges if e.kind == "conv")
+
+    # ----- serialisation -----
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; identity edges omit the convolution fields."""
+        edges = []
+        for e in self.edges:
+            d: dict[str, Any] = {"id": e.id, "src": e.src, "dst": e.dst, "kind": e.kind}
+            if e.kind == "conv":
+                d.update(filter_h=e.filter_h, filter_w=e.filter_w, channels=e.channels, stride=e.stride)
+            edges.append(d)
+        return {
+            "schema": self.schema,
+            "kind": "large_scale",
+            "learning_rate": self.learning_rate,
+            "input_id": self.input_id,
+            "output_id": self.output_id,
+            "next_id": self.next_id,
+            "mutation": self.mutation,
+            "vertices": [{"id": v.id, "kind": v.kind} for v in self.vertices],
+            "edges": edges,
+        }
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys, no whitespace); ``from_json(to_json(d)) == d``."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+    def content_hash(self) -> str:
+        """SHA-256 (hex) of the canonical JSON without ``mutation``; the same in every process."""
+        d = self.to_dict()
+        del d["mutation"]
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def replace(self, **changes: Any) -> "DNA":
+        """A copy with some fields changed (the DNA itself is never modified)."""
+        return dataclasses.replace(self, **changes)
+
+
+def initial(learning_rate: float = INITIAL_LEARNING_RATE) -> DNA:
+    """The paper's starting individual: no convolution, only the classifier on the input.
+
+    input vertex --identity--> output vertex --> global pooling --> linear classifier.
+    """
+    return DNA(
+        learning_rate=learning_rate,
+        vertices=(Vertex(0, "linear"), Vertex(1, "linear")),
+        edges=(Edge(2, 0, 1, "identity"),),
+        input_id=0,
+        output_id=1,
+        next_id=3,
+    )
+
+
+# ----- parsing untrusted input -----
+
+_TOP_KEYS = {"schema", "kind", "learning_rate", "input_id", "output_id", "next_id", "mutation",
+             "vertices", "edges"}
+_VERTEX_KEYS = {"id", "kind"}
+_IDENTITY_KEYS = {"id", "src", "dst", "kind"}
+_CONV_KEYS = _IDENTITY_KEYS | {"filter_h", "filter_w", "channels", "stride"}
+
+
+def _int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DNAError(f"{where} must be an integer, got {type(value).__name__}")
+    if abs(value) > 2**53:
+        raise DNAError(f"{where} is out of range: {value}")
+    return value
+
+
+def _str(value: Any, where: str, max_len: int = 64) -> str:
+    if not isinstance(value, str):
+        raise DNAError(f"{where} must be a string, got {type(value).__name__}")
+    if len(value) > max_len:
+        raise DNAError(f"{where} is too long ({len(value)} characters)")
+    return value
+
+
+def _keys(obj: Any, expected: set[str], where: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise DNAError(f"{where} must be an object, got {type(obj).__name__}")
+    unknown = set(obj) - expected
+    if unknown:
+        raise DNAError(f"{where} has unknown field(s): {', '.join(sorted(map(str, unknown)))}")
+    missing = expected - set(obj)
+    if missing:
+        raise DNAError(f"{where} is missing field(s): {', '.join(sorted(missing))}")
+    return obj
+
+
+def from_dict(obj: Any) -> DNA:
+    """Parse a dict (from JSON) into a DNA, checking its structure strictly.
+
+    Raises :class:`DNAError` for anything malformed; does not check graph validity or
+    bounds (use :func:`dna.validate` or :func:`from_json`, which does both).
+    """
+    if not isinstance(obj, dict):
+        raise DNAError(f"DNA must be a JSON object, got {type(obj).__name__}")
+    if "schema" not in obj:
+        raise DNAError("DNA has no schema field")
+    schema = obj["schema"]
+    if isinstance(schema, bool) or not isinstance(schema, int) or schema != SCHEMA_VERSION:
+        raise DNAError(f"unknown DNA schema version {schema!r} (this evo reads version {SCHEMA_VERSION})")
+    if obj.get("kind") != "large_scale":
+        raise DNAError(f"unknown DNA kind {obj.get('kind')!r} (expected 'large_scale')")
+    obj = _keys(obj, _TOP_KEYS, "DNA")
+    lr = obj["learning_rate"]
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr):
+        raise DNAError(f"learning_rate must be a finite number, got {lr!r}"[:200])
+    vertices_raw, edges_raw = obj["vertices"], obj["edges"]
+    if not isinstance(vertices_raw, list) or not isinstance(edges_raw, list):
+        raise DNAError("vertices and edges must be lists")
+    if len(vertices_raw) > 100_000 or len(edges_raw) > 100_000:
+        raise DNAError("DNA has far too many vertices or edges")
+    vertices = []
+    for i, v in enumerate(vertices_raw):
+        v = _keys(v, _VERTEX_KEYS, f"vertex #{i}")
+        kind = _str(v["kind"], f"vertex #{i} kind")
+        if kind not in VERTEX_KINDS:
+            raise DNAError(f"vertex #{i} has unknown kind {kind!r} (known: {', '.join(VERTEX_KINDS)})")
+        vertices.append(Vertex(_int(v["id"], f"vertex #{i} id"), kind))
+    edges = []
+    for i, e in enumerate(edges_raw):
+        if not isinstance(e, dict):
+            raise DNAError(f"edge #{i} must be an object, got {type(e).__name__}")
+        kind = _str(e.get("kind"), f"edge #{i} kind")
+        if kind == "identity":
+            e = _keys(e, _IDENTITY_KEYS, f"edge #{i}")
+            edges.append(Edge(_int(e["id"], f"edge #{i} id"), _int(e["src"], f"edge #{i} src"),
+                              _int(e["dst"], f"edge #{i} dst"), "identity"))
+        elif kind == "conv":
+            e = _keys(e, _CONV_KEYS, f"edge #{i}")
+            edges.append(Edge(
+                _int(e["id"], f"edge #{i} id"), _int(e["src"], f"edge #{i} src"),
+                _int(e["dst"], f"edge #{i} dst"), "conv",
+                filter_h=_int(e["filter_h"], f"edge #{i} filter_h"),
+                filter_w=_int(e["filter_w"], f"edge #{i} filter_w"),
+                channels=_int(e["channels"], f"edge #{i} channels"),
+                stride=_int(e["stride"], f"edge #{i} stride"),
+            ))
+        else:
+            raise DNAError(f"edge #{i} has unknown kind {kind!r} (known: {', '.join(EDGE_KINDS)})")
+    return DNA(
+        learning_rate=float(lr),
+        vertices=tuple(vertices),
+        edges=tuple(edges),
+        input_id=_int(obj["input_id"], "input_id"),
+        output_id=_int(obj["output_id"], "output_id"),
+        next_id=_int(obj["next_id"], "next_id"),
+        mutation=_str(obj["mutation"], "mutation"),
+        schema=schema,
+    )
+
+
+def loads(text: str | bytes) -> Any:
+    """``json.loads`` that turns every failure (bad UTF-8, syntax, deep nesting) into DNAError."""
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        return json.loads(text)
+    except (ValueError, RecursionError, TypeError) as exc:
+        raise DNAError(f"not valid JSON: {str(exc).splitlines()[0][:160]}") from None

@@ -1,0 +1,1 @@
+"""The ``evo`` command line and the launchers (local processes, SLURM, Kubernetes)."""

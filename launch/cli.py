@@ -1,0 +1,60 @@
+"""The ``evo`` command: one subcommand per module in ``launch/``.
+
+Each command module exposes ``register(subparsers)`` (adds its parser and sets
+``func``); ``main`` dispatches. Expected failures (bad input, missing files) raise
+``launch.errors.UserError`` and are printed as one line, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import UserError
+
+# Subcommand modules, in the order `evo --help` lists them.
+COMMAND_MODULES = [
+    "launch.cmd_init",
+    "launch.cmd_worker",
+    "launch.cmd_launch",
+    "launch.cmd_check",
+    "launch.cmd_status",
+    "launch.cmd_plot",
+    "launch.cmd_lineage",
+    "launch.cmd_best",
+    "launch.cmd_evaluate",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (only modules that exist are registered)."""
+    parser = argparse.ArgumentParser(prog="evo", description="Coordinator-free large-scale evolution of image classifiers.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``evo`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"evo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"evo {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
