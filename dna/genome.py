@@ -190,7 +190,8 @@ def _keys(obj: Any, expected: set[str], where: str) -> dict[str, Any]:
         raise DNAError(f"{where} must be an object, got {type(obj).__name__}")
     unknown = set(obj) - expected
     if unknown:
-        raise DNAError(f"{where} has unknown field(s): {', '.join(sorted(map(str, unknown)))}")
+        names = ', '.join(sorted(map(repr, unknown)))  # repr: a key may hold a newline
+        raise DNAError(f"{where} has unknown field(s): {names}"[:200])
     missing = expected - set(obj)
     if missing:
         raise DNAError(f"{where} is missing field(s): {', '.join(sorted(missing))}")
@@ -214,7 +215,8 @@ def from_dict(obj: Any) -> DNA:
         raise DNAError(f"unknown DNA kind {obj.get('kind')!r} (expected 'large_scale')")
     obj = _keys(obj, _TOP_KEYS, "DNA")
     lr = obj["learning_rate"]
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr):
+    if (isinstance(lr, bool) or not isinstance(lr, (int, float))
+            or (isinstance(lr, int) and abs(lr) > 2**53) or not math.isfinite(lr)):  # huge int: OverflowError
         raise DNAError(f"learning_rate must be a finite number, got {lr!r}"[:200])
     vertices_raw, edges_raw = obj["vertices"], obj["edges"]
     if not isinstance(vertices_raw, list) or not isinstance(edges_raw, list):
