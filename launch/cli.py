@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "launch.cmd_worker",
     "launch.cmd_launch",
     "launch.cmd_check",
+    "launch.cmd_audit",
     "launch.cmd_status",
     "launch.cmd_plot",
     "launch.cmd_lineage",
@@ -45,11 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``evo`` console script; returns the exit code."""
+    from dna import DNAError
+    from evo.config import ConfigError
+    from evo.data import DatasetError
+    from storage.backend import StoreError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"evo {args.command}: error: {exc}", file=sys.stderr)
+    except (UserError, StoreError, ConfigError, DatasetError, DNAError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"evo {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"evo {args.command}: interrupted", file=sys.stderr)

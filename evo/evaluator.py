@@ -1,0 +1,102 @@
+"""Train and evaluate a child with torch: build, inherit, train, validate, serialise.
+
+The dataset is loaded once per worker and stays resident on the device; the worker is a
+long-lived process, so torch's import and CUDA initialisation are paid once, not per child.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from evo.config import RunConfig
+from evo.data import load_dataset
+from evo.outcome import Outcome
+from evo.spaces import for_config
+from evo.train import evaluate, train
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is the first CUDA device when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device} requested but CUDA is not available")
+    return dev
+
+
+def weights_to_bytes(model: torch.nn.Module) -> bytes:
+    """The model's state dict as safetensors bytes (contiguous CPU copies)."""
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    return save_safetensors(state)
+
+
+def weights_from_bytes(blob: bytes) -> dict[str, torch.Tensor]:
+    """Parse safetensors bytes (never pickle)."""
+    return load_safetensors(blob)
+
+
+class TorchEvaluator:
+    """Turns a child DNA into an :class:`Outcome` by really training it."""
+
+    def __init__(self, config: RunConfig, device: str = "auto"):
+        self.config = config
+        self.device = resolve_device(device)
+        self.device_name = str(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        elif os.environ.get("OMP_NUM_THREADS", "").isdigit():
+            # `evo launch` gives each CPU worker its share of the cores; oversubscribed
+            # OpenMP threads made training ~30x slower on a busy 2-core machine.
+            torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
+        self.data = load_dataset(config.dataset, self.device)
+        self.space = for_config(config)
+
+    def evaluate(self, child, *, parent_dna=None, parent_weights: bytes | None = None, seed: int = 0,
+                 progress: Callable[[], Any] | None = None) -> Outcome:
+        """Build ``child``, inherit from the parent where shapes match, train, validate."""
+        from dna.inherit import inherit
+
+        cfg = self.config
+        t = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching global state
+            torch.manual_seed(seed)
+            model = self.space.build(child, self.data.input_shape, self.data.num_classes)
+        model = model.to(self.device)
+        build_s = time.perf_counter() - t
+
+        t = time.perf_counter()
+        inherited = 0.0
+        report = None
+        if parent_weights is not None and parent_dna is not None:
+            # reset_weights renumbers every id, so nothing matches and nothing is inherited
+            report = inherit(weights_from_bytes(parent_weights), parent_dna, child, model)
+            inherited = report.fraction
+        inherit_s = time.perf_counter() - t
+
+        steps_cb = (lambda step, total: progress()) if progress else None
+        result = train(model, self.data, cfg.train, learning_rate=child.learning_rate, seed=seed,
+                       device=self.device, progress=steps_cb)
+        t = time.perf_counter()
+        fitness = evaluate(model, self.data.val_x, self.data.val_y, self.data, cfg.train.eval_batch_size)
+        eval_s = time.perf_counter() - t
+        weights = weights_to_bytes(model)
+        metrics = {
+            "train_s": result.seconds, "eval_s": eval_s, "build_s": build_s, "inherit_s": inherit_s,
+            "inherited_fraction": inherited, "steps": result.steps,
+            "final_loss": result.to_dict()["final_loss"],  # None when training diverged (JSON-safe)
+            "diverged": result.diverged, "cuda_graph": result.used_cuda_graph,
+            "graph_fallback": result.graph_fallback_reason, "precision": result.precision,
+            "params": sum(p.numel() for p in model.parameters()),
+            "device": self.device_name,
+        }
+        if report is not None:
+            metrics["inherited_tensors"] = report.tensors_inherited
+            metrics["fresh_tensors"] = report.tensors_fresh
+        return Outcome(fitness=float(fitness), weights=weights, metrics=metrics)

@@ -1,0 +1,292 @@
+"""The stateless worker loop: select, train, publish, kill. No coordinator, no local state.
+
+One step of a worker (pairwise, the 2017 paper; aging, the 2019 paper; random search):
+
+1. List the live population (one listing; fitness and birth come from the names).
+2. While the run is still being seeded (fewer than P individuals and selection has never
+   started), claim one of P seeding slots and make a fresh initial individual instead of
+   selecting; once every slot is taken, selection starts.
+3. Otherwise select a parent (pairwise: the fitter of two at random, the other is the
+   victim; aging: the best of S sampled, the victim is the oldest; random: no parent, a
+   fresh random architecture, the victim is the less fit of a random pair), copy its DNA,
+   apply one mutation, inherit its weights where shapes match, train, evaluate on the
+   validation split.
+4. Publish the child (atomically), then kill the victim exactly once. If another worker
+   killed it first, pick another victim the same way. A worker only kills while the
+   population is above P, so concurrent workers never drain it.
+
+Publishing before killing is deliberate: a worker killed while training leaves the
+population whole, so the run heals itself (a shortfall below P is refilled by children
+published without a kill). Everything lives in the store; killing a worker at any moment
+loses at most the child it was training.
+
+Test hook: with ``EVO_EVENT_LOG=/path`` set, the worker appends one JSON line per publish,
+won kill and lost kill race to that file (``evo.audit.EventLog``, O_APPEND), so that
+``evo audit --events`` can prove no publish was lost and no victim had two killers. Off by
+default.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from evo import selection
+from evo.audit import EventLog
+from evo.config import RunConfig
+from evo.spaces import for_config
+from storage import open_store
+
+log = logging.getLogger("evo.worker")
+
+
+@dataclass
+class WorkerOptions:
+    """How one worker process runs (everything about the run itself is in config.json)."""
+
+    url: str
+    max_individuals: int | None = None   # stop after publishing this many
+    max_seconds: float | None = None      # stop starting new children after this long
+    device: str = "auto"                  # auto | cpu | cuda | cuda:N
+    index: int | None = None              # seed stream; None = fresh entropy per process
+    worker_id: str | None = None
+
+
+@dataclass
+class WorkerStats:
+    """What a worker did, also written into its heartbeat."""
+
+    worker_id: str
+    published: int = 0
+    killed: int = 0
+    race_losses: int = 0
+    failures: int = 0
+    best_fitness: float | None = None
+    started: float = field(default_factory=time.time)
+
+
+def make_worker_id() -> str:
+    """host-pid-random: unique per process, readable in `evo status`."""
+    host = socket.gethostname().split(".")[0][:32] or "host"
+    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def make_evaluator(config: RunConfig, device: str):
+    """The object that turns a child DNA into (fitness, weights, metrics).
+
+    The synthetic mode never imports torch; every other dataset trains for real.
+    """
+    if config.dataset_name == "synthetic":
+        from evo.synthetic import SyntheticEvaluator
+        return SyntheticEvaluator(config)
+    from evo.evaluator import TorchEvaluator
+    return TorchEvaluator(config, device)
+
+
+class Worker:
+    """One worker's loop over a population store."""
+
+    def __init__(self, options: WorkerOptions, *, on_publish: Callable[[dict], None] | None = None):
+        self.options = options
+        store = open_store(options.url)
+        self.config = RunConfig.from_json(store.read_config())
+        self.store = store.with_keep_best(self.config.keep_best)
+        self.space = for_config(self.config)
+        self.worker_id = options.worker_id or make_worker_id()
+        entropy = [self.config.seed, options.index] if options.index is not None else None
+        self.rng = np.random.default_rng(entropy)
+        self.stats = WorkerStats(self.worker_id)
+        self.on_publish = on_publish
+        self.events = EventLog.from_env()   # test hook: off unless $EVO_EVENT_LOG names a file
+        self.evaluator = make_evaluator(self.config, options.device)
+        self._last_beat = 0.0
+        self._state = "starting"
+
+    # ----- heartbeat -----
+    def beat(self, state: str | None = None, force: bool = False) -> None:
+        """Write this worker's heartbeat (at most every 2 s unless forced)."""
+        if state:
+            self._state = state
+        now = time.time()
+        if not force and now - self._last_beat < 2.0:
+            return
+        self._last_beat = now
+        s = self.stats
+        self.store.heartbeat(self.worker_id, {
+            "worker": self.worker_id, "host": socket.gethostname(), "pid": os.getpid(),
+            "state": self._state, "started": s.started, "last_seen": now,
+            "individuals": s.published, "kills": s.killed, "race_losses": s.race_losses,
+            "failures": s.failures, "best_fitness": s.best_fitness,
+            "device": getattr(self.evaluator, "device_name", self.options.device),
+        })
+
+    # ----- one step -----
+    def step(self) -> dict | None:
+        """Make, train and publish one individual; returns its log record (None if skipped)."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        population = sorted(self.store.list_alive(), key=lambda p: p.id)
+        P = cfg.population_size
+        parent = None
+        victim = None
+        read_s = mutate_s = 0.0
+        seeding = len(population) < P and not self.store.has_mark("selection_started") \
+            and self._claim_seed_slot(len(population))
+        if seeding:
+            self.beat("seeding")
+            child = self.space.initial(self.rng).replace(mutation="initial")
+        else:
+            if len(population) >= P:
+                self.store.mark("selection_started")
+            if len(population) < 2:
+                time.sleep(0.2)   # the population is being repaired by others; nothing to select from
+                return None
+            self.beat("selecting")
+            if cfg.selection == "random":
+                child = self.space.random(self.rng).replace(mutation="random")
+                victim = selection.pairwise(population, self.rng)[1]
+            else:
+                if cfg.selection == "pairwise":
+                    parent_info, victim = selection.pairwise(population, self.rng)
+                else:
+                    parent_info = selection.tournament(population, self.rng, cfg.tournament_size)
+                t_read = time.perf_counter()
+                parent = self.store.read_individual(parent_info, bounds=cfg.bounds,
+                                                    dna_validator=self.space.parse)
+                read_s = time.perf_counter() - t_read
+                if parent is None:       # vanished or quarantined: select again
+                    return None
+            t_mut = time.perf_counter()
+            if parent is not None:
+                child = self.space.mutate(self.space.parse(parent.dna), self.rng)
+            mutate_s = time.perf_counter() - t_mut
+        select_s = time.perf_counter() - t0
+
+        self.beat("training", force=True)
+        seed = int(self.rng.integers(0, 2**31 - 1))
+        parent_dna = self.space.parse(parent.dna) if parent is not None else None
+        try:
+            outcome = self.evaluator.evaluate(
+                child,
+                parent_dna=parent_dna,
+                parent_weights=parent.weights if (parent is not None and cfg.inherit_weights) else None,
+                seed=seed,
+                progress=lambda: self.beat(),
+            )
+        except Exception as exc:  # a child that cannot be built or trained must not stop the run
+            self.stats.failures += 1
+            log.warning("child of %s (%s) failed: %s: %s", parent.id if parent else "-", child.mutation,
+                        type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
+            return None
+
+        metrics = dict(outcome.metrics)
+        metrics["select_s"] = select_s
+        metrics["read_parent_s"] = read_s
+        metrics["mutate_s"] = mutate_s
+        t_pub = time.perf_counter()
+        info = self.store.publish(
+            child.to_dict(), outcome.weights,
+            parent=parent.id if parent is not None else None,
+            mutation=child.mutation, fitness=outcome.fitness, worker=self.worker_id, metrics=metrics,
+        )
+        publish_s = time.perf_counter() - t_pub
+        if self.events:
+            self.events.write("publish", id=info.id, worker=self.worker_id, time=time.time(),
+                              parent=parent.id if parent is not None else None, fitness=outcome.fitness)
+        self.stats.published += 1
+        if self.stats.best_fitness is None or outcome.fitness > self.stats.best_fitness:
+            self.stats.best_fitness = outcome.fitness
+
+        t_kill = time.perf_counter()
+        killed = None if seeding else self._kill_one(victim, exclude=info.id)
+        kill_s = time.perf_counter() - t_kill
+        record = {
+            "id": info.id, "parent": parent.id if parent is not None else None,
+            "mutation": child.mutation, "fitness": outcome.fitness, "killed": killed,
+            "selected_victim": victim.id if victim is not None else None,
+            "dna_hash": child.content_hash(),
+            "train_s": metrics.get("train_s", 0.0), "inherited": metrics.get("inherited_fraction", 0.0),
+            "publish_s": publish_s, "kill_s": kill_s, "select_s": select_s,
+            "wall_s": time.perf_counter() - t0, "metrics": metrics,
+        }
+        log.info("published %s parent=%s mutation=%s fitness=%.4f train=%.1fs inherited=%.0f%%%s",
+                 info.id, record["parent"] or "-", child.mutation, outcome.fitness, record["train_s"],
+                 100 * record["inherited"], f" killed={killed}" if killed else "")
+        if self.on_publish:
+            self.on_publish(record)
+        self.beat("idle", force=True)
+        return record
+
+    def _claim_seed_slot(self, start: int) -> bool:
+        """Claim one of the P seeding slots (create-if-absent), so that concurrent workers
+        seed exactly P initial individuals instead of overshooting. False once all are taken.
+
+        A worker that dies holding a slot leaves the population one short; the first
+        publishes after seeding then add children without killing until it is back at P.
+        """
+        for k in range(start, self.config.population_size):
+            if self.store.mark(f"seed-{k:06d}"):
+                return True
+        self.store.mark("selection_started")
+        return False
+
+    def _kill_one(self, victim, exclude: str) -> str | None:
+        """Kill the victim (or, if another worker got it first, another one picked the same way).
+
+        Kills only while the population is above P, so racing workers cannot drain it.
+        """
+        cfg = self.config
+        for _ in range(20):
+            population = [p for p in self.store.list_alive() if p.id != exclude]
+            if len(population) + 1 <= cfg.population_size:
+                return None
+            alive_ids = {p.id for p in population}
+            if victim is None or victim.id not in alive_ids:
+                if cfg.selection == "aging":
+                    victim = selection.oldest(population)
+                elif len(population) >= 2:
+                    victim = selection.pairwise(population, self.rng)[1]
+                else:
+                    return None
+            if self.store.kill(victim.id, worker=self.worker_id):
+                self.stats.killed += 1
+                if self.events:
+                    self.events.write("kill", id=victim.id, worker=self.worker_id, time=time.time())
+                return victim.id
+            self.stats.race_losses += 1
+            if self.events:
+                self.events.write("race_loss", id=victim.id, worker=self.worker_id, time=time.time())
+            victim = None
+        return None
+
+    # ----- the loop -----
+    def run(self) -> WorkerStats:
+        """Loop until a limit is reached (or forever). Returns what this worker did."""
+        opts = self.options
+        start = time.time()
+        self.beat("starting", force=True)
+        try:
+            while True:
+                if opts.max_individuals is not None and self.stats.published >= opts.max_individuals:
+                    break
+                if opts.max_seconds is not None and time.time() - start >= opts.max_seconds:
+                    break
+                self.step()
+        finally:
+            try:
+                self.beat("stopped", force=True)
+            except Exception:  # the store may be unreachable at exit; the heartbeat just ages
+                pass
+        return self.stats
+
+
+def run_worker(options: WorkerOptions, **kwargs: Any) -> WorkerStats:
+    """Open the store, run the loop, return the stats."""
+    return Worker(options, **kwargs).run()
