@@ -240,13 +240,17 @@ class Worker:
     def _kill_one(self, victim, exclude: str) -> str | None:
         """Kill the victim (or, if another worker got it first, another one picked the same way).
 
-        Kills only while the population is above P, so racing workers cannot drain it.
+        Kills only while the population is above P, so racing workers cannot drain it. When
+        the listing shows more than one individual too many (left by a worker killed between
+        its publish and its kill, or by the end of seeding), it kills one more, so the excess
+        drains instead of persisting for the rest of the run. Returns the first victim.
         """
         cfg = self.config
+        first = None
         for _ in range(20):
             population = [p for p in self.store.list_alive() if p.id != exclude]
             if len(population) + 1 <= cfg.population_size:
-                return None
+                return first
             alive_ids = {p.id for p in population}
             if victim is None or victim.id not in alive_ids:
                 if cfg.selection == "aging":
@@ -254,17 +258,20 @@ class Worker:
                 elif len(population) >= 2:
                     victim = selection.pairwise(population, self.rng)[1]
                 else:
-                    return None
-            if self.store.kill(victim.id, worker=self.worker_id):
+                    return first
+            if self.store.kill(victim, worker=self.worker_id, reason=cfg.selection):
                 self.stats.killed += 1
                 if self.events:
                     self.events.write("kill", id=victim.id, worker=self.worker_id, time=time.time())
-                return victim.id
+                if first is None and len(population) > cfg.population_size:
+                    first, victim = victim.id, None   # still above P after this kill: drain one more
+                    continue
+                return first or victim.id
             self.stats.race_losses += 1
             if self.events:
                 self.events.write("race_loss", id=victim.id, worker=self.worker_id, time=time.time())
             victim = None
-        return None
+        return first
 
     # ----- the loop -----
     def run(self) -> WorkerStats:

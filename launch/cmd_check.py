@@ -1,0 +1,87 @@
+"""``evo check URL [--repair] [--grace SECONDS] [--deep] [--json]``: audit a population directory.
+
+Reports live, torn, corrupt and zombie individuals, orphaned weights and temp files, and
+quarantine/history counts; ``--repair`` fixes what it can (see ``storage.check``). Exit code
+0 when everything is fine (or was repaired), 1 when problems remain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from .errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``check`` subcommand."""
+    p = subparsers.add_parser(
+        "check", help="audit a population directory (and repair it with --repair)",
+        description="Audit a population directory: torn, corrupt or zombie individuals, "
+                    "orphaned weights and temp files. Exit code 0 when ok, 1 when problems remain.")
+    p.add_argument("url", metavar="URL", help="population directory: a path, file://, gs://bucket/prefix")
+    p.add_argument("--repair", action="store_true",
+                   help="quarantine torn/corrupt individuals, unlist zombies, "
+                        "delete orphans older than --grace")
+    p.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
+                   help="leave unreferenced files younger than this alone: they may belong to a "
+                        "publish in progress (default 3600; must exceed the longest publish)")
+    p.add_argument("--deep", action="store_true",
+                   help="also read every live individual's weights and verify their sha256")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the audit; return 0 if ok, 1 if problems remain."""
+    import storage
+    from evo.config import ConfigError, RunConfig
+
+    if not math.isfinite(args.grace) or args.grace < 0:
+        raise UserError(f"--grace must be a number of seconds >= 0, got {args.grace}")
+    try:
+        store = storage.open_store(args.url)
+        config_text = store.read_config()
+    except storage.StoreError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:  # unreachable or forbidden store
+        raise UserError(f"{args.url}: {_first_line(exc)}") from None
+    config_problem = None
+    try:
+        config = RunConfig.from_json(config_text)
+    except ConfigError as exc:
+        config, config_problem = None, f"config: config.json does not parse: {exc}"
+    if config is not None:
+        store = store.with_keep_best(config.keep_best)
+    try:
+        report = store.check(repair=args.repair, grace_seconds=args.grace, deep=args.deep,
+                             bounds=config.bounds if config is not None else None)
+    except OSError as exc:
+        raise UserError(f"{args.url}: {_first_line(exc)}") from None
+    result = report.to_dict()
+    if config_problem:
+        result["ok"] = False
+        result["problems"] = [config_problem] + result["problems"]
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        _print_human(result)
+    return 0 if result["ok"] else 1
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
+
+
+def _print_human(r: dict) -> None:
+    print(f"{r['url']}: {'ok' if r['ok'] else 'PROBLEMS'}")
+    print(f"  alive {r['alive']}, history {r['history']}, quarantined {r['quarantined']}, "
+          f"kept {r['kept']}, workers {r['workers']}")
+    print(f"  torn {r['torn']}, corrupt {r['corrupt']}, zombies {r['zombies']}, "
+          f"orphans {r['orphans']}, stray {r['stray']}, pending {r['pending']}")
+    for line in r["problems"]:
+        print(f"  - {line}")
+    if r["repaired"]:
+        print("  repaired: " + ", ".join(f"{k} {n}" for k, n in sorted(r["repaired"].items())))

@@ -1,0 +1,73 @@
+"""The population store: a shared directory (local/NFS, GCS, or memory) that many stateless
+workers read and write without a coordinator or locks.
+
+    store = storage.open_store("gs://bucket/run1")      # or /path, file:///path, memory://x
+    for info in store.list_alive(): ...                  # one listing, no reads
+    ind = store.read_individual(info, bounds=bounds)     # verified, or None
+    store.kill(info, worker=me)                          # True for exactly one caller
+    store.publish(child.to_dict(), weights, parent=ind.id, mutation=..., fitness=..., worker=me)
+
+Torch-free (weights are opaque safetensors bytes here). See docs/layout.md for the files and
+protocols. ``open_store`` imports gcsfs only for ``gs://`` URLs.
+"""
+
+from __future__ import annotations
+
+import os
+from .backend import TEMP_PREFIX, Backend, Entry, StoreError
+from .check import CheckReport
+from .local import LocalBackend
+from .memory import MemoryBackend
+from .population import DnaValidator, PopulationStore
+from .records import CorruptRecord, Individual, IndividualInfo, birth_of, dna_hash, is_id
+from .safetensors_check import safetensors_header_ok, safetensors_problem
+
+__all__ = [
+    "open_store", "open_backend", "PopulationStore", "IndividualInfo", "Individual",
+    "CheckReport", "StoreError", "CorruptRecord", "Backend", "Entry", "LocalBackend",
+    "MemoryBackend", "DnaValidator", "safetensors_header_ok", "safetensors_problem",
+    "dna_hash", "birth_of", "is_id", "TEMP_PREFIX",
+]
+
+
+def open_backend(url: str) -> Backend:
+    """The backend for a store URL: ``/path``, ``relative/path``, ``file:///path``,
+    ``gs://bucket/prefix`` or ``memory://name``. StoreError (one line) for anything else."""
+    if not isinstance(url, str) or not url.strip():
+        raise StoreError("empty store URL")
+    url = url.strip()
+    if url.startswith("memory://"):
+        name = url[len("memory://"):]
+        if not name or "/" in name:
+            raise StoreError(f"bad memory store URL {url!r} (use memory://NAME)")
+        return MemoryBackend(name)
+    if url.startswith("gs://"):
+        from .gcs import GCSBackend
+
+        try:
+            return GCSBackend(url)
+        except ValueError as exc:
+            raise StoreError(str(exc)) from None
+    if url.startswith("file://"):
+        rest = url[len("file://"):]
+        host, slash, path = rest.partition("/")
+        if host not in ("", "localhost") or not slash:
+            raise StoreError(f"bad file URL {url!r} (use file:///absolute/path)")
+        return LocalBackend("/" + path)
+    if "://" in url:
+        scheme = url.split("://", 1)[0]
+        raise StoreError(f"unsupported store URL scheme {scheme!r} in {url!r} "
+                         "(use a path, file://, gs:// or memory://)")
+    if os.path.exists(url) and not os.path.isdir(url):
+        raise StoreError(f"{url} is a file, not a population directory")
+    return LocalBackend(url)
+
+
+def open_store(url: str, *, keep_best: int = 0,
+               dna_validator: DnaValidator | None = None) -> PopulationStore:
+    """The population store at ``url`` (see :func:`open_backend` for the URL forms).
+
+    Opening creates nothing; directories appear as objects are written.
+    """
+    return PopulationStore(open_backend(url), keep_best=keep_best, dna_validator=dna_validator)
+

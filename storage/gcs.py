@@ -1,0 +1,167 @@
+"""Google Cloud Storage backend through gcsfs (``gs://bucket/prefix``).
+
+- ``create``: a single-request upload with ``ifGenerationMatch=0`` (gcsfs
+  ``pipe_file(mode="create")``); GCS answers 412, which gcsfs raises as FileExistsError, when
+  the object exists. gcsfs retries 5xx and dropped connections, so a create whose first try
+  landed can come back 412 on the retry: every create carries a random nonce in the
+  object's metadata, and on FileExistsError we read it back: our nonce means we won.
+- ``write``: an upload replaces the object whole (GCS objects are immutable versions).
+- Listings bypass gcsfs's listing cache (``use_listings_cache=False`` and ``refresh=True``):
+  GCS listing itself is strongly consistent.
+
+Credentials come from the environment only: Application Default Credentials, or anonymous
+access when ``STORAGE_EMULATOR_HOST`` points at an emulator. They never reach logs or the
+store. ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT`` is defaulted to ``false`` before gcsfs is
+imported (else gcsfs asks a gRPC API for every bucket's type, which stalls on emulators).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from datetime import datetime
+from typing import Any
+
+from .backend import Backend, Entry, StoreError, check_dir, check_key
+
+NONCE_FIELD = "evo-create-nonce"
+# Uploads below gcsfs's chunk size are single requests, where the precondition is atomic.
+MAX_CREATE_BYTES = 8 * 2**20
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
+
+
+def make_filesystem() -> Any:
+    """A gcsfs filesystem configured from the environment (no listing cache, no sharing)."""
+    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    from gcsfs.core import GCSFileSystem  # the plain class, whatever that variable says
+
+    endpoint = os.environ.get("STORAGE_EMULATOR_HOST", "").strip()
+    if endpoint and endpoint != "default":
+        if not endpoint.startswith(("http://", "https://")):
+            endpoint = "http://" + endpoint
+        token: str = "anon"
+    else:
+        endpoint, token = "", "google_default"
+    try:
+        return GCSFileSystem(token=token, endpoint_url=endpoint or None,
+                             use_listings_cache=False, skip_instance_cache=True)
+    except Exception as exc:  # google.auth raises several types; the message has no secret
+        raise StoreError(f"cannot open Google Cloud Storage: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''} "
+                         "(credentials come from Application Default Credentials)") from None
+
+
+def parse_gs_url(url: str) -> tuple[str, str]:
+    """``gs://bucket/some/prefix`` -> ``("bucket", "some/prefix")``; ValueError if malformed."""
+    if not url.startswith("gs://"):
+        raise ValueError(f"not a gs:// URL: {url!r}")
+    bucket, _, prefix = url[len("gs://"):].partition("/")
+    if not _BUCKET.fullmatch(bucket):
+        raise ValueError(f"bad bucket name {bucket!r} in {url!r}")
+    prefix = prefix.strip("/")
+    if prefix:
+        try:
+            check_key(prefix)
+        except ValueError:
+            raise ValueError(f"bad prefix {prefix!r} in {url!r}") from None
+    return bucket, prefix
+
+
+def _mtime(info: dict[str, Any]) -> float:
+    stamp = info.get("updated") or info.get("timeCreated")
+    if isinstance(stamp, str):
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    mtime = info.get("mtime")
+    return mtime.timestamp() if isinstance(mtime, datetime) else 0.0
+
+
+class GCSBackend(Backend):
+    """A population under ``gs://bucket/prefix``."""
+
+    def __init__(self, url: str, fs: Any = None):
+        bucket, prefix = parse_gs_url(url)
+        self.url = f"gs://{bucket}/{prefix}".rstrip("/")
+        self._root = f"{bucket}/{prefix}".rstrip("/")
+        self._fs = fs if fs is not None else make_filesystem()
+
+    def _path(self, key: str) -> str:
+        return f"{self._root}/{check_key(key)}"
+
+    def _dirpath(self, dirname: str) -> str:
+        return f"{self._root}/{check_dir(dirname)}".rstrip("/")
+
+    def read(self, key: str) -> bytes:
+        return self._fs.cat_file(self._path(key))
+
+    def read_many(self, keys: Any) -> dict[str, bytes | None]:
+        keys = list(keys)
+        if not keys:
+            return {}
+        paths = {self._path(k): k for k in keys}
+        got = self._fs.cat(list(paths), on_error="return")
+        out: dict[str, bytes | None] = {}
+        for path, key in paths.items():
+            value = got.get(path)
+            if isinstance(value, FileNotFoundError) or value is None:
+                out[key] = None
+            elif isinstance(value, BaseException):
+                raise value
+            else:
+                out[key] = value
+        return out
+
+    def write(self, key: str, data: bytes) -> None:
+        self._fs.pipe_file(self._path(key), bytes(data))
+
+    def create(self, key: str, data: bytes) -> bool:
+        if len(data) > MAX_CREATE_BYTES:
+            raise ValueError(f"create of {key}: {len(data)} bytes is too large for one request")
+        path = self._path(key)
+        nonce = secrets.token_hex(16)
+        try:
+            self._fs.pipe_file(path, bytes(data), mode="create", metadata={NONCE_FIELD: nonce})
+            return True
+        except FileExistsError:
+            pass
+        try:
+            info = self._fs.info(path)
+        except FileNotFoundError:
+            return False  # it existed, and someone deleted it since: never ours
+        return (info.get("metadata") or {}).get(NONCE_FIELD) == nonce
+
+    def delete(self, key: str) -> bool:
+        try:
+            self._fs.rm_file(self._path(key))
+            return True
+        except FileNotFoundError:
+            return False
+
+    def _ls(self, dirname: str) -> list[dict[str, Any]]:
+        base = self._dirpath(dirname)
+        try:
+            entries = self._fs.ls(base, detail=True, refresh=True)
+        except FileNotFoundError:
+            return []
+        prefix = base + "/"
+        return [e for e in entries
+                if e.get("type") == "file" and e["name"].startswith(prefix)
+                and "/" not in e["name"][len(prefix):]]
+
+    def list(self, dirname: str) -> list[str]:
+        cut = len(self._dirpath(dirname)) + 1
+        return [e["name"][cut:] for e in self._ls(dirname)]
+
+    def list_detail(self, dirname: str) -> list[Entry]:
+        cut = len(self._dirpath(dirname)) + 1
+        return [Entry(e["name"][cut:], _mtime(e), int(e.get("size", 0))) for e in self._ls(dirname)]
+
+    def stat(self, key: str) -> Entry | None:
+        try:
+            info = self._fs.info(self._path(key))
+        except FileNotFoundError:
+            return None
+        if info.get("type") != "file":
+            return None
+        return Entry(key.rsplit("/", 1)[-1], _mtime(info), int(info.get("size", 0)))

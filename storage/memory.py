@@ -1,0 +1,79 @@
+"""In-process backend for unit tests: ``memory://name`` is a dict shared by name, under a lock.
+
+It means nothing across processes; within one process it has the same exactly-once
+semantics as the real backends, so threaded races can be tested against it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from .backend import Backend, Entry, check_dir, check_key
+
+_LOCK = threading.Lock()
+# store name -> directory -> object name -> (data, mtime)
+_STORES: dict[str, dict[str, dict[str, tuple[bytes, float]]]] = {}
+
+
+class MemoryBackend(Backend):
+    """Objects in a process-global dict; every ``MemoryBackend(name)`` with one name shares it."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.url = f"memory://{name}"
+        with _LOCK:
+            self._dirs = _STORES.setdefault(name, {})
+
+    @staticmethod
+    def _split(key: str) -> tuple[str, str]:
+        directory, _, name = check_key(key).rpartition("/")
+        return directory, name
+
+    def read(self, key: str) -> bytes:
+        directory, name = self._split(key)
+        with _LOCK:
+            item = self._dirs.get(directory, {}).get(name)
+        if item is None:
+            raise FileNotFoundError(key)
+        return item[0]
+
+    def stat(self, key: str) -> Entry | None:
+        directory, name = self._split(key)
+        with _LOCK:
+            item = self._dirs.get(directory, {}).get(name)
+        return None if item is None else Entry(name, item[1], len(item[0]))
+
+    def list(self, dirname: str) -> list[str]:
+        with _LOCK:
+            return list(self._dirs.get(check_dir(dirname), {}))
+
+    def list_detail(self, dirname: str) -> list[Entry]:
+        with _LOCK:
+            items = list(self._dirs.get(check_dir(dirname), {}).items())
+        return [Entry(name, mtime, len(data)) for name, (data, mtime) in items]
+
+    def write(self, key: str, data: bytes) -> None:
+        directory, name = self._split(key)
+        with _LOCK:
+            self._dirs.setdefault(directory, {})[name] = (bytes(data), time.time())
+
+    def create(self, key: str, data: bytes) -> bool:
+        directory, name = self._split(key)
+        with _LOCK:
+            objects = self._dirs.setdefault(directory, {})
+            if name in objects:
+                return False
+            objects[name] = (bytes(data), time.time())
+            return True
+
+    def delete(self, key: str) -> bool:
+        directory, name = self._split(key)
+        with _LOCK:
+            return self._dirs.get(directory, {}).pop(name, None) is not None
+
+
+def drop_memory_store(name: str) -> None:
+    """Forget the in-memory store ``name`` (tests use it to free memory)."""
+    with _LOCK:
+        _STORES.pop(name, None)

