@@ -131,18 +131,29 @@ class DNA:
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys, no whitespace); ``from_json(to_json(d)) == d``."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return canonical_json(self.to_dict())
 
     def content_hash(self) -> str:
         """SHA-256 (hex) of the canonical JSON without ``mutation``; the same in every process."""
-        d = self.to_dict()
-        del d["mutation"]
-        blob = json.dumps(d, sort_keys=True, separators=(",", ":"), allow_nan=False)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        return content_hash_of(self.to_dict())
 
     def replace(self, **changes: Any) -> "DNA":
         """A copy with some fields changed (the DNA itself is never modified)."""
         return dataclasses.replace(self, **changes)
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal data gives equal text in every process."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def content_hash_of(dna_dict: dict[str, Any]) -> str:
+    """SHA-256 (hex) of a DNA dict's canonical JSON without its ``mutation`` (provenance) field.
+
+    Shared by every DNA kind and by the store, so a hash computed from stored JSON equals
+    ``DNA.content_hash()``.
+    """
+    return hashlib.sha256(canonical_json({k: v for k, v in dna_dict.items() if k != "mutation"}).encode()).hexdigest()
 
 
 def initial(learning_rate: float = INITIAL_LEARNING_RATE) -> DNA:

@@ -24,14 +24,13 @@ This module never imports torch; ``dna.build_nasnet`` builds the model.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .bounds import DEFAULT_BOUNDS, Bounds
-from .genome import INITIAL_LEARNING_RATE, SCHEMA_VERSION, DNAError, _int, _keys, _str, loads
+from .genome import (INITIAL_LEARNING_RATE, SCHEMA_VERSION, DNAError, _int, _keys, _str, canonical_json,
+                     content_hash_of, loads)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -128,14 +127,11 @@ class NasnetDNA:
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys, no whitespace); ``nasnet_from_json(d.to_json()) == d``."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return canonical_json(self.to_dict())
 
     def content_hash(self) -> str:
         """SHA-256 (hex) of the canonical JSON without ``mutation``; the same in every process."""
-        d = self.to_dict()
-        del d["mutation"]
-        blob = json.dumps(d, sort_keys=True, separators=(",", ":"), allow_nan=False)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        return content_hash_of(self.to_dict())
 
     def replace(self, **changes: Any) -> "NasnetDNA":
         """A copy with some fields changed (the DNA itself is never modified)."""

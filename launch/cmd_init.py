@@ -6,8 +6,7 @@ import argparse
 import json
 from dataclasses import replace
 
-from dna.bounds import Bounds
-from evo.config import SEARCH_SPACES, SELECTIONS, ConfigError, RunConfig, SyntheticSettings, TrainSettings
+from evo.config import SEARCH_SPACES, SELECTIONS, ConfigError, RunConfig
 
 from .errors import UserError
 

@@ -7,7 +7,6 @@ sizes and formats strictly and raise :class:`CorruptRecord` with a one-line reas
 from __future__ import annotations
 
 import calendar
-import hashlib
 import json
 import math
 import re
@@ -15,6 +14,8 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+
+from dna.genome import content_hash_of
 
 COMMIT_SCHEMA = 1
 MAX_RECORD_BYTES = 4 * 2**20
@@ -198,9 +199,7 @@ def loads(raw: bytes, what: str) -> Any:
 
 def dna_hash(dna: dict[str, Any]) -> str:
     """SHA-256 of the DNA's canonical JSON without ``mutation`` (== ``DNA.content_hash()``)."""
-    d = {k: v for k, v in dna.items() if k != "mutation"}
-    return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":"),
-                                     allow_nan=False).encode()).hexdigest()
+    return content_hash_of(dna)
 
 
 # ----- the commit object -----

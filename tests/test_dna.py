@@ -227,7 +227,9 @@ def mangled_dna_texts(draw):
     d = copy.deepcopy(draw(st.sampled_from(BASES)))
     for _ in range(draw(st.integers(1, 3))):
         target = draw(st.sampled_from(_containers(d, [])))
-        replacement = draw(INTERESTING | json_values)
+        # deepcopy: sampled_from hands out the same [] / {} objects, and mutating them
+        # later would change the strategy itself between runs
+        replacement = copy.deepcopy(draw(INTERESTING | json_values))
         if isinstance(target, dict):
             key = draw(st.sampled_from(sorted(target) + ["extra"])) if target else "extra"
             op = draw(st.sampled_from(["set", "delete", "rename"]))
