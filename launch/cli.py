@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .errors import UserError
@@ -25,7 +26,19 @@ COMMAND_MODULES = [
     "launch.cmd_lineage",
     "launch.cmd_best",
     "launch.cmd_evaluate",
+    "launch.slurm",   # `evo launch slurm ...` (registered as the hidden command launch-slurm)
+    "launch.k8s",     # `evo launch k8s ...` (hidden command launch-k8s)
 ]
+
+# `evo launch ENGINE URL ...` goes to the engine's own parser; `evo launch URL` stays local.
+LAUNCH_ENGINES = ("slurm", "k8s")
+
+
+def route(argv: list[str]) -> list[str]:
+    """Rewrite ``launch slurm|k8s ...`` to the hidden ``launch-slurm|launch-k8s ...`` commands."""
+    if len(argv) >= 2 and argv[0] == "launch" and argv[1] in LAUNCH_ENGINES:
+        return [f"launch-{argv[1]}"] + argv[2:]
+    return argv
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,16 +64,21 @@ def main(argv: list[str] | None = None) -> int:
     from evo.data import DatasetError
     from storage.backend import StoreError
 
+    argv = route(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
+    name = args.command.replace("-", " ")
     try:
         return int(args.func(args) or 0)
     except (UserError, StoreError, ConfigError, DatasetError, DNAError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"evo {args.command}: error: {message}", file=sys.stderr)
+        print(f"evo {name}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"evo {args.command}: interrupted", file=sys.stderr)
+        print(f"evo {name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `evo status URL | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

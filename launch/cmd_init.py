@@ -140,6 +140,35 @@ def _diff(a: dict, b: dict, prefix: str = "") -> str:
     return "; ".join(out)
 
 
+CONFIG_OPTIONS = ("population_size", "selection", "tournament_size", "search_space", "steps", "batch_size",
+                  "keep_best", "seed", "max_channels", "max_vertices", "synthetic_train_seconds",
+                  "synthetic_weight_bytes", "nasnet_cells", "nasnet_filters", "config")
+
+
+def has_config_options(args: argparse.Namespace) -> bool:
+    """True when the user asked for anything about the run itself (not just workers)."""
+    if args.dataset != "digits" or args.no_augment or args.no_inherit:
+        return True
+    return any(getattr(args, name, None) not in (None, False) for name in CONFIG_OPTIONS)
+
+
+def ensure_run(url: str, args: argparse.Namespace) -> None:
+    """Initialise the population from the run options when it has no config yet, or when
+    options were given (then they must match the stored config, as for `evo launch`)."""
+    from storage import StoreError, open_store
+
+    try:
+        open_store(url).read_config()
+        exists = True
+    except StoreError:
+        exists = False
+    if not exists or has_config_options(args):
+        config, created = init_run(url, config_from_args(args))
+        if created:
+            print(f"initialised {url}: dataset={config.dataset} P={config.population_size} "
+                  f"selection={config.selection} steps/child={config.train.steps}", flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     config, created = init_run(args.url, config)

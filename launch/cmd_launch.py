@@ -16,19 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from .cmd_init import add_config_arguments, config_from_args, init_run
+from .cmd_init import add_config_arguments, ensure_run
 from .errors import UserError
 
-CONFIG_OPTIONS = ("population_size", "selection", "tournament_size", "search_space", "steps", "batch_size",
-                  "keep_best", "seed", "max_channels", "max_vertices", "synthetic_train_seconds",
-                  "synthetic_weight_bytes", "nasnet_cells", "nasnet_filters", "config")
-
-
-def has_config_options(args: argparse.Namespace) -> bool:
-    """True when the user asked for anything about the run itself (not just workers)."""
-    if args.dataset != "digits" or args.no_augment or args.no_inherit:
-        return True
-    return any(getattr(args, name, None) not in (None, False) for name in CONFIG_OPTIONS)
 
 
 def gpu_count() -> int:
@@ -110,19 +100,8 @@ def run_local(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise UserError("-n must be at least 1")
-    from storage.backend import StoreError
-
     store = open_store(args.url)
-    try:
-        store.read_config()
-        exists = True
-    except StoreError:
-        exists = False
-    if not exists or has_config_options(args):
-        config, created = init_run(args.url, config_from_args(args))
-        if created:
-            print(f"initialised {args.url}: dataset={config.dataset} P={config.population_size} "
-                  f"selection={config.selection} steps/child={config.train.steps}", flush=True)
+    ensure_run(args.url, args)
     log_dir = Path(args.log_dir) if args.log_dir else default_log_dir(args.url)
     print(f"starting {args.n} worker(s) on {args.url}; logs in {log_dir}/ (Ctrl-C stops them)", flush=True)
     procs = start_workers(args, log_dir)

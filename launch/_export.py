@@ -1,0 +1,214 @@
+"""Write an individual as a self-contained model directory that needs only torch to run.
+
+The model code is not generated: ``dna/portable.py`` is copied verbatim as ``evo_model.py``
+(and, for NASNet, evo's torch-and-stdlib-only NASNet modules as the package
+``evo_nasnet/``), so an export runs exactly the code that trained it. See
+``dna.portable`` for the directory's layout.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+LOAD_PY = '''"""Load this exported evo model with PyTorch alone, or evaluate it on an .npz of images.
+
+    python load.py --data test.npz          # arrays x (N, C, H, W; pixel values 0..255) and y (labels)
+    python -c "import load; m = load.load()"
+
+The model code is evo_model.py (beside this file); see its docstring.
+"""
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import evo_model  # noqa: E402
+
+
+def load(directory=HERE, device="cpu"):
+    """The exported model (a torch.nn.Module taking pixel values 0..255), in eval mode."""
+    return evo_model.load(directory, device)
+
+
+if __name__ == "__main__":
+    sys.exit(evo_model.main(default_dir=HERE))
+'''
+
+NASNET_INIT = '''"""Verbatim copies of evo's NASNet modules (dna/{files}); evo_model.py builds NASNet models with them."""
+'''
+
+
+def dataset_facts(spec: str) -> dict[str, Any]:
+    """Input shape, class count and training-split normalisation of a dataset spec."""
+    from evo.data import DatasetError, channel_stats, read_dataset
+
+    if spec.split("=", 1)[0] == "synthetic":
+        raise UserError("this run uses the synthetic dataset: its individuals have no trained model to export")
+    try:
+        host = read_dataset(spec)
+    except DatasetError as exc:
+        raise UserError(str(exc)) from None
+    mean, std = channel_stats(host.train_x)
+    return {"spec": spec, "name": host.name, "input_shape": list(host.input_shape),
+            "num_classes": host.num_classes, "mean": list(mean), "std": list(std)}
+
+
+def module_closure(module_file: str) -> list[str]:
+    """``module_file`` and every sibling module it imports relatively, transitively (file names).
+
+    Raises UserError if any of them imports something other than torch, the standard
+    library or a sibling (an export must run with torch alone).
+    """
+    folder = Path(module_file).parent
+    todo, seen = [Path(module_file).name], []
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.append(name)
+        tree = ast.parse((folder / name).read_text(encoding="utf-8"))
+        for node in _runtime_imports(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                todo.append(node.module.split(".")[0] + ".py")
+                continue
+            if isinstance(node, ast.ImportFrom) and node.level:
+                raise UserError(f"dna/{name}: relative import beyond its package; cannot export it")
+            roots = [a.name.split(".")[0] for a in node.names] if isinstance(node, ast.Import) \
+                else [(node.module or "").split(".")[0]]
+            for root in roots:
+                if root not in ("torch", "__future__") and root not in sys.stdlib_module_names:
+                    raise UserError(f"dna/{name} imports {root}, so it cannot run in an export (torch only)")
+    return seen
+
+
+def _runtime_imports(tree: ast.AST):
+    """Import statements except those under ``if TYPE_CHECKING:``."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            stack.extend(node.orelse)
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def prepare_directory(directory: str, force: bool) -> Path:
+    """An empty (or, with ``force``, emptied of export files) directory to write into."""
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{directory} exists and is not a directory")
+    if path.exists() and any(path.iterdir()) and not force:
+        raise UserError(f"{directory} is not empty (use --force to overwrite an earlier export)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{directory}: {exc.strerror or exc}") from None
+    return path
+
+
+def export(individual, config, url: str, directory: str, *, cells: int | None = None,
+           filters: int | None = None, dataset: str | None = None, seed: int = 0,
+           force: bool = False) -> dict[str, Any]:
+    """Write ``individual`` (a verified ``storage.Individual``) to ``directory``; returns model.json.
+
+    Large-scale individuals keep their trained weights. NASNet individuals keep them at the
+    run's N and F; at another ``cells``/``filters`` the model is rebuilt at that size with
+    fresh (untrained, seeded) weights, and model.json says ``"trained": false``.
+    """
+    import dna as dna_lib
+    import dna.portable as portable
+
+    kind = individual.dna.get("kind", "large_scale")
+    if kind != "nasnet" and (cells or filters):
+        raise UserError("--cells/--filters apply only to NASNet individuals")
+    facts = dataset_facts(dataset or config.dataset)
+    shape, classes = tuple(facts["input_shape"]), facts["num_classes"]
+    weights = individual.weights
+    trained = True
+    note = "trained weights, as evolution stored them"
+    if kind == "nasnet":
+        n = cells or config.nasnet.cells_per_stack
+        f = filters or config.nasnet.filters
+        architecture = {"kind": "nasnet", "input_shape": list(shape), "num_classes": classes,
+                        "cells_per_stack": n, "filters": f}
+        if (n, f) != (config.nasnet.cells_per_stack, config.nasnet.filters):
+            weights = _fresh_nasnet_weights(individual.dna, architecture, seed)
+            trained = False
+            note = (f"FRESH, UNTRAINED weights: rebuilt at N={n}, F={f} (searched at "
+                    f"N={config.nasnet.cells_per_stack}, F={config.nasnet.filters}); train it before use")
+    else:
+        from dna.portable_plan import architecture as plan_of
+
+        try:
+            genome = dna_lib.validate(dna_lib.from_dict(individual.dna), config.bounds)
+        except dna_lib.DNAError as exc:
+            raise UserError(f"individual {individual.id}: {exc}") from None
+        architecture = plan_of(genome, shape, classes)
+    info = {
+        "format": portable.EXPORT_FORMAT, "id": individual.id, "run": url, "kind": kind,
+        "dataset": facts["spec"], "architecture": architecture,
+        "normalization": {"mean": facts["mean"], "std": facts["std"], "applies_to": "pixel values 0..255"},
+        "validation_accuracy": individual.fitness if trained else None,
+        "searched_validation_accuracy": individual.fitness,
+        "trained": trained, "weights_note": note, "eval_batch_size": config.train.eval_batch_size,
+        "parent": individual.parent, "mutation": individual.mutation, "birth": individual.birth,
+        "dna_hash": individual.dna_hash, "learning_rate": individual.dna.get("learning_rate"),
+        "exported": time.time(),
+    }
+    out = prepare_directory(directory, force)
+    try:
+        (out / portable.WEIGHTS_FILE).write_bytes(weights)
+        (out / portable.DNA_FILE).write_text(json.dumps(individual.dna, indent=1, sort_keys=True) + "\n")
+        (out / portable.MODEL_FILE).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+        shutil.copyfile(portable.__file__, out / "evo_model.py")
+        (out / "load.py").write_text(LOAD_PY)
+        if kind == "nasnet":
+            _copy_nasnet_modules(out)
+    except OSError as exc:
+        raise UserError(f"{directory}: {exc.strerror or exc}") from None
+    try:  # prove the export loads before saying it worked
+        model = portable.load(str(out))
+    except portable.ExportError as exc:
+        raise UserError(f"the export in {directory} does not load: {exc}") from None
+    info["parameters"] = sum(p.numel() for p in model.net.parameters())
+    return info
+
+
+def _fresh_nasnet_weights(dna_dict: dict, architecture: dict, seed: int) -> bytes:
+    import torch
+    from safetensors.torch import save
+
+    import dna.portable as portable
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            net = portable.build_network({"architecture": architecture}, dna_dict)
+        except (portable.ExportError, ValueError) as exc:
+            raise UserError(f"cannot build the NASNet model at this size: {exc}") from None
+    return save({k: v.detach().contiguous() for k, v in net.state_dict().items()})
+
+
+def _copy_nasnet_modules(out: Path) -> None:
+    import dna.build_nasnet as builder
+
+    files = module_closure(builder.__file__)
+    pkg = out / "evo_nasnet"
+    pkg.mkdir(exist_ok=True)
+    src = Path(builder.__file__).parent
+    for name in files:
+        shutil.copyfile(src / name, pkg / name)
+    (pkg / "__init__.py").write_text(NASNET_INIT.format(files=", ".join(sorted(files))))
+

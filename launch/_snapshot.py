@@ -1,0 +1,187 @@
+"""One consistent read of a population for the inspection commands (status, plot, lineage, best).
+
+Torch-free. Everything comes from the store: the ``alive/`` listing and commit objects, the
+``history/`` records of the dead, the ``quarantine/`` records and the workers' heartbeats.
+An individual listed in ``alive/`` that also has a history or quarantine record (a zombie:
+its killer crashed before unlisting it) counts as dead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class Record:
+    """One individual that ever lived: provenance, fitness and (for the dead) its death."""
+
+    id: str
+    parent: str | None
+    mutation: str
+    fitness: float
+    birth: float
+    alive: bool
+    worker: str = ""
+    death: float | None = None
+    killer: str | None = None
+    dna: dict[str, Any] | None = None       # None when the commit could not be read
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The population at ``taken`` (unix seconds): every individual by id, and the rest."""
+
+    url: str
+    taken: float
+    config: Any                              # evo.config.RunConfig, or None if unreadable
+    records: dict[str, Record]
+    quarantined_ids: frozenset[str]
+    workers: list[dict[str, Any]]
+
+    @property
+    def quarantined(self) -> int:
+        return len(self.quarantined_ids)
+
+    @property
+    def born(self) -> int:
+        """Every individual that ever lived: alive, dead or quarantined (each counted once)."""
+        return len(set(self.records) | self.quarantined_ids)
+
+    @property
+    def alive(self) -> list[Record]:
+        """Live individuals, oldest first."""
+        return sorted((r for r in self.records.values() if r.alive), key=lambda r: r.id)
+
+    @property
+    def dead(self) -> list[Record]:
+        return sorted((r for r in self.records.values() if not r.alive), key=lambda r: r.id)
+
+    def best_alive(self) -> Record | None:
+        """The fittest live individual (ties: the older one)."""
+        return max(self.alive, key=lambda r: (r.fitness, -r.birth), default=None)
+
+
+def open_population(url: str):
+    """(store, config) for an existing population; UserError when it is not one."""
+    import storage
+    from evo.config import ConfigError, RunConfig
+
+    try:
+        store = storage.open_store(url)
+        text = store.read_config()
+    except storage.StoreError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        config = RunConfig.from_json(text)
+    except ConfigError as exc:
+        raise UserError(f"{url}/config.json: {exc}") from None
+    return store.with_keep_best(config.keep_best), config
+
+
+def take_snapshot(url: str, *, read_alive: bool = True, spinner: bool = True) -> Snapshot:
+    """Read the whole population at ``url`` once (one listing per folder, records in bulk).
+
+    ``read_alive=False`` skips reading live commit objects (their fitness and birth then come
+    from the listing and their parent, mutation and DNA are unknown). ``spinner``: show one
+    on a terminal while reading.
+    """
+    store, config = open_population(url)
+    with _reading(url) if spinner else contextlib.nullcontext():
+        return _read(store, config, url, read_alive)
+
+
+@contextlib.contextmanager
+def _reading(url: str):
+    """A spinner on a terminal while a (possibly large, remote) population is read."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    try:
+        from rich.console import Console
+    except ImportError:
+        print(f"reading {url} ...", file=sys.stderr, flush=True)
+        yield
+        return
+    with Console(stderr=True).status(f"reading {url} ...", spinner="dots"):
+        yield
+
+
+def _read(store, config, url: str, read_alive: bool) -> Snapshot:
+    from storage.records import (ALIVE, QUARANTINE, CorruptRecord, check_commit, loads, parse_alive_name,
+                                 parse_record_name)
+
+    backend = store.backend
+    # History first: an individual killed between the two listings then shows as dead,
+    # never as missing.
+    history = store.read_history()
+    listing = [i for i in (parse_alive_name(n) for n in backend.list(ALIVE)) if i is not None]
+    quarantined = {i for i in (parse_record_name(n) for n in backend.list(QUARANTINE)) if i}
+    records: dict[str, Record] = {}
+    for h in history:
+        records[h["id"]] = Record(
+            id=h["id"], parent=h["parent"], mutation=h["mutation"], fitness=float(h["fitness"]),
+            birth=float(h["birth"]), alive=False, worker=h["worker"], death=float(h["death"]),
+            killer=str(h.get("killer")), dna=h["dna"], metrics=h["metrics"])
+    live = [i for i in listing if i.id not in records and i.id not in quarantined]
+    commits = backend.read_many([i.key for i in live]) if read_alive else {}
+    for info in live:
+        raw = commits.get(info.key)
+        commit = None
+        if raw is not None:
+            try:
+                commit = check_commit(loads(raw, "commit"), info)
+            except CorruptRecord:
+                commit = None
+        if commit is None:
+            if read_alive and raw is None:
+                continue  # killed between the listing and the read
+            records[info.id] = Record(id=info.id, parent=None, mutation="?", fitness=info.fitness,
+                                      birth=info.birth, alive=True)
+        else:
+            records[info.id] = Record(
+                id=info.id, parent=commit["parent"], mutation=commit["mutation"],
+                fitness=float(commit["fitness"]), birth=float(commit["birth"]), alive=True,
+                worker=commit["worker"], dna=commit["dna"], metrics=commit["metrics"])
+    return Snapshot(url=url, taken=time.time(), config=config, records=records,
+                    quarantined_ids=frozenset(quarantined), workers=store.list_workers())
+
+
+def find_record(snapshot: Snapshot, ident: str) -> Record:
+    """The record of ``ident`` (an id, a unique prefix of one, or ``best``); UserError if none."""
+    if ident == "best":
+        best = snapshot.best_alive()
+        if best is None:
+            raise UserError(f"{snapshot.url}: no live individuals")
+        return best
+    if ident in snapshot.records:
+        return snapshot.records[ident]
+    matches = [i for i in snapshot.records if i.startswith(ident)] if len(ident) >= 4 else []
+    if len(matches) == 1:
+        return snapshot.records[matches[0]]
+    if len(matches) > 1:
+        raise UserError(f"{ident!r} matches {len(matches)} individuals in {snapshot.url}; give more of the id")
+    raise UserError(f"{snapshot.url}: no individual {ident!r} (neither alive nor in history/)")
+
+
+def ago(seconds: float) -> str:
+    """``42s``, ``5m07s``, ``3h12m``, ``2d04h``: a short duration."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def utc(t: float) -> str:
+    """Unix time as ``YYYY-MM-DD HH:MM:SS`` UTC."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))

@@ -1,0 +1,107 @@
+"""`evo evaluate DIR --dataset digits|cifar10=PATH`: the test accuracy of an exported model.
+
+This is the only command that touches a dataset's **test** split: evolution selects on the
+validation split alone, so the test accuracy of the exported winner is an honest estimate.
+The export is loaded with ``dna.portable`` (the code copied into it as ``evo_model.py``),
+never by executing files from DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from .errors import UserError
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    import dna.portable as portable
+    from evo.data import DatasetError, read_dataset
+
+    try:
+        model = portable.load(args.dir, args.device)
+    except portable.ExportError as exc:
+        raise UserError(str(exc)) from None
+    except RuntimeError as exc:  # e.g. a CUDA device that is not there
+        raise UserError(f"{args.device}: {str(exc).splitlines()[0]}") from None
+    info = model.info
+    spec = args.dataset or info.get("dataset")
+    if not spec:
+        raise UserError(f"{args.dir}/model.json names no dataset; pass --dataset")
+    try:
+        host = read_dataset(spec)
+    except DatasetError as exc:
+        raise UserError(str(exc)) from None
+    want = tuple(info["architecture"]["input_shape"])
+    if tuple(host.input_shape) != want or host.num_classes != info["architecture"]["num_classes"]:
+        raise UserError(f"{spec}: images {host.input_shape} with {host.num_classes} classes do not fit the "
+                        f"model ({want}, {info['architecture']['num_classes']} classes)")
+    x_np, y_np = (host.test_x, host.test_y) if args.split == "test" else (host.val_x, host.val_y)
+    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
+    batch = args.batch_size or int(info.get("eval_batch_size") or 1000)
+    t0 = time.perf_counter()
+    correct = 0
+    with _Progress(f"evaluating on {len(y)} {args.split} images", len(y)) as bar, torch.inference_mode():
+        for lo in range(0, len(y), batch):
+            out = model(x[lo:lo + batch].to(args.device))
+            correct += int((out.argmax(dim=1).cpu() == y[lo:lo + batch]).sum())
+            bar.advance(min(batch, len(y) - lo))
+    accuracy = correct / len(y)
+    result = {"dir": args.dir, "id": info.get("id"), "dataset": spec, "split": args.split,
+              "accuracy": accuracy, "images": len(y), "correct": correct, "trained": info.get("trained"),
+              "validation_accuracy": info.get("validation_accuracy"), "seconds": time.perf_counter() - t0}
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(f"{args.split} accuracy {accuracy:.4f} ({correct}/{len(y)} images of {spec}) "
+              f"for {info.get('id')} (validation accuracy during the search: "
+              f"{info.get('searched_validation_accuracy', info.get('validation_accuracy')):.4f})")
+        if not info.get("trained"):
+            print(f"NOTE: {info.get('weights_note', 'the weights are untrained')}")
+    return 0
+
+
+class _Progress:
+    """A progress bar on a terminal (rich when installed), nothing otherwise."""
+
+    def __init__(self, description: str, total: int):
+        self.description, self.total = description, total
+        self._bar = None
+
+    def __enter__(self):
+        if sys.stderr.isatty():
+            try:
+                from rich.progress import Progress
+
+                self._bar = Progress(transient=True)
+                self._bar.start()
+                self._task = self._bar.add_task(self.description, total=self.total)
+            except ImportError:
+                print(self.description + "...", file=sys.stderr, flush=True)
+        return self
+
+    def advance(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, n)
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def register(sub) -> None:
+    p = sub.add_parser("evaluate", help="test accuracy of an exported model (`evo best --export`)",
+                       description="Load a model exported by `evo best --export DIR` and report its "
+                                   "accuracy on the dataset's test split (the only use of the test split).")
+    p.add_argument("dir", help="export directory")
+    p.add_argument("--dataset", help="digits | cifar10=PATH | cifar100=PATH (default: the run's, from model.json)")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="test (default) or val (to compare with the search's validation accuracy)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)

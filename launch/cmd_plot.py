@@ -1,0 +1,115 @@
+"""`evo plot URL -o progress.png`: the progress figure of Real et al. (2017), Figure 1.
+
+Every individual that ever lived is a dot: its validation accuracy against the wall time of
+its birth. Live individuals are highlighted; a line follows the best accuracy so far. The
+data behind the figure is written beside it as JSON (``--data``, default ``progress.json``
+next to the PNG), so the figure can be checked and redrawn. ``--arch FILE`` also draws the
+best live individual's architecture. Needs matplotlib (``pip install 'evo[plot]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from ._snapshot import Snapshot, take_snapshot
+from .errors import UserError
+
+
+def progress_data(snap: Snapshot) -> dict[str, Any]:
+    """Points of every individual (``t``: seconds since the first birth) and the best-so-far steps."""
+    records = sorted(snap.records.values(), key=lambda r: (r.birth, r.id))
+    start = records[0].birth if records else snap.taken
+    points = [{"id": r.id, "t": r.birth - start, "fitness": r.fitness, "alive": r.alive,
+               "mutation": r.mutation, "parent": r.parent} for r in records]
+    best_so_far = []
+    best = None
+    for p in points:
+        if best is None or p["fitness"] > best:
+            best = p["fitness"]
+            best_so_far.append({"t": p["t"], "fitness": best, "id": p["id"]})
+    cfg = snap.config
+    return {"url": snap.url, "dataset": cfg.dataset, "selection": cfg.selection,
+            "search_space": cfg.search_space, "start": start, "time": snap.taken,
+            "count": len(points), "alive": sum(1 for p in points if p["alive"]),
+            "points": points, "best_so_far": best_so_far}
+
+
+def draw_progress(data: dict[str, Any], path: str) -> None:
+    """Render :func:`progress_data` to a PNG at ``path``."""
+    from ._plotting import pyplot
+
+    plt = pyplot()
+    span = max((p["t"] for p in data["points"]), default=0.0)
+    unit, scale = ("hours", 3600.0) if span > 3 * 3600 else ("minutes", 60.0)
+    dead = [p for p in data["points"] if not p["alive"]]
+    alive = [p for p in data["points"] if p["alive"]]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    ax.scatter([p["t"] / scale for p in dead], [p["fitness"] for p in dead], s=9, c="0.6",
+               alpha=0.7, linewidths=0, label=f"dead ({len(dead)})")
+    ax.scatter([p["t"] / scale for p in alive], [p["fitness"] for p in alive], s=22, c="#d62728",
+               edgecolors="black", linewidths=0.4, zorder=3, label=f"alive ({len(alive)})")
+    steps = data["best_so_far"]
+    if steps:
+        xs = [s["t"] / scale for s in steps] + [span / scale]
+        ys = [s["fitness"] for s in steps] + [steps[-1]["fitness"]]
+        ax.step(xs, ys, where="post", color="#1f77b4", lw=1.5, label=f"best so far ({ys[-1]:.4f})")
+    ax.set_xlabel(f"wall time ({unit} since the first birth)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(f"{data['url']}: {data['count']} individuals ({data['dataset']}, {data['selection']})",
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def default_data_path(png: str) -> str:
+    """``progress.png`` -> ``progress.json`` (beside the figure)."""
+    root, _ = os.path.splitext(png)
+    return root + ".json"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ._plotting import pyplot
+
+    pyplot()  # fail in one line, before reading the store, when matplotlib is missing
+    snap = take_snapshot(args.url)
+    data = progress_data(snap)
+    if not data["points"]:
+        raise UserError(f"{args.url}: nothing to plot yet (no individual has been published)")
+    data_path = args.data or default_data_path(args.output)
+    try:
+        draw_progress(data, args.output)
+        with open(data_path, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+    except OSError as exc:
+        raise UserError(f"{exc.filename or args.output}: {exc.strerror or exc}") from None
+    print(f"wrote {args.output} ({data['count']} individuals, {data['alive']} alive, best "
+          f"{data['best_so_far'][-1]['fitness']:.4f}) and its data {data_path}")
+    if args.arch:
+        best = snap.best_alive()
+        if best is None or best.dna is None:
+            raise UserError(f"{args.url}: no readable live individual to draw")
+        from ._drawing import draw_architecture
+
+        try:
+            how = draw_architecture(best.dna, args.arch, title=f"{best.id}\nvalidation accuracy {best.fitness:.4f}")
+        except OSError as exc:
+            raise UserError(f"{args.arch}: {exc.strerror or exc}") from None
+        print(f"wrote {args.arch} (architecture of {best.id}, drawn with {how})")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("plot", help="progress figure: every individual's validation accuracy over time",
+                       description="Draw the paper's progress figure from the store: every individual "
+                                   "that ever lived (dots), live ones highlighted, the best-so-far line.")
+    p.add_argument("url", help="population directory: PATH, file://PATH, gs://BUCKET/PREFIX")
+    p.add_argument("-o", "--output", default="progress.png", help="PNG to write (default progress.png)")
+    p.add_argument("--data", help="where to write the plotted data as JSON (default: beside the PNG, .json)")
+    p.add_argument("--arch", metavar="PNG", help="also draw the best live individual's architecture here")
+    p.set_defaults(func=run)

@@ -1,0 +1,198 @@
+"""`evo status URL [--json] [--watch]`: what a running (or finished) population is doing.
+
+Everything is read from the store, so it works for any launcher and from any machine that
+can reach the population: size, births and deaths, the live population's validation
+accuracy, throughput, each worker's heartbeat (silent ones are shown as lost), race
+losses, quarantine and how often each mutation was used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from ._snapshot import Snapshot, ago, take_snapshot, utc
+from .errors import UserError
+
+HOUR = 3600.0
+
+
+def status_report(snap: Snapshot, lost_after: float = 600.0) -> dict[str, Any]:
+    """The status of ``snap`` as one JSON-ready object (the ``--json`` output).
+
+    ``born`` counts every individual that ever lived (alive, dead, quarantined);
+    ``individuals_per_hour`` is births per hour from the first birth to the last, and
+    ``individuals_per_hour_last_hour`` births in the hour before the snapshot (over the run's
+    age when it is younger). A worker is ``lost`` when its last heartbeat is older than
+    ``lost_after`` seconds and it did not say it stopped.
+    """
+    now = snap.taken
+    alive = snap.alive
+    records = list(snap.records.values())
+    fitness = sorted(r.fitness for r in alive)
+    best = snap.best_alive()
+    worst = min(alive, key=lambda r: (r.fitness, r.birth), default=None)
+    births = sorted(r.birth for r in records)
+    first, last = (births[0], births[-1]) if births else (None, None)
+    born = snap.born
+    span_h = (last - first) / HOUR if births else 0.0
+    recent = sum(1 for b in births if b >= now - HOUR)
+    window_h = min(1.0, max(now - first, 1.0) / HOUR) if births else 0.0
+    workers = [_worker_row(w, now, lost_after) for w in snap.workers]
+    workers.sort(key=lambda w: (w["status"] != "active", w["worker"]))
+    cfg = snap.config
+    return {
+        "url": snap.url,
+        "time": now,
+        "config": {"dataset": cfg.dataset, "population_size": cfg.population_size,
+                   "selection": cfg.selection, "search_space": cfg.search_space,
+                   "steps": cfg.train.steps},
+        "alive": len(alive),
+        "born": born,
+        "killed": sum(1 for r in records if not r.alive),
+        "quarantined": snap.quarantined,
+        "best": {"id": best.id, "fitness": best.fitness, "mutation": best.mutation} if best else None,
+        "median": statistics.median(fitness) if fitness else None,
+        "worst": {"id": worst.id, "fitness": worst.fitness} if worst else None,
+        "first_birth": first,
+        "last_birth": last,
+        "individuals_last_hour": recent,
+        "individuals_per_hour": born / span_h if span_h > 0 else None,
+        "individuals_per_hour_last_hour": recent / window_h if window_h > 0 else None,
+        "race_losses": sum(int(w["race_losses"] or 0) for w in workers),
+        "failures": sum(int(w["failures"] or 0) for w in workers),
+        "workers": workers,
+        "workers_active": sum(1 for w in workers if w["status"] == "active"),
+        "workers_lost": sum(1 for w in workers if w["status"] == "lost"),
+        "mutations": dict(sorted(Counter(r.mutation for r in records).items())),
+    }
+
+
+def _worker_row(beat: dict[str, Any], now: float, lost_after: float) -> dict[str, Any]:
+    info = beat.get("info") if isinstance(beat.get("info"), dict) else {}
+    seen = float(beat["time"])
+    state = str(info.get("state", "?"))
+    status = "stopped" if state == "stopped" else ("lost" if now - seen > lost_after else "active")
+
+    def num(key: str) -> Any:
+        v = info.get(key)
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    return {
+        "worker": beat["worker"], "host": str(info.get("host", "?"))[:64], "pid": num("pid"),
+        "state": state[:16], "status": status, "last_seen": seen, "silent_s": max(0.0, now - seen),
+        "started": num("started"), "individuals": num("individuals"), "kills": num("kills"),
+        "race_losses": num("race_losses"), "failures": num("failures"),
+        "best_fitness": num("best_fitness"), "device": str(info.get("device", ""))[:32],
+    }
+
+
+def _f(x: float | None, digits: int = 4) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def format_status(r: dict[str, Any]) -> str:
+    """The human-readable status screen."""
+    c = r["config"]
+    lines = [f"population {r['url']}  ({c['dataset']}, P={c['population_size']}, {c['selection']}, "
+             f"{c['search_space']}, {c['steps']} steps/child)  at {utc(r['time'])} UTC",
+             f"  alive {r['alive']} | born {r['born']} | killed {r['killed']} | quarantined {r['quarantined']}"
+             f" | race losses {r['race_losses']} | failed children {r['failures']}"]
+    if r["best"]:
+        lines.append(f"  validation accuracy (live): best {_f(r['best']['fitness'])} ({r['best']['id']}, "
+                     f"{r['best']['mutation']}), median {_f(r['median'])}, worst {_f(r['worst']['fitness'])}")
+    else:
+        lines.append("  no live individuals yet")
+    if r["first_birth"] is not None:
+        lines.append(f"  individuals per hour: {_f(r['individuals_per_hour_last_hour'], 1)} over the last hour "
+                     f"({r['individuals_last_hour']} born), {_f(r['individuals_per_hour'], 1)} overall; "
+                     f"first birth {ago(r['time'] - r['first_birth'])} ago, last {ago(r['time'] - r['last_birth'])} ago")
+    if r["mutations"]:
+        lines.append("  mutations: " + ", ".join(f"{k} {n}" for k, n in
+                                                  sorted(r["mutations"].items(), key=lambda kv: (-kv[1], kv[0]))))
+    ws = r["workers"]
+    lines.append(f"workers: {len(ws)} ({r['workers_active']} active, "
+                 f"{sum(1 for w in ws if w['status'] == 'stopped')} stopped, {r['workers_lost']} lost)")
+    if ws:
+        header = ("worker", "host", "pid", "status", "state", "last seen", "done", "kills", "races", "best")
+        rows = [(w["worker"], w["host"], str(w["pid"] or "-"), w["status"].upper() if w["status"] == "lost"
+                 else w["status"], w["state"], ago(w["silent_s"]) + " ago", str(w["individuals"] or 0),
+                 str(w["kills"] or 0), str(w["race_losses"] or 0), _f(w["best_fitness"])) for w in ws]
+        widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+        for row in [header] + rows:
+            lines.append("  " + "  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.lost_after <= 0 or args.interval <= 0:
+        raise UserError("--lost-after and --interval must be positive")
+    if not args.watch:
+        _emit(args, take_snapshot(args.url))
+        return 0
+    return _watch(args)
+
+
+def _emit(args: argparse.Namespace, snap: Snapshot, stream=None) -> str:
+    report = status_report(snap, args.lost_after)
+    text = json.dumps(report, sort_keys=True) if args.json else format_status(report)
+    print(text, file=stream or sys.stdout, flush=True)
+    return text
+
+
+def _watch(args: argparse.Namespace) -> int:
+    """Refresh every ``--interval`` seconds until Ctrl-C (or ``--count`` refreshes)."""
+    tty = sys.stdout.isatty() and not args.json
+    live = None
+    if tty:
+        try:
+            from rich.console import Console
+            from rich.live import Live
+            from rich.text import Text
+
+            live = Live(Text("reading the population..."), console=Console(), auto_refresh=False)
+            live.start()
+        except ImportError:
+            live = None
+    n = 0
+    try:
+        while True:
+            report = status_report(take_snapshot(args.url, spinner=False), args.lost_after)
+            if args.json:
+                print(json.dumps(report, sort_keys=True), flush=True)
+            elif live is not None:
+                from rich.text import Text
+                live.update(Text(format_status(report), no_wrap=True, overflow="ellipsis"), refresh=True)
+            elif tty:
+                print("\x1b[2J\x1b[H" + format_status(report), flush=True)
+            else:
+                print(format_status(report) + "\n", flush=True)
+            n += 1
+            if args.count and n >= args.count:
+                return 0
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if live is not None:
+            live.stop()
+
+
+def register(sub) -> None:
+    p = sub.add_parser("status", help="population, workers, rates and mutations of a run",
+                       description="Show a population's state from the store alone: births and deaths, "
+                                   "validation accuracy of the live population, throughput, workers "
+                                   "(silent ones shown as lost), race losses, quarantine, mutation counts.")
+    p.add_argument("url", help="population directory: PATH, file://PATH, gs://BUCKET/PREFIX")
+    p.add_argument("--json", action="store_true", help="print one JSON object (one per refresh with --watch)")
+    p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes (default 5)")
+    p.add_argument("--count", type=int, default=0, help="with --watch: stop after this many refreshes")
+    p.add_argument("--lost-after", type=float, default=600.0, metavar="SECONDS",
+                   help="a worker silent this long (and not stopped) is shown as lost (default 600)")
+    p.set_defaults(func=run)
