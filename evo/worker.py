@@ -12,8 +12,9 @@ One step of a worker (pairwise, the 2017 paper; aging, the 2019 paper; random se
    apply one mutation, inherit its weights where shapes match, train, evaluate on the
    validation split.
 4. Publish the child (atomically), then kill the victim exactly once. If another worker
-   killed it first, pick another victim the same way. A worker only kills while the
-   population is above P, so concurrent workers never drain it.
+   killed it first, pick another victim the same way. Every publish (a seed's too) is
+   followed by a kill exactly when the population would otherwise exceed P, so concurrent
+   workers neither drain it nor let it grow.
 
 Publishing before killing is deliberate: a worker killed while training leaves the
 population whole, so the run heals itself (a shortfall below P is refilled by children
@@ -205,7 +206,9 @@ class Worker:
             self.stats.best_fitness = outcome.fitness
 
         t_kill = time.perf_counter()
-        killed = None if seeding else self._kill_one(victim, exclude=info.id)
+        # Seeds kill too when the population is already full: a seed that was still training
+        # when selection started would otherwise leave the population at P + 1 for good.
+        killed = self._kill_one(victim, exclude=info.id)
         kill_s = time.perf_counter() - t_kill
         record = {
             "id": info.id, "parent": parent.id if parent is not None else None,
