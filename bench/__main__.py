@@ -1,0 +1,173 @@
+"""``python -m bench NAME [--mode small|full] [--device D] [--out DIR] [options]``.
+
+Run from the repository root. Each benchmark prints progress lines as it goes and writes
+``DIR/NAME-MODE-DEVICEKIND.{json,md}``. A bad option or a missing piece is one line on
+stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ._report import DEFAULT_OUT, BenchError, say
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One subcommand per benchmark, each with the common options and its own."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description="evo's benchmark suite")
+    sub = parser.add_subparsers(dest="name", metavar="NAME", required=True)
+
+    def add(name: str, help_text: str, device_default: str = "auto") -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--mode", choices=("small", "full"), default="small",
+                       help="small: CI-sized, runs on a CPU in seconds; full: the numbers the README quotes")
+        p.add_argument("--device", default=device_default,
+                       help=f"cpu | cuda | cuda:N | auto (CUDA when available) (default {device_default})")
+        p.add_argument("--out", default=str(DEFAULT_OUT), help="results folder (default bench/results)")
+        return p
+
+    p = add("overhead", "per-child time breakdown of a real digits run; coordination overhead", "cpu")
+    p.add_argument("--children", type=int, help="children to publish (full: 15)")
+    p.add_argument("--train-seconds", type=float, help="calibrate steps so a child trains this long (full: 10)")
+    p.add_argument("--steps", type=int, help="training steps per child (skips calibration)")
+    p.add_argument("--store-dir", help="make the population directory under this folder (e.g. an NFS mount)")
+
+    p = add("train_speed", "img/s of bench/archs with evo's trainer vs a naive eager loop; fixed cost per child")
+    p.add_argument("--archs", type=_names, help="comma-separated subset of small,mid,large")
+    p.add_argument("--batch-sizes", type=_ints, help="comma-separated batch sizes (full: 50,256)")
+    p.add_argument("--images", type=int, help="training images = one epoch (full: 45000)")
+    p.add_argument("--reps", type=int, help="repetitions, median reported (default 3)")
+
+    p = add("packing", "children/hour with K workers sharing one device")
+    p.add_argument("--workers", type=_ints, help="comma-separated K values (full: 1,2,4,8)")
+    p.add_argument("--steps", type=int, help="training steps per child (full: 900 = one epoch at batch 50)")
+    p.add_argument("--window", type=float, help="seconds of counting per K (full: 20)")
+
+    p = add("search", "evolution (pairwise, aging) vs random search at equal budget on digits", "cpu")
+    p.add_argument("--seeds", type=int, help="seeds per scheme (full: 5)")
+    p.add_argument("--individuals", type=int, help="individuals trained per run (full: 80)")
+    p.add_argument("--steps", type=int, help="training steps per individual (full: 200)")
+    p.add_argument("--population-size", "-P", type=int, help="population size (full: 10)")
+    p.add_argument("--search-space", choices=("large_scale", "nasnet"), default="large_scale")
+
+    p = add("storage", "the store's individuals/s against worker count, zero training time", "cpu")
+    p.add_argument("--backend", default="local", help="store backend to measure (default local)")
+    p.add_argument("--workers", type=_ints, help="comma-separated worker counts")
+    p.add_argument("--seconds", type=float, help="seconds per worker count")
+
+    p = sub.add_parser("make_archs", help="regenerate bench/archs/{small,mid,large}.json")
+    p.add_argument("--keep-small", action="store_true", help="keep small.json; only regrow mid and large")
+    return parser
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` becomes ``cuda`` when torch sees a GPU, else ``cpu``; BenchError for a device
+    string torch does not know or CUDA asked for where there is none."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise BenchError(f"unknown device {device!r} (cpu, cuda, cuda:N, auto)") from None
+    if kind not in ("cpu", "cuda"):
+        raise BenchError(f"unsupported device {device!r} (cpu, cuda, cuda:N, auto)")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise BenchError(f"device {device} requested but CUDA is not available")
+    return device
+
+
+# (worker counts, seconds per count, population size or None for storage_throughput's own default)
+STORAGE_DEFAULTS = {"small": ((1, 2), 3.0, 20), "full": ((1, 4, 16, 64), 20.0, None)}
+
+
+def run_storage(args: argparse.Namespace) -> dict:
+    """Delegate to ``bench/storage_throughput.py``'s ``run(backend, workers, seconds, out_dir)``."""
+    try:
+        module = importlib.import_module("bench.storage_throughput")
+    except ModuleNotFoundError as exc:
+        if exc.name == "bench.storage_throughput":
+            raise BenchError("the storage benchmark lives in bench/storage_throughput.py, which is not there yet") from None
+        raise
+    workers, seconds, population = STORAGE_DEFAULTS[args.mode]
+    extra = {"population": population} if population else {}
+    try:
+        report = module.run(args.backend, list(args.workers or workers), args.seconds or seconds, args.out,
+                            progress=say, **extra)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
+    scaling = report.get("scaling") or {}
+    if "summary" not in report and "peak_births_per_s" in scaling:
+        report = dict(report, summary=f"{args.backend}: peak {scaling['peak_births_per_s']:.1f} individuals/s "
+                                      f"at {scaling['peak_at_workers']} workers (zero training time)")
+    return report
+
+
+def dispatch(args: argparse.Namespace) -> dict | None:
+    """Run the benchmark ``args`` names; returns its JSON document."""
+    if args.name == "make_archs":
+        from . import make_archs
+        make_archs.main(args)
+        return None
+    if args.name == "storage":
+        return run_storage(args)
+    device = resolve_device(args.device)
+    if args.name == "overhead":
+        from . import overhead
+        return overhead.run(args.mode, device, args.out, children=args.children, train_seconds=args.train_seconds,
+                            steps=args.steps, store_dir=args.store_dir)
+    if args.name == "train_speed":
+        from . import train_speed
+        return train_speed.run(args.mode, device, args.out, archs=args.archs, batch_sizes=args.batch_sizes,
+                               images=args.images, reps=args.reps)
+    if args.name == "packing":
+        from . import packing
+        return packing.run(args.mode, device, args.out, ks=args.workers, steps=args.steps, window=args.window)
+    if args.name == "search":
+        from . import search
+        return search.run(args.mode, device, args.out, seeds=args.seeds, individuals=args.individuals,
+                          steps=args.steps, population_size=args.population_size, search_space=args.search_space)
+    raise BenchError(f"unknown benchmark {args.name!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, run, print the summary line; one-line errors with exit code 2."""
+    from dna import DNAError
+    from evo.config import ConfigError
+    from evo.data import DatasetError
+    from storage.backend import StoreError
+
+    args = build_parser().parse_args(argv)
+    try:
+        doc = dispatch(args)
+    except (BenchError, ConfigError, DatasetError, DNAError, StoreError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"bench {args.name}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bench {args.name}: interrupted", file=sys.stderr)
+        return 130
+    if doc is not None and doc.get("summary"):
+        print(f"bench {args.name}: {doc['summary']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
