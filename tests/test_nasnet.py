@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from dna.bounds import Bounds
 from dna.genome import DNAError
-from dna.nasnet import (NUM_COMBINATIONS, OPS, Cell, Combination, NasnetDNA, initial_nasnet, nasnet_from_dict,
+from dna.nasnet import (NUM_COMBINATIONS, OPS, Cell, Combination, initial_nasnet, nasnet_from_dict,
                         nasnet_from_json, outer_plan, random_nasnet, validate_nasnet)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
