@@ -204,6 +204,13 @@ def preseed(url: str, threads: int = 8) -> float:
     return time.time() - t
 
 
+def stop_on_sigterm() -> None:
+    """Make SIGTERM raise KeyboardInterrupt, so a harness stops its workers and emulator on the way out."""
+    def _raise(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, _raise)
+
+
 def available_memory_mib() -> float:
     """MemAvailable of the machine, in MiB."""
     return _read_kv("/proc/meminfo").get("MemAvailable", 0) / 1024

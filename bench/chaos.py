@@ -39,7 +39,9 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._procs import MemoryStats, WorkerPool, evo, machine_info, preseed, remove_tree  # noqa: E402
+from bench._procs import (  # noqa: E402
+    MemoryStats, WorkerPool, evo, machine_info, preseed, remove_tree, stop_on_sigterm,
+)
 from storage import open_store  # noqa: E402
 from storage.records import ALIVE, HISTORY, birth_of, parse_alive_name, parse_record_name  # noqa: E402
 
@@ -367,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, metavar="PREFIX", help="write PREFIX.json and PREFIX.md")
     a = p.parse_args(argv)
     faulthandler.register(signal.SIGUSR1, all_threads=True)   # `kill -USR1 PID` prints every thread's stack
+    stop_on_sigterm()
     settings = ChaosSettings(backend=a.backend, workers=a.workers, population=a.population, duration=a.duration,
                              train_seconds=a.train_seconds, weight_bytes=a.weight_bytes, selection=a.selection,
                              kill_interval=a.kill_interval, restart_delay=a.restart_delay, stagger=a.stagger,

@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._procs import (  # noqa: E402
-    MemoryStats, WorkerPool, available_memory_mib, evo, machine_info, preseed, remove_tree,
+    MemoryStats, WorkerPool, available_memory_mib, evo, machine_info, preseed, remove_tree, stop_on_sigterm,
 )
 from storage import open_store  # noqa: E402
 
@@ -312,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-dir", default=str(Path(__file__).resolve().parent / "results"))
     p.add_argument("--plot", nargs="+", metavar="REPORT", help="plot saved reports to OUT_DIR/storage-throughput.png")
     a = p.parse_args(argv)
+    stop_on_sigterm()
     if a.plot:
         reports = []
         for path in a.plot:
