@@ -14,11 +14,12 @@ protocols. ``open_store`` imports gcsfs only for ``gs://`` URLs.
 from __future__ import annotations
 
 import os
-from .backend import TEMP_PREFIX, Backend, Entry, StoreError
+from .backend import TEMP_PREFIX, Backend, Entry, StoreError, UnreadableEntry
 from .check import CheckReport
 from .local import LocalBackend
 from .memory import MemoryBackend
 from .population import DnaValidator, PopulationStore
+from .reading import Broken
 from .records import CorruptRecord, Individual, IndividualInfo, birth_of, dna_hash, is_id
 from .safetensors_check import safetensors_header_ok, safetensors_problem
 
@@ -26,7 +27,7 @@ __all__ = [
     "open_store", "open_backend", "PopulationStore", "IndividualInfo", "Individual",
     "CheckReport", "StoreError", "CorruptRecord", "Backend", "Entry", "LocalBackend",
     "MemoryBackend", "DnaValidator", "safetensors_header_ok", "safetensors_problem",
-    "dna_hash", "birth_of", "is_id", "TEMP_PREFIX",
+    "dna_hash", "birth_of", "is_id", "TEMP_PREFIX", "Broken", "UnreadableEntry",
 ]
 
 

@@ -10,17 +10,41 @@ from __future__ import annotations
 
 import abc
 import re
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 # Temporary files of the local backend start with this; no population key ever does.
 TEMP_PREFIX = ".tmp-"
 
+# Reads of records (commits, history, heartbeats, markers) never take more than this; the
+# weights are read with the size their commit states as the bound.
+MAX_RECORD_BYTES = 4 * 2**20
+
+# Where entries that are not usable objects (symlinks, directories, unreadable or oversized
+# files) are moved aside, as they are, by quarantine and ``evo check --repair``.
+MOVED_DIR = "quarantine/moved"
+
 _PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.~@:+=-]*")
 
 
 class StoreError(Exception):
     """A store that cannot be opened or used (bad URL, not a population, ...). One line."""
+
+
+class UnreadableEntry(Exception):
+    """An entry that exists but is not a usable object of the store: not a regular file (a
+    symlink, directory or special file), not readable (permissions, I/O error), or larger
+    than the reader's bound. A per-entry problem: it costs that entry, never the reader.
+
+    The message is one line naming the key and the problem; it never carries the entry's
+    content (which may come from outside the store).
+    """
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -30,6 +54,14 @@ class Entry:
     name: str
     mtime: float  # unix seconds
     size: int
+
+
+@dataclass(frozen=True)
+class Foreign:
+    """A name under a directory that is not a regular object: what it is, in words."""
+
+    name: str
+    what: str     # "a symbolic link", "a directory", "a FIFO", "a device", "a socket"
 
 
 def check_key(key: str) -> str:
@@ -44,6 +76,25 @@ def check_key(key: str) -> str:
         if not _PART.fullmatch(part) or part.startswith(TEMP_PREFIX):
             raise ValueError(f"bad store key {key!r}: part {part!r} is not allowed")
     return key
+
+
+def is_key(text: str) -> bool:
+    """True if ``text`` is a safe relative key (see :func:`check_key`)."""
+    try:
+        check_key(text)
+        return True
+    except ValueError:
+        return False
+
+
+def moved_key(dirname: str, name: str) -> str:
+    """Key under ``quarantine/moved/`` for the entry ``dirname/name`` moved aside: the old
+    place in the name (characters a key cannot hold become ``_``) and a random suffix."""
+    place = f"{dirname}/{name}" if dirname else name
+    safe = re.sub(r"[^A-Za-z0-9_.~@:+=-]", "_", place.replace("/", "~"))[:160]
+    if not re.match(r"[A-Za-z0-9_]", safe):
+        safe = "_" + safe
+    return f"{MOVED_DIR}/{safe}.{secrets.token_hex(4)}"
 
 
 def check_dir(dirname: str) -> str:
@@ -61,17 +112,29 @@ class Backend(abc.ABC):
     url: str
 
     @abc.abstractmethod
-    def read(self, key: str) -> bytes:
-        """The whole object. FileNotFoundError if absent. Never a partially written object."""
+    def read(self, key: str, max_bytes: int = MAX_RECORD_BYTES) -> bytes:
+        """The whole object. Never a partially written object, never more than ``max_bytes``.
 
-    def read_many(self, keys: Iterable[str]) -> dict[str, bytes | None]:
-        """``{key: bytes, or None if absent}`` for several keys (backends may parallelise)."""
-        out: dict[str, bytes | None] = {}
+        FileNotFoundError if absent. :class:`UnreadableEntry` if the name exists but is not a
+        regular object (symlinks are never followed), cannot be read (permissions), or holds
+        more than ``max_bytes`` (checked before reading where the backend can; at most
+        ``max_bytes + 1`` bytes are ever read).
+        """
+
+    def read_many(self, keys: Iterable[str],
+                  max_bytes: int = MAX_RECORD_BYTES) -> dict[str, bytes | UnreadableEntry | None]:
+        """``{key: bytes, the UnreadableEntry, or None if absent}`` for several keys.
+
+        One bad entry never stops the others (backends may parallelise).
+        """
+        out: dict[str, bytes | UnreadableEntry | None] = {}
         for key in keys:
             try:
-                out[key] = self.read(key)
+                out[key] = self.read(key, max_bytes)
             except FileNotFoundError:
                 out[key] = None
+            except UnreadableEntry as exc:
+                out[key] = exc
         return out
 
     @abc.abstractmethod
@@ -97,11 +160,17 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def list(self, dirname: str) -> list[str]:
-        """Names of the objects directly under ``dirname`` (empty if it does not exist).
+        """Names of the regular objects directly under ``dirname`` (empty if it does not exist).
 
         Shows every object created before the call started (on NFS, other clients'
         listings may lag by seconds: callers treat a listing as a hint and re-check).
+        Symlinks, directories and special files are not objects: :meth:`list_foreign`.
         """
+
+    def list_foreign(self, dirname: str) -> list[Foreign]:
+        """Names directly under ``dirname`` that are not regular objects (symlinks,
+        directories, special files), for ``evo check``. Backends without them return []."""
+        return []
 
     @abc.abstractmethod
     def list_detail(self, dirname: str) -> list[Entry]:
@@ -109,11 +178,27 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def stat(self, key: str) -> Entry | None:
-        """Modification time and size of ``key``, or None if absent."""
+        """Modification time and size of the regular object ``key``, or None if absent.
+
+        A name that exists but is not a regular object raises :class:`UnreadableEntry`.
+        """
 
     def exists(self, key: str) -> bool:
-        """True if an object named ``key`` exists now."""
-        return self.stat(key) is not None
+        """True if anything (an object, or a foreign entry) has the name ``key`` now."""
+        try:
+            return self.stat(key) is not None
+        except UnreadableEntry:
+            return True
+
+    def move_aside(self, dirname: str, name: str, target: str | None = None) -> str:
+        """Move the entry ``dirname/name`` (any kind, even one no key can name) as it is to
+        ``target`` (default: a new :func:`moved_key`), without following or reading it;
+        return its new key.
+
+        FileNotFoundError if it is gone; PermissionError (or another OSError) when the
+        store does not allow it. Used for entries that cannot be quarantined by copying.
+        """
+        raise PermissionError(f"{self.url}: this backend cannot move entries aside")
 
     def delete_temp(self, dirname: str, name: str) -> bool:
         """Remove a leftover temporary file (a name starting with ``TEMP_PREFIX``).

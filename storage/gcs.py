@@ -23,7 +23,9 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from .backend import Backend, Entry, StoreError, check_dir, check_key
+from .backend import (
+    MAX_RECORD_BYTES, Backend, Entry, Foreign, StoreError, UnreadableEntry, check_dir, check_key, moved_key,
+)
 
 NONCE_FIELD = "evo-create-nonce"
 # Uploads below gcsfs's chunk size are single requests, where the precondition is atomic.
@@ -92,24 +94,36 @@ class GCSBackend(Backend):
     def _dirpath(self, dirname: str) -> str:
         return f"{self._root}/{check_dir(dirname)}".rstrip("/")
 
-    def read(self, key: str) -> bytes:
-        return self._fs.cat_file(self._path(key))
+    def read(self, key: str, max_bytes: int = MAX_RECORD_BYTES) -> bytes:
+        # A ranged GET: an object larger than the bound costs max_bytes + 1 bytes, not all.
+        try:
+            data = self._fs.cat_file(self._path(key), start=0, end=max_bytes + 1)
+        except PermissionError:
+            raise UnreadableEntry(key, "cannot be read: permission denied") from None
+        except IsADirectoryError:
+            raise UnreadableEntry(key, "is a directory (a prefix with objects under it)") from None
+        return _bounded(key, data, max_bytes)
 
-    def read_many(self, keys: Any) -> dict[str, bytes | None]:
+    def read_many(self, keys: Any, max_bytes: int = MAX_RECORD_BYTES) -> dict[str, bytes | UnreadableEntry | None]:
         keys = list(keys)
         if not keys:
             return {}
         paths = {self._path(k): k for k in keys}
-        got = self._fs.cat(list(paths), on_error="return")
-        out: dict[str, bytes | None] = {}
+        got = self._fs.cat(list(paths), on_error="return", start=0, end=max_bytes + 1)
+        out: dict[str, bytes | UnreadableEntry | None] = {}
         for path, key in paths.items():
             value = got.get(path)
             if isinstance(value, FileNotFoundError) or value is None:
                 out[key] = None
+            elif isinstance(value, PermissionError):
+                out[key] = UnreadableEntry(key, "cannot be read: permission denied")
             elif isinstance(value, BaseException):
                 raise value
             else:
-                out[key] = value
+                try:
+                    out[key] = _bounded(key, value, max_bytes)
+                except UnreadableEntry as exc:
+                    out[key] = exc
         return out
 
     def write(self, key: str, data: bytes) -> None:
@@ -157,11 +171,43 @@ class GCSBackend(Backend):
         cut = len(self._dirpath(dirname)) + 1
         return [Entry(e["name"][cut:], _mtime(e), int(e.get("size", 0))) for e in self._ls(dirname)]
 
+    def list_foreign(self, dirname: str) -> list[Foreign]:
+        base = self._dirpath(dirname)
+        try:
+            entries = self._fs.ls(base, detail=True, refresh=True)
+        except FileNotFoundError:
+            return []
+        prefix = base + "/"
+        return [Foreign(e["name"][len(prefix):].rstrip("/"), "a directory")
+                for e in entries if e.get("type") == "directory" and e["name"].startswith(prefix)]
+
+    def move_aside(self, dirname: str, name: str, target: str | None = None) -> str:
+        if not name or "/" in name or name in (".", ".."):
+            raise ValueError(f"not an entry name: {name!r}")
+        target = target or moved_key(dirname, name)
+        check_key(target)
+        source = f"{self._dirpath(dirname)}/{name}"
+        # copy, then delete: a server-side copy reads nothing into this process (gcsfs's own
+        # mv tries a move API first that emulators lack)
+        if self._fs.isfile(source):
+            self._fs.cp_file(source, self._path(target))
+            self._fs.rm_file(source)
+        else:
+            self._fs.copy(source, self._path(target), recursive=True)
+            self._fs.rm(source, recursive=True)
+        return target
+
     def stat(self, key: str) -> Entry | None:
         try:
             info = self._fs.info(self._path(key))
         except FileNotFoundError:
             return None
         if info.get("type") != "file":
-            return None
+            raise UnreadableEntry(key, "is a directory (a prefix with objects under it)")
         return Entry(key.rsplit("/", 1)[-1], _mtime(info), int(info.get("size", 0)))
+
+
+def _bounded(key: str, data: bytes, max_bytes: int) -> bytes:
+    if len(data) > max_bytes:
+        raise UnreadableEntry(key, f"is too large (more than {max_bytes} bytes)")
+    return data

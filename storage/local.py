@@ -7,21 +7,65 @@
   (``os.rename``/``os.replace`` would silently overwrite: every racer would "win".)
 - ``write``: temp file + fsync + ``os.replace``: readers see the old or the new file.
 - ESTALE (a file deleted by another NFS client) is treated as "absent".
+
+The store is untrusted, so nothing inside it is ever followed: every operation opens the
+store's folders one component at a time with ``O_NOFOLLOW`` and works relative to that
+folder's descriptor, so a symlink planted anywhere in the store (``alive -> /etc``,
+``alive/x.json -> /etc/passwd``) is never read through or written through. Reads open with
+``O_NOFOLLOW | O_NONBLOCK`` (a planted FIFO cannot block them), accept regular files only,
+and check the size with ``fstat`` before reading at most ``max_bytes + 1`` bytes. Only the
+store's root path itself may be a symlink (the user chose it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
 import stat as stat_mode
+from collections.abc import Iterator
 
-from .backend import TEMP_PREFIX, Backend, Entry, check_dir, check_key
+from .backend import (
+    MAX_RECORD_BYTES, TEMP_PREFIX, Backend, Entry, Foreign, UnreadableEntry, check_dir, check_key,
+    moved_key,
+)
 from .crash import crash_point
+
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | _CLOEXEC
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
+# Errors of the process or the machine, not of one entry: they propagate.
+_NOT_PER_ENTRY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOSPC, errno.EDQUOT}
 
 
 def _absent(exc: OSError) -> bool:
     return isinstance(exc, FileNotFoundError) or exc.errno == errno.ESTALE
+
+
+def describe_mode(mode: int) -> str:
+    """What a file of this ``st_mode`` is, in words ("a symbolic link", "a directory", ...)."""
+    if stat_mode.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat_mode.S_ISDIR(mode):
+        return "a directory"
+    if stat_mode.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat_mode.S_ISSOCK(mode):
+        return "a socket"
+    if stat_mode.S_ISCHR(mode) or stat_mode.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _problem(exc: OSError) -> str:
+    """A one-line reason for a failed open/read of one entry (never its content)."""
+    if exc.errno == errno.ELOOP:
+        return "is a symbolic link (never followed)"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "cannot be read: permission denied"
+    return f"cannot be read: {exc.strerror or type(exc).__name__}"
 
 
 class LocalBackend(Backend):
@@ -31,71 +75,153 @@ class LocalBackend(Backend):
         self.root = os.path.abspath(os.fspath(root))
         self.url = "file://" + self.root
 
-    def _path(self, key: str) -> str:
-        return os.path.join(self.root, *check_key(key).split("/"))
+    # ----- folders, opened without following anything -----
+    @contextlib.contextmanager
+    def _folder(self, dirname: str, create: bool = False) -> Iterator[int | None]:
+        """A descriptor of the store's folder ``dirname`` (``""``: the root), or None if it
+        does not exist (with ``create``, it is made). A component that is a symlink or not
+        a folder raises :class:`UnreadableEntry` naming it."""
+        parts = [p for p in check_dir(dirname).split("/") if p]
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+        except OSError as exc:
+            if _absent(exc) and create:
+                os.makedirs(self.root, exist_ok=True)
+                fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+            elif _absent(exc) or exc.errno == errno.ENOTDIR:
+                yield None
+                return
+            else:
+                raise
+        try:
+            for i, part in enumerate(parts):
+                try:
+                    child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    if _absent(exc) and create:
+                        try:
+                            os.mkdir(part, 0o755, dir_fd=fd)
+                        except FileExistsError:
+                            pass
+                        child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                    elif _absent(exc):
+                        yield None
+                        return
+                    elif exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                        where = "/".join(parts[:i + 1])
+                        raise UnreadableEntry(where, "is not a folder of the store (a symlink or a file)") from None
+                    else:
+                        raise
+                os.close(fd)
+                fd = child
+            yield fd
+        finally:
+            os.close(fd)
 
-    def _dir(self, dirname: str) -> str:
-        return os.path.join(self.root, *check_dir(dirname).split("/")) if dirname else self.root
+    @staticmethod
+    def _split(key: str) -> tuple[str, str]:
+        dirname, _, name = check_key(key).rpartition("/")
+        return dirname, name
 
     # ----- reading -----
-    def read(self, key: str) -> bytes:
-        path = self._path(key)
+    def read(self, key: str, max_bytes: int = MAX_RECORD_BYTES) -> bytes:
+        dirname, name = self._split(key)
+        with self._folder(dirname) as dfd:
+            if dfd is None:
+                raise FileNotFoundError(errno.ENOENT, "no such object", key)
+            try:
+                fd = os.open(name, _READ_FLAGS, dir_fd=dfd)
+            except OSError as exc:
+                if _absent(exc):
+                    raise FileNotFoundError(errno.ENOENT, "no such object", key) from None
+                if exc.errno in _NOT_PER_ENTRY:
+                    raise
+                raise UnreadableEntry(key, _problem(exc)) from None
         try:
-            with open(path, "rb") as f:
-                return f.read()
+            st = os.fstat(fd)
+            if not stat_mode.S_ISREG(st.st_mode):
+                raise UnreadableEntry(key, f"is {describe_mode(st.st_mode)}, not a regular file")
+            if st.st_size > max_bytes:
+                raise UnreadableEntry(key, f"is too large ({st.st_size} bytes; at most {max_bytes} expected)")
+            chunks, total = [], 0
+            while total <= max_bytes:
+                chunk = os.read(fd, min(max_bytes + 1 - total, 1 << 22))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+            if total > max_bytes:  # it grew after fstat
+                raise UnreadableEntry(key, f"is too large (more than {max_bytes} bytes)")
+            return b"".join(chunks)
         except OSError as exc:
-            if _absent(exc):
-                raise FileNotFoundError(errno.ENOENT, "no such object", key) from None
-            raise
+            if exc.errno in _NOT_PER_ENTRY:
+                raise
+            raise UnreadableEntry(key, _problem(exc)) from None
+        finally:
+            os.close(fd)
 
     def stat(self, key: str) -> Entry | None:
-        try:
-            st = os.stat(self._path(key))
-        except OSError as exc:
-            if _absent(exc):
+        dirname, name = self._split(key)
+        with self._folder(dirname) as dfd:
+            if dfd is None:
                 return None
-            raise
-        return Entry(key.rsplit("/", 1)[-1], st.st_mtime, st.st_size)
+            try:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except OSError as exc:
+                if _absent(exc):
+                    return None
+                raise
+        if not stat_mode.S_ISREG(st.st_mode):
+            raise UnreadableEntry(key, f"is {describe_mode(st.st_mode)}, not a regular file")
+        return Entry(name, st.st_mtime, st.st_size)
 
-    def list(self, dirname: str) -> list[str]:
-        path = self._dir(dirname)
+    def _scan(self, dirname: str, detail: bool = False) -> list[tuple[str, bool, os.stat_result | None]]:
+        """(name, is a regular file, lstat result if ``detail``) of every entry of the folder.
+
+        Without ``detail`` nothing is stat'ed: d_type from readdir tells regular files apart
+        (this is the hot path of selection). Entries deleted meanwhile are left out.
+        """
         for attempt in (1, 2):
             try:
-                # d_type from readdir: no stat per entry (this is the hot path of selection)
-                with os.scandir(path) as entries:
-                    return [e.name for e in entries if not e.is_dir(follow_symlinks=False)]
-            except (FileNotFoundError, NotADirectoryError):
-                return []
+                with self._folder(dirname) as dfd:
+                    if dfd is None:
+                        return []
+                    out = []
+                    with os.scandir(dfd) as entries:
+                        for e in entries:
+                            st = None
+                            if detail:
+                                try:
+                                    st = e.stat(follow_symlinks=False)
+                                except OSError as exc:
+                                    if _absent(exc):
+                                        continue
+                                    raise
+                            out.append((e.name, _is_regular(e), st))
+                    return out
+            except UnreadableEntry:
+                return []  # the folder itself is foreign: list_foreign of its parent shows it
             except OSError as exc:
                 if exc.errno != errno.ESTALE or attempt == 2:
                     raise
         return []
 
+    def list(self, dirname: str) -> list[str]:
+        return [name for name, regular, _ in self._scan(dirname) if regular]
+
     def list_detail(self, dirname: str) -> list[Entry]:
-        directory = self._dir(dirname)
-        out = []
-        for name in self.list(dirname):
-            try:
-                st = os.stat(os.path.join(directory, name))
-            except OSError as exc:
-                if _absent(exc):
-                    continue  # deleted since the listing
-                raise
-            if stat_mode.S_ISREG(st.st_mode):
-                out.append(Entry(name, st.st_mtime, st.st_size))
-        return out
+        return [Entry(name, st.st_mtime, st.st_size) for name, _, st in self._scan(dirname, detail=True)
+                if st is not None and stat_mode.S_ISREG(st.st_mode)]
+
+    def list_foreign(self, dirname: str) -> list[Foreign]:
+        return [Foreign(name, describe_mode(st.st_mode)) for name, regular, st in self._scan(dirname, detail=True)
+                if st is not None and not stat_mode.S_ISREG(st.st_mode)]
 
     # ----- writing -----
-    def _write_temp(self, path: str, data: bytes) -> str:
-        """Write ``data`` to a fresh temp file beside ``path``, fsynced; return its path."""
-        directory, name = os.path.split(path)
-        tmp = os.path.join(directory, f"{TEMP_PREFIX}{name}.{secrets.token_hex(8)}")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd = os.open(tmp, flags, 0o644)
-        except FileNotFoundError:
-            os.makedirs(directory, exist_ok=True)
-            fd = os.open(tmp, flags, 0o644)
+    def _write_temp(self, dfd: int, name: str, data: bytes) -> str:
+        """Write ``data`` to a fresh temp file in the folder ``dfd``, fsynced; return its name."""
+        tmp = f"{TEMP_PREFIX}{name}.{secrets.token_hex(8)}"
+        fd = os.open(tmp, _TEMP_FLAGS, 0o644, dir_fd=dfd)
         try:
             view = memoryview(data)
             while view:
@@ -103,60 +229,89 @@ class LocalBackend(Backend):
             os.fsync(fd)
         except BaseException:
             os.close(fd)
-            _unlink_quietly(tmp)
+            _unlink_quietly(tmp, dfd)
             raise
         os.close(fd)
         return tmp
 
     def write(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        tmp = self._write_temp(path, data)
-        crash_point("write:after_temp")
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
+        dirname, name = self._split(key)
+        with self._folder(dirname, create=True) as dfd:
+            tmp = self._write_temp(dfd, name, data)
+            crash_point("write:after_temp")
+            try:
+                os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except BaseException:
+                _unlink_quietly(tmp, dfd)
+                raise
 
     def create(self, key: str, data: bytes) -> bool:
-        path = self._path(key)
-        tmp = self._write_temp(path, data)
-        crash_point("create:after_temp")
-        try:
+        dirname, name = self._split(key)
+        with self._folder(dirname, create=True) as dfd:
+            tmp = self._write_temp(dfd, name, data)
+            crash_point("create:after_temp")
             try:
-                os.link(tmp, path)
-                won = True
-            except FileExistsError:
-                # NFS: a resent LINK after a lost reply says EEXIST although it worked.
-                won = os.stat(tmp).st_nlink == 2
-            crash_point("create:after_link")
-        finally:
-            _unlink_quietly(tmp)
+                try:
+                    os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+                    won = True
+                except FileExistsError:
+                    # NFS: a resent LINK after a lost reply says EEXIST although it worked.
+                    won = os.stat(tmp, dir_fd=dfd, follow_symlinks=False).st_nlink == 2
+                crash_point("create:after_link")
+            finally:
+                _unlink_quietly(tmp, dfd)
         return won
 
     def delete(self, key: str) -> bool:
-        try:
-            os.unlink(self._path(key))
-            return True
-        except OSError as exc:
-            if _absent(exc):
+        dirname, name = self._split(key)
+        with self._folder(dirname) as dfd:
+            if dfd is None:
                 return False
-            raise
+            try:
+                os.unlink(name, dir_fd=dfd)
+                return True
+            except OSError as exc:
+                if _absent(exc):
+                    return False
+                raise
 
     def delete_temp(self, dirname: str, name: str) -> bool:
         if not name.startswith(TEMP_PREFIX) or "/" in name or name in (".", ".."):
             raise ValueError(f"not a temporary file name: {name!r}")
-        try:
-            os.unlink(os.path.join(self._dir(dirname), name))
-            return True
-        except OSError as exc:
-            if _absent(exc):
+        with self._folder(dirname) as dfd:
+            if dfd is None:
                 return False
-            raise
+            try:
+                os.unlink(name, dir_fd=dfd)
+                return True
+            except OSError as exc:
+                if _absent(exc):
+                    return False
+                raise
+
+    def move_aside(self, dirname: str, name: str, target: str | None = None) -> str:
+        if not name or "/" in name or "\0" in name or name in (".", ".."):
+            raise ValueError(f"not an entry name: {name!r}")
+        target = target or moved_key(dirname, name)
+        check_key(target)
+        target_dir, target_name = self._split(target)
+        with self._folder(dirname) as src, self._folder(target_dir, create=True) as dst:
+            if src is None:
+                raise FileNotFoundError(errno.ENOENT, "no such entry", f"{dirname}/{name}")
+            # rename moves the entry itself (a symlink stays a symlink; nothing is read)
+            os.rename(name, target_name, src_dir_fd=src, dst_dir_fd=dst)
+        return target
 
 
-def _unlink_quietly(path: str) -> None:
+def _is_regular(entry: os.DirEntry) -> bool:
     try:
-        os.unlink(path)
+        return entry.is_file(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def _unlink_quietly(name: str, dfd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dfd)
     except OSError:
         pass

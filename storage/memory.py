@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 
-from .backend import Backend, Entry, check_dir, check_key
+from .backend import MAX_RECORD_BYTES, Backend, Entry, UnreadableEntry, check_dir, check_key, moved_key
 
 _LOCK = threading.Lock()
 # store name -> directory -> object name -> (data, mtime)
@@ -30,12 +30,14 @@ class MemoryBackend(Backend):
         directory, _, name = check_key(key).rpartition("/")
         return directory, name
 
-    def read(self, key: str) -> bytes:
+    def read(self, key: str, max_bytes: int = MAX_RECORD_BYTES) -> bytes:
         directory, name = self._split(key)
         with _LOCK:
             item = self._dirs.get(directory, {}).get(name)
         if item is None:
             raise FileNotFoundError(key)
+        if len(item[0]) > max_bytes:
+            raise UnreadableEntry(key, f"is too large ({len(item[0])} bytes; at most {max_bytes} expected)")
         return item[0]
 
     def stat(self, key: str) -> Entry | None:
@@ -71,6 +73,17 @@ class MemoryBackend(Backend):
         directory, name = self._split(key)
         with _LOCK:
             return self._dirs.get(directory, {}).pop(name, None) is not None
+
+    def move_aside(self, dirname: str, name: str, target: str | None = None) -> str:
+        target = target or moved_key(dirname, name)
+        check_key(target)
+        target_dir, target_name = self._split(target)
+        with _LOCK:
+            item = self._dirs.get(check_dir(dirname), {}).pop(name, None)
+            if item is None:
+                raise FileNotFoundError(f"{dirname}/{name}")
+            self._dirs.setdefault(target_dir, {})[target_name] = item
+        return target
 
 
 def drop_memory_store(name: str) -> None:

@@ -17,8 +17,15 @@ from typing import Any
 
 from dna.genome import content_hash_of
 
+from .backend import MAX_RECORD_BYTES
+
 COMMIT_SCHEMA = 1
-MAX_RECORD_BYTES = 4 * 2**20
+MAX_CONFIG_BYTES = 2**20
+MAX_HEARTBEAT_BYTES = 2**16
+# Weights are read with the size their commit states as the bound; a commit may not state
+# more than this (far above any network the DNA bounds allow), so no commit can make a
+# reader allocate without limit.
+MAX_PAYLOAD_BYTES = 8 * 2**30
 
 ALIVE, PAYLOAD, HISTORY, QUARANTINE, WORKERS, KEPT, STATE = (
     "alive", "payload", "history", "quarantine", "workers", "kept", "state")
@@ -254,7 +261,7 @@ def check_commit(obj: Any, info: IndividualInfo | None = None,
             raise CorruptRecord(f"commit fitness {obj['fitness']!r} does not match its name")
     if not _HEX64.fullmatch(obj["dna_hash"]) or not _HEX64.fullmatch(obj["payload_sha256"]):
         raise CorruptRecord("commit has a malformed sha256")
-    if not 0 <= obj["payload_size"] <= 2**40:
+    if not 0 <= obj["payload_size"] <= MAX_PAYLOAD_BYTES:
         raise CorruptRecord("commit has an impossible payload size")
     if parse_payload_name(obj["payload"].removeprefix(PAYLOAD + "/")) != ident \
             or not obj["payload"].startswith(PAYLOAD + "/"):
@@ -264,6 +271,26 @@ def check_commit(obj: Any, info: IndividualInfo | None = None,
     if obj["dna_hash"] != dna_hash(obj["dna"]):
         raise CorruptRecord("dna_hash does not match the DNA")
     return obj
+
+
+def check_history(obj: Any, ident: str | None = None) -> dict[str, Any]:
+    """Return a history record after checking it like a commit plus its death fields.
+
+    With ``ident`` (from the record's name) the record must be that individual's.
+    Raises CorruptRecord naming the first problem. (The DNA is checked by the caller, who
+    knows the run's bounds.)
+    """
+    if not isinstance(obj, dict):
+        raise CorruptRecord("history record is not a JSON object")
+    rec = check_commit(obj, extra=HISTORY_EXTRA)
+    if ident is not None and rec["id"] != ident:
+        raise CorruptRecord(f"history record of {rec['id']} is stored under {ident}")
+    if not _finite(rec.get("death")):
+        raise CorruptRecord("history record has no finite death time")
+    if not isinstance(rec.get("killer"), str) or not isinstance(rec.get("reason"), str) \
+            or len(rec["killer"]) > 256 or len(rec["reason"]) > 64:
+        raise CorruptRecord("history record has a bad killer or reason")
+    return rec
 
 
 def individual_from(commit: dict[str, Any], weights: bytes) -> Individual:

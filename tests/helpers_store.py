@@ -17,7 +17,7 @@ from safetensors.numpy import save as save_safetensors
 
 import dna
 import storage
-from storage.backend import Backend, Entry
+from storage.backend import MAX_RECORD_BYTES, Backend, Entry
 from storage.records import parse_payload_name
 
 TESTS = Path(__file__).resolve().parent
@@ -60,11 +60,11 @@ class DelegatingBackend(Backend):
         self.inner = inner
         self.url = inner.url
 
-    def read(self, key: str) -> bytes:
-        return self.inner.read(key)
+    def read(self, key: str, max_bytes: int = MAX_RECORD_BYTES) -> bytes:
+        return self.inner.read(key, max_bytes)
 
-    def read_many(self, keys):
-        return self.inner.read_many(keys)
+    def read_many(self, keys, max_bytes: int = MAX_RECORD_BYTES):
+        return self.inner.read_many(keys, max_bytes)
 
     def write(self, key: str, data: bytes) -> None:
         self.inner.write(key, data)
@@ -84,6 +84,12 @@ class DelegatingBackend(Backend):
     def stat(self, key: str) -> Entry | None:
         return self.inner.stat(key)
 
+    def list_foreign(self, dirname: str):
+        return self.inner.list_foreign(dirname)
+
+    def move_aside(self, dirname: str, name: str, target: str | None = None) -> str:
+        return self.inner.move_aside(dirname, name, target)
+
     def delete_temp(self, dirname: str, name: str) -> bool:
         return self.inner.delete_temp(dirname, name)
 
@@ -95,14 +101,14 @@ class CountingBackend(DelegatingBackend):
         super().__init__(inner)
         self.calls: Counter[str] = Counter()
 
-    def read(self, key: str) -> bytes:
+    def read(self, key: str, max_bytes: int = MAX_RECORD_BYTES) -> bytes:
         self.calls["read"] += 1
-        return super().read(key)
+        return super().read(key, max_bytes)
 
-    def read_many(self, keys):
+    def read_many(self, keys, max_bytes: int = MAX_RECORD_BYTES):
         keys = list(keys)
         self.calls["read"] += len(keys)
-        return super().read_many(keys)
+        return super().read_many(keys, max_bytes)
 
     def write(self, key: str, data: bytes) -> None:
         self.calls["write"] += 1

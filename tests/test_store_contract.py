@@ -462,8 +462,8 @@ def test_local_create_counts_an_nfs_resent_link_as_a_win(tmp_path, monkeypatch):
     backend = storage.LocalBackend(tmp_path)
     real_link = os.link
 
-    def link_then_lose_reply(src, dst):
-        real_link(src, dst)
+    def link_then_lose_reply(src, dst, **kwargs):
+        real_link(src, dst, **kwargs)
         raise FileExistsError(17, "File exists", dst)
 
     monkeypatch.setattr(os, "link", link_then_lose_reply)
