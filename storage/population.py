@@ -23,19 +23,20 @@ import math
 import secrets
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import dna as dna_lib
 
-from .backend import Backend, StoreError
+from .backend import MOVED_DIR, Backend, StoreError, UnreadableEntry, is_key, moved_key
 from .crash import crash_point
+from .reading import READ_BATCH, Broken, read_checked, read_json
 from .records import (
-    ALIVE, CONFIG_KEY, HISTORY, HISTORY_EXTRA, KEPT, PAYLOAD, QUARANTINE, STATE, WORKERS, CorruptRecord,
-    Individual, IndividualInfo, alive_key, check_commit, check_id, check_safe_name, dna_hash,
-    dumps, history_key, individual_from, is_safe_name, kept_key, loads, new_id,
-    parse_alive_name, parse_kept_name, parse_payload_name, parse_record_name, payload_key,
-    quarantine_key,
+    ALIVE, CONFIG_KEY, HISTORY, KEPT, MAX_CONFIG_BYTES, MAX_HEARTBEAT_BYTES, PAYLOAD, QUARANTINE,
+    STATE, WORKERS, CorruptRecord, Individual, IndividualInfo, alive_key, check_commit, check_history,
+    check_id, check_safe_name, dna_hash, dumps, history_key, individual_from, is_safe_name, kept_key,
+    loads, new_id, parse_alive_name, parse_kept_name, parse_payload_name, parse_record_name,
+    payload_key, quarantine_key,
 )
 from .safetensors_check import safetensors_problem
 
@@ -60,18 +61,21 @@ class PopulationStore:
     """One population directory; safe to use from many processes and machines at once.
 
     ``keep_best``: keep the weights of the best K dead individuals (by fitness, higher is
-    better). ``dna_validator``: checks DNA of kinds other than ``large_scale``.
+    better). ``bounds`` and ``dna_validator``: the run's DNA bounds, and the check of DNA of
+    kinds other than ``large_scale``; every DNA read from the store (live, killed, in the
+    history) is validated with them (without bounds, only the DNA's structure is checked).
     ``clock``: unix time source (tests pass a fake one to age things).
     """
 
     def __init__(self, backend: Backend, *, keep_best: int = 0,
-                 dna_validator: DnaValidator | None = None,
+                 dna_validator: DnaValidator | None = None, bounds: dna_lib.Bounds | None = None,
                  clock: Callable[[], float] = time.time):
         if keep_best < 0:
             raise ValueError("keep_best must be >= 0")
         self.backend = backend
         self.keep_best = keep_best
         self.dna_validator = dna_validator
+        self.bounds = bounds
         self._clock = clock
 
     @property
@@ -79,10 +83,21 @@ class PopulationStore:
         """The store's URL (no credentials)."""
         return self.backend.url
 
+    def now(self) -> float:
+        """The store's clock (unix seconds): what it writes as times of births and deaths."""
+        return self._clock()
+
+    def with_run(self, *, keep_best: int | None = None, bounds: dna_lib.Bounds | None = None,
+                 dna_validator: DnaValidator | None = None) -> "PopulationStore":
+        """The same store with the run's settings (from its config); None keeps the current."""
+        return PopulationStore(
+            self.backend, keep_best=self.keep_best if keep_best is None else keep_best,
+            dna_validator=dna_validator or self.dna_validator, bounds=bounds or self.bounds,
+            clock=self._clock)
+
     def with_keep_best(self, keep_best: int) -> "PopulationStore":
         """The same store with another ``keep_best`` (e.g. from the run config)."""
-        return PopulationStore(self.backend, keep_best=keep_best,
-                               dna_validator=self.dna_validator, clock=self._clock)
+        return self.with_run(keep_best=keep_best)
 
     # ----- the run's config -----
     def init_config(self, text: str) -> bool:
@@ -92,10 +107,14 @@ class PopulationStore:
     def read_config(self) -> str:
         """The text of ``config.json``; StoreError if this is not a population directory."""
         try:
-            raw = self.backend.read(CONFIG_KEY)
+            raw = self.backend.read(CONFIG_KEY, MAX_CONFIG_BYTES)
         except FileNotFoundError:
             raise StoreError(f"{self.url}: no config.json "
                              "(not a population directory; run 'evo init')") from None
+        except UnreadableEntry as exc:
+            raise StoreError(f"{self.url}/{exc}") from None
+        except OSError as exc:  # the store itself is unreachable or forbidden
+            raise StoreError(f"{self.url}: cannot read config.json: {exc.strerror or exc}") from None
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -111,10 +130,33 @@ class PopulationStore:
         infos = [parse_alive_name(n) for n in self.backend.list(ALIVE)]
         return sorted((i for i in infos if i is not None), key=lambda i: i.id)
 
+    def still_listed(self, info: IndividualInfo) -> bool:
+        """True if ``info``'s commit is still in ``alive/`` now (one stat, no listing)."""
+        return self.backend.exists(info.key)
+
     def find(self, ident: str) -> IndividualInfo | None:
         """The listing entry of a live individual, or None (costs one listing)."""
         check_id(ident)
         return next((i for i in self.list_alive() if i.id == ident), None)
+
+    def scan_alive(self, infos: list[IndividualInfo] | None = None,
+                   ) -> Iterator[tuple[IndividualInfo, dict[str, Any] | Broken | None]]:
+        """For each live individual (``infos``, default: one listing), its checked commit
+        (DNA validated against the run's bounds), a Broken naming its problem, or None if it
+        left the listing meanwhile. Reads in bounded batches; quarantines nothing."""
+        infos = self.list_alive() if infos is None else infos
+        by_key = {i.key: i for i in infos}
+
+        def check(key: str, obj: Any) -> dict[str, Any]:
+            commit = check_commit(obj, by_key[key])
+            check_dna(commit["dna"], self.bounds, self.dna_validator)
+            return commit
+
+        for start in range(0, len(infos), READ_BATCH):
+            batch = infos[start:start + READ_BATCH]
+            got = dict(read_checked(self.backend, [i.key for i in batch], "commit", check))
+            for info in batch:
+                yield info, got.get(info.key)
 
     def _resolve(self, target: IndividualInfo | str) -> IndividualInfo | None:
         return target if isinstance(target, IndividualInfo) else self.find(target)
@@ -134,17 +176,23 @@ class PopulationStore:
             raw = self.backend.read(info.key)
         except FileNotFoundError:
             return None
+        except UnreadableEntry as exc:
+            self._quarantine(info, f"commit {exc.problem}", unusable=True)
+            return None
         try:
-            commit = self._verify_commit(info, raw, bounds, dna_validator)
+            commit = self.verify_commit(info, raw, bounds, dna_validator)
         except CorruptRecord as exc:
             self._quarantine(info, str(exc), raw=raw)
             return None
         try:
-            weights = self.backend.read(commit["payload"])
+            weights = self.backend.read(commit["payload"], max_bytes=commit["payload_size"])
         except FileNotFoundError:
             if self._is_dead_or_gone(info):
                 return None
             self._quarantine(info, weights_size_problem(None, 0), raw=raw)
+            return None
+        except UnreadableEntry as exc:
+            self._quarantine(info, f"weights {exc.problem}", raw=raw)
             return None
         try:
             verify_weights(commit, weights)
@@ -153,10 +201,12 @@ class PopulationStore:
             return None
         return individual_from(commit, weights)
 
-    def _verify_commit(self, info: IndividualInfo, raw: bytes, bounds: dna_lib.Bounds | None,
-                       dna_validator: DnaValidator | None) -> dict[str, Any]:
+    def verify_commit(self, info: IndividualInfo, raw: bytes, bounds: dna_lib.Bounds | None = None,
+                       dna_validator: DnaValidator | None = None) -> dict[str, Any]:
+        """The commit object ``raw`` of ``info``, checked field by field and its DNA validated
+        (against ``bounds``/``dna_validator``, else the store's); CorruptRecord if not."""
         commit = check_commit(loads(raw, "commit"), info)
-        check_dna(commit["dna"], bounds, dna_validator or self.dna_validator)
+        check_dna(commit["dna"], bounds or self.bounds, dna_validator or self.dna_validator)
         return commit
 
     def _is_dead_or_gone(self, info: IndividualInfo) -> bool:
@@ -234,8 +284,11 @@ class PopulationStore:
             raw = self.backend.read(info.key)
         except FileNotFoundError:
             return False
-        try:
-            commit = check_commit(loads(raw, "commit"), info)
+        except UnreadableEntry as exc:
+            self._quarantine(info, f"commit {exc.problem}", unusable=True)
+            return False
+        try:  # validated like any read: nothing unchecked goes into history/
+            commit = self.verify_commit(info, raw)
         except CorruptRecord as exc:
             self._quarantine(info, str(exc), raw=raw)
             return False
@@ -251,14 +304,14 @@ class PopulationStore:
 
     def _finish_kill(self, record: dict[str, Any], key: str) -> None:
         """After a won kill: decide whether to keep the weights, unlist, delete the weights."""
-        kept = self.keep_best > 0 and self._keep_if_best(record)
+        kept = self.keep_best > 0 and self.keep_weights_if_best(record)
         crash_point("kill:after_keep")
         self.backend.delete(key)
         crash_point("kill:after_unlist")
         if not kept:
             self.backend.delete(record["payload"])
 
-    def _keep_if_best(self, record: dict[str, Any]) -> bool:
+    def keep_weights_if_best(self, record: dict[str, Any]) -> bool:
         """Mark a dead individual's weights as kept if it is among the best K; prune the rest.
 
         Concurrent prunes may briefly leave more than K, never fewer: an entry is pruned
@@ -285,7 +338,7 @@ class PopulationStore:
             marker = loads(self.backend.read(info.key), "kept marker")
         except FileNotFoundError:
             return
-        except CorruptRecord:
+        except (CorruptRecord, UnreadableEntry):
             marker = None
         self.backend.delete(info.key)  # marker first: weights are never pinned but absent
         payload = marker.get("payload") if isinstance(marker, dict) else None
@@ -294,79 +347,126 @@ class PopulationStore:
             self.backend.delete(payload)
 
     # ----- quarantine -----
-    def quarantine(self, target: IndividualInfo | str, reason: str) -> bool:
+    def quarantine(self, target: IndividualInfo | str, reason: str, *, raw: bytes | None = None,
+                   unusable: bool = False) -> bool:
         """Move a live individual to ``quarantine/`` with ``reason``; True iff this call did.
 
-        Its weights stay (for inspection); it leaves the live listing.
+        Its weights stay (for inspection); it leaves the live listing. ``raw``: its commit
+        bytes when the caller has read them already; ``unusable``: its commit cannot be read
+        as it is (it is then moved aside, never read or copied).
         """
         info = self._resolve(target)
-        return False if info is None else self._quarantine(info, reason)
+        return False if info is None else self._quarantine(info, reason, raw=raw, unusable=unusable)
 
-    def _quarantine(self, info: IndividualInfo, reason: str, raw: bytes | None = None) -> bool:
-        if raw is None:
+    def _quarantine(self, info: IndividualInfo, reason: str, raw: bytes | None = None,
+                    unusable: bool = False) -> bool:
+        """Record ``reason`` in ``quarantine/{id}.json`` (created once: logged once), then take
+        the commit off ``alive/``. A commit that is a JSON object is kept in the record and
+        deleted; any other (unreadable, oversized, not JSON) is moved aside as it is, never
+        copied, so nothing is lost and no bytes from outside the store enter a record."""
+        if raw is None and not unusable:
             try:
                 raw = self.backend.read(info.key)
             except FileNotFoundError:
                 return False
-        try:
-            commit = loads(raw, "commit")
-        except CorruptRecord:
-            commit = None
+            except UnreadableEntry:
+                unusable = True
+        commit = None
+        if raw is not None:
+            try:
+                parsed = loads(raw, "commit")
+            except CorruptRecord:
+                parsed = None
+            commit = parsed if isinstance(parsed, dict) else None
+        name = info.key.split("/", 1)[1]
+        moved_to = None if commit is not None else moved_key(ALIVE, name)
         record = {
             "schema": 1, "id": info.id, "reason": reason[:500], "time": self._clock(),
-            "alive_key": info.key, "commit": commit,
-            "commit_text": None if commit is not None else raw[:65536].decode("utf-8", "replace"),
+            "alive_key": info.key, "commit": commit, "moved_to": moved_to,
         }
         created = self.backend.create(quarantine_key(info.id), dumps(record))
         crash_point("quarantine:after_record")
-        self.backend.delete(info.key)
+        if not created and moved_to is not None:  # finish a quarantine whose writer died
+            moved_to = self._recorded_move(info.id) or moved_to
+        try:
+            if moved_to is None:
+                self.backend.delete(info.key)
+            else:
+                self.backend.move_aside(ALIVE, name, moved_to)
+        except FileNotFoundError:
+            pass  # someone else finished it
+        except (OSError, UnreadableEntry) as exc:
+            log.warning("%s: could not take %s off the live listing: %s", self.url, info.key,
+                        getattr(exc, "strerror", None) or exc)
         if created:
             log.warning("%s: quarantined individual %s: %s", self.url, info.id, reason)
         else:
             log.debug("%s: individual %s was already quarantined", self.url, info.id)
         return created
 
+    def _recorded_move(self, ident: str) -> str | None:
+        """Where an existing quarantine record says the entry was moved, if it says so."""
+        try:
+            rec = loads(self.backend.read(quarantine_key(ident)), "quarantine record")
+        except (FileNotFoundError, UnreadableEntry, CorruptRecord):
+            return None
+        where = rec.get("moved_to") if isinstance(rec, dict) else None
+        return where if isinstance(where, str) and where.startswith(MOVED_DIR + "/") and is_key(where) else None
+
     def list_quarantine(self) -> list[dict[str, Any]]:
-        """Quarantine records (id, reason, time, the original commit), by id."""
-        return self._read_records(QUARANTINE, "quarantine record")
+        """Quarantine records (id, reason, time, the original commit), by id; unreadable
+        ones are skipped with a warning."""
+        records, broken = self.scan_quarantine()
+        for b in broken:
+            log.warning("%s: skipping %s: %s", self.url, b.key, b.problem)
+        return records
+
+    def scan_quarantine(self) -> tuple[list[dict[str, Any]], list[Broken]]:
+        """(quarantine records by id, the entries of ``quarantine/`` that are broken)."""
+        def check(key: str, rec: Any) -> dict[str, Any]:
+            if not isinstance(rec, dict) or rec.get("id") != _record_id(key):
+                raise CorruptRecord("not a quarantine record of that id")
+            return rec
+        return _split_broken(read_checked(self.backend, self._record_keys(QUARANTINE),
+                                          "quarantine record", check))
 
     # ----- history -----
     def read_history(self) -> list[dict[str, Any]]:
         """The record of every individual that died (commit fields + death, killer, reason).
 
         Sorted by death time. Reads every record: for plots and lineage, not the hot path.
-        Unreadable records are skipped with a warning.
+        Records that do not check out (including their DNA, against the run's bounds) are
+        skipped with a warning; :meth:`scan_history` also returns them.
         """
-        out = []
-        for rec in self._read_records(HISTORY, "history record"):
-            try:
-                check_commit(rec, extra=HISTORY_EXTRA)
-            except CorruptRecord as exc:
-                log.warning("%s: skipping history record %s: %s", self.url, rec.get("id"), exc)
-                continue
-            out.append(rec)
-        return sorted(out, key=lambda r: (r.get("death", 0.0), r["id"]))
+        records, broken = self.scan_history()
+        for b in broken:
+            log.warning("%s: skipping %s: %s", self.url, b.key, b.problem)
+        return records
+
+    def scan_history(self) -> tuple[list[dict[str, Any]], list[Broken]]:
+        """(valid history records sorted by death, the broken entries of ``history/``).
+
+        A record is valid when it checks out like a commit, names the id it is stored
+        under, has a death time, and its DNA validates against the run's bounds: nothing
+        unchecked reaches a plot, a ranking or a lineage.
+        """
+        records, broken = _split_broken(read_checked(
+            self.backend, self._record_keys(HISTORY), "history record", self.check_history_record))
+        return sorted(records, key=lambda r: (r["death"], r["id"])), broken
+
+    def check_history_record(self, key: str, rec: Any) -> dict[str, Any]:
+        """``rec`` (parsed from ``key``) if it is a valid history record, DNA validated against
+        the run's bounds; CorruptRecord naming the problem if not."""
+        rec = check_history(rec, _record_id(key))
+        check_dna(rec["dna"], self.bounds, self.dna_validator)
+        return rec
 
     def count_history(self) -> int:
         """How many individuals have died (one listing)."""
         return sum(1 for n in self.backend.list(HISTORY) if parse_record_name(n))
 
-    def _read_records(self, dirname: str, what: str) -> list[dict[str, Any]]:
-        keys = [f"{dirname}/{n}" for n in self.backend.list(dirname) if parse_record_name(n)]
-        out = []
-        for key, raw in sorted(self.backend.read_many(keys).items()):
-            if raw is None:
-                continue
-            try:
-                rec = loads(raw, what)
-            except CorruptRecord as exc:
-                log.warning("%s: skipping %s: %s", self.url, key, exc)
-                continue
-            if isinstance(rec, dict) and rec.get("id") == parse_record_name(key.split("/", 1)[1]):
-                out.append(rec)
-            else:
-                log.warning("%s: skipping %s: not a record of that id", self.url, key)
-        return out
+    def _record_keys(self, dirname: str) -> list[str]:
+        return sorted(f"{dirname}/{n}" for n in self.backend.list(dirname) if parse_record_name(n))
 
     # ----- kept weights of the dead -----
     def list_kept(self) -> list[IndividualInfo]:
@@ -378,13 +478,13 @@ class PopulationStore:
         """A dead individual with kept weights, verified like a live one; None if unavailable."""
         ident = target.id if isinstance(target, IndividualInfo) else check_id(target)
         try:
-            record = check_commit(loads(self.backend.read(history_key(ident)), "history record"),
-                                  extra=HISTORY_EXTRA)
-            weights = self.backend.read(record["payload"])
+            record = self.check_history_record(history_key(ident),
+                                         loads(self.backend.read(history_key(ident)), "history record"))
+            weights = self.backend.read(record["payload"], max_bytes=record["payload_size"])
             verify_weights(record, weights)
         except FileNotFoundError:
             return None
-        except CorruptRecord as exc:
+        except (CorruptRecord, UnreadableEntry) as exc:
             log.warning("%s: kept individual %s is unreadable: %s", self.url, ident, exc)
             return None
         return individual_from(record, weights)
@@ -397,17 +497,16 @@ class PopulationStore:
                            dumps({"worker": worker_id, "time": self._clock(), "info": info or {}}))
 
     def list_workers(self) -> list[dict[str, Any]]:
-        """Latest heartbeat of every worker (``worker``, ``time``, ``info``), by worker id."""
+        """Latest heartbeat of every worker (``worker``, ``time``, ``info``), by worker id.
+
+        Heartbeats that are unreadable, oversized or malformed are left out.
+        """
         keys = [f"{WORKERS}/{n}" for n in self.backend.list(WORKERS)
                 if n.endswith(".json") and is_safe_name(n[:-len(".json")])]
         out = []
-        for key, raw in sorted(self.backend.read_many(keys).items()):
-            try:
-                beat = loads(raw, "heartbeat") if raw is not None else None
-            except CorruptRecord:
-                beat = None
+        for _, beat in read_json(self.backend, sorted(keys), "heartbeat", max_bytes=MAX_HEARTBEAT_BYTES):
             if isinstance(beat, dict) and isinstance(beat.get("worker"), str) \
-                    and isinstance(beat.get("time"), (int, float)):
+                    and _finite_number(beat.get("time")):
                 out.append(beat)
         return out
 
@@ -435,14 +534,33 @@ class PopulationStore:
                            dna_validator=dna_validator or self.dna_validator, deep=deep)
 
 
+def _record_id(key: str) -> str | None:
+    return parse_record_name(key.rsplit("/", 1)[-1])
+
+
+def _finite_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _split_broken(items: Any) -> tuple[list[Any], list[Broken]]:
+    good, broken = [], []
+    for _, obj in items:
+        (broken if isinstance(obj, Broken) else good).append(obj)
+    return good, broken
+
+
 def check_dna(d: dict[str, Any], bounds: dna_lib.Bounds | None,
               validator: DnaValidator | None) -> None:
-    """Raise CorruptRecord unless ``d`` is a valid DNA (large_scale, or via ``validator``)."""
+    """Raise CorruptRecord unless ``d`` is a valid DNA: through ``validator`` when given
+    (the run's search space), else by its kind (``large_scale`` or ``nasnet``)."""
     try:
-        if validator is None or d.get("kind") == "large_scale":
-            dna_lib.validate(dna_lib.from_dict(d), bounds or STRUCTURE_ONLY)
-        else:
+        if validator is not None and d.get("kind") != "large_scale":
             validator(d)
+        elif d.get("kind") == "nasnet":
+            from dna.nasnet import nasnet_from_dict
+            nasnet_from_dict(d, bounds or STRUCTURE_ONLY)
+        else:
+            dna_lib.validate(dna_lib.from_dict(d), bounds or STRUCTURE_ONLY)
     except CorruptRecord:
         raise
     except ValueError as exc:

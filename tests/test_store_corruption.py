@@ -74,7 +74,7 @@ CORRUPTIONS = {  # case: (how to corrupt (store, info), what the reason must say
                            "DNA does not validate: edge #0 has unknown kind"),
     "DNA has a cycle": (lambda s, i: _rewrite(s, i, _add_back_edge, rehash=True), "DNA does not validate"),
     "unknown DNA schema": (_dna(lambda d: d.update(schema=7)), "unknown DNA schema version 7"),
-    "unknown DNA kind": (_dna(lambda d: d.update(kind="nasnet")), "unknown DNA kind 'nasnet'"),
+    "unknown DNA kind": (_dna(lambda d: d.update(kind="teleport")), "unknown DNA kind 'teleport'"),
     "DNA edited after hashing": (_dna(lambda d: d.update(learning_rate=0.2), rehash=False),
                                  "dna_hash does not match"),
     "weights truncated": (lambda s, i: _edit_weights(s, i, lambda b: b[:50]), "weights are truncated (50 of"),
