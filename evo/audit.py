@@ -26,21 +26,18 @@ Torch-free; it reads records in batches so a run of 10^5 individuals fits in mem
 from __future__ import annotations
 
 import json
+import math
 import os
 from bisect import bisect_left
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Iterator
 
-from storage import PopulationStore
-from storage.records import (
-    ALIVE, HISTORY, HISTORY_EXTRA, QUARANTINE, CorruptRecord, birth_of, check_commit,
-    is_id, loads, parse_alive_name, parse_record_name,
-)
+from storage import Broken, PopulationStore
+from storage.records import birth_of, is_id, parse_record_name
 
 EVENT_LOG_ENV = "EVO_EVENT_LOG"
 EVENT_KINDS = ("publish", "kill", "race_loss")
-READ_BATCH = 500
 MAX_LISTED = 50
 
 
@@ -172,73 +169,63 @@ class _Life:
     fitness: float | None = None
 
 
-def _batches(items: list[str], size: int = READ_BATCH) -> Iterator[list[str]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
-def _read_records(store: PopulationStore, dirname: str, keys: list[str]) -> Iterator[tuple[str, Any]]:
-    """(key, parsed JSON or None if unreadable) for existing keys, a batch at a time."""
-    for batch in _batches(keys):
-        for key, raw in store.backend.read_many(batch).items():
-            if raw is None:
-                continue
-            try:
-                yield key, loads(raw, dirname)
-            except CorruptRecord:
-                yield key, None
-
-
 def _collect(store: PopulationStore, problems: list[str]) -> tuple[dict[str, _Life], set[str], int, int]:
     """Every individual the store knows of; the ids listed alive; zombies; unreadable records.
 
     The live listing is taken (and its commits read) before the history is listed, so on a
     running population an individual killed meanwhile is still found, in the history.
+    Every record is read bounded and checked by the store (DNA against the run's bounds); a
+    broken history record still proves that its id died, but not when or from which parent.
     """
-    listed = [i for i in (parse_alive_name(n) for n in store.backend.list(ALIVE)) if i is not None]
-    by_key = {i.key: i for i in listed}
-    commits = dict(_read_records(store, ALIVE, list(by_key)))
+    listed = store.list_alive()
+    commits = {info.id: commit for info, commit in store.scan_alive(listed)}
 
     lives: dict[str, _Life] = {}
-    unreadable = 0
-    history_names = [n for n in store.backend.list(HISTORY) if parse_record_name(n)]
-    for key, rec in _read_records(store, HISTORY, [f"{HISTORY}/{n}" for n in history_names]):
-        ident = parse_record_name(key.split("/", 1)[1])
-        try:
-            rec = check_commit(rec, extra=HISTORY_EXTRA)
-            if rec["id"] != ident or not isinstance(rec["death"], (int, float)):
-                raise CorruptRecord("id or death does not check out")
-        except CorruptRecord as exc:
-            unreadable += 1
-            problems.append(f"unreadable history record {key}: {exc}")
-            lives[ident] = _Life(ident, "dead", None, birth_of(ident), None)
-            continue
+    history, broken = store.scan_history()
+    for rec in history:
+        ident = rec["id"]
         lives[ident] = _Life(ident, "dead", rec["parent"], birth_of(ident), float(rec["death"]),
                              str(rec["killer"]), float(rec["fitness"]))
+    unreadable = 0
+    for b in broken:
+        ident = parse_record_name(b.key.rsplit("/", 1)[-1])
+        if ident is None or ident in lives:
+            continue
+        unreadable += 1
+        problems.append(f"unreadable history record {b.key}: {b.problem}")
+        lives[ident] = _Life(ident, "dead", None, birth_of(ident), None)
 
-    quarantine_names = [n for n in store.backend.list(QUARANTINE) if parse_record_name(n)]
-    for key, rec in _read_records(store, QUARANTINE, [f"{QUARANTINE}/{n}" for n in quarantine_names]):
-        ident = parse_record_name(key.split("/", 1)[1])
+    quarantine, broken_quarantine = store.scan_quarantine()
+    for b in broken_quarantine:
+        problems.append(f"unreadable quarantine record {b.key}: {b.problem}")
+    for rec in quarantine:
+        ident = rec["id"]
         if ident in lives:
             continue  # died and was then found corrupt: it left once, by death
-        commit = rec.get("commit") if isinstance(rec, dict) else None
+        commit = rec.get("commit")
         parent = commit.get("parent") if isinstance(commit, dict) and is_id(commit.get("parent")) else None
-        when = rec.get("time") if isinstance(rec, dict) and isinstance(rec.get("time"), (int, float)) else None
+        when = rec.get("time")
         lives[ident] = _Life(ident, "quarantined", parent, birth_of(ident),
-                             float(when) if when is not None else None)
+                             float(when) if _finite(when) else None)
 
     # still listed now, although dead (re-checked: on a live store most were unlisted meanwhile)
-    zombies = {i.id for i in listed if i.id in lives and store.backend.exists(i.key)}
+    zombies = {i.id for i in listed if i.id in lives and store.still_listed(i)}
     listed_ids = set()
     for info in listed:
         if info.id in lives:
             continue
-        commit = commits.get(info.key)
+        commit = commits.get(info.id)
+        if isinstance(commit, Broken):
+            problems.append(f"unreadable live individual {commit.key}: {commit.problem}")
         parent = commit.get("parent") if isinstance(commit, dict) else None
         lives[info.id] = _Life(info.id, "alive", parent if is_id(parent) else None, info.birth, None,
                                fitness=info.fitness)
         listed_ids.add(info.id)
     return lives, listed_ids, len(zombies), unreadable
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def estimate_workers(heartbeats: Iterable[dict[str, Any]]) -> int:

@@ -47,6 +47,13 @@ from storage import open_store
 
 log = logging.getLogger("evo.worker")
 
+MAX_STEP_BACKOFF_S = 30.0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
 
 @dataclass
 class WorkerOptions:
@@ -69,6 +76,7 @@ class WorkerStats:
     killed: int = 0
     race_losses: int = 0
     failures: int = 0
+    step_errors: int = 0                  # steps the store made fail (retried after a pause)
     best_fitness: float | None = None
     started: float = field(default_factory=time.time)
 
@@ -98,8 +106,9 @@ class Worker:
         self.options = options
         store = open_store(options.url)
         self.config = RunConfig.from_json(store.read_config())
-        self.store = store.with_keep_best(self.config.keep_best)
         self.space = for_config(self.config)
+        self.store = store.with_run(keep_best=self.config.keep_best, bounds=self.config.bounds,
+                                    dna_validator=self.space.parse)
         self.worker_id = options.worker_id or make_worker_id()
         entropy = [self.config.seed, options.index] if options.index is not None else None
         self.rng = np.random.default_rng(entropy)
@@ -120,13 +129,17 @@ class Worker:
             return
         self._last_beat = now
         s = self.stats
-        self.store.heartbeat(self.worker_id, {
+        info = {
             "worker": self.worker_id, "host": socket.gethostname(), "pid": os.getpid(),
             "state": self._state, "started": s.started, "last_seen": now,
             "individuals": s.published, "kills": s.killed, "race_losses": s.race_losses,
-            "failures": s.failures, "best_fitness": s.best_fitness,
+            "failures": s.failures, "step_errors": s.step_errors, "best_fitness": s.best_fitness,
             "device": getattr(self.evaluator, "device_name", self.options.device),
-        })
+        }
+        try:
+            self.store.heartbeat(self.worker_id, info)
+        except Exception as exc:  # a heartbeat that cannot be written must not stop the work
+            log.warning("heartbeat not written: %s", _one_line(exc))
 
     # ----- one step -----
     def step(self) -> dict | None:
@@ -282,13 +295,25 @@ class Worker:
         opts = self.options
         start = time.time()
         self.beat("starting", force=True)
+        errors_in_a_row = 0
         try:
             while True:
                 if opts.max_individuals is not None and self.stats.published >= opts.max_individuals:
                     break
                 if opts.max_seconds is not None and time.time() - start >= opts.max_seconds:
                     break
-                self.step()
+                try:
+                    self.step()
+                    errors_in_a_row = 0
+                except Exception as exc:
+                    # The store (or one entry of it) failed this step: an outage or a damaged
+                    # folder costs this step, never the worker. Back off, then try again.
+                    self.stats.step_errors += 1
+                    errors_in_a_row += 1
+                    pause = min(MAX_STEP_BACKOFF_S, 0.5 * 2 ** min(errors_in_a_row - 1, 8))
+                    log.warning("step failed (%s); trying again in %.1f s", _one_line(exc), pause)
+                    self.beat("waiting", force=True)
+                    time.sleep(pause)
         finally:
             try:
                 self.beat("stopped", force=True)

@@ -44,6 +44,7 @@ class Snapshot:
     records: dict[str, Record]
     quarantined_ids: frozenset[str]
     workers: list[dict[str, Any]]
+    broken: tuple[Any, ...] = ()             # storage Broken entries: shown, never used
 
     @property
     def quarantined(self) -> int:
@@ -69,9 +70,12 @@ class Snapshot:
 
 
 def open_population(url: str):
-    """(store, config) for an existing population; UserError when it is not one."""
+    """(store, config) for an existing population, the store set up with the run's keep-best,
+    DNA bounds and search space (so every DNA read is validated); UserError when it is not
+    a population."""
     import storage
     from evo.config import ConfigError, RunConfig
+    from evo.spaces import for_config
 
     try:
         store = storage.open_store(url)
@@ -82,7 +86,8 @@ def open_population(url: str):
         config = RunConfig.from_json(text)
     except ConfigError as exc:
         raise UserError(f"{url}/config.json: {exc}") from None
-    return store.with_keep_best(config.keep_best), config
+    return store.with_run(keep_best=config.keep_best, bounds=config.bounds,
+                          dna_validator=for_config(config).parse), config
 
 
 def take_snapshot(url: str, *, read_alive: bool = True, spinner: bool = True) -> Snapshot:
@@ -114,15 +119,16 @@ def _reading(url: str):
 
 
 def _read(store, config, url: str, read_alive: bool) -> Snapshot:
-    from storage.records import (ALIVE, QUARANTINE, CorruptRecord, check_commit, loads, parse_alive_name,
-                                 parse_record_name)
+    from storage import Broken
 
-    backend = store.backend
     # History first: an individual killed between the two listings then shows as dead,
     # never as missing.
-    history = store.read_history()
-    listing = [i for i in (parse_alive_name(n) for n in backend.list(ALIVE)) if i is not None]
-    quarantined = {i for i in (parse_record_name(n) for n in backend.list(QUARANTINE)) if i}
+    history, broken = store.scan_history()
+    listing = store.list_alive()
+    quarantine, broken_quarantine = store.scan_quarantine()
+    broken += broken_quarantine
+    quarantined = {q["id"] for q in quarantine} | {b.key.rsplit("/", 1)[-1][:-len(".json")]
+                                                   for b in broken_quarantine}
     records: dict[str, Record] = {}
     for h in history:
         records[h["id"]] = Record(
@@ -130,27 +136,23 @@ def _read(store, config, url: str, read_alive: bool) -> Snapshot:
             birth=float(h["birth"]), alive=False, worker=h["worker"], death=float(h["death"]),
             killer=str(h.get("killer")), dna=h["dna"], metrics=h["metrics"])
     live = [i for i in listing if i.id not in records and i.id not in quarantined]
-    commits = backend.read_many([i.key for i in live]) if read_alive else {}
-    for info in live:
-        raw = commits.get(info.key)
-        commit = None
-        if raw is not None:
-            try:
-                commit = check_commit(loads(raw, "commit"), info)
-            except CorruptRecord:
-                commit = None
-        if commit is None:
-            if read_alive and raw is None:
-                continue  # killed between the listing and the read
-            records[info.id] = Record(id=info.id, parent=None, mutation="?", fitness=info.fitness,
-                                      birth=info.birth, alive=True)
+    commits = store.scan_alive(live) if read_alive else ((i, None) for i in live)
+    for info, commit in commits:
+        if isinstance(commit, Broken):
+            broken.append(commit)  # not a record: its name's fitness is not trusted anywhere
+        elif commit is None:
+            if not read_alive:
+                records[info.id] = Record(id=info.id, parent=None, mutation="?", fitness=info.fitness,
+                                          birth=info.birth, alive=True)
+            # else: killed between the listing and the read
         else:
             records[info.id] = Record(
                 id=info.id, parent=commit["parent"], mutation=commit["mutation"],
                 fitness=float(commit["fitness"]), birth=float(commit["birth"]), alive=True,
                 worker=commit["worker"], dna=commit["dna"], metrics=commit["metrics"])
     return Snapshot(url=url, taken=time.time(), config=config, records=records,
-                    quarantined_ids=frozenset(quarantined), workers=store.list_workers())
+                    quarantined_ids=frozenset(quarantined), workers=store.list_workers(),
+                    broken=tuple(broken))
 
 
 def find_record(snapshot: Snapshot, ident: str) -> Record:

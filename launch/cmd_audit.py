@@ -33,19 +33,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the audit; return 0 if every invariant holds, 1 if not."""
-    import storage
     from evo.audit import audit_store, read_events
-    from evo.config import ConfigError, RunConfig
+
+    from ._snapshot import open_population
 
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
-    try:
-        store = storage.open_store(args.url)
-        config = RunConfig.from_json(store.read_config())
-    except storage.StoreError as exc:
-        raise UserError(str(exc)) from None
-    except ConfigError as exc:
-        raise UserError(f"{args.url}/config.json: {exc}") from None
+    store, config = open_population(args.url)
     events = bad = None
     if args.events:
         try:

@@ -20,6 +20,7 @@ from ._snapshot import Snapshot, ago, take_snapshot, utc
 from .errors import UserError
 
 HOUR = 3600.0
+MAX_BROKEN_SHOWN = 10
 
 
 def status_report(snap: Snapshot, lost_after: float = 600.0) -> dict[str, Any]:
@@ -70,6 +71,8 @@ def status_report(snap: Snapshot, lost_after: float = 600.0) -> dict[str, Any]:
         "workers_active": sum(1 for w in workers if w["status"] == "active"),
         "workers_lost": sum(1 for w in workers if w["status"] == "lost"),
         "mutations": dict(sorted(Counter(r.mutation for r in records).items())),
+        "broken": len(snap.broken),
+        "broken_entries": [{"key": b.key, "problem": b.problem} for b in snap.broken[:MAX_BROKEN_SHOWN]],
     }
 
 
@@ -112,6 +115,10 @@ def format_status(r: dict[str, Any]) -> str:
         lines.append(f"  individuals per hour: {_f(r['individuals_per_hour_last_hour'], 1)} over the last hour "
                      f"({r['individuals_last_hour']} born), {_f(r['individuals_per_hour'], 1)} overall; "
                      f"first birth {ago(r['time'] - r['first_birth'])} ago, last {ago(r['time'] - r['last_birth'])} ago")
+    if r["broken"]:
+        lines.append(f"  broken entries (skipped, never used): {r['broken']}; "
+                     f"`evo check {r['url']}` lists them, `--repair` moves them aside")
+        lines += [f"    {b['key']}: {b['problem']}" for b in r["broken_entries"][:3]]
     if r["mutations"]:
         lines.append("  mutations: " + ", ".join(f"{k} {n}" for k, n in
                                                   sorted(r["mutations"].items(), key=lambda kv: (-kv[1], kv[0]))))
