@@ -14,6 +14,7 @@ import sys
 import time
 
 from .errors import UserError
+from .options import positive_int
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,8 +101,9 @@ def register(sub) -> None:
     p.add_argument("dir", help="export directory")
     p.add_argument("--dataset", help="digits | cifar10=PATH | cifar100=PATH (default: the run's, from model.json)")
     p.add_argument("--split", choices=("test", "val"), default="test",
-                   help="test (default) or val (to compare with the search's validation accuracy)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
-    p.add_argument("--batch-size", type=int)
+                   help="test, or val (to compare with the search's validation accuracy)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--batch-size", type=positive_int, help="images per forward pass (default: the run's "
+                   "evaluation batch, from model.json)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)

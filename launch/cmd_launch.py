@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .cmd_init import add_config_arguments, ensure_run
 from .errors import UserError
+from .options import non_negative_int, positive_int, positive_seconds
 
 
 
@@ -135,13 +136,16 @@ def register(sub) -> None:
     p = sub.add_parser("launch", help="start N local workers with a live progress display "
                        "(also: `evo launch slurm ...`, `evo launch k8s ...`)")
     p.add_argument("url", help="population directory: PATH, file://PATH, gs://BUCKET/PREFIX")
-    p.add_argument("-n", type=int, default=2, help="number of worker processes (default 2)")
-    p.add_argument("--max-seconds", type=float, help="each worker stops starting children after T seconds")
-    p.add_argument("--max-individuals", type=int, help="each worker stops after publishing K individuals")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto: GPUs if present)")
-    p.add_argument("--workers-per-gpu", type=int, help="K workers share each GPU (default: spread evenly)")
-    p.add_argument("--index-base", type=int, default=0, help="first worker index (seed streams)")
+    p.add_argument("-n", type=positive_int, default=2, help="number of worker processes")
+    p.add_argument("--max-seconds", type=positive_seconds, metavar="T",
+                   help="each worker stops starting children after T seconds (default: no limit)")
+    p.add_argument("--max-individuals", type=positive_int, metavar="K",
+                   help="each worker stops after publishing K individuals (default: no limit)")
+    p.add_argument("--device", default="auto", help="auto (GPUs if present) | cpu | cuda")
+    p.add_argument("--workers-per-gpu", type=positive_int, metavar="K",
+                   help="K workers share each GPU (default: spread evenly)")
+    p.add_argument("--index-base", type=non_negative_int, default=0, help="first worker index (seed streams)")
     p.add_argument("--log-dir", help="where worker logs go (default: URL/logs for local runs)")
-    p.add_argument("--progress-interval", type=float, default=5.0, help="seconds between progress lines")
+    p.add_argument("--progress-interval", type=positive_seconds, default=5.0, help="seconds between progress lines")
     add_config_arguments(p)
     p.set_defaults(func=run)
