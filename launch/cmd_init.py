@@ -282,6 +282,15 @@ def has_config_options(args: argparse.Namespace) -> bool:
     return any(getattr(args, name, None) not in (None, False) for name in CONFIG_OPTIONS)
 
 
+def check_run_options(args: argparse.Namespace) -> None:
+    """Refuse bad run options (values, dataset files, a file in the population's path) before
+    a launcher creates anything; :func:`ensure_run` later writes the config."""
+    _check_location(args.url)
+    config = config_from_args(args)
+    if has_config_options(args):
+        check_data(config)
+
+
 def ensure_run(url: str, args: argparse.Namespace) -> None:
     """Initialise the population from the run options when it has no config yet, or when
     options were given (then they must match the stored config, as for `evo launch`)."""

@@ -24,7 +24,7 @@ import sys
 from typing import Any
 
 from .errors import UserError
-from .options import non_negative_int, positive_int, positive_seconds
+from .options import device, non_negative_int, positive_int, positive_seconds
 
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?")
 
@@ -152,7 +152,7 @@ def register(sub) -> None:
     p.add_argument("--namespace", help="Kubernetes namespace")
     p.add_argument("--gpus-per-worker", type=non_negative_int, default=1, help="nvidia.com/gpu per pod (0: CPU)")
     p.add_argument("--accelerator", help="GKE accelerator node selector, e.g. nvidia-l4")
-    p.add_argument("--device", default="auto", help="worker --device (default: cuda with GPUs, else cpu)")
+    p.add_argument("--device", type=device(), default="auto", help="worker --device (default: cuda with GPUs, else cpu)")
     p.add_argument("--cpu", default="4", help="CPU request per pod ('' for none)")
     p.add_argument("--memory", default="16Gi", help="memory request and limit per pod")
     p.add_argument("--service-account", help="Kubernetes service account (Workload Identity to GCS)")

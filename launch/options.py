@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from typing import Callable
 
 
@@ -45,6 +46,21 @@ def number(low: float = 0.0, *, low_open: bool = True) -> Callable[[str], float]
         return value
 
     parse.__name__ = valid
+    return parse
+
+
+def device(*, auto: bool = True) -> Callable[[str], str]:
+    """A ``type=`` function accepting a torch device name: ``cpu``, ``cuda``, ``cuda:N``,
+    ``mps`` and, where ``auto``, ``auto``."""
+    names = ("auto | " if auto else "") + "cpu | cuda | cuda:N | mps"
+    pattern = re.compile(("auto|" if auto else "") + r"cpu|cuda|cuda:\d+|mps")
+
+    def parse(text: str) -> str:
+        if not pattern.fullmatch(text):
+            raise argparse.ArgumentTypeError(f"must be a device ({names}), got {text!r}")
+        return text
+
+    parse.__name__ = "device"
     return parse
 
 

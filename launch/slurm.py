@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cmd_init import ensure_run
+from .cmd_init import check_run_options, ensure_run
 from .errors import UserError
-from .options import non_negative_int, positive_int, positive_seconds
+from .options import device, non_negative_int, positive_int, positive_seconds
 
 
 def worker_job(url: str, index: int, device: str, max_seconds: float | None,
@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UserError("-n must be at least 1")
     folder = Path(args.log_dir) if args.log_dir else default_log_dir(args.url) / "submitit"
+    check_run_options(args)  # before submitit creates its folder (by default inside the population)
     try:
         executor = submitit.AutoExecutor(folder=folder, cluster=args.executor)
         executor.update_parameters(**executor_parameters(args))
@@ -172,7 +173,7 @@ def register(sub) -> None:
     p.add_argument("--mem-gb", type=positive_seconds, default=16, help="memory per worker in GB")
     p.add_argument("--time-min", type=positive_int, default=24 * 60, help="job time limit in minutes")
     p.add_argument("--job-name", default="evo-worker", help="SLURM job name")
-    p.add_argument("--device", default="auto", help="auto (cuda with GPUs, else cpu) | cpu | cuda")
+    p.add_argument("--device", type=device(), default="auto", help="auto (cuda with GPUs, else cpu) | cpu | cuda")
     p.add_argument("--max-seconds", type=positive_seconds, metavar="T",
                    help="each worker stops starting children after T seconds (default: no limit)")
     p.add_argument("--max-individuals", type=positive_int, metavar="K",
