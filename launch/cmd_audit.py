@@ -12,7 +12,6 @@ import argparse
 import json
 
 from .errors import UserError
-from .options import positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "exactly once, parents existed, the population stayed in [P-W, P+W] after seeding. "
                     "Exit code 0 when all hold, 1 otherwise.")
     p.add_argument("url", metavar="URL", help="population directory: a path, file://, gs://bucket/prefix")
-    p.add_argument("--workers", "-W", type=positive_int, metavar="W",
+    p.add_argument("--workers", "-W", type=int, metavar="W",
                    help="number of concurrent workers for the bounds (default: estimated from heartbeats)")
     p.add_argument("--events", metavar="FILE",
                    help="the workers' event log (written where EVO_EVENT_LOG pointed): also prove that no "

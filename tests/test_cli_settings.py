@@ -386,7 +386,6 @@ def test_worker_limits_are_checked_by_every_launcher(capsys, tmp_path, prog, com
     (["launch", "k8s", "{pop}", "-n", "1", "--image", "x", "--backoff-limit", "-1"], "--backoff-limit"),
     (["status", "{pop}", "--interval", "0"], "--interval"),
     (["status", "{pop}", "--count", "-1"], "--count"),
-    (["audit", "{pop}", "-W", "0"], "--workers/-W"),
     (["best", "{pop}", "--cells", "0"], "--cells"),
     (["evaluate", "{pop}", "--batch-size", "0"], "--batch-size"),
     (["evaluate", "{pop}", "--device", "auto"], "--device"),
