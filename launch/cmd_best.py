@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(_summary(ind))
     test = info["test_data"]
-    print(f"exported to {args.export}/: dna.json, weights.safetensors, model.json, evo_model.py, load.py"
+    print(f"exported to {args.export.rstrip('/')}/: dna.json, weights.safetensors, model.json, evo_model.py, load.py"
           + (", evo_nasnet/" if info["kind"] == "nasnet" else "")
           + f", {test['file']} ({info['parameters']} parameters; {test['file']} holds the {test['images']} "
           f"test images of {test['dataset']})")
