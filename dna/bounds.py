@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -23,16 +24,20 @@ class Bounds:
     max_learning_rate: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.max_vertices < 2 or self.max_edges < 1:
-            raise ValueError("bounds: need at least 2 vertices and 1 edge")
-        if self.max_channels < 1 or self.max_filter_size < 1 or self.max_stride < 1:
-            raise ValueError("bounds: max_channels, max_filter_size, max_stride must be >= 1")
+        check_int("bounds.max_vertices", self.max_vertices, 2)
+        check_int("bounds.max_edges", self.max_edges, 1)
+        check_int("bounds.max_channels", self.max_channels, 1)
+        check_int("bounds.max_filter_size", self.max_filter_size, 1)
         if self.max_filter_size % 2 == 0:
-            raise ValueError("bounds: max_filter_size must be odd")
+            raise ValueError(f"bounds.max_filter_size must be odd (1, 3, 5, ...), got {self.max_filter_size}")
+        check_int("bounds.max_stride", self.max_stride, 1)
         if self.max_stride & (self.max_stride - 1):
-            raise ValueError("bounds: max_stride must be a power of two")
-        if not 0 < self.min_learning_rate <= self.max_learning_rate:
-            raise ValueError("bounds: need 0 < min_learning_rate <= max_learning_rate")
+            raise ValueError(f"bounds.max_stride must be a power of two (1, 2, 4, ...), got {self.max_stride}")
+        check_number("bounds.min_learning_rate", self.min_learning_rate, 0, math.inf, low_open=True)
+        check_number("bounds.max_learning_rate", self.max_learning_rate, 0, math.inf, low_open=True)
+        if self.min_learning_rate > self.max_learning_rate:
+            raise ValueError(f"bounds.min_learning_rate must be at most max_learning_rate "
+                             f"({self.max_learning_rate:g}), got {self.min_learning_rate:g}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""
@@ -46,6 +51,30 @@ class Bounds:
         if unknown:
             raise ValueError(f"bounds: unknown key(s) {', '.join(sorted(unknown))}")
         return cls(**d)
+
+
+def check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
+    """Raise ValueError (one line: the name, the valid range, the value) unless ``value`` is an
+    int (not a bool) in ``low..high`` (no upper limit when ``high`` is None)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        valid = f"in {low}..{high}" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be an integer {valid}, got {value!r}")
+
+
+def check_number(name: str, value: Any, low: float, high: float, *, low_open: bool = False,
+                 high_open: bool = False) -> None:
+    """Raise ValueError (one line) unless ``value`` is a finite int or float in the interval
+    ``[low, high]`` (open at an end where ``low_open`` / ``high_open``; ``high`` may be
+    ``math.inf``). NaN and infinities never pass."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+    if not ok:
+        if math.isinf(high):
+            valid = f"{'>' if low_open else '>='} {low:g}"
+        else:
+            valid = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a finite number {valid}, got {value!r}")
 
 
 DEFAULT_BOUNDS = Bounds()

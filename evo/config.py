@@ -10,15 +10,73 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from dna.bounds import Bounds
+from dna.bounds import Bounds, check_int, check_number
 
 SELECTIONS = ("pairwise", "aging", "random")
 SEARCH_SPACES = ("large_scale", "nasnet")
+DATASETS = ("digits", "cifar10", "cifar100", "synthetic")   # cifar* take =PATH
+DATASET_SPECS = "digits, cifar10=PATH, cifar100=PATH, synthetic"
+PRECISIONS = ("auto", "fp32", "bf16")
 CONFIG_SCHEMA = 1
+MAX_SEED = 2**63 - 1
+# What a run may set its DNA bounds to (dna.Bounds itself only refuses what has no meaning):
+# wide enough for any real search, narrow enough that a typo cannot ask for absurd networks.
+BOUNDS_LIMITS = {"max_vertices": 4096, "max_edges": 16384, "max_channels": 65536, "max_filter_size": 31,
+                 "max_stride": 64}
+MAX_LEARNING_RATE = 100.0
 
 
 class ConfigError(ValueError):
-    """A run configuration that is malformed or inconsistent. One-line message."""
+    """A run configuration that is malformed or inconsistent. One-line message.
+
+    ``field`` names the offending setting as a config.json path (``train.batch_size``) when
+    one setting is at fault, so a caller can name the option the user gave.
+    """
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+def _int(name: str, value: Any, low: int, high: int) -> None:
+    try:
+        check_int(name, value, low, high)
+    except ValueError as exc:
+        raise ConfigError(str(exc), name) from None
+
+
+def _number(name: str, value: Any, low: float, high: float, **open_ends: bool) -> None:
+    try:
+        check_number(name, value, low, high, **open_ends)
+    except ValueError as exc:
+        raise ConfigError(str(exc), name) from None
+
+
+def _flag(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}", name)
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"unknown {name} {value!r} (choose from {', '.join(choices)})", name)
+
+
+def check_dataset_spec(spec: Any) -> str:
+    """The dataset name of a well-formed spec (``digits``, ``cifar10=PATH``, ...); ConfigError
+    (one line) otherwise. Only the form is checked here; :func:`evo.data.check_dataset` checks
+    that the files are there."""
+    if not isinstance(spec, str):
+        raise ConfigError(f"dataset must be a string ({DATASET_SPECS}), got {spec!r}", "dataset")
+    name, eq, path = spec.partition("=")
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset {spec!r} (choose from {DATASET_SPECS})", "dataset")
+    if name in ("cifar10", "cifar100") and not path.strip():
+        raise ConfigError(f"dataset {name} needs a path: {name}=/path/to/data (a local directory or gs://...)",
+                          "dataset")
+    if name in ("digits", "synthetic") and eq:
+        raise ConfigError(f"dataset {name} takes no path (got {spec!r}; {name} is built in)", "dataset")
+    return name
 
 
 @dataclass(frozen=True)
@@ -35,10 +93,14 @@ class TrainSettings:
     cuda_graphs: bool = True      # capture the training step in a CUDA graph when on CUDA
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ConfigError("train: steps must be >= 0 and batch sizes >= 1")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"train: unknown precision {self.precision!r} (auto, fp32, bf16)")
+        _int("train.steps", self.steps, 0, 10**9)
+        _int("train.batch_size", self.batch_size, 1, 1_000_000)
+        _number("train.momentum", self.momentum, 0, 1, high_open=True)
+        _number("train.weight_decay", self.weight_decay, 0, 1, high_open=True)
+        _int("train.eval_batch_size", self.eval_batch_size, 1, 1_000_000)
+        _flag("train.augment", self.augment)
+        _choice("train.precision", self.precision, PRECISIONS)
+        _flag("train.cuda_graphs", self.cuda_graphs)
 
 
 @dataclass(frozen=True)
@@ -49,6 +111,11 @@ class SyntheticSettings:
     weight_bytes: int = 4096      # size of the (random) weight file each individual stores
     noise: float = 0.01           # sd of the seeded noise added to the fitness
 
+    def __post_init__(self) -> None:
+        _number("synthetic.train_seconds", self.train_seconds, 0, 86_400)
+        _int("synthetic.weight_bytes", self.weight_bytes, 0, 2**30)
+        _number("synthetic.noise", self.noise, 0, 1)
+
 
 @dataclass(frozen=True)
 class NasnetSettings:
@@ -56,6 +123,10 @@ class NasnetSettings:
 
     cells_per_stack: int = 2
     filters: int = 16
+
+    def __post_init__(self) -> None:
+        _int("nasnet.cells_per_stack", self.cells_per_stack, 1, 64)
+        _int("nasnet.filters", self.filters, 1, 4096)
 
 
 @dataclass(frozen=True)
@@ -77,18 +148,26 @@ class RunConfig:
     schema: int = CONFIG_SCHEMA
 
     def __post_init__(self) -> None:
-        if self.population_size < 2:
-            raise ConfigError("population_size must be at least 2")
-        if self.selection not in SELECTIONS:
-            raise ConfigError(f"unknown selection {self.selection!r} (choose from {', '.join(SELECTIONS)})")
-        if self.search_space not in SEARCH_SPACES:
-            raise ConfigError(f"unknown search space {self.search_space!r} (choose from {', '.join(SEARCH_SPACES)})")
-        if not 1 <= self.tournament_size <= self.population_size:
-            raise ConfigError("tournament_size must be in [1, population_size]")
-        if self.keep_best < 0:
-            raise ConfigError("keep_best must be >= 0")
-        if self.schema != CONFIG_SCHEMA:
-            raise ConfigError(f"unknown config schema {self.schema!r} (this evo reads {CONFIG_SCHEMA})")
+        if isinstance(self.schema, bool) or self.schema != CONFIG_SCHEMA:
+            raise ConfigError(f"unknown config schema {self.schema!r} (this evo reads {CONFIG_SCHEMA})", "schema")
+        name = check_dataset_spec(self.dataset)
+        _int("population_size", self.population_size, 2, 1_000_000)
+        _choice("selection", self.selection, SELECTIONS)
+        _int("tournament_size", self.tournament_size, 1, self.population_size)  # S <= P
+        _choice("search_space", self.search_space, SEARCH_SPACES)
+        _flag("inherit_weights", self.inherit_weights)
+        _int("keep_best", self.keep_best, 0, 1_000_000)
+        _int("seed", self.seed, 0, MAX_SEED)
+        for key, kind in (("train", TrainSettings), ("bounds", Bounds), ("synthetic", SyntheticSettings),
+                          ("nasnet", NasnetSettings)):
+            if not isinstance(getattr(self, key), kind):
+                raise ConfigError(f"{key} must be a {kind.__name__}", key)
+        for key, high in BOUNDS_LIMITS.items():
+            _int(f"bounds.{key}", getattr(self.bounds, key), 1, high)
+        _number("bounds.max_learning_rate", self.bounds.max_learning_rate, 0, MAX_LEARNING_RATE, low_open=True)
+        if name != "synthetic" and self.train.steps < 1:
+            raise ConfigError(f"train.steps must be an integer in 1..{10**9} for {name} "
+                              f"(0 would train nothing), got {self.train.steps}", "train.steps")
 
     @property
     def dataset_name(self) -> str:
@@ -121,6 +200,8 @@ class RunConfig:
                 kwargs[key] = value
         try:
             return cls(**kwargs)
+        except ConfigError:
+            raise
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"config: {exc}") from None
 
@@ -147,5 +228,10 @@ def _nested(kind: type, value: Any, where: str) -> Any:
         raise ConfigError(f"config {where} has unknown key(s) {', '.join(sorted(unknown))}")
     try:
         return kind(**value)
-    except (TypeError, ValueError) as exc:
+    except ConfigError:
+        raise
+    except ValueError as exc:  # Bounds (in dna/, which knows nothing of ConfigError)
+        field_name = str(exc).split(" ", 1)[0]
+        raise ConfigError(str(exc), field_name if field_name.startswith(where + ".") else where) from None
+    except TypeError as exc:
         raise ConfigError(f"config {where}: {exc}") from None

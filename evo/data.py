@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 SPECS = "digits, cifar10=PATH, cifar100=PATH"
 CIFAR_VALIDATION = 5_000
+DIGITS_TRAIN = 1078          # 60% of scikit-learn's 1797 digits
 
 
 class DatasetError(ValueError):
@@ -129,6 +130,54 @@ def read_dataset(spec: str, *, split_seed: int = 0) -> HostDataset:
     raise DatasetError(f"unknown dataset {spec!r} (choose from {SPECS})")
 
 
+def check_dataset(spec: str) -> dict[str, Any]:
+    """Check that ``spec`` names a dataset whose files the loader will find and can read,
+    without loading it: the form of the spec, then for CIFAR every batch file, looked up the
+    way :func:`read_dataset` looks (local path or fsspec URL, the batch directory or its
+    parent) and its first byte read. Returns ``{"name", "train_images"}`` (the training-split
+    size the loader will produce, nominal for CIFAR; None for synthetic).
+
+    Raises :class:`DatasetError` with one line naming the path and what is wrong.
+    """
+    from .config import ConfigError, check_dataset_spec
+
+    try:
+        name = check_dataset_spec(spec)
+    except ConfigError as exc:
+        raise DatasetError(str(exc)) from None
+    if name == "synthetic":
+        return {"name": name, "train_images": None}
+    if name == "digits":
+        try:
+            import sklearn.datasets  # noqa: F401  (bundled with scikit-learn; nothing to download)
+        except ImportError:
+            raise DatasetError("digits needs scikit-learn: pip install scikit-learn") from None
+        return {"name": name, "train_images": DIGITS_TRAIN}
+    path = spec.partition("=")[2]
+    layout = _CIFAR[name]
+    fs, root = _open_fs(name, path)
+    try:
+        is_dir = bool(fs.isdir(root)) if root else False
+    except Exception as exc:  # network/permission errors from any fsspec backend
+        raise DatasetError(f"{name}: cannot read {path}: {_one_line(exc)}") from None
+    if not is_dir:
+        what = "is a file, not a directory" if _exists(fs, root, name, path) else "does not exist"
+        raise DatasetError(f"{name}: {path} {what}; {layout.expected()}")
+    root = _find_batch_dir(fs, root, layout, name, path)
+    for filename in layout.train_files + (layout.test_file,):
+        where = f"{root}/{filename}"
+        if not _exists(fs, where, name, where):
+            raise DatasetError(f"{name}: {where} is missing; {layout.expected()}")
+        try:
+            with fs.open(where, "rb") as f:
+                first = f.read(1)
+        except Exception as exc:
+            raise DatasetError(f"{name}: cannot read {where}: {_one_line(exc)}") from None
+        if not first:
+            raise DatasetError(f"{name}: {where} is empty; {layout.expected()}")
+    return {"name": name, "train_images": layout.train_images - CIFAR_VALIDATION}
+
+
 def load_dataset(spec: str, device: "torch.device | str", *, split_seed: int = 0) -> DeviceDataset:
     """Read ``spec`` (see :func:`read_dataset`) and put every split on ``device``.
 
@@ -209,6 +258,7 @@ class _CifarLayout:
     test_file: str
     label_key: bytes
     num_classes: int
+    train_images: int           # in the official files, before the validation split
 
     def expected(self) -> str:
         return (f"expected the '{self.title}' directory {self.dirname}/ containing "
@@ -223,9 +273,9 @@ def _list_files(files: tuple[str, ...]) -> str:
 
 _CIFAR = {
     "cifar10": _CifarLayout("cifar-10-batches-py", "CIFAR-10 python version",
-                            tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", b"labels", 10),
+                            tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", b"labels", 10, 50_000),
     "cifar100": _CifarLayout("cifar-100-python", "CIFAR-100 python version",
-                             ("train",), "test", b"fine_labels", 100),
+                             ("train",), "test", b"fine_labels", 100, 50_000),
 }
 
 

@@ -8,6 +8,7 @@ normal and the reduction cell side by side.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from .errors import UserError
@@ -71,8 +72,13 @@ def _nasnet_graph(dna: dict) -> Graph:
     return Graph(nodes, edges, clusters)
 
 
+# Formats both renderers write (graphviz's `dot` and matplotlib); the file's extension picks one.
+ARCH_FORMATS = ["pdf", "png", "svg"]
+
+
 def draw_architecture(dna: dict, path: str, title: str = "") -> str:
-    """Render ``dna`` to the PNG ``path``; returns which renderer drew it (graphviz|matplotlib)."""
+    """Render ``dna`` to ``path`` (.png, .pdf or .svg, by its extension); returns which renderer
+    drew it (graphviz|matplotlib)."""
     graph = architecture_graph(dna)
     try:
         _draw_graphviz(graph, path, title)
@@ -95,9 +101,10 @@ def _draw_graphviz(graph: Graph, path: str, title: str) -> None:
                 sub.node(n, graph.nodes[n])
     for s, d, label in graph.edges:
         g.edge(s, d, label=label)
-    png = g.pipe(format="png")
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    drawing = g.pipe(format=ext if ext in ARCH_FORMATS else "png")
     with open(path, "wb") as f:
-        f.write(png)
+        f.write(drawing)
 
 
 def _layers(graph: Graph, members: list[str]) -> dict[str, int]:

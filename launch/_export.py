@@ -20,7 +20,8 @@ from .errors import UserError
 
 LOAD_PY = '''"""Load this exported evo model with PyTorch alone, or evaluate it on an .npz of images.
 
-    python load.py --data test.npz          # arrays x (N, C, H, W; pixel values 0..255) and y (labels)
+    python load.py --data test.npz          # the run's test split, written beside this file by the export
+                                            # (any .npz: arrays x (N, C, H, W; pixel values 0..255), y (labels))
     python -c "import load; m = load.load()"
 
 The model code is evo_model.py (beside this file); see its docstring.
@@ -48,19 +49,40 @@ NASNET_INIT = '''"""Verbatim copies of evo's NASNet modules (dna/{files}); evo_m
 '''
 
 
-def dataset_facts(spec: str) -> dict[str, Any]:
-    """Input shape, class count and training-split normalisation of a dataset spec."""
-    from evo.data import DatasetError, channel_stats, read_dataset
+TEST_DATA_FILE = "test.npz"
+
+
+def read_run_dataset(spec: str):
+    """The run's dataset (an ``evo.data.HostDataset``) read for an export, or a one-line UserError."""
+    from evo.data import DatasetError, read_dataset
 
     if spec.split("=", 1)[0] == "synthetic":
         raise UserError("this run uses the synthetic dataset: its individuals have no trained model to export")
     try:
-        host = read_dataset(spec)
+        return read_dataset(spec)
     except DatasetError as exc:
         raise UserError(str(exc)) from None
+
+
+def dataset_facts(spec: str, host=None) -> dict[str, Any]:
+    """Input shape, class count and training-split normalisation of a dataset spec (read
+    unless ``host``, the dataset already read, is given)."""
+    from evo.data import channel_stats
+
+    host = host if host is not None else read_run_dataset(spec)
     mean, std = channel_stats(host.train_x)
     return {"spec": spec, "name": host.name, "input_shape": list(host.input_shape),
             "num_classes": host.num_classes, "mean": list(mean), "std": list(std)}
+
+
+def write_test_data(path: Path, host) -> int:
+    """Write the dataset's test split as an .npz that ``load.py --data`` reads (``x``: uint8
+    images N, C, H, W as the dataset stores them; ``y``: int64 labels); returns N."""
+    import numpy as np
+
+    with open(path, "wb") as f:
+        np.savez(f, x=np.ascontiguousarray(host.test_x), y=np.ascontiguousarray(host.test_y))
+    return int(len(host.test_y))
 
 
 def module_closure(module_file: str) -> list[str]:
@@ -123,6 +145,9 @@ def export(individual, config, url: str, directory: str, *, cells: int | None = 
            force: bool = False) -> dict[str, Any]:
     """Write ``individual`` (a verified ``storage.Individual``) to ``directory``; returns model.json.
 
+    Besides the model, the dataset's test split is written as ``test.npz`` (what
+    ``python load.py --data test.npz`` in the directory evaluates).
+
     Large-scale individuals keep their trained weights. NASNet individuals keep them at the
     run's N and F; at another ``cells``/``filters`` the model is rebuilt at that size with
     fresh (untrained, seeded) weights, and model.json says ``"trained": false``.
@@ -133,7 +158,9 @@ def export(individual, config, url: str, directory: str, *, cells: int | None = 
     kind = individual.dna.get("kind", "large_scale")
     if kind != "nasnet" and (cells or filters):
         raise UserError("--cells/--filters apply only to NASNet individuals")
-    facts = dataset_facts(dataset or config.dataset)
+    spec = dataset or config.dataset
+    host = read_run_dataset(spec)
+    facts = dataset_facts(spec, host)
     shape, classes = tuple(facts["input_shape"]), facts["num_classes"]
     weights = individual.weights
     trained = True
@@ -163,6 +190,8 @@ def export(individual, config, url: str, directory: str, *, cells: int | None = 
         "validation_accuracy": individual.fitness if trained else None,
         "searched_validation_accuracy": individual.fitness,
         "trained": trained, "weights_note": note, "eval_batch_size": config.train.eval_batch_size,
+        "test_data": {"file": TEST_DATA_FILE, "split": "test", "images": int(len(host.test_y)),
+                      "dataset": facts["spec"]},
         "parent": individual.parent, "mutation": individual.mutation, "birth": individual.birth,
         "dna_hash": individual.dna_hash, "learning_rate": individual.dna.get("learning_rate"),
         "exported": time.time(),
@@ -174,6 +203,7 @@ def export(individual, config, url: str, directory: str, *, cells: int | None = 
         (out / portable.MODEL_FILE).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
         shutil.copyfile(portable.__file__, out / "evo_model.py")
         (out / "load.py").write_text(LOAD_PY)
+        write_test_data(out / TEST_DATA_FILE, host)
         if kind == "nasnet":
             _copy_nasnet_modules(out)
     except OSError as exc:

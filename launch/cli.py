@@ -41,9 +41,56 @@ def route(argv: list[str]) -> list[str]:
     return argv
 
 
+# Commands reached another way (`evo launch slurm|k8s`): parsed, but not listed by `evo --help`.
+HIDDEN_COMMANDS = tuple(f"launch-{engine}" for engine in LAUNCH_ENGINES)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Adds "(default: X)" to an option's help where it has a real default and the help
+    does not already state one (no "(default: None)" or "(default: False)" noise)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help
+        if not text or text == argparse.SUPPRESS or "default" in text.lower():
+            return text
+        if any(action.default is nothing for nothing in (None, False, True, argparse.SUPPRESS)):
+            return text
+        if not action.option_strings and action.nargs not in ("?", "*"):
+            return text  # a required positional has no default
+        return f"{text} (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """evo's parser: no abbreviated flags (``--rep`` must not mean ``--repair``), defaults in
+    --help, and usage errors as one line. Subparsers are of this class too."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        """Print ``PROG: error: MESSAGE (see PROG --help)`` on one line and exit with 2."""
+        for hidden in HIDDEN_COMMANDS:  # "invalid choice ... (choose from ...)" lists every command
+            message = message.replace(f", '{hidden}'", "").replace(f"'{hidden}', ", "")
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see '{self.prog} --help')\n")
+
+
+def version() -> str:
+    """The installed evo's version (from the package metadata)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("evo")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (only modules that exist are registered)."""
-    parser = argparse.ArgumentParser(prog="evo", description="Coordinator-free large-scale evolution of image classifiers.")
+    parser = Parser(prog="evo", description="Coordinator-free large-scale evolution of image classifiers.")
+    parser.add_argument("--version", action="version", version=f"evo {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
@@ -53,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name == name:
                 continue
             raise
-        module.register(sub)
+        module.register(sub)  # hidden commands register without help=, so they are not listed
     return parser
 
 
@@ -65,7 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     from storage.backend import StoreError
 
     argv = route(list(sys.argv[1:] if argv is None else argv))
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # name the subcommand whose help lists the valid options, not bare `evo`
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+        commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     name = args.command.replace("-", " ")
     try:
         return int(args.func(args) or 0)
@@ -79,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `evo status URL | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a file problem no command foresaw: still one line, naming the file
+        where = exc.filename if exc.filename is not None else getattr(args, "url", None) or "evo"
+        print(f"evo {name}: error: {where}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """`evo best URL [--export DIR]`: the best live individual, and its export as a torch-only model.
 
 ``--export DIR`` writes ``dna.json``, ``weights.safetensors``, ``model.json``,
-``evo_model.py`` (a verbatim copy of ``dna/portable.py``) and ``load.py``; ``python load.py
---data test.npz`` in DIR evaluates it with torch alone, and ``evo evaluate DIR --dataset
+``evo_model.py`` (a verbatim copy of ``dna/portable.py``), ``load.py`` and ``test.npz`` (the
+run's test split); ``python load.py --data test.npz`` in DIR evaluates it with torch alone, and ``evo evaluate DIR --dataset
 ...`` reports its test accuracy. NASNet individuals can be exported at another size with
 ``--cells N --filters F`` (the weights are then fresh: the model must be retrained).
 """
@@ -15,6 +15,7 @@ from typing import Any
 
 from ._snapshot import ago, open_population, utc
 from .errors import UserError
+from .options import non_negative_int, positive_int
 
 
 def best_individual(store, config, ident: str | None = None):
@@ -91,12 +92,14 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"export": args.export, **info}, sort_keys=True))
         return 0
     print(_summary(ind))
-    print(f"exported to {args.export}/: dna.json, weights.safetensors, model.json, evo_model.py, load.py"
+    test = info["test_data"]
+    print(f"exported to {args.export.rstrip('/')}/: dna.json, weights.safetensors, model.json, evo_model.py, load.py"
           + (", evo_nasnet/" if info["kind"] == "nasnet" else "")
-          + f" ({info['parameters']} parameters)")
+          + f", {test['file']} ({info['parameters']} parameters; {test['file']} holds the {test['images']} "
+          f"test images of {test['dataset']})")
     if not info["trained"]:
         print(f"  NOTE: {info['weights_note']}")
-    print(f"  evaluate it with torch alone:  cd {args.export} && python load.py --data test.npz")
+    print(f"  evaluate it with torch alone:  cd {args.export} && python load.py --data {test['file']}")
     print(f"  or its test accuracy:          evo evaluate {args.export} --dataset {info['dataset']}")
     return 0
 
@@ -109,10 +112,10 @@ def register(sub) -> None:
     p.add_argument("--id", help="this individual instead of the best (live, or dead with kept weights)")
     p.add_argument("--export", metavar="DIR", help="write the model to DIR")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty DIR")
-    p.add_argument("--cells", type=int, help="NASNet: N cells per stack of the exported model (fresh weights)")
-    p.add_argument("--filters", type=int, help="NASNet: F filters of the exported model (fresh weights)")
+    p.add_argument("--cells", type=positive_int, help="NASNet: N cells per stack of the exported model (fresh weights)")
+    p.add_argument("--filters", type=positive_int, help="NASNet: F filters of the exported model (fresh weights)")
     p.add_argument("--dataset", help="dataset spec for the input shape and normalisation "
                    "(default: the run's; e.g. cifar10=PATH when the data moved)")
-    p.add_argument("--seed", type=int, default=0, help="seed of fresh NASNet weights (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of fresh NASNet weights")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)

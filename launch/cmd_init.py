@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import replace
 
-from evo.config import SEARCH_SPACES, SELECTIONS, ConfigError, RunConfig
+from dna.bounds import Bounds
+from evo.config import (SEARCH_SPACES, SELECTIONS, ConfigError, NasnetSettings, RunConfig, SyntheticSettings,
+                        TrainSettings, check_dataset_spec)
 
 from .errors import UserError
 
@@ -18,105 +21,232 @@ DATASET_DEFAULTS = {
     "cifar10": {"population_size": 100, "steps": 25_600, "augment": True},
     "cifar100": {"population_size": 100, "steps": 25_600, "augment": True},
 }
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _defaults(key: str) -> str:
+    """'10 for digits, 100 for the others' from DATASET_DEFAULTS (help text that cannot drift)."""
+    by_value: dict = {}
+    for name, d in DATASET_DEFAULTS.items():
+        by_value.setdefault(d[key], []).append(name)
+    return ", ".join(f"{value:,} for {'/'.join(names)}" for value, names in by_value.items())
 
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
     """Options that define a run (shared by `evo init` and `evo launch`)."""
-    g = p.add_argument_group("run configuration (written once to config.json)")
-    g.add_argument("--dataset", default="digits",
-                   help="digits (default, bundled) | cifar10=PATH | cifar100=PATH | synthetic")
-    g.add_argument("--population-size", "-P", type=int, help="population size P (paper: 1000)")
-    g.add_argument("--selection", choices=SELECTIONS, help="pairwise (2017), aging (2019) or random search")
-    g.add_argument("--tournament-size", "-S", type=int, help="sample size S for aging evolution")
-    g.add_argument("--search-space", choices=SEARCH_SPACES, default=None)
-    g.add_argument("--steps", type=int, help="training steps per child (paper: 25,600)")
-    g.add_argument("--batch-size", type=int, help="training batch size (paper: 50)")
-    g.add_argument("--no-augment", action="store_true", help="no random crop / flip")
-    g.add_argument("--no-inherit", action="store_true", help="train every child from scratch")
-    g.add_argument("--keep-best", type=int, help="keep the weights of the best K dead individuals")
-    g.add_argument("--seed", type=int, help="run seed")
-    g.add_argument("--max-channels", type=int)
-    g.add_argument("--max-vertices", type=int)
-    g.add_argument("--synthetic-train-seconds", type=float, help="simulated training time (synthetic)")
-    g.add_argument("--synthetic-weight-bytes", type=int, help="weight file size (synthetic)")
-    g.add_argument("--nasnet-cells", type=int, help="N normal cells per stack (nasnet)")
-    g.add_argument("--nasnet-filters", type=int, help="F filters (nasnet)")
+    train, bounds, synthetic, nasnet = TrainSettings(), Bounds(), SyntheticSettings(), NasnetSettings()
+    g = p.add_argument_group("run configuration (written once to config.json; with --config FILE, "
+                             "options not given keep the file's values)")
+    g.add_argument("--dataset", metavar="SPEC",
+                   help="digits (bundled) | cifar10=PATH | cifar100=PATH (local or gs://) | synthetic "
+                        "(default: digits)")
+    g.add_argument("--population-size", "-P", type=int, metavar="P",
+                   help=f"population size P (paper: 1000; default: {_defaults('population_size')})")
+    g.add_argument("--selection", choices=SELECTIONS,
+                   help="pairwise (2017), aging (2019) or random search "
+                        "(default: pairwise; aging with --search-space nasnet)")
+    g.add_argument("--tournament-size", "-S", type=int, metavar="S",
+                   help="sample size S for aging evolution (default: P/4, within 2..25)")
+    g.add_argument("--search-space", choices=SEARCH_SPACES, help=f"(default: {RunConfig().search_space})")
+    g.add_argument("--steps", type=int, metavar="N", help=f"training steps per child (paper: 25,600; default: {_defaults('steps')})")
+    g.add_argument("--batch-size", type=int, metavar="N", help=f"training batch size (paper and default: {train.batch_size})")
+    g.add_argument("--no-augment", action="store_true",
+                   help="no random crop / flip (default: augment CIFAR, never digits)")
+    g.add_argument("--no-inherit", action="store_true",
+                   help="train every child from scratch (default: inherit weights; never with nasnet)")
+    g.add_argument("--keep-best", type=int, metavar="K",
+                   help=f"keep the weights of the best K dead individuals (default: {RunConfig().keep_best})")
+    g.add_argument("--seed", type=int, metavar="N", help=f"run seed, >= 0 (default: {RunConfig().seed})")
+    g.add_argument("--max-channels", type=int, metavar="N",
+                   help=f"most output channels of a convolution (default: {bounds.max_channels})")
+    g.add_argument("--max-vertices", type=int, metavar="N", help=f"most vertices of a DNA (default: {bounds.max_vertices})")
+    g.add_argument("--synthetic-train-seconds", type=float, metavar="SECONDS",
+                   help=f"simulated training time (synthetic; default: {synthetic.train_seconds:g})")
+    g.add_argument("--synthetic-weight-bytes", type=int, metavar="BYTES",
+                   help=f"weight file size (synthetic; default: {synthetic.weight_bytes})")
+    g.add_argument("--nasnet-cells", type=int, metavar="N", help=f"N normal cells per stack (nasnet; default: {nasnet.cells_per_stack})")
+    g.add_argument("--nasnet-filters", type=int, metavar="F", help=f"F filters (nasnet; default: {nasnet.filters})")
     g.add_argument("--config", metavar="FILE", help="start from this config.json instead of the defaults")
+    g.add_argument("--force-new-config", action="store_true",
+                   help="write a config into a directory that holds individuals but no config.json "
+                        "(they were made under a config that is gone: only do this knowingly)")
+
+
+# The option behind each config.json field, to name it in errors.
+OPTION_OF_FIELD = {
+    "dataset": "--dataset", "population_size": "-P/--population-size", "selection": "--selection",
+    "tournament_size": "-S/--tournament-size", "search_space": "--search-space", "train.steps": "--steps",
+    "train.batch_size": "--batch-size", "keep_best": "--keep-best", "seed": "--seed",
+    "bounds.max_channels": "--max-channels", "bounds.max_vertices": "--max-vertices",
+    "synthetic.train_seconds": "--synthetic-train-seconds", "synthetic.weight_bytes": "--synthetic-weight-bytes",
+    "nasnet.cells_per_stack": "--nasnet-cells", "nasnet.filters": "--nasnet-filters",
+}
+ARG_OF_FIELD = {"population_size": "population_size", "tournament_size": "tournament_size",
+                "train.steps": "steps", "train.batch_size": "batch_size", "keep_best": "keep_best",
+                "seed": "seed", "bounds.max_channels": "max_channels", "bounds.max_vertices": "max_vertices",
+                "synthetic.train_seconds": "synthetic_train_seconds",
+                "synthetic.weight_bytes": "synthetic_weight_bytes", "nasnet.cells_per_stack": "nasnet_cells",
+                "nasnet.filters": "nasnet_filters"}
+
+
+def _where(field: str | None, args: argparse.Namespace) -> str | None:
+    """The option (or --config file) that set ``field``, for the error message."""
+    if field is None:
+        return args.config
+    arg = ARG_OF_FIELD.get(field)
+    if arg is not None and getattr(args, arg, None) is not None:
+        return OPTION_OF_FIELD[field]
+    if field == "dataset" and (args.dataset is not None or not args.config):
+        return "--dataset"
+    return args.config
+
+
+def _read_config_file(path: str) -> RunConfig:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise UserError(f"{path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise UserError(f"{path}: larger than {MAX_CONFIG_BYTES:,} bytes; not a config.json")
+    try:
+        return RunConfig.from_json(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; not a config.json") from None
+    except ConfigError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
+def _absolute_data_path(spec: str) -> str:
+    """``cifar10=data/c10`` -> ``cifar10=/abs/data/c10``: workers may start in another directory."""
+    name, eq, path = spec.partition("=")
+    if name in ("cifar10", "cifar100") and path.strip() and "://" not in path:
+        return f"{name}={os.path.abspath(os.path.expanduser(path))}"
+    return spec
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """A RunConfig from command-line options over dataset-specific defaults."""
+    """A RunConfig from command-line options over dataset-specific defaults (or --config FILE).
+
+    Every value is range-checked by RunConfig; a value given on the command line is used as
+    given (0 is never replaced by a default). UserError names the option or file at fault.
+    """
+    base = _read_config_file(args.config) if args.config else RunConfig()
     try:
-        if args.config:
-            try:
-                with open(args.config, encoding="utf-8") as f:
-                    base = RunConfig.from_json(f.read())
-            except OSError as exc:
-                raise UserError(f"{args.config}: {exc.strerror}") from None
-        else:
-            base = RunConfig()
-        name = args.dataset.split("=", 1)[0]
-        if name not in DATASET_DEFAULTS:
-            raise UserError(f"unknown dataset {args.dataset!r} (digits, cifar10=PATH, cifar100=PATH, synthetic)")
-        if name in ("cifar10", "cifar100") and "=" not in args.dataset:
-            raise UserError(f"{name} needs a path: --dataset {name}=/path/to/data (local or gs://)")
+        spec = args.dataset if args.dataset is not None else (base.dataset if args.config else "digits")
+        check_dataset_spec(spec)
+        spec = _absolute_data_path(spec)
+        name = spec.split("=", 1)[0]
         d = DATASET_DEFAULTS[name] if not args.config else {}
+
+        def given(arg: str, default):
+            value = getattr(args, arg)
+            return default if value is None else value
+
         search_space = args.search_space or base.search_space
         selection = args.selection or ("aging" if search_space == "nasnet" and not args.config else base.selection)
-        pop = args.population_size or d.get("population_size", base.population_size)
-        tournament = args.tournament_size or (min(25, max(2, pop // 4)) if selection == "aging" else base.tournament_size)
+        pop = given("population_size", d.get("population_size", base.population_size))
+        default_s = min(25, max(2, pop // 4)) if selection == "aging" and not args.config else base.tournament_size
+        tournament = given("tournament_size", default_s)
         train = replace(
             base.train,
-            steps=args.steps if args.steps is not None else d.get("steps", base.train.steps),
-            batch_size=args.batch_size or base.train.batch_size,
+            steps=given("steps", d.get("steps", base.train.steps)),
+            batch_size=given("batch_size", base.train.batch_size),
             augment=False if args.no_augment else d.get("augment", base.train.augment),
         )
-        bounds_changes = {}
-        if args.max_channels:
-            bounds_changes["max_channels"] = args.max_channels
-        if args.max_vertices:
-            bounds_changes["max_vertices"] = args.max_vertices
-        bounds = replace(base.bounds, **bounds_changes) if bounds_changes else base.bounds
-        synthetic = base.synthetic
-        if args.synthetic_train_seconds is not None:
-            synthetic = replace(synthetic, train_seconds=args.synthetic_train_seconds)
-        if args.synthetic_weight_bytes is not None:
-            synthetic = replace(synthetic, weight_bytes=args.synthetic_weight_bytes)
-        nasnet = base.nasnet
-        if args.nasnet_cells:
-            nasnet = replace(nasnet, cells_per_stack=args.nasnet_cells)
-        if args.nasnet_filters:
-            nasnet = replace(nasnet, filters=args.nasnet_filters)
+        bounds = replace(base.bounds, max_channels=given("max_channels", base.bounds.max_channels),
+                         max_vertices=given("max_vertices", base.bounds.max_vertices))
+        synthetic = replace(base.synthetic, train_seconds=given("synthetic_train_seconds", base.synthetic.train_seconds),
+                            weight_bytes=given("synthetic_weight_bytes", base.synthetic.weight_bytes))
+        nasnet = replace(base.nasnet, cells_per_stack=given("nasnet_cells", base.nasnet.cells_per_stack),
+                         filters=given("nasnet_filters", base.nasnet.filters))
         inherit = base.inherit_weights
         if args.no_inherit:
             inherit = False
         elif search_space == "nasnet" and not args.config:
             inherit = False  # the 2019 paper trains every child from scratch
         return replace(
-            base, dataset=args.dataset, population_size=pop, selection=selection,
+            base, dataset=spec, population_size=pop, selection=selection,
             tournament_size=tournament, search_space=search_space, train=train, bounds=bounds,
             synthetic=synthetic, nasnet=nasnet, inherit_weights=inherit,
-            keep_best=args.keep_best if args.keep_best is not None else base.keep_best,
-            seed=args.seed if args.seed is not None else base.seed,
+            keep_best=given("keep_best", base.keep_best), seed=given("seed", base.seed),
         )
-    except (ConfigError, ValueError, TypeError) as exc:
-        if isinstance(exc, UserError):
-            raise
-        raise UserError(str(exc)) from None
+    except ConfigError as exc:
+        where = _where(exc.field, args)
+        raise UserError(f"{where}: {exc}" if where else str(exc)) from None
+    except ValueError as exc:  # Bounds (dna/ raises plain ValueError)
+        field = str(exc).split(" ", 1)[0]
+        where = _where(field if field in OPTION_OF_FIELD else None, args)
+        raise UserError(f"{where}: {exc}" if where else str(exc)) from None
 
 
-def init_run(url: str, config: RunConfig, *, quiet: bool = False) -> tuple[RunConfig, bool]:
+def _local_path(url: str) -> str | None:
+    if url.startswith("file://"):
+        return "/" + url[len("file://"):].partition("/")[2]
+    return None if "://" in url else url
+
+
+def _check_location(url: str) -> None:
+    """A local population path must be a directory or creatable as one (no file on the way)."""
+    path = _local_path(url)
+    if path is None:
+        return
+    probe = os.path.normpath(path)
+    while not os.path.lexists(probe):
+        parent = os.path.dirname(probe)
+        if parent in ("", probe):
+            return
+        probe = parent
+    if not os.path.isdir(probe):
+        raise UserError(f"{url}: {probe} is a file, not a directory")
+
+
+def _has_individuals(store) -> bool:
+    from storage import TEMP_PREFIX
+    from storage.records import ALIVE, HISTORY
+
+    return any(not name.startswith(TEMP_PREFIX) for folder in (ALIVE, HISTORY) for name in store.backend.list(folder))
+
+
+def check_data(config: RunConfig) -> None:
+    """UserError (one line) unless the config's dataset files are there and its batch fits."""
+    from evo.data import DatasetError, check_dataset
+
+    try:
+        facts = check_dataset(config.dataset)
+    except DatasetError as exc:
+        raise UserError(f"--dataset: {exc}") from None
+    n = facts["train_images"]
+    if n is not None and config.train.batch_size > n:
+        raise UserError(f"--batch-size: train.batch_size must be at most the {n:,} training images of "
+                        f"{facts['name']}, got {config.train.batch_size}")
+
+
+def init_run(url: str, config: RunConfig, *, force_new_config: bool = False) -> tuple[RunConfig, bool]:
     """Write ``config`` to the store unless it holds one. Returns (config in force, created).
 
-    Refuses (UserError) when the store already holds a *different* config.
+    Before writing, the dataset's files are checked and a directory holding individuals
+    without a config.json is refused (unless ``force_new_config``): nothing is written when
+    any check fails. Refuses (UserError) when the store already holds a *different* config.
     """
-    from storage import open_store
+    from storage import StoreError, open_store
+    from storage.records import CONFIG_KEY
 
-    store = open_store(url)
-    text = config.to_json()
-    if store.init_config(text):
-        return config, True
-    existing_text = store.read_config()
+    _check_location(url)
+    try:
+        store = open_store(url)
+        if not store.backend.exists(CONFIG_KEY):
+            if _has_individuals(store) and not force_new_config:
+                raise UserError(f"{url} holds individuals but no config.json (deleted?); writing a new one "
+                                "would change the run under them: use --force-new-config if you mean it")
+            check_data(config)
+            if store.init_config(config.to_json()):
+                return config, True
+        existing_text = store.read_config()
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"{exc.filename or url}: {exc.strerror or exc}") from None
     try:
         existing = RunConfig.from_json(existing_text)
     except ConfigError as exc:
@@ -147,23 +277,35 @@ CONFIG_OPTIONS = ("population_size", "selection", "tournament_size", "search_spa
 
 def has_config_options(args: argparse.Namespace) -> bool:
     """True when the user asked for anything about the run itself (not just workers)."""
-    if args.dataset != "digits" or args.no_augment or args.no_inherit:
+    if args.dataset is not None or args.no_augment or args.no_inherit:
         return True
     return any(getattr(args, name, None) not in (None, False) for name in CONFIG_OPTIONS)
+
+
+def check_run_options(args: argparse.Namespace) -> None:
+    """Refuse bad run options (values, dataset files, a file in the population's path) before
+    a launcher creates anything; :func:`ensure_run` later writes the config."""
+    _check_location(args.url)
+    config = config_from_args(args)
+    if has_config_options(args):
+        check_data(config)
 
 
 def ensure_run(url: str, args: argparse.Namespace) -> None:
     """Initialise the population from the run options when it has no config yet, or when
     options were given (then they must match the stored config, as for `evo launch`)."""
     from storage import StoreError, open_store
+    from storage.records import CONFIG_KEY
 
+    _check_location(url)
     try:
-        open_store(url).read_config()
-        exists = True
-    except StoreError:
-        exists = False
+        exists = open_store(url).backend.exists(CONFIG_KEY)
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"{exc.filename or url}: {exc.strerror or exc}") from None
     if not exists or has_config_options(args):
-        config, created = init_run(url, config_from_args(args))
+        config, created = init_run(url, config_from_args(args), force_new_config=args.force_new_config)
         if created:
             print(f"initialised {url}: dataset={config.dataset} P={config.population_size} "
                   f"selection={config.selection} steps/child={config.train.steps}", flush=True)
@@ -171,7 +313,7 @@ def ensure_run(url: str, args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    config, created = init_run(args.url, config)
+    config, created = init_run(args.url, config, force_new_config=args.force_new_config)
     if created:
         print(f"initialised {args.url}: dataset={config.dataset} P={config.population_size} "
               f"selection={config.selection} steps={config.train.steps} search_space={config.search_space}")

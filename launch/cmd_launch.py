@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .cmd_init import add_config_arguments, ensure_run
 from .errors import UserError
+from .options import device, non_negative_int, positive_int, positive_seconds
 
 
 
@@ -101,8 +102,10 @@ def run_local(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UserError("-n must be at least 1")
     store = open_store(args.url)
-    ensure_run(args.url, args)
     log_dir = Path(args.log_dir) if args.log_dir else default_log_dir(args.url)
+    if log_dir.exists() and not log_dir.is_dir():  # refuse before the run is initialised
+        raise UserError(f"{log_dir}: --log-dir is a file, not a directory")
+    ensure_run(args.url, args)
     print(f"starting {args.n} worker(s) on {args.url}; logs in {log_dir}/ (Ctrl-C stops them)", flush=True)
     procs = start_workers(args, log_dir)
     progress = Progress(store, interval=args.progress_interval)
@@ -135,13 +138,16 @@ def register(sub) -> None:
     p = sub.add_parser("launch", help="start N local workers with a live progress display "
                        "(also: `evo launch slurm ...`, `evo launch k8s ...`)")
     p.add_argument("url", help="population directory: PATH, file://PATH, gs://BUCKET/PREFIX")
-    p.add_argument("-n", type=int, default=2, help="number of worker processes (default 2)")
-    p.add_argument("--max-seconds", type=float, help="each worker stops starting children after T seconds")
-    p.add_argument("--max-individuals", type=int, help="each worker stops after publishing K individuals")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto: GPUs if present)")
-    p.add_argument("--workers-per-gpu", type=int, help="K workers share each GPU (default: spread evenly)")
-    p.add_argument("--index-base", type=int, default=0, help="first worker index (seed streams)")
+    p.add_argument("-n", type=positive_int, default=2, help="number of worker processes")
+    p.add_argument("--max-seconds", type=positive_seconds, metavar="T",
+                   help="each worker stops starting children after T seconds (default: no limit)")
+    p.add_argument("--max-individuals", type=positive_int, metavar="K",
+                   help="each worker stops after publishing K individuals (default: no limit)")
+    p.add_argument("--device", type=device(), default="auto", help="auto (GPUs if present) | cpu | cuda")
+    p.add_argument("--workers-per-gpu", type=positive_int, metavar="K",
+                   help="K workers share each GPU (default: spread evenly)")
+    p.add_argument("--index-base", type=non_negative_int, default=0, help="first worker index (seed streams)")
     p.add_argument("--log-dir", help="where worker logs go (default: URL/logs for local runs)")
-    p.add_argument("--progress-interval", type=float, default=5.0, help="seconds between progress lines")
+    p.add_argument("--progress-interval", type=positive_seconds, default=5.0, help="seconds between progress lines")
     add_config_arguments(p)
     p.set_defaults(func=run)

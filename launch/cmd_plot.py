@@ -73,15 +73,33 @@ def default_data_path(png: str) -> str:
     return root + ".json"
 
 
+def check_extension(path: str, option: str, formats: list[str]) -> None:
+    """UserError (one line) unless ``path`` ends in ``.FORMAT`` for one of ``formats``."""
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if ext not in formats:
+        raise UserError(f"{path}: unsupported file type for {option} (the extension picks the format); "
+                        f"use one of {', '.join('.' + f for f in formats)}")
+
+
 def run(args: argparse.Namespace) -> int:
     from ._plotting import pyplot
 
-    pyplot()  # fail in one line, before reading the store, when matplotlib is missing
+    plt = pyplot()  # fail in one line, before reading the store, when matplotlib is missing
+    # the format comes from the extension: refuse a wrong one before reading the store
+    check_extension(args.output, "-o", sorted(plt.figure().canvas.get_supported_filetypes()))
+    plt.close("all")
+    if args.arch:
+        from ._drawing import ARCH_FORMATS
+
+        check_extension(args.arch, "--arch", ARCH_FORMATS)
+    data_path = args.data or default_data_path(args.output)
+    paths = [os.path.abspath(p) for p in (args.output, data_path, args.arch) if p]
+    if len(set(paths)) < len(paths):
+        raise UserError(f"-o, --data and --arch must name different files (got {', '.join(paths)})")
     snap = take_snapshot(args.url)
     data = progress_data(snap)
     if not data["points"]:
         raise UserError(f"{args.url}: nothing to plot yet (no individual has been published)")
-    data_path = args.data or default_data_path(args.output)
     try:
         draw_progress(data, args.output)
         with open(data_path, "w", encoding="utf-8") as f:
@@ -109,7 +127,9 @@ def register(sub) -> None:
                        description="Draw the paper's progress figure from the store: every individual "
                                    "that ever lived (dots), live ones highlighted, the best-so-far line.")
     p.add_argument("url", help="population directory: PATH, file://PATH, gs://BUCKET/PREFIX")
-    p.add_argument("-o", "--output", default="progress.png", help="PNG to write (default progress.png)")
-    p.add_argument("--data", help="where to write the plotted data as JSON (default: beside the PNG, .json)")
-    p.add_argument("--arch", metavar="PNG", help="also draw the best live individual's architecture here")
+    p.add_argument("-o", "--output", default="progress.png",
+                   help="figure to write; the extension picks the format (.png, .pdf, .svg, ...)")
+    p.add_argument("--data", help="where to write the plotted data as JSON (default: beside the figure, .json)")
+    p.add_argument("--arch", metavar="FILE", help="also draw the best live individual's architecture here "
+                   "(.png, .pdf or .svg)")
     p.set_defaults(func=run)

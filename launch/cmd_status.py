@@ -18,6 +18,7 @@ from typing import Any
 
 from ._snapshot import Snapshot, ago, take_snapshot, utc
 from .errors import UserError
+from .options import non_negative_int, positive_seconds
 
 HOUR = 3600.0
 MAX_BROKEN_SHOWN = 10
@@ -198,8 +199,9 @@ def register(sub) -> None:
     p.add_argument("url", help="population directory: PATH, file://PATH, gs://BUCKET/PREFIX")
     p.add_argument("--json", action="store_true", help="print one JSON object (one per refresh with --watch)")
     p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
-    p.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes (default 5)")
-    p.add_argument("--count", type=int, default=0, help="with --watch: stop after this many refreshes")
-    p.add_argument("--lost-after", type=float, default=600.0, metavar="SECONDS",
-                   help="a worker silent this long (and not stopped) is shown as lost (default 600)")
+    p.add_argument("--interval", type=positive_seconds, default=5.0, help="seconds between refreshes")
+    p.add_argument("--count", type=non_negative_int, default=0,
+                   help="with --watch: stop after this many refreshes (0: never)")
+    p.add_argument("--lost-after", type=positive_seconds, default=600.0, metavar="SECONDS",
+                   help="a worker silent this long (and not stopped) is shown as lost")
     p.set_defaults(func=run)

@@ -9,6 +9,7 @@ import signal
 import sys
 
 from .errors import UserError
+from .options import device, non_negative_int, positive_int, positive_seconds
 
 
 def configure_logging(quiet: bool = False) -> None:
@@ -55,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("worker", help="run one worker on a population (loops until a limit)")
     p.add_argument("url", help="population directory: PATH, file://PATH, gs://BUCKET/PREFIX")
-    p.add_argument("--max-individuals", type=int, help="stop after publishing K individuals")
-    p.add_argument("--max-seconds", type=float, help="stop starting new children after T seconds")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    p.add_argument("--index", type=int, help="worker index (seeds its random stream; default: from "
+    p.add_argument("--max-individuals", type=positive_int, metavar="K", help="stop after publishing K individuals (default: no limit)")
+    p.add_argument("--max-seconds", type=positive_seconds, metavar="T", help="stop starting new children after T seconds (default: no limit)")
+    p.add_argument("--device", type=device(), default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--index", type=non_negative_int, help="worker index (seeds its random stream; default: from "
                    "EVO_WORKER_INDEX / JOB_COMPLETION_INDEX / SLURM_ARRAY_TASK_ID, else fresh entropy)")
     p.add_argument("--quiet", action="store_true", help="only warnings")
     p.set_defaults(func=run)

@@ -24,6 +24,7 @@ import sys
 from typing import Any
 
 from .errors import UserError
+from .options import device, non_negative_int, positive_int, positive_seconds
 
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?")
 
@@ -145,21 +146,23 @@ def register(sub) -> None:
                        description="Start N workers as a Kubernetes Indexed Job (GKE + GCS). The population "
                                    "must exist (evo init gs://...). --dry-run writes the manifest only.")
     p.add_argument("url", help="population URL every pod can reach, normally gs://BUCKET/PREFIX")
-    p.add_argument("-n", type=int, required=True, help="number of workers (completions = parallelism = N)")
+    p.add_argument("-n", type=positive_int, required=True, help="number of workers (completions = parallelism = N)")
     p.add_argument("--image", required=True, help="container image with evo installed (`evo` on PATH)")
-    p.add_argument("--name", default="evo-workers", help="Job name (default evo-workers)")
+    p.add_argument("--name", default="evo-workers", help="Job name")
     p.add_argument("--namespace", help="Kubernetes namespace")
-    p.add_argument("--gpus-per-worker", type=int, default=1, help="nvidia.com/gpu per pod (default 1; 0: CPU)")
+    p.add_argument("--gpus-per-worker", type=non_negative_int, default=1, help="nvidia.com/gpu per pod (0: CPU)")
     p.add_argument("--accelerator", help="GKE accelerator node selector, e.g. nvidia-l4")
-    p.add_argument("--device", default="auto", help="worker --device (default: cuda with GPUs, else cpu)")
-    p.add_argument("--cpu", default="4", help="CPU request per pod (default 4; '' for none)")
-    p.add_argument("--memory", default="16Gi", help="memory request and limit per pod (default 16Gi)")
+    p.add_argument("--device", type=device(), default="auto", help="worker --device (default: cuda with GPUs, else cpu)")
+    p.add_argument("--cpu", default="4", help="CPU request per pod ('' for none)")
+    p.add_argument("--memory", default="16Gi", help="memory request and limit per pod")
     p.add_argument("--service-account", help="Kubernetes service account (Workload Identity to GCS)")
     p.add_argument("--env", action="append", metavar="NAME=VALUE", help="extra environment variable (repeatable)")
-    p.add_argument("--max-seconds", type=float, help="each worker stops starting children after T seconds")
-    p.add_argument("--max-individuals", type=int, help="each worker stops after publishing K individuals")
-    p.add_argument("--backoff-limit", type=int, help="pod failures before the Job gives up (default 4*N)")
-    p.add_argument("--restart-policy", default="OnFailure", help="OnFailure (default) or Never")
+    p.add_argument("--max-seconds", type=positive_seconds, metavar="T",
+                   help="each worker stops starting children after T seconds (default: no limit)")
+    p.add_argument("--max-individuals", type=positive_int, metavar="K",
+                   help="each worker stops after publishing K individuals (default: no limit)")
+    p.add_argument("--backoff-limit", type=non_negative_int, help="pod failures before the Job gives up (default 4*N)")
+    p.add_argument("--restart-policy", default="OnFailure", help="OnFailure or Never")
     p.add_argument("-o", "--output", help="write the manifest here (JSON)")
     p.add_argument("--dry-run", action="store_true", help="only write the manifest (stdout without -o)")
     p.set_defaults(func=run)

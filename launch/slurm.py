@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cmd_init import ensure_run
+from .cmd_init import check_run_options, ensure_run
 from .errors import UserError
+from .options import device, non_negative_int, positive_int, positive_seconds
 
 
 def worker_job(url: str, index: int, device: str, max_seconds: float | None,
@@ -95,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UserError("-n must be at least 1")
     folder = Path(args.log_dir) if args.log_dir else default_log_dir(args.url) / "submitit"
+    check_run_options(args)  # before submitit creates its folder (by default inside the population)
     try:
         executor = submitit.AutoExecutor(folder=folder, cluster=args.executor)
         executor.update_parameters(**executor_parameters(args))
@@ -158,27 +160,29 @@ def register(sub) -> None:
                        description="Start N workers as a SLURM job array through submitit. The population "
                                    "must be on a file system every node mounts (NFS) or on gs://.")
     p.add_argument("url", help="population directory: a shared PATH (NFS), file://PATH or gs://BUCKET/PREFIX")
-    p.add_argument("-n", type=int, default=2, help="number of workers (array tasks; default 2)")
+    p.add_argument("-n", type=positive_int, default=2, help="number of workers (array tasks)")
     p.add_argument("--executor", choices=("slurm", "local"), default="slurm",
-                   help="slurm (default), or local: the same jobs as local processes (a rehearsal)")
+                   help="slurm, or local: the same jobs as local processes (a rehearsal)")
     p.add_argument("--partition", help="SLURM partition")
     p.add_argument("--account", help="SLURM account")
     p.add_argument("--qos", help="SLURM quality of service")
     p.add_argument("--constraint", help="SLURM node constraint")
     p.add_argument("--sbatch", action="append", metavar="KEY=VALUE", help="extra #SBATCH option (repeatable)")
-    p.add_argument("--gpus-per-worker", type=int, default=0, help="GPUs per worker (default 0)")
-    p.add_argument("--cpus-per-worker", type=int, default=4, help="CPUs per worker (default 4)")
-    p.add_argument("--mem-gb", type=float, default=16, help="memory per worker in GB (default 16)")
-    p.add_argument("--time-min", type=int, default=24 * 60, help="job time limit in minutes (default 1440)")
-    p.add_argument("--job-name", default="evo-worker", help="SLURM job name (default evo-worker)")
-    p.add_argument("--device", default="auto", help="auto (cuda with GPUs, else cpu) | cpu | cuda")
-    p.add_argument("--max-seconds", type=float, help="each worker stops starting children after T seconds")
-    p.add_argument("--max-individuals", type=int, help="each worker stops after publishing K individuals")
-    p.add_argument("--index-base", type=int, default=0, help="first worker index (seed streams)")
+    p.add_argument("--gpus-per-worker", type=non_negative_int, default=0, help="GPUs per worker")
+    p.add_argument("--cpus-per-worker", type=positive_int, default=4, help="CPUs per worker")
+    p.add_argument("--mem-gb", type=positive_seconds, default=16, help="memory per worker in GB")
+    p.add_argument("--time-min", type=positive_int, default=24 * 60, help="job time limit in minutes")
+    p.add_argument("--job-name", default="evo-worker", help="SLURM job name")
+    p.add_argument("--device", type=device(), default="auto", help="auto (cuda with GPUs, else cpu) | cpu | cuda")
+    p.add_argument("--max-seconds", type=positive_seconds, metavar="T",
+                   help="each worker stops starting children after T seconds (default: no limit)")
+    p.add_argument("--max-individuals", type=positive_int, metavar="K",
+                   help="each worker stops after publishing K individuals (default: no limit)")
+    p.add_argument("--index-base", type=non_negative_int, default=0, help="first worker index (seed streams)")
     p.add_argument("--log-dir", help="submitit job files and logs (default URL/logs/submitit; must be shared)")
     p.add_argument("--wait", dest="wait", action="store_true", default=None,
                    help="wait for the workers, with a progress line (default with --executor local)")
     p.add_argument("--no-wait", dest="wait", action="store_false", help="return once the jobs are queued")
-    p.add_argument("--progress-interval", type=float, default=5.0, help="seconds between progress lines")
+    p.add_argument("--progress-interval", type=positive_seconds, default=5.0, help="seconds between progress lines")
     add_config_arguments(p)
     p.set_defaults(func=run)

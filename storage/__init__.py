@@ -54,6 +54,8 @@ def open_backend(url: str) -> Backend:
         host, slash, path = rest.partition("/")
         if host not in ("", "localhost") or not slash:
             raise StoreError(f"bad file URL {url!r} (use file:///absolute/path)")
+        if os.path.exists("/" + path) and not os.path.isdir("/" + path):
+            raise StoreError(f"{url} is a file, not a population directory")
         return LocalBackend("/" + path)
     if "://" in url:
         scheme = url.split("://", 1)[0]

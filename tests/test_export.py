@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import site
 import subprocess
@@ -147,7 +148,7 @@ def test_export_writes_verbatim_code_dna_and_stored_weights(population, exported
     commit = best_commit(population)
     assert info["id"] == commit["id"] and info["trained"] is True
     assert sorted(p.name for p in out.iterdir()) == ["dna.json", "evo_model.py", "load.py", "model.json",
-                                                    "weights.safetensors"]
+                                                    "test.npz", "weights.safetensors"]
     assert (out / "evo_model.py").read_bytes() == (REPO / "dna" / "portable.py").read_bytes()
     assert json.loads((out / "dna.json").read_text()) == commit["dna"]
     weights = (out / "weights.safetensors").read_bytes()
@@ -168,15 +169,39 @@ def test_exported_model_runs_with_torch_alone_and_reproduces_validation_accuracy
 
 
 def test_evaluate_reports_test_accuracy_that_the_export_reproduces(population, exported, tmp_path):
-    out, _ = exported
+    """README's `cd best && python load.py --data test.npz` works: the export holds the run's
+    test split, and load.py (torch alone) prints the accuracy `evo evaluate` prints."""
+    out, info = exported
+    host = read_dataset("digits")
+    with np.load(out / "test.npz") as saved:
+        assert sorted(saved.files) == ["x", "y"]
+        assert saved["x"].dtype == np.uint8 and np.array_equal(saved["x"], host.test_x)
+        assert np.array_equal(saved["y"], host.test_y)
+    assert info["test_data"] == {"file": "test.npz", "split": "test", "images": 360, "dataset": "digits"}
     test = json.loads(ok("evaluate", str(out), "--dataset", "digits", "--json").stdout)
-    n = save_split(tmp_path / "test.npz", "test")
-    assert test["split"] == "test" and test["images"] == n == 360
-    assert 0.0 <= test["accuracy"] <= 1.0 and test["correct"] == round(test["accuracy"] * n)
-    alone, _ = run_isolated(out, "--data", str(tmp_path / "test.npz"), "--json", tmp_path=tmp_path)
-    assert alone["accuracy"] == test["accuracy"]
+    assert test["split"] == "test" and test["images"] == len(host.test_y) == 360
+    assert 0.0 <= test["accuracy"] <= 1.0 and test["correct"] == round(test["accuracy"] * 360)
+    alone, _ = run_isolated(out, "--data", "test.npz", "--json", tmp_path=tmp_path)
+    assert alone["accuracy"] == test["accuracy"] and alone["images"] == 360
+    printed = subprocess.run([sys.executable, "load.py", "--data", "test.npz"], cwd=out, capture_output=True,
+                             text=True, timeout=300, env=env())
+    assert printed.returncode == 0, printed.stderr
+    shown = ok("evaluate", str(out)).stdout  # the run's dataset, from model.json
+    assert f"accuracy on test.npz: {test['accuracy']:.4f} (360 images)" in printed.stdout
+    assert shown.startswith(f"test accuracy {test['accuracy']:.4f} ({test['correct']}/360 images of digits)")
     val = ok("evaluate", str(out), "--split", "val").stdout
     assert f"val accuracy {best_commit(population)['fitness']:.4f}" in val
+
+
+def test_the_printed_hint_runs(population, tmp_path):
+    r = subprocess.run([EVO, "best", population, "--export", "best"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300, env=env())
+    assert r.returncode == 0, r.stderr
+    hint = next(line for line in r.stdout.splitlines() if "torch alone:" in line).split("torch alone:")[1].strip()
+    assert hint == "cd best && python load.py --data test.npz"
+    done = subprocess.run(hint.replace("python", shlex.quote(sys.executable)), shell=True, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env=env())
+    assert done.returncode == 0 and "accuracy on test.npz: " in done.stdout, done.stderr
 
 
 def test_export_refusals_are_one_line(population, exported, tmp_path):

@@ -1,0 +1,70 @@
+"""Value checks for command-line options, as argparse ``type=`` functions.
+
+A value outside its range is refused when the command line is parsed, in one line that
+names the option, the valid range and the value (``evo worker: error: argument
+--max-seconds: must be a finite number > 0, got 'nan'``), instead of being accepted and
+failing later, in every worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from typing import Callable
+
+
+def integer(low: int, high: int | None = None) -> Callable[[str], int]:
+    """A ``type=`` function accepting integers in ``low..high`` (no upper limit when None)."""
+    valid = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {valid}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {valid}, got {value}")
+        return value
+
+    parse.__name__ = valid  # argparse names the type in some messages
+    return parse
+
+
+def number(low: float = 0.0, *, low_open: bool = True) -> Callable[[str], float]:
+    """A ``type=`` function accepting finite numbers above ``low`` (or at least ``low`` when
+    ``low_open`` is False); NaN and infinities are refused."""
+    valid = f"a finite number {'>' if low_open else '>='} {low:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {valid}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (low_open and value == low):
+            raise argparse.ArgumentTypeError(f"must be {valid}, got {text!r}")
+        return value
+
+    parse.__name__ = valid
+    return parse
+
+
+def device(*, auto: bool = True) -> Callable[[str], str]:
+    """A ``type=`` function accepting a torch device name: ``cpu``, ``cuda``, ``cuda:N``,
+    ``mps`` and, where ``auto``, ``auto``."""
+    names = ("auto | " if auto else "") + "cpu | cuda | cuda:N | mps"
+    pattern = re.compile(("auto|" if auto else "") + r"cpu|cuda|cuda:\d+|mps")
+
+    def parse(text: str) -> str:
+        if not pattern.fullmatch(text):
+            raise argparse.ArgumentTypeError(f"must be a device ({names}), got {text!r}")
+        return text
+
+    parse.__name__ = "device"
+    return parse
+
+
+positive_int = integer(1)            # counts that must be at least one: -n, --max-individuals
+non_negative_int = integer(0)        # indices, seeds, GPU counts, limits where 0 means none
+positive_seconds = number(0.0)       # durations and intervals: > 0, finite
+non_negative_seconds = number(0.0, low_open=False)
