@@ -31,7 +31,8 @@ import dna as dna_lib
 from .backend import Backend, StoreError
 from .crash import crash_point
 from .records import (
-    ALIVE, CONFIG_KEY, HISTORY, HISTORY_EXTRA, KEPT, PAYLOAD, QUARANTINE, STATE, WORKERS, CorruptRecord,
+    ALIVE, CONFIG_KEY, HISTORY, HISTORY_EXTRA, KEPT, LAUNCHES, PAYLOAD, QUARANTINE, STATE, WORKERS,
+    CorruptRecord,
     Individual, IndividualInfo, alive_key, check_commit, check_id, check_safe_name, dna_hash,
     dumps, history_key, individual_from, is_safe_name, kept_key, loads, new_id,
     parse_alive_name, parse_kept_name, parse_payload_name, parse_record_name, payload_key,
@@ -420,6 +421,27 @@ class PopulationStore:
         """True if marker ``state/{name}`` exists."""
         check_safe_name(name, "marker name")
         return self.backend.exists(f"{STATE}/{name}")
+
+    def record_launch(self, name: str, info: dict[str, Any]) -> None:
+        """Write ``launches/{name}.json`` (``name``, ``time``, ``info``): what a launcher started,
+        e.g. a SLURM array's job id, so that ``evo status`` can ask the scheduler about it."""
+        check_safe_name(name, "launch name")
+        self.backend.write(f"{LAUNCHES}/{name}.json", dumps({"name": name, "time": self._clock(), "info": info}))
+
+    def list_launches(self) -> list[dict[str, Any]]:
+        """Every launch record (``name``, ``time``, ``info``), by name; unreadable ones are skipped."""
+        keys = [f"{LAUNCHES}/{n}" for n in self.backend.list(LAUNCHES)
+                if n.endswith(".json") and is_safe_name(n[:-len(".json")])]
+        out = []
+        for _, raw in sorted(self.backend.read_many(keys).items()):
+            try:
+                rec = loads(raw, "launch record") if raw is not None else None
+            except CorruptRecord:
+                rec = None
+            if isinstance(rec, dict) and isinstance(rec.get("name"), str) \
+                    and isinstance(rec.get("time"), (int, float)) and isinstance(rec.get("info"), dict):
+                out.append(rec)
+        return out
 
     # ----- maintenance -----
     def check(self, repair: bool = False, grace_seconds: float = 3600.0,
