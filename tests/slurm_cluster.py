@@ -94,7 +94,7 @@ class SlurmError(RuntimeError):
 class SlurmCluster:
     """slurmctld + slurmd + munged of one private cluster rooted at ``root``."""
 
-    def __init__(self, root: Path, *, cpus: int = 2, memory_mb: int = 4000, kill_wait: int = 2):
+    def __init__(self, root: Path, *, cpus: int = 2, memory_mb: int = 4000, kill_wait: int = 3):
         self.root = Path(root)
         self.cpus = cpus
         self.memory_mb = memory_mb
@@ -167,8 +167,28 @@ class SlurmCluster:
                 text += p.read_text(errors="replace")
         return " | ".join(text.strip().splitlines()[-5:])
 
+    def queue(self) -> list[str]:
+        """Job ids in the queue (pending, running, completing), one per array task."""
+        done = self.run("squeue", "-h", "-r", "-o", "%i", timeout=15)
+        return done.stdout.split() if done.returncode == 0 else []
+
+    def cancel_all(self, deadline_s: float = 60) -> None:
+        """Cancel every job of this cluster and wait until the queue is empty."""
+        if "slurmctld" not in self.procs:
+            return
+        self.run("scancel", "--user", "root", timeout=15)
+        deadline = time.monotonic() + deadline_s
+        while self.queue() and time.monotonic() < deadline:
+            time.sleep(0.2)
+
     def stop(self) -> None:
-        """SIGTERM each daemon this cluster started (by PID, newest first), SIGKILL after 10 s."""
+        """Cancel the jobs, then SIGTERM each daemon this cluster started (by PID, newest
+        first), SIGKILL after 10 s."""
+        if self.procs.get("slurmctld") is not None and self.procs["slurmctld"].poll() is None:
+            try:
+                self.cancel_all(30)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
         for name in reversed(list(self.procs)):
             proc = self.procs[name]
             if proc.poll() is None:
