@@ -241,3 +241,31 @@ def _gone(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_launch_records_round_trip_on_every_backend(store_url):
+    store = open_store(store_url)
+    assert store.list_launches() == []
+    store.record_launch("slurm-123", {"kind": "slurm", "job_id": "123", "tasks": 2})
+    store.record_launch("slurm-124", {"kind": "slurm", "job_id": "124", "tasks": 1})
+    store.record_launch("slurm-123", {"kind": "slurm", "job_id": "123", "tasks": 4})   # overwrites
+    recs = store.list_launches()
+    assert [(r["name"], r["info"]["tasks"]) for r in recs] == [("slurm-123", 4), ("slurm-124", 1)]
+    store.backend.write("launches/broken.json", b"{not json")
+    assert len(store.list_launches()) == 2                 # an unreadable record is skipped
+    with pytest.raises(ValueError):
+        store.record_launch("../escape", {})
+
+
+def test_pending_reasons_that_never_clear():
+    from launch._squeue import describe, never_starts, summarize_jobs, QueuedTask
+
+    for reason in ("PartitionConfig", "PartitionTimeLimit", "BadConstraints", "InvalidQOS",
+                   "QOSMaxWallDurationPerJobLimit", "AssocMaxCpuPerJobLimit", "QOSMinGRES"):
+        assert never_starts(reason), reason
+    for reason in ("Resources", "Priority", "None", "BeginTime", "Dependency", "QOSGrpCpuLimit",
+                   "AssocGrpNodeLimit", "ReqNodeNotAvail, UnavailableNodes:n1", "JobHeldUser"):
+        assert never_starts(reason) is None, reason
+    (job,) = summarize_jobs([QueuedTask("9_0", "RUNNING", "None"), QueuedTask("9_1", "PENDING", "Resources")])
+    assert job["states"] == {"RUNNING": 1, "PENDING": 1} and job["never_starts"] == {}
+    assert describe(job) == "slurm job 9: 1 pending, 1 running; pending reason Resources"
