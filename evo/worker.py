@@ -222,15 +222,18 @@ class Worker:
     def beat(self, state: str | None = None, force: bool = False) -> None:
         """Record the worker's state and get it into its heartbeat.
 
-        While :meth:`run` runs, the heartbeat thread writes it (soon after a state change,
-        else every ``heartbeat_interval`` seconds); without the thread (a caller driving
-        :meth:`step` itself) it is written here, at most every 2 s unless forced.
+        ``force``: write it now, here (the worker does at the start and end of each child's
+        training, as it always has: keeping that timing keeps concurrent workers' publishes
+        as spread out as before). Otherwise, while :meth:`run` runs, the heartbeat thread
+        writes it soon after a state change and every ``heartbeat_interval`` seconds anyway;
+        without the thread (a caller driving :meth:`step` itself) it is written here, at
+        most every 2 s.
         """
         changed = state is not None and state != self._state
         if state:
             self._state = state
-        if self._heart is not None:
-            if changed or force:
+        if self._heart is not None and not force:
+            if changed:
                 self._heart.poke()
             return
         now = time.time()

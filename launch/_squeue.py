@@ -39,6 +39,7 @@ class QueuedTask:
 
     @property
     def array_job_id(self) -> str:
+        """The array's job id (the job id itself for a job that is not an array)."""
         return self.job_id.split("_", 1)[0]
 
 

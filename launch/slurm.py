@@ -50,6 +50,10 @@ MAX_SECONDS_MARGIN = 300
 MIN_LIMIT_FOR_DEFAULT = 2 * MAX_SECONDS_MARGIN
 
 
+STOP_CAUSES = {"SIGTERM": "scancel or preemption", "SIGUSR2": "the time limit or preemption",
+               "SIGINT": "interrupted", "SIGHUP": "hang-up"}
+
+
 def default_max_seconds(time_min: float) -> float | None:
     """``--max-seconds`` when none is given: ``time_min`` minutes less the margin, or None
     for limits under 10 minutes (the pre-timeout USR2 then stops the worker)."""
@@ -117,6 +121,7 @@ class RequeueingWorkerJob(WorkerJob):
     requeue = True
 
     def checkpoint(self, *args: Any, **kwargs: Any):
+        """What submitit runs after requeueing: this same job with the same arguments."""
         from submitit.helpers import DelayedSubmission
         return DelayedSubmission(self, *args, **kwargs)
 
@@ -303,14 +308,21 @@ def _wait(args: argparse.Namespace, store, jobs, array_id: str, folder: Path) ->
     finally:
         progress.close()
     failed = []
+    stops: dict[str, int] = {}
     for j in jobs:
         if not j.paths.result_pickle.exists():
             failed.append((j.job_id, "ended without a result (cancelled or killed before the worker stopped)"))
             continue
         try:
-            j.result()
+            result = j.result()
         except Exception as exc:
             failed.append((j.job_id, (str(exc).strip().splitlines()[-1:] or [type(exc).__name__])[0]))
+            continue
+        if isinstance(result, dict) and result.get("stopped_by"):
+            stops[result["stopped_by"]] = stops.get(result["stopped_by"], 0) + 1
+    if stops:
+        print("workers stopped cleanly by " + ", ".join(
+            f"{sig} ({STOP_CAUSES.get(sig, 'a signal')}): {n}" for sig, n in sorted(stops.items())), flush=True)
     print(summarize(store, args.url, folder, resume=resume_command(args)), flush=True)
     if failed:
         job_id, tail = failed[0]
