@@ -42,8 +42,8 @@ default.
 from __future__ import annotations
 
 import logging
-import os
 import math
+import os
 import socket
 import threading
 import time
@@ -142,9 +142,11 @@ class _HeartbeatThread(threading.Thread):
         self._errors: set[str] = set()
 
     def poke(self) -> None:
+        """Write soon (the state changed)."""
         self._wake.set()
 
     def halt(self, timeout: float = 5.0) -> None:
+        """Stop the thread and wait for a write in progress (at most ``timeout`` s)."""
         self._halt.set()
         self._wake.set()
         if self.is_alive():

@@ -27,6 +27,7 @@ time limit); the requeued worker resumes from the store like any new one.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shlex
 import signal
@@ -99,7 +100,6 @@ class WorkerJob:
         result = {"worker": stats.worker_id, "index": index, "published": stats.published,
                   "killed": stats.killed, "race_losses": stats.race_losses, "failures": stats.failures,
                   "best_fitness": stats.best_fitness, "stopped_by": stats.stopped_by}
-        import logging
         log = logging.getLogger("evo.worker")
         log.info("worker %s %s: published=%d killed=%d failures=%d", stats.worker_id,
                  f"stopped by {stats.stopped_by}" if stats.stopped_by else "done", stats.published,
@@ -130,8 +130,6 @@ def _log_submitit_once() -> None:
     """submitit's logger prints through its own stdout and stderr handlers and propagates to
     the root logger too; in a job both streams are the one log file (stderr_to_stdout), so
     each of its lines appeared two or three times. Keep only its stdout handler."""
-    import logging
-
     sublog = logging.getLogger("submitit")
     sublog.propagate = False
     for handler in list(sublog.handlers):
