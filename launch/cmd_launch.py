@@ -1,8 +1,10 @@
 """`evo launch URL -n N`: start N local worker processes with a live progress display.
 
 Also dispatches `evo launch slurm ...` and `evo launch k8s ...` to their launchers. Workers
-are ordinary `evo worker` processes: stopping the launcher (Ctrl-C) stops them; starting it
-again resumes the run from the store.
+are ordinary `evo worker` processes: stopping the launcher (Ctrl-C, SIGTERM or SIGHUP) stops
+them cleanly (each gets SIGTERM: it abandons the child in training and writes a final
+heartbeat), and on Linux a worker also gets SIGTERM when its launcher dies without cleaning
+up (SIGKILL); starting the launcher again resumes the run from the store.
 """
 
 from __future__ import annotations
@@ -20,6 +22,32 @@ from .cmd_init import add_config_arguments, ensure_run
 from .errors import UserError
 from .options import device, non_negative_int, positive_int, positive_seconds
 
+# Exit codes of a worker that stopped as it should: done, or stopped by a signal we send
+# (128 + SIGTERM) or that the user's terminal sent (SIGINT, SIGHUP), or killed by one.
+CLEAN_EXITS = {0, -signal.SIGTERM, -signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGINT, 128 + signal.SIGHUP}
+
+
+class LauncherStopped(Exception):
+    """The launcher got SIGTERM or SIGHUP: stop the workers, like Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop_launcher(signum, frame):
+    raise LauncherStopped(signum)
+
+
+def _die_with_parent() -> None:
+    """In the worker (before exec): get SIGTERM when the launcher dies (Linux prctl)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the worker just runs until its own limits
 
 
 def gpu_count() -> int:
@@ -68,9 +96,10 @@ def start_workers(args: argparse.Namespace, log_dir: Path) -> list[tuple[subproc
         if args.max_individuals is not None:
             cmd += ["--max-individuals", str(args.max_individuals)]
         log_path = log_dir / f"worker-{args.index_base + i}.log"
+        env["EVO_WORKER_LOG"] = str(log_path.resolve())  # shown by evo status
         with open(log_path, "ab") as log:
             procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                           start_new_session=True), log_path))
+                                           start_new_session=True, preexec_fn=_die_with_parent), log_path))
     return procs
 
 
@@ -107,27 +136,39 @@ def run_local(args: argparse.Namespace) -> int:
         raise UserError(f"{log_dir}: --log-dir is a file, not a directory")
     ensure_run(args.url, args)
     print(f"starting {args.n} worker(s) on {args.url}; logs in {log_dir}/ (Ctrl-C stops them)", flush=True)
-    procs = start_workers(args, log_dir)
-    progress = Progress(store, interval=args.progress_interval)
-    interrupted = False
+    previous = {s: signal.signal(s, _stop_launcher) for s in (signal.SIGTERM, signal.SIGHUP)}
+    procs: list = []
+    progress = None
+    stopped_by = None
     try:
+        procs = start_workers(args, log_dir)
+        progress = Progress(store, interval=args.progress_interval)
         while any(p.poll() is None for p, _ in procs):
             progress.update([p for p, _ in procs])
             time.sleep(0.5)
     except KeyboardInterrupt:
-        interrupted = True
-        print("\nstopping workers...", flush=True)
+        stopped_by = signal.SIGINT
+    except LauncherStopped as stop:
+        stopped_by = stop.signum
     finally:
+        # A second SIGTERM/SIGHUP must not cut the stopping short (the workers would run on).
+        for s in previous:
+            signal.signal(s, signal.SIG_IGN)
+        if stopped_by is not None:
+            print(f"\nstopping workers ({signal.Signals(stopped_by).name})...", flush=True)
         stop_workers(procs)
-        progress.close()
-    failed = [(p.returncode, log) for p, log in procs if p.returncode not in (0, -signal.SIGTERM, 130)]
+        if progress is not None:
+            progress.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    failed = [(p.returncode, log) for p, log in procs if p.returncode not in CLEAN_EXITS]
     print(summarize(store, args.url, log_dir), flush=True)
-    if failed and not interrupted:
+    if failed and stopped_by is None:
         code, log = failed[0]
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
         print(f"{len(failed)} worker(s) failed (exit {code}); see {log}: {tail[0] if tail else ''}", file=sys.stderr)
         return 1
-    return 130 if interrupted else 0
+    return 0 if stopped_by is None else 128 + int(stopped_by)
 
 
 def run(args: argparse.Namespace) -> int:

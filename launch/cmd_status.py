@@ -3,7 +3,9 @@
 Everything is read from the store, so it works for any launcher and from any machine that
 can reach the population: size, births and deaths, the live population's validation
 accuracy, throughput, each worker's heartbeat (silent ones are shown as lost), race
-losses, quarantine and how often each mutation was used.
+losses, quarantine and how often each mutation was used. When ``squeue`` is on PATH it also
+asks SLURM about the arrays that ``evo launch slurm`` recorded in the store, and names
+pending ones whose reason never clears.
 """
 
 from __future__ import annotations
@@ -22,16 +24,34 @@ from .options import non_negative_int, positive_seconds
 
 HOUR = 3600.0
 MAX_BROKEN_SHOWN = 10
+# A worker is lost after this many heartbeat intervals of silence (its heartbeat says its
+# interval: 10 s by default, so 50 s); heartbeats that do not say (older workers): 600 s.
+LOST_AFTER_BEATS = 5
+LEGACY_LOST_AFTER = 600.0
+RECENT_LAUNCHES = 20   # squeue is asked about this many of the latest recorded launches
 
 
-def status_report(snap: Snapshot, lost_after: float = 600.0) -> dict[str, Any]:
+def lost_after_for(info: dict[str, Any], lost_after: float | None = None) -> float:
+    """Seconds of silence after which the worker of heartbeat ``info`` counts as lost."""
+    if lost_after is not None:
+        return lost_after
+    interval = info.get("interval")
+    if isinstance(interval, (int, float)) and not isinstance(interval, bool) and 0 < interval <= 3600:
+        return LOST_AFTER_BEATS * float(interval)
+    return LEGACY_LOST_AFTER
+
+
+def status_report(snap: Snapshot, lost_after: float | None = None,
+                  slurm_jobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The status of ``snap`` as one JSON-ready object (the ``--json`` output).
 
     ``born`` counts every individual that ever lived (alive, dead, quarantined);
     ``individuals_per_hour`` is births per hour from the first birth to the last, and
     ``individuals_per_hour_last_hour`` births in the hour before the snapshot (over the run's
-    age when it is younger). A worker is ``lost`` when its last heartbeat is older than
-    ``lost_after`` seconds and it did not say it stopped.
+    age when it is younger). A worker is ``lost`` when it did not say it stopped and its
+    last heartbeat is older than ``lost_after`` seconds (default: 5 of its heartbeat
+    intervals). ``slurm_jobs``: what squeue said about the run's recorded arrays
+    (``launch._squeue.summarize_jobs``; None when squeue was not asked).
     """
     now = snap.taken
     alive = snap.alive
@@ -74,26 +94,44 @@ def status_report(snap: Snapshot, lost_after: float = 600.0) -> dict[str, Any]:
         "mutations": dict(sorted(Counter(r.mutation for r in records).items())),
         "broken": len(snap.broken),
         "broken_entries": [{"key": b.key, "problem": b.problem} for b in snap.broken[:MAX_BROKEN_SHOWN]],
+        "slurm_jobs": slurm_jobs,
     }
 
 
-def _worker_row(beat: dict[str, Any], now: float, lost_after: float) -> dict[str, Any]:
+def _worker_row(beat: dict[str, Any], now: float, lost_after: float | None) -> dict[str, Any]:
     info = beat.get("info") if isinstance(beat.get("info"), dict) else {}
     seen = float(beat["time"])
     state = str(info.get("state", "?"))
-    status = "stopped" if state == "stopped" else ("lost" if now - seen > lost_after else "active")
+    limit = lost_after_for(info, lost_after)
+    status = "stopped" if state == "stopped" else ("lost" if now - seen > limit else "active")
 
     def num(key: str) -> Any:
         v = info.get(key)
         return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
+    sched = info.get("scheduler") if isinstance(info.get("scheduler"), dict) else {}
+    sched = {str(k)[:32]: str(v)[:128] for k, v in list(sched.items())[:8]}
     return {
         "worker": beat["worker"], "host": str(info.get("host", "?"))[:64], "pid": num("pid"),
         "state": state[:16], "status": status, "last_seen": seen, "silent_s": max(0.0, now - seen),
+        "lost_after": limit, "heartbeat_interval": num("interval"),
         "started": num("started"), "individuals": num("individuals"), "kills": num("kills"),
         "race_losses": num("race_losses"), "failures": num("failures"),
         "best_fitness": num("best_fitness"), "device": str(info.get("device", ""))[:32],
+        "scheduler": sched, "job": job_label(sched), "log": str(info["log"])[:1024] if info.get("log") else None,
+        "stopped_by": str(info["stopped_by"])[:16] if info.get("stopped_by") else None,
     }
+
+
+def job_label(sched: dict[str, str]) -> str:
+    """Short scheduler identity: ``slurm 123_4`` (array job 123, task 4), ``k8s POD``."""
+    if sched.get("kind") == "slurm":
+        if sched.get("array_job_id") and sched.get("array_task_id"):
+            return f"slurm {sched['array_job_id']}_{sched['array_task_id']}"
+        return f"slurm {sched.get('job_id', '?')}"
+    if sched.get("kind") == "kubernetes":
+        return f"k8s {sched.get('pod') or 'index ' + sched.get('index', '?')}"
+    return ""
 
 
 def _f(x: float | None, digits: int = 4) -> str:
@@ -127,18 +165,57 @@ def format_status(r: dict[str, Any]) -> str:
     lines.append(f"workers: {len(ws)} ({r['workers_active']} active, "
                  f"{sum(1 for w in ws if w['status'] == 'stopped')} stopped, {r['workers_lost']} lost)")
     if ws:
-        header = ("worker", "host", "pid", "status", "state", "last seen", "done", "kills", "races", "best")
-        rows = [(w["worker"], w["host"], str(w["pid"] or "-"), w["status"].upper() if w["status"] == "lost"
-                 else w["status"], w["state"], ago(w["silent_s"]) + " ago", str(w["individuals"] or 0),
-                 str(w["kills"] or 0), str(w["race_losses"] or 0), _f(w["best_fitness"])) for w in ws]
+        header = ("worker", "host", "pid", "status", "state", "last seen", "done", "kills", "races", "best",
+                  "job", "log")
+        rows = [(w["worker"], w["host"], str(w["pid"] or "-"), _status_text(w), w["state"],
+                 ago(w["silent_s"]) + " ago", str(w["individuals"] or 0), str(w["kills"] or 0),
+                 str(w["race_losses"] or 0), _f(w["best_fitness"]), w["job"] or "-", w["log"] or "-")
+                for w in ws]
+        keep = [i for i in range(len(header)) if i < 10 or any(r[i] != "-" for r in rows)]
+        header = tuple(header[i] for i in keep)
+        rows = [tuple(r[i] for i in keep) for r in rows]
         widths = [max(len(x) for x in col) for col in zip(header, *rows)]
         for row in [header] + rows:
             lines.append("  " + "  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip())
+    from ._squeue import describe
+    for job in r.get("slurm_jobs") or []:
+        lines.append(describe(job))
     return "\n".join(lines)
 
 
+def _status_text(w: dict[str, Any]) -> str:
+    if w["status"] == "lost":
+        return "LOST"
+    if w["status"] == "stopped" and w.get("stopped_by"):
+        return f"stopped ({w['stopped_by']})"
+    return w["status"]
+
+
+def slurm_jobs(url: str) -> list[dict[str, Any]] | None:
+    """What squeue says about the SLURM arrays recorded in the store by ``evo launch slurm``
+    (the latest few; only those still queued or running). None without squeue or records."""
+    import shutil
+
+    from storage import StoreError, open_store
+
+    from . import _squeue
+
+    if shutil.which("squeue") is None:
+        return None
+    try:
+        launches = open_store(url).list_launches()
+    except (StoreError, OSError):
+        return None
+    ids = [str(rec["info"].get("job_id")) for rec in sorted(launches, key=lambda r: r["time"])
+           if rec["info"].get("kind") == "slurm"][-RECENT_LAUNCHES:]
+    if not ids:
+        return None
+    tasks = _squeue.squeue(ids)
+    return None if tasks is None else _squeue.summarize_jobs(tasks)
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.lost_after <= 0 or args.interval <= 0:
+    if (args.lost_after is not None and not args.lost_after > 0) or not args.interval > 0:
         raise UserError("--lost-after and --interval must be positive")
     if not args.watch:
         _emit(args, take_snapshot(args.url))
@@ -147,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _emit(args: argparse.Namespace, snap: Snapshot, stream=None) -> str:
-    report = status_report(snap, args.lost_after)
+    report = status_report(snap, args.lost_after, slurm_jobs(args.url))
     text = json.dumps(report, sort_keys=True) if args.json else format_status(report)
     print(text, file=stream or sys.stdout, flush=True)
     return text
@@ -170,7 +247,7 @@ def _watch(args: argparse.Namespace) -> int:
     n = 0
     try:
         while True:
-            report = status_report(take_snapshot(args.url, spinner=False), args.lost_after)
+            report = status_report(take_snapshot(args.url, spinner=False), args.lost_after, slurm_jobs(args.url))
             if args.json:
                 print(json.dumps(report, sort_keys=True), flush=True)
             elif live is not None:
@@ -202,6 +279,7 @@ def register(sub) -> None:
     p.add_argument("--interval", type=positive_seconds, default=5.0, help="seconds between refreshes")
     p.add_argument("--count", type=non_negative_int, default=0,
                    help="with --watch: stop after this many refreshes (0: never)")
-    p.add_argument("--lost-after", type=positive_seconds, default=600.0, metavar="SECONDS",
-                   help="a worker silent this long (and not stopped) is shown as lost")
+    p.add_argument("--lost-after", type=positive_seconds, default=None, metavar="SECONDS",
+                   help="a worker silent this long (and not stopped) is shown as lost (default: 5 of its "
+                        "heartbeat intervals: 50 s with 10 s heartbeats)")
     p.set_defaults(func=run)

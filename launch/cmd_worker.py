@@ -1,4 +1,10 @@
-"""`evo worker URL`: one stateless worker; start as many as you like, anywhere."""
+"""`evo worker URL`: one stateless worker; start as many as you like, anywhere.
+
+SIGTERM, SIGINT, SIGHUP and SIGUSR2 stop it cleanly within a second (the child in training
+is abandoned, a publish in progress finishes, a final ``stopped`` heartbeat is written);
+it then exits with 128 + the signal's number (143 for SIGTERM), so that a scheduler that
+restarts failed workers (a Kubernetes Job) replaces one that was stopped from outside.
+"""
 
 from __future__ import annotations
 
@@ -20,16 +26,39 @@ def configure_logging(quiet: bool = False) -> None:
     )
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
+
+
+def own_log_path() -> str | None:
+    """This process's log file: ``$EVO_WORKER_LOG`` (set by ``evo launch``), else the
+    regular file that stderr is redirected to (``evo worker URL 2> w.log``), else None."""
+    path = os.environ.get("EVO_WORKER_LOG", "").strip()
+    if path:
+        return path[:1024]
+    try:
+        if os.path.isfile("/proc/self/fd/2"):
+            return os.readlink("/proc/self/fd/2")[:1024]
+    except OSError:
+        pass
+    return None
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 3600:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a number of seconds in (0, 3600], got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
     from evo.config import ConfigError
+    from evo.stopping import StopSignals
     from evo.worker import WorkerOptions, run_worker
 
     configure_logging(args.quiet)
-    signal.signal(signal.SIGTERM, _terminate)  # a clean stop still writes a final heartbeat
     index = args.index
     if index is None:  # array jobs: SLURM and Kubernetes Indexed Jobs give each worker an index
         for var in ("EVO_WORKER_INDEX", "JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID"):
@@ -37,9 +66,11 @@ def run(args: argparse.Namespace) -> int:
                 index = int(os.environ[var])
                 break
     options = WorkerOptions(url=args.url, max_individuals=args.max_individuals, max_seconds=args.max_seconds,
-                            device=args.device, index=index)
+                            device=args.device, index=index, heartbeat_interval=args.heartbeat_seconds,
+                            log_path=own_log_path())
     try:
-        stats = run_worker(options)
+        with StopSignals(STOP_SIGNALS) as stop:
+            stats = run_worker(options, stop=stop)
     except ConfigError as exc:
         raise UserError(f"{args.url}/config.json: {exc}") from None
     except RuntimeError as exc:
@@ -47,9 +78,12 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from None
         raise
     best = f"{stats.best_fitness:.4f}" if stats.best_fitness is not None else "-"
+    how = f"stopped by {stats.stopped_by}" if stats.stopped_by else "done"
     logging.getLogger("evo.worker").info(
-        "worker %s done: published=%d killed=%d race_losses=%d failures=%d best=%s",
-        stats.worker_id, stats.published, stats.killed, stats.race_losses, stats.failures, best)
+        "worker %s %s: published=%d killed=%d race_losses=%d failures=%d best=%s",
+        stats.worker_id, how, stats.published, stats.killed, stats.race_losses, stats.failures, best)
+    if stats.stopped_by:
+        return 128 + int(getattr(signal, stats.stopped_by, signal.SIGTERM))
     return 0
 
 
@@ -61,5 +95,7 @@ def register(sub) -> None:
     p.add_argument("--device", type=device(), default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--index", type=non_negative_int, help="worker index (seeds its random stream; default: from "
                    "EVO_WORKER_INDEX / JOB_COMPLETION_INDEX / SLURM_ARRAY_TASK_ID, else fresh entropy)")
+    p.add_argument("--heartbeat-seconds", type=_interval, default=10.0, metavar="SECONDS",
+                   help="seconds between heartbeats; evo status calls a worker lost after 5 missed (default 10)")
     p.add_argument("--quiet", action="store_true", help="only warnings")
     p.set_defaults(func=run)

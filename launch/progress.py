@@ -59,8 +59,11 @@ def _clock(seconds: float) -> str:
     return f"{m:02d}:{s:02d}"
 
 
-def summarize(store, url: str, log_dir) -> str:
-    """Where the results are and how to inspect them, with the run's headline numbers."""
+def summarize(store, url: str, log_dir, resume: str | None = None) -> str:
+    """Where the results are and how to inspect them, with the run's headline numbers.
+
+    ``resume``: the command that starts the workers again (default: the local launcher's).
+    """
     alive = store.list_alive()
     history = store.read_history()
     best = max(alive, key=lambda p: p.fitness, default=None)
@@ -84,6 +87,6 @@ def summarize(store, url: str, log_dir) -> str:
         f"  evo plot {url} -o progress.png",
         f"  evo best {url} --export best/   # DNA, weights and a loader",
         f"  evo check {url}             # audit the store",
-        f"resume it with: evo launch {url} -n N",
+        f"resume it with: {resume or f'evo launch {url} -n N'}",
     ]
     return "\n".join(lines)

@@ -9,38 +9,147 @@ local executor: a real rehearsal of the SLURM path on one machine.
 
 By default the launcher returns once the array is queued (SLURM) and waits for the
 workers with a progress line (local executor); ``--wait``/``--no-wait`` override that.
-While waiting, Ctrl-C cancels the jobs.
+While waiting, Ctrl-C cancels the jobs; an array that stays pending for a reason that never
+clears (``PartitionConfig``: a request larger than any node, ...) ends the wait with one
+line naming the reason. The array's job id is recorded in the store
+(``launches/slurm-{id}.json``) so that ``evo status`` can ask squeue about it.
+
+Signals: submitit installs its own SIGTERM (ignore) and USR2 (checkpoint and requeue)
+handlers in each job, so the worker's would never run. :class:`WorkerJob` replaces them
+while the worker runs: ``scancel`` (SIGTERM) and the USR2 that SLURM sends 90 s before the
+time limit (or on preemption) stop the worker cleanly within a second (the child in
+training is abandoned, a final ``stopped`` heartbeat is written) and the task ends
+normally, so submitit does not requeue it. With ``--requeue`` a USR2 stop then goes
+through submitit's own requeue (``scontrol requeue`` of that task, up to 3 times after a
+time limit); the requeued worker resumes from the store like any new one.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import shlex
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from .cmd_init import check_run_options, ensure_run
+from .cmd_worker import _interval
 from .errors import UserError
 from .options import device, non_negative_int, positive_int, positive_seconds
 
 
-def worker_job(url: str, index: int, device: str, max_seconds: float | None,
-               max_individuals: int | None, threads: int | None) -> dict[str, Any]:
-    """The body of one array task: run a worker until its limits; return what it did."""
-    if threads and "OMP_NUM_THREADS" not in os.environ:
-        os.environ["OMP_NUM_THREADS"] = str(threads)  # read by the trainer before torch starts
-    from evo.worker import WorkerOptions, run_worker
+# Default --max-seconds: the time limit minus this margin. SLURM sends USR2 90 s before the
+# limit (submitit's signal_delay_s), which abandons the child in training; the rest covers
+# the worker's start-up (imports, loading the dataset: the limit counts from the job's
+# start, --max-seconds from the worker's) and lets the child that is training when
+# --max-seconds passes finish before that signal, for children of up to ~3 minutes.
+MAX_SECONDS_MARGIN = 300
+# Below this limit the margin would eat most of the job: no default, the USR2 stops it.
+MIN_LIMIT_FOR_DEFAULT = 2 * MAX_SECONDS_MARGIN
 
-    from .cmd_worker import configure_logging
 
-    configure_logging()
-    stats = run_worker(WorkerOptions(url=url, index=index, device=device, max_seconds=max_seconds,
-                                     max_individuals=max_individuals))
-    return {"worker": stats.worker_id, "index": index, "published": stats.published,
-            "killed": stats.killed, "race_losses": stats.race_losses, "failures": stats.failures,
-            "best_fitness": stats.best_fitness}
+STOP_CAUSES = {"SIGTERM": "scancel or preemption", "SIGUSR2": "the time limit or preemption",
+               "SIGINT": "interrupted", "SIGHUP": "hang-up"}
+
+
+def default_max_seconds(time_min: float) -> float | None:
+    """``--max-seconds`` when none is given: ``time_min`` minutes less the margin, or None
+    for limits under 10 minutes (the pre-timeout USR2 then stops the worker)."""
+    limit = time_min * 60
+    return float(limit - MAX_SECONDS_MARGIN) if limit >= MIN_LIMIT_FOR_DEFAULT else None
+
+
+def _preempt_signal() -> signal.Signals:
+    """The signal submitit asks SLURM to send before the time limit and on preemption."""
+    name = "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2").upper().removeprefix("SIG")
+    return getattr(signal, name, signal.SIGUSR2)
+
+
+class WorkerJob:
+    """The body of one array task (submitit pickles this object and calls it in the job)."""
+
+    requeue = False
+
+    def __call__(self, url: str, index: int, device: str, max_seconds: float | None,
+                 max_individuals: int | None, threads: int | None, log_path: str | None = None,
+                 heartbeat_seconds: float = 10.0) -> dict[str, Any]:
+        """Run a worker until its limits or a stop signal; return what it did."""
+        if threads and "OMP_NUM_THREADS" not in os.environ:
+            os.environ["OMP_NUM_THREADS"] = str(threads)  # read by the trainer before torch starts
+        from evo.stopping import StopSignals
+        from evo.worker import WorkerOptions, run_worker
+
+        from .cmd_worker import configure_logging
+
+        configure_logging()
+        _log_submitit_once()
+        preempt = _preempt_signal()
+        submitit_handler = signal.getsignal(preempt)
+        options = WorkerOptions(url=url, index=index, device=device, max_seconds=max_seconds,
+                                max_individuals=max_individuals, log_path=_job_log_path(log_path),
+                                heartbeat_interval=heartbeat_seconds)
+        stop = StopSignals((signal.SIGTERM, signal.SIGINT, signal.SIGHUP, preempt))
+        with stop:
+            # Keep ours after the worker returns: submitit's USR2 handler would otherwise
+            # raise into the writing of the job's result, or requeue a job that is done.
+            stop.keep_installed()
+            stats = run_worker(options, stop=stop)
+        result = {"worker": stats.worker_id, "index": index, "published": stats.published,
+                  "killed": stats.killed, "race_losses": stats.race_losses, "failures": stats.failures,
+                  "best_fitness": stats.best_fitness, "stopped_by": stats.stopped_by}
+        log = logging.getLogger("evo.worker")
+        log.info("worker %s %s: published=%d killed=%d failures=%d", stats.worker_id,
+                 f"stopped by {stats.stopped_by}" if stats.stopped_by else "done", stats.published,
+                 stats.killed, stats.failures)
+        if self.requeue and preempt.name in stop.received and callable(submitit_handler):
+            log.info("requeueing this task through submitit (--requeue)")
+            try:
+                submitit_handler(preempt, None)  # checkpoint() below, scontrol requeue, then exit
+            except Exception as exc:  # submitit's "timed-out too many times": the task just ends
+                log.warning("not requeued: %s", str(exc).strip().splitlines()[0][:300] if str(exc) else exc)
+        return result
+
+
+class RequeueingWorkerJob(WorkerJob):
+    """A :class:`WorkerJob` that submitit may requeue (``--requeue``): submitit calls
+    :meth:`checkpoint` to get the job to run again, which is the same worker job (the
+    population in the store is all the state there is)."""
+
+    requeue = True
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        """What submitit runs after requeueing: this same job with the same arguments."""
+        from submitit.helpers import DelayedSubmission
+        return DelayedSubmission(self, *args, **kwargs)
+
+
+def _log_submitit_once() -> None:
+    """submitit's logger prints through its own stdout and stderr handlers and propagates to
+    the root logger too; in a job both streams are the one log file (stderr_to_stdout), so
+    each of its lines appeared two or three times. Keep only its stdout handler."""
+    sublog = logging.getLogger("submitit")
+    sublog.propagate = False
+    for handler in list(sublog.handlers):
+        if getattr(handler, "stream", None) is sys.stderr:
+            sublog.removeHandler(handler)
+
+
+def _job_log_path(given: str | None) -> str | None:
+    """The task's log file as submitit names it (``%A_%a_0_log.out`` in the log folder)."""
+    if given:
+        return given
+    try:
+        import submitit
+        return str(submitit.JobEnvironment().paths.stdout)
+    except Exception:  # not inside a submitit job (a test calling the job directly)
+        return None
+
+
+worker_job = WorkerJob()
 
 
 def executor_parameters(args: argparse.Namespace) -> dict[str, Any]:
@@ -56,13 +165,15 @@ def executor_parameters(args: argparse.Namespace) -> dict[str, Any]:
             value = getattr(args, name)
             if value:
                 params[f"slurm_{name}"] = value
-        if args.sbatch:
-            extra = {}
-            for item in args.sbatch:
-                key, sep, value = item.partition("=")
-                if not sep or not key:
-                    raise UserError(f"--sbatch expects KEY=VALUE, got {item!r}")
-                extra[key.lstrip("-")] = value
+        extra: dict[str, Any] = {}
+        if args.requeue:
+            extra["requeue"] = True   # SLURM may requeue it (scontrol requeue needs that)
+        for item in args.sbatch or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise UserError(f"--sbatch expects KEY=VALUE, got {item!r}")
+            extra[key.lstrip("-")] = value
+        if extra:
             params["slurm_additional_parameters"] = extra
     return params
 
@@ -73,14 +184,22 @@ def _device(args: argparse.Namespace) -> str:
     return "cuda" if args.gpus_per_worker > 0 else "cpu"
 
 
-class _JobHandle:
-    """A submitit job seen as a process (``poll()``) by :class:`launch.progress.Progress`."""
-
-    def __init__(self, job):
-        self.job = job
-
-    def poll(self):
-        return 0 if self.job.done() else None
+def resume_command(args: argparse.Namespace) -> str:
+    """The command that starts this launch's workers again (the run's options are stored)."""
+    parts = ["evo", "launch", "slurm", args.url, "-n", str(args.n)]
+    if args.executor != "slurm":
+        parts += ["--executor", args.executor]
+    for name in ("partition", "account", "qos", "constraint", "log_dir"):
+        if getattr(args, name):
+            parts += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    for name, default in (("gpus_per_worker", 0), ("cpus_per_worker", 4), ("mem_gb", 16), ("time_min", 1440)):
+        if getattr(args, name) != default:
+            parts += [f"--{name.replace('_', '-')}", f"{getattr(args, name):g}"]
+    for item in args.sbatch or []:
+        parts += ["--sbatch", item]
+    if args.requeue:
+        parts.append("--requeue")
+    return shlex.join(parts)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,7 +210,6 @@ def run(args: argparse.Namespace) -> int:
     from storage import open_store
 
     from .cmd_launch import default_log_dir
-    from .progress import Progress, summarize
 
     if args.n < 1:
         raise UserError("-n must be at least 1")
@@ -109,29 +227,79 @@ def run(args: argparse.Namespace) -> int:
     threads = args.cpus_per_worker
     if args.executor == "local" and device == "cpu":
         threads = max(1, min(threads, (os.cpu_count() or 1) // args.n))
+    max_seconds = args.max_seconds if args.max_seconds is not None else default_max_seconds(args.time_min)
     indices = [args.index_base + i for i in range(args.n)]
+    job = RequeueingWorkerJob() if args.requeue else WorkerJob()
+    n = args.n
     try:
-        jobs = executor.map_array(worker_job, [args.url] * args.n, indices, [device] * args.n,
-                                  [args.max_seconds] * args.n, [args.max_individuals] * args.n,
-                                  [threads] * args.n)
+        jobs = executor.map_array(job, [args.url] * n, indices, [device] * n, [max_seconds] * n,
+                                  [args.max_individuals] * n, [threads] * n, [None] * n,
+                                  [args.heartbeat_seconds] * n)
     except FileNotFoundError:
         raise UserError("sbatch not found: run this on a SLURM login node (or rehearse with --executor local)") from None
     except Exception as exc:  # submitit reports sbatch failures as several exception types
         raise UserError(f"submission failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}") from None
     ids = [j.job_id for j in jobs]
+    array_id = str(ids[0]).split("_")[0]
+    store = open_store(args.url)
+    if args.executor == "slurm":
+        store.record_launch(f"slurm-{array_id}", {
+            "kind": "slurm", "job_id": array_id, "tasks": n, "log_dir": str(folder),
+            "command": resume_command(args)})
+    limit = "" if args.max_seconds is not None else (
+        f"; workers stop starting children after {max_seconds:g} s (--time-min less {MAX_SECONDS_MARGIN // 60} min)"
+        if max_seconds is not None else "")
     print(f"submitted {len(jobs)} worker(s) on {args.url} ({args.executor}, device {device}): "
-          f"job {ids[0]}{' ... ' + ids[-1] if len(ids) > 1 else ''}; logs in {folder}/", flush=True)
+          f"job {ids[0]}{' ... ' + ids[-1] if len(ids) > 1 else ''}; logs in {folder}/{limit}", flush=True)
     wait = args.wait if args.wait is not None else args.executor == "local"
     if not wait:
         print(f"follow it with: evo status {args.url} --watch", flush=True)
         return 0
-    store = open_store(args.url)
+    return _wait(args, store, jobs, array_id, folder)
+
+
+def _wait(args: argparse.Namespace, store, jobs, array_id: str, folder: Path) -> int:
+    """Show progress until every task has ended; one line and exit 1 if the array can never start."""
+    from . import _squeue
+    from .progress import Progress, summarize
+
     progress = Progress(store, interval=args.progress_interval)
-    handles = [_JobHandle(j) for j in jobs]
+    use_squeue = args.executor == "slurm"
+    ended: set[str] = set()
+    next_queue_check = 0.0
+
+    class Handle:
+        def __init__(self, job):
+            self.job = job
+
+        def poll(self):
+            return 0 if self.job.job_id in ended else None
+
+    handles = [Handle(j) for j in jobs]
     try:
-        while not all(j.done() for j in jobs):
+        while len(ended) < len(jobs):
+            queue = None
+            if use_squeue and time.monotonic() >= next_queue_check:
+                next_queue_check = time.monotonic() + 2.0
+                queue = _squeue.squeue([array_id])
+            listed = {t.job_id: t for t in queue or []}
+            for j in jobs:
+                if j.job_id in ended:
+                    continue
+                task = listed.get(j.job_id)
+                if j.paths.result_pickle.exists() or (queue is not None and (task is None
+                                                                              or task.state in _squeue.FINISHED)):
+                    ended.add(j.job_id)
+                elif not use_squeue and j.done():
+                    ended.add(j.job_id)
+            stuck = [t for t in listed.values() if t.state == "PENDING" and _squeue.never_starts(t.reason)]
+            if stuck:
+                t = stuck[0]
+                raise UserError(f"slurm job {array_id}: {len(stuck)} task(s) pending with reason {t.reason}, "
+                                f"which never clears: {_squeue.never_starts(t.reason)}; stopped waiting "
+                                f"(the job stays queued: scancel {array_id})")
             progress.update(handles)
-            time.sleep(1.0)
+            time.sleep(0.5)
     except KeyboardInterrupt:
         print("\ncancelling the jobs...", flush=True)
         for j in jobs:
@@ -140,15 +308,25 @@ def run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     failed = []
+    stops: dict[str, int] = {}
     for j in jobs:
+        if not j.paths.result_pickle.exists():
+            failed.append((j.job_id, "ended without a result (cancelled or killed before the worker stopped)"))
+            continue
         try:
-            j.result()
+            result = j.result()
         except Exception as exc:
-            failed.append((j.job_id, str(exc).strip().splitlines()[-1:] or [type(exc).__name__]))
-    print(summarize(store, args.url, folder), flush=True)
+            failed.append((j.job_id, (str(exc).strip().splitlines()[-1:] or [type(exc).__name__])[0]))
+            continue
+        if isinstance(result, dict) and result.get("stopped_by"):
+            stops[result["stopped_by"]] = stops.get(result["stopped_by"], 0) + 1
+    if stops:
+        print("workers stopped cleanly by " + ", ".join(
+            f"{sig} ({STOP_CAUSES.get(sig, 'a signal')}): {n}" for sig, n in sorted(stops.items())), flush=True)
+    print(summarize(store, args.url, folder, resume=resume_command(args)), flush=True)
     if failed:
         job_id, tail = failed[0]
-        print(f"{len(failed)} job(s) failed; job {job_id}: {tail[0][:300]} (logs in {folder}/)", file=sys.stderr)
+        print(f"{len(failed)} job(s) failed; job {job_id}: {tail[:300]} (logs in {folder}/)", file=sys.stderr)
         return 1
     return 0
 
@@ -175,7 +353,13 @@ def register(sub) -> None:
     p.add_argument("--job-name", default="evo-worker", help="SLURM job name")
     p.add_argument("--device", type=device(), default="auto", help="auto (cuda with GPUs, else cpu) | cpu | cuda")
     p.add_argument("--max-seconds", type=positive_seconds, metavar="T",
-                   help="each worker stops starting children after T seconds (default: no limit)")
+                   help="each worker stops starting children after T seconds (default: --time-min less "
+                        f"{MAX_SECONDS_MARGIN // 60} minutes; none below {MIN_LIMIT_FOR_DEFAULT // 60} minutes)")
+    p.add_argument("--requeue", action="store_true",
+                   help="requeue a task stopped by preemption or its time limit (submitit's requeue; "
+                        "default: it ends, and you launch again to resume)")
+    p.add_argument("--heartbeat-seconds", type=_interval, default=10.0, metavar="SECONDS",
+                   help="seconds between worker heartbeats")
     p.add_argument("--max-individuals", type=positive_int, metavar="K",
                    help="each worker stops after publishing K individuals (default: no limit)")
     p.add_argument("--index-base", type=non_negative_int, default=0, help="first worker index (seed streams)")

@@ -32,11 +32,11 @@ from .backend import MOVED_DIR, Backend, StoreError, UnreadableEntry, is_key, mo
 from .crash import crash_point
 from .reading import READ_BATCH, Broken, read_checked, read_json
 from .records import (
-    ALIVE, CONFIG_KEY, HISTORY, KEPT, MAX_CONFIG_BYTES, MAX_HEARTBEAT_BYTES, PAYLOAD, QUARANTINE,
-    STATE, WORKERS, CorruptRecord, Individual, IndividualInfo, alive_key, check_commit, check_history,
-    check_id, check_safe_name, dna_hash, dumps, history_key, individual_from, is_safe_name, kept_key,
-    loads, new_id, parse_alive_name, parse_kept_name, parse_payload_name, parse_record_name,
-    payload_key, quarantine_key,
+    ALIVE, CONFIG_KEY, HISTORY, KEPT, LAUNCHES, MAX_CONFIG_BYTES, MAX_HEARTBEAT_BYTES, PAYLOAD,
+    QUARANTINE, STATE, WORKERS, CorruptRecord, Individual, IndividualInfo, alive_key, check_commit,
+    check_history, check_id, check_safe_name, dna_hash, dumps, history_key, individual_from,
+    is_safe_name, kept_key, loads, new_id, parse_alive_name, parse_kept_name, parse_payload_name,
+    parse_record_name, payload_key, quarantine_key,
 )
 from .safetensors_check import safetensors_problem
 
@@ -519,6 +519,23 @@ class PopulationStore:
         """True if marker ``state/{name}`` exists."""
         check_safe_name(name, "marker name")
         return self.backend.exists(f"{STATE}/{name}")
+
+    def record_launch(self, name: str, info: dict[str, Any]) -> None:
+        """Write ``launches/{name}.json`` (``name``, ``time``, ``info``): what a launcher started,
+        e.g. a SLURM array's job id, so that ``evo status`` can ask the scheduler about it."""
+        check_safe_name(name, "launch name")
+        self.backend.write(f"{LAUNCHES}/{name}.json", dumps({"name": name, "time": self._clock(), "info": info}))
+
+    def list_launches(self) -> list[dict[str, Any]]:
+        """Every launch record (``name``, ``time``, ``info``), by name; unreadable ones are skipped."""
+        keys = [f"{LAUNCHES}/{n}" for n in self.backend.list(LAUNCHES)
+                if n.endswith(".json") and is_safe_name(n[:-len(".json")])]
+        out = []
+        for _, rec in read_json(self.backend, sorted(keys), "launch record", max_bytes=MAX_HEARTBEAT_BYTES):
+            if isinstance(rec, dict) and isinstance(rec.get("name"), str) \
+                    and _finite_number(rec.get("time")) and isinstance(rec.get("info"), dict):
+                out.append(rec)
+        return out
 
     # ----- maintenance -----
     def check(self, repair: bool = False, grace_seconds: float = 3600.0,

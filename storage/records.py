@@ -29,8 +29,9 @@ MAX_PAYLOAD_BYTES = 8 * 2**30
 
 ALIVE, PAYLOAD, HISTORY, QUARANTINE, WORKERS, KEPT, STATE = (
     "alive", "payload", "history", "quarantine", "workers", "kept", "state")
+LAUNCHES = "launches"  # launchers' records of scheduler jobs (evo launch slurm), read by evo status
 CONFIG_KEY = "config.json"
-DIRECTORIES = (ALIVE, PAYLOAD, HISTORY, QUARANTINE, WORKERS, KEPT, STATE)
+DIRECTORIES = (ALIVE, PAYLOAD, HISTORY, QUARANTINE, WORKERS, KEPT, STATE, LAUNCHES)
 
 ID_PATTERN = r"\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{8}"
 _ID = re.compile(ID_PATTERN)

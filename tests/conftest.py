@@ -118,3 +118,31 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         yield str(tmp_path / "pop")
     else:
         yield request.getfixturevalue("gcs_bucket_url")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A real single-node SLURM cluster (tests/slurm_cluster.py) for this session; skips,
+    saying why, where SLURM is not installed (``.ci/run`` installs it as root with apt)."""
+    from slurm_cluster import SlurmCluster, SlurmError, missing
+
+    why = missing()
+    if why:
+        pytest.skip(why)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+    except SlurmError as exc:
+        cluster.stop()
+        pytest.fail(f"the test SLURM cluster did not start: {exc}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def slurm(slurm_cluster):
+    """The session's SLURM cluster, with its queue emptied after the test."""
+    yield slurm_cluster
+    slurm_cluster.cancel_all()

@@ -87,9 +87,30 @@ def test_launch_help_names_the_engine_commands():
 # ----- Kubernetes -----
 
 def to_v1job(manifest: dict):
+    """The manifest as the kubernetes client's V1Job, after checking it against the real
+    Kubernetes OpenAPI schema (strict: an unknown or misspelt field fails) of the oldest
+    version it needs (1.29: backoffLimitPerIndex) and the newest, and that the client's
+    models keep every field (a serialization round trip changes nothing)."""
+    import kubernetes_validate
     from kubernetes import client
 
-    return client.ApiClient()._ApiClient__deserialize(manifest, "V1Job")
+    for version in ("1.29.0", kubernetes_validate.latest_version()):
+        kubernetes_validate.validate(manifest, version, strict=True)
+    api = client.ApiClient()
+    job = api._ApiClient__deserialize(manifest, "V1Job")
+    assert api.sanitize_for_serialization(job) == manifest
+    return job
+
+
+def test_strict_schema_validation_catches_a_misspelt_field():
+    import kubernetes_validate
+
+    r = evo("launch", "k8s", "gs://b/p", "-n", "2", "--image", "x", "--dry-run")
+    manifest = json.loads(r.stdout)
+    to_v1job(manifest)
+    manifest["spec"]["backofLimitPerIndex"] = manifest["spec"].pop("backoffLimitPerIndex")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(manifest, kubernetes_validate.latest_version(), strict=True)
 
 
 def test_k8s_manifest_is_a_valid_indexed_job(tmp_path):
@@ -106,7 +127,8 @@ def test_k8s_manifest_is_a_valid_indexed_job(tmp_path):
     spec = job.spec
     assert spec.completions == spec.parallelism == 16 and spec.completion_mode == "Indexed"
     pod = spec.template.spec
-    assert pod.restart_policy == "OnFailure" and pod.service_account_name == "evo-ksa"
+    assert pod.restart_policy == "Never" and pod.service_account_name == "evo-ksa"
+    assert spec.backoff_limit_per_index == 4 and spec.backoff_limit is None
     assert pod.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     assert any(t.key == "nvidia.com/gpu" for t in pod.tolerations)
     (c,) = pod.containers
@@ -120,8 +142,7 @@ def test_k8s_manifest_is_a_valid_indexed_job(tmp_path):
 
 
 def test_k8s_cpu_workers_to_stdout():
-    r = evo("launch", "k8s", "gs://b/p", "-n", "3", "--image", "evo:cpu", "--gpus-per-worker", "0",
-            "--restart-policy", "Never", "--dry-run")
+    r = evo("launch", "k8s", "gs://b/p", "-n", "3", "--image", "evo:cpu", "--gpus-per-worker", "0", "--dry-run")
     assert r.returncode == 0, r.stderr
     job = to_v1job(json.loads(r.stdout))
     pod = job.spec.template.spec
@@ -154,10 +175,71 @@ def test_k8s_worker_really_reads_its_index_from_job_completion_index(tmp_path):
     assert run_pod("d") != first
 
 
+def test_k8s_preemptions_do_not_exhaust_the_job_and_spot_options():
+    r = evo("launch", "k8s", "gs://b/p", "-n", "4", "--image", "x", "--accelerator", "nvidia-l4", "--spot",
+            "--node-selector", "cloud.google.com/gke-nodepool=evo-pool", "--node-selector", "tier=batch",
+            "--ephemeral-storage", "20Gi", "--backoff-limit-per-index", "2", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    job = to_v1job(json.loads(r.stdout))
+    spec, pod = job.spec, job.spec.template.spec
+    assert spec.backoff_limit_per_index == 2 and pod.restart_policy == "Never"
+    rules = spec.pod_failure_policy.rules
+    # a disrupted pod (Spot preemption, eviction, drain) is replaced without counting as a failure
+    assert rules[0].action == "Ignore" and [(c.type, c.status) for c in rules[0].on_pod_conditions] == \
+        [("DisruptionTarget", "True")]
+    # a worker that stopped cleanly on SIGTERM (exit 143) is not at fault either; a bad config (2) is final
+    assert (rules[1].action, rules[1].on_exit_codes.values) == ("Ignore", [143])
+    assert (rules[2].action, rules[2].on_exit_codes.values) == ("FailIndex", [2])
+    assert pod.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-l4", "cloud.google.com/gke-spot": "true",
+                                 "cloud.google.com/gke-nodepool": "evo-pool", "tier": "batch"}
+    assert [(t.key, t.value, t.effect) for t in pod.tolerations] == [
+        ("nvidia.com/gpu", None, "NoSchedule"), ("cloud.google.com/gke-spot", "true", "NoSchedule")]
+    assert pod.containers[0].resources.requests["ephemeral-storage"] == "20Gi"
+
+
+def test_worker_exit_codes_match_the_pod_failure_policy(tmp_path):
+    """The exit codes the policy names are the ones evo worker really gives: 143 after a
+    clean SIGTERM stop, 2 for a population that does not exist."""
+    from launch import k8s
+
+    r = evo("worker", str(tmp_path / "none"))
+    assert r.returncode == k8s.EXIT_USER_ERROR and r.stderr.count("\n") == 1
+    pop = tmp_path / "pop"
+    assert evo("init", str(pop), "--dataset", "synthetic", "-P", "2", "--synthetic-train-seconds", "30").returncode == 0
+    proc = subprocess.Popen([EVO, "worker", str(pop)], env=env(), stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: heartbeat_state(pop) == "training", 60)
+        proc.terminate()
+        assert proc.wait(timeout=30) == k8s.EXIT_STOPPED_BY_SIGTERM
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def wait_for(condition, seconds: float, what: str = "condition"):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return value
+
+
+def heartbeat_state(pop: Path) -> str | None:
+    """State in the (single) worker's heartbeat; None before it exists."""
+    beats = [p for p in (pop / "workers").glob("*.json") if not p.name.startswith(".")] \
+        if (pop / "workers").exists() else []
+    return json.loads(beats[0].read_text())["info"]["state"] if beats else None
+
+
 @pytest.mark.parametrize("args, words", [
     (["--name", "Bad_Name"], "bad job name"),
-    (["--restart-policy", "Always"], "OnFailure or Never"),
     (["--env", "no-equals"], "NAME=VALUE"),
+    (["--node-selector", "no-equals"], "KEY=VALUE"),
+    (["--node-selector", "bad key=x"], "not a valid Kubernetes label"),
+    (["--ephemeral-storage", "lots"], "quantity"),
+    (["--backoff-limit-per-index", "-1"], "backoff-limit-per-index"),
 ])
 def test_k8s_bad_options_are_one_line(args, words):
     r = evo("launch", "k8s", "gs://b/p", "-n", "2", "--image", "x", "--dry-run", *args)
