@@ -86,9 +86,10 @@ def _run_fleet(url: str, tmp_path: Path, plant) -> str:
 def _after(url: str, store: storage.PopulationStore, planted: int) -> None:
     """Every history record validates; quarantine holds no foreign bytes; repair + audit ok.
 
-    ``planted``: planted regular files with well-formed live names. Once quarantined they
-    count as born (no worker made them), so the audit's bound on the population is P + W +
-    planted.
+    ``planted``: planted entries the audit counts as born (no worker made them): regular
+    files with well-formed live names (alive until quarantined), and the planted history
+    record (for the instant between its id's time and its own). The audit's bound on the
+    population is then P + W + planted.
     """
     _, broken = store.scan_history()
     assert all(b.problem for b in broken)
@@ -114,7 +115,7 @@ def test_local_workers_survive_every_hostile_entry(tmp_path):
                       lambda store: plant_everything(store, root, outside, victims=store.list_alive()))
     assert logs.count("quarantined individual") >= 1
     store = storage.open_store(str(root)).with_run(bounds=dna.DEFAULT_BOUNDS)
-    _after(str(root), store, planted=2)  # the sparse commit, the absurd DNA
+    _after(str(root), store, planted=3)  # the sparse commit, the absurd DNA, the absurd history
     assert store_bytes_contain(root, SECRET.encode()) == []
     assert store_bytes_contain(root, b"root:x:0:0") == []
 
@@ -130,4 +131,4 @@ def test_gcs_workers_survive_hostile_objects(gcs_bucket_url, tmp_path):
 
     _run_fleet(gcs_bucket_url, tmp_path, plant)
     store = storage.open_store(gcs_bucket_url).with_run(bounds=dna.DEFAULT_BOUNDS)
-    _after(gcs_bucket_url, store, planted=3)  # oversized, garbage, absurd DNA
+    _after(gcs_bucket_url, store, planted=4)  # oversized, garbage, absurd DNA, absurd history
