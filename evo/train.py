@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from . import cuda_graph
 from .batches import EpochSampler
-from .config import TrainSettings
+from .config import PRECISIONS, TrainSettings
 from .data import NO_AUGMENT, DeviceDataset
 from .sgd import MomentumSGD
 
@@ -78,9 +78,10 @@ class TrainResult:
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """``fp32`` or ``bf16``: ``auto`` means bf16 on CUDA and fp32 elsewhere."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"unknown precision {precision!r} (auto, fp32, bf16)")
+    """``fp32`` or ``bf16``: ``auto`` means bf16 on CUDA and fp32 elsewhere; ValueError for
+    any other precision."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} ({', '.join(PRECISIONS)})")
     if precision == "auto":
         return "bf16" if torch.device(device).type == "cuda" else "fp32"
     return precision

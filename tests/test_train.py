@@ -231,7 +231,9 @@ def test_bad_arguments_are_one_line_errors(digits):
     with pytest.raises(ValueError, match="larger than the 1078 training images"):
         train(small_cnn(), digits, TrainSettings(steps=1, batch_size=2000), learning_rate=0.1, seed=0, device="cpu")
     assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
-    assert resolve_precision("auto", "cuda") == "bf16"
+    assert resolve_precision("auto", "cuda") == "bf16" and resolve_precision("auto", torch.device("cuda", 0)) == "bf16"
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        resolve_precision("fp16", "cpu")
 
 
 # --- CUDA -----------------------------------------------------------------------------
