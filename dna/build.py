@@ -16,9 +16,9 @@ weight inheritance (``dna.inherit``) matches on:
 The forward pass follows a plan computed once at build time (``dna.portable_plan``), so it
 has no data-dependent Python control flow, no ``.item()`` and no host sync: it can be
 captured in a CUDA graph. It works on CPU and CUDA, in channels_last memory format and under
-bf16 autocast. The network module itself lives in ``dna.portable`` (torch and the standard
-library only), which ``evo best --export`` copies verbatim beside the weights; this module
-adds validation and seeded initialisation (the trainer, ``evo.train``, owns precision).
+bf16 autocast. The network module itself is ``dna.portable_net.PlanNet`` (torch and the
+standard library only), which ``evo best --export`` copies verbatim beside the weights; this
+module adds validation and seeded initialisation (the trainer, ``evo.train``, owns precision).
 """
 
 from __future__ import annotations
@@ -29,19 +29,20 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from . import portable
 from .bounds import DEFAULT_BOUNDS, Bounds
 from .genome import DNA
+from .portable_net import PlanNet
 from .portable_plan import architecture
 from .shapes import Shape, infer_shapes
 from .validate import validate
 
-class EvoNet(portable.EvoNet):
+
+class EvoNet(PlanNet):
     """The network a DNA describes. Build it with :func:`build`.
 
     ``forward(x)`` maps a batch ``(N, C, H, W)`` (``input_shape`` per image) to logits
     ``(N, num_classes)``. Attributes: ``dna``, ``input_shape``, ``num_classes``, ``plan`` (the
-    JSON plan ``dna.portable`` builds from, as an export stores it) and ``vertex_shapes``
+    JSON plan ``PlanNet`` builds from, as an export stores it) and ``vertex_shapes``
     (vertex id -> (channels, height, width), as ``dna.infer_shapes``).
     """
 

@@ -1,7 +1,7 @@
 """`evo best URL [--export DIR]`: the best live individual, and its export as a torch-only model.
 
 ``--export DIR`` writes ``dna.json``, ``weights.safetensors``, ``model.json``,
-``evo_model.py`` (a verbatim copy of ``dna/portable.py``), ``load.py`` and ``test.npz`` (the
+``evo_model/`` (verbatim copies of ``dna/portable.py`` and the modules it needs), ``load.py`` and ``test.npz`` (the
 run's test split); ``python load.py --data test.npz`` in DIR evaluates it with torch alone, and ``evo evaluate DIR --dataset
 ...`` reports its test accuracy. NASNet individuals can be exported at another size with
 ``--cells N --filters F`` (the weights are then fresh: the model must be retrained).
@@ -93,9 +93,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(_summary(ind))
     test = info["test_data"]
-    print(f"exported to {args.export.rstrip('/')}/: dna.json, weights.safetensors, model.json, evo_model.py, load.py"
-          + (", evo_nasnet/" if info["kind"] == "nasnet" else "")
-          + f", {test['file']} ({info['parameters']} parameters; {test['file']} holds the {test['images']} "
+    print(f"exported to {args.export.rstrip('/')}/: dna.json, weights.safetensors, model.json, evo_model/, load.py"
+          f", {test['file']} ({info['parameters']} parameters; {test['file']} holds the {test['images']} "
           f"test images of {test['dataset']})")
     if not info["trained"]:
         print(f"  NOTE: {info['weights_note']}")
