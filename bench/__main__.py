@@ -149,24 +149,15 @@ def dispatch(args: argparse.Namespace) -> dict | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse, run, print the summary line; one-line errors with exit code 2."""
-    from dna import DNAError
-    from evo.config import ConfigError
-    from evo.data import DatasetError
-    from storage.backend import StoreError
+    from launch.errors import one_line_errors, run_reporting
 
     args = build_parser().parse_args(argv)
-    try:
-        doc = dispatch(args)
-    except (BenchError, ConfigError, DatasetError, DNAError, StoreError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"bench {args.name}: error: {message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"bench {args.name}: interrupted", file=sys.stderr)
-        return 130
-    if doc is not None and doc.get("summary"):
-        print(f"bench {args.name}: {doc['summary']}", flush=True)
-    return 0
+    docs: list[dict | None] = []
+    code = run_reporting(f"bench {args.name}", lambda: docs.append(dispatch(args)),
+                         (BenchError, *one_line_errors()))
+    if code == 0 and docs[0] is not None and docs[0].get("summary"):
+        print(f"bench {args.name}: {docs[0]['summary']}", flush=True)
+    return code
 
 
 if __name__ == "__main__":

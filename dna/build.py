@@ -16,36 +16,33 @@ weight inheritance (``dna.inherit``) matches on:
 The forward pass follows a plan computed once at build time (``dna.portable_plan``), so it
 has no data-dependent Python control flow, no ``.item()`` and no host sync: it can be
 captured in a CUDA graph. It works on CPU and CUDA, in channels_last memory format and under
-bf16 autocast. The network module itself lives in ``dna.portable`` (torch and the standard
-library only), which ``evo best --export`` copies verbatim beside the weights; this module
-adds validation, seeded initialisation and precision helpers.
+bf16 autocast. The network module itself is ``dna.portable_net.PlanNet`` (torch and the
+standard library only), which ``evo best --export`` copies verbatim beside the weights; this
+module adds validation and seeded initialisation (the trainer, ``evo.train``, owns precision).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from . import portable
 from .bounds import DEFAULT_BOUNDS, Bounds
 from .genome import DNA
+from .portable_net import PlanNet
 from .portable_plan import architecture
 from .shapes import Shape, infer_shapes
 from .validate import validate
 
-PRECISIONS = ("auto", "fp32", "bf16")
 
-
-class EvoNet(portable.EvoNet):
+class EvoNet(PlanNet):
     """The network a DNA describes. Build it with :func:`build`.
 
     ``forward(x)`` maps a batch ``(N, C, H, W)`` (``input_shape`` per image) to logits
     ``(N, num_classes)``. Attributes: ``dna``, ``input_shape``, ``num_classes``, ``plan`` (the
-    JSON plan ``dna.portable`` builds from, as an export stores it) and ``vertex_shapes``
+    JSON plan ``PlanNet`` builds from, as an export stores it) and ``vertex_shapes``
     (vertex id -> (channels, height, width), as ``dna.infer_shapes``).
     """
 
@@ -112,31 +109,3 @@ def _reinitialise(model: EvoNet, generator: torch.Generator) -> None:
 def param_count(model: nn.Module) -> int:
     """Number of trainable parameter elements (those with ``requires_grad``)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """``"fp32"`` or ``"bf16"``: ``"auto"`` means bf16 on CUDA and fp32 elsewhere."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
-    if precision == "auto":
-        return "bf16" if torch.device(device).type == "cuda" else "fp32"
-    return precision
-
-
-def autocast(device: torch.device | str,
-             precision: str = "auto") -> contextlib.AbstractContextManager:
-    """A context in which forward passes run at ``precision`` on ``device``'s type.
-
-    bf16 is ``torch.autocast(device_type, dtype=torch.bfloat16)``; fp32 is a no-op context.
-    Parameters stay fp32 either way (the optimizer updates fp32 weights).
-    """
-    if resolve_precision(precision, device) == "bf16":
-        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def logits(model: nn.Module, x: torch.Tensor, precision: str = "auto") -> torch.Tensor:
-    """``model(x)`` under :func:`autocast` for ``x``'s device, returned as fp32 logits."""
-    with autocast(x.device, precision):
-        out = model(x)
-    return out.float()

@@ -64,8 +64,29 @@ class Edge:
         return self.kind == "conv"
 
 
+class Genome:
+    """What every kind of DNA (a frozen dataclass with a ``to_dict()``) shares: its canonical
+    JSON, its content hash and changed copies."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with ``kind``, ``mutation`` and the kind's own fields."""
+        raise NotImplementedError
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys, no whitespace); the kind's parser reads it back to an equal DNA."""
+        return canonical_json(self.to_dict())
+
+    def content_hash(self) -> str:
+        """SHA-256 (hex) of the canonical JSON without ``mutation``; the same in every process."""
+        return content_hash_of(self.to_dict())
+
+    def replace(self, **changes: Any):
+        """A copy with some fields changed (the DNA itself is never modified)."""
+        return dataclasses.replace(self, **changes)
+
+
 @dataclass(frozen=True)
-class DNA:
+class DNA(Genome):
     """A learning rate plus a DAG of activations and edges; immutable.
 
     ``mutation`` records which mutation made this DNA (``"initial"`` for a fresh one); it is
@@ -128,18 +149,6 @@ class DNA:
             "vertices": [{"id": v.id, "kind": v.kind} for v in self.vertices],
             "edges": edges,
         }
-
-    def to_json(self) -> str:
-        """Canonical JSON (sorted keys, no whitespace); ``from_json(to_json(d)) == d``."""
-        return canonical_json(self.to_dict())
-
-    def content_hash(self) -> str:
-        """SHA-256 (hex) of the canonical JSON without ``mutation``; the same in every process."""
-        return content_hash_of(self.to_dict())
-
-    def replace(self, **changes: Any) -> "DNA":
-        """A copy with some fields changed (the DNA itself is never modified)."""
-        return dataclasses.replace(self, **changes)
 
 
 def canonical_json(obj: Any) -> str:
@@ -209,26 +218,34 @@ def _keys(obj: Any, expected: set[str], where: str) -> dict[str, Any]:
     return obj
 
 
-def from_dict(obj: Any) -> DNA:
-    """Parse a dict (from JSON) into a DNA, checking its structure strictly.
-
-    Raises :class:`DNAError` for anything malformed; does not check graph validity or
-    bounds (use :func:`dna.validate` or :func:`from_json`, which does both).
-    """
+def _common_fields(obj: Any, kind: str, keys: set[str]) -> tuple[dict[str, Any], int, float]:
+    """What the JSON object of every DNA kind has: this evo's schema version, ``kind``, exactly
+    the fields ``keys``, a finite ``learning_rate``. Returns (the object, schema, learning
+    rate); DNAError (one line) for anything else."""
     if not isinstance(obj, dict):
         raise DNAError(f"DNA must be a JSON object, got {type(obj).__name__}")
     if "schema" not in obj:
         raise DNAError("DNA has no schema field")
     schema = obj["schema"]
     if isinstance(schema, bool) or not isinstance(schema, int) or schema != SCHEMA_VERSION:
-        raise DNAError(f"unknown DNA schema version {schema!r} (this evo reads version {SCHEMA_VERSION})")
-    if obj.get("kind") != "large_scale":
-        raise DNAError(f"unknown DNA kind {obj.get('kind')!r} (expected 'large_scale')")
-    obj = _keys(obj, _TOP_KEYS, "DNA")
+        raise DNAError(f"unknown DNA schema version {schema!r} (this evo reads version {SCHEMA_VERSION})"[:200])
+    if obj.get("kind") != kind:
+        raise DNAError(f"unknown DNA kind {obj.get('kind')!r} (expected {kind!r})"[:200])
+    obj = _keys(obj, keys, "DNA")
     lr = obj["learning_rate"]
     if (isinstance(lr, bool) or not isinstance(lr, (int, float))
             or (isinstance(lr, int) and abs(lr) > 2**53) or not math.isfinite(lr)):  # huge int: OverflowError
         raise DNAError(f"learning_rate must be a finite number, got {lr!r}"[:200])
+    return obj, schema, float(lr)
+
+
+def from_dict(obj: Any) -> DNA:
+    """Parse a dict (from JSON) into a DNA, checking its structure strictly.
+
+    Raises :class:`DNAError` for anything malformed; does not check graph validity or
+    bounds (use :func:`dna.validate` or :func:`from_json`, which does both).
+    """
+    obj, schema, lr = _common_fields(obj, "large_scale", _TOP_KEYS)
     vertices_raw, edges_raw = obj["vertices"], obj["edges"]
     if not isinstance(vertices_raw, list) or not isinstance(edges_raw, list):
         raise DNAError("vertices and edges must be lists")
@@ -263,7 +280,7 @@ def from_dict(obj: Any) -> DNA:
         else:
             raise DNAError(f"edge #{i} has unknown kind {kind!r} (known: {', '.join(EDGE_KINDS)})")
     return DNA(
-        learning_rate=float(lr),
+        learning_rate=lr,
         vertices=tuple(vertices),
         edges=tuple(edges),
         input_id=_int(obj["input_id"], "input_id"),
@@ -274,7 +291,7 @@ def from_dict(obj: Any) -> DNA:
     )
 
 
-def loads(text: str | bytes) -> Any:
+def parse_dna_json(text: str | bytes) -> Any:
     """``json.loads`` that turns every failure (bad UTF-8, syntax, deep nesting) into DNAError."""
     try:
         if isinstance(text, bytes):

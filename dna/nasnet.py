@@ -23,14 +23,13 @@ This module never imports torch; ``dna.build_nasnet`` builds the model.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .bounds import DEFAULT_BOUNDS, Bounds
-from .genome import (INITIAL_LEARNING_RATE, SCHEMA_VERSION, DNAError, _int, _keys, _str, canonical_json,
-                     content_hash_of, loads)
+from .genome import (INITIAL_LEARNING_RATE, SCHEMA_VERSION, DNAError, Genome, _common_fields, _int, _keys, _str,
+                     parse_dna_json)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -87,7 +86,7 @@ class Cell:
 
 
 @dataclass(frozen=True)
-class NasnetDNA:
+class NasnetDNA(Genome):
     """A learning rate plus a normal and a reduction cell; immutable.
 
     ``mutation`` is provenance (which mutation made it), not architecture: it is in the JSON
@@ -112,7 +111,7 @@ class NasnetDNA:
         """A copy with the named cell replaced."""
         if name not in CELL_NAMES:
             raise KeyError(name)
-        return dataclasses.replace(self, **{name: cell})
+        return self.replace(**{name: cell})
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -124,18 +123,6 @@ class NasnetDNA:
             "normal": self.normal.to_dict(),
             "reduction": self.reduction.to_dict(),
         }
-
-    def to_json(self) -> str:
-        """Canonical JSON (sorted keys, no whitespace); ``nasnet_from_json(d.to_json()) == d``."""
-        return canonical_json(self.to_dict())
-
-    def content_hash(self) -> str:
-        """SHA-256 (hex) of the canonical JSON without ``mutation``; the same in every process."""
-        return content_hash_of(self.to_dict())
-
-    def replace(self, **changes: Any) -> "NasnetDNA":
-        """A copy with some fields changed (the DNA itself is never modified)."""
-        return dataclasses.replace(self, **changes)
 
 
 # ----- making DNAs -----
@@ -209,28 +196,16 @@ def nasnet_from_dict(obj: Any, bounds: Bounds = DEFAULT_BOUNDS) -> NasnetDNA:
 
     Unknown or missing fields, wrong types, unknown ops and forward references are errors.
     """
-    if not isinstance(obj, dict):
-        raise DNAError(f"DNA must be a JSON object, got {type(obj).__name__}")
-    if "schema" not in obj:
-        raise DNAError("DNA has no schema field")
-    schema = obj["schema"]
-    if isinstance(schema, bool) or not isinstance(schema, int) or schema != SCHEMA_VERSION:
-        raise DNAError(f"unknown DNA schema version {schema!r} (this evo reads version {SCHEMA_VERSION})"[:200])
-    if obj.get("kind") != KIND:
-        raise DNAError(f"unknown DNA kind {obj.get('kind')!r} (expected {KIND!r})"[:200])
-    obj = _keys(obj, _TOP_KEYS, "DNA")
-    lr = obj["learning_rate"]
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr):
-        raise DNAError(f"learning_rate must be a finite number, got {lr!r}"[:200])
+    obj, schema, lr = _common_fields(obj, KIND, _TOP_KEYS)
     cells = {name: _parse_cell(obj[name], name) for name in CELL_NAMES}
-    dna = NasnetDNA(learning_rate=float(lr), normal=cells["normal"], reduction=cells["reduction"],
+    dna = NasnetDNA(learning_rate=lr, normal=cells["normal"], reduction=cells["reduction"],
                     mutation=_str(obj["mutation"], "mutation"), schema=schema)
     return validate_nasnet(dna, bounds)
 
 
 def nasnet_from_json(text: str | bytes, bounds: Bounds = DEFAULT_BOUNDS) -> NasnetDNA:
     """Parse and validate untrusted JSON text. Raises only DNAError."""
-    return nasnet_from_dict(loads(text), bounds)
+    return nasnet_from_dict(parse_dna_json(text), bounds)
 
 
 def _parse_cell(obj: Any, name: str) -> Cell:

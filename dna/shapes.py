@@ -7,13 +7,17 @@ others are resized to it (see ``dna.build``).
 
 from __future__ import annotations
 
-from .genome import DNA
+from collections.abc import Callable
+from typing import TypeVar
+
+from .genome import DNA, Edge
 from .graph import topological_order
 
 Shape = tuple[int, int, int]  # (channels, height, width)
+T = TypeVar("T")
 
 
-def edge_output_shape(edge, src_shape: Shape) -> Shape:
+def edge_output_shape(edge: Edge, src_shape: Shape) -> Shape:
     """Shape an edge produces from its source vertex's shape."""
     c, h, w = src_shape
     if edge.kind == "identity":
@@ -22,15 +26,22 @@ def edge_output_shape(edge, src_shape: Shape) -> Shape:
     return (edge.channels, -(-h // s), -(-w // s))
 
 
+def along_primary_edges(dna: DNA, at_input: T, through: Callable[[Edge, T], T]) -> dict[int, T]:
+    """A value for every vertex, computed as a vertex's shape is: the input vertex has
+    ``at_input``; every other vertex has ``through(primary, value of primary.src)``, where
+    ``primary`` is its lowest-id incoming edge. The DNA must be acyclic with an incoming edge
+    at every non-input vertex (any valid DNA)."""
+    values: dict[int, T] = {dna.input_id: at_input}
+    for vid in topological_order(dna):
+        if vid != dna.input_id:
+            primary = dna.incoming(vid)[0]
+            values[vid] = through(primary, values[primary.src])
+    return values
+
+
 def infer_shapes(dna: DNA, input_shape: Shape) -> dict[int, Shape]:
     """(channels, height, width) of every vertex for an input of ``input_shape``."""
-    shapes: dict[int, Shape] = {dna.input_id: tuple(input_shape)}  # type: ignore[dict-item]
-    for vid in topological_order(dna):
-        if vid == dna.input_id:
-            continue
-        primary = dna.incoming(vid)[0]
-        shapes[vid] = edge_output_shape(primary, shapes[primary.src])
-    return shapes
+    return along_primary_edges(dna, tuple(input_shape), edge_output_shape)  # type: ignore[arg-type]
 
 
 def count_parameters(dna: DNA, input_shape: Shape, num_classes: int) -> int:

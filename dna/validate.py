@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from .bounds import DEFAULT_BOUNDS, Bounds
-from .genome import DNA, EDGE_KINDS, SCHEMA_VERSION, VERTEX_KINDS, DNAError, from_dict, loads
+from .genome import DNA, EDGE_KINDS, SCHEMA_VERSION, VERTEX_KINDS, DNAError, from_dict, parse_dna_json
 from .graph import reachable_from, topological_order
 
 
@@ -97,4 +97,4 @@ def _check_edge_params(e: Any, bounds: Bounds) -> None:
 
 def from_json(text: str | bytes, bounds: Bounds = DEFAULT_BOUNDS) -> DNA:
     """Parse and validate untrusted JSON text. Raises only :class:`DNAError`."""
-    return validate(from_dict(loads(text)), bounds)
+    return validate(from_dict(parse_dna_json(text)), bounds)

@@ -5,8 +5,9 @@ Specs (the run config's ``dataset``):
 - ``digits``: scikit-learn's bundled 8x8 grey digits (1797 images, 10 classes), values
   0..16 scaled to 0..255, split 60/20/20 train/val/test by a fixed permutation.
 - ``cifar10=PATH`` / ``cifar100=PATH``: the official "python version" batches in a local
-  directory or any fsspec URL (``gs://bucket/cifar-10-batches-py``); PATH may be the batch
-  directory itself or its parent. The training set is split 45,000/5,000 train/validation
+  directory or at an fsspec URL every worker reaches (``gs://bucket/cifar-10-batches-py``);
+  PATH may be the batch directory itself or its parent. ``memory://`` is refused: in evo it
+  names the population store that lives inside one process (``storage/memory.py``). The training set is split 45,000/5,000 train/validation
   by a fixed permutation (as in Real et al. 2017); the official test set is the test split.
 
 The splits depend on ``split_seed`` only, never on the run seed, so every worker of a run
@@ -299,6 +300,9 @@ def _read_cifar(name: str, path: str, split_seed: int) -> HostDataset:
 def _open_fs(name: str, path: str) -> tuple[Any, str]:
     import fsspec
 
+    if fsspec.core.split_protocol(path)[0] == "memory":
+        raise DatasetError(f"{name}: {path}: memory:// is evo's in-process population store (for tests), "
+                           f"not a place for data; give a directory or a URL such as gs://BUCKET/PATH")
     try:
         fs, root = fsspec.core.url_to_fs(path)
     except (ImportError, ValueError) as exc:

@@ -18,7 +18,7 @@ from evo.config import RunConfig
 from evo.data import load_dataset
 from evo.outcome import Outcome
 from evo.spaces import for_config
-from evo.train import evaluate, train
+from evo.train import accuracy, train
 
 
 def resolve_device(device: str) -> torch.device:
@@ -84,7 +84,7 @@ class TorchEvaluator:
         result = train(model, self.data, cfg.train, learning_rate=child.learning_rate, seed=seed,
                        device=self.device, progress=steps_cb)
         t = time.perf_counter()
-        fitness = evaluate(model, self.data.val_x, self.data.val_y, self.data, cfg.train.eval_batch_size)
+        fitness = accuracy(model, self.data.val_x, self.data.val_y, self.data, cfg.train.eval_batch_size)
         eval_s = time.perf_counter() - t
         weights = weights_to_bytes(model)
         metrics = {

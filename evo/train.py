@@ -33,9 +33,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from dna import portable
+
 from . import cuda_graph
 from .batches import EpochSampler
-from .config import TrainSettings
+from .config import PRECISIONS, TrainSettings
 from .data import NO_AUGMENT, DeviceDataset
 from .sgd import MomentumSGD
 
@@ -78,9 +80,10 @@ class TrainResult:
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """``fp32`` or ``bf16``: ``auto`` means bf16 on CUDA and fp32 elsewhere."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"unknown precision {precision!r} (auto, fp32, bf16)")
+    """``fp32`` or ``bf16``: ``auto`` means bf16 on CUDA and fp32 elsewhere; ValueError for
+    any other precision."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} ({', '.join(PRECISIONS)})")
     if precision == "auto":
         return "bf16" if torch.device(device).type == "cuda" else "fp32"
     return precision
@@ -194,32 +197,37 @@ class _TrainingStep:
             self.step_index.add_(1)
 
 
-def evaluate(model: torch.nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, data: DeviceDataset,
+def accuracy(model: torch.nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, data: DeviceDataset,
              batch_size: int, *, precision: str = "auto") -> float:
     """Top-1 accuracy in [0, 1] of ``model`` on uint8 images ``x_uint8`` with labels ``y``.
 
-    Runs in eval mode under ``torch.inference_mode`` in batches of ``batch_size``, normalised
-    with ``data``'s statistics, at ``precision`` (resolved for the images' device); the
-    device is synced once. The model's train/eval mode is restored afterwards.
+    ``dna.portable.accuracy`` (what an export reports) of the model behind ``data``'s
+    normalisation: in eval mode, under ``torch.inference_mode``, in batches of
+    ``batch_size``, at ``precision`` (resolved for the images' device); the device is synced
+    once. The model's train/eval mode is restored afterwards. ValueError (one line) for no
+    images, images and labels that differ in number, or a batch size below 1.
     """
-    n = int(y.shape[0])
-    if n == 0 or int(x_uint8.shape[0]) != n:
-        raise ValueError(f"evaluate: need as many labels as images and at least one ({x_uint8.shape[0]} images, {n} labels)")
-    if batch_size < 1:
-        raise ValueError(f"evaluate: batch size must be >= 1, got {batch_size}")
-    device = x_uint8.device
-    bf16 = resolve_precision(precision, device) == "bf16"
+    bf16 = resolve_precision(precision, x_uint8.device) == "bf16"
     was_training = model.training
     model.eval()
     try:
-        correct = torch.zeros((), dtype=torch.long, device=device)
-        with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-            for lo in range(0, n, batch_size):
-                logits = model(data.normalize(x_uint8[lo:lo + batch_size]))
-                correct += (logits.argmax(dim=1) == y[lo:lo + batch_size]).sum()
-        return int(correct.item()) / n
+        with torch.autocast(device_type=x_uint8.device.type, dtype=torch.bfloat16, enabled=bf16):
+            return portable.accuracy(_OnPixels(model, data), x_uint8, y, batch_size)
+    except portable.ExportError as exc:
+        raise ValueError(f"accuracy: {exc}") from None
     finally:
         model.train(was_training)
+
+
+class _OnPixels(torch.nn.Module):
+    """``net`` behind ``data``'s normalisation: takes uint8 pixel values, as an export does."""
+
+    def __init__(self, net: torch.nn.Module, data: DeviceDataset) -> None:
+        super().__init__()
+        self.net, self.data = net, data
+
+    def forward(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        return self.net(self.data.normalize(x_uint8))
 
 
 def _resolve_device(device: torch.device | str) -> torch.device:

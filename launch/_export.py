@@ -1,8 +1,8 @@
 """Write an individual as a self-contained model directory that needs only torch to run.
 
-The model code is not generated: ``dna/portable.py`` is copied verbatim as ``evo_model.py``
-(and, for NASNet, evo's torch-and-stdlib-only NASNet modules as the package
-``evo_nasnet/``), so an export runs exactly the code that trained it. See
+The model code is not generated: ``dna/portable.py`` and every ``dna/`` module it imports
+(the large-scale network, the file readers, the NASNet builder) are copied verbatim into the
+package ``evo_model/``, so an export runs exactly the code that trained it. See
 ``dna.portable`` for the directory's layout.
 """
 
@@ -24,7 +24,7 @@ LOAD_PY = '''"""Load this exported evo model with PyTorch alone, or evaluate it 
                                             # (any .npz: arrays x (N, C, H, W; pixel values 0..255), y (labels))
     python -c "import load; m = load.load()"
 
-The model code is evo_model.py (beside this file); see its docstring.
+The model code is the package evo_model/ (beside this file); see evo_model/portable.py.
 """
 import os
 import sys
@@ -45,7 +45,14 @@ if __name__ == "__main__":
     sys.exit(evo_model.main(default_dir=HERE))
 '''
 
-NASNET_INIT = '''"""Verbatim copies of evo's NASNet modules (dna/{files}); evo_model.py builds NASNet models with them."""
+MODEL_PACKAGE = "evo_model"
+
+PACKAGE_INIT = '''"""evo's portable model code: verbatim copies of evo's dna/{files}; needs only torch.
+
+    import evo_model
+    model = evo_model.load("DIR")        # see portable.py
+"""
+from .portable import *  # noqa: F401,F403
 '''
 
 
@@ -201,11 +208,9 @@ def export(individual, config, url: str, directory: str, *, cells: int | None = 
         (out / portable.WEIGHTS_FILE).write_bytes(weights)
         (out / portable.DNA_FILE).write_text(json.dumps(individual.dna, indent=1, sort_keys=True) + "\n")
         (out / portable.MODEL_FILE).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
-        shutil.copyfile(portable.__file__, out / "evo_model.py")
+        copy_model_package(out / MODEL_PACKAGE)
         (out / "load.py").write_text(LOAD_PY)
         write_test_data(out / TEST_DATA_FILE, host)
-        if kind == "nasnet":
-            _copy_nasnet_modules(out)
     except OSError as exc:
         raise UserError(f"{directory}: {exc.strerror or exc}") from None
     try:  # prove the export loads before saying it worked
@@ -231,14 +236,15 @@ def _fresh_nasnet_weights(dna_dict: dict, architecture: dict, seed: int) -> byte
     return save({k: v.detach().contiguous() for k, v in net.state_dict().items()})
 
 
-def _copy_nasnet_modules(out: Path) -> None:
-    import dna.build_nasnet as builder
+def copy_model_package(package: Path) -> list[str]:
+    """Copy ``dna/portable.py`` and the ``dna/`` modules it needs, verbatim, into the folder
+    ``package`` with an ``__init__.py`` that re-exports ``dna.portable``; returns the file names."""
+    import dna.portable as portable
 
-    files = module_closure(builder.__file__)
-    pkg = out / "evo_nasnet"
-    pkg.mkdir(exist_ok=True)
-    src = Path(builder.__file__).parent
+    files = module_closure(portable.__file__)
+    package.mkdir(exist_ok=True)
+    src = Path(portable.__file__).parent
     for name in files:
-        shutil.copyfile(src / name, pkg / name)
-    (pkg / "__init__.py").write_text(NASNET_INIT.format(files=", ".join(sorted(files))))
-
+        shutil.copyfile(src / name, package / name)
+    (package / "__init__.py").write_text(PACKAGE_INIT.format(files=", ".join(sorted(files))))
+    return files

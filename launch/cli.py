@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-from .errors import UserError
+from .errors import one_line_errors, run_reporting
 
 # Subcommand modules, in the order `evo --help` lists them.
 COMMAND_MODULES = [
@@ -106,34 +106,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``evo`` console script; returns the exit code."""
-    from dna import DNAError
-    from evo.config import ConfigError
-    from evo.data import DatasetError
-    from storage.backend import StoreError
-
     argv = route(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # name the subcommand whose help lists the valid options, not bare `evo`
         commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
         commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
-    name = args.command.replace("-", " ")
-    try:
-        return int(args.func(args) or 0)
-    except (UserError, StoreError, ConfigError, DatasetError, DNAError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"evo {name}: error: {message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"evo {name}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `evo status URL | head`: the reader left; not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except OSError as exc:  # a file problem no command foresaw: still one line, naming the file
-        where = exc.filename if exc.filename is not None else getattr(args, "url", None) or "evo"
-        print(f"evo {name}: error: {where}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
-        return 2
+    prog = f"evo {args.command.replace('-', ' ')}"
+
+    def command() -> int:
+        try:
+            return int(args.func(args) or 0)
+        except BrokenPipeError:  # `evo status URL | head`: the reader left; not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        except OSError as exc:  # a file problem no command foresaw: still one line, naming the file
+            where = exc.filename if exc.filename is not None else getattr(args, "url", None) or "evo"
+            print(f"{prog}: error: {where}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
+            return 2
+
+    return run_reporting(prog, command, one_line_errors())
 
 
 if __name__ == "__main__":

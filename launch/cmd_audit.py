@@ -12,6 +12,7 @@ import argparse
 import json
 
 from .errors import UserError
+from .options import add_url
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Audit a run from its population directory: every individual born is alive or dead "
                     "exactly once, parents existed, the population stayed in [P-W, P+W] after seeding. "
                     "Exit code 0 when all hold, 1 otherwise.")
-    p.add_argument("url", metavar="URL", help="population directory: a path, file://, gs://bucket/prefix")
+    add_url(p)
     p.add_argument("--workers", "-W", type=int, metavar="W",
                    help="number of concurrent workers for the bounds (default: estimated from heartbeats)")
     p.add_argument("--events", metavar="FILE",

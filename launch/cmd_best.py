@@ -1,7 +1,7 @@
 """`evo best URL [--export DIR]`: the best live individual, and its export as a torch-only model.
 
 ``--export DIR`` writes ``dna.json``, ``weights.safetensors``, ``model.json``,
-``evo_model.py`` (a verbatim copy of ``dna/portable.py``), ``load.py`` and ``test.npz`` (the
+``evo_model/`` (verbatim copies of ``dna/portable.py`` and the modules it needs), ``load.py`` and ``test.npz`` (the
 run's test split); ``python load.py --data test.npz`` in DIR evaluates it with torch alone, and ``evo evaluate DIR --dataset
 ...`` reports its test accuracy. NASNet individuals can be exported at another size with
 ``--cells N --filters F`` (the weights are then fresh: the model must be retrained).
@@ -15,7 +15,7 @@ from typing import Any
 
 from ._snapshot import ago, open_population, utc
 from .errors import UserError
-from .options import non_negative_int, positive_int
+from .options import add_url, non_negative_int, positive_int
 
 
 def best_individual(store, config, ident: str | None = None):
@@ -93,9 +93,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(_summary(ind))
     test = info["test_data"]
-    print(f"exported to {args.export.rstrip('/')}/: dna.json, weights.safetensors, model.json, evo_model.py, load.py"
-          + (", evo_nasnet/" if info["kind"] == "nasnet" else "")
-          + f", {test['file']} ({info['parameters']} parameters; {test['file']} holds the {test['images']} "
+    print(f"exported to {args.export.rstrip('/')}/: dna.json, weights.safetensors, model.json, evo_model/, load.py"
+          f", {test['file']} ({info['parameters']} parameters; {test['file']} holds the {test['images']} "
           f"test images of {test['dataset']})")
     if not info["trained"]:
         print(f"  NOTE: {info['weights_note']}")
@@ -108,7 +107,7 @@ def register(sub) -> None:
     p = sub.add_parser("best", help="the best live individual; --export writes a torch-only model",
                        description="Show the best live individual, or export it (DNA, safetensors "
                                    "weights, model code and a loader that needs only torch).")
-    p.add_argument("url", help="population directory: PATH, file://PATH, gs://BUCKET/PREFIX")
+    add_url(p)
     p.add_argument("--id", help="this individual instead of the best (live, or dead with kept weights)")
     p.add_argument("--export", metavar="DIR", help="write the model to DIR")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty DIR")

@@ -12,6 +12,7 @@ import json
 import math
 
 from .errors import UserError
+from .options import add_url
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "check", help="audit a population directory (and repair it with --repair)",
         description="Audit a population directory: torn, corrupt or zombie individuals, "
                     "orphaned weights and temp files. Exit code 0 when ok, 1 when problems remain.")
-    p.add_argument("url", metavar="URL", help="population directory: a path, file://, gs://bucket/prefix")
+    add_url(p)
     p.add_argument("--repair", action="store_true",
                    help="quarantine torn/corrupt individuals, unlist zombies, "
                         "delete orphans older than --grace")

@@ -2,7 +2,7 @@
 
 This is the only command that touches a dataset's **test** split: evolution selects on the
 validation split alone, so the test accuracy of the exported winner is an honest estimate.
-The export is loaded with ``dna.portable`` (the code copied into it as ``evo_model.py``),
+The export is loaded with ``dna.portable`` (the code copied into it as ``evo_model/``),
 never by executing files from DIR.
 """
 
@@ -48,13 +48,12 @@ def run(args: argparse.Namespace) -> int:
     x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
     batch = args.batch_size or int(info.get("eval_batch_size") or 1000)
     t0 = time.perf_counter()
-    correct = 0
-    with _Progress(f"evaluating on {len(y)} {args.split} images", len(y)) as bar, torch.inference_mode():
-        for lo in range(0, len(y), batch):
-            out = model(x[lo:lo + batch].to(args.device))
-            correct += int((out.argmax(dim=1).cpu() == y[lo:lo + batch]).sum())
-            bar.advance(min(batch, len(y) - lo))
-    accuracy = correct / len(y)
+    with _Progress(f"evaluating on {len(y)} {args.split} images", len(y)) as bar:
+        try:
+            accuracy = portable.accuracy(model, x, y, batch, progress=bar.advance)
+        except portable.ExportError as exc:
+            raise UserError(f"{spec}: {exc}") from None
+    correct = round(accuracy * len(y))
     result = {"dir": args.dir, "id": info.get("id"), "dataset": spec, "split": args.split,
               "accuracy": accuracy, "images": len(y), "correct": correct, "trained": info.get("trained"),
               "validation_accuracy": info.get("validation_accuracy"), "seconds": time.perf_counter() - t0}

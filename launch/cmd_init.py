@@ -12,6 +12,7 @@ from evo.config import (SEARCH_SPACES, SELECTIONS, ConfigError, NasnetSettings, 
                         TrainSettings, check_dataset_spec)
 
 from .errors import UserError
+from .options import add_url
 
 # Defaults that differ by dataset: the paper's 25,600 steps suit CIFAR on a GPU; the
 # embedded digits default must finish a meaningful run on a laptop CPU in minutes.
@@ -324,6 +325,6 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("init", help="write a run's config into a population directory (once)")
-    p.add_argument("url", help="population directory: PATH, file://PATH, gs://BUCKET/PREFIX")
+    add_url(p)
     add_config_arguments(p)
     p.set_defaults(func=run)

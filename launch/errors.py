@@ -1,5 +1,42 @@
-"""Errors the CLI prints as one line (no traceback)."""
+"""Errors the CLI prints as one line (no traceback), and the runner that prints them."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
 
 
 class UserError(Exception):
     """Bad input or environment the user can fix; the message says what and where."""
+
+
+def one_line_errors() -> tuple[type[Exception], ...]:
+    """The errors a command reports as one line: :class:`UserError` and the packages' own
+    (an invalid DNA, run config, dataset or store). Imported when asked for, so that
+    importing this module imports nothing else."""
+    from dna import DNAError
+    from evo.config import ConfigError
+    from evo.data import DatasetError
+    from storage.backend import StoreError
+
+    return (UserError, StoreError, ConfigError, DatasetError, DNAError)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name when the message is empty."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def run_reporting(prog: str, func: Callable[[], int | None], errors: tuple[type[BaseException], ...]) -> int:
+    """``func()``'s exit code (None counts as 0). An error of a type in ``errors`` is printed as
+    ``PROG: error: FIRST LINE`` on stderr (exit code 2); Ctrl-C as ``PROG: interrupted`` (130).
+    Anything else propagates."""
+    try:
+        return int(func() or 0)
+    except errors as exc:
+        print(f"{prog}: error: {first_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

@@ -13,6 +13,13 @@ import math
 import re
 from typing import Callable
 
+URL_HELP = "population directory: PATH, file://PATH, gs://BUCKET/PREFIX"
+
+
+def add_url(parser: argparse.ArgumentParser, help: str = URL_HELP) -> None:
+    """Add the positional ``url`` (the population directory) that most commands take first."""
+    parser.add_argument("url", help=help)
+
 
 def integer(low: int, high: int | None = None) -> Callable[[str], int]:
     """A ``type=`` function accepting integers in ``low..high`` (no upper limit when None)."""

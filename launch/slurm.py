@@ -39,7 +39,7 @@ from typing import Any
 from .cmd_init import check_run_options, ensure_run
 from .cmd_worker import _interval
 from .errors import UserError
-from .options import device, non_negative_int, positive_int, positive_seconds
+from .options import add_url, device, non_negative_int, positive_int, positive_seconds
 
 
 # Default --max-seconds: the time limit minus this margin. SLURM sends USR2 90 s before the
@@ -337,7 +337,7 @@ def register(sub) -> None:
     p = sub.add_parser("launch-slurm", prog="evo launch slurm",
                        description="Start N workers as a SLURM job array through submitit. The population "
                                    "must be on a file system every node mounts (NFS) or on gs://.")
-    p.add_argument("url", help="population directory: a shared PATH (NFS), file://PATH or gs://BUCKET/PREFIX")
+    add_url(p, "population directory: a shared PATH (NFS), file://PATH or gs://BUCKET/PREFIX")
     p.add_argument("-n", type=positive_int, default=2, help="number of workers (array tasks)")
     p.add_argument("--executor", choices=("slurm", "local"), default="slurm",
                    help="slurm, or local: the same jobs as local processes (a rehearsal)")

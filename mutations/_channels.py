@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dna import DNA, topological_order
+from dna import DNA
+from dna.shapes import along_primary_edges
 
 
 def symbolic_channels(dna: DNA) -> dict[int, int | None]:
@@ -13,10 +14,4 @@ def symbolic_channels(dna: DNA) -> dict[int, int | None]:
     is every vertex whose chain of primary edges reaches the input through identities only.
     The DNA must be acyclic with every non-input vertex having an incoming edge (any valid DNA).
     """
-    channels: dict[int, int | None] = {dna.input_id: None}
-    for vid in topological_order(dna):
-        if vid == dna.input_id:
-            continue
-        primary = dna.incoming(vid)[0]
-        channels[vid] = primary.channels if primary.is_conv else channels[primary.src]
-    return channels
+    return along_primary_edges(dna, None, lambda primary, src: primary.channels if primary.is_conv else src)

@@ -9,18 +9,13 @@ test over the memory, local and GCS backends.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
-from bench._emulator import EmulatorError, emulator_binary, free_port
+from bench._emulator import EmulatorError, emulator_env, make_bucket, start_emulator
 
 # gcsfs reads this when it is imported; "true" (its default) makes every call ask a gRPC
 # API for the bucket type, which stalls against an HTTP emulator.
@@ -39,67 +34,24 @@ settings.register_profile("evo", deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile("evo")
 
-EMULATOR_POLL_SECONDS = 0.02  # the emulator answers in ~30 ms; startup has a 20 s deadline
-
-
-def _emulator_binary() -> Path:
-    try:
-        return emulator_binary()
-    except EmulatorError as exc:
-        pytest.fail(f"{exc} (install the test extras)", pytrace=False)
-
 
 @pytest.fixture(scope="session")
 def gcs_emulator(tmp_path_factory: pytest.TempPathFactory):
-    """URL (``http://127.0.0.1:PORT``) of a fake-gcs-server running for this session."""
-    binary = _emulator_binary()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("gcs-emulator") / "emulator.log"
-    with open(log_path, "wb") as log:  # a file, not a pipe: an unread pipe stalls the server
-        proc = subprocess.Popen(
-            [str(binary), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
-             "-backend", "memory", "-external-url", url, "-log-level", "error"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    """URL (``http://127.0.0.1:PORT``) of a fake-gcs-server running for this session
+    (``bench._emulator``, which the benchmarks start the same way)."""
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"fake-gcs-server exited with {proc.returncode}: "
-                            f"{log_path.read_text()[-500:]}", pytrace=False)
-            try:
-                with urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"fake-gcs-server did not answer on {url}", pytrace=False)
-            time.sleep(EMULATOR_POLL_SECONDS)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def make_bucket(emulator_url: str, name: str) -> None:
-    """Create a bucket on the emulator through its JSON API."""
-    req = urllib.request.Request(
-        f"{emulator_url}/storage/v1/b?project=test", method="POST",
-        data=json.dumps({"name": name}).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        assert r.status == 200, r.read()
+        emulator = start_emulator(tmp_path_factory.mktemp("gcs-emulator") / "emulator.log")
+    except EmulatorError as exc:
+        pytest.fail(f"{exc} (install the test extras)", pytrace=False)
+    with emulator:
+        yield emulator.url
 
 
 @pytest.fixture
 def gcs_bucket_url(gcs_emulator: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """``gs://<fresh bucket>/pop`` on the emulator; the environment points gcsfs at it."""
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
-    monkeypatch.setenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    for name, value in emulator_env(gcs_emulator).items():
+        monkeypatch.setenv(name, value)
     bucket = f"evo-test-{uuid.uuid4().hex[:12]}"
     make_bucket(gcs_emulator, bucket)
     return f"gs://{bucket}/pop"

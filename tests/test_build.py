@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import dna
 from dna import DNA, DNAError, Edge, Vertex
-from dna.build import EvoNet, autocast, build, logits, param_count, resolve_precision
+from dna.build import EvoNet, build, param_count
 
 
 def conv(eid: int, src: int, dst: int, channels: int, fh: int = 3, fw: int = 3, stride: int = 1) -> Edge:
@@ -158,24 +158,15 @@ def test_channels_last_and_bf16_autocast_on_cpu():
     ref = model(x)
     model = model.to(memory_format=torch.channels_last)
     xc = x.to(memory_format=torch.channels_last)
-    with autocast("cpu", "bf16"):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(xc)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), ref, rtol=0.1, atol=0.1)
     out.float().square().sum().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
-    fp32 = logits(model, xc, "fp32")
+    fp32 = model(xc)
     assert fp32.dtype == torch.float32
     torch.testing.assert_close(fp32, ref, rtol=1e-4, atol=1e-5)
-    assert logits(model, xc, "bf16").dtype == torch.float32
-
-
-def test_precision_resolution():
-    assert resolve_precision("auto", "cpu") == "fp32"
-    assert resolve_precision("auto", torch.device("cuda", 0)) == "bf16"
-    assert resolve_precision("bf16", "cpu") == "bf16"
-    with pytest.raises(ValueError, match="unknown precision"):
-        resolve_precision("fp16", "cpu")
 
 
 def test_generator_makes_builds_reproducible():
@@ -268,11 +259,12 @@ def test_cuda_channels_last_bf16_and_cuda_graph_capture():
     model = cpu_model.cuda().to(memory_format=torch.channels_last)
     x = x_cpu.cuda().to(memory_format=torch.channels_last)
     with torch.no_grad():
-        torch.testing.assert_close(logits(model, x, "fp32").cpu(), ref, rtol=1e-3, atol=1e-3)
-        torch.testing.assert_close(logits(model, x, "auto").cpu(), ref, rtol=0.1, atol=0.1)
+        torch.testing.assert_close(model(x).cpu(), ref, rtol=1e-3, atol=1e-3)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            torch.testing.assert_close(model(x).float().cpu(), ref, rtol=0.1, atol=0.1)
 
     def step(inp: torch.Tensor) -> torch.Tensor:
-        with autocast(inp.device, "bf16"):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = model(inp).float().square().mean()
         loss.backward()
         return loss.detach()

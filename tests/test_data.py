@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from evo.data import (CIFAR_AUGMENT, CIFAR_VALIDATION, NO_AUGMENT, DatasetError, channel_stats,
-                      load_dataset, read_dataset)
+                      check_dataset, load_dataset, read_dataset)
 
 N_PER_BATCH = 1010   # 5 batches: 5050 training images, so 50 train + 5000 validation
 N_TEST = 120
@@ -148,7 +148,23 @@ def test_cifar_pickle_protocols(tmp_path, protocol):
     assert len(ds.test_y) == N_TEST
 
 
-def test_cifar_from_an_fsspec_url(tmp_path):
+def test_cifar_from_a_bucket(tmp_path, gcs_bucket_url):
+    import fsspec
+
+    local = make_cifar10(tmp_path)
+    bucket = gcs_bucket_url.rsplit("/", 1)[0]
+    fs = fsspec.filesystem("gs")
+    for name in os.listdir(local):
+        with open(os.path.join(local, name), "rb") as f:
+            fs.pipe(f"{bucket}/data/cifar-10-batches-py/{name}".removeprefix("gs://"), f.read())
+    ds = read_dataset(f"cifar10={bucket}/data")
+    assert len(ds.val_y) == CIFAR_VALIDATION
+    assert np.array_equal(ds.test_x, read_dataset(f"cifar10={local}").test_x)
+
+
+def test_memory_urls_name_the_store_not_data(tmp_path):
+    """``memory://`` means the in-process population store everywhere in evo; fsspec's memory
+    file system, which no other worker process could see, is not a dataset location."""
     import fsspec
 
     local = make_cifar10(tmp_path)
@@ -157,9 +173,10 @@ def test_cifar_from_an_fsspec_url(tmp_path):
         with open(os.path.join(local, name), "rb") as f:
             fs.pipe_file(f"/evo-test-cifar/cifar-10-batches-py/{name}", f.read())
     try:
-        ds = read_dataset("cifar10=memory://evo-test-cifar")
-        assert len(ds.val_y) == CIFAR_VALIDATION
-        assert np.array_equal(ds.test_x, read_dataset(f"cifar10={local}").test_x)
+        for read in (read_dataset, check_dataset):
+            with pytest.raises(DatasetError, match="^cifar10: memory://evo-test-cifar: memory:// is evo's "
+                                                   "in-process population store"):
+                read("cifar10=memory://evo-test-cifar")
     finally:
         fs.rm("/evo-test-cifar", recursive=True)
 

@@ -27,6 +27,7 @@ import torch
 
 import dna
 import dna.portable as portable
+from dna.portable_net import PlanNet
 from dna.nasnet import nasnet_from_dict, nasnet_parameter_count
 from evo.data import read_dataset
 
@@ -147,9 +148,12 @@ def test_export_writes_verbatim_code_dna_and_stored_weights(population, exported
     out, info = exported
     commit = best_commit(population)
     assert info["id"] == commit["id"] and info["trained"] is True
-    assert sorted(p.name for p in out.iterdir()) == ["dna.json", "evo_model.py", "load.py", "model.json",
+    assert sorted(p.name for p in out.iterdir()) == ["dna.json", "evo_model", "load.py", "model.json",
                                                     "test.npz", "weights.safetensors"]
-    assert (out / "evo_model.py").read_bytes() == (REPO / "dna" / "portable.py").read_bytes()
+    copied = sorted(p.name for p in (out / "evo_model").iterdir() if p.name != "__init__.py")
+    assert {"portable.py", "portable_net.py", "portable_io.py", "nasnet.py", "build_nasnet.py"} <= set(copied)
+    for name in copied:  # the model code is evo's own, byte for byte
+        assert (out / "evo_model" / name).read_bytes() == (REPO / "dna" / name).read_bytes(), name
     assert json.loads((out / "dna.json").read_text()) == commit["dna"]
     weights = (out / "weights.safetensors").read_bytes()
     assert hashlib.sha256(weights).hexdigest() == commit["payload_sha256"]
@@ -239,8 +243,8 @@ def test_nasnet_export_at_search_size_keeps_trained_weights(nasnet_population, t
     info = json.loads(ok("best", nasnet_population, "--export", str(out), "--json").stdout)
     commit = best_commit(nasnet_population)
     assert info["kind"] == "nasnet" and info["trained"] is True
-    for name in ("nasnet.py", "build_nasnet.py"):
-        assert (out / "evo_nasnet" / name).read_bytes() == (REPO / "dna" / name).read_bytes()
+    for name in ("portable.py", "nasnet.py", "build_nasnet.py"):
+        assert (out / "evo_model" / name).read_bytes() == (REPO / "dna" / name).read_bytes()
     save_split(tmp_path / "val.npz", "val")
     result, _ = run_isolated(out, "--data", str(tmp_path / "val.npz"), "--json", tmp_path=tmp_path)
     assert result["accuracy"] == commit["fitness"] and result["kind"] == "nasnet"
@@ -315,7 +319,7 @@ def test_plan_survives_json_and_builds_the_same_network():
     for _ in range(12):
         genome = mutations.mutate(genome, rng, dna.DEFAULT_BOUNDS)
     model = build(genome, (3, 16, 16), 7, generator=torch.Generator().manual_seed(1)).eval()
-    copy = portable.EvoNet(json.loads(json.dumps(model.plan))).eval()
+    copy = PlanNet(json.loads(json.dumps(model.plan))).eval()
     copy.load_state_dict(model.state_dict(), strict=True)
     x = torch.randn(2, 3, 16, 16)
     torch.testing.assert_close(copy(x), model(x), rtol=0, atol=0)

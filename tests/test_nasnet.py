@@ -146,6 +146,7 @@ BAD_EDITS = [
     (_delete("reduction"), "missing field(s): reduction"),
     (_set(["learning_rate"], "0.1"), "learning_rate must be a finite number"),
     (_set(["learning_rate"], float("inf")), "learning_rate must be a finite number"),
+    (_set(["learning_rate"], 10**400), "learning_rate must be a finite number"),  # was an OverflowError
     (_set(["learning_rate"], 5.0), "outside bounds"),
     (_set(["learning_rate"], 0.0), "outside bounds"),
     (_set(["mutation"], 3), "mutation must be a string"),

@@ -11,7 +11,7 @@ from dna.build_nasnet import build_nasnet
 from dna.nasnet import OPS, Cell, Combination, random_nasnet
 from evo.config import TrainSettings
 from evo.data import load_dataset
-from evo.train import evaluate, train
+from evo.train import accuracy, train
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -70,4 +70,4 @@ def test_random_cells_capture_and_learn_digits(digits):
         model = _model(random_nasnet(rng), seed=i)
         result = train(model, digits, TrainSettings(steps=400), learning_rate=0.05, seed=i, device="cuda")
         assert result.used_cuda_graph and result.precision == "bf16" and not result.diverged, result
-        assert evaluate(model, digits.val_x, digits.val_y, digits, 1000) > 0.8
+        assert accuracy(model, digits.val_x, digits.val_y, digits, 1000) > 0.8

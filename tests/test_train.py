@@ -18,7 +18,7 @@ from evo.batches import EpochSampler, crop_flip
 from evo.config import TrainSettings
 from evo.data import CIFAR_AUGMENT, NO_AUGMENT, HostDataset, load_dataset, to_device
 from evo.sgd import MomentumSGD
-from evo.train import DIVERGENCE_CHECK_EVERY, TrainResult, evaluate, resolve_precision, train
+from evo.train import DIVERGENCE_CHECK_EVERY, TrainResult, accuracy, resolve_precision, train
 
 CUDA = torch.cuda.is_available()
 gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (torch.cuda.is_available() is False)")
@@ -153,12 +153,12 @@ def test_momentum_sgd_matches_torch_sgd():
 @pytest.mark.parametrize("seed", [0, 1])
 def test_learns_digits(digits, seed):
     model = small_cnn(seed=seed)
-    assert evaluate(model, digits.val_x, digits.val_y, digits, 1000) < 0.3
+    assert accuracy(model, digits.val_x, digits.val_y, digits, 1000) < 0.3
     result = train(model, digits, TrainSettings(steps=400), learning_rate=0.05, seed=seed, device="cpu")
     assert result.steps == 400 and result.images == 400 * 50 and not result.diverged
     assert result.precision == "fp32" and not result.used_cuda_graph and result.graph_fallback_reason is None
     assert math.isfinite(result.final_loss) and result.final_loss < 0.5
-    assert evaluate(model, digits.val_x, digits.val_y, digits, 1000) > 0.9
+    assert accuracy(model, digits.val_x, digits.val_y, digits, 1000) > 0.9
 
 
 def test_same_seed_same_weights_other_seed_other_weights(digits):
@@ -213,10 +213,10 @@ def test_unused_parameters_and_bf16_on_cpu(digits):
     assert torch.all(after.abs() < spare.abs()) and torch.allclose(after, spare, rtol=1e-2)  # weight decay only
 
 
-def test_evaluate_counts_correct_and_restores_mode(digits):
+def test_accuracy_counts_correct_and_restores_mode(digits):
     model = small_cnn()
     model.train()
-    acc = evaluate(model, digits.test_x, digits.test_y, digits, 7)
+    acc = accuracy(model, digits.test_x, digits.test_y, digits, 7)
     assert model.training and 0.0 <= acc <= 1.0
     model.eval()
     with torch.no_grad():
@@ -231,7 +231,13 @@ def test_bad_arguments_are_one_line_errors(digits):
     with pytest.raises(ValueError, match="larger than the 1078 training images"):
         train(small_cnn(), digits, TrainSettings(steps=1, batch_size=2000), learning_rate=0.1, seed=0, device="cpu")
     assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
-    assert resolve_precision("auto", "cuda") == "bf16"
+    assert resolve_precision("auto", "cuda") == "bf16" and resolve_precision("auto", torch.device("cuda", 0)) == "bf16"
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        resolve_precision("fp16", "cpu")
+    with pytest.raises(ValueError, match="^accuracy: batch size must be >= 1, got 0$"):
+        accuracy(small_cnn(), digits.val_x, digits.val_y, digits, 0)
+    with pytest.raises(ValueError, match="^accuracy: need as many labels as images"):
+        accuracy(small_cnn(), digits.val_x, digits.val_y[:-1], digits, 10)
 
 
 # --- CUDA -----------------------------------------------------------------------------
@@ -262,7 +268,7 @@ def test_graph_matches_eager_on_cuda(precision, tolerance):
     for name, tensor in graph_model.state_dict().items():
         assert tensor.is_contiguous(), name            # channels_last undone: safetensors-ready
     for model in (eager_model, graph_model):
-        assert evaluate(model, data.val_x, data.val_y, data, 1000) > 0.5
+        assert accuracy(model, data.val_x, data.val_y, data, 1000) > 0.5
 
 
 @pytest.mark.gpu
@@ -298,4 +304,4 @@ def test_cuda_digits_learns_with_graph_and_auto_precision():
     model = small_cnn(seed=0)
     result = train(model, data, TrainSettings(steps=400), learning_rate=0.05, seed=0, device="cuda")
     assert result.used_cuda_graph and result.precision == "bf16" and not result.diverged
-    assert evaluate(model, data.val_x, data.val_y, data, 1000) > 0.9
+    assert accuracy(model, data.val_x, data.val_y, data, 1000) > 0.9
