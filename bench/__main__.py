@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     from dna import DNAError
     from evo.config import ConfigError
     from evo.data import DatasetError
-    from storage.backend import StoreError
+    from storage import StoreError
 
     args = build_parser().parse_args(argv)
     try:

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     from dna import DNAError
     from evo.config import ConfigError
     from evo.data import DatasetError
-    from storage.backend import StoreError
+    from storage import StoreError
 
     argv = route(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
