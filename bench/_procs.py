@@ -170,6 +170,14 @@ class WorkerPool:
         return forced
 
 
+def births_from_listing(url: str) -> list[float]:
+    """Birth times of every individual in the store at ``url``, sorted, from two listings
+    (no reads): what both benchmarks count births per second from."""
+    from storage import open_store
+
+    return open_store(url).births()
+
+
 def preseed(url: str, threads: int = 8) -> float:
     """Publish P initial individuals through the store API and mark selection as started.
 

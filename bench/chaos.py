@@ -40,10 +40,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._procs import (  # noqa: E402
-    MemoryStats, WorkerPool, evo, machine_info, preseed, remove_tree, stop_on_sigterm,
+    MemoryStats, WorkerPool, births_from_listing, evo, machine_info, preseed, remove_tree, stop_on_sigterm,
 )
 from storage import open_store  # noqa: E402
-from storage.records import ALIVE, HISTORY, birth_of, parse_alive_name, parse_record_name  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -80,14 +79,6 @@ class ChaosSettings:
             raise ValueError("kill_interval must be > 0")
 
 
-def births_from_listing(url: str) -> list[float]:
-    """Birth times of every individual in the store, from two listings (no reads)."""
-    backend = open_store(url).backend
-    ids = {i.id for i in (parse_alive_name(n) for n in backend.list(ALIVE)) if i}
-    ids |= {i for i in map(parse_record_name, backend.list(HISTORY)) if i}
-    return sorted(birth_of(i) for i in ids)
-
-
 def throughput_around_kills(births: list[float], kills: list[float], start: float, end: float,
                             window: float = 5.0) -> dict[str, Any]:
     """Births per second in the ``window`` after each kill vs. the whole interval [start, end]."""
@@ -113,7 +104,7 @@ def run_chaos(settings: ChaosSettings, work_dir: str | os.PathLike[str] | None =
     say = progress or (lambda msg: None)
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="evo-chaos-"))
     work.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("EVO_CRASH_AT",)}
+    env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     emulator = None
     if settings.backend == "gcs":

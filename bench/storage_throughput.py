@@ -33,7 +33,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._procs import (  # noqa: E402
-    MemoryStats, WorkerPool, available_memory_mib, evo, machine_info, preseed, remove_tree, stop_on_sigterm,
+    MemoryStats, WorkerPool, available_memory_mib, births_from_listing, evo, machine_info, preseed, remove_tree,
+    stop_on_sigterm,
 )
 from storage import open_store  # noqa: E402
 
@@ -97,7 +98,7 @@ def measure_point(backend: str, w: int, seconds: float, work: Path, *, populatio
     """Births per second of ``w`` workers on a fresh population (see the module docstring)."""
     say = progress or (lambda msg: None)
     work.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k != "EVO_CRASH_AT"}
+    env = dict(os.environ)
     emulator = None
     if backend == "gcs":
         from bench._emulator import emulator_env, make_bucket, start_emulator
@@ -157,11 +158,7 @@ def measure_point(backend: str, w: int, seconds: float, work: Path, *, populatio
     finally:
         pool.stop()
     try:
-        backend_obj = open_store(url).backend
-        from storage.records import ALIVE, HISTORY, birth_of, parse_alive_name, parse_record_name
-        ids = {i.id for i in (parse_alive_name(n) for n in backend_obj.list(ALIVE)) if i}
-        ids |= {i for i in map(parse_record_name, backend_obj.list(HISTORY)) if i}
-        births = sorted(birth_of(i) for i in ids)
+        births = births_from_listing(url)
         n = bisect_left(births, end) - bisect_left(births, start)
         events = _count_events(events_path, start, end)
         point = {

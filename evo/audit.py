@@ -31,10 +31,9 @@ import os
 from bisect import bisect_left
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
-from storage import Broken, PopulationStore
-from storage.records import birth_of, is_id, parse_record_name
+from storage import Broken, PopulationStore, birth_of, is_id
 
 EVENT_LOG_ENV = "EVO_EVENT_LOG"
 EVENT_KINDS = ("publish", "kill", "race_loss")
@@ -177,28 +176,26 @@ def _collect(store: PopulationStore, problems: list[str]) -> tuple[dict[str, _Li
     Every record is read bounded and checked by the store (DNA against the run's bounds); a
     broken history record still proves that its id died, but not when or from which parent.
     """
-    listed = store.list_alive()
-    commits = {info.id: commit for info, commit in store.scan_alive(listed)}
+    census = store.census()
+    listed, commits = census.listed, census.commits
 
     lives: dict[str, _Life] = {}
-    history, broken = store.scan_history()
-    for rec in history:
+    for rec in census.history:
         ident = rec["id"]
         lives[ident] = _Life(ident, "dead", rec["parent"], birth_of(ident), float(rec["death"]),
                              str(rec["killer"]), float(rec["fitness"]))
     unreadable = 0
-    for b in broken:
-        ident = parse_record_name(b.key.rsplit("/", 1)[-1])
+    for b in census.broken_history:
+        ident = b.id
         if ident is None or ident in lives:
             continue
         unreadable += 1
         problems.append(f"unreadable history record {b.key}: {b.problem}")
         lives[ident] = _Life(ident, "dead", None, birth_of(ident), None)
 
-    quarantine, broken_quarantine = store.scan_quarantine()
-    for b in broken_quarantine:
+    for b in census.broken_quarantine:
         problems.append(f"unreadable quarantine record {b.key}: {b.problem}")
-    for rec in quarantine:
+    for rec in census.quarantine:
         ident = rec["id"]
         if ident in lives:
             continue  # died and was then found corrupt: it left once, by death

@@ -58,7 +58,7 @@ from evo.audit import EventLog
 from evo.config import RunConfig
 from evo.spaces import for_config
 from evo.stopping import StopRequested, StopSignals
-from storage import open_store
+from storage import FaultHook, open_store
 
 log = logging.getLogger("evo.worker")
 
@@ -197,12 +197,12 @@ class Worker:
     """One worker's loop over a population store."""
 
     def __init__(self, options: WorkerOptions, *, on_publish: Callable[[dict], None] | None = None,
-                 evaluator: Any = None, stop: StopSignals | None = None):
+                 evaluator: Any = None, stop: StopSignals | None = None, fault: FaultHook | None = None):
         interval = options.heartbeat_interval
         if not (isinstance(interval, (int, float)) and math.isfinite(interval) and 0 < interval <= 3600):
             raise ValueError(f"heartbeat interval must be in (0, 3600] seconds, got {interval!r}")
         self.options = options
-        store = open_store(options.url)
+        store = open_store(options.url, fault=fault)   # fault: tests' crash points (storage.crash)
         self.config = RunConfig.from_json(store.read_config())
         self.space = for_config(self.config)
         self.store = store.with_run(keep_best=self.config.keep_best, bounds=self.config.bounds,

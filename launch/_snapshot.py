@@ -121,30 +121,27 @@ def _reading(url: str):
 def _read(store, config, url: str, read_alive: bool) -> Snapshot:
     from storage import Broken
 
-    # History first: an individual killed between the two listings then shows as dead,
-    # never as missing.
-    history, broken = store.scan_history()
-    listing = store.list_alive()
-    quarantine, broken_quarantine = store.scan_quarantine()
-    broken += broken_quarantine
-    quarantined = {q["id"] for q in quarantine} | {b.key.rsplit("/", 1)[-1][:-len(".json")]
-                                                   for b in broken_quarantine}
+    census = store.census(read_alive=read_alive)
+    broken = list(census.broken_history + census.broken_quarantine)
+    quarantined = census.quarantined_ids
     records: dict[str, Record] = {}
-    for h in history:
+    for h in census.history:
         records[h["id"]] = Record(
             id=h["id"], parent=h["parent"], mutation=h["mutation"], fitness=float(h["fitness"]),
             birth=float(h["birth"]), alive=False, worker=h["worker"], death=float(h["death"]),
             killer=str(h.get("killer")), dna=h["dna"], metrics=h["metrics"])
-    live = [i for i in listing if i.id not in records and i.id not in quarantined]
-    commits = store.scan_alive(live) if read_alive else ((i, None) for i in live)
-    for info, commit in commits:
+    # A listed individual with a history or quarantine record is a zombie: dead, not alive.
+    for info in census.listed:
+        if info.id in records or info.id in quarantined:
+            continue
+        commit = census.commits.get(info.id)
         if isinstance(commit, Broken):
             broken.append(commit)  # not a record: its name's fitness is not trusted anywhere
         elif commit is None:
             if not read_alive:
                 records[info.id] = Record(id=info.id, parent=None, mutation="?", fitness=info.fitness,
                                           birth=info.birth, alive=True)
-            # else: killed between the listing and the read
+            # else: it left alive/ with no record in history/ or quarantine/: nothing to show
         else:
             records[info.id] = Record(
                 id=info.id, parent=commit["parent"], mutation=commit["mutation"],

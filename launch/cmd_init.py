@@ -202,13 +202,6 @@ def _check_location(url: str) -> None:
         raise UserError(f"{url}: {probe} is a file, not a directory")
 
 
-def _has_individuals(store) -> bool:
-    from storage import TEMP_PREFIX
-    from storage.records import ALIVE, HISTORY
-
-    return any(not name.startswith(TEMP_PREFIX) for folder in (ALIVE, HISTORY) for name in store.backend.list(folder))
-
-
 def check_data(config: RunConfig) -> None:
     """UserError (one line) unless the config's dataset files are there and its batch fits."""
     from evo.data import DatasetError, check_dataset
@@ -231,13 +224,12 @@ def init_run(url: str, config: RunConfig, *, force_new_config: bool = False) -> 
     any check fails. Refuses (UserError) when the store already holds a *different* config.
     """
     from storage import StoreError, open_store
-    from storage.records import CONFIG_KEY
 
     _check_location(url)
     try:
         store = open_store(url)
-        if not store.backend.exists(CONFIG_KEY):
-            if _has_individuals(store) and not force_new_config:
+        if not store.has_config():
+            if store.has_individuals() and not force_new_config:
                 raise UserError(f"{url} holds individuals but no config.json (deleted?); writing a new one "
                                 "would change the run under them: use --force-new-config if you mean it")
             check_data(config)
@@ -296,11 +288,10 @@ def ensure_run(url: str, args: argparse.Namespace) -> None:
     """Initialise the population from the run options when it has no config yet, or when
     options were given (then they must match the stored config, as for `evo launch`)."""
     from storage import StoreError, open_store
-    from storage.records import CONFIG_KEY
 
     _check_location(url)
     try:
-        exists = open_store(url).backend.exists(CONFIG_KEY)
+        exists = open_store(url).has_config()
     except StoreError as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:

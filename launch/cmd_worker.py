@@ -53,6 +53,17 @@ def _interval(text: str) -> float:
     return value
 
 
+def crash_point(text: str):
+    """The fault hook of ``--crash-at POINT[#N]`` (``storage.crash_hook``); an argparse error
+    naming the valid points otherwise."""
+    from storage import crash_hook
+
+    try:
+        return crash_hook(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     from evo.config import ConfigError
     from evo.stopping import StopSignals
@@ -70,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
                             log_path=own_log_path())
     try:
         with StopSignals(STOP_SIGNALS) as stop:
-            stats = run_worker(options, stop=stop)
+            stats = run_worker(options, stop=stop, fault=args.crash_at)
     except ConfigError as exc:
         raise UserError(f"{args.url}/config.json: {exc}") from None
     except RuntimeError as exc:
@@ -98,4 +109,6 @@ def register(sub) -> None:
     p.add_argument("--heartbeat-seconds", type=_interval, default=10.0, metavar="SECONDS",
                    help="seconds between heartbeats; evo status calls a worker lost after 5 missed (default 10)")
     p.add_argument("--quiet", action="store_true", help="only warnings")
+    # Tests only: SIGKILL this worker at a step of the store's protocols (storage.crash.POINTS).
+    p.add_argument("--crash-at", type=crash_point, metavar="POINT[#N]", help=argparse.SUPPRESS)
     p.set_defaults(func=run)

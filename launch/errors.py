@@ -17,7 +17,7 @@ def one_line_errors() -> tuple[type[Exception], ...]:
     from dna import DNAError
     from evo.config import ConfigError
     from evo.data import DatasetError
-    from storage.backend import StoreError
+    from storage import StoreError
 
     return (UserError, StoreError, ConfigError, DatasetError, DNAError)
 

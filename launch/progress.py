@@ -64,16 +64,11 @@ def summarize(store, url: str, log_dir, resume: str | None = None) -> str:
 
     ``resume``: the command that starts the workers again (default: the local launcher's).
     """
-    alive = store.list_alive()
-    history = store.read_history()
+    census = store.census()
+    alive, history = census.listed, census.history
     best = max(alive, key=lambda p: p.fitness, default=None)
-    initial = [r["fitness"] for r in history if r.get("mutation") == "initial"]
-    for p in alive:
-        ind = None
-        if not initial:
-            ind = store.read_individual(p)
-            if ind is not None and ind.mutation == "initial":
-                initial.append(ind.fitness)
+    initial = [r["fitness"] for r in history if r["mutation"] == "initial"] or \
+        [c["fitness"] for c in census.commits.values() if isinstance(c, dict) and c["mutation"] == "initial"]
     lines = ["", f"run: {url}",
              f"  individuals born {len(alive) + len(history)}, alive {len(alive)}"]
     if best is not None:

@@ -7,6 +7,11 @@ workers read and write without a coordinator or locks.
     store.kill(info, worker=me)                          # True for exactly one caller
     store.publish(child.to_dict(), weights, parent=ind.id, mutation=..., fitness=..., worker=me)
 
+Readers of the whole population (status, plots, audits, benchmarks) use the store's reading
+API, never the backend or the record formats: ``census()`` (every individual, one consistent
+pass), ``scan_alive()``, ``scan_history()``, ``scan_quarantine()``, ``births()``,
+``list_workers()``; broken entries come back as :class:`Broken`, never raised.
+
 Torch-free (weights are opaque safetensors bytes here). See docs/layout.md for the files and
 protocols. ``open_store`` imports gcsfs only for ``gs://`` URLs.
 """
@@ -14,26 +19,39 @@ protocols. ``open_store`` imports gcsfs only for ``gs://`` URLs.
 from __future__ import annotations
 
 import os
+
 from .backend import TEMP_PREFIX, Backend, Entry, StoreError, UnreadableEntry
 from .check import CheckReport
+from .crash import POINTS as CRASH_POINTS
+from .crash import CrashAt, FaultHook, crash_hook
 from .local import LocalBackend
 from .memory import MemoryBackend
-from .population import DnaValidator, PopulationStore
+from .population import PopulationStore
+from .readers import Census
 from .reading import Broken
 from .records import CorruptRecord, Individual, IndividualInfo, birth_of, dna_hash, is_id
 from .safetensors_check import safetensors_header_ok, safetensors_problem
+from .verify import DnaValidator
 
 __all__ = [
-    "open_store", "open_backend", "PopulationStore", "IndividualInfo", "Individual",
-    "CheckReport", "StoreError", "CorruptRecord", "Backend", "Entry", "LocalBackend",
-    "MemoryBackend", "DnaValidator", "safetensors_header_ok", "safetensors_problem",
-    "dna_hash", "birth_of", "is_id", "TEMP_PREFIX", "Broken", "UnreadableEntry",
+    # opening a store, and the store
+    "open_store", "open_backend", "PopulationStore", "StoreError", "DnaValidator",
+    # what readers get back
+    "IndividualInfo", "Individual", "Census", "Broken", "CheckReport", "CorruptRecord",
+    "is_id", "birth_of", "dna_hash", "safetensors_header_ok", "safetensors_problem",
+    # backends (a store is built over one)
+    "Backend", "Entry", "LocalBackend", "MemoryBackend", "UnreadableEntry", "TEMP_PREFIX",
+    # fault injection (tests, and the hidden ``evo worker --crash-at``)
+    "FaultHook", "CrashAt", "crash_hook", "CRASH_POINTS",
 ]
 
 
-def open_backend(url: str) -> Backend:
+def open_backend(url: str, *, fault: FaultHook | None = None) -> Backend:
     """The backend for a store URL: ``/path``, ``relative/path``, ``file:///path``,
-    ``gs://bucket/prefix`` or ``memory://name``. StoreError (one line) for anything else."""
+    ``gs://bucket/prefix`` or ``memory://name``. StoreError (one line) for anything else.
+
+    ``fault``: the fault hook of the local backend's temp-file steps (others have none).
+    """
     if not isinstance(url, str) or not url.strip():
         raise StoreError("empty store URL")
     url = url.strip()
@@ -56,21 +74,23 @@ def open_backend(url: str) -> Backend:
             raise StoreError(f"bad file URL {url!r} (use file:///absolute/path)")
         if os.path.exists("/" + path) and not os.path.isdir("/" + path):
             raise StoreError(f"{url} is a file, not a population directory")
-        return LocalBackend("/" + path)
+        return LocalBackend("/" + path, fault=fault)
     if "://" in url:
         scheme = url.split("://", 1)[0]
         raise StoreError(f"unsupported store URL scheme {scheme!r} in {url!r} "
                          "(use a path, file://, gs:// or memory://)")
     if os.path.exists(url) and not os.path.isdir(url):
         raise StoreError(f"{url} is a file, not a population directory")
-    return LocalBackend(url)
+    return LocalBackend(url, fault=fault)
 
 
-def open_store(url: str, *, keep_best: int = 0,
-               dna_validator: DnaValidator | None = None) -> PopulationStore:
+def open_store(url: str, *, keep_best: int = 0, dna_validator: DnaValidator | None = None,
+               fault: FaultHook | None = None) -> PopulationStore:
     """The population store at ``url`` (see :func:`open_backend` for the URL forms).
 
-    Opening creates nothing; directories appear as objects are written.
+    Opening creates nothing; directories appear as objects are written. ``fault``: a fault
+    hook (:func:`crash_hook`) called at every step boundary of the store's protocols, the
+    backend's included; tests only.
     """
-    return PopulationStore(open_backend(url), keep_best=keep_best, dna_validator=dna_validator)
-
+    return PopulationStore(open_backend(url, fault=fault), keep_best=keep_best,
+                           dna_validator=dna_validator, fault=fault)

@@ -97,6 +97,13 @@ def moved_key(dirname: str, name: str) -> str:
     return f"{MOVED_DIR}/{safe}.{secrets.token_hex(4)}"
 
 
+def split_key(key: str) -> tuple[str, str]:
+    """``(folder, name)`` of a safe key (see :func:`check_key`): ``"alive/x.json"`` gives
+    ``("alive", "x.json")``, a key without a folder ``("", key)``."""
+    dirname, _, name = check_key(key).rpartition("/")
+    return dirname, name
+
+
 def check_dir(dirname: str) -> str:
     """Like :func:`check_key` for a directory; ``""`` means the store's root."""
     return dirname if dirname == "" else check_key(dirname)

@@ -1,16 +1,20 @@
-"""Injectable crash points, so tests can SIGKILL a writer at an exact step of a protocol.
+"""Fault hooks: the store calls one at each step boundary of its protocols, so that tests can
+SIGKILL a writer at an exact step (and check that nothing torn is ever visible).
 
-``EVO_CRASH_AT=publish:after_payload`` makes the process kill itself with SIGKILL the first
-time it reaches that point; ``EVO_CRASH_AT=kill:after_claim#3`` the third time. Only the
-tests' subprocesses set the variable; with it unset a crash point costs one dict lookup.
+A fault hook is any callable ``hook(point)``; the store and the local backend call it with
+the names in :data:`POINTS`. It is a collaborator passed in by whoever builds the store
+(``open_store(url, fault=crash_hook("kill:after_claim"))``); nothing here reads the
+environment. Without one, a point costs one call of :func:`no_fault`.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 
-ENV_VAR = "EVO_CRASH_AT"
+FaultHook = Callable[[str], None]
+"""Called with the name of each step boundary the store reaches; may kill the process."""
 
 # Every crash point in the storage code, in protocol order (tests iterate over these).
 POINTS = (
@@ -26,17 +30,41 @@ POINTS = (
     "quarantine:after_record", # quarantine record created, alive entry still there
 )
 
-_hits: dict[str, int] = {}
+
+def no_fault(point: str) -> None:
+    """The hook of a store nobody injects faults into: does nothing."""
 
 
-def crash_point(name: str) -> None:
-    """Die at once with SIGKILL if ``$EVO_CRASH_AT`` names this point (and hit count)."""
-    target = os.environ.get(ENV_VAR)
-    if not target:
-        return
-    point, _, nth = target.partition("#")
-    if point != name:
-        return
-    _hits[name] = _hits.get(name, 0) + 1
-    if _hits[name] >= int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+class CrashAt:
+    """A fault hook that kills this process with SIGKILL the ``nth`` time it reaches ``point``."""
+
+    def __init__(self, point: str, nth: int = 1):
+        if point not in POINTS:
+            raise ValueError(f"unknown crash point {point!r} (one of: {', '.join(POINTS)})")
+        if isinstance(nth, bool) or not isinstance(nth, int) or nth < 1:
+            raise ValueError(f"the hit count of a crash point must be a whole number >= 1, got {nth!r}")
+        self.point, self.nth = point, nth
+        self.hits = 0
+
+    def __call__(self, point: str) -> None:
+        if point != self.point:
+            return
+        self.hits += 1
+        if self.hits >= self.nth:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def __repr__(self) -> str:
+        return f"CrashAt({self.point!r}, {self.nth})"
+
+
+def crash_hook(spec: str) -> CrashAt:
+    """The hook for ``POINT`` (die the first time there) or ``POINT#N`` (the N-th time).
+
+    ValueError (one line, naming the valid points) for anything else.
+    """
+    if not isinstance(spec, str):
+        raise ValueError(f"not a crash point: {spec!r}")
+    point, hash_sign, nth = spec.strip().partition("#")
+    if hash_sign and not nth.isdigit():
+        raise ValueError(f"bad crash point {spec!r}: use POINT or POINT#N with N >= 1")
+    return CrashAt(point, int(nth) if hash_sign else 1)

@@ -152,34 +152,29 @@ class GCSBackend(Backend):
         except FileNotFoundError:
             return False
 
-    def _ls(self, dirname: str) -> list[dict[str, Any]]:
+    def _ls(self, dirname: str, kind: str = "file") -> list[tuple[str, dict[str, Any]]]:
+        """(name, gcsfs info) of the objects (``kind="file"``) or prefixes (``"directory"``)
+        directly under ``dirname``, listed afresh (no cache)."""
         base = self._dirpath(dirname)
         try:
             entries = self._fs.ls(base, detail=True, refresh=True)
         except FileNotFoundError:
             return []
         prefix = base + "/"
-        return [e for e in entries
-                if e.get("type") == "file" and e["name"].startswith(prefix)
-                and "/" not in e["name"][len(prefix):]]
+        named = [(e["name"][len(prefix):], e) for e in entries
+                 if e.get("type") == kind and e["name"].startswith(prefix)]
+        if kind == "directory":  # a prefix's name may end with "/"
+            return [(name.rstrip("/"), e) for name, e in named]
+        return [(name, e) for name, e in named if "/" not in name]
 
     def list(self, dirname: str) -> list[str]:
-        cut = len(self._dirpath(dirname)) + 1
-        return [e["name"][cut:] for e in self._ls(dirname)]
+        return [name for name, _ in self._ls(dirname)]
 
     def list_detail(self, dirname: str) -> list[Entry]:
-        cut = len(self._dirpath(dirname)) + 1
-        return [Entry(e["name"][cut:], _mtime(e), int(e.get("size", 0))) for e in self._ls(dirname)]
+        return [Entry(name, _mtime(e), int(e.get("size", 0))) for name, e in self._ls(dirname)]
 
     def list_foreign(self, dirname: str) -> list[Foreign]:
-        base = self._dirpath(dirname)
-        try:
-            entries = self._fs.ls(base, detail=True, refresh=True)
-        except FileNotFoundError:
-            return []
-        prefix = base + "/"
-        return [Foreign(e["name"][len(prefix):].rstrip("/"), "a directory")
-                for e in entries if e.get("type") == "directory" and e["name"].startswith(prefix)]
+        return [Foreign(name, "a directory") for name, _ in self._ls(dirname, "directory")]
 
     def move_aside(self, dirname: str, name: str, target: str | None = None) -> str:
         if not name or "/" in name or name in (".", ".."):

@@ -28,9 +28,9 @@ from collections.abc import Iterator
 
 from .backend import (
     MAX_RECORD_BYTES, TEMP_PREFIX, Backend, Entry, Foreign, UnreadableEntry, check_dir, check_key,
-    moved_key,
+    moved_key, split_key,
 )
-from .crash import crash_point
+from .crash import FaultHook, no_fault
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
@@ -69,11 +69,16 @@ def _problem(exc: OSError) -> str:
 
 
 class LocalBackend(Backend):
-    """A population directory on a local or NFS file system."""
+    """A population directory on a local or NFS file system.
 
-    def __init__(self, root: str | os.PathLike[str]):
+    ``fault``: called at the temp-file steps of ``write`` and ``create`` (tests kill the
+    process there; see :mod:`storage.crash`).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, fault: FaultHook | None = None):
         self.root = os.path.abspath(os.fspath(root))
         self.url = "file://" + self.root
+        self._fault = fault or no_fault
 
     # ----- folders, opened without following anything -----
     @contextlib.contextmanager
@@ -118,14 +123,9 @@ class LocalBackend(Backend):
         finally:
             os.close(fd)
 
-    @staticmethod
-    def _split(key: str) -> tuple[str, str]:
-        dirname, _, name = check_key(key).rpartition("/")
-        return dirname, name
-
     # ----- reading -----
     def read(self, key: str, max_bytes: int = MAX_RECORD_BYTES) -> bytes:
-        dirname, name = self._split(key)
+        dirname, name = split_key(key)
         with self._folder(dirname) as dfd:
             if dfd is None:
                 raise FileNotFoundError(errno.ENOENT, "no such object", key)
@@ -161,7 +161,7 @@ class LocalBackend(Backend):
             os.close(fd)
 
     def stat(self, key: str) -> Entry | None:
-        dirname, name = self._split(key)
+        dirname, name = split_key(key)
         with self._folder(dirname) as dfd:
             if dfd is None:
                 return None
@@ -218,8 +218,9 @@ class LocalBackend(Backend):
                 if st is not None and not stat_mode.S_ISREG(st.st_mode)]
 
     # ----- writing -----
-    def _write_temp(self, dfd: int, name: str, data: bytes) -> str:
-        """Write ``data`` to a fresh temp file in the folder ``dfd``, fsynced; return its name."""
+    def _write_temp(self, dfd: int, name: str, data: bytes, point: str) -> str:
+        """Write ``data`` to a fresh temp file in the folder ``dfd``, fsynced; return its name
+        (after calling the fault hook with ``point``)."""
         tmp = f"{TEMP_PREFIX}{name}.{secrets.token_hex(8)}"
         fd = os.open(tmp, _TEMP_FLAGS, 0o644, dir_fd=dfd)
         try:
@@ -232,13 +233,13 @@ class LocalBackend(Backend):
             _unlink_quietly(tmp, dfd)
             raise
         os.close(fd)
+        self._fault(point)
         return tmp
 
     def write(self, key: str, data: bytes) -> None:
-        dirname, name = self._split(key)
+        dirname, name = split_key(key)
         with self._folder(dirname, create=True) as dfd:
-            tmp = self._write_temp(dfd, name, data)
-            crash_point("write:after_temp")
+            tmp = self._write_temp(dfd, name, data, "write:after_temp")
             try:
                 os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
             except BaseException:
@@ -246,10 +247,9 @@ class LocalBackend(Backend):
                 raise
 
     def create(self, key: str, data: bytes) -> bool:
-        dirname, name = self._split(key)
+        dirname, name = split_key(key)
         with self._folder(dirname, create=True) as dfd:
-            tmp = self._write_temp(dfd, name, data)
-            crash_point("create:after_temp")
+            tmp = self._write_temp(dfd, name, data, "create:after_temp")
             try:
                 try:
                     os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
@@ -257,27 +257,21 @@ class LocalBackend(Backend):
                 except FileExistsError:
                     # NFS: a resent LINK after a lost reply says EEXIST although it worked.
                     won = os.stat(tmp, dir_fd=dfd, follow_symlinks=False).st_nlink == 2
-                crash_point("create:after_link")
+                self._fault("create:after_link")
             finally:
                 _unlink_quietly(tmp, dfd)
         return won
 
     def delete(self, key: str) -> bool:
-        dirname, name = self._split(key)
-        with self._folder(dirname) as dfd:
-            if dfd is None:
-                return False
-            try:
-                os.unlink(name, dir_fd=dfd)
-                return True
-            except OSError as exc:
-                if _absent(exc):
-                    return False
-                raise
+        return self._unlink(*split_key(key))
 
     def delete_temp(self, dirname: str, name: str) -> bool:
         if not name.startswith(TEMP_PREFIX) or "/" in name or name in (".", ".."):
             raise ValueError(f"not a temporary file name: {name!r}")
+        return self._unlink(dirname, name)
+
+    def _unlink(self, dirname: str, name: str) -> bool:
+        """Remove the entry ``name`` of the folder ``dirname``; True if it was there."""
         with self._folder(dirname) as dfd:
             if dfd is None:
                 return False
@@ -294,7 +288,7 @@ class LocalBackend(Backend):
             raise ValueError(f"not an entry name: {name!r}")
         target = target or moved_key(dirname, name)
         check_key(target)
-        target_dir, target_name = self._split(target)
+        target_dir, target_name = split_key(target)
         with self._folder(dirname) as src, self._folder(target_dir, create=True) as dst:
             if src is None:
                 raise FileNotFoundError(errno.ENOENT, "no such entry", f"{dirname}/{name}")

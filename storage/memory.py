@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 
-from .backend import MAX_RECORD_BYTES, Backend, Entry, UnreadableEntry, check_dir, check_key, moved_key
+from .backend import MAX_RECORD_BYTES, Backend, Entry, UnreadableEntry, check_dir, check_key, moved_key, split_key
 
 _LOCK = threading.Lock()
 # store name -> directory -> object name -> (data, mtime)
@@ -25,13 +25,8 @@ class MemoryBackend(Backend):
         with _LOCK:
             self._dirs = _STORES.setdefault(name, {})
 
-    @staticmethod
-    def _split(key: str) -> tuple[str, str]:
-        directory, _, name = check_key(key).rpartition("/")
-        return directory, name
-
     def read(self, key: str, max_bytes: int = MAX_RECORD_BYTES) -> bytes:
-        directory, name = self._split(key)
+        directory, name = split_key(key)
         with _LOCK:
             item = self._dirs.get(directory, {}).get(name)
         if item is None:
@@ -41,7 +36,7 @@ class MemoryBackend(Backend):
         return item[0]
 
     def stat(self, key: str) -> Entry | None:
-        directory, name = self._split(key)
+        directory, name = split_key(key)
         with _LOCK:
             item = self._dirs.get(directory, {}).get(name)
         return None if item is None else Entry(name, item[1], len(item[0]))
@@ -56,12 +51,12 @@ class MemoryBackend(Backend):
         return [Entry(name, mtime, len(data)) for name, (data, mtime) in items]
 
     def write(self, key: str, data: bytes) -> None:
-        directory, name = self._split(key)
+        directory, name = split_key(key)
         with _LOCK:
             self._dirs.setdefault(directory, {})[name] = (bytes(data), time.time())
 
     def create(self, key: str, data: bytes) -> bool:
-        directory, name = self._split(key)
+        directory, name = split_key(key)
         with _LOCK:
             objects = self._dirs.setdefault(directory, {})
             if name in objects:
@@ -70,14 +65,14 @@ class MemoryBackend(Backend):
             return True
 
     def delete(self, key: str) -> bool:
-        directory, name = self._split(key)
+        directory, name = split_key(key)
         with _LOCK:
             return self._dirs.get(directory, {}).pop(name, None) is not None
 
     def move_aside(self, dirname: str, name: str, target: str | None = None) -> str:
         target = target or moved_key(dirname, name)
         check_key(target)
-        target_dir, target_name = self._split(target)
+        target_dir, target_name = split_key(target)
         with _LOCK:
             item = self._dirs.get(check_dir(dirname), {}).pop(name, None)
             if item is None:

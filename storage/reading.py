@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backend import MAX_RECORD_BYTES, Backend, UnreadableEntry
-from .records import CorruptRecord, loads
+from .records import CorruptRecord, id_of_key, loads
 
 READ_BATCH = 500  # keys per read_many: bounds memory on runs of 10^5 individuals
 
@@ -25,6 +25,11 @@ class Broken:
     key: str
     problem: str
     kind: str = "corrupt"   # "unreadable" (cannot be read as it is) or "corrupt" (read, did not check out)
+
+    @property
+    def id(self) -> str | None:
+        """The individual the entry belongs to, when its name says (None: it does not)."""
+        return id_of_key(self.key)
 
 
 def read_json(backend: Backend, keys: Iterable[str], what: str, *,

@@ -171,6 +171,20 @@ def parse_record_name(name: str) -> str | None:
     return m.group(1) if m else None
 
 
+def id_of_key(key: str) -> str | None:
+    """The id of the individual an entry of ``alive/``, ``kept/``, ``payload/``, ``history/``
+    or ``quarantine/`` belongs to, from its name alone; None for any other key."""
+    dirname, _, name = key.rpartition("/")
+    if dirname in (ALIVE, KEPT):
+        info = parse_alive_name(name)
+        return info.id if info else None
+    if dirname == PAYLOAD:
+        return parse_payload_name(name)
+    if dirname in (HISTORY, QUARANTINE):
+        return parse_record_name(name)
+    return None
+
+
 def is_safe_name(text: Any) -> bool:
     """True if ``text`` may name a worker or a marker (and so an object)."""
     return isinstance(text, str) and _SAFE_NAME.fullmatch(text) is not None

@@ -159,9 +159,10 @@ class WeightsAfterCommit(DelegatingBackend):
     """WRONG on purpose (negative control for the crash tests): weights are written only
     after the next create, i.e. the commit becomes visible before its payload exists."""
 
-    def __init__(self, inner: Backend):
+    def __init__(self, inner: Backend, fault: storage.FaultHook | None = None):
         super().__init__(inner)
         self._pending: list[tuple[str, bytes]] = []
+        self._fault = fault or (lambda point: None)
 
     def write(self, key: str, data: bytes) -> None:
         if key.startswith("payload/"):
@@ -171,8 +172,7 @@ class WeightsAfterCommit(DelegatingBackend):
 
     def create(self, key: str, data: bytes) -> bool:
         won = self.inner.create(key, data)
-        from storage.crash import crash_point
-        crash_point("publish:after_commit")  # the publish's own point comes too late here
+        self._fault("publish:after_commit")  # the publish's own point comes too late here
         for pending in self._pending:
             self.inner.write(*pending)
         self._pending.clear()
@@ -183,11 +183,17 @@ PRIMITIVES = {"correct": None, "overwrite": OverwritingCreate, "check_then_write
               "weights_after_commit": WeightsAfterCommit}
 
 
-def open_test_store(url: str, primitive: str = "correct", **kwargs: Any) -> storage.PopulationStore:
-    """A store on ``url`` whose create primitive is the real one or a deliberately wrong one."""
-    backend = storage.open_backend(url)
+def open_test_store(url: str, primitive: str = "correct", fault: storage.FaultHook | None = None,
+                    **kwargs: Any) -> storage.PopulationStore:
+    """A store on ``url`` whose create primitive is the real one or a deliberately wrong one;
+    ``fault``: its fault hook (the backend's and the store's)."""
+    backend = storage.open_backend(url, fault=fault)
     wrong = PRIMITIVES[primitive]
-    return storage.PopulationStore(wrong(backend) if wrong else backend, **kwargs)
+    if wrong is WeightsAfterCommit:
+        backend = WeightsAfterCommit(backend, fault)
+    elif wrong is not None:
+        backend = wrong(backend)
+    return storage.PopulationStore(backend, fault=fault, **kwargs)
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
@@ -195,7 +201,6 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(TESTS), env.get("PYTHONPATH", "")])
     env.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-    env.pop("EVO_CRASH_AT", None)
     env.update(extra)
     return env
 

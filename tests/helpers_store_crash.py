@@ -1,12 +1,14 @@
 """Writer process for the crash and corruption tests (run by the tests as a subprocess).
 
+    python helpers_store_crash.py [--crash-at POINT[#N]] COMMAND ARGS...
     python helpers_store_crash.py publish URL COUNT [PRIMITIVE]  # publish COUNT individuals
     python helpers_store_crash.py kill URL ID [KEEP_BEST] # kill one individual
     python helpers_store_crash.py churn URL SEED          # publish/kill forever (until SIGKILLed)
     python helpers_store_crash.py worker URL SEED STEPS   # a tournament-selection worker loop
 
-Tests set EVO_CRASH_AT to make it SIGKILL itself at a chosen step, or SIGKILL it at random
-times. ``worker`` prints a JSON summary and must survive corrupt individuals.
+Tests pass ``--crash-at`` to make it SIGKILL itself at a chosen step (its store is built with
+that fault hook, ``storage.crash_hook``), or SIGKILL it at random times. ``worker`` prints a
+JSON summary and must survive corrupt individuals.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ import storage
 from helpers_store import dna_dict, open_test_store, publish_random, weights_blob
 
 
+FAULT: storage.FaultHook | None = None  # from --crash-at
+
+
 def publish(url: str, count: str, primitive: str = "correct") -> int:
-    store = open_test_store(url, primitive)
+    store = open_test_store(url, primitive, fault=FAULT)
     rng = np.random.default_rng()
     for _ in range(int(count)):
         info, _, _ = publish_random(store, rng, worker="crash-writer")
@@ -30,14 +35,14 @@ def publish(url: str, count: str, primitive: str = "correct") -> int:
 
 
 def kill(url: str, ident: str, keep_best: str = "0") -> int:
-    store = storage.open_store(url, keep_best=int(keep_best))
+    store = storage.open_store(url, keep_best=int(keep_best), fault=FAULT)
     print(store.kill(ident, worker="crash-killer"), flush=True)
     return 0
 
 
 def churn(url: str, seed: str) -> int:
     """Keep a population of about 8 alive: publish a child, kill the oldest, forever."""
-    store = storage.open_store(url, keep_best=2)
+    store = storage.open_store(url, keep_best=2, fault=FAULT)
     rng = np.random.default_rng(int(seed))
     step = 0
     while True:
@@ -54,7 +59,7 @@ def churn(url: str, seed: str) -> int:
 
 def worker(url: str, seed: str, steps: str) -> int:
     """Pairwise tournament (as in the paper): the worse of two dies, the better has a child."""
-    store = storage.open_store(url)
+    store = storage.open_store(url, fault=FAULT)
     rng = np.random.default_rng(int(seed))
     counts = {"steps": 0, "unreadable": 0, "kills": 0, "children": 0}
     for _ in range(int(steps)):
@@ -79,5 +84,9 @@ def worker(url: str, seed: str, steps: str) -> int:
 
 
 if __name__ == "__main__":
-    command, *args = sys.argv[1:]
+    argv = sys.argv[1:]
+    if argv[:1] == ["--crash-at"]:
+        FAULT = storage.crash_hook(argv[1])
+        argv = argv[2:]
+    command, *args = argv
     sys.exit({"publish": publish, "kill": kill, "churn": churn, "worker": worker}[command](*args))

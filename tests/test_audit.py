@@ -32,10 +32,10 @@ def init(url: str, population: int = 12) -> None:
     assert open_store(url).init_config(config.to_json())
 
 
-def run_workers(url: str, n: int, each: int, events: Path, extra_env: dict | None = None) -> list[int]:
-    env = dict(os.environ, EVO_EVENT_LOG=str(events), **(extra_env or {}))
+def run_workers(url: str, n: int, each: int, events: Path, extra_args: tuple[str, ...] = ()) -> list[int]:
+    env = dict(os.environ, EVO_EVENT_LOG=str(events))
     procs = [subprocess.Popen([sys.executable, "-m", "launch", "worker", url, "--max-individuals", str(each),
-                               "--quiet", "--index", str(i)], cwd=REPO, env=env,
+                               "--quiet", "--index", str(i), *extra_args], cwd=REPO, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
              for i in range(n)]
     return [p.wait(timeout=120) for p in procs]
@@ -179,7 +179,7 @@ def test_a_zombie_left_by_a_crashed_killer_is_debris_not_a_violation(tmp_path):
     init(url, population=5)
     events = tmp_path / "events.jsonl"
     assert run_workers(url, 1, 5, events) == [0]            # seeded
-    codes = run_workers(url, 1, 3, events, {"EVO_CRASH_AT": "kill:after_claim"})
+    codes = run_workers(url, 1, 3, events, ("--crash-at", "kill:after_claim"))
     assert codes == [-9]                                     # died holding its claim
     r = json.loads(evo_audit(url, "--json", "--events", str(events)).stdout)
     assert r["ok"], r["problems"]

@@ -29,8 +29,7 @@ def _population(url: str, **config) -> tuple[storage.PopulationStore, list[stora
 
 
 def _crash_publisher(url: str) -> None:
-    proc = start_helper("helpers_store_crash.py", "publish", url, "1",
-                        env=subprocess_env(EVO_CRASH_AT="publish:after_payload"))
+    proc = start_helper("helpers_store_crash.py", "--crash-at", "publish:after_payload", "publish", url, "1")
     proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL
 
@@ -74,8 +73,7 @@ def test_crash_leftovers_are_reported_then_repaired(url):
 
 def test_zombie_and_human_output(url):
     store, (victim, *_) = _population(url)
-    proc = start_helper("helpers_store_crash.py", "kill", url, victim.id,
-                        env=subprocess_env(EVO_CRASH_AT="kill:after_claim"))
+    proc = start_helper("helpers_store_crash.py", "--crash-at", "kill:after_claim", "kill", url, victim.id)
     proc.communicate(timeout=120)
     r = evo("check", url, "--grace", "0")
     assert r.returncode == 1

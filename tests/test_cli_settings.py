@@ -136,9 +136,9 @@ def test_bounds_refuse_what_has_no_meaning(changes, words):
 
 def test_synthetic_runs_may_train_zero_steps_and_storage_still_imports():
     assert RunConfig(dataset="synthetic", train=TrainSettings(steps=0)).train.steps == 0
-    import storage.population  # its structure-only Bounds are far wider than any run's
+    import storage.verify  # its structure-only Bounds are far wider than any run's
 
-    assert storage.population.STRUCTURE_ONLY.max_channels > 65536
+    assert storage.verify.STRUCTURE_ONLY.max_channels > 65536
 
 
 def test_config_json_is_validated_like_options():
@@ -389,6 +389,9 @@ def test_worker_limits_are_checked_by_every_launcher(capsys, tmp_path, prog, com
     (["best", "{pop}", "--cells", "0"], "--cells"),
     (["evaluate", "{pop}", "--batch-size", "0"], "--batch-size"),
     (["evaluate", "{pop}", "--device", "auto"], "--device"),
+    (["worker", "{pop}", "--crash-at", "kill:after_clam"], "unknown crash point 'kill:after_clam' (one of: "),
+    (["worker", "{pop}", "--crash-at", "kill:after_claim#0"], "hit count of a crash point must be"),
+    (["worker", "{pop}", "--crash-at", "kill:after_claim#x"], "use POINT or POINT#N with N >= 1"),
 ])
 def test_other_option_values_are_checked(capsys, tmp_path, argv, words):
     refused(capsys, *[a.format(pop=tmp_path / "pop") for a in argv], words=(words,))
@@ -469,6 +472,7 @@ def test_version_and_hidden_commands(capsys):
     assert "launch-" not in err
     code, out, _ = run(capsys, "launch", "slurm", "--help")
     assert code == 0 and out.startswith("usage: evo launch slurm")
+    assert "--crash-at" not in all_parsers()["evo worker"].format_help()  # a test hook: hidden
 
 
 # ----- what the terminal gets -----

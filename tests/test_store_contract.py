@@ -23,7 +23,7 @@ from safetensors.numpy import save as save_safetensors
 import dna
 import storage
 from helpers_store import (
-    CountingBackend, dna_dict, publish_random, temp_files, weights_blob,
+    CountingBackend, DelegatingBackend, dna_dict, publish_random, temp_files, weights_blob,
 )
 from storage.records import birth_of
 
@@ -296,6 +296,59 @@ def test_quarantine_moves_an_individual_aside_with_its_reason(store):
     assert rec["commit"]["id"] == info.id
     report = store.check(grace_seconds=0)
     assert report.ok and report.quarantined == 1 and report.orphans == 0  # weights kept, not orphans
+
+
+def test_census_reads_every_individual_once_and_names_what_is_broken(store):
+    rng = np.random.default_rng(12)
+    assert not store.has_config() and not store.has_individuals()
+    store.init_config("{}")
+    assert store.has_config() and not store.has_individuals()
+    dead, quarantined, broken, whole = (publish_random(store, rng)[0] for _ in range(4))
+    assert store.has_individuals()
+    store.kill(dead, worker="w")
+    store.quarantine(quarantined, "test")
+    store.backend.write(broken.key, b"{not json")
+    lost = "20250101T000000.000000Z-0badf00d"
+    store.backend.write(f"history/{lost}.json", b"[]")  # a history entry that is no record
+
+    census = store.census()
+    assert census.listed == (broken, whole)
+    assert census.commits[whole.id]["id"] == whole.id
+    assert isinstance(census.commits[broken.id], storage.Broken)
+    assert census.commits[broken.id].id == broken.id and "JSON" in census.commits[broken.id].problem
+    assert [h["id"] for h in census.history] == [dead.id] and census.history[0]["killer"] == "w"
+    assert [q["id"] for q in census.quarantine] == [quarantined.id]
+    assert [b.id for b in census.broken_history] == [lost] and census.broken_quarantine == ()
+    assert census.dead_ids == {dead.id, lost} and census.quarantined_ids == {quarantined.id}
+    assert store.list_alive() == [broken, whole]  # a census reads; it quarantines nothing
+    assert store.census(read_alive=False).commits == {}
+    assert store.births() == sorted(birth_of(i) for i in (dead.id, lost, broken.id, whole.id))
+
+
+class _KillsAfterTheListing(DelegatingBackend):
+    """A real backend on which another worker kills ``victim`` right after the first listing
+    of ``alive/`` (the moment a reader is most exposed to losing it)."""
+
+    def __init__(self, inner, victim):
+        super().__init__(inner)
+        self.victim = victim
+
+    def list(self, dirname: str) -> list[str]:
+        names = self.inner.list(dirname)
+        if dirname == "alive" and self.victim is not None:
+            victim, self.victim = self.victim, None
+            assert storage.PopulationStore(self.inner).kill(victim, worker="meanwhile")
+        return names
+
+
+def test_an_individual_killed_during_a_census_is_dead_never_missing(store_url):
+    rng = np.random.default_rng(13)
+    store = storage.open_store(store_url)
+    victim, other = (publish_random(store, rng)[0] for _ in range(2))
+    census = storage.PopulationStore(_KillsAfterTheListing(store.backend, victim)).census()
+    assert census.listed == (victim, other)
+    assert census.commits[victim.id] is None  # gone before its commit was read...
+    assert victim.id in census.dead_ids       # ...and found in the history listed after
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -1,9 +1,9 @@
 """Writers killed with SIGKILL never leave a torn individual visible; ``check`` finds what
 they left behind and ``check(repair=True)`` removes it.
 
-Two kinds of crash: at every step boundary of publish and kill (the injectable crash points
-of ``storage.crash``, read from EVO_CRASH_AT in the subprocess only), and at random times in
-a publish/kill loop. On a local directory and on the GCS emulator.
+Two kinds of crash: at every step boundary of publish and kill (the crash points of
+``storage.crash``: the subprocess builds its store with ``crash_hook(point)``), and at random
+times in a publish/kill loop. On a local directory and on the GCS emulator.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 
 import storage
-from helpers_store import (
-    publish_random, referenced_payloads, start_helper, subprocess_env, temp_files,
-)
-from storage.crash import POINTS
+from helpers_store import publish_random, referenced_payloads, start_helper, temp_files
+
+POINTS = storage.CRASH_POINTS
 
 LOCAL_ONLY = {"write:after_temp", "create:after_temp", "create:after_link"}  # temp-file steps
 PUBLISH_POINTS = [p for p in POINTS if p.split(":")[0] in ("write", "create", "publish")]
@@ -38,7 +37,7 @@ def _fresh_store(url: str, **kwargs) -> tuple[storage.PopulationStore, list[stor
 
 
 def _run_crashing(point: str, *args: str) -> None:
-    proc = start_helper("helpers_store_crash.py", *args, env=subprocess_env(EVO_CRASH_AT=point))
+    proc = start_helper("helpers_store_crash.py", "--crash-at", point, *args)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL, \
         f"expected a SIGKILL at {point}, got {proc.returncode}: {err[-2000:]}"
@@ -58,6 +57,63 @@ def _assert_repair_cleans(store: storage.PopulationStore, quarantined: int = 0) 
     assert set(store.backend.list("payload")) == referenced_payloads(store)
     assert temp_files(store) == []
     _assert_all_listed_are_whole(store, quarantined)
+
+
+def test_the_fault_hook_sees_every_point_in_protocol_order(tmp_path):
+    """The store and the local backend call the injected hook at each step boundary: every
+    point in CRASH_POINTS, in the order the protocols take them (no environment involved)."""
+    seen: list[str] = []
+    reached: set[str] = set()
+
+    def hook(point: str) -> None:
+        seen.append(point)
+        reached.add(point)
+
+    store = storage.open_store(str(tmp_path / "pop"), keep_best=1, fault=hook)
+    store.init_config("{}")
+    rng = np.random.default_rng(0)
+    seen.clear()
+    victim, _, _ = publish_random(store, rng)
+    assert seen == ["write:after_temp", "publish:after_payload", "publish:before_commit",
+                    "create:after_temp", "create:after_link", "publish:after_commit"]
+    seen.clear()
+    assert store.with_run(keep_best=1).kill(victim, worker="w")  # with_run keeps the hook
+    assert [p for p in seen if not p.startswith("create:")] == \
+        ["kill:after_claim", "kill:after_keep", "kill:after_unlist"]
+    corrupt, _, _ = publish_random(store, rng)
+    store.backend.write(corrupt.key, b"{not json")
+    seen.clear()
+    assert store.read_individual(corrupt) is None
+    assert "quarantine:after_record" in seen
+    assert reached == set(POINTS) and len(set(POINTS)) == len(POINTS)
+
+
+def test_crash_hook_takes_a_point_and_a_hit_count():
+    hook = storage.crash_hook("kill:after_claim#3")
+    assert (hook.point, hook.nth) == ("kill:after_claim", 3)
+    hook("publish:after_commit")
+    hook("kill:after_claim")
+    hook("kill:after_claim")  # the 2nd hit of 3: still alive
+    assert hook.hits == 2
+    assert storage.crash_hook("publish:after_payload").nth == 1
+    for bad, words in [("nope", "unknown crash point 'nope' (one of: write:after_temp, "),
+                       ("kill:after_claim#0", "whole number >= 1"), ("kill:after_claim#", "POINT#N"),
+                       ("#2", "unknown crash point ''")]:
+        with pytest.raises(ValueError, match=words.replace("(", r"\(")) as info:
+            storage.crash_hook(bad)
+        assert "\n" not in str(info.value)
+
+
+def test_a_crash_at_the_nth_hit_lets_the_first_ones_finish(tmp_path):
+    url = str(tmp_path / "pop")
+    store, before = _fresh_store(url)
+    proc = start_helper("helpers_store_crash.py", "--crash-at", "publish:after_commit#2", "publish", url, "3")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, err[-2000:]
+    assert len(out.split()) == 1  # the first publish returned; the second died once visible
+    assert len(store.list_alive()) == len(before) + 2
+    _assert_all_listed_are_whole(store)
+    assert store.check(grace_seconds=0).ok
 
 
 @pytest.mark.parametrize("kind, point", [("local", p) for p in PUBLISH_POINTS] +

@@ -1,0 +1,281 @@
+"""The record-reading half of ``evo check`` (:mod:`storage.check`): history, quarantine and
+heartbeat records, kept-weights markers and every listed individual, each read bounded and
+in small batches; plus what both halves share (the findings so far, moving aside).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Protocol
+
+import dna as dna_lib
+
+from .backend import TEMP_PREFIX, Backend, Entry, UnreadableEntry
+from .reading import Broken, read_json
+from .records import (
+    ALIVE, HISTORY, KEPT, PAYLOAD, CorruptRecord, IndividualInfo, dumps, history_key, loads,
+    parse_alive_name, parse_kept_name, parse_payload_name, parse_record_name, quarantine_key,
+)
+from .verify import DnaValidator, verify_weights, weights_size_problem
+
+CHECK_BATCH = 64   # records read at once: bounds memory on a store full of maximal records
+
+
+class AuditedStore(Protocol):
+    """What ``check`` uses of a store: its backend's primitives and these public methods
+    (:class:`storage.PopulationStore` has them all)."""
+
+    backend: Backend
+    keep_best: int
+
+    @property
+    def url(self) -> str: ...
+
+    def now(self) -> float: ...
+
+    def with_run(self, *, bounds: dna_lib.Bounds | None = None,
+                 dna_validator: DnaValidator | None = None) -> "AuditedStore": ...
+
+    def verify_commit(self, info: IndividualInfo, raw: bytes) -> dict[str, Any]: ...
+
+    def check_history_record(self, key: str, rec: Any) -> dict[str, Any]: ...
+
+    def quarantine(self, target: IndividualInfo, reason: str, *, raw: bytes | None = None,
+                   unusable: bool = False) -> bool: ...
+
+    def keep_weights_if_best(self, record: dict[str, Any]) -> bool: ...
+
+
+class Findings:
+    """One run of ``check``: the listings it took and what it found so far."""
+
+    payloads: dict[str, Entry]   # payload/ as listed before alive/ (set by the run)
+    history_ids: set[str]
+    quarantine_ids: set[str]
+
+    def __init__(self, store: AuditedStore, repair: bool, grace_seconds: float,
+                 bounds: dna_lib.Bounds | None, dna_validator: DnaValidator | None, deep: bool):
+        self.store = store.with_run(bounds=bounds, dna_validator=dna_validator)
+        self.backend = store.backend
+        self.repair, self.grace, self.deep = repair, grace_seconds, deep
+        self.now = self.store.now()
+        self.problems: list[str] = []
+        self.found: Counter[str] = Counter()
+        self.repaired: Counter[str] = Counter()
+        self.pending = 0
+        self.healthy = 0
+        self.referenced: set[str] = set()     # payload names in use
+        self.protected_ids: set[str] = set()  # ids whose payloads are not ours to judge now
+
+    def problem(self, kind: str, text: str) -> None:
+        self.found[kind] += 1
+        self.problems.append(f"{kind}: {text}")
+
+    def fixed(self, kind: str) -> None:
+        self.repaired[kind] += 1
+
+    def could_not(self, what: str, exc: BaseException) -> None:
+        """A repair the store refused: said once, and the problem stays unrepaired."""
+        why = getattr(exc, "strerror", None) or str(exc).splitlines()[0][:200] or type(exc).__name__
+        self.problems.append(f"could not {what}: {why}")
+
+    def _unreadable(self, key: str, problem: str) -> None:
+        """A regular file that cannot be used as it is: report; repair moves it aside."""
+        self.problem("unreadable", f"{key}: {problem}")
+        if self.repair:
+            self._move_aside(key, "unreadable")
+
+    def _move_aside(self, key: str, kind: str) -> str | None:
+        dirname, _, name = key.rpartition("/")
+        try:
+            moved = self.backend.move_aside(dirname, name)
+        except FileNotFoundError:
+            self.fixed(kind)
+            return None
+        except (OSError, UnreadableEntry) as exc:
+            self.could_not(f"move {key} aside", exc)
+            return None
+        self.fixed(kind)
+        return moved
+
+    def _listed(self, dirname: str, parse: Any, what: str) -> list[IndividualInfo]:
+        infos = []
+        for name in self.backend.list(dirname):
+            info = parse(name)
+            if info is not None:
+                infos.append(info)
+            elif not name.startswith(TEMP_PREFIX):
+                self.problem("stray", f"{dirname}/{name} is not {what}")
+        return infos
+
+
+class RecordAudits(Findings):
+    """The audits that read records (see the module docstring)."""
+
+    # ----- records -----
+    def audit_history(self) -> None:
+        """Every history record must check out (DNA against the run's bounds included)."""
+        keys = sorted(f"{HISTORY}/{n}" for n in self.backend.list(HISTORY) if parse_record_name(n))
+        for key, obj in read_json(self.backend, keys, "history record", batch=CHECK_BATCH):
+            ident = parse_record_name(key.rsplit("/", 1)[1])
+            if isinstance(obj, Broken):
+                problem, kind = obj.problem, obj.kind
+            else:
+                try:
+                    self.store.check_history_record(key, obj)
+                    continue
+                except CorruptRecord as exc:
+                    problem, kind = str(exc), "corrupt"
+            self.problem(kind, f"{key}: {problem}")
+            if self.repair:
+                self._quarantine_history(key, ident, problem, kind)
+
+    def _quarantine_history(self, key: str, ident: str, problem: str, kind: str) -> None:
+        """Record the id as quarantined (so it still counts as born once, and as gone when
+        its record was written: the death it recorded), then move the record aside."""
+        try:
+            entry = self.backend.stat(key)
+        except UnreadableEntry:
+            entry = None
+        moved = self._move_aside(key, kind)
+        if moved is None:
+            return
+        record = {"schema": 1, "id": ident, "reason": f"history record: {problem}"[:500],
+                  "time": entry.mtime if entry else self.now, "alive_key": None, "commit": None,
+                  "moved_to": moved}
+        try:
+            if self.backend.create(quarantine_key(ident), dumps(record)):
+                self.quarantine_ids.add(ident)
+        except OSError as exc:
+            self.could_not(f"record {ident} in quarantine/", exc)
+        self.history_ids.discard(ident)
+
+    def audit_records(self, dirname: str, what: str, check: Any, max_bytes: int | None = None) -> None:
+        """Records that are not the layout's: unreadable ones are moved aside by repair."""
+        names = [n for n in self.backend.list(dirname) if not n.startswith(TEMP_PREFIX)]
+        keys = sorted(f"{dirname}/{n}" for n in names)
+        kwargs = {"max_bytes": max_bytes} if max_bytes else {}
+        for key, obj in read_json(self.backend, keys, what, batch=CHECK_BATCH, **kwargs):
+            if isinstance(obj, Broken):
+                self._unreadable(key, obj.problem)
+            elif not check(key, obj):
+                self.problem("stray", f"{key} is not a valid {what}")
+
+    def audit_kept(self) -> None:
+        """Kept-weights markers must name existing weights of their own individual."""
+        backend = self.backend
+        markers = self._listed(KEPT, parse_kept_name, "a kept-weights marker")
+        for info, raw in _read_all(backend, markers):
+            if raw is None:
+                continue  # pruned while we looked
+            marker = load_record(raw) if not isinstance(raw, UnreadableEntry) else None
+            payload = marker.get("payload") if isinstance(marker, dict) else None
+            pname = payload[len(PAYLOAD) + 1:] if isinstance(payload, str) \
+                and payload.startswith(PAYLOAD + "/") else ""
+            if parse_payload_name(pname) != info.id:
+                self.problem("corrupt", f"{info.key} is not a valid kept-weights marker")
+                if self.repair and backend.delete(info.key):
+                    self.fixed("corrupt")
+                continue
+            try:
+                there = pname in self.payloads or backend.stat(payload) is not None
+            except UnreadableEntry:
+                there = False
+            if not there and backend.exists(info.key):  # (a prune deletes the marker first)
+                self.problem("torn", f"{info.key}: its weights {payload} are missing")
+                if self.repair and backend.delete(info.key):
+                    self.fixed("torn")
+                continue
+            self.referenced.add(pname)
+
+    def audit_alive(self) -> None:
+        """Every listed individual: zombie, unreadable, corrupt, torn, or healthy."""
+        backend = self.backend
+        listed = self._listed(ALIVE, parse_alive_name, "an individual")
+        for info, raw in _read_all(backend, listed):
+            if raw is None:
+                self.protected_ids.add(info.id)  # left the listing while we looked
+                continue
+            if info.id in self.history_ids or info.id in self.quarantine_ids:
+                why = "killed" if info.id in self.history_ids else "quarantined"
+                self.problem("zombies", f"{info.key} is {why} but still listed")
+                if self.repair:
+                    backend.delete(info.key)
+                    self.fixed("zombies")
+                continue
+            self.protected_ids.add(info.id)  # until it proves healthy: then by payload name
+            if isinstance(raw, UnreadableEntry):
+                self.problem("unreadable", f"{info.key}: {raw.problem}")
+                if self.repair:
+                    self._repair_quarantine("unreadable", info, f"commit {raw.problem}", None)
+                continue
+            try:
+                commit = self.store.verify_commit(info, raw)
+            except CorruptRecord as exc:
+                self._quarantine("corrupt", info, str(exc), raw)
+                continue
+            pkey = commit["payload"]
+            pname = pkey[len(PAYLOAD) + 1:]
+            size = commit["payload_size"]
+            entry = self.payloads.get(pname)
+            if entry is None or entry.size != size:
+                try:
+                    entry = backend.stat(pkey)
+                except UnreadableEntry:
+                    entry = None
+            if entry is None or entry.size != size:
+                if not backend.exists(info.key) or backend.exists(history_key(info.id)):
+                    continue  # killed while we looked
+                why = weights_size_problem(entry.size if entry else None, size)
+                self._quarantine("torn", info, f"{why} ({pkey})", raw, reason=why)
+                continue
+            if self.deep:
+                try:
+                    verify_weights(commit, backend.read(pkey, max_bytes=size))
+                except FileNotFoundError:
+                    continue  # killed while we looked
+                except UnreadableEntry as exc:
+                    self._quarantine("unreadable", info, str(exc), raw, reason=f"weights {exc.problem}")
+                    continue
+                except CorruptRecord as exc:
+                    self._quarantine("corrupt", info, str(exc), raw)
+                    continue
+            self.protected_ids.discard(info.id)
+            self.referenced.add(pname)
+            self.healthy += 1
+
+    def _quarantine(self, kind: str, info: IndividualInfo, text: str, raw: bytes,
+                    reason: str | None = None) -> None:
+        self.problem(kind, f"{info.key}: {text}")
+        if self.repair:
+            self._repair_quarantine(kind, info, reason or text, raw)
+
+    def _repair_quarantine(self, kind: str, info: IndividualInfo, reason: str, raw: bytes | None) -> None:
+        try:
+            self.store.quarantine(info, reason, raw=raw, unusable=raw is None)
+        except OSError as exc:
+            self.could_not(f"quarantine {info.key}", exc)
+            return
+        if self.backend.exists(info.key):
+            self.problems.append(f"could not take {info.key} off the live listing (permissions?)")
+            return
+        self.fixed(kind)
+
+
+def _read_all(backend: Any, infos: list[IndividualInfo]):
+    """(info, bytes / UnreadableEntry / None) for each info, CHECK_BATCH reads at a time."""
+    for start in range(0, len(infos), CHECK_BATCH):
+        batch = infos[start:start + CHECK_BATCH]
+        raws = backend.read_many([i.key for i in batch])
+        for i in batch:
+            yield i, raws.get(i.key)
+
+
+def load_record(raw: bytes | None) -> Any:
+    """The JSON in ``raw``, or None when there is none or it does not parse."""
+    if raw is None:
+        return None
+    try:
+        return loads(raw, "record")
+    except CorruptRecord:
+        return None
