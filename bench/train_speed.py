@@ -172,7 +172,7 @@ def measure(settings: SpeedSettings, device: str) -> list[dict[str, Any]]:
     short_steps = WARMUP_STEPS + 2
     # Warm the process up once (library handles, allocator), as a long-lived worker is, on a
     # net that is none of the measured ones, so each architecture's first run stays cold.
-    warm = mutations.REGISTRY["insert_convolution"](dna_lib.initial(), np.random.default_rng(0), dna_lib.DEFAULT_BOUNDS)
+    warm = mutations.REGISTRY["large_scale/insert_convolution"](dna_lib.initial(), np.random.default_rng(0), dna_lib.DEFAULT_BOUNDS)
     m, _ = build_model(warm, shape, device)
     evo_train(m, data, steps=short_steps, batch_size=settings.batch_sizes[0], learning_rate=0.01, device=device)
     m, _ = build_model(warm, shape, device)

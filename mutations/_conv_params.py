@@ -9,7 +9,7 @@ import numpy as np
 from dna import DNA, Bounds
 
 from ._draws import new_channels, odd_sizes_near, stride_options
-from ._registry import register
+from ._large_scale import register
 
 
 def _with_edge(dna: DNA, edge_id: int, **changes: int) -> DNA:

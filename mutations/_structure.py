@@ -15,7 +15,8 @@ import numpy as np
 from dna import DNA, Bounds, DNAError, Edge, Vertex, reachable_from, validate
 
 from ._channels import symbolic_channels
-from ._registry import register, take_ids
+from ._large_scale import register
+from ._registry import take_ids
 
 # Output channels of a convolution inserted right after a vertex whose channel count is the
 # input image's (unknown to the DNA). Downstream shapes then change: a real architecture change.

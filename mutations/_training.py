@@ -9,7 +9,8 @@ import numpy as np
 from dna import DNA, Bounds
 
 from ._draws import new_learning_rate
-from ._registry import register, take_ids
+from ._large_scale import register
+from ._registry import take_ids
 
 
 def _learning_rate_can_move(dna: DNA, bounds: Bounds) -> tuple[None, ...]:

@@ -1,27 +1,36 @@
 """The mutations of Real et al. (2019) on the NASNet cell space: hidden-state, op, identity.
 
-Each is a pure function ``(dna, rng) -> NasnetDNA | None`` (None: does not apply; these three
-always apply). A mutation picks uniformly one of the 20 slots (cell x combination x side)
-and changes exactly that slot. ``mutate_nasnet`` picks one mutation uniformly among those
-that apply and returns a validated child whose ``mutation`` field names it. No torch.
+Registered as ``nasnet/hidden_state``, ``nasnet/op`` and ``nasnet/identity`` in the one
+mutation registry (:mod:`mutations._registry`), so the same contract suite and the same
+"uniform among those that apply" choice serve them. Each enumerates the 20 slots (cell x
+combination x side) and changes exactly the one drawn. No torch.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from functools import partial
+from typing import Iterable
 
 import numpy as np
 
 from dna.bounds import DEFAULT_BOUNDS, Bounds
 from dna.nasnet import CELL_NAMES, NUM_CELL_INPUTS, NUM_COMBINATIONS, OPS, Combination, NasnetDNA, validate_nasnet
 
-NasnetMutation = Callable[[NasnetDNA, np.random.Generator], "NasnetDNA | None"]
+from ._mutate import mutate
+from ._registry import declare_space
+from ._registry import register as _register
+
+NASNET = "nasnet"
+NASNET_MUTATIONS = ("hidden_state", "op", "identity")  # the draw order
+
+declare_space(NASNET, NASNET_MUTATIONS, validate_nasnet)
+register = partial(_register, space=NASNET)
 
 _SLOTS = tuple((name, k, side) for name in CELL_NAMES for k in range(NUM_COMBINATIONS) for side in ("a", "b"))
 
 
-def _pick_slot(rng: np.random.Generator) -> tuple[str, int, str]:
-    return _SLOTS[int(rng.integers(len(_SLOTS)))]
+def _slots(dna: NasnetDNA, bounds: Bounds) -> tuple[tuple[str, int, str], ...]:
+    return _SLOTS
 
 
 def _with_slot(dna: NasnetDNA, name: str, k: int, side: str, **field_values: object) -> NasnetDNA:
@@ -32,53 +41,42 @@ def _with_slot(dna: NasnetDNA, name: str, k: int, side: str, **field_values: obj
     return dna.with_cell(name, cell.with_combination(k, Combination(**fields)))
 
 
-def hidden_state(dna: NasnetDNA, rng: np.random.Generator) -> NasnetDNA:
+@register("hidden_state", candidates=_slots)
+def hidden_state(dna: NasnetDNA, slot: tuple[str, int, str], rng: np.random.Generator, bounds: Bounds) -> NasnetDNA:
     """Rewire one input of one combination (of the normal or reduction cell) to a different
     earlier hidden state. Combination ``k`` can read states ``0..k+1`` and always has at least
     one other choice, so the input always changes and no loop can form."""
-    name, k, side = _pick_slot(rng)
+    name, k, side = slot
     current = getattr(dna.cell(name).combinations[k], f"input_{side}")
     choices = [s for s in range(NUM_CELL_INPUTS + k) if s != current]
     return _with_slot(dna, name, k, side, input=choices[int(rng.integers(len(choices)))])
 
 
-def op(dna: NasnetDNA, rng: np.random.Generator) -> NasnetDNA:
+@register("op", candidates=_slots)
+def op(dna: NasnetDNA, slot: tuple[str, int, str], rng: np.random.Generator, bounds: Bounds) -> NasnetDNA:
     """Replace one op of one combination by a different op, uniform over the other seven."""
-    name, k, side = _pick_slot(rng)
+    name, k, side = slot
     current = getattr(dna.cell(name).combinations[k], f"op_{side}")
     choices = [o for o in OPS if o != current]
     return _with_slot(dna, name, k, side, op=choices[int(rng.integers(len(choices)))])
 
 
-def identity(dna: NasnetDNA, rng: np.random.Generator) -> NasnetDNA:
+def _always(dna: NasnetDNA, bounds: Bounds) -> tuple[None]:
+    return (None,)
+
+
+@register("identity", candidates=_always)
+def identity(dna: NasnetDNA, _: None, rng: np.random.Generator, bounds: Bounds) -> NasnetDNA:
     """No change to the architecture (the child is retrained from scratch all the same)."""
     return dna
 
 
-NASNET_REGISTRY: dict[str, NasnetMutation] = {
-    "hidden_state": hidden_state,
-    "op": op,
-    "identity": identity,
-}
-
-
 def mutate_nasnet(dna: NasnetDNA, rng: np.random.Generator, names: Iterable[str] | None = None,
                   bounds: Bounds = DEFAULT_BOUNDS) -> NasnetDNA:
-    """A child of ``dna`` made by one mutation, chosen uniformly among ``names`` (default: all
-    of NASNET_REGISTRY) that apply; its ``mutation`` field names the one used.
+    """A child of ``dna`` made by one NASNet mutation, chosen uniformly among ``names``
+    (default: all three) that apply; its ``mutation`` field names the one used.
 
     The child is validated against ``bounds``; ``dna`` itself is never modified. Raises
     ValueError for an unknown name or when none of the named mutations applies.
     """
-    chosen = list(NASNET_REGISTRY) if names is None else list(names)
-    unknown = [n for n in chosen if n not in NASNET_REGISTRY]
-    if unknown:
-        raise ValueError(f"unknown NASNet mutation(s) {', '.join(map(repr, unknown))} "
-                         f"(known: {', '.join(NASNET_REGISTRY)})")
-    # Trying the names in a random order and keeping the first that applies picks uniformly
-    # among those that apply.
-    for i in rng.permutation(len(chosen)):
-        child = NASNET_REGISTRY[chosen[int(i)]](dna, rng)
-        if child is not None:
-            return validate_nasnet(child.replace(mutation=chosen[int(i)]), bounds)
-    raise ValueError(f"no NASNet mutation among {', '.join(chosen) or '(none)'} applies")
+    return mutate(dna, rng, bounds, names, space=NASNET)

@@ -60,7 +60,7 @@ def test_conv_macs_counts_a_known_net():
     import dna
     import mutations
 
-    child = mutations.REGISTRY["insert_convolution"](dna.initial(), np.random.default_rng(0), dna.DEFAULT_BOUNDS)
+    child = mutations.REGISTRY["large_scale/insert_convolution"](dna.initial(), np.random.default_rng(0), dna.DEFAULT_BOUNDS)
     (edge,) = child.conv_edges
     # input 3x32x32 into one conv: 3 * C * kh * kw per output pixel, H/stride x W/stride pixels
     side = math.ceil(32 / edge.stride)

@@ -57,7 +57,7 @@ def child_of(genome: DNA, seed: int = 99) -> torch.nn.Module:
 
 
 def apply(name: str, parent: DNA, candidate) -> DNA:
-    child = mutations.REGISTRY[name].apply(parent, candidate, np.random.default_rng(0), dna.DEFAULT_BOUNDS)
+    child = mutations.REGISTRY[f"large_scale/{name}"].apply(parent, candidate, np.random.default_rng(0), dna.DEFAULT_BOUNDS)
     return dna.validate(child.replace(mutation=name))
 
 
@@ -83,7 +83,7 @@ def check_consistent(report: InheritReport, parent_state, child_model) -> None:
 def test_same_architecture_inherits_everything_and_computes_the_same(name):
     parent = parent_dna()
     parent_model, state = trained(parent)
-    child = mutations.REGISTRY[name](parent, np.random.default_rng(1))
+    child = mutations.REGISTRY[f"large_scale/{name}"](parent, np.random.default_rng(1))
     assert child is not None and child.mutation == name
     child_model = child_of(child)
     report = inherit(state, parent, child, child_model)
@@ -126,7 +126,7 @@ def test_convolution_inserted_after_the_input_also_refreshes_what_it_reshapes():
 def test_reset_weights_inherits_nothing():
     parent = parent_dna()
     _, state = trained(parent)
-    child = mutations.REGISTRY["reset_weights"](parent, np.random.default_rng(0))
+    child = mutations.REGISTRY["large_scale/reset_weights"](parent, np.random.default_rng(0))
     child_model = child_of(child)
     before = {k: v.clone() for k, v in child_model.state_dict().items()}
     report = inherit(state, parent, child, child_model)
@@ -221,6 +221,8 @@ def test_every_registered_mutation_inherits_consistently(seed, steps):
     parent_model = build(parent, INPUT, CLASSES, generator=torch.Generator().manual_seed(seed % 1000))
     state = parent_model.state_dict()
     for name, mutation in sorted(mutations.REGISTRY.items()):
+        if mutation.space != "large_scale":
+            continue
         child = mutation(parent, rng)
         if child is None:
             continue

@@ -58,6 +58,9 @@ PARENTS = {
 }
 
 
+LS = {name: REGISTRY[f"large_scale/{name}"] for name in MUTATION_NAMES}   # the 2017 space's
+
+
 def ids(d: DNA) -> set[int]:
     return {v.id for v in d.vertices} | {e.id for e in d.edges}
 
@@ -66,8 +69,9 @@ def ids(d: DNA) -> set[int]:
 
 def test_registry_holds_the_eleven_paper_mutations_in_a_fixed_order():
     assert len(MUTATION_NAMES) == 11 == len(set(MUTATION_NAMES))
-    assert set(REGISTRY) == set(MUTATION_NAMES)
-    assert all(REGISTRY[name].name == name for name in MUTATION_NAMES)
+    assert {k for k in REGISTRY if k.startswith("large_scale/")} == {f"large_scale/{n}" for n in MUTATION_NAMES}
+    assert mutations.ORDER["large_scale"] == MUTATION_NAMES
+    assert all(LS[name].name == name and LS[name].space == "large_scale" for name in MUTATION_NAMES)
 
 
 def test_importing_mutations_does_not_import_torch():
@@ -78,10 +82,10 @@ def test_importing_mutations_does_not_import_torch():
 # ----- contract, for every registered mutation -----
 
 @pytest.mark.parametrize("parent_name", sorted(PARENTS))
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", sorted(LS))
 def test_mutation_contract(name, parent_name):
     parent, bounds = PARENTS[parent_name]
-    mutation = REGISTRY[name]
+    mutation = LS[name]
     before = parent.to_json()
     children = [mutation(parent, rng(seed), bounds) for seed in range(8)]
     assert parent.to_json() == before, "the parent was modified"
@@ -99,9 +103,9 @@ def test_mutation_contract(name, parent_name):
         assert all(parent.next_id <= i < child.next_id for i in new), "an id was reused"
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", sorted(LS))
 def test_mutation_accepts_default_bounds(name):
-    child = REGISTRY[name](two_convs(), rng())
+    child = LS[name](two_convs(), rng())
     assert child is None or dna.validate(child) is child
 
 
@@ -110,7 +114,7 @@ def test_mutation_accepts_default_bounds(name):
 def test_alter_learning_rate_changes_only_the_rate_within_a_factor_of_two():
     parent = two_convs()
     for seed in range(50):
-        child = REGISTRY["alter_learning_rate"](parent, rng(seed), B)
+        child = LS["alter_learning_rate"](parent, rng(seed), B)
         assert child.learning_rate != parent.learning_rate
         assert parent.learning_rate / 2 <= child.learning_rate <= parent.learning_rate * 2
         assert child.replace(learning_rate=parent.learning_rate, mutation="initial") == parent
@@ -120,19 +124,19 @@ def test_alter_learning_rate_at_a_bound_moves_inwards():
     bounds = Bounds(min_learning_rate=0.01, max_learning_rate=0.1)
     for lr, inwards in ((0.1, float.__lt__), (0.01, float.__gt__)):
         for seed in range(30):
-            child = REGISTRY["alter_learning_rate"](dna.initial(lr), rng(seed), bounds)
+            child = LS["alter_learning_rate"](dna.initial(lr), rng(seed), bounds)
             assert inwards(child.learning_rate, lr)
             assert 0.01 <= child.learning_rate <= 0.1
 
 
 def test_identity_changes_nothing_but_provenance():
     parent = two_convs()
-    assert REGISTRY["identity"](parent, rng(), B) == parent.replace(mutation="identity")
+    assert LS["identity"](parent, rng(), B) == parent.replace(mutation="identity")
 
 
 def test_reset_weights_renames_every_part_and_keeps_the_architecture():
     parent = evolved(5, 60)
-    child = REGISTRY["reset_weights"](parent, rng(), B)
+    child = LS["reset_weights"](parent, rng(), B)
     assert not ids(child) & ids(parent)
     assert child.next_id == parent.next_id + len(ids(parent))
     # Old and new ids correspond in order, so the graphs map onto each other exactly.
@@ -152,7 +156,7 @@ def test_insert_convolution_at_every_edge_with_known_source_channels():
     parent = evolved(6, 80)
     before = symbolic_channels(parent)
     shapes_before = dna.infer_shapes(parent, IMAGE)
-    insert = REGISTRY["insert_convolution"]
+    insert = LS["insert_convolution"]
     known = [e for e in parent.edges if before[e.src] is not None]
     assert known, "the example needs edges leaving vertices of known channel count"
     for edge in known:
@@ -173,24 +177,24 @@ def test_insert_convolution_at_every_edge_with_known_source_channels():
 
 
 def test_insert_convolution_after_the_input_uses_the_default_channel_count():
-    child = REGISTRY["insert_convolution"](dna.initial(), rng(), B)
+    child = LS["insert_convolution"](dna.initial(), rng(), B)
     (new_conv,) = child.conv_edges
     assert new_conv.src == child.input_id and new_conv.channels == 16
     assert dna.infer_shapes(child, IMAGE)[child.output_id] == (16, 64, 64)  # was (3, 64, 64): a real change
     tiny = Bounds(max_channels=4, max_filter_size=1)
-    (small_conv,) = REGISTRY["insert_convolution"](dna.initial(), rng(), tiny).conv_edges
+    (small_conv,) = LS["insert_convolution"](dna.initial(), rng(), tiny).conv_edges
     assert (small_conv.channels, small_conv.filter_h, small_conv.filter_w) == (4, 1, 1)
 
 
 def test_remove_convolution_undoes_an_insertion():
-    inserted = REGISTRY["insert_convolution"](dna.initial(), rng(), B)
-    child = REGISTRY["remove_convolution"](inserted, rng(), B)
+    inserted = LS["insert_convolution"](dna.initial(), rng(), B)
+    child = LS["remove_convolution"](inserted, rng(), B)
     assert len(child.conv_edges) == 0 and len(child.vertices) == 2
     assert child.edges == dna.initial().edges  # the original edge, with its id, from input to output
 
 
 def test_remove_convolution_removes_exactly_one_convolution():
-    remove = REGISTRY["remove_convolution"]
+    remove = LS["remove_convolution"]
     parent = next(p for p in (evolved(s, 100) for s in range(7, 20)) if len(remove.candidates(p, B)) >= 2)
     for seed in range(10):
         child = remove(parent, rng(seed), B)
@@ -208,7 +212,7 @@ def test_alter_stride_changes_the_output_size_of_that_convolution():
     parent = two_convs()
     shapes = dna.infer_shapes(parent, IMAGE)
     for seed in range(20):
-        child = REGISTRY["alter_stride"](parent, rng(seed), B)
+        child = LS["alter_stride"](parent, rng(seed), B)
         (changed,) = [e for e in child.edges if e != parent.edge(e.id)]
         old = parent.edge(changed.id)
         assert changed.stride in (old.stride * 2, old.stride // 2)
@@ -234,7 +238,7 @@ def _with_filters(parent: DNA, size: int) -> DNA:
 def test_alter_channels_changes_one_convolution_within_a_factor_of_two(parent, bounds, directions):
     seen = set()
     for seed in range(40):
-        child = REGISTRY["alter_channels"](parent, rng(seed), bounds)
+        child = LS["alter_channels"](parent, rng(seed), bounds)
         (changed,) = [e for e in child.edges if e != parent.edge(e.id)]
         old = parent.edge(changed.id).channels
         assert changed.channels != old and 1 <= changed.channels <= bounds.max_channels
@@ -247,7 +251,7 @@ def test_alter_filter_size_changes_one_side_to_a_near_odd_size():
     parent = two_convs()  # conv 3 is 3x3, conv 5 is 1x5
     axes = Counter()
     for seed in range(60):
-        child = REGISTRY["alter_filter_size"](parent, rng(seed), B)
+        child = LS["alter_filter_size"](parent, rng(seed), B)
         (changed,) = [e for e in child.edges if e != parent.edge(e.id)]
         old = parent.edge(changed.id)
         diffs = [a for a in ("filter_h", "filter_w") if getattr(changed, a) != getattr(old, a)]
@@ -259,7 +263,7 @@ def test_alter_filter_size_changes_one_side_to_a_near_odd_size():
     assert axes["filter_h"] and axes["filter_w"]
     # A 1-wide filter can grow (to 3): 1 -> 3 is two steps of odd sizes.
     ones = _with_filters(parent, 1)
-    grown = {REGISTRY["alter_filter_size"](ones, rng(s), B).edge(3) for s in range(30)}
+    grown = {LS["alter_filter_size"](ones, rng(s), B).edge(3) for s in range(30)}
     assert {(e.filter_h, e.filter_w) for e in grown} >= {(3, 1), (1, 3)}
 
 
@@ -267,7 +271,7 @@ def test_insert_identity_changes_no_shape():
     parent = evolved(8, 80)
     shapes = dna.infer_shapes(parent, IMAGE)
     for edge in parent.edges:
-        child = dna.validate(REGISTRY["insert_identity"].apply(parent, edge.id, rng(), B))
+        child = dna.validate(LS["insert_identity"].apply(parent, edge.id, rng(), B))
         assert len(child.edges) == len(parent.edges) + 1 and len(child.conv_edges) == len(parent.conv_edges)
         (w,) = {v.id for v in child.vertices} - {v.id for v in parent.vertices}
         assert child.vertex(w).kind == "bn_relu"
@@ -295,10 +299,10 @@ def test_add_skip_adds_an_identity_edge_between_unlinked_vertices():
     brute = _brute_force_valid(parent, lambda p: (
         ((u, v), p.replace(edges=p.edges + (Edge(p.next_id, u, v),), next_id=p.next_id + 1))
         for u in vids for v in vids if (u, v) not in linked))
-    assert brute and set(REGISTRY["add_skip"].candidates(parent, B)) == brute
+    assert brute and set(LS["add_skip"].candidates(parent, B)) == brute
     shapes = dna.infer_shapes(parent, IMAGE)
     for seed in range(10):
-        child = REGISTRY["add_skip"](parent, rng(seed), B)
+        child = LS["add_skip"](parent, rng(seed), B)
         (new,) = [e for e in child.edges if e.id not in ids(parent)]
         assert new.kind == "identity" and (new.src, new.dst) in brute
         assert child.vertices == parent.vertices
@@ -308,12 +312,12 @@ def test_add_skip_adds_an_identity_edge_between_unlinked_vertices():
 def test_remove_skip_removes_an_identity_edge_that_is_not_needed():
     parent = evolved(13, 60)
     for i in range(4):
-        parent = REGISTRY["add_skip"](parent, rng(i), B)
+        parent = LS["add_skip"](parent, rng(i), B)
     brute = _brute_force_valid(parent, lambda p: (
         (e.id, p.replace(edges=tuple(x for x in p.edges if x.id != e.id))) for e in p.edges if not e.is_conv))
-    assert brute and set(REGISTRY["remove_skip"].candidates(parent, B)) == brute
+    assert brute and set(LS["remove_skip"].candidates(parent, B)) == brute
     for seed in range(10):
-        child = REGISTRY["remove_skip"](parent, rng(seed), B)
+        child = LS["remove_skip"](parent, rng(seed), B)
         (gone,) = {e.id for e in parent.edges} - {e.id for e in child.edges}
         assert gone in brute and parent.edge(gone).kind == "identity"
         assert len(child.edges) == len(parent.edges) - 1 and child.vertices == parent.vertices
@@ -344,22 +348,22 @@ ALWAYS_APPLY = {"identity", "reset_weights"}
 
 
 def test_every_mutation_is_covered_by_a_does_not_apply_case_or_always_applies():
-    assert set(NOT_APPLICABLE) | ALWAYS_APPLY == set(REGISTRY)
+    assert set(NOT_APPLICABLE) | ALWAYS_APPLY == set(LS)
 
 
 @pytest.mark.parametrize("name", sorted(NOT_APPLICABLE))
 def test_mutation_does_not_apply(name):
     for parent, bounds in NOT_APPLICABLE[name]:
         dna.validate(parent, bounds)
-        assert not REGISTRY[name].applies(parent, bounds)
-        assert REGISTRY[name](parent, rng(), bounds) is None
+        assert not LS[name].applies(parent, bounds)
+        assert LS[name](parent, rng(), bounds) is None
         assert name not in mutations.applicable(parent, bounds)
 
 
 @pytest.mark.parametrize("name", sorted(ALWAYS_APPLY))
 def test_mutation_always_applies(name):
     for parent, bounds in list(PARENTS.values()) + [(dna.initial(), PINNED_LR)]:
-        assert REGISTRY[name](parent, rng(), bounds) is not None
+        assert LS[name](parent, rng(), bounds) is not None
 
 
 # ----- mutate, applicable, random_dna -----
@@ -388,7 +392,7 @@ def test_mutate_errors_are_one_line():
     with pytest.raises(NoMutationApplies) as info:
         mutations.mutate(dna.initial(), rng(), B, names=["remove_skip", "remove_convolution"])
     assert "\n" not in str(info.value)
-    with pytest.raises(ValueError, match="unknown mutation name") as info:
+    with pytest.raises(ValueError, match="unknown large_scale mutation name") as info:
         mutations.mutate(dna.initial(), rng(), B, names=["grow_wings"])
     assert "\n" not in str(info.value)
 

@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 from dna.bounds import Bounds
 from dna.genome import DNAError
 from dna.nasnet import CELL_NAMES, OPS, NasnetDNA, nasnet_from_json, random_nasnet, validate_nasnet
-from mutations import nasnet as nm
-from mutations.nasnet import NASNET_REGISTRY, mutate_nasnet
+from mutations import REGISTRY, Mutation
+from mutations.nasnet import NASNET_MUTATIONS, mutate_nasnet
+
+NAS = {name: REGISTRY[f"nasnet/{name}"] for name in NASNET_MUTATIONS}
 
 
 def _slots(d: NasnetDNA) -> dict[tuple[str, int, str], tuple[int, str]]:
@@ -31,25 +33,25 @@ def _changed(parent: NasnetDNA, child: NasnetDNA) -> dict:
     return {slot: (p[slot], c[slot]) for slot in p if p[slot] != c[slot]}
 
 
-@pytest.mark.parametrize("name", sorted(NASNET_REGISTRY))
+@pytest.mark.parametrize("name", sorted(NAS))
 @pytest.mark.parametrize("seed", range(10))
 def test_every_mutation_gives_a_valid_child_and_leaves_the_parent_alone(name, seed):
     parent = random_nasnet(np.random.default_rng(1000 + seed))
     before = parent.to_json()
-    child = NASNET_REGISTRY[name](parent, np.random.default_rng(seed))
+    child = NAS[name](parent, np.random.default_rng(seed))
     assert child is not None
     assert validate_nasnet(child) is child
     assert nasnet_from_json(child.to_json()) == child
     assert parent.to_json() == before
     assert child.learning_rate == parent.learning_rate
-    again = NASNET_REGISTRY[name](parent, np.random.default_rng(seed))
+    again = NAS[name](parent, np.random.default_rng(seed))
     assert again == child  # deterministic under a seed
 
 
 @pytest.mark.parametrize("seed", range(40))
 def test_hidden_state_mutation_rewires_exactly_one_input_to_another_earlier_state(seed):
     parent = random_nasnet(np.random.default_rng(seed))
-    child = nm.hidden_state(parent, np.random.default_rng(seed + 1))
+    child = NAS["hidden_state"](parent, np.random.default_rng(seed + 1))
     changes = _changed(parent, child)
     assert len(changes) == 1
     (cell, k, side), ((old_in, old_op), (new_in, new_op)) = next(iter(changes.items()))
@@ -63,7 +65,7 @@ def test_hidden_state_mutation_reaches_every_slot_and_every_alternative():
     rng = np.random.default_rng(1)
     slots, targets_last = set(), set()
     for _ in range(1500):
-        changes = _changed(parent, nm.hidden_state(parent, rng))
+        changes = _changed(parent, NAS["hidden_state"](parent, rng))
         (slot, (old, new)), = changes.items()
         slots.add(slot)
         if slot == ("normal", 4, "a"):
@@ -76,7 +78,7 @@ def test_hidden_state_mutation_reaches_every_slot_and_every_alternative():
 @pytest.mark.parametrize("seed", range(40))
 def test_op_mutation_replaces_exactly_one_op_by_a_different_one(seed):
     parent = random_nasnet(np.random.default_rng(seed))
-    child = nm.op(parent, np.random.default_rng(seed + 1))
+    child = NAS["op"](parent, np.random.default_rng(seed + 1))
     changes = _changed(parent, child)
     assert len(changes) == 1
     ((old_in, old_op), (new_in, new_op)), = changes.values()
@@ -88,7 +90,7 @@ def test_op_mutation_reaches_every_other_op():
     rng = np.random.default_rng(3)
     new_ops = Counter()
     for _ in range(2000):
-        (slot, (old, new)), = _changed(parent, nm.op(parent, rng)).items()
+        (slot, (old, new)), = _changed(parent, NAS["op"](parent, rng)).items()
         if slot == ("reduction", 0, "b"):
             new_ops[new[1]] += 1
     assert set(new_ops) == set(OPS) - {parent.reduction.combinations[0].op_b}
@@ -115,24 +117,25 @@ def test_mutate_names_the_mutation_used_and_chooses_uniformly():
             assert len(changes) == 1
             ((old_in, old_op), (new_in, new_op)), = changes.values()
             assert (old_in != new_in) if child.mutation == "hidden_state" else (old_op != new_op)
-    assert set(counts) == set(NASNET_REGISTRY)
+    assert set(counts) == set(NAS)
     for n in counts.values():
         assert 850 < n < 1150  # 1000 expected; sd about 26
 
 
 def test_mutate_skips_mutations_that_do_not_apply(monkeypatch):
-    monkeypatch.setitem(NASNET_REGISTRY, "never", lambda d, rng: None)
+    never = Mutation("nasnet", "hidden_state", lambda d, b: (), NAS["hidden_state"].apply)
+    monkeypatch.setitem(REGISTRY, "nasnet/hidden_state", never)
     parent = random_nasnet(np.random.default_rng(7))
     rng = np.random.default_rng(8)
-    used = {mutate_nasnet(parent, rng, names=["never", "op"]).mutation for _ in range(50)}
+    used = {mutate_nasnet(parent, rng, names=["hidden_state", "op"]).mutation for _ in range(50)}
     assert used == {"op"}
-    with pytest.raises(ValueError, match="no NASNet mutation among never applies"):
-        mutate_nasnet(parent, rng, names=["never"])
+    with pytest.raises(ValueError, match="none of the mutations hidden_state applies"):
+        mutate_nasnet(parent, rng, names=["hidden_state"])
 
 
 def test_mutate_rejects_unknown_names_and_validates_against_bounds():
     parent = random_nasnet(np.random.default_rng(9))
-    with pytest.raises(ValueError, match="unknown NASNet mutation"):
+    with pytest.raises(ValueError, match="unknown nasnet mutation"):
         mutate_nasnet(parent, np.random.default_rng(0), names=["op", "alter_learning_rate"])
     with pytest.raises(ValueError, match="applies"):
         mutate_nasnet(parent, np.random.default_rng(0), names=[])

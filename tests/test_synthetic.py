@@ -21,6 +21,7 @@ import pytest
 import dna
 import mutations
 from evo.config import RunConfig, SyntheticSettings
+from evo.spaces import make_space
 from evo.synthetic import SyntheticEvaluator, safetensors_blob, synthetic_fitness
 from storage import open_store, safetensors_problem
 
@@ -92,7 +93,7 @@ def test_synthetic_worker_peak_memory_is_small(tmp_path):
 def _conv_dna(rng: np.random.Generator):
     d = dna.initial()
     for _ in range(4):
-        d = mutations.REGISTRY["insert_convolution"](d, rng, dna.Bounds()) or d
+        d = mutations.REGISTRY["large_scale/insert_convolution"](d, rng, dna.Bounds()) or d
     return d
 
 
@@ -109,7 +110,7 @@ def test_evaluator_is_seeded_and_stores_real_safetensors_of_the_configured_size(
     import safetensors.numpy
 
     config = RunConfig(dataset="synthetic", synthetic=SyntheticSettings(weight_bytes=10_000, noise=0.05))
-    ev = SyntheticEvaluator(config)
+    ev = SyntheticEvaluator(make_space(config), config.synthetic)
     child = _conv_dna(np.random.default_rng(1))
     a, b, c = (ev.evaluate(child, seed=s) for s in (7, 7, 8))
     assert (a.fitness, a.weights) == (b.fitness, b.weights)
@@ -125,7 +126,7 @@ def test_simulated_training_time_is_slept_with_progress_calls():
     config = RunConfig(dataset="synthetic", synthetic=SyntheticSettings(train_seconds=0.3))
     calls = []
     t = time.monotonic()
-    out = SyntheticEvaluator(config).evaluate(dna.initial(), seed=0, progress=lambda: calls.append(1))
+    out = SyntheticEvaluator(make_space(config), config.synthetic).evaluate(dna.initial(), seed=0, progress=lambda: calls.append(1))
     assert time.monotonic() - t >= 0.3
     assert out.metrics["train_s"] >= 0.3 and calls
 
@@ -159,12 +160,13 @@ def test_init_writes_the_synthetic_options_and_payloads_have_that_size(tmp_path)
 
 @pytest.mark.parametrize("selection", ["pairwise", "aging", "random"])
 def test_every_selection_runs_synthetically(tmp_path, selection):
-    from evo.worker import Worker, WorkerOptions
+    from evo.assemble import open_worker
+    from evo.worker import WorkerOptions
 
     url = str(tmp_path / "pop")
     config = RunConfig(dataset="synthetic", population_size=6, selection=selection,
                        tournament_size=2, synthetic=SyntheticSettings(weight_bytes=64))
     open_store(url).init_config(config.to_json())
-    stats = Worker(WorkerOptions(url=url, max_individuals=30, index=0)).run()
+    stats = open_worker(url, WorkerOptions(max_individuals=30), index=0).run()
     assert stats.published == 30 and stats.killed == 24
     assert len(open_store(url).list_alive()) == 6
