@@ -12,8 +12,6 @@ from typing import Any
 
 from dna.bounds import Bounds, check_int, check_number
 
-SELECTIONS = ("pairwise", "aging", "random")
-SEARCH_SPACES = ("large_scale", "nasnet")
 DATASETS = ("digits", "cifar10", "cifar100", "synthetic")   # cifar* take =PATH
 DATASET_SPECS = "digits, cifar10=PATH, cifar100=PATH, synthetic"
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -60,6 +58,18 @@ def _flag(name: str, value: Any) -> None:
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if not isinstance(value, str) or value not in choices:
         raise ConfigError(f"unknown {name} {value!r} (choose from {', '.join(choices)})", name)
+
+
+def _registered(name: str, value: Any, module: str, lookup: str) -> Any:
+    """The registered class ``value`` names (a search space or strategy); ConfigError if none."""
+    import importlib
+
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a name, got {value!r}", name)
+    try:
+        return getattr(importlib.import_module(module), lookup)(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc), name) from None
 
 
 def check_dataset_spec(spec: Any) -> str:
@@ -135,10 +145,10 @@ class RunConfig:
 
     dataset: str = "digits"               # digits | cifar10=PATH | cifar100=PATH | synthetic
     population_size: int = 10
-    selection: str = "pairwise"           # pairwise | aging | random
+    selection: str | None = None          # a registered strategy (evo.strategies); None: the space's default
     tournament_size: int = 2              # S for aging; pairwise always uses 2
-    search_space: str = "large_scale"     # large_scale | nasnet
-    inherit_weights: bool = True
+    search_space: str = "large_scale"     # a registered search space (evo.spaces)
+    inherit_weights: bool | None = None   # None: the space's rule if it has one
     keep_best: int = 0                    # keep the weights of the best K dead individuals
     seed: int = 0
     train: TrainSettings = field(default_factory=TrainSettings)
@@ -152,10 +162,18 @@ class RunConfig:
             raise ConfigError(f"unknown config schema {self.schema!r} (this evo reads {CONFIG_SCHEMA})", "schema")
         name = check_dataset_spec(self.dataset)
         _int("population_size", self.population_size, 2, 1_000_000)
-        _choice("selection", self.selection, SELECTIONS)
+        space = _registered("search_space", self.search_space, "evo.spaces", "space_class")
+        if self.selection is None:
+            object.__setattr__(self, "selection", space.default_selection)
+        _registered("selection", self.selection, "evo.strategies", "strategy_class")
         _int("tournament_size", self.tournament_size, 1, self.population_size)  # S <= P
-        _choice("search_space", self.search_space, SEARCH_SPACES)
+        if self.inherit_weights is None:
+            object.__setattr__(self, "inherit_weights", space.inherits_weights)
         _flag("inherit_weights", self.inherit_weights)
+        if self.inherit_weights and not space.inherits_weights:
+            raise ConfigError(f"inherit_weights: search space {self.search_space!r} has no weight-inheritance "
+                              "rule; every child trains from scratch (set inherit_weights to false)",
+                              "inherit_weights")
         _int("keep_best", self.keep_best, 0, 1_000_000)
         _int("seed", self.seed, 0, MAX_SEED)
         for key, kind in (("train", TrainSettings), ("bounds", Bounds), ("synthetic", SyntheticSettings),

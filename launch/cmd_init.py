@@ -8,11 +8,14 @@ import os
 from dataclasses import replace
 
 from dna.bounds import Bounds
-from evo.config import (SEARCH_SPACES, SELECTIONS, ConfigError, NasnetSettings, RunConfig, SyntheticSettings,
+from evo.config import (ConfigError, NasnetSettings, RunConfig, SyntheticSettings,
                         TrainSettings, check_dataset_spec)
 
+from evo.spaces import space_class, space_names
+from evo.strategies import strategy_names
+
 from .errors import UserError
-from .options import add_url
+from .options import add_command
 
 # Defaults that differ by dataset: the paper's 25,600 steps suit CIFAR on a GPU; the
 # embedded digits default must finish a meaningful run on a laptop CPU in minutes.
@@ -43,12 +46,12 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: digits)")
     g.add_argument("--population-size", "-P", type=int, metavar="P",
                    help=f"population size P (paper: 1000; default: {_defaults('population_size')})")
-    g.add_argument("--selection", choices=SELECTIONS,
-                   help="pairwise (2017), aging (2019) or random search "
-                        "(default: pairwise; aging with --search-space nasnet)")
+    g.add_argument("--selection", choices=strategy_names(),
+                   help="pairwise (2017), aging (2019), random search, or another registered strategy "
+                        "(default: the search space's: pairwise; aging with --search-space nasnet)")
     g.add_argument("--tournament-size", "-S", type=int, metavar="S",
                    help="sample size S for aging evolution (default: P/4, within 2..25)")
-    g.add_argument("--search-space", choices=SEARCH_SPACES, help=f"(default: {RunConfig().search_space})")
+    g.add_argument("--search-space", choices=space_names(), help=f"(default: {RunConfig().search_space})")
     g.add_argument("--steps", type=int, metavar="N", help=f"training steps per child (paper: 25,600; default: {_defaults('steps')})")
     g.add_argument("--batch-size", type=int, metavar="N", help=f"training batch size (paper and default: {train.batch_size})")
     g.add_argument("--no-augment", action="store_true",
@@ -145,7 +148,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             return default if value is None else value
 
         search_space = args.search_space or base.search_space
-        selection = args.selection or ("aging" if search_space == "nasnet" and not args.config else base.selection)
+        # None: the search space's own default (aging for nasnet), resolved by RunConfig
+        selection = args.selection or (base.selection if args.config else None)
+        if selection is None:
+            selection = space_class(search_space).default_selection
         pop = given("population_size", d.get("population_size", base.population_size))
         default_s = min(25, max(2, pop // 4)) if selection == "aging" and not args.config else base.tournament_size
         tournament = given("tournament_size", default_s)
@@ -161,11 +167,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                             weight_bytes=given("synthetic_weight_bytes", base.synthetic.weight_bytes))
         nasnet = replace(base.nasnet, cells_per_stack=given("nasnet_cells", base.nasnet.cells_per_stack),
                          filters=given("nasnet_filters", base.nasnet.filters))
-        inherit = base.inherit_weights
-        if args.no_inherit:
-            inherit = False
-        elif search_space == "nasnet" and not args.config:
-            inherit = False  # the 2019 paper trains every child from scratch
+        # None: the space's rule (the 2019 paper trains every nasnet child from scratch)
+        inherit = False if args.no_inherit else (base.inherit_weights if args.config else None)
         return replace(
             base, dataset=spec, population_size=pop, selection=selection,
             tournament_size=tournament, search_space=search_space, train=train, bounds=bounds,
@@ -315,7 +318,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("init", help="write a run's config into a population directory (once)")
-    add_url(p)
+    p = add_command(sub, "init", help="write a run's config into a population directory (once)")
     add_config_arguments(p)
     p.set_defaults(func=run)

@@ -1,0 +1,108 @@
+"""Search spaces as registered units: everything evo needs to know about one genome kind.
+
+A search space is one subclass of :class:`SearchSpace`, registered under its name (which
+is also the ``kind`` in its DNA's JSON and the ``search_space`` of a run's config):
+
+- ``parse``: an untrusted JSON object from the store -> a validated DNA within the run's
+  bounds (raises ``dna.DNAError``); DNA objects have ``to_dict()``, ``content_hash()``,
+  ``replace(mutation=...)``, ``learning_rate`` and ``mutation``;
+- ``initial`` and ``random``: a fresh individual (the trivial start; a random architecture);
+- ``mutate``: one of the space's mutations from the one registry in :mod:`mutations`,
+  chosen uniformly among those that apply;
+- ``build``: the torch model (only this imports torch, lazily);
+- ``inherit`` (when ``inherits_weights``): copy a parent's weights into a child's model
+  where they fit. A space without a rule refuses ``inherit_weights`` at ``evo init``.
+- ``synthetic_fitness``: the cheap stand-in fitness of the synthetic mode.
+
+Adding a space means writing one module with a subclass decorated by
+:func:`register_space` (built-ins are imported here; a separate package can register
+through the ``evo.search_spaces`` entry-point group). Nothing else changes.
+docs/design.md walks through a toy space.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+import mutations
+from evo.registry import Registry
+
+if TYPE_CHECKING:
+    from evo.config import RunConfig
+
+class SearchSpace(abc.ABC):
+    """One genome kind, set up for one run (its bounds and settings come from the config)."""
+
+    name: ClassVar[str]
+    inherits_weights: ClassVar[bool] = False
+    default_selection: ClassVar[str] = "pairwise"
+
+    def __init__(self, config: "RunConfig"):
+        self.config = config
+        self.bounds = config.bounds
+
+    @abc.abstractmethod
+    def parse(self, obj: Any) -> Any:
+        """A validated DNA from an untrusted JSON object (raises DNAError, never anything else)."""
+
+    @abc.abstractmethod
+    def initial(self, rng: np.random.Generator) -> Any:
+        """The individual a run starts from."""
+
+    @abc.abstractmethod
+    def random(self, rng: np.random.Generator) -> Any:
+        """A random valid individual of this space (the random-search baseline)."""
+
+    def mutate(self, dna: Any, rng: np.random.Generator) -> Any:
+        """A validated child of ``dna`` by one of this space's registered mutations."""
+        return mutations.mutate(dna, rng, self.bounds, space=self.name)
+
+    @abc.abstractmethod
+    def build(self, dna: Any, input_shape: tuple[int, int, int], num_classes: int) -> Any:
+        """The torch model of ``dna`` for inputs of ``input_shape`` (C, H, W)."""
+
+    def inherit(self, parent_weights: Any, parent_dna: Any, child: Any, model: Any) -> Any:
+        """Load the parent's tensors into ``model`` where they fit; return a report with
+        ``fraction``, ``tensors_inherited``, ``tensors_fresh``. Only when ``inherits_weights``."""
+        raise NotImplementedError(f"search space {self.name!r} has no weight-inheritance rule")
+
+    @staticmethod
+    def synthetic_fitness(dna: Any) -> float:
+        """A deterministic stand-in for validation accuracy in [0, 1] (synthetic mode).
+
+        The default is a hash of the DNA (no signal to search for); spaces override it with
+        a function that rewards what helps real networks.
+        """
+        digest = hashlib.sha256(dna.content_hash().encode()).digest()
+        return int.from_bytes(digest[:4], "little") / 2**32
+
+
+_REGISTRY: Registry[type[SearchSpace]] = Registry(
+    "search space", ("evo.spaces.large_scale", "evo.spaces.nasnet"), "evo.search_spaces")
+
+register_space = _REGISTRY.register
+"""Class decorator: make a :class:`SearchSpace` subclass the space named by its ``name``."""
+
+
+def space_names() -> list[str]:
+    """Names of every registered search space."""
+    return _REGISTRY.names()
+
+
+def space_class(name: str) -> type[SearchSpace]:
+    """The registered class of search space ``name``; ValueError naming the known ones."""
+    return _REGISTRY.get(name)
+
+
+def make_space(config: "RunConfig") -> SearchSpace:
+    """The search space a run config names, set up with the run's bounds and settings."""
+    return space_class(config.search_space)(config)
+
+
+def for_config(config: "RunConfig") -> SearchSpace:
+    """Alias of :func:`make_space` (the name earlier code used)."""
+    return make_space(config)
