@@ -7,7 +7,7 @@ What it does: ``evo init`` a synthetic-fitness population (the real worker, stor
 and mutations; training replaced by a sleep), start W ``evo worker`` processes (staggered),
 then for ``duration`` seconds SIGKILL a random worker at exponentially distributed moments
 (mean ``kill_interval``) and restart its slot ``restart_delay`` seconds later. Workers append
-their publishes and kills to an event log (``EVO_EVENT_LOG``). Afterwards: stop everything,
+their publishes and kills to an event log (``evo worker --event-log``). Afterwards: stop everything,
 run ``evo check --json --grace 0`` and ``evo audit --json --events``, repair the crash debris
 with ``evo check --repair`` and check again. The report (JSON, and a Markdown summary) has
 the workers, duration, kills, individuals born and killed, race losses, torn individuals,
@@ -118,7 +118,6 @@ def run_chaos(settings: ChaosSettings, work_dir: str | os.PathLike[str] | None =
     else:
         url = str(work / "pop")
     events_path = work / "events.jsonl"
-    env["EVO_EVENT_LOG"] = str(events_path)
     try:
         return _run(settings, url, work, env, events_path, say)
     finally:
@@ -136,7 +135,8 @@ def _run(s: ChaosSettings, url: str, work: Path, env: dict[str, str], events_pat
         raise RuntimeError(f"evo init failed: {init.stderr.strip()}")
     store = open_store(url)
     preseed_s = preseed(url) if s.preseed else None
-    pool = WorkerPool(url, s.workers, work / "logs", env, nice=s.worker_nice)
+    pool = WorkerPool(url, s.workers, work / "logs", env, worker_args=("--event-log", str(events_path)),
+                      nice=s.worker_nice)
     rng = np.random.default_rng(s.seed)
     memory = MemoryStats()
     kills: list[dict[str, Any]] = []

@@ -37,7 +37,8 @@ def evolve_small(seed: int = 0, individuals: int = 100) -> dna_lib.DNA:
     import torch
 
     from evo.config import RunConfig, TrainSettings
-    from evo.worker import Worker, WorkerOptions
+    from evo.assemble import open_worker
+    from evo.worker import WorkerOptions
     from storage import open_store
 
     torch.set_num_threads(1)
@@ -47,7 +48,7 @@ def evolve_small(seed: int = 0, individuals: int = 100) -> dna_lib.DNA:
         store = open_store(tmp)
         store.init_config(config.to_json())
         say(f"evolving on digits: {individuals} individuals, P=10, 200 steps each")
-        Worker(WorkerOptions(url=tmp, max_individuals=individuals, device="cpu", index=0)).run()
+        open_worker(tmp, WorkerOptions(max_individuals=individuals), device="cpu", index=0).run()
         records = list(store.read_history())
         for info in store.list_alive():
             ind = store.read_individual(info, bounds=config.bounds)

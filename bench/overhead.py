@@ -68,11 +68,12 @@ def calibrate_steps(device: str, target_seconds: float, seed: int = 0) -> tuple[
 
 def run_steps(url: str, device: str, children: int) -> tuple[list[dict[str, Any]], float]:
     """Drive one worker until it has published ``children``; (one row per step, worker start-up s)."""
-    from evo.worker import Worker, WorkerOptions
+    from evo.assemble import open_worker
+    from evo.worker import WorkerOptions
 
     t = time.perf_counter()
-    worker = Worker(WorkerOptions(url=url, max_individuals=children, device=device, index=0))
-    worker.evaluator  # noqa: B018  (made on first use: load the dataset inside the start-up time)
+    worker = open_worker(url, WorkerOptions(max_individuals=children), device=device, index=0)
+    worker.evaluator.prepare()   # load the dataset inside the start-up time
     worker.beat("starting", force=True)
     startup = time.perf_counter() - t
     rows = []

@@ -68,7 +68,8 @@ def run_config(settings: SearchSettings, scheme: str, seed: int):
 
 def one_run(settings: SearchSettings, scheme: str, seed: int, device: str) -> dict[str, Any]:
     """Fitness of every individual in publishing order, and the run's wall time."""
-    from evo.worker import Worker, WorkerOptions
+    from evo.assemble import open_worker
+    from evo.worker import WorkerOptions
     from storage import open_store
 
     config = run_config(settings, scheme, seed)
@@ -78,8 +79,8 @@ def one_run(settings: SearchSettings, scheme: str, seed: int, device: str) -> di
     t = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"evo-search-{scheme}-") as url:
         open_store(url).init_config(config.to_json())
-        worker = Worker(WorkerOptions(url=url, max_individuals=settings.individuals, device=device, index=0),
-                        on_publish=lambda r: (fitness.append(r["fitness"]), made_by.append(r["mutation"])))
+        worker = open_worker(url, WorkerOptions(max_individuals=settings.individuals), device=device, index=0,
+                             on_publish=lambda r: (fitness.append(r["fitness"]), made_by.append(r["mutation"])))
         stats = worker.run()
         failures = stats.failures
     return {"scheme": scheme, "seed": seed, "fitness": fitness, "mutations": made_by,

@@ -68,18 +68,15 @@ def _loadavg() -> float:
 
 
 def _count_events(path: Path, start: float, end: float) -> dict[str, int]:
-    counts = {"publish": 0, "kill": 0, "race_loss": 0}
-    try:
-        with open(path, "rb") as f:
-            for raw in f:
-                try:
-                    ev = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(ev, dict) and ev.get("event") in counts and start <= ev.get("time", 0) < end:
-                    counts[ev["event"]] += 1
-    except FileNotFoundError:
-        pass
+    """Publishes, kills and lost kill races the workers logged in ``[start, end)``."""
+    from evo.audit import EVENT_KINDS, read_events
+
+    counts = dict.fromkeys(EVENT_KINDS, 0)
+    if not Path(path).exists():
+        return counts
+    for ev in read_events(path)[0]:
+        if isinstance(ev.get("time"), (int, float)) and start <= ev["time"] < end:
+            counts[ev["event"]] += 1
     return counts
 
 
@@ -113,8 +110,7 @@ def measure_point(backend: str, w: int, seconds: float, work: Path, *, populatio
     else:
         raise ValueError(f"backend must be local or gcs, not {backend!r}")
     events_path = work / "events.jsonl"
-    env["EVO_EVENT_LOG"] = str(events_path)
-    pool = WorkerPool(url, w, work / "logs", env)
+    pool = WorkerPool(url, w, work / "logs", env, worker_args=("--event-log", str(events_path)))
     memory = MemoryStats()
     try:
         init = evo(["init", url, "--dataset", "synthetic", "-P", str(population), "--selection", selection,

@@ -14,7 +14,7 @@ Invariants checked (a violation makes ``ok`` false):
   the records: +1 at each birth (the time in the id), -1 at each death (the history
   record's ``death``) or quarantine. W is given, or estimated as the largest number of
   workers whose heartbeat intervals ``[started, last heartbeat]`` overlap.
-- with the **event log** (``EVO_EVENT_LOG``, one JSON line per publish, won kill and lost
+- with the **event log** (``evo worker --event-log FILE``, one JSON line per publish, won kill and lost
   kill race, appended by the workers): no *lost* publish (a logged id is alive, dead or
   quarantined), no *double kill* (at most one logged winner per victim, and it is the killer
   the history record names), no *phantom kill* (a logged win without a history record), no
@@ -35,7 +35,6 @@ from typing import Any, Iterable
 
 from storage import Broken, PopulationStore, birth_of, is_id
 
-EVENT_LOG_ENV = "EVO_EVENT_LOG"
 EVENT_KINDS = ("publish", "kill", "race_loss")
 MAX_LISTED = 50
 
@@ -52,12 +51,6 @@ class EventLog:
     def __init__(self, path: str | os.PathLike[str]):
         self.path = os.fspath(path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-
-    @classmethod
-    def from_env(cls) -> "EventLog | None":
-        """The log named by ``$EVO_EVENT_LOG``, or None when it is unset (the default)."""
-        path = os.environ.get(EVENT_LOG_ENV, "").strip()
-        return cls(path) if path else None
 
     def write(self, event: str, **fields: Any) -> None:
         """Append one event line: ``{"event": event, **fields}``."""

@@ -14,10 +14,9 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from evo.config import RunConfig
+from evo.config import TrainSettings
 from evo.data import load_dataset
 from evo.outcome import Outcome
-from evo.spaces import for_config
 from evo.train import accuracy, train
 
 
@@ -43,27 +42,35 @@ def weights_from_bytes(blob: bytes) -> dict[str, torch.Tensor]:
 
 
 class TorchEvaluator:
-    """Turns a child DNA into an :class:`Outcome` by really training it."""
+    """Turns a child DNA into an :class:`Outcome` by really training it.
 
-    def __init__(self, config: RunConfig, device: str = "auto"):
-        self.config = config
+    ``space`` builds the model (and inherits weights); ``dataset`` is the run's dataset spec,
+    loaded once (by :meth:`prepare`, or the first evaluation) and kept on the device.
+    """
+
+    def __init__(self, space: Any, dataset: str, train_settings: TrainSettings, device: str = "auto"):
+        self.space = space
+        self.dataset = dataset
+        self.train_settings = train_settings
         self.device = resolve_device(device)
         self.device_name = str(self.device)
+        self.data = None
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         elif os.environ.get("OMP_NUM_THREADS", "").isdigit():
             # `evo launch` gives each CPU worker its share of the cores; oversubscribed
             # OpenMP threads made training ~30x slower on a busy 2-core machine.
             torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
-        self.data = load_dataset(config.dataset, self.device)
-        self.space = for_config(config)
+
+    def prepare(self) -> None:
+        """Load the dataset onto the device (once; later calls do nothing)."""
+        if self.data is None:
+            self.data = load_dataset(self.dataset, self.device)
 
     def evaluate(self, child, *, parent_dna=None, parent_weights: bytes | None = None, seed: int = 0,
                  progress: Callable[[], Any] | None = None) -> Outcome:
         """Build ``child``, inherit from the parent where shapes match, train, validate."""
-        from dna.inherit import inherit
-
-        cfg = self.config
+        self.prepare()
         t = time.perf_counter()
         with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching global state
             torch.manual_seed(seed)
@@ -76,15 +83,15 @@ class TorchEvaluator:
         report = None
         if parent_weights is not None and parent_dna is not None:
             # reset_weights renumbers every id, so nothing matches and nothing is inherited
-            report = inherit(weights_from_bytes(parent_weights), parent_dna, child, model)
+            report = self.space.inherit(weights_from_bytes(parent_weights), parent_dna, child, model)
             inherited = report.fraction
         inherit_s = time.perf_counter() - t
 
         steps_cb = (lambda step, total: progress()) if progress else None
-        result = train(model, self.data, cfg.train, learning_rate=child.learning_rate, seed=seed,
+        result = train(model, self.data, self.train_settings, learning_rate=child.learning_rate, seed=seed,
                        device=self.device, progress=steps_cb)
         t = time.perf_counter()
-        fitness = accuracy(model, self.data.val_x, self.data.val_y, self.data, cfg.train.eval_batch_size)
+        fitness = accuracy(model, self.data.val_x, self.data.val_y, self.data, self.train_settings.eval_batch_size)
         eval_s = time.perf_counter() - t
         weights = weights_to_bytes(model)
         metrics = {

@@ -11,42 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import struct
 import time
 from typing import Any, Callable
 
 import numpy as np
 
-from evo.config import RunConfig
+from evo.config import SyntheticSettings
 from evo.outcome import Outcome
 
 
 def synthetic_fitness(dna: Any) -> float:
-    """A deterministic 'validation accuracy' in [0, 1] that rewards what helps real CNNs.
+    """A deterministic 'validation accuracy' in [0, 1] of a DNA of any registered space
+    (its space's :meth:`~evo.spaces.SearchSpace.synthetic_fitness`)."""
+    from evo.spaces import space_class
 
-    Large-scale DNA: more convolutional capacity helps with diminishing returns, very wide
-    or very deep graphs stop helping, and the learning rate has a sweet spot near 0.05.
-    NASNet DNA: separable and factorised convolutions beat pooling and identity.
-    """
-    kind = dna.to_dict().get("kind")
-    if kind == "nasnet":
-        d = dna.to_dict()
-        weights = {"sep3x3": 1.0, "sep5x5": 1.1, "sep7x7": 0.9, "dil3x3": 0.9, "conv1x7_7x1": 0.8,
-                   "avg3x3": 0.4, "max3x3": 0.5, "identity": 0.3}
-        score = 0.0
-        for cell in ("normal", "reduction"):
-            for comb in d[cell]["combinations"]:
-                score += weights.get(comb[1], 0.2) + weights.get(comb[3], 0.2)
-        return 0.1 + 0.85 * (1 - math.exp(-score / 8.0))
-    capacity = 0.0
-    for e in dna.conv_edges:
-        capacity += math.log2(1 + e.channels) * math.sqrt(e.filter_h * e.filter_w) / e.stride ** 0.5
-    skips = sum(1 for e in dna.edges if e.kind == "identity") - 1
-    size_penalty = max(0, len(dna.vertices) - 12) * 0.01
-    lr_factor = math.exp(-((math.log10(dna.learning_rate) - math.log10(0.05)) ** 2) / 2.0)
-    base = 0.1 + 0.85 * (1 - math.exp(-capacity / 25.0)) * (0.6 + 0.4 * lr_factor)
-    return min(1.0, max(0.0, base + 0.005 * min(skips, 4) - size_penalty))
+    kind = dna.to_dict().get("kind", "large_scale")
+    return space_class(kind).synthetic_fitness(dna)
 
 
 def safetensors_blob(payload: bytes) -> bytes:
@@ -58,13 +39,17 @@ def safetensors_blob(payload: bytes) -> bytes:
 
 
 class SyntheticEvaluator:
-    """Drop-in replacement for the torch evaluator (same ``evaluate`` signature)."""
+    """Drop-in replacement for the torch evaluator (same ``evaluate`` signature).
+
+    ``space`` gives the fitness function (:meth:`~evo.spaces.SearchSpace.synthetic_fitness`);
+    ``settings`` the simulated training time, weight size and noise.
+    """
 
     device_name = "synthetic"
 
-    def __init__(self, config: RunConfig):
-        self.config = config
-        self.settings = config.synthetic
+    def __init__(self, space: Any, settings: SyntheticSettings):
+        self.space = space
+        self.settings = settings
 
     def evaluate(self, child, *, parent_dna=None, parent_weights: bytes | None = None, seed: int = 0,
                  progress: Callable[[], Any] | None = None) -> Outcome:
@@ -79,7 +64,7 @@ class SyntheticEvaluator:
         train_s = time.perf_counter() - t
         digest = hashlib.sha256(f"{child.content_hash()}:{seed}".encode()).digest()
         rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-        fitness = synthetic_fitness(child) + float(rng.normal(0.0, self.settings.noise))
+        fitness = self.space.synthetic_fitness(child) + float(rng.normal(0.0, self.settings.noise))
         fitness = min(1.0, max(0.0, fitness))
         weights = safetensors_blob(rng.bytes(self.settings.weight_bytes))
         inherited = 0.0

@@ -1,87 +1,76 @@
-"""The stateless worker loop: select, train, publish, kill. No coordinator, no local state.
+"""The stateless worker loop: select, make a child, evaluate, publish, kill. No coordinator.
 
-One step of a worker (pairwise, the 2017 paper; aging, the 2019 paper; random search):
+A worker is assembled from collaborators that are passed in (``evo.assemble`` does it from
+a URL for the CLI; tests pass fakes): the population ``store``, the search ``space`` (what a
+DNA is and how it mutates), the search ``strategy`` (who is the parent, who dies), the
+``evaluator`` (train and validate a child, or a synthetic stand-in), the ``rng`` and the
+``clock``, plus ``observers`` (an event log, a benchmark) and the ``stop`` signals in force.
+
+One step (:meth:`Worker.step`), as in the papers:
 
 1. List the live population (one listing; fitness and birth come from the names).
-2. While the run is still being seeded (fewer than P individuals and selection has never
-   started), claim one of P seeding slots and make a fresh initial individual instead of
-   selecting; once every slot is taken, selection starts.
-3. Otherwise select a parent (pairwise: the fitter of two at random, the other is the
-   victim; aging: the best of S sampled, the victim is the oldest; random: no parent, a
-   fresh random architecture, the victim is the less fit of a random pair), copy its DNA,
-   apply one mutation, inherit its weights where shapes match, train, evaluate on the
-   validation split.
-4. Publish the child (atomically), then kill the victim exactly once. If another worker
-   killed it first, pick another victim the same way. Every publish (a seed's too) is
-   followed by a kill exactly when the population would otherwise exceed P, so concurrent
-   workers neither drain it nor let it grow.
+2. While the run is still being seeded (fewer than P and selection never started), claim
+   one of P seeding slots (create-if-absent) and make the space's initial individual.
+3. Otherwise ask the strategy for a proposal: a parent to read, copy and mutate (2017:
+   the fitter of a random pair; 2019: the best of S sampled), a fresh random architecture
+   (random search), or a DNA the strategy made, and the victim.
+4. Evaluate the child (inheriting the parent's weights where the space and run allow).
+5. Publish it (atomically), then kill the victim exactly once, or another one the strategy
+   picks if the victim is gone, while the population would otherwise exceed P.
 
 Publishing before killing is deliberate: a worker killed while training leaves the
-population whole, so the run heals itself (a shortfall below P is refilled by children
-published without a kill). Everything lives in the store; killing a worker at any moment
-loses at most the child it was training.
+population whole, and a shortfall below P is refilled by children published without a kill.
+A worker killed at any moment loses at most the child it was making.
 
-Liveness: a background thread writes the worker's heartbeat every ``heartbeat_interval``
-seconds (10 by default) whatever the main thread is doing (loading a dataset, a long
-training step), plus soon after each state change; the heartbeat carries its interval, so
-``evo status`` calls a worker lost after a few missed beats without guessing. It also names
-where the worker runs: host and pid, the scheduler's job (SLURM job / array task, Kubernetes
-pod and completion index) and the log file when known.
-
-Stopping: with ``stop=StopSignals([...])`` (``evo.stopping``) a stop signal abandons the
-child being made, lets a publish + kill in progress finish, writes a final ``stopped``
-heartbeat naming the signal, and returns. Neither a stop nor anything else that is not an
-``Exception`` counts as a failed child.
-
-Test hook: with ``EVO_EVENT_LOG=/path`` set, the worker appends one JSON line per publish,
-won kill and lost kill race to that file (``evo.audit.EventLog``, O_APPEND), so that
-``evo audit --events`` can prove no publish was lost and no victim had two killers. Off by
-default.
+Liveness: a background thread (``evo.heartbeat``) writes the heartbeat every
+``heartbeat_interval`` seconds whatever the main thread is doing. Stopping: a stop signal
+(``evo.stopping``) abandons the child being made, lets a publish + kill in progress finish,
+writes a final ``stopped`` heartbeat naming the signal, and returns. A step the store makes
+fail is logged and retried after a back-off: it costs that step, never the worker.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from evo import selection
-from evo.audit import EventLog
-from evo.config import RunConfig
-from evo.spaces import for_config
+from evo.heartbeat import HeartbeatThread, make_worker_id, scheduler_identity
+from evo.observers import WorkerObserver
 from evo.stopping import StopRequested, StopSignals
-from storage import FaultHook, open_store
+from evo.strategies import Population, Proposal, Published
 
 log = logging.getLogger("evo.worker")
 
 MAX_STEP_BACKOFF_S = 30.0
+MAX_KILL_TRIES = 20
+SEEDED = "selection_started"          # the store's marker: every seeding slot was taken
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-@dataclass
+@dataclass(frozen=True)
 class WorkerOptions:
     """How one worker process runs (everything about the run itself is in config.json)."""
 
-    url: str
     max_individuals: int | None = None   # stop after publishing this many
     max_seconds: float | None = None      # stop starting new children after this long
-    device: str = "auto"                  # auto | cpu | cuda | cuda:N
-    index: int | None = None              # seed stream; None = fresh entropy per process
-    worker_id: str | None = None
     heartbeat_interval: float = 10.0      # seconds between heartbeats (evo status: lost after 5 missed)
     log_path: str | None = None           # where this worker's log goes, shown by evo status
+    worker_id: str | None = None          # default: host-pid-random
+
+    def __post_init__(self) -> None:
+        interval = self.heartbeat_interval
+        if not (isinstance(interval, (int, float)) and 0 < interval <= 3600):
+            raise ValueError(f"heartbeat interval must be in (0, 3600] seconds, got {interval!r}")
+        if self.max_individuals is not None and self.max_individuals < 1:
+            raise ValueError(f"max_individuals must be >= 1, got {self.max_individuals}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"max_seconds must be > 0, got {self.max_seconds}")
 
 
 @dataclass
@@ -99,135 +88,196 @@ class WorkerStats:
     stopped_by: str | None = None        # the signal that stopped it (None: a limit, or still running)
 
 
-def make_worker_id() -> str:
-    """host-pid-random: unique per process, readable in `evo status`."""
-    host = socket.gethostname().split(".")[0][:32] or "host"
-    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+@dataclass
+class _Child:
+    """A child in the making: its DNA, the parent it came from (if any), and timings."""
 
-
-def scheduler_identity(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Which scheduler job this process is, from its environment (empty when none).
-
-    SLURM: ``kind=slurm``, ``job_id`` and, in an array, ``array_job_id`` and
-    ``array_task_id``. Kubernetes: ``kind=kubernetes``, ``pod`` (the pod name, which
-    Kubernetes puts in HOSTNAME) and ``index`` (JOB_COMPLETION_INDEX of an Indexed Job).
-    """
-    env = os.environ if environ is None else environ
-
-    def get(name: str) -> str | None:
-        value = env.get(name, "").strip()
-        return value[:128] if value else None
-
-    if get("SLURM_JOB_ID"):
-        out = {"kind": "slurm", "job_id": get("SLURM_JOB_ID")}
-        if get("SLURM_ARRAY_JOB_ID") and get("SLURM_ARRAY_TASK_ID"):
-            out["array_job_id"] = get("SLURM_ARRAY_JOB_ID")
-            out["array_task_id"] = get("SLURM_ARRAY_TASK_ID")
-        return out
-    if get("KUBERNETES_SERVICE_HOST") or get("JOB_COMPLETION_INDEX"):
-        out = {"kind": "kubernetes"}
-        if get("HOSTNAME"):
-            out["pod"] = get("HOSTNAME")
-        if get("JOB_COMPLETION_INDEX"):
-            out["index"] = get("JOB_COMPLETION_INDEX")
-        return out
-    return {}
-
-
-class _HeartbeatThread(threading.Thread):
-    """Calls ``write`` every ``interval`` seconds, and soon after :meth:`poke` (a state
-    change), at most once per ``min_gap`` seconds, until :meth:`halt`. A failed write is
-    logged (once per kind of error) and retried at the next beat: liveness must never stop
-    the worker."""
-
-    def __init__(self, write: Callable[[], None], interval: float, min_gap: float = 2.0):
-        super().__init__(name="evo-heartbeat", daemon=True)
-        self.write = write
-        self.interval = interval
-        self.min_gap = min(min_gap, interval)
-        self._wake = threading.Event()
-        self._halt = threading.Event()
-        self._errors: set[str] = set()
-
-    def poke(self) -> None:
-        """Write soon (the state changed)."""
-        self._wake.set()
-
-    def halt(self, timeout: float = 5.0) -> None:
-        """Stop the thread and wait for a write in progress (at most ``timeout`` s)."""
-        self._halt.set()
-        self._wake.set()
-        if self.is_alive():
-            self.join(timeout)
-
-    def run(self) -> None:
-        last = float("-inf")
-        while True:
-            poked = self._wake.wait(timeout=max(0.0, last + self.interval - time.monotonic()))
-            if self._halt.is_set():
-                return
-            gap = last + self.min_gap - time.monotonic()
-            if poked and gap > 0 and self._halt.wait(gap):
-                return
-            self._wake.clear()
-            try:
-                self.write()
-            except Exception as exc:  # the store may be briefly unreachable; the next beat retries
-                kind = type(exc).__name__
-                if kind not in self._errors:
-                    self._errors.add(kind)
-                    log.warning("heartbeat not written (will retry every %.0f s): %s: %s", self.interval, kind,
-                                str(exc).splitlines()[0][:200] if str(exc) else "")
-            last = time.monotonic()
-
-
-def make_evaluator(config: RunConfig, device: str):
-    """The object that turns a child DNA into (fitness, weights, metrics).
-
-    The synthetic mode never imports torch; every other dataset trains for real.
-    """
-    if config.dataset_name == "synthetic":
-        from evo.synthetic import SyntheticEvaluator
-        return SyntheticEvaluator(config)
-    from evo.evaluator import TorchEvaluator
-    return TorchEvaluator(config, device)
+    dna: Any
+    proposal: Proposal
+    parent: Any = None                    # storage.Individual
+    parent_dna: Any = None
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class Worker:
-    """One worker's loop over a population store."""
+    """One worker's loop over a population store; every collaborator is passed in.
 
-    def __init__(self, options: WorkerOptions, *, on_publish: Callable[[dict], None] | None = None,
-                 evaluator: Any = None, stop: StopSignals | None = None, fault: FaultHook | None = None):
-        interval = options.heartbeat_interval
-        if not (isinstance(interval, (int, float)) and math.isfinite(interval) and 0 < interval <= 3600):
-            raise ValueError(f"heartbeat interval must be in (0, 3600] seconds, got {interval!r}")
+    ``population_size``: P. ``inherit_weights``: children start from the parent's weights
+    where the space has a rule for it. ``evaluator`` needs ``evaluate(child, *, parent_dna,
+    parent_weights, seed, progress) -> Outcome``, and may have ``prepare()`` (load data: run
+    calls it while heartbeats already go on) and ``device_name``.
+    """
+
+    def __init__(self, store: Any, space: Any, strategy: Any, evaluator: Any, rng: np.random.Generator, *,
+                 population_size: int, inherit_weights: bool = True, clock: Callable[[], float] = time.time,
+                 observers: Iterable[WorkerObserver] = (), options: WorkerOptions = WorkerOptions(),
+                 stop: StopSignals | None = None):
+        self.store, self.space, self.strategy, self.evaluator = store, space, strategy, evaluator
+        self.rng, self.clock = rng, clock
+        self.population_size = population_size
+        self.inherit_weights = inherit_weights and space.inherits_weights
+        self.observers = list(observers)
         self.options = options
-        store = open_store(options.url, fault=fault)   # fault: tests' crash points (storage.crash)
-        self.config = RunConfig.from_json(store.read_config())
-        self.space = for_config(self.config)
-        self.store = store.with_run(keep_best=self.config.keep_best, bounds=self.config.bounds,
-                                    dna_validator=self.space.parse)
-        self.worker_id = options.worker_id or make_worker_id()
-        entropy = [self.config.seed, options.index] if options.index is not None else None
-        self.rng = np.random.default_rng(entropy)
-        self.stats = WorkerStats(self.worker_id)
-        self.on_publish = on_publish
-        self.events = EventLog.from_env()   # test hook: off unless $EVO_EVENT_LOG names a file
         self.stop = stop if stop is not None else StopSignals()
+        self.worker_id = options.worker_id or make_worker_id()
+        self.stats = WorkerStats(self.worker_id, started=clock())
         self.scheduler = scheduler_identity()
-        self._evaluator = evaluator
-        self._last_beat = 0.0
+        self._last_beat = float("-inf")
         self._state = "starting"
         self._beat_lock = threading.Lock()
-        self._heart: _HeartbeatThread | None = None
+        self._heart: HeartbeatThread | None = None
         self._final_beat = False
 
-    @property
-    def evaluator(self):
-        """The child evaluator, made on first use (the torch one loads the dataset then)."""
-        if self._evaluator is None:
-            self._evaluator = make_evaluator(self.config, self.options.device)
-        return self._evaluator
+    # ----- one step: the paper's loop -----
+    def step(self) -> dict | None:
+        """Make, evaluate and publish one individual; its log record (None if skipped)."""
+        t0 = time.perf_counter()
+        population = self.population()
+        if self.seeding(population):
+            child = _Child(self.space.initial(self.rng).replace(mutation="initial"), Proposal())
+        else:
+            if len(population) < 2:
+                time.sleep(0.2)   # the population is being repaired by others; nothing to select from
+                return None
+            child = self.make_child(self.strategy.propose(population, self.rng))
+            if child is None:
+                return None       # the parent vanished or was quarantined: select again
+        child.timings["select_s"] = time.perf_counter() - t0
+        outcome = self.evaluate(child)
+        if outcome is None:
+            return None
+        with self.stop.critical():   # a stop signal now waits until the kill is done
+            return self.publish_and_kill(child, outcome, t0)
+
+    def population(self) -> Population:
+        """The live population, oldest first, from one listing."""
+        return Population(tuple(sorted(self.store.list_alive(), key=lambda p: p.id)), self.population_size)
+
+    def seeding(self, population: Population) -> bool:
+        """True when this step makes one of the P initial individuals (a slot was claimed)."""
+        if len(population) >= self.population_size:
+            self.store.mark(SEEDED)
+            return False
+        if self.store.has_mark(SEEDED) or not self._claim_seed_slot(len(population)):
+            return False
+        self.beat("seeding")
+        return True
+
+    def make_child(self, proposal: Proposal) -> _Child | None:
+        """The proposal's child DNA: a mutated copy of the parent, a fresh random one, or the
+        strategy's own. None when the parent cannot be read any more."""
+        self.beat("selecting")
+        if proposal.dna is not None:
+            return _Child(proposal.dna, proposal)
+        if proposal.parent is None:
+            return _Child(self.space.random(self.rng).replace(mutation="random"), proposal)
+        t = time.perf_counter()
+        parent = self.store.read_individual(proposal.parent)
+        read_s = time.perf_counter() - t
+        if parent is None:
+            return None
+        t = time.perf_counter()
+        parent_dna = self.space.parse(parent.dna)
+        dna = self.space.mutate(parent_dna, self.rng)
+        return _Child(dna, proposal, parent, parent_dna,
+                      {"read_parent_s": read_s, "mutate_s": time.perf_counter() - t})
+
+    def evaluate(self, child: _Child) -> Any:
+        """Train and validate the child (an Outcome), or None if it failed: a child that
+        cannot be built or trained costs that child, never the run."""
+        self.beat("training", force=True)
+        seed = int(self.rng.integers(0, 2**31 - 1))
+        inherit = self.inherit_weights and child.parent is not None
+        try:
+            return self.evaluator.evaluate(child.dna, parent_dna=child.parent_dna,
+                                           parent_weights=child.parent.weights if inherit else None,
+                                           seed=seed, progress=lambda: self.beat())
+        except Exception as exc:
+            self.stats.failures += 1
+            log.warning("child of %s (%s) failed: %s", child.parent.id if child.parent else "-",
+                        child.dna.mutation, _one_line(exc))
+            return None
+
+    def publish_and_kill(self, child: _Child, outcome: Any, t0: float) -> dict:
+        """Publish the child, then kill one individual if the population is above P."""
+        metrics = {**outcome.metrics, **child.timings, **dict(child.proposal.note)}
+        parent_id = child.parent.id if child.parent is not None else None
+        t = time.perf_counter()
+        info = self.store.publish(child.dna.to_dict(), outcome.weights, parent=parent_id,
+                                  mutation=child.dna.mutation, fitness=outcome.fitness,
+                                  worker=self.worker_id, metrics=metrics)
+        publish_s = time.perf_counter() - t
+        for observer in self.observers:
+            observer.born(info.id, parent_id, outcome.fitness, self.worker_id, self.clock())
+        self.stats.published += 1
+        if self.stats.best_fitness is None or outcome.fitness > self.stats.best_fitness:
+            self.stats.best_fitness = outcome.fitness
+        t = time.perf_counter()
+        # Seeds kill too when the population is already full: a seed that was still training
+        # when selection started would otherwise leave the population at P + 1 for good.
+        killed = self._kill_one(child.proposal.victim, exclude=info.id)
+        record = {
+            "id": info.id, "parent": parent_id, "mutation": child.dna.mutation, "fitness": outcome.fitness,
+            "killed": killed, "selected_victim": child.proposal.victim.id if child.proposal.victim else None,
+            "dna_hash": child.dna.content_hash(), "worker": self.worker_id, "time": self.clock(),
+            "train_s": metrics.get("train_s", 0.0), "inherited": metrics.get("inherited_fraction", 0.0),
+            "publish_s": publish_s, "kill_s": time.perf_counter() - t,
+            "select_s": child.timings["select_s"], "wall_s": time.perf_counter() - t0, "metrics": metrics,
+        }
+        log.info("published %s parent=%s mutation=%s fitness=%.4f train=%.1fs inherited=%.0f%%%s",
+                 info.id, parent_id or "-", child.dna.mutation, outcome.fitness, record["train_s"],
+                 100 * record["inherited"], f" killed={killed}" if killed else "")
+        for observer in self.observers:
+            observer.published(record)
+        if child.parent is not None or child.proposal.fresh or child.proposal.dna is not None:
+            self.strategy.observe(Published(info.id, outcome.fitness, child.dna, child.proposal, metrics))
+        self.beat("idle", force=True)
+        return record
+
+    def _claim_seed_slot(self, start: int) -> bool:
+        """Claim one of the P seeding slots (create-if-absent), so that concurrent workers
+        seed exactly P initial individuals instead of overshooting. False once all are taken.
+
+        A worker that dies holding a slot leaves the population one short; the first
+        publishes after seeding then add children without killing until it is back at P.
+        """
+        for k in range(start, self.population_size):
+            if self.store.mark(f"seed-{k:06d}"):
+                return True
+        self.store.mark(SEEDED)
+        return False
+
+    def _kill_one(self, victim: Any, exclude: str) -> str | None:
+        """Kill the victim (or, if another worker got it first, another one the strategy picks).
+
+        Kills only while the population is above P, so racing workers cannot drain it. When
+        the listing shows more than one individual too many (left by a worker killed between
+        its publish and its kill, or by the end of seeding), it kills one more, so the excess
+        drains instead of persisting for the rest of the run. Returns the first victim.
+        """
+        P = self.population_size
+        first = None
+        for _ in range(MAX_KILL_TRIES):
+            members = tuple(p for p in self.population().members if p.id != exclude)
+            if len(members) + 1 <= P:
+                return first
+            if victim is None or victim.id not in {p.id for p in members}:
+                victim = self.strategy.victim(Population(members, P), self.rng)
+                if victim is None:
+                    return first
+            if self.store.kill(victim, worker=self.worker_id, reason=self.strategy.name):
+                self.stats.killed += 1
+                for observer in self.observers:
+                    observer.killed(victim.id, self.worker_id, self.clock())
+                if first is None and len(members) > P:
+                    first, victim = victim.id, None   # still above P after this kill: drain one more
+                    continue
+                return first or victim.id
+            self.stats.race_losses += 1
+            for observer in self.observers:
+                observer.lost_race(victim.id, self.worker_id, self.clock())
+            victim = None
+        return first
 
     # ----- heartbeat -----
     def beat(self, state: str | None = None, force: bool = False) -> None:
@@ -247,8 +297,7 @@ class Worker:
             if changed:
                 self._heart.poke()
             return
-        now = time.time()
-        if not force and now - self._last_beat < 2.0:
+        if not force and self.clock() - self._last_beat < 2.0:
             return
         self._write_beat()
 
@@ -257,7 +306,7 @@ class Worker:
             if self._final_beat:
                 return   # the final heartbeat is written: a late beat must not overwrite it
             self._final_beat = final
-            now = time.time()
+            now = self.clock()
             self._last_beat = now
             s = self.stats
             info = {
@@ -266,7 +315,7 @@ class Worker:
                 "interval": self.options.heartbeat_interval,
                 "individuals": s.published, "kills": s.killed, "race_losses": s.race_losses,
                 "failures": s.failures, "step_errors": s.step_errors, "best_fitness": s.best_fitness,
-                "device": getattr(self._evaluator, "device_name", self.options.device),
+                "device": str(getattr(self.evaluator, "device_name", "?"))[:32],
             }
             if self.scheduler:
                 info["scheduler"] = self.scheduler
@@ -279,157 +328,6 @@ class Worker:
             except Exception as exc:  # a heartbeat that cannot be written must not stop the work
                 log.warning("heartbeat not written: %s", _one_line(exc))
 
-    # ----- one step -----
-    def step(self) -> dict | None:
-        """Make, train and publish one individual; returns its log record (None if skipped)."""
-        cfg = self.config
-        t0 = time.perf_counter()
-        population = sorted(self.store.list_alive(), key=lambda p: p.id)
-        P = cfg.population_size
-        parent = None
-        victim = None
-        read_s = mutate_s = 0.0
-        seeding = len(population) < P and not self.store.has_mark("selection_started") \
-            and self._claim_seed_slot(len(population))
-        if seeding:
-            self.beat("seeding")
-            child = self.space.initial(self.rng).replace(mutation="initial")
-        else:
-            if len(population) >= P:
-                self.store.mark("selection_started")
-            if len(population) < 2:
-                time.sleep(0.2)   # the population is being repaired by others; nothing to select from
-                return None
-            self.beat("selecting")
-            if cfg.selection == "random":
-                child = self.space.random(self.rng).replace(mutation="random")
-                victim = selection.pairwise(population, self.rng)[1]
-            else:
-                if cfg.selection == "pairwise":
-                    parent_info, victim = selection.pairwise(population, self.rng)
-                else:
-                    parent_info = selection.tournament(population, self.rng, cfg.tournament_size)
-                t_read = time.perf_counter()
-                parent = self.store.read_individual(parent_info, bounds=cfg.bounds,
-                                                    dna_validator=self.space.parse)
-                read_s = time.perf_counter() - t_read
-                if parent is None:       # vanished or quarantined: select again
-                    return None
-            t_mut = time.perf_counter()
-            if parent is not None:
-                child = self.space.mutate(self.space.parse(parent.dna), self.rng)
-            mutate_s = time.perf_counter() - t_mut
-        select_s = time.perf_counter() - t0
-
-        self.beat("training", force=True)
-        seed = int(self.rng.integers(0, 2**31 - 1))
-        parent_dna = self.space.parse(parent.dna) if parent is not None else None
-        try:
-            outcome = self.evaluator.evaluate(
-                child,
-                parent_dna=parent_dna,
-                parent_weights=parent.weights if (parent is not None and cfg.inherit_weights) else None,
-                seed=seed,
-                progress=lambda: self.beat(),
-            )
-        except Exception as exc:  # a child that cannot be built or trained must not stop the run
-            self.stats.failures += 1
-            log.warning("child of %s (%s) failed: %s: %s", parent.id if parent else "-", child.mutation,
-                        type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
-            return None
-
-        metrics = dict(outcome.metrics)
-        metrics["select_s"] = select_s
-        metrics["read_parent_s"] = read_s
-        metrics["mutate_s"] = mutate_s
-        with self.stop.critical():   # a stop signal now waits until the kill is done
-            return self._publish_and_kill(child, outcome, parent, victim, metrics, t0, select_s)
-
-    def _publish_and_kill(self, child, outcome, parent, victim, metrics, t0, select_s) -> dict:
-        t_pub = time.perf_counter()
-        info = self.store.publish(
-            child.to_dict(), outcome.weights,
-            parent=parent.id if parent is not None else None,
-            mutation=child.mutation, fitness=outcome.fitness, worker=self.worker_id, metrics=metrics,
-        )
-        publish_s = time.perf_counter() - t_pub
-        if self.events:
-            self.events.write("publish", id=info.id, worker=self.worker_id, time=time.time(),
-                              parent=parent.id if parent is not None else None, fitness=outcome.fitness)
-        self.stats.published += 1
-        if self.stats.best_fitness is None or outcome.fitness > self.stats.best_fitness:
-            self.stats.best_fitness = outcome.fitness
-
-        t_kill = time.perf_counter()
-        # Seeds kill too when the population is already full: a seed that was still training
-        # when selection started would otherwise leave the population at P + 1 for good.
-        killed = self._kill_one(victim, exclude=info.id)
-        kill_s = time.perf_counter() - t_kill
-        record = {
-            "id": info.id, "parent": parent.id if parent is not None else None,
-            "mutation": child.mutation, "fitness": outcome.fitness, "killed": killed,
-            "selected_victim": victim.id if victim is not None else None,
-            "dna_hash": child.content_hash(),
-            "train_s": metrics.get("train_s", 0.0), "inherited": metrics.get("inherited_fraction", 0.0),
-            "publish_s": publish_s, "kill_s": kill_s, "select_s": select_s,
-            "wall_s": time.perf_counter() - t0, "metrics": metrics,
-        }
-        log.info("published %s parent=%s mutation=%s fitness=%.4f train=%.1fs inherited=%.0f%%%s",
-                 info.id, record["parent"] or "-", child.mutation, outcome.fitness, record["train_s"],
-                 100 * record["inherited"], f" killed={killed}" if killed else "")
-        if self.on_publish:
-            self.on_publish(record)
-        self.beat("idle", force=True)
-        return record
-
-    def _claim_seed_slot(self, start: int) -> bool:
-        """Claim one of the P seeding slots (create-if-absent), so that concurrent workers
-        seed exactly P initial individuals instead of overshooting. False once all are taken.
-
-        A worker that dies holding a slot leaves the population one short; the first
-        publishes after seeding then add children without killing until it is back at P.
-        """
-        for k in range(start, self.config.population_size):
-            if self.store.mark(f"seed-{k:06d}"):
-                return True
-        self.store.mark("selection_started")
-        return False
-
-    def _kill_one(self, victim, exclude: str) -> str | None:
-        """Kill the victim (or, if another worker got it first, another one picked the same way).
-
-        Kills only while the population is above P, so racing workers cannot drain it. When
-        the listing shows more than one individual too many (left by a worker killed between
-        its publish and its kill, or by the end of seeding), it kills one more, so the excess
-        drains instead of persisting for the rest of the run. Returns the first victim.
-        """
-        cfg = self.config
-        first = None
-        for _ in range(20):
-            population = [p for p in self.store.list_alive() if p.id != exclude]
-            if len(population) + 1 <= cfg.population_size:
-                return first
-            alive_ids = {p.id for p in population}
-            if victim is None or victim.id not in alive_ids:
-                if cfg.selection == "aging":
-                    victim = selection.oldest(population)
-                elif len(population) >= 2:
-                    victim = selection.pairwise(population, self.rng)[1]
-                else:
-                    return first
-            if self.store.kill(victim, worker=self.worker_id, reason=cfg.selection):
-                self.stats.killed += 1
-                if self.events:
-                    self.events.write("kill", id=victim.id, worker=self.worker_id, time=time.time())
-                if first is None and len(population) > cfg.population_size:
-                    first, victim = victim.id, None   # still above P after this kill: drain one more
-                    continue
-                return first or victim.id
-            self.stats.race_losses += 1
-            if self.events:
-                self.events.write("race_loss", id=victim.id, worker=self.worker_id, time=time.time())
-            victim = None
-        return first
 
     # ----- the loop -----
     def run(self) -> WorkerStats:
@@ -440,18 +338,20 @@ class Worker:
         ``stats.stopped_by`` names the signal that stopped it, if one did.
         """
         opts = self.options
-        start = time.time()
+        start = self.clock()
         self._state = "starting"
-        self._heart = _HeartbeatThread(self._write_beat, opts.heartbeat_interval)
+        self._heart = HeartbeatThread(self._write_beat, opts.heartbeat_interval)
         self._heart.start()
         errors_in_a_row = 0
         try:
-            self.evaluator  # noqa: B018  (load the dataset now: heartbeats go on meanwhile)
+            prepare = getattr(self.evaluator, "prepare", None)
+            if prepare is not None:
+                prepare()   # load the dataset now: heartbeats go on meanwhile
             while True:
                 self.stop.check()
                 if opts.max_individuals is not None and self.stats.published >= opts.max_individuals:
                     break
-                if opts.max_seconds is not None and time.time() - start >= opts.max_seconds:
+                if opts.max_seconds is not None and self.clock() - start >= opts.max_seconds:
                     break
                 try:
                     self.step()
@@ -492,18 +392,7 @@ class Worker:
                         if str(exc) else "")
 
 
-def run_worker(options: WorkerOptions, *, stop: StopSignals | None = None, **kwargs: Any) -> WorkerStats:
-    """Open the store, run the loop, return the stats.
 
-    ``stop``: the stop signals in force (an installed :class:`StopSignals`); a stop that
-    arrives while the store is being opened returns stats with ``stopped_by`` set and
-    nothing written.
-    """
-    stop = stop if stop is not None else StopSignals()
-    try:
-        worker = Worker(options, stop=stop, **kwargs)
-    except StopRequested as s:
-        stats = WorkerStats(options.worker_id or "-")
-        stats.stopped_by = s.signal_name
-        return stats
-    return worker.run()
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -65,9 +65,11 @@ def crash_point(text: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    from evo.assemble import run_worker
     from evo.config import ConfigError
+    from evo.observers import EventLogObserver
     from evo.stopping import StopSignals
-    from evo.worker import WorkerOptions, run_worker
+    from evo.worker import WorkerOptions
 
     configure_logging(args.quiet)
     index = args.index
@@ -76,12 +78,16 @@ def run(args: argparse.Namespace) -> int:
             if os.environ.get(var, "").isdigit():
                 index = int(os.environ[var])
                 break
-    options = WorkerOptions(url=args.url, max_individuals=args.max_individuals, max_seconds=args.max_seconds,
-                            device=args.device, index=index, heartbeat_interval=args.heartbeat_seconds,
-                            log_path=own_log_path())
+    options = WorkerOptions(max_individuals=args.max_individuals, max_seconds=args.max_seconds,
+                            heartbeat_interval=args.heartbeat_seconds, log_path=own_log_path())
+    try:
+        observers = [EventLogObserver(args.event_log)] if args.event_log else []
+    except OSError as exc:
+        raise UserError(f"{args.event_log}: cannot open the event log: {exc.strerror or exc}") from None
     try:
         with StopSignals(STOP_SIGNALS) as stop:
-            stats = run_worker(options, stop=stop, fault=args.crash_at)
+            stats = run_worker(args.url, options, device=args.device, index=index, observers=observers,
+                               stop=stop, fault=args.crash_at)
     except ConfigError as exc:
         raise UserError(f"{args.url}/config.json: {exc}") from None
     except RuntimeError as exc:
@@ -108,6 +114,9 @@ def register(sub) -> None:
                    "EVO_WORKER_INDEX / JOB_COMPLETION_INDEX / SLURM_ARRAY_TASK_ID, else fresh entropy)")
     p.add_argument("--heartbeat-seconds", type=_interval, default=10.0, metavar="SECONDS",
                    help="seconds between heartbeats; evo status calls a worker lost after 5 missed (default 10)")
+    p.add_argument("--event-log", metavar="FILE",
+                   help="append one JSON line per publish, kill and lost kill race to FILE (many workers may "
+                        "share one local file), for `evo audit URL --events FILE`")
     p.add_argument("--quiet", action="store_true", help="only warnings")
     # Tests only: SIGKILL this worker at a step of the store's protocols (storage.crash.POINTS).
     p.add_argument("--crash-at", type=crash_point, metavar="POINT[#N]", help=argparse.SUPPRESS)

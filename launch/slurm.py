@@ -39,7 +39,7 @@ from typing import Any
 from .cmd_init import check_run_options, ensure_run
 from .cmd_worker import _interval
 from .errors import UserError
-from .options import add_url, device, non_negative_int, positive_int, positive_seconds
+from .options import add_command, device, non_negative_int, positive_int, positive_seconds
 
 
 # Default --max-seconds: the time limit minus this margin. SLURM sends USR2 90 s before the
@@ -80,8 +80,9 @@ class WorkerJob:
         """Run a worker until its limits or a stop signal; return what it did."""
         if threads and "OMP_NUM_THREADS" not in os.environ:
             os.environ["OMP_NUM_THREADS"] = str(threads)  # read by the trainer before torch starts
+        from evo.assemble import run_worker
         from evo.stopping import StopSignals
-        from evo.worker import WorkerOptions, run_worker
+        from evo.worker import WorkerOptions
 
         from .cmd_worker import configure_logging
 
@@ -89,15 +90,14 @@ class WorkerJob:
         _log_submitit_once()
         preempt = _preempt_signal()
         submitit_handler = signal.getsignal(preempt)
-        options = WorkerOptions(url=url, index=index, device=device, max_seconds=max_seconds,
-                                max_individuals=max_individuals, log_path=_job_log_path(log_path),
-                                heartbeat_interval=heartbeat_seconds)
+        options = WorkerOptions(max_seconds=max_seconds, max_individuals=max_individuals,
+                                log_path=_job_log_path(log_path), heartbeat_interval=heartbeat_seconds)
         stop = StopSignals((signal.SIGTERM, signal.SIGINT, signal.SIGHUP, preempt))
         with stop:
             # Keep ours after the worker returns: submitit's USR2 handler would otherwise
             # raise into the writing of the job's result, or requeue a job that is done.
             stop.keep_installed()
-            stats = run_worker(options, stop=stop)
+            stats = run_worker(url, options, device=device, index=index, stop=stop)
         result = {"worker": stats.worker_id, "index": index, "published": stats.published,
                   "killed": stats.killed, "race_losses": stats.race_losses, "failures": stats.failures,
                   "best_fitness": stats.best_fitness, "stopped_by": stats.stopped_by}
@@ -334,10 +334,9 @@ def _wait(args: argparse.Namespace, store, jobs, array_id: str, folder: Path) ->
 def register(sub) -> None:
     from .cmd_init import add_config_arguments
 
-    p = sub.add_parser("launch-slurm", prog="evo launch slurm",
-                       description="Start N workers as a SLURM job array through submitit. The population "
-                                   "must be on a file system every node mounts (NFS) or on gs://.")
-    add_url(p, "population directory: a shared PATH (NFS), file://PATH or gs://BUCKET/PREFIX")
+    p = add_command(sub, "launch-slurm", prog="evo launch slurm",
+                    description="Start N workers as a SLURM job array through submitit. The population "
+                                "must be on a file system every node mounts (NFS) or on gs://.", url_help="population directory: a shared PATH (NFS), file://PATH or gs://BUCKET/PREFIX")
     p.add_argument("-n", type=positive_int, default=2, help="number of workers (array tasks)")
     p.add_argument("--executor", choices=("slurm", "local"), default="slurm",
                    help="slurm, or local: the same jobs as local processes (a rehearsal)")

@@ -33,9 +33,9 @@ def init(url: str, population: int = 12) -> None:
 
 
 def run_workers(url: str, n: int, each: int, events: Path, extra_args: tuple[str, ...] = ()) -> list[int]:
-    env = dict(os.environ, EVO_EVENT_LOG=str(events))
     procs = [subprocess.Popen([sys.executable, "-m", "launch", "worker", url, "--max-individuals", str(each),
-                               "--quiet", "--index", str(i), *extra_args], cwd=REPO, env=env,
+                               "--quiet", "--index", str(i), "--event-log", str(events), *extra_args],
+                              cwd=REPO, env=dict(os.environ),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
              for i in range(n)]
     return [p.wait(timeout=120) for p in procs]

@@ -17,7 +17,8 @@ import pytest
 from bench.chaos import ChaosSettings, run_chaos, throughput_around_kills
 from evo.config import RunConfig, SyntheticSettings
 from evo.synthetic import safetensors_blob
-from evo.worker import Worker, WorkerOptions
+from evo.assemble import open_worker
+from evo.worker import WorkerOptions
 from storage import open_store
 
 
@@ -71,17 +72,17 @@ def test_excess_left_by_crashed_workers_drains_back_to_p(tmp_path):
     config = RunConfig(dataset="synthetic", population_size=8, seed=4, synthetic=SyntheticSettings(weight_bytes=64))
     store = open_store(url)
     store.init_config(config.to_json())
-    Worker(WorkerOptions(url=url, max_individuals=8, index=0)).run()     # seeded: exactly P
+    open_worker(url, WorkerOptions(max_individuals=8), index=0).run()     # seeded: exactly P
     import dna
     for _ in range(3):   # what three workers killed right after publishing leave behind
         store.publish(dna.initial().to_dict(), safetensors_blob(b"x" * 64), parent=None, mutation="initial",
                       fitness=0.1, worker="crashed")
     assert len(store.list_alive()) == 11
     records: list = []
-    Worker(WorkerOptions(url=url, max_individuals=3, index=1), on_publish=records.append).run()
+    open_worker(url, WorkerOptions(max_individuals=3), index=1, on_publish=records.append).run()
     assert len(store.list_alive()) == 8
     assert all(r["killed"] for r in records)
-    Worker(WorkerOptions(url=url, max_individuals=5, index=2)).run()    # and it stays at P
+    open_worker(url, WorkerOptions(max_individuals=5), index=2).run()    # and it stays at P
     assert len(store.list_alive()) == 8
 
 

@@ -88,11 +88,14 @@ def test_three_workers_share_one_population(population_url):
     for p in procs:
         assert p.returncode == 0, p.stderr.read()[-2000:]
     assert sizes, "selection never started"
-    assert min(sizes) >= P and max(sizes) <= P + WORKERS, (min(sizes), max(sizes))
+    # The documented bound (README, "Scale and chaos"): between a kill's claim and its
+    # unlisting another worker may count the victim and drain one more, so the population
+    # can dip below P briefly; it never leaves [P - W, P + W].
+    assert min(sizes) >= P - WORKERS and max(sizes) <= P + WORKERS, (min(sizes), max(sizes))
 
     alive, dead = audit(url)
     assert len(alive) + len(dead) == WORKERS * 8          # every publish is accounted for
-    assert P <= len(alive) <= P + WORKERS
+    assert P - WORKERS <= len(alive) <= P + WORKERS
     # every kill left exactly one history record with its killer and death time
     for rec in dead.values():
         assert rec["killer"] and rec["death"] >= rec["birth"]

@@ -12,7 +12,8 @@ import pytest
 
 import mutations
 from evo.config import RunConfig, SyntheticSettings, TrainSettings
-from evo.worker import Worker, WorkerOptions
+from evo.assemble import open_worker
+from evo.worker import WorkerOptions
 from storage import open_store
 
 
@@ -26,7 +27,7 @@ def init(url: str, **overrides) -> RunConfig:
 
 def run(url: str, n: int, index: int = 0, records: list | None = None, **kw) -> Worker:
     records = records if records is not None else []
-    worker = Worker(WorkerOptions(url=url, max_individuals=n, index=index), on_publish=records.append, **kw)
+    worker = open_worker(url, WorkerOptions(max_individuals=n), index=index, on_publish=records.append, **kw)
     worker.run()
     return worker
 
@@ -58,7 +59,7 @@ def test_pairwise_kills_the_loser_of_the_pair(tmp_path):
             assert fitness[rec["killed"]] <= fitness[rec["parent"]]
             checked += 1
 
-    Worker(WorkerOptions(url=url, max_individuals=80, index=0), on_publish=on_publish).run()
+    open_worker(url, WorkerOptions(max_individuals=80), index=0, on_publish=on_publish).run()
     assert checked == 80 - 8
     assert len(store.list_alive()) == 8
 
@@ -77,7 +78,7 @@ def test_aging_kills_the_oldest(tmp_path):
             assert rec["killed"] < min(alive)   # ids sort by birth: the victim was the oldest
             checked += 1
 
-    Worker(WorkerOptions(url=url, max_individuals=60, index=0), on_publish=on_publish).run()
+    open_worker(url, WorkerOptions(max_individuals=60), index=0, on_publish=on_publish).run()
     assert checked == 60 - 8
     # the survivors are exactly the newest P individuals
     history = store.read_history()
@@ -118,7 +119,7 @@ def test_single_worker_run_is_reproducible_with_a_seed(tmp_path):
         config = RunConfig(dataset="digits", population_size=3, seed=11, train=TrainSettings(steps=15, augment=False))
         open_store(url).init_config(config.to_json())
         records: list = []
-        Worker(WorkerOptions(url=url, max_individuals=8, index=0, device="cpu"), on_publish=records.append).run()
+        open_worker(url, WorkerOptions(max_individuals=8), index=0, device="cpu", on_publish=records.append).run()
         sequences.append([(r["mutation"], r["dna_hash"], round(r["fitness"], 6)) for r in records])
     assert sequences[0] == sequences[1]
     assert len({s[1] for s in sequences[0]}) > 1

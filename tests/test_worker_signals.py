@@ -22,7 +22,10 @@ import pytest
 
 from evo.config import RunConfig, SyntheticSettings
 from evo.stopping import StopSignals
-from evo.worker import Worker, WorkerOptions, scheduler_identity
+from evo.assemble import open_worker
+from evo.spaces import make_space
+from evo.heartbeat import scheduler_identity
+from evo.worker import WorkerOptions
 from storage import open_store
 from test_launchers import EVO, env, evo
 
@@ -103,7 +106,7 @@ def test_a_signal_between_publish_and_kill_waits_for_the_kill(tmp_path):
     url = str(tmp_path / "pop")
     _synthetic_store(url)
     with StopSignals([signal.SIGUSR1]) as stop:
-        worker = Worker(WorkerOptions(url=url, max_individuals=50, heartbeat_interval=0.5), stop=stop)
+        worker = open_worker(url, WorkerOptions(max_individuals=50, heartbeat_interval=0.5), stop=stop)
         real_kill = worker.store.kill
 
         def kill_after_a_signal(*args, **kwargs):
@@ -137,14 +140,14 @@ class BlockingEvaluator:
         self.entered.set()
         self.release.wait(60)
         config = RunConfig(dataset="synthetic", synthetic=SyntheticSettings(train_seconds=0.0, weight_bytes=64))
-        return SyntheticEvaluator(config).evaluate(child, **kwargs)
+        return SyntheticEvaluator(make_space(config), config.synthetic).evaluate(child, **kwargs)
 
 
 def test_heartbeats_go_on_while_the_main_thread_is_busy(tmp_path):
     url = str(tmp_path / "pop")
     _synthetic_store(url)
     evaluator = BlockingEvaluator()
-    worker = Worker(WorkerOptions(url=url, max_individuals=1, heartbeat_interval=0.2), evaluator=evaluator)
+    worker = open_worker(url, WorkerOptions(max_individuals=1, heartbeat_interval=0.2), evaluator=evaluator)
     store = open_store(url)
     runner = threading.Thread(target=worker.run)
     runner.start()
