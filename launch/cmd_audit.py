@@ -2,7 +2,7 @@
 
 Checks that every individual ever born is alive or dead exactly once, that every parent
 existed, and that the population stayed within [P - W, P + W] after seeding; with the
-workers' event log (``EVO_EVENT_LOG``) also that no publish was lost and no individual was
+workers' event log (``evo worker --event-log FILE``) also that no publish was lost and no individual was
 killed twice. See ``evo.audit``. Exit code 0 when every invariant holds, 1 otherwise.
 """
 
@@ -12,21 +12,19 @@ import argparse
 import json
 
 from .errors import UserError
-from .options import add_url
+from .options import add_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``audit`` subcommand."""
-    p = subparsers.add_parser(
-        "audit", help="check a whole run's invariants from the store (lost, double kills, population bounds)",
-        description="Audit a run from its population directory: every individual born is alive or dead "
-                    "exactly once, parents existed, the population stayed in [P-W, P+W] after seeding. "
+    p = add_command(subparsers, "audit", help="check a whole run's invariants from the store (lost, double kills, population bounds)",
+                    description="Audit a run from its population directory: every individual born is alive or dead "
+                                "exactly once, parents existed, the population stayed in [P-W, P+W] after seeding. "
                     "Exit code 0 when all hold, 1 otherwise.")
-    add_url(p)
     p.add_argument("--workers", "-W", type=int, metavar="W",
                    help="number of concurrent workers for the bounds (default: estimated from heartbeats)")
     p.add_argument("--events", metavar="FILE",
-                   help="the workers' event log (written where EVO_EVENT_LOG pointed): also prove that no "
+                   help="the workers' event log (written by `evo worker --event-log FILE`): also prove that no "
                         "publish was lost and no individual was killed twice")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(func=run)

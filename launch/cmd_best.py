@@ -15,7 +15,7 @@ from typing import Any
 
 from ._snapshot import ago, open_population, utc
 from .errors import UserError
-from .options import add_url, non_negative_int, positive_int
+from .options import add_command, non_negative_int, positive_int
 
 
 def best_individual(store, config, ident: str | None = None):
@@ -104,10 +104,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("best", help="the best live individual; --export writes a torch-only model",
-                       description="Show the best live individual, or export it (DNA, safetensors "
-                                   "weights, model code and a loader that needs only torch).")
-    add_url(p)
+    p = add_command(sub, "best", help="the best live individual; --export writes a torch-only model",
+                    description="Show the best live individual, or export it (DNA, safetensors "
+                                "weights, model code and a loader that needs only torch).")
     p.add_argument("--id", help="this individual instead of the best (live, or dead with kept weights)")
     p.add_argument("--export", metavar="DIR", help="write the model to DIR")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty DIR")

@@ -12,16 +12,14 @@ import json
 import math
 
 from .errors import UserError
-from .options import add_url
+from .options import add_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``check`` subcommand."""
-    p = subparsers.add_parser(
-        "check", help="audit a population directory (and repair it with --repair)",
-        description="Audit a population directory: torn, corrupt or zombie individuals, "
-                    "orphaned weights and temp files. Exit code 0 when ok, 1 when problems remain.")
-    add_url(p)
+    p = add_command(subparsers, "check", help="audit a population directory (and repair it with --repair)",
+                    description="Audit a population directory: torn, corrupt or zombie individuals, "
+                                "orphaned weights and temp files. Exit code 0 when ok, 1 when problems remain.")
     p.add_argument("--repair", action="store_true",
                    help="quarantine torn/corrupt individuals, unlist zombies, "
                         "delete orphans older than --grace")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .cmd_init import add_config_arguments, ensure_run
 from .errors import UserError
-from .options import add_url, device, non_negative_int, positive_int, positive_seconds
+from .options import add_command, device, non_negative_int, positive_int, positive_seconds
 
 # Exit codes of a worker that stopped as it should: done, or stopped by a signal we send
 # (128 + SIGTERM) or that the user's terminal sent (SIGINT, SIGHUP), or killed by one.
@@ -176,9 +176,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("launch", help="start N local workers with a live progress display "
-                       "(also: `evo launch slurm ...`, `evo launch k8s ...`)")
-    add_url(p)
+    p = add_command(sub, "launch", help="start N local workers with a live progress display "
+                                        "(also: `evo launch slurm ...`, `evo launch k8s ...`)")
     p.add_argument("-n", type=positive_int, default=2, help="number of worker processes")
     p.add_argument("--max-seconds", type=positive_seconds, metavar="T",
                    help="each worker stops starting children after T seconds (default: no limit)")

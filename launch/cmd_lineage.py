@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from ._snapshot import Snapshot, find_record, take_snapshot, utc
-from .options import add_url
+from .options import add_command
 
 
 def lineage(snap: Snapshot, ident: str) -> dict[str, Any]:
@@ -62,10 +62,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("lineage", help="an individual's ancestry back to the initial model",
-                       description="Follow parent links from an individual (alive or dead) back to the "
-                                   "initial model: each step's mutation, validation accuracy and time.")
-    add_url(p)
+    p = add_command(sub, "lineage", help="an individual's ancestry back to the initial model",
+                    description="Follow parent links from an individual (alive or dead) back to the "
+                                "initial model: each step's mutation, validation accuracy and time.")
     p.add_argument("id", help="individual id (or a unique prefix, or 'best')")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)

@@ -16,7 +16,7 @@ from typing import Any
 
 from ._snapshot import Snapshot, take_snapshot
 from .errors import UserError
-from .options import add_url
+from .options import add_command
 
 
 def progress_data(snap: Snapshot) -> dict[str, Any]:
@@ -124,10 +124,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("plot", help="progress figure: every individual's validation accuracy over time",
-                       description="Draw the paper's progress figure from the store: every individual "
-                                   "that ever lived (dots), live ones highlighted, the best-so-far line.")
-    add_url(p)
+    p = add_command(sub, "plot", help="progress figure: every individual's validation accuracy over time",
+                    description="Draw the paper's progress figure from the store: every individual "
+                                "that ever lived (dots), live ones highlighted, the best-so-far line.")
     p.add_argument("-o", "--output", default="progress.png",
                    help="figure to write; the extension picks the format (.png, .pdf, .svg, ...)")
     p.add_argument("--data", help="where to write the plotted data as JSON (default: beside the figure, .json)")

@@ -20,7 +20,7 @@ from typing import Any
 
 from ._snapshot import Snapshot, ago, take_snapshot, utc
 from .errors import UserError
-from .options import add_url, non_negative_int, positive_seconds
+from .options import add_command, non_negative_int, positive_seconds
 
 HOUR = 3600.0
 MAX_BROKEN_SHOWN = 10
@@ -269,11 +269,10 @@ def _watch(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("status", help="population, workers, rates and mutations of a run",
-                       description="Show a population's state from the store alone: births and deaths, "
-                                   "validation accuracy of the live population, throughput, workers "
+    p = add_command(sub, "status", help="population, workers, rates and mutations of a run",
+                    description="Show a population's state from the store alone: births and deaths, "
+                                "validation accuracy of the live population, throughput, workers "
                                    "(silent ones shown as lost), race losses, quarantine, mutation counts.")
-    add_url(p)
     p.add_argument("--json", action="store_true", help="print one JSON object (one per refresh with --watch)")
     p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
     p.add_argument("--interval", type=positive_seconds, default=5.0, help="seconds between refreshes")

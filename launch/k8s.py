@@ -33,7 +33,7 @@ import sys
 from typing import Any
 
 from .errors import UserError
-from .options import add_url, device, non_negative_int, positive_int, positive_seconds
+from .options import add_command, device, non_negative_int, positive_int, positive_seconds
 
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?")
 # Label keys: an optional DNS-subdomain prefix and "/", then a name of up to 63 characters.
@@ -203,10 +203,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("launch-k8s", prog="evo launch k8s",
-                       description="Start N workers as a Kubernetes Indexed Job (GKE + GCS). The population "
-                                   "must exist (evo init gs://...). --dry-run writes the manifest only.")
-    add_url(p, "population URL every pod can reach, normally gs://BUCKET/PREFIX")
+    p = add_command(sub, "launch-k8s", prog="evo launch k8s",
+                    description="Start N workers as a Kubernetes Indexed Job (GKE + GCS). The population "
+                                "must exist (evo init gs://...). --dry-run writes the manifest only.", url_help="population URL every pod can reach, normally gs://BUCKET/PREFIX")
     p.add_argument("-n", type=positive_int, required=True, help="number of workers (completions = parallelism = N)")
     p.add_argument("--image", required=True, help="container image with evo installed (`evo` on PATH)")
     p.add_argument("--name", default="evo-workers", help="Job name")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from typing import Callable
+from typing import Any, Callable
 
 URL_HELP = "population directory: PATH, file://PATH, gs://BUCKET/PREFIX"
 
@@ -19,6 +19,14 @@ URL_HELP = "population directory: PATH, file://PATH, gs://BUCKET/PREFIX"
 def add_url(parser: argparse.ArgumentParser, help: str = URL_HELP) -> None:
     """Add the positional ``url`` (the population directory) that most commands take first."""
     parser.add_argument("url", help=help)
+
+
+def add_command(sub: Any, name: str, *, url_help: str = URL_HELP, **parser_options: Any) -> argparse.ArgumentParser:
+    """A subcommand's parser (``help``, ``description``, ``prog`` as for ``add_parser``) whose
+    first argument is the population ``url``: the shape of almost every evo command."""
+    parser = sub.add_parser(name, **parser_options)
+    add_url(parser, url_help)
+    return parser
 
 
 def integer(low: int, high: int | None = None) -> Callable[[str], int]:
