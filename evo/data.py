@@ -9,25 +9,37 @@ Specs (the run config's ``dataset``):
   PATH may be the batch directory itself or its parent. ``memory://`` is refused: in evo it
   names the population store that lives inside one process (``storage/memory.py``). The training set is split 45,000/5,000 train/validation
   by a fixed permutation (as in Real et al. 2017); the official test set is the test split.
+- ``imagefolder=PATH``, ``npz=PATH``, ``hf=PATH``: the user's own images (a folder of class
+  folders, NumPy arrays, a Hugging Face dataset saved to disk or as parquet; local or
+  ``gs://``), turned into arrays as the run's ``data`` settings say (:mod:`evo.decoding`,
+  :mod:`evo.imagefolder`, :mod:`evo.arraysets`). In a run they are decoded once, into the
+  population directory, for every worker (:func:`prepare_data`, :mod:`evo.datacache`).
 
 The splits depend on ``split_seed`` only, never on the run seed, so every worker of a run
 sees the same validation set. Reading (:func:`read_dataset`) is numpy-only; torch is
-imported only to put the arrays on a device (:func:`load_dataset`).
+imported only to put the arrays on a device (:func:`load_dataset`). The search asks for the
+``train`` and ``val`` splits only: the test split is read by ``evo evaluate``, ``evo best
+--export`` and retraining, never by a worker.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from .config import USER_DATASETS, DataSettings
+from .datacache import human_bytes
 from .safe_pickle import RefusedPickle, load_restricted
 
 if TYPE_CHECKING:
     import torch
 
-SPECS = "digits, cifar10=PATH, cifar100=PATH"
+SPECS = "digits, cifar10=PATH, cifar100=PATH, imagefolder=PATH, npz=PATH, hf=PATH"
+SPLITS = ("train", "val", "test")
+SEARCH_SPLITS = ("train", "val")   # what a worker loads: the search never sees the test split
 CIFAR_VALIDATION = 5_000
 DIGITS_TRAIN = 1078          # 60% of scikit-learn's 1797 digits
 
@@ -58,7 +70,14 @@ CIFAR_AUGMENT = Augment(crop_padding=4, flip=True)
 
 @dataclass(frozen=True, eq=False)
 class HostDataset:
-    """The three splits as numpy arrays: images uint8 ``(N, C, H, W)``, labels int64 ``(N,)``."""
+    """The three splits as numpy arrays: images uint8 ``(N, C, H, W)``, labels int64 ``(N,)``.
+
+    A split that was not asked for is empty (0 images). For user datasets, ``class_names``
+    are the classes in label order, ``preprocessing`` what every image went through
+    (``dna.portable_images.Preprocessing.to_dict()``; None: arrays used as stored),
+    ``summary`` what decoding found, and ``data_id`` the SHA-256 identity of the run's
+    decoded cache the arrays came from (None when not read from a cache).
+    """
 
     name: str
     num_classes: int
@@ -69,6 +88,10 @@ class HostDataset:
     val_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
+    class_names: tuple[str, ...] = ()
+    preprocessing: dict[str, Any] | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    data_id: str | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -97,6 +120,9 @@ class DeviceDataset:
     std: tuple[float, ...]
     _scale: "torch.Tensor" = field(repr=False)   # 1/std, shape (1, C, 1, 1)
     _shift: "torch.Tensor" = field(repr=False)   # -mean/std, shape (1, C, 1, 1)
+    class_names: tuple[str, ...] = ()
+    data_id: str | None = None                   # the run's decoded cache (user datasets)
+    splits: tuple[str, ...] = SPLITS             # the splits that were loaded (the others are empty)
 
     @property
     def device(self) -> "torch.device":
@@ -107,23 +133,46 @@ class DeviceDataset:
         return x_uint8.float().mul_(self._scale).add_(self._shift)
 
     def split(self, name: str) -> tuple["torch.Tensor", "torch.Tensor"]:
-        """``(images, labels)`` of ``train``, ``val`` or ``test``."""
-        if name not in ("train", "val", "test"):
+        """``(images, labels)`` of ``train``, ``val`` or ``test``; ValueError for a split that
+        was not loaded (a worker never loads ``test``)."""
+        if name not in SPLITS:
             raise ValueError(f"unknown split {name!r} (train, val, test)")
+        if name not in self.splits:
+            raise ValueError(f"the {name} split was not loaded (the search never reads the test split)")
         return getattr(self, f"{name}_x"), getattr(self, f"{name}_y")
 
 
-def read_dataset(spec: str, *, split_seed: int = 0) -> HostDataset:
+def read_dataset(spec: str, *, split_seed: int = 0, settings: DataSettings | None = None,
+                 splits: tuple[str, ...] = SPLITS, progress: Callable[[str, int, int], None] | None = None
+                 ) -> HostDataset:
     """Read and split the dataset named by ``spec`` into numpy arrays (no torch).
+
+    ``splits``: the splits to keep (the others come back empty; CIFAR's test batch is then
+    not even read). User datasets are decoded from their source here, with ``settings``
+    (the run's ``data`` settings; default: :class:`DataSettings`'s) and ``progress(phase,
+    done, total)``; a run reads them through its cache instead (:func:`prepare_data`).
 
     Raises :class:`DatasetError` (one line, naming the path and the expected layout) for an
     unknown spec or missing/malformed data.
     """
+    _check_splits(splits)
     name, _, path = spec.partition("=")
     if name == "digits" and not path:
-        return _read_digits(split_seed)
+        return _only(_read_digits(split_seed), splits)
     if name in _CIFAR and path:
-        return _read_cifar(name, path, split_seed)
+        return _only(_read_cifar(name, path, split_seed, test="test" in splits), splits)
+    if name in USER_DATASETS and path:
+        from .decoding import DataProblem
+
+        try:
+            decoded = decode_user(spec, settings or DataSettings(), progress)
+        except DataProblem as exc:
+            raise DatasetError(str(exc)) from None
+        return _user_host(name, decoded.splits, decoded.class_names,
+                          decoded.preprocessing.to_dict() if decoded.preprocessing else None,
+                          decoded.summary, None, splits)
+    if name in USER_DATASETS:
+        raise DatasetError(f"{name}: needs a path, e.g. {name}=/data/my-images")
     if name in _CIFAR:
         raise DatasetError(f"{name}: needs a path, e.g. {name}=/data/{_CIFAR[name].dirname}")
     if name == "synthetic":
@@ -131,7 +180,170 @@ def read_dataset(spec: str, *, split_seed: int = 0) -> HostDataset:
     raise DatasetError(f"unknown dataset {spec!r} (choose from {SPECS})")
 
 
-def check_dataset(spec: str) -> dict[str, Any]:
+def _check_splits(splits: tuple[str, ...]) -> None:
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown or "train" not in splits:
+        raise ValueError(f"splits must include train and be among {', '.join(SPLITS)}, got {splits!r}")
+
+
+def _only(host: HostDataset, splits: tuple[str, ...]) -> HostDataset:
+    """``host`` with the splits not in ``splits`` emptied (nothing of them kept in memory)."""
+    from dataclasses import replace
+
+    changes = {}
+    for name in SPLITS:
+        if name not in splits:
+            x, y = getattr(host, f"{name}_x"), getattr(host, f"{name}_y")
+            changes[f"{name}_x"] = np.zeros((0, *x.shape[1:]), dtype=x.dtype)
+            changes[f"{name}_y"] = np.zeros(0, dtype=y.dtype)
+    return replace(host, **changes) if changes else host
+
+
+# --- user datasets (imagefolder, npz, hf) --------------------------------------------
+
+def read_source(spec: str, settings: DataSettings):
+    """The user dataset ``spec`` as an ``evo.decoding.Source`` (listed, labels known,
+    nothing decoded). Raises ``evo.decoding.DataProblem``."""
+    name, _, path = spec.partition("=")
+    if name == "imagefolder":
+        from .imagefolder import scan
+
+        return scan(path)
+    if name == "npz":
+        from .arraysets import read_npz
+
+        return read_npz(path)
+    if name == "hf":
+        from .arraysets import read_hf
+
+        return read_hf(path, settings.image_column, settings.label_column)
+    raise ValueError(f"not a user dataset: {spec!r}")
+
+
+def decode_user(spec: str, settings: DataSettings, progress: Callable[[str, int, int], None] | None = None):
+    """The user dataset ``spec`` decoded from its source (``evo.decoding.Decoded``).
+    Raises ``evo.decoding.DataProblem``."""
+    from .decoding import decode_source
+
+    return decode_source(read_source(spec, settings), settings, progress)
+
+
+def user_augment(input_shape: tuple[int, ...]) -> Augment:
+    """Training augmentation of a user dataset: random crops padded by 1/8 of the side (4
+    pixels at 32, as for CIFAR) and mirror images (``--no-augment`` turns both off)."""
+    return Augment(crop_padding=max(1, int(input_shape[-1]) // 8), flip=True)
+
+
+def _user_host(name: str, arrays: dict[str, tuple[np.ndarray, np.ndarray]], class_names: tuple[str, ...],
+               preprocessing: dict | None, summary: dict, data_id: str | None,
+               splits: tuple[str, ...]) -> HostDataset:
+    shape = arrays["train"][0].shape[1:]
+    empty = (np.zeros((0, *shape), dtype=np.uint8), np.zeros(0, dtype=np.int64))
+    part = {s: arrays[s] if s in splits and s in arrays else empty for s in SPLITS}
+    return HostDataset(name, len(class_names), user_augment(shape),
+                       part["train"][0], part["train"][1], part["val"][0], part["val"][1],
+                       part["test"][0], part["test"][1], class_names=tuple(class_names),
+                       preprocessing=preprocessing, summary=summary, data_id=data_id)
+
+
+def prepare_data(spec: str, settings: DataSettings, store: Any, *, splits: tuple[str, ...] = SEARCH_SPLITS,
+                 worker: str | None = None, progress: Callable[[str], None] | None = None,
+                 stale_after: float | None = None) -> HostDataset:
+    """The run's user dataset through its cache in ``store`` (decoded once for the whole
+    fleet: :mod:`evo.datacache`), with ``splits`` read (a worker: train and val).
+
+    ``data_id`` of the result is the SHA-256 identity of the cache every part of it was
+    checked against. ``progress(line)`` gets progress lines (default: the ``evo.data``
+    log). DatasetError (one line) for bad data, the decoder's included.
+    """
+    from .datacache import STALE_AFTER_S, CacheDamaged, open_or_decode
+    from .decoding import DataProblem
+
+    _check_splits(splits)
+    name = spec.partition("=")[0]
+    damaged: set[int] = set()
+    for _ in range(3):   # a part found damaged while reading: the next generation is decoded
+        try:
+            cached = open_or_decode(store, spec, settings, lambda p: decode_user(spec, settings, p),
+                                    worker=worker, progress=progress, damaged=damaged,
+                                    stale_after=STALE_AFTER_S if stale_after is None else stale_after)
+            arrays = cached.arrays(splits)
+        except DataProblem as exc:
+            raise DatasetError(str(exc)) from None
+        except CacheDamaged as exc:
+            import logging
+
+            logging.getLogger("evo.data").warning("%s; decoding the dataset again", exc)
+            damaged.add(cached.generation)
+            continue
+        m = cached.manifest
+        import logging
+
+        logging.getLogger("evo.data").info(
+            "dataset %s: %s split(s) of the run's decoded cache (data %s, generation %d%s)", spec,
+            "+".join(splits), cached.data_id[:16], cached.generation, ", decoded here" if cached.decoded_here else "")
+        return _user_host(name, arrays, tuple(m["class_names"]), m.get("preprocessing"), m["summary"],
+                          cached.data_id, splits)
+    raise DatasetError(f"{name}: the run's decoded dataset in {store.url}/data/ was damaged three times over; "
+                       "see `evo check`")
+
+
+def ensure_cache(spec: str, settings: DataSettings, store: Any, *,
+                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Make sure the run's cache of a user dataset exists in ``store`` (decoding it here if
+    nobody has), without loading it; returns its manifest (for ``evo init``'s summary)."""
+    from .datacache import open_or_decode
+    from .decoding import DataProblem
+
+    try:
+        return open_or_decode(store, spec, settings, lambda p: decode_user(spec, settings, p),
+                              progress=progress).manifest
+    except DataProblem as exc:
+        raise DatasetError(str(exc)) from None
+
+
+def available_host_memory() -> int | None:
+    """Bytes of memory this machine can still give (``MemAvailable``), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def device_memory(device: "torch.device") -> int | None:
+    """Free bytes on ``device`` (a CUDA device's free memory; the host's for the CPU)."""
+    import torch
+
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        return available_host_memory()
+    return None
+
+
+def check_fits(host: HostDataset, device: "torch.device", free: int | None, splits: tuple[str, ...]) -> None:
+    """DatasetError (how large, how much is free, what to do) unless the splits of ``host``
+    fit into ``free`` bytes of ``device`` (None: unknown, not checked) with room to train."""
+    sizes = {s: getattr(host, f"{s}_x").nbytes + getattr(host, f"{s}_y").nbytes for s in splits}
+    need = sum(sizes.values())
+    if free is None or need <= 0.8 * free:   # the rest is for the model, activations and batches
+        return
+    parts = " + ".join(f"{s} {human_bytes(n)}" for s, n in sizes.items())
+    c, h, w = host.input_shape
+    raise DatasetError(f"{host.name}: the dataset takes {human_bytes(need)} on {device} ({parts}; {c}x{h}x{w} "
+                       f"images) but {device} has {human_bytes(free)} free, and training needs room beyond the "
+                       "data; use a smaller --image-size, --color grayscale, fewer images, or a device with more memory")
+
+
+def check_dataset(spec: str, settings: DataSettings | None = None) -> dict[str, Any]:
     """Check that ``spec`` names a dataset whose files the loader will find and can read,
     without loading it: the form of the spec, then for CIFAR every batch file, looked up the
     way :func:`read_dataset` looks (local path or fsspec URL, the batch directory or its
@@ -148,6 +360,16 @@ def check_dataset(spec: str) -> dict[str, Any]:
         raise DatasetError(str(exc)) from None
     if name == "synthetic":
         return {"name": name, "train_images": None}
+    if name in USER_DATASETS:
+        from .decoding import DataProblem, complete_splits
+
+        try:
+            source = read_source(spec, settings or DataSettings())
+            parts = complete_splits(source, settings or DataSettings())
+        except DataProblem as exc:
+            raise DatasetError(str(exc)) from None
+        return {"name": name, "train_images": len(parts["train"]), "classes": len(source.class_names),
+                "images": {s: len(p) for s, p in parts.items()}}
     if name == "digits":
         try:
             import sklearn.datasets  # noqa: F401  (bundled with scikit-learn; nothing to download)
@@ -179,19 +401,36 @@ def check_dataset(spec: str) -> dict[str, Any]:
     return {"name": name, "train_images": layout.train_images - CIFAR_VALIDATION}
 
 
-def load_dataset(spec: str, device: "torch.device | str", *, split_seed: int = 0) -> DeviceDataset:
-    """Read ``spec`` (see :func:`read_dataset`) and put every split on ``device``.
+def load_dataset(spec: str, device: "torch.device | str", *, split_seed: int = 0,
+                 settings: DataSettings | None = None, store: Any = None,
+                 splits: tuple[str, ...] = SPLITS) -> DeviceDataset:
+    """Read ``spec`` (see :func:`read_dataset`) and put ``splits`` on ``device`` (the others
+    are empty).
 
-    Normalisation statistics come from the training split alone.
+    A user dataset is read through the run's cache when ``store`` (the population) is given
+    (:func:`prepare_data`; pass the run's ``config.data`` as ``settings``), else decoded
+    from its source. Normalisation statistics come from the training split alone.
+    DatasetError when the splits do not fit into the device's free memory.
     """
-    return to_device(read_dataset(spec, split_seed=split_seed), device)
+    name = spec.partition("=")[0]
+    if name in USER_DATASETS and store is not None:
+        host = prepare_data(spec, settings or DataSettings(), store, splits=splits)
+    else:
+        host = read_dataset(spec, split_seed=split_seed, settings=settings, splits=splits)
+    return to_device(host, device, splits=splits)
 
 
-def to_device(host: HostDataset, device: "torch.device | str") -> DeviceDataset:
-    """Copy a :class:`HostDataset` to ``device`` and compute its normalisation."""
+def to_device(host: HostDataset, device: "torch.device | str", *, splits: tuple[str, ...] = SPLITS,
+              free: int | None | str = "ask") -> DeviceDataset:
+    """Copy ``splits`` of a :class:`HostDataset` to ``device`` and compute its normalisation.
+
+    DatasetError (:func:`check_fits`) when they do not fit into ``free`` bytes (default: what
+    the device says is free).
+    """
     import torch
 
     device = torch.device(device)
+    check_fits(host, device, device_memory(device) if free == "ask" else free, splits)
     mean, std = channel_stats(host.train_x)
 
     def put(a: np.ndarray) -> torch.Tensor:
@@ -207,6 +446,7 @@ def to_device(host: HostDataset, device: "torch.device | str") -> DeviceDataset:
         val_x=put(host.val_x), val_y=put(host.val_y),
         test_x=put(host.test_x), test_y=put(host.test_y),
         mean=mean, std=std, _scale=scale, _shift=shift,
+        class_names=host.class_names, data_id=host.data_id, splits=tuple(splits),
     )
 
 
@@ -280,14 +520,17 @@ _CIFAR = {
 }
 
 
-def _read_cifar(name: str, path: str, split_seed: int) -> HostDataset:
+def _read_cifar(name: str, path: str, split_seed: int, test: bool = True) -> HostDataset:
     layout = _CIFAR[name]
     fs, root = _open_fs(name, path)
     root = _find_batch_dir(fs, root, layout, name, path)
     train = [_read_batch(fs, root, f, layout, name) for f in layout.train_files]
     x = np.concatenate([b[0] for b in train])
     y = np.concatenate([b[1] for b in train])
-    test_x, test_y = _read_batch(fs, root, layout.test_file, layout, name)
+    if test:
+        test_x, test_y = _read_batch(fs, root, layout.test_file, layout, name)
+    else:   # the search never reads the test batch
+        test_x, test_y = np.zeros((0, 3, 32, 32), dtype=np.uint8), np.zeros(0, dtype=np.int64)
     if len(y) <= CIFAR_VALIDATION:
         raise DatasetError(f"{name}: {path} has only {len(y)} training images; "
                            f"need more than the {CIFAR_VALIDATION} held out for validation")
