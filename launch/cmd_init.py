@@ -8,8 +8,8 @@ import os
 from dataclasses import replace
 
 from dna.bounds import Bounds
-from evo.config import (ConfigError, NasnetSettings, RunConfig, SyntheticSettings,
-                        TrainSettings, check_dataset_spec)
+from evo.config import (COLORS, RESIZES, USER_DATASETS, ConfigError, DataSettings, NasnetSettings, RunConfig,
+                        SyntheticSettings, TrainSettings, check_dataset_spec)
 
 from evo.spaces import space_class, space_names
 from evo.strategies import strategy_names
@@ -24,6 +24,10 @@ DATASET_DEFAULTS = {
     "synthetic": {"population_size": 100, "steps": 0, "augment": False},
     "cifar10": {"population_size": 100, "steps": 25_600, "augment": True},
     "cifar100": {"population_size": 100, "steps": 25_600, "augment": True},
+    # the user's own images: a search a workstation finishes in an afternoon, augmented like CIFAR
+    "imagefolder": {"population_size": 20, "steps": 2_000, "augment": True},
+    "npz": {"population_size": 20, "steps": 2_000, "augment": True},
+    "hf": {"population_size": 20, "steps": 2_000, "augment": True},
 }
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -39,11 +43,14 @@ def _defaults(key: str) -> str:
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
     """Options that define a run (shared by `evo init` and `evo launch`)."""
     train, bounds, synthetic, nasnet = TrainSettings(), Bounds(), SyntheticSettings(), NasnetSettings()
+    data = DataSettings()
     g = p.add_argument_group("run configuration (written once to config.json; with --config FILE, "
                              "options not given keep the file's values)")
     g.add_argument("--dataset", metavar="SPEC",
-                   help="digits (bundled) | cifar10=PATH | cifar100=PATH (local or gs://) | synthetic "
-                        "(default: digits)")
+                   help="digits (bundled) | cifar10=PATH | cifar100=PATH | imagefolder=PATH (your images: "
+                        "PATH/train/<class>/*.jpg, or PATH/<class>/*.jpg) | npz=FILE (x_train, y_train, ...) | "
+                        "hf=PATH (a Hugging Face dataset saved to disk or as parquet) | synthetic; paths local "
+                        "or gs:// (default: digits)")
     g.add_argument("--population-size", "-P", type=int, metavar="P",
                    help=f"population size P (paper: 1000; default: {_defaults('population_size')})")
     g.add_argument("--selection", choices=strategy_names(),
@@ -70,6 +77,31 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"weight file size (synthetic; default: {synthetic.weight_bytes})")
     g.add_argument("--nasnet-cells", type=int, metavar="N", help=f"N normal cells per stack (nasnet; default: {nasnet.cells_per_stack})")
     g.add_argument("--nasnet-filters", type=int, metavar="F", help=f"F filters (nasnet; default: {nasnet.filters})")
+    d = p.add_argument_group("your own images (imagefolder, npz, hf datasets; decoded once per run into the "
+                             "population directory)")
+    d.add_argument("--image-size", type=int, metavar="S",
+                   help="images become S x S pixels (default: image files: the median shorter side of a sample, "
+                        "at most 64; arrays: as stored)")
+    d.add_argument("--resize", choices=RESIZES,
+                   help=f"crop: scale the shorter side to S and keep the centre; square: scale the whole image "
+                        f"to S x S (default: {data.resize})")
+    d.add_argument("--color", choices=COLORS,
+                   help=f"rgb, grayscale, or auto: grayscale when every sampled image is (default: {data.color})")
+    d.add_argument("--val-fraction", type=float, metavar="F",
+                   help=f"validation images carved from training, per class, when the dataset has no val split "
+                        f"(default: {data.val_fraction})")
+    d.add_argument("--test-fraction", type=float, metavar="F",
+                   help=f"test images carved from training when the dataset has no test split; 0: none "
+                        f"(default: {data.test_fraction})")
+    d.add_argument("--split-seed", type=int, metavar="N", help=f"seed of the carved splits (default: {data.split_seed})")
+    d.add_argument("--max-bad-fraction", type=float, metavar="F",
+                   help="skip unreadable images (counted, named in the summary) up to this fraction of all "
+                        f"images; more fail the run (default: {data.max_bad_fraction})")
+    d.add_argument("--image-column", metavar="NAME", help="hf: the column of images (default: the Image feature)")
+    d.add_argument("--label-column", metavar="NAME", help="hf: the column of labels (default: the ClassLabel feature)")
+    p.add_argument("--defer-decode", action="store_true",
+                   help="do not decode your images now: the first worker does (for the whole fleet); "
+                        "the folder's layout is still checked")
     g.add_argument("--config", metavar="FILE", help="start from this config.json instead of the defaults")
     g.add_argument("--force-new-config", action="store_true",
                    help="write a config into a directory that holds individuals but no config.json "
@@ -84,13 +116,20 @@ OPTION_OF_FIELD = {
     "bounds.max_channels": "--max-channels", "bounds.max_vertices": "--max-vertices",
     "synthetic.train_seconds": "--synthetic-train-seconds", "synthetic.weight_bytes": "--synthetic-weight-bytes",
     "nasnet.cells_per_stack": "--nasnet-cells", "nasnet.filters": "--nasnet-filters",
+    "data.image_size": "--image-size", "data.resize": "--resize", "data.color": "--color",
+    "data.val_fraction": "--val-fraction", "data.test_fraction": "--test-fraction", "data.split_seed": "--split-seed",
+    "data.max_bad_fraction": "--max-bad-fraction", "data.image_column": "--image-column",
+    "data.label_column": "--label-column",
 }
 ARG_OF_FIELD = {"population_size": "population_size", "tournament_size": "tournament_size",
                 "train.steps": "steps", "train.batch_size": "batch_size", "keep_best": "keep_best",
                 "seed": "seed", "bounds.max_channels": "max_channels", "bounds.max_vertices": "max_vertices",
                 "synthetic.train_seconds": "synthetic_train_seconds",
                 "synthetic.weight_bytes": "synthetic_weight_bytes", "nasnet.cells_per_stack": "nasnet_cells",
-                "nasnet.filters": "nasnet_filters"}
+                "nasnet.filters": "nasnet_filters", "data.image_size": "image_size", "data.resize": "resize",
+                "data.color": "color", "data.val_fraction": "val_fraction", "data.test_fraction": "test_fraction",
+                "data.split_seed": "split_seed", "data.max_bad_fraction": "max_bad_fraction",
+                "data.image_column": "image_column", "data.label_column": "label_column"}
 
 
 def _where(field: str | None, args: argparse.Namespace) -> str | None:
@@ -124,7 +163,7 @@ def _read_config_file(path: str) -> RunConfig:
 def _absolute_data_path(spec: str) -> str:
     """``cifar10=data/c10`` -> ``cifar10=/abs/data/c10``: workers may start in another directory."""
     name, eq, path = spec.partition("=")
-    if name in ("cifar10", "cifar100") and path.strip() and "://" not in path:
+    if name in ("cifar10", "cifar100", *USER_DATASETS) and path.strip() and "://" not in path:
         return f"{name}={os.path.abspath(os.path.expanduser(path))}"
     return spec
 
@@ -167,12 +206,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                             weight_bytes=given("synthetic_weight_bytes", base.synthetic.weight_bytes))
         nasnet = replace(base.nasnet, cells_per_stack=given("nasnet_cells", base.nasnet.cells_per_stack),
                          filters=given("nasnet_filters", base.nasnet.filters))
+        data = replace(base.data, **{f: getattr(args, f) for f in DATA_OPTIONS if getattr(args, f, None) is not None})
         # None: the space's rule (the 2019 paper trains every nasnet child from scratch)
         inherit = False if args.no_inherit else (base.inherit_weights if args.config else None)
         return replace(
             base, dataset=spec, population_size=pop, selection=selection,
             tournament_size=tournament, search_space=search_space, train=train, bounds=bounds,
-            synthetic=synthetic, nasnet=nasnet, inherit_weights=inherit,
+            synthetic=synthetic, nasnet=nasnet, data=data, inherit_weights=inherit,
             keep_best=given("keep_best", base.keep_best), seed=given("seed", base.seed),
         )
     except ConfigError as exc:
@@ -206,11 +246,12 @@ def _check_location(url: str) -> None:
 
 
 def check_data(config: RunConfig) -> None:
-    """UserError (one line) unless the config's dataset files are there and its batch fits."""
+    """UserError (one line) unless the config's dataset files are there and its batch fits
+    (for a user dataset: its layout, classes and splits, from a listing; nothing decoded)."""
     from evo.data import DatasetError, check_dataset
 
     try:
-        facts = check_dataset(config.dataset)
+        facts = check_dataset(config.dataset, config.data)
     except DatasetError as exc:
         raise UserError(f"--dataset: {exc}") from None
     n = facts["train_images"]
@@ -219,12 +260,34 @@ def check_data(config: RunConfig) -> None:
                         f"{facts['name']}, got {config.train.batch_size}")
 
 
-def init_run(url: str, config: RunConfig, *, force_new_config: bool = False) -> tuple[RunConfig, bool]:
+def decode_data(store, config: RunConfig) -> None:
+    """Decode the run's user dataset into the store now (unless a cache is there already),
+    with progress on stderr, and print its summary (classes, images, resolution, bytes)."""
+    import sys
+
+    from evo.data import DatasetError, ensure_cache
+
+    if config.dataset_name not in USER_DATASETS:
+        return
+    try:
+        manifest = ensure_cache(config.dataset, config.data, store,
+                                progress=lambda line: print(line, file=sys.stderr, flush=True))
+    except DatasetError as exc:
+        raise UserError(f"--dataset: {exc}") from None
+    from evo.datacache import describe_summary
+
+    print(f"dataset {config.dataset}: {describe_summary(manifest)}", flush=True)
+
+
+def init_run(url: str, config: RunConfig, *, force_new_config: bool = False,
+             decode: bool = True) -> tuple[RunConfig, bool]:
     """Write ``config`` to the store unless it holds one. Returns (config in force, created).
 
-    Before writing, the dataset's files are checked and a directory holding individuals
-    without a config.json is refused (unless ``force_new_config``): nothing is written when
-    any check fails. Refuses (UserError) when the store already holds a *different* config.
+    Before writing, the dataset's files are checked (and, with ``decode``, a user dataset
+    is decoded into the store's ``data/`` and summarised: the workers then load it) and a
+    directory holding individuals without a config.json is refused (unless
+    ``force_new_config``): no config is written when any check fails. Refuses (UserError)
+    when the store already holds a *different* config.
     """
     from storage import StoreError, open_store
 
@@ -236,6 +299,8 @@ def init_run(url: str, config: RunConfig, *, force_new_config: bool = False) -> 
                 raise UserError(f"{url} holds individuals but no config.json (deleted?); writing a new one "
                                 "would change the run under them: use --force-new-config if you mean it")
             check_data(config)
+            if decode:
+                decode_data(store, config)
             if store.init_config(config.to_json()):
                 return config, True
         existing_text = store.read_config()
@@ -266,9 +331,11 @@ def _diff(a: dict, b: dict, prefix: str = "") -> str:
     return "; ".join(out)
 
 
+DATA_OPTIONS = ("image_size", "resize", "color", "val_fraction", "test_fraction", "split_seed", "max_bad_fraction",
+                "image_column", "label_column")
 CONFIG_OPTIONS = ("population_size", "selection", "tournament_size", "search_space", "steps", "batch_size",
                   "keep_best", "seed", "max_channels", "max_vertices", "synthetic_train_seconds",
-                  "synthetic_weight_bytes", "nasnet_cells", "nasnet_filters", "config")
+                  "synthetic_weight_bytes", "nasnet_cells", "nasnet_filters", "config", *DATA_OPTIONS)
 
 
 def has_config_options(args: argparse.Namespace) -> bool:
@@ -300,7 +367,8 @@ def ensure_run(url: str, args: argparse.Namespace) -> None:
     except OSError as exc:
         raise UserError(f"{exc.filename or url}: {exc.strerror or exc}") from None
     if not exists or has_config_options(args):
-        config, created = init_run(url, config_from_args(args), force_new_config=args.force_new_config)
+        config, created = init_run(url, config_from_args(args), force_new_config=args.force_new_config,
+                                   decode=not getattr(args, "defer_decode", False))
         if created:
             print(f"initialised {url}: dataset={config.dataset} P={config.population_size} "
                   f"selection={config.selection} steps/child={config.train.steps}", flush=True)
@@ -308,11 +376,17 @@ def ensure_run(url: str, args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    config, created = init_run(args.url, config, force_new_config=args.force_new_config)
+    config, created = init_run(args.url, config, force_new_config=args.force_new_config,
+                               decode=not args.defer_decode)
     if created:
         print(f"initialised {args.url}: dataset={config.dataset} P={config.population_size} "
               f"selection={config.selection} steps={config.train.steps} search_space={config.search_space}")
+        if config.dataset_name in USER_DATASETS and args.defer_decode:
+            print("  the dataset is decoded by the first worker (--defer-decode); `evo status` shows it")
     else:
+        if not args.defer_decode:   # a decode that failed or was deferred before is done now
+            from storage import open_store
+            decode_data(open_store(args.url), config)
         print(f"{args.url} already holds this config; nothing to do")
     return 0
 
