@@ -356,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", "-W", type=int, default=d.workers)
     p.add_argument("--population", "-P", type=int, default=d.population)
     p.add_argument("--duration", type=float, default=d.duration, help="seconds of chaos after all workers started")
+    p.add_argument("--min-births", type=int, default=d.min_births,
+                   help="go on after --duration until this many individuals were born past P (a loaded machine)")
+    p.add_argument("--max-duration", type=float, default=d.max_duration,
+                   help="seconds of chaos at the most, --min-births or not")
     p.add_argument("--train-seconds", type=float, default=d.train_seconds)
     p.add_argument("--weight-bytes", type=int, default=d.weight_bytes)
     p.add_argument("--selection", choices=("pairwise", "aging", "random"), default=d.selection)
@@ -374,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)   # `kill -USR1 PID` prints every thread's stack
     stop_on_sigterm()
     settings = ChaosSettings(backend=a.backend, workers=a.workers, population=a.population, duration=a.duration,
+                             min_births=a.min_births, max_duration=a.max_duration,
                              train_seconds=a.train_seconds, weight_bytes=a.weight_bytes, selection=a.selection,
                              kill_interval=a.kill_interval, restart_delay=a.restart_delay, stagger=a.stagger,
                              worker_nice=a.worker_nice, preseed=a.preseed, seed=a.seed)
