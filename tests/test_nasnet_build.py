@@ -58,38 +58,47 @@ def _cell_output_shapes(model, x):
 
 
 def test_nasnet_a_parses_and_has_the_hand_computed_parameter_count():
+    # NASNet-A's cells under the default output rule (no concat list): the arithmetic checks
+    # the ops, the preprocessing and the first cell reading the stem as it is.
     dna = nasnet_from_json(NASNET_A_JSON)
     assert dna.normal.unused_states() == (2, 3, 4, 5, 6)   # output 5f
     assert dna.reduction.unused_states() == (4, 5, 6)      # output 3f
     model = build_nasnet(dna, (3, 32, 32), 10, cells_per_stack=2, filters=8)
 
     # By hand, from the op definitions: convs have no bias, BN has 2 parameters per channel.
-    def sep(k, f):        # ReLU, depthwise k x k, pointwise 1x1, BN; applied twice
-        return 2 * (k * k * f + f * f + 2 * f)
+    def sep(k, f, c=None):  # ReLU, depthwise k x k, pointwise 1x1 (c -> f), BN; then again f -> f
+        c = f if c is None else c
+        return (k * k * c + c * f + 2 * f) + (k * k * f + f * f + 2 * f)
 
-    def relu_conv1x1_bn(c_in, f):   # also the parameter count of a factorized reduction
+    def conv1x1_bn(c_in, f):   # also the parameter count of a factorized reduction
         return c_in * f + 2 * f
 
     def normal_ops(f):    # sep5+sep3, sep5+sep3, avg+id, avg+avg, sep3+id
         return 2 * sep(5, f) + 3 * sep(3, f)
+
+    def first_normal_ops(f, stem):  # state 1 is the stem's output (stem channels): every op on it adapts
+        return (sep(5, f) + sep(3, f, stem) + sep(5, f, stem) + sep(3, f, stem)      # combinations 0, 1
+                + conv1x1_bn(stem, f)                                                # identity from the stem
+                + 2 * conv1x1_bn(stem, f)                                            # two avg pools from it
+                + sep(3, f))                                                         # combination 4
 
     def reduction_ops(f):  # sep5+sep7, max+sep7, avg+sep5, id(stride 1)+avg, sep3+max
         return 2 * sep(5, f) + 2 * sep(7, f) + sep(3, f)
 
     stem = 3 * 3 * 3 * 24 + 2 * 24                                               # 3F = 24 channels
     cells = [
-        relu_conv1x1_bn(24, 8) + relu_conv1x1_bn(24, 8) + normal_ops(8),           # 24,24 -> 40 @32
-        relu_conv1x1_bn(40, 8) + relu_conv1x1_bn(24, 8) + normal_ops(8),           # 40,24 -> 40
-        relu_conv1x1_bn(40, 16) + relu_conv1x1_bn(40, 16) + reduction_ops(16),     # 40,40 -> 48 @16
-        relu_conv1x1_bn(48, 16) + relu_conv1x1_bn(40, 16) + normal_ops(16),        # prev reduced: 48,40 -> 80
-        relu_conv1x1_bn(80, 16) + relu_conv1x1_bn(48, 16) + normal_ops(16),        # 80,48 -> 80
-        relu_conv1x1_bn(80, 32) + relu_conv1x1_bn(80, 32) + reduction_ops(32),     # 80,80 -> 96 @8
-        relu_conv1x1_bn(96, 32) + relu_conv1x1_bn(80, 32) + normal_ops(32),        # prev reduced: 96,80 -> 160
-        relu_conv1x1_bn(160, 32) + relu_conv1x1_bn(96, 32) + normal_ops(32),       # 160,96 -> 160
+        conv1x1_bn(24, 8) + first_normal_ops(8, 24),                           # 24, stem as is -> 40 @32
+        conv1x1_bn(40, 8) + conv1x1_bn(24, 8) + normal_ops(8),                 # 40,24 -> 40
+        conv1x1_bn(40, 16) + conv1x1_bn(40, 16) + reduction_ops(16),           # 40,40 -> 48 @16
+        conv1x1_bn(48, 16) + conv1x1_bn(40, 16) + normal_ops(16),              # prev reduced: 48,40 -> 80
+        conv1x1_bn(80, 16) + conv1x1_bn(48, 16) + normal_ops(16),              # 80,48 -> 80
+        conv1x1_bn(80, 32) + conv1x1_bn(80, 32) + reduction_ops(32),           # 80,80 -> 96 @8
+        conv1x1_bn(96, 32) + conv1x1_bn(80, 32) + normal_ops(32),              # prev reduced: 96,80 -> 160
+        conv1x1_bn(160, 32) + conv1x1_bn(96, 32) + normal_ops(32),             # 160,96 -> 160
     ]
     classifier = 160 * 10 + 10
     expected = stem + sum(cells) + classifier
-    assert expected == 102_722  # the arithmetic above, evaluated once with pencil and paper
+    assert expected == 104_210  # the arithmetic above, evaluated once with pencil and paper
     assert _count(model) == expected
     assert nasnet_parameter_count(dna, 3, 10, 2, 8) == expected
 
