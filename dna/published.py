@@ -120,3 +120,11 @@ def published(name: str) -> NasnetDNA:
     if not is_published(name):
         raise DNAError(f"unknown architecture {name!r} (published: {', '.join(PUBLISHED)})"[:300])
     return PUBLISHED[canonical_name(name)].dna
+
+
+def match(dna: NasnetDNA) -> str | None:
+    """The published architecture whose cells ``dna`` has (any learning rate), or None."""
+    for p in _TABLE:
+        if (dna.normal, dna.reduction) == (p.dna.normal, p.dna.reduction):
+            return p.name
+    return None
