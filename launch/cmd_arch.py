@@ -20,7 +20,7 @@ import os
 import re
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, read_user_file
 from .options import positive_int
 
 MAX_DNA_BYTES = 1 << 20
@@ -58,13 +58,7 @@ def resolve(arch: str, ident: str | None) -> dict[str, Any]:
 def _from_file(path: str) -> dict[str, Any]:
     from dna.genome import DNAError, parse_dna_json
 
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_DNA_BYTES + 1)
-    except OSError as exc:
-        raise UserError(f"{path}: {exc.strerror or exc}") from None
-    if len(raw) > MAX_DNA_BYTES:
-        raise UserError(f"{path}: larger than {MAX_DNA_BYTES:,} bytes; not a DNA file")
+    raw = read_user_file(path, MAX_DNA_BYTES, "a DNA file")
     try:
         obj = parse_dna_json(raw)
         if isinstance(obj, dict) and isinstance(obj.get("dna"), dict):  # `evo best --json` output

@@ -16,7 +16,7 @@ from evo.config import (ConfigError, NasnetSettings, RunConfig, SyntheticSetting
 from evo.spaces import space_class, space_names
 from evo.strategies import strategy_names
 
-from .errors import UserError
+from .errors import UserError, read_user_file
 from .options import add_command
 
 # Defaults that differ by dataset: the paper's 25,600 steps suit CIFAR on a GPU; the
@@ -178,13 +178,7 @@ def _where(field: str | None, args: argparse.Namespace, effective: argparse.Name
 
 
 def _read_config_file(path: str) -> RunConfig:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise UserError(f"{path}: {exc.strerror or exc}") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise UserError(f"{path}: larger than {MAX_CONFIG_BYTES:,} bytes; not a config.json")
+    raw = read_user_file(path, MAX_CONFIG_BYTES, "a config.json")
     try:
         return RunConfig.from_json(raw.decode("utf-8"))
     except UnicodeDecodeError:
