@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from collections.abc import Callable
 
@@ -20,6 +22,28 @@ def one_line_errors() -> tuple[type[Exception], ...]:
     from storage import StoreError
 
     return (UserError, StoreError, ConfigError, DatasetError, DNAError)
+
+
+def read_user_file(path: str, max_bytes: int, what: str) -> bytes:
+    """The bytes of the regular file the user named, at most ``max_bytes`` of them; UserError
+    naming ``path`` when it cannot be read, is not a regular file (a FIFO, /dev/zero, a folder)
+    or is too large to be ``what``. Never blocks on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise UserError(f"{path}: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UserError(f"{path}: not a regular file; not {what}")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise UserError(f"{path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > max_bytes:
+        raise UserError(f"{path}: larger than {max_bytes:,} bytes; not {what}")
+    return raw
 
 
 def first_line(exc: BaseException) -> str:

@@ -212,7 +212,11 @@ def test_config_file_values_are_checked_and_name_the_file(capsys, tmp_path):
     d["train"]["batch_size"] = 0
     path.write_text(json.dumps(d))
     refused(capsys, "init", str(tmp_path / "b"), "--config", str(path), words=(str(path), "train.batch_size", "got 0"))
-    refused(capsys, "init", str(tmp_path / "b"), "--config", str(tmp_path), words=(str(tmp_path), "Is a directory"))
+    refused(capsys, "init", str(tmp_path / "b"), "--config", str(tmp_path), words=(str(tmp_path), "not a regular file"))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # nobody writes to it: reading it must not block
+    refused(capsys, "init", str(tmp_path / "b"), "--config", str(fifo), words=(str(fifo), "not a regular file"))
+    refused(capsys, "init", str(tmp_path / "b"), "--config", "/dev/zero", words=("/dev/zero", "not a regular file"))
     path.write_bytes(b"\xff\xfe")
     refused(capsys, "init", str(tmp_path / "b"), "--config", str(path), words=(str(path), "not UTF-8"))
     path.write_text(good.to_json())
