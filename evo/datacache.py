@@ -391,7 +391,8 @@ def describe_summary(manifest: dict[str, Any]) -> str:
 
 def cache_status(store: Any, spec: str, settings: DataSettings) -> dict[str, Any]:
     """What the store holds of this run's cache, for ``evo status``: ``state`` (``ready``,
-    ``decoding``, ``failed``, ``not decoded``), the summary line when ready, the progress
+    ``decoding``, ``failed``, ``not decoded``), the summary line, input shape and number of
+    classes when ready, the progress
     while decoding. Reads one listing and at most two small records; never raises for a
     damaged cache (it says so)."""
     key = cache_key(spec, settings)
@@ -403,6 +404,7 @@ def cache_status(store: Any, spec: str, settings: DataSettings) -> dict[str, Any
             return {"state": "damaged", "key": key, "generation": g, "problem": str(exc)[:300]}
         m = cached.manifest
         return {"state": "ready", "key": key, "generation": g, "summary": describe_summary(m),
+                "input_shape": list(m["input_shape"]), "num_classes": m["num_classes"],
                 "data_sha256": m["data_sha256"], "decoded_by": m.get("decoded_by", {}).get("worker")
                 if isinstance(m.get("decoded_by"), dict) else None}
     g = state.latest

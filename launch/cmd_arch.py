@@ -98,7 +98,23 @@ def _from_population(url: str, ident: str) -> dict[str, Any]:
     dna = for_config(config).parse(record.dna)
     size = (config.nasnet.cells_per_stack, config.nasnet.filters) if config.search_space == "nasnet" else None
     return {"dna": dna, "source": f"individual {record.id} of {url} (validation accuracy {record.fitness:.4f})",
-            "name": None, "size": size, "dataset": config.dataset_name}
+            "name": None, "size": size, "dataset": config.dataset_name, "data_shape": _run_data_shape(url, config)}
+
+
+def _run_data_shape(url: str, config) -> tuple[tuple[int, int, int], int] | None:
+    """(input shape, classes) of a run on the user's own images, from its decoded dataset's
+    manifest (None for the built-in datasets or while it is not decoded)."""
+    from evo.config import USER_DATASETS
+
+    if config.dataset_name not in USER_DATASETS:
+        return None
+    from evo.datacache import cache_status
+    from storage import open_store
+
+    status = cache_status(open_store(url), config.dataset, config.data)
+    if status["state"] != "ready":
+        return None
+    return tuple(status["input_shape"]), int(status["num_classes"])
 
 
 def count_multiply_adds(model, input_shape: tuple[int, int, int]) -> int:
@@ -144,7 +160,7 @@ def summarize(resolved: dict[str, Any], cells: int | None, filters: int | None,
     import torch
 
     dna = resolved["dna"]
-    known = KNOWN_DATASETS.get(resolved["dataset"] or "")
+    known = resolved.get("data_shape") or KNOWN_DATASETS.get(resolved["dataset"] or "")
     shape = input_shape or (known[0] if known else CIFAR_SHAPE)
     num_classes = classes or (known[1] if known else CIFAR_CLASSES)
     torch.manual_seed(0)

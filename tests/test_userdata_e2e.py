@@ -74,6 +74,8 @@ def test_image_folder_run_end_to_end(tmp_path, capsys):
     assert len(people) == 2 and all(p["metrics"]["data"] == manifest["data_sha256"] for p in people)
     code, out, _ = cli(capsys, "status", url)
     assert "  data: 3 classes (cat, dog, fish); 24 train / 9 val / 9 test images; 3x22x22" in out
+    code, out, err = cli(capsys, "arch", url, "best", "--json")
+    assert code == 0 and (json.loads(out)["input_shape"], json.loads(out)["num_classes"]) == ([3, 22, 22], 3), err
     # the test part is gone: the export needs it, so a new generation is decoded for it
     best = tmp_path / "best"
     code, out, err = cli(capsys, "best", url, "--export", str(best))
