@@ -55,6 +55,11 @@ def read_npz(url: str) -> Source:
         raise DataProblem(f"{kind}: {url} is a folder, not an .npz file") from None
     except Exception as exc:
         raise DataProblem(f"{kind}: cannot read {url}: {_one_line(exc)}") from None
+    if raw.startswith(b"\x93NUMPY"):
+        raise DataProblem(f"{kind}: {url} is a .npy file (one array); an .npz holds x_train, y_train, ...: "
+                          "write it with numpy.savez(path, x_train=..., y_train=...)")
+    if not raw.startswith((b"PK\x03\x04", b"PK\x05\x06")):   # every .npz is a zip archive
+        raise DataProblem(f"{kind}: {url} is not an .npz file (not a zip archive: written by numpy.savez?)")
     try:
         with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             names = list(z.files)
@@ -62,9 +67,10 @@ def read_npz(url: str) -> Source:
             for name in names:
                 try:
                     arrays[name] = z[name]
-                except ValueError as exc:   # an object array needs pickle: refused
-                    raise DataProblem(f"{kind}: {url}: array {name} cannot be read without pickle, which evo "
-                                      f"never uses ({_one_line(exc)})") from None
+                except ValueError:   # an object array needs pickle: refused
+                    raise DataProblem(f"{kind}: {url}: array {name} holds Python objects, which only pickle "
+                                      "can read and evo never uses: store numbers (images uint8 or float, "
+                                      "labels integers)") from None
     except DataProblem:
         raise
     except Exception as exc:

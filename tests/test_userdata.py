@@ -240,7 +240,16 @@ def test_npz_object_arrays_are_never_unpickled(tmp_path):
     spec = _npz(tmp_path / "evil.npz", x_train=np.array([object(), 1], dtype=object), y_train=np.array([0, 1]))
     with pytest.raises(DatasetError) as exc:
         read_dataset(spec)
-    assert "never uses" in one_line(exc) and "pickle" in one_line(exc)
+    assert "never uses" in one_line(exc) and "pickle" in one_line(exc) and "allow_pickle" not in one_line(exc)
+
+
+def test_files_that_are_not_npz_archives(tmp_path):
+    np.save(tmp_path / "one.npy", np.zeros((4, 8, 8), np.uint8))
+    save(class_image(0, (8, 8), np.random.default_rng(0), False), tmp_path / "x.png")
+    for name, words in (("one.npy", "is a .npy file (one array)"), ("x.png", "is not an .npz file (not a zip")):
+        with pytest.raises(DatasetError) as exc:
+            read_dataset(f"npz={tmp_path / name}")
+        assert f"{tmp_path / name} {words}" in one_line(exc)
 
 
 def test_hf_label_out_of_range(tmp_path):
