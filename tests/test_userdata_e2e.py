@@ -80,6 +80,7 @@ def test_image_folder_run_end_to_end(tmp_path, capsys):
     best = tmp_path / "best"
     code, out, err = cli(capsys, "best", url, "--export", str(best))
     assert code == 0, err
+    assert f"evo evaluate {best}\n" in out and "load.py --images FOLDER" in out and "--dataset" not in out
     info = json.loads((best / "model.json").read_text())
     assert info["classes"] == ["cat", "dog", "fish"] and info["preprocessing"]["size"] == 22
     assert info["data_id"] == manifest["data_sha256"]
