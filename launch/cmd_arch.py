@@ -152,7 +152,7 @@ def summarize(resolved: dict[str, Any], cells: int | None, filters: int | None,
                            "dna_hash": dna.content_hash(), "input_shape": list(shape), "num_classes": num_classes}
     if out["kind"] == "nasnet":
         from dna.build_nasnet import build_nasnet, parameter_counts
-        from dna.nasnet import network_wiring
+        from dna.nasnet_network import network_wiring
         from dna.published import match
 
         n, f = resolved["size"] or (None, None)

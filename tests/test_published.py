@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from dna.genome import DNAError
-from dna.nasnet import nasnet_from_json, nasnet_parameter_count
+from dna.nasnet import nasnet_from_json
+from dna.nasnet_network import nasnet_parameter_count
 from dna.published import PUBLISHED, canonical_name, match, published, published_names
 from evo.config import ConfigError, NasnetSettings, RunConfig
 from launch.cli import main
