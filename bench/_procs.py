@@ -124,9 +124,19 @@ class WorkerPool:
                 out.append(slot)
             else:
                 self.unexpected_exits.append({"slot": slot.index, "pid": slot.proc.pid, "code": code,
-                                              "time": time.time()})
+                                              "time": time.time(), "log_tail": self._log_tail(slot.index)})
                 slot.proc = None
         return out
+
+    def _log_tail(self, index: int, lines: int = 5, max_bytes: int = 4096) -> list[str]:
+        """The last lines of slot ``index``'s log: why a worker exited on its own."""
+        try:
+            with open(self.log_dir / f"worker-{index}.log", "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - max_bytes))
+                text = f.read().decode("utf-8", "replace")
+        except OSError as exc:
+            return [f"(log not readable: {exc})"]
+        return [line[:300] for line in text.splitlines() if line.strip()][-lines:]
 
     def sigkill(self, index: int) -> dict[str, Any]:
         """SIGKILL the process in slot ``index`` and reap it; returns what was killed."""

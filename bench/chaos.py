@@ -345,6 +345,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"| SIGKILLed workers by last heartbeat state | {report['kills_by_last_heartbeat_state']} |",
         "",
     ]
+    for ex in report.get("unexpected_worker_exits") or []:
+        lines.append(f"Worker slot {ex['slot']} (pid {ex['pid']}) exited on its own with code {ex['code']}; "
+                     "its log ended:")
+        lines += ["", "```", *ex.get("log_tail", []), "```", ""]
     return "\n".join(lines)
 
 

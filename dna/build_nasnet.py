@@ -8,11 +8,11 @@ NASNet-A (N=6, F=32) has 3.35M parameters and AmoebaNet-A (N=6, F=36) 3.22M with
 auxiliary head; the papers report 3.3M and 3.2M.
 
 Network: stem (3x3 conv to ``3 * F`` channels, BN; the reference's CIFAR stem), then the
-cells of :func:`dna.nasnet.outer_plan` (N normal, reduction, N normal, reduction, N normal;
+cells of :func:`dna.nasnet_network.outer_plan` (N normal, reduction, N normal, reduction, N normal;
 filters F, 2F, 4F), then ReLU, global average pooling and a linear classifier. The stem has no
 ReLU because every cell starts its ops with one.
 
-Inside a cell (``f`` filters; :func:`dna.nasnet.network_wiring` says which case applies):
+Inside a cell (``f`` filters; :func:`dna.nasnet_network.network_wiring` says which case applies):
 
 - state 0 (h_i, the previous cell's output) goes through ReLU, 1x1 conv, BN to ``f`` channels;
 - state 1 (h_{i-1}) is, in the first cell, the stem's output itself (``3F`` channels, no
@@ -43,7 +43,7 @@ Final training (the interface ``evo retrain`` trains through; docs/design.md "Fi
   value is held in a (non-persistent) buffer of every cell, so a CUDA graph captured with
   ``drop_path_prob > 0`` follows later changes; it is not in the state dict.
 - ``build_nasnet(..., aux_head=True)`` adds the auxiliary classifier (``aux_head.*``) on the
-  output of cell :func:`dna.nasnet.aux_head_position`: ReLU, average pool 5x5 stride 3 without
+  output of cell :func:`dna.nasnet_network.aux_head_position`: ReLU, average pool 5x5 stride 3 without
   padding (the whole map when it is smaller), 1x1 conv to 128, BN, ReLU, conv to 768 over the
   remaining map, BN, ReLU, linear (the references' ``_build_aux_head``). In training mode
   ``model(x)`` is then ``(logits, aux_logits)``; otherwise the logits. The body's parameter
@@ -61,9 +61,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .nasnet import (AUX_HEAD_CHANNELS, AUX_HEAD_PROJECTION, AUX_HEAD_STRIDE, NUM_CELL_INPUTS, STEM_MULTIPLIER,
-                     Cell, CellWiring, NasnetDNA, aux_head_pool, aux_head_position, network_wiring, outer_plan,
-                     validate_nasnet)
+from .nasnet import NUM_CELL_INPUTS, STEM_MULTIPLIER, Cell, NasnetDNA, validate_nasnet
+from .nasnet_network import (AUX_HEAD_CHANNELS, AUX_HEAD_PROJECTION, AUX_HEAD_STRIDE, CellWiring, aux_head_pool,
+                             aux_head_position, network_wiring, outer_plan)
 
 
 def _relu_conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:

@@ -150,11 +150,10 @@ class NasnetSettings:
         _int("nasnet.cells_per_stack", self.cells_per_stack, 1, 64)
         _int("nasnet.filters", self.filters, 1, 4096)
         if self.seed_arch is not None:
-            from dna.published import canonical_name, is_published, published_names
+            from dna.published import canonical_name, is_published, unknown_architecture
 
             if not is_published(self.seed_arch):
-                raise ConfigError(f"unknown nasnet.seed_arch {self.seed_arch!r} (published architectures: "
-                                  f"{', '.join(published_names())})"[:300], "nasnet.seed_arch")
+                raise ConfigError(f"nasnet.seed_arch: {unknown_architecture(self.seed_arch)}", "nasnet.seed_arch")
             object.__setattr__(self, "seed_arch", canonical_name(self.seed_arch))
 
 

@@ -33,7 +33,7 @@ def resolve(arch: str, ident: str | None) -> dict[str, Any]:
     """``{"dna": validated DNA, "source": text, "name": published name or None, "size": (N, F) or
     None, "dataset": run's dataset name or None}`` for the command's positional arguments;
     UserError (one line) when they name nothing evo can read."""
-    from dna.published import PUBLISHED, canonical_name, is_published
+    from dna.published import NOT_EXPRESSIBLE, PUBLISHED, canonical_name, is_published, unknown_architecture
 
     if ident is not None:
         return _from_population(arch, ident)
@@ -51,6 +51,8 @@ def resolve(arch: str, ident: str | None) -> dict[str, Any]:
         return _from_file(path)
     if os.path.exists(arch):
         return _from_file(arch)
+    if canonical_name(arch) in NOT_EXPRESSIBLE:
+        raise UserError(unknown_architecture(arch))
     raise UserError(f"{arch!r} is neither a published architecture ({', '.join(PUBLISHED)}), a DNA file, "
                     "nor a population (then give an individual: evo arch URL ID)")
 
@@ -168,7 +170,7 @@ def summarize(resolved: dict[str, Any], cells: int | None, filters: int | None,
                            "dna_hash": dna.content_hash(), "input_shape": list(shape), "num_classes": num_classes}
     if out["kind"] == "nasnet":
         from dna.build_nasnet import build_nasnet, parameter_counts
-        from dna.nasnet import network_wiring
+        from dna.nasnet_network import network_wiring
         from dna.published import match
 
         n, f = resolved["size"] or (None, None)

@@ -114,3 +114,19 @@ def test_storage_throughput_sweep_writes_its_report(tmp_path):
     assert (tmp_path / "storage-local.json").exists() and (tmp_path / "storage-local.md").exists()
     with pytest.raises(ValueError):
         run("s3", [1], 1.0, tmp_path)
+
+
+def test_a_worker_that_exits_on_its_own_is_reported_with_the_end_of_its_log(tmp_path):
+    """The harness must say why a worker died unasked (its log's last lines), not only that it did."""
+    import os
+    import time
+
+    from bench._procs import WorkerPool
+
+    pool = WorkerPool(f"file://{tmp_path}/no-population-here", 1, tmp_path / "logs", dict(os.environ))
+    pool.start(0)
+    deadline = time.monotonic() + 120
+    while pool.running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    [ex] = pool.unexpected_exits
+    assert ex["code"] == 2 and ex["log_tail"][-1].startswith("evo worker: error:"), ex

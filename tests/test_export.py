@@ -28,7 +28,8 @@ import torch
 import dna
 import dna.portable as portable
 from dna.portable_net import PlanNet
-from dna.nasnet import nasnet_from_dict, nasnet_parameter_count
+from dna.nasnet import nasnet_from_dict
+from dna.nasnet_network import nasnet_parameter_count
 from evo.data import read_dataset
 
 EVO = str(Path(sys.executable).with_name("evo")) if Path(sys.executable).with_name("evo").exists() \

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from dna.bounds import Bounds
 from dna.genome import DNAError
 from dna.nasnet import (NUM_COMBINATIONS, OPS, Cell, Combination, initial_nasnet, nasnet_from_dict,
-                        nasnet_from_json, outer_plan, random_nasnet, validate_nasnet)
+                        nasnet_from_json, random_nasnet, validate_nasnet)
+from dna.nasnet_network import outer_plan
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from dna.build_nasnet import build_nasnet
 from dna.genome import DNAError
-from dna.nasnet import (Cell, Combination, nasnet_from_json, nasnet_parameter_count, random_nasnet)
+from dna.nasnet import Cell, Combination, nasnet_from_json, random_nasnet
+from dna.nasnet_network import nasnet_parameter_count
 from mutations.nasnet import mutate_nasnet
 
 # NASNet-A (Zoph et al. 2018, Figure 4), written from the figure in this DNA's notation:
@@ -188,7 +189,7 @@ def test_bad_settings_and_bad_dna_give_one_line_errors():
 
 def test_conv1x7_7x1_has_the_reference_bottleneck():
     from dna.build_nasnet import make_op
-    from dna.nasnet import op_parameter_count
+    from dna.nasnet_network import op_parameter_count
 
     # f = 16: ReLU, 1x1 to f/4 = 4, BN | ReLU, 1x7, BN | ReLU, 7x1, BN | ReLU, 1x1 back to 16, BN
     by_hand = (16 * 4 + 2 * 4) + (7 * 4 * 4 + 2 * 4) + (7 * 4 * 4 + 2 * 4) + (4 * 16 + 2 * 16)
