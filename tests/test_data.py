@@ -203,6 +203,17 @@ def test_missing_test_batch(tmp_path):
     assert "test_batch is missing" in _error(f"cifar10={path}")
 
 
+def test_the_search_never_reads_cifars_test_batch(tmp_path):
+    from evo.data import SEARCH_SPLITS, read_dataset
+
+    path = make_cifar10(tmp_path)
+    with open(os.path.join(path, "test_batch"), "wb") as f:
+        f.write(b"unreadable: the search must not open this")
+    host = read_dataset(f"cifar10={path}", splits=SEARCH_SPLITS)
+    assert SEARCH_SPLITS == ("train", "val") and len(host.train_y) and len(host.val_y)
+    assert "not a CIFAR python batch" in _error(f"cifar10={path}"), "reading all splits does open it"
+
+
 @pytest.mark.parametrize("content, words", [
     (b"this is not a pickle", "not a CIFAR python batch"),
     (pickle.dumps([1, 2, 3]), "expected a dict with keys b'data' and b'labels'"),
