@@ -354,7 +354,8 @@ def decode_data(store, config: RunConfig) -> None:
     with progress on stderr, and print its summary (classes, images, resolution, bytes)."""
     import sys
 
-    from evo.data import DatasetError, ensure_cache
+    from evo.data import DatasetError
+    from evo.userdata import ensure_cache
 
     if config.dataset_name not in USER_DATASETS:
         return
