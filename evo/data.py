@@ -12,7 +12,7 @@ Specs (the run config's ``dataset``):
 - ``imagefolder=PATH``, ``npz=PATH``, ``hf=PATH``: the user's own images (a folder of class
   folders, NumPy arrays, a Hugging Face dataset saved to disk or as parquet; local or
   ``gs://``), turned into arrays as the run's ``data`` settings say (:mod:`evo.decoding`,
-  :mod:`evo.imagefolder`, :mod:`evo.arraysets`). In a run they are decoded once, into the
+  :mod:`evo.imagefolder`, :mod:`evo.arraysets`, :mod:`evo.huggingface`). In a run they are decoded once, into the
   population directory, for every worker (:func:`evo.userdata.prepare_data`, :mod:`evo.datacache`).
 
 The splits depend on ``split_seed`` only, never on the run seed, so every worker of a run

@@ -1,6 +1,7 @@
 """The user's own datasets (``imagefolder=``, ``npz=``, ``hf=``) as :class:`evo.data.HostDataset`.
 
-A user dataset is listed by its reader (:mod:`evo.imagefolder`, :mod:`evo.arraysets`),
+A user dataset is listed by its reader (:mod:`evo.imagefolder`, :mod:`evo.arraysets`,
+:mod:`evo.huggingface`),
 decoded as the run's ``data`` settings say (:mod:`evo.decoding`) and, in a run, decoded once
 into the population directory for every worker (:func:`prepare_data`, :mod:`evo.datacache`);
 outside a run it is decoded from its source (:func:`read_user`). Decoding problems come out
@@ -30,7 +31,7 @@ def read_source(spec: str, settings: DataSettings):
 
         return read_npz(path)
     if name == "hf":
-        from .arraysets import read_hf
+        from .huggingface import read_hf
 
         return read_hf(path, settings.image_column, settings.label_column)
     raise ValueError(f"not a user dataset: {spec!r}")
