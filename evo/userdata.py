@@ -10,6 +10,7 @@ as one-line :class:`evo.data.DatasetError`.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 import numpy as np
@@ -103,7 +104,8 @@ def prepare_data(spec: str, settings: DataSettings, store: Any, *, splits: tuple
     checked against. ``progress(line)`` gets progress lines (default: the ``evo.data``
     log). DatasetError (one line) for bad data, the decoder's included.
     """
-    from .datacache import STALE_AFTER_S, CacheDamaged, open_or_decode
+    from .cacheformat import CacheDamaged
+    from .datacache import STALE_AFTER_S, open_or_decode
     from .decoding import DataProblem
 
     check_splits(splits)
@@ -118,14 +120,10 @@ def prepare_data(spec: str, settings: DataSettings, store: Any, *, splits: tuple
         except DataProblem as exc:
             raise DatasetError(str(exc)) from None
         except CacheDamaged as exc:
-            import logging
-
             logging.getLogger("evo.data").warning("%s; decoding the dataset again", exc)
             damaged.add(cached.generation)
             continue
         m = cached.manifest
-        import logging
-
         logging.getLogger("evo.data").info(
             "dataset %s: %s split(s) of the run's decoded cache (data %s, generation %d%s)", spec,
             "+".join(splits), cached.data_id[:16], cached.generation, ", decoded here" if cached.decoded_here else "")
