@@ -12,8 +12,8 @@ Specs (the run config's ``dataset``):
 - ``imagefolder=PATH``, ``npz=PATH``, ``hf=PATH``: the user's own images (a folder of class
   folders, NumPy arrays, a Hugging Face dataset saved to disk or as parquet; local or
   ``gs://``), turned into arrays as the run's ``data`` settings say (:mod:`evo.decoding`,
-  :mod:`evo.imagefolder`, :mod:`evo.arraysets`). In a run they are decoded once, into the
-  population directory, for every worker (:func:`prepare_data`, :mod:`evo.datacache`).
+  :mod:`evo.imagefolder`, :mod:`evo.arraysets`, :mod:`evo.huggingface`). In a run they are decoded once, into the
+  population directory, for every worker (:func:`evo.userdata.prepare_data`, :mod:`evo.datacache`).
 
 The splits depend on ``split_seed`` only, never on the run seed, so every worker of a run
 sees the same validation set. Reading (:func:`read_dataset`) is numpy-only; torch is
@@ -32,7 +32,6 @@ import numpy as np
 
 from .config import USER_DATASETS, DataSettings
 from .datacache import human_bytes
-from .safe_pickle import RefusedPickle, load_restricted
 
 if TYPE_CHECKING:
     import torch
@@ -40,8 +39,6 @@ if TYPE_CHECKING:
 SPECS = "digits, cifar10=PATH, cifar100=PATH, imagefolder=PATH, npz=PATH, hf=PATH"
 SPLITS = ("train", "val", "test")
 SEARCH_SPLITS = ("train", "val")   # what a worker loads: the search never sees the test split
-CIFAR_VALIDATION = 5_000
-DIGITS_TRAIN = 1078          # 60% of scikit-learn's 1797 digits
 
 
 class DatasetError(ValueError):
@@ -150,37 +147,34 @@ def read_dataset(spec: str, *, split_seed: int = 0, settings: DataSettings | Non
     ``splits``: the splits to keep (the others come back empty; CIFAR's test batch is then
     not even read). User datasets are decoded from their source here, with ``settings``
     (the run's ``data`` settings; default: :class:`DataSettings`'s) and ``progress(phase,
-    done, total)``; a run reads them through its cache instead (:func:`prepare_data`).
+    done, total)``; a run reads them through its cache instead (:func:`evo.userdata.prepare_data`).
 
     Raises :class:`DatasetError` (one line, naming the path and the expected layout) for an
     unknown spec or missing/malformed data.
     """
-    _check_splits(splits)
+    from .builtin_data import CIFAR, read_cifar, read_digits
+
+    check_splits(splits)
     name, _, path = spec.partition("=")
     if name == "digits" and not path:
-        return _only(_read_digits(split_seed), splits)
-    if name in _CIFAR and path:
-        return _only(_read_cifar(name, path, split_seed, test="test" in splits), splits)
+        return _only(read_digits(split_seed), splits)
+    if name in CIFAR and path:
+        return _only(read_cifar(name, path, split_seed, test="test" in splits), splits)
     if name in USER_DATASETS and path:
-        from .decoding import DataProblem
+        from .userdata import read_user
 
-        try:
-            decoded = decode_user(spec, settings or DataSettings(), progress)
-        except DataProblem as exc:
-            raise DatasetError(str(exc)) from None
-        return _user_host(name, decoded.splits, decoded.class_names,
-                          decoded.preprocessing.to_dict() if decoded.preprocessing else None,
-                          decoded.summary, None, splits)
+        return read_user(spec, settings or DataSettings(), splits, progress)
     if name in USER_DATASETS:
         raise DatasetError(f"{name}: needs a path, e.g. {name}=/data/my-images")
-    if name in _CIFAR:
-        raise DatasetError(f"{name}: needs a path, e.g. {name}=/data/{_CIFAR[name].dirname}")
+    if name in CIFAR:
+        raise DatasetError(f"{name}: needs a path, e.g. {name}=/data/{CIFAR[name].dirname}")
     if name == "synthetic":
         raise DatasetError("synthetic: the synthetic mode trains nothing and has no images")
     raise DatasetError(f"unknown dataset {spec!r} (choose from {SPECS})")
 
 
-def _check_splits(splits: tuple[str, ...]) -> None:
+def check_splits(splits: tuple[str, ...]) -> None:
+    """ValueError unless ``splits`` includes ``train`` and names only known splits."""
     unknown = [s for s in splits if s not in SPLITS]
     if unknown or "train" not in splits:
         raise ValueError(f"splits must include train and be among {', '.join(SPLITS)}, got {splits!r}")
@@ -197,109 +191,6 @@ def _only(host: HostDataset, splits: tuple[str, ...]) -> HostDataset:
             changes[f"{name}_x"] = np.zeros((0, *x.shape[1:]), dtype=x.dtype)
             changes[f"{name}_y"] = np.zeros(0, dtype=y.dtype)
     return replace(host, **changes) if changes else host
-
-
-# --- user datasets (imagefolder, npz, hf) --------------------------------------------
-
-def read_source(spec: str, settings: DataSettings):
-    """The user dataset ``spec`` as an ``evo.decoding.Source`` (listed, labels known,
-    nothing decoded). Raises ``evo.decoding.DataProblem``."""
-    name, _, path = spec.partition("=")
-    if name == "imagefolder":
-        from .imagefolder import scan
-
-        return scan(path)
-    if name == "npz":
-        from .arraysets import read_npz
-
-        return read_npz(path)
-    if name == "hf":
-        from .arraysets import read_hf
-
-        return read_hf(path, settings.image_column, settings.label_column)
-    raise ValueError(f"not a user dataset: {spec!r}")
-
-
-def decode_user(spec: str, settings: DataSettings, progress: Callable[[str, int, int], None] | None = None):
-    """The user dataset ``spec`` decoded from its source (``evo.decoding.Decoded``).
-    Raises ``evo.decoding.DataProblem``."""
-    from .decoding import decode_source
-
-    return decode_source(read_source(spec, settings), settings, progress)
-
-
-def user_augment(input_shape: tuple[int, ...]) -> Augment:
-    """Training augmentation of a user dataset: random crops padded by 1/8 of the side (4
-    pixels at 32, as for CIFAR) and mirror images (``--no-augment`` turns both off)."""
-    return Augment(crop_padding=max(1, int(input_shape[-1]) // 8), flip=True)
-
-
-def _user_host(name: str, arrays: dict[str, tuple[np.ndarray, np.ndarray]], class_names: tuple[str, ...],
-               preprocessing: dict | None, summary: dict, data_id: str | None,
-               splits: tuple[str, ...]) -> HostDataset:
-    shape = arrays["train"][0].shape[1:]
-    empty = (np.zeros((0, *shape), dtype=np.uint8), np.zeros(0, dtype=np.int64))
-    part = {s: arrays[s] if s in splits and s in arrays else empty for s in SPLITS}
-    return HostDataset(name, len(class_names), user_augment(shape),
-                       part["train"][0], part["train"][1], part["val"][0], part["val"][1],
-                       part["test"][0], part["test"][1], class_names=tuple(class_names),
-                       preprocessing=preprocessing, summary=summary, data_id=data_id)
-
-
-def prepare_data(spec: str, settings: DataSettings, store: Any, *, splits: tuple[str, ...] = SEARCH_SPLITS,
-                 worker: str | None = None, progress: Callable[[str], None] | None = None,
-                 stale_after: float | None = None) -> HostDataset:
-    """The run's user dataset through its cache in ``store`` (decoded once for the whole
-    fleet: :mod:`evo.datacache`), with ``splits`` read (a worker: train and val).
-
-    ``data_id`` of the result is the SHA-256 identity of the cache every part of it was
-    checked against. ``progress(line)`` gets progress lines (default: the ``evo.data``
-    log). DatasetError (one line) for bad data, the decoder's included.
-    """
-    from .datacache import STALE_AFTER_S, CacheDamaged, open_or_decode
-    from .decoding import DataProblem
-
-    _check_splits(splits)
-    name = spec.partition("=")[0]
-    damaged: set[int] = set()
-    for _ in range(3):   # a part found damaged while reading: the next generation is decoded
-        try:
-            cached = open_or_decode(store, spec, settings, lambda p: decode_user(spec, settings, p),
-                                    worker=worker, progress=progress, damaged=damaged,
-                                    stale_after=STALE_AFTER_S if stale_after is None else stale_after)
-            arrays = cached.arrays(splits)
-        except DataProblem as exc:
-            raise DatasetError(str(exc)) from None
-        except CacheDamaged as exc:
-            import logging
-
-            logging.getLogger("evo.data").warning("%s; decoding the dataset again", exc)
-            damaged.add(cached.generation)
-            continue
-        m = cached.manifest
-        import logging
-
-        logging.getLogger("evo.data").info(
-            "dataset %s: %s split(s) of the run's decoded cache (data %s, generation %d%s)", spec,
-            "+".join(splits), cached.data_id[:16], cached.generation, ", decoded here" if cached.decoded_here else "")
-        return _user_host(name, arrays, tuple(m["class_names"]), m.get("preprocessing"), m["summary"],
-                          cached.data_id, splits)
-    raise DatasetError(f"{name}: the run's decoded dataset in {store.url}/data/ was damaged three times over; "
-                       "see `evo check`")
-
-
-def ensure_cache(spec: str, settings: DataSettings, store: Any, *,
-                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Make sure the run's cache of a user dataset exists in ``store`` (decoding it here if
-    nobody has), without loading it; returns its manifest (for ``evo init``'s summary)."""
-    from .datacache import open_or_decode
-    from .decoding import DataProblem
-
-    try:
-        return open_or_decode(store, spec, settings, lambda p: decode_user(spec, settings, p),
-                              progress=progress).manifest
-    except DataProblem as exc:
-        raise DatasetError(str(exc)) from None
 
 
 def available_host_memory() -> int | None:
@@ -361,45 +252,12 @@ def check_dataset(spec: str, settings: DataSettings | None = None) -> dict[str, 
     if name == "synthetic":
         return {"name": name, "train_images": None}
     if name in USER_DATASETS:
-        from .decoding import DataProblem, complete_splits
+        from .userdata import check_user
 
-        try:
-            source = read_source(spec, settings or DataSettings())
-            parts = complete_splits(source, settings or DataSettings())
-        except DataProblem as exc:
-            raise DatasetError(str(exc)) from None
-        return {"name": name, "train_images": len(parts["train"]), "classes": len(source.class_names),
-                "images": {s: len(p) for s, p in parts.items()}}
-    if name == "digits":
-        try:
-            import sklearn.datasets  # noqa: F401  (bundled with scikit-learn; nothing to download)
-        except ImportError:
-            raise DatasetError("digits needs scikit-learn: pip install scikit-learn") from None
-        return {"name": name, "train_images": DIGITS_TRAIN}
-    path = spec.partition("=")[2]
-    layout = _CIFAR[name]
-    fs, root = _open_fs(name, path)
-    try:
-        is_dir = bool(fs.isdir(root)) if root else False
-    except Exception as exc:  # network/permission errors from any fsspec backend
-        raise DatasetError(f"{name}: cannot read {path}: {_one_line(exc)}") from None
-    if not is_dir:
-        what = "is a file, not a directory" if _exists(fs, root, name, path) else "does not exist"
-        raise DatasetError(f"{name}: {path} {what}; {layout.expected()}")
-    root = _find_batch_dir(fs, root, layout, name, path)
-    for filename in layout.train_files + (layout.test_file,):
-        where = f"{root}/{filename}"
-        if not _exists(fs, where, name, where):
-            raise DatasetError(f"{name}: {where} is missing; {layout.expected()}")
-        try:
-            with fs.open(where, "rb") as f:
-                first = f.read(1)
-        except Exception as exc:
-            raise DatasetError(f"{name}: cannot read {where}: {_one_line(exc)}") from None
-        if not first:
-            raise DatasetError(f"{name}: {where} is empty; {layout.expected()}")
-    return {"name": name, "train_images": layout.train_images - CIFAR_VALIDATION}
+        return check_user(spec, settings or DataSettings())
+    from .builtin_data import check_builtin
 
+    return check_builtin(name, spec.partition("=")[2])
 
 def load_dataset(spec: str, device: "torch.device | str", *, split_seed: int = 0,
                  settings: DataSettings | None = None, store: Any = None,
@@ -408,12 +266,14 @@ def load_dataset(spec: str, device: "torch.device | str", *, split_seed: int = 0
     are empty).
 
     A user dataset is read through the run's cache when ``store`` (the population) is given
-    (:func:`prepare_data`; pass the run's ``config.data`` as ``settings``), else decoded
+    (:func:`evo.userdata.prepare_data`; pass the run's ``config.data`` as ``settings``), else decoded
     from its source. Normalisation statistics come from the training split alone.
     DatasetError when the splits do not fit into the device's free memory.
     """
     name = spec.partition("=")[0]
     if name in USER_DATASETS and store is not None:
+        from .userdata import prepare_data
+
         host = prepare_data(spec, settings or DataSettings(), store, splits=splits)
     else:
         host = read_dataset(spec, split_seed=split_seed, settings=settings, splits=splits)
@@ -468,148 +328,3 @@ def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(means), tuple(stds)
 
 
-def split_permutation(n: int, split_seed: int) -> np.ndarray:
-    """The fixed permutation of ``range(n)`` that every split of this module uses."""
-    return np.random.Generator(np.random.PCG64(split_seed)).permutation(n)
-
-
-# --- digits ---------------------------------------------------------------------------
-
-def _read_digits(split_seed: int) -> HostDataset:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    images = np.rint(np.asarray(bunch.images, dtype=np.float64) * (255.0 / 16.0)).astype(np.uint8)
-    x = images[:, None, :, :]
-    y = np.asarray(bunch.target, dtype=np.int64)
-    order = split_permutation(len(y), split_seed)
-    n_train, n_val = int(0.6 * len(y)), int(0.2 * len(y))
-    parts = np.split(order, [n_train, n_train + n_val])
-    (trx, try_), (vax, vay), (tex, tey) = ((x[p], y[p]) for p in parts)
-    return HostDataset("digits", 10, NO_AUGMENT, trx, try_, vax, vay, tex, tey)
-
-
-# --- CIFAR ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _CifarLayout:
-    dirname: str
-    title: str
-    train_files: tuple[str, ...]
-    test_file: str
-    label_key: bytes
-    num_classes: int
-    train_images: int           # in the official files, before the validation split
-
-    def expected(self) -> str:
-        return (f"expected the '{self.title}' directory {self.dirname}/ containing "
-                f"{_list_files(self.train_files)} and {self.test_file}")
-
-
-def _list_files(files: tuple[str, ...]) -> str:
-    if len(files) > 2 and files[0].endswith("_1"):
-        return f"{files[0]}..{len(files)}"
-    return " and ".join(files)
-
-
-_CIFAR = {
-    "cifar10": _CifarLayout("cifar-10-batches-py", "CIFAR-10 python version",
-                            tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", b"labels", 10, 50_000),
-    "cifar100": _CifarLayout("cifar-100-python", "CIFAR-100 python version",
-                             ("train",), "test", b"fine_labels", 100, 50_000),
-}
-
-
-def _read_cifar(name: str, path: str, split_seed: int, test: bool = True) -> HostDataset:
-    layout = _CIFAR[name]
-    fs, root = _open_fs(name, path)
-    root = _find_batch_dir(fs, root, layout, name, path)
-    train = [_read_batch(fs, root, f, layout, name) for f in layout.train_files]
-    x = np.concatenate([b[0] for b in train])
-    y = np.concatenate([b[1] for b in train])
-    if test:
-        test_x, test_y = _read_batch(fs, root, layout.test_file, layout, name)
-    else:   # the search never reads the test batch
-        test_x, test_y = np.zeros((0, 3, 32, 32), dtype=np.uint8), np.zeros(0, dtype=np.int64)
-    if len(y) <= CIFAR_VALIDATION:
-        raise DatasetError(f"{name}: {path} has only {len(y)} training images; "
-                           f"need more than the {CIFAR_VALIDATION} held out for validation")
-    order = split_permutation(len(y), split_seed)
-    val, tr = order[:CIFAR_VALIDATION], order[CIFAR_VALIDATION:]
-    return HostDataset(name, layout.num_classes, CIFAR_AUGMENT,
-                       x[tr], y[tr], x[val], y[val], test_x, test_y)
-
-
-def _open_fs(name: str, path: str) -> tuple[Any, str]:
-    import fsspec
-
-    if fsspec.core.split_protocol(path)[0] == "memory":
-        raise DatasetError(f"{name}: {path}: memory:// is evo's in-process population store (for tests), "
-                           f"not a place for data; give a directory or a URL such as gs://BUCKET/PATH")
-    try:
-        fs, root = fsspec.core.url_to_fs(path)
-    except (ImportError, ValueError) as exc:
-        raise DatasetError(f"{name}: cannot open {path}: {_one_line(exc)}") from None
-    return fs, root.rstrip("/")
-
-
-def _find_batch_dir(fs: Any, root: str, layout: _CifarLayout, name: str, path: str) -> str:
-    first = layout.train_files[0]
-    for candidate in (root, f"{root}/{layout.dirname}"):
-        if _exists(fs, f"{candidate}/{first}", name, path):
-            return candidate
-    raise DatasetError(f"{name}: {path} has no {first}; {layout.expected()}")
-
-
-def _exists(fs: Any, path: str, name: str, shown: str) -> bool:
-    try:
-        return bool(fs.isfile(path))
-    except Exception as exc:  # network/permission errors from any fsspec backend
-        raise DatasetError(f"{name}: cannot read {shown}: {_one_line(exc)}") from None
-
-
-def _read_batch(fs: Any, root: str, filename: str, layout: _CifarLayout,
-                name: str) -> tuple[np.ndarray, np.ndarray]:
-    where = f"{root}/{filename}"
-    if not _exists(fs, where, name, where):
-        raise DatasetError(f"{name}: {where} is missing; {layout.expected()}")
-    try:
-        with fs.open(where, "rb") as f:
-            raw = f.read()
-    except Exception as exc:
-        raise DatasetError(f"{name}: cannot read {where}: {_one_line(exc)}") from None
-    try:
-        batch = load_restricted(raw)
-    except RefusedPickle as exc:
-        raise DatasetError(f"{name}: {where}: {exc}") from None
-    except Exception as exc:  # any malformed stream: EOFError, UnpicklingError, TypeError, ...
-        raise DatasetError(f"{name}: {where} is not a CIFAR python batch "
-                           f"({type(exc).__name__}: {_one_line(exc)})") from None
-    return _batch_arrays(batch, where, layout, name)
-
-
-def _batch_arrays(batch: Any, where: str, layout: _CifarLayout, name: str) -> tuple[np.ndarray, np.ndarray]:
-    key = layout.label_key.decode()
-    if not isinstance(batch, dict) or b"data" not in batch or layout.label_key not in batch:
-        raise DatasetError(f"{name}: {where} is not a CIFAR python batch "
-                           f"(expected a dict with keys b'data' and b'{key}')")
-    data, labels = batch[b"data"], batch[layout.label_key]
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        shape = getattr(data, "shape", None)
-        dtype = getattr(data, "dtype", type(data).__name__)
-        raise DatasetError(f"{name}: {where}: b'data' must be a uint8 array of shape (N, 3072), "
-                           f"got {dtype} {shape}")
-    try:
-        y = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError, OverflowError):
-        raise DatasetError(f"{name}: {where}: b'{key}' must be a list of integers") from None
-    if y.shape != (data.shape[0],):
-        raise DatasetError(f"{name}: {where}: {y.size} labels for {data.shape[0]} images")
-    if y.size and (y.min() < 0 or y.max() >= layout.num_classes):
-        raise DatasetError(f"{name}: {where}: labels must be in 0..{layout.num_classes - 1}, "
-                           f"got {y.min()}..{y.max()}")
-    return data.reshape(-1, 3, 32, 32), y
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

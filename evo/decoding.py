@@ -1,6 +1,6 @@
 """From a user dataset's images to the run's uint8 arrays: splits, preprocessing, decoding.
 
-A reader (:mod:`evo.imagefolder`, :mod:`evo.arraysets`) describes a dataset as a
+A reader (:mod:`evo.imagefolder`, :mod:`evo.arraysets`, :mod:`evo.huggingface`) describes a dataset as a
 :class:`Source`: for each split it has (``train``, and ``val``/``test`` when the dataset has
 them) the labels and the images, as encoded files (fetched and decoded here with Pillow,
 through ``dna.portable_images``, the code every export carries) or as arrays already. Then:

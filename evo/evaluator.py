@@ -15,9 +15,10 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from evo.config import USER_DATASETS, DataSettings, TrainSettings
-from evo.data import SEARCH_SPLITS, prepare_data, read_dataset, to_device
+from evo.data import SEARCH_SPLITS, read_dataset, to_device
 from evo.outcome import Outcome
 from evo.train import accuracy, train
+from evo.userdata import prepare_data
 
 
 def resolve_device(device: str) -> torch.device:

@@ -75,7 +75,8 @@ def read_run_dataset(spec: str, config=None, store=None):
     (what the search trained on); another spec is read from its source with the run's data
     settings."""
     from evo.config import USER_DATASETS
-    from evo.data import DatasetError, prepare_data, read_dataset
+    from evo.data import DatasetError, read_dataset
+    from evo.userdata import prepare_data
 
     if spec.split("=", 1)[0] == "synthetic":
         raise UserError("this run uses the synthetic dataset: its individuals have no trained model to export")

@@ -6,8 +6,7 @@ import argparse
 import json
 import math
 import os
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
 
 from dna.bounds import Bounds
 from evo.config import (COLORS, RESIZES, USER_DATASETS, ConfigError, DataSettings, NasnetSettings, RunConfig,
@@ -17,7 +16,9 @@ from evo.spaces import space_class, space_names
 from evo.strategies import strategy_names
 
 from .errors import UserError, read_user_file
+from .init_data import check_data, decode_data, train_images
 from .options import add_command
+from .presets import PRESETS, apply_preset, describe
 
 # Defaults that differ by dataset: the paper's 25,600 steps suit CIFAR on a GPU; the
 # embedded digits default must finish a meaningful run on a laptop CPU in minutes.
@@ -32,32 +33,6 @@ DATASET_DEFAULTS = {
     "hf": {"population_size": 20, "steps": 2_000, "augment": True},
 }
 MAX_CONFIG_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A paper's search settings, applied by ``--preset NAME`` under the options given
-    explicitly. ``epochs`` become ``--steps``: that many passes over the dataset's training
-    split at the run's batch size."""
-
-    source: str
-    settings: dict[str, Any]
-    epochs: int
-    note: str = ""
-
-
-# Only what the papers state (docs/SOURCES: /work/shared/SOURCES.md condenses them).
-PRESETS = {
-    "nasnet-search": Preset(
-        "Zoph et al. 2018 (NASNet), the search: child models of N=2 cells per stack trained 20 epochs",
-        {"search_space": "nasnet", "nasnet_cells": 2}, epochs=20,
-        note="their RL controller and its cosine-decayed child training are not evo's: selection stays aging "
-             "and children train at the DNA's constant learning rate"),
-    "amoebanet-search": Preset(
-        "Real et al. 2019 (AmoebaNet), the search: aging evolution with P=100, S=25; N=3, F=24; 25 epochs",
-        {"search_space": "nasnet", "selection": "aging", "population_size": 100, "tournament_size": 25,
-         "nasnet_cells": 3, "nasnet_filters": 24}, epochs=25),
-}
 
 
 def _defaults(key: str) -> str:
@@ -110,7 +85,7 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                         f"(nasnet; one of: {', '.join(_published_names())}; implies --search-space nasnet)")
     g.add_argument("--preset", choices=list(PRESETS),
                    help="a paper's search settings under the options given: "
-                        + "; ".join(f"{name}: {_describe(p)}" for name, p in PRESETS.items()))
+                        + "; ".join(f"{name}: {describe(p)}" for name, p in PRESETS.items()))
     d = p.add_argument_group("your own images (imagefolder, npz, hf datasets; decoded once per run into the "
                              "population directory)")
     d.add_argument("--image-size", type=int, metavar="S",
@@ -146,36 +121,6 @@ def _published_names() -> list[str]:
     from dna.published import published_names
 
     return published_names()
-
-
-_OPTION_NAMES = {"search_space": "--search-space", "selection": "--selection", "population_size": "-P",
-                 "tournament_size": "-S", "nasnet_cells": "--nasnet-cells", "nasnet_filters": "--nasnet-filters"}
-
-
-def _describe(preset: Preset) -> str:
-    """``--search-space nasnet --nasnet-cells 2, --steps = 20 epochs`` (help text that cannot drift)."""
-    options = " ".join(f"{_OPTION_NAMES[k]} {v}" for k, v in preset.settings.items())
-    return f"{options}, --steps = {preset.epochs} epochs".replace("%", "%%")
-
-
-def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
-    """``args`` with the preset's settings filled in where no option was given (a copy; the
-    preset's epochs are in ``preset_epochs``, turned into steps once the dataset is known)."""
-    out = argparse.Namespace(**vars(args))
-    out.preset_epochs = None
-    preset = PRESETS.get(getattr(args, "preset", None) or "")
-    if preset is None:
-        return out
-    space = preset.settings.get("search_space")
-    if space is not None and getattr(args, "search_space", None) not in (None, space):
-        raise UserError(f"--preset {args.preset} is a search of the {space} space; it cannot be used with "
-                        f"--search-space {args.search_space}")
-    for key, value in preset.settings.items():
-        if getattr(out, key, None) is None:
-            setattr(out, key, value)
-    if getattr(out, "steps", None) is None:
-        out.preset_epochs = preset.epochs
-    return out
 
 
 # The option behind each config.json field, to name it in errors.
@@ -270,7 +215,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         steps = given("steps", d.get("steps", base.train.steps))
         data = replace(base.data, **{f: getattr(args, f) for f in DATA_OPTIONS if getattr(args, f, None) is not None})
         if args.preset_epochs is not None and name != "synthetic":
-            steps = args.preset_epochs * math.ceil(_train_images(spec, data) / batch_size) if batch_size >= 1 else steps
+            steps = args.preset_epochs * math.ceil(train_images(spec, data) / batch_size) if batch_size >= 1 else steps
         train = replace(
             base.train,
             steps=steps,
@@ -301,18 +246,6 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         raise UserError(f"{where}: {exc}" if where else str(exc)) from None
 
 
-def _train_images(spec: str, data: DataSettings) -> int:
-    """The training-split size of a dataset (for a preset's epochs), from its files' check
-    (for the user's datasets: after the validation and test images are carved out)."""
-    from evo.data import DatasetError, check_dataset
-
-    try:
-        n = check_dataset(spec, data)["train_images"]
-    except DatasetError as exc:
-        raise UserError(f"--dataset: {exc}") from None
-    return int(n)
-
-
 def _local_path(url: str) -> str | None:
     if url.startswith("file://"):
         return "/" + url[len("file://"):].partition("/")[2]
@@ -332,40 +265,6 @@ def _check_location(url: str) -> None:
         probe = parent
     if not os.path.isdir(probe):
         raise UserError(f"{url}: {probe} is a file, not a directory")
-
-
-def check_data(config: RunConfig) -> None:
-    """UserError (one line) unless the config's dataset files are there and its batch fits
-    (for a user dataset: its layout, classes and splits, from a listing; nothing decoded)."""
-    from evo.data import DatasetError, check_dataset
-
-    try:
-        facts = check_dataset(config.dataset, config.data)
-    except DatasetError as exc:
-        raise UserError(f"--dataset: {exc}") from None
-    n = facts["train_images"]
-    if n is not None and config.train.batch_size > n:
-        raise UserError(f"--batch-size: train.batch_size must be at most the {n:,} training images of "
-                        f"{facts['name']}, got {config.train.batch_size}")
-
-
-def decode_data(store, config: RunConfig) -> None:
-    """Decode the run's user dataset into the store now (unless a cache is there already),
-    with progress on stderr, and print its summary (classes, images, resolution, bytes)."""
-    import sys
-
-    from evo.data import DatasetError, ensure_cache
-
-    if config.dataset_name not in USER_DATASETS:
-        return
-    try:
-        manifest = ensure_cache(config.dataset, config.data, store,
-                                progress=lambda line: print(line, file=sys.stderr, flush=True))
-    except DatasetError as exc:
-        raise UserError(f"--dataset: {exc}") from None
-    from evo.datacache import describe_summary
-
-    print(f"dataset {config.dataset}: {describe_summary(manifest)}", flush=True)
 
 
 def init_run(url: str, config: RunConfig, *, force_new_config: bool = False,

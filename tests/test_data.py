@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from evo.data import (CIFAR_AUGMENT, CIFAR_VALIDATION, NO_AUGMENT, DatasetError, channel_stats,
-                      check_dataset, load_dataset, read_dataset)
+from evo.builtin_data import CIFAR_VALIDATION
+from evo.data import CIFAR_AUGMENT, NO_AUGMENT, DatasetError, channel_stats, check_dataset, load_dataset, read_dataset
 
 N_PER_BATCH = 1010   # 5 batches: 5050 training images, so 50 train + 5000 validation
 N_TEST = 120

@@ -17,8 +17,9 @@ import pytest
 
 import storage
 from evo.config import DataSettings, RunConfig
-from evo.data import DatasetError, prepare_data, read_dataset, to_device
+from evo.data import DatasetError, read_dataset, to_device
 from evo.datacache import cache_key, cache_status
+from evo.userdata import prepare_data
 from helpers_images import make_image_folder
 
 # A process that runs prepare_data on a population and counts every image it decodes (by
@@ -36,7 +37,7 @@ RACER = textwrap.dedent("""
     decoding.preprocess_image = counted
     import storage
     from evo.config import RunConfig
-    from evo.data import prepare_data
+    from evo.userdata import prepare_data
     store = storage.open_store(url)
     config = RunConfig.from_json(store.read_config())
     while not os.path.exists(go_file):
@@ -91,7 +92,7 @@ DECODER = textwrap.dedent("""
     import sys
     import storage
     from evo.config import RunConfig
-    from evo.data import prepare_data
+    from evo.userdata import prepare_data
     url, point = sys.argv[1:3]
     store = storage.open_store(url, fault=storage.crash_hook(point))
     config = RunConfig.from_json(store.read_config())

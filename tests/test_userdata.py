@@ -1,5 +1,5 @@
 """The user's own images: image folders, .npz arrays and Hugging Face datasets become the
-run's arrays (evo.decoding, evo.imagefolder, evo.arraysets), and every kind of bad data
+run's arrays (evo.decoding, evo.imagefolder, evo.arraysets, evo.huggingface), and every kind of bad data
 gets a one-line error naming the file. No torch here."""
 
 from __future__ import annotations
