@@ -53,6 +53,8 @@ class ChaosSettings:
     workers: int = 16
     population: int = 100
     duration: float = 60.0            # seconds of chaos after the last worker was started
+    min_births: int = 0               # ...and go on until this many were born past P (a loaded machine)
+    max_duration: float = 600.0       # but never longer than this (seconds of chaos)
     train_seconds: float = 0.5        # simulated training time per child
     weight_bytes: int = 4096          # size of each individual's safetensors file
     selection: str = "pairwise"
@@ -71,7 +73,7 @@ class ChaosSettings:
             raise ValueError(f"backend must be local or gcs, not {self.backend!r}")
         if self.workers < 1 or self.population < 2:
             raise ValueError("need at least 1 worker and a population of at least 2")
-        for name in ("duration", "train_seconds", "kill_interval", "restart_delay", "stagger",
+        for name in ("duration", "max_duration", "train_seconds", "kill_interval", "restart_delay", "stagger",
                      "sample_interval", "memory_interval"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0")
@@ -154,8 +156,15 @@ def _run(s: ChaosSettings, url: str, work: Path, env: dict[str, str], events_pat
     next_say = t_start
     last_loop, max_lag = t_start, 0.0
     say(f"{s.workers} workers on {url}, chaos for {s.duration:g} s after a {s.stagger:g} s staggered start")
+    births_past_p = 0
+
+    def chaos_goes_on(now: float) -> bool:
+        if now < t_end:
+            return True
+        return births_past_p < s.min_births and now < chaos_start + s.max_duration
+
     try:
-        while (now := time.time()) < t_end:
+        while chaos_goes_on(now := time.time()):
             max_lag = max(max_lag, now - last_loop)
             last_loop = now
             while next_start < s.workers and starts[next_start] <= now:
@@ -180,6 +189,8 @@ def _run(s: ChaosSettings, url: str, work: Path, env: dict[str, str], events_pat
             if now >= next_sample:
                 next_sample += s.sample_interval
                 samples.append((now, len(store.list_alive()), len(running)))
+                if s.min_births and now >= t_end:
+                    births_past_p = samples[-1][1] + store.count_history() - s.population
             if now >= next_memory:
                 next_memory += s.memory_interval
                 memory.sample(pool.pids(), pss=memory.samples % 6 == 0)
@@ -204,7 +215,8 @@ def _run(s: ChaosSettings, url: str, work: Path, env: dict[str, str], events_pat
     births = births_from_listing(url)
     seeding_end = audit.get("seeding_end") or chaos_start
     kill_times = [k["time"] for k in kills]
-    steady = throughput_around_kills(births, kill_times, max(seeding_end, chaos_start), t_end)
+    chaos_end = max(t_end, last_loop)   # later than planned when min_births extended it
+    steady = throughput_around_kills(births, kill_times, max(seeding_end, chaos_start), chaos_end)
     heartbeats = {b["info"].get("pid"): b["info"].get("state") for b in store.list_workers()
                   if isinstance(b.get("info"), dict)}
     killed_in_state: dict[str, int] = {}
@@ -234,7 +246,7 @@ def _run(s: ChaosSettings, url: str, work: Path, env: dict[str, str], events_pat
         "duration_s": round(t_end - chaos_start, 1),
         "wall_s": round(t_stopped - t_start, 1),
         "kills": len(kills),
-        "kills_per_s": round(len(kills) / s.duration, 3) if s.duration else None,
+        "kills_per_s": round(len(kills) / (last_loop - chaos_start), 3) if last_loop > chaos_start else None,
         "harness_max_loop_lag_s": round(max_lag, 3),
         "kills_by_last_heartbeat_state": killed_in_state,
         "worker_processes_started": sum(slot.generation for slot in pool.slots),
@@ -344,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", "-W", type=int, default=d.workers)
     p.add_argument("--population", "-P", type=int, default=d.population)
     p.add_argument("--duration", type=float, default=d.duration, help="seconds of chaos after all workers started")
+    p.add_argument("--min-births", type=int, default=d.min_births,
+                   help="go on after --duration until this many individuals were born past P (a loaded machine)")
+    p.add_argument("--max-duration", type=float, default=d.max_duration,
+                   help="seconds of chaos at the most, --min-births or not")
     p.add_argument("--train-seconds", type=float, default=d.train_seconds)
     p.add_argument("--weight-bytes", type=int, default=d.weight_bytes)
     p.add_argument("--selection", choices=("pairwise", "aging", "random"), default=d.selection)
@@ -362,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)   # `kill -USR1 PID` prints every thread's stack
     stop_on_sigterm()
     settings = ChaosSettings(backend=a.backend, workers=a.workers, population=a.population, duration=a.duration,
+                             min_births=a.min_births, max_duration=a.max_duration,
                              train_seconds=a.train_seconds, weight_bytes=a.weight_bytes, selection=a.selection,
                              kill_interval=a.kill_interval, restart_delay=a.restart_delay, stagger=a.stagger,
                              worker_nice=a.worker_nice, preseed=a.preseed, seed=a.seed)

@@ -3,11 +3,27 @@
 A NASNet DNA is a learning rate plus two cells: a ``normal`` cell (keeps the spatial size)
 and a ``reduction`` cell (halves it). Each cell has seven hidden states. States 0 and 1 are
 the cell's inputs: state 0 is the previous cell's output (h_i), state 1 the output of the
-cell before it (h_{i-1}); this is the order of the NASNet reference code, so a published
-cell transcribes directly. Combination ``k`` (0-based, five of them) makes state ``k + 2``
-as ``op_a(state[input_a]) + op_b(state[input_b])`` and may read only states ``< k + 2``,
-so a cell is acyclic by construction. The states no combination reads (the cell inputs
-included) are concatenated into the cell's output.
+cell before it (h_{i-1}); this is the order of the reference code (``_cell_base`` in
+tensorflow/models ``research/slim/nets/nasnet/nasnet_utils.py`` and tensorflow/tpu
+``models/official/amoeba_net/network_utils.py``), so a published cell transcribes directly.
+Combination ``k`` (0-based, five of them) makes state ``k + 2`` as
+``op_a(state[input_a]) + op_b(state[input_b])`` and may read only states ``< k + 2``, so a
+cell is acyclic by construction.
+
+The cell's output concatenates some of its states:
+
+- by default (``concat`` absent), the states no combination reads, cell inputs included:
+  the rule of the papers' text and of every cell evolution makes from a random one;
+- with an explicit ``concat`` (distinct states, ascending), exactly those. The reference
+  implementations list the concatenated states per cell (``used_hiddenstates`` marks the
+  others), and the published cells concatenate some states that *are* read: NASNet-A's
+  normal cell outputs h_{i-1} (state 1) with the five combinations, 6 x F channels where the
+  default rule gives 5. A list must contain every combination state that nothing reads (else
+  it would be computed for nothing); an unread cell input may be left out. A list equal to
+  the default rule is dropped when parsed, so one architecture has one JSON and one hash.
+
+Mutations keep an explicit list valid (see :mod:`mutations.nasnet`). DNA written before
+``concat`` existed has none and reads, builds and hashes as before.
 
 The outer structure is not in the DNA: three stacks of ``N`` normal cells separated by two
 reduction cells, ``F`` filters doubling at each reduction (see :func:`outer_plan`).
@@ -16,7 +32,7 @@ JSON (canonical: sorted keys, no whitespace)::
 
     {"schema": 1, "kind": "nasnet", "learning_rate": 0.1, "mutation": "initial",
      "normal": {"combinations": [[in_a, op_a, in_b, op_b], ... five ...]},
-     "reduction": {"combinations": [...]}}
+     "reduction": {"combinations": [...], "concat": [3, 4, 5, 6]}}
 
 This module never imports torch; ``dna.build_nasnet`` builds the model.
 """
@@ -63,26 +79,43 @@ class Combination:
 
 @dataclass(frozen=True)
 class Cell:
-    """Five combinations; combination ``k`` makes hidden state ``k + 2``."""
+    """Five combinations; combination ``k`` makes hidden state ``k + 2``. ``concat``: the
+    states the output concatenates, or None for the default rule (:meth:`unused_states`)."""
 
     combinations: tuple[Combination, ...]
+    concat: tuple[int, ...] | None = None
 
     def unused_states(self) -> tuple[int, ...]:
-        """Hidden states no combination reads, ascending: the ones concatenated into the output.
+        """Hidden states no combination reads, ascending: the default output rule.
 
         Never empty: the last combination's state cannot be read by anyone.
         """
         read = {s for c in self.combinations for s in c.inputs}
         return tuple(s for s in range(NUM_CELL_INPUTS + len(self.combinations)) if s not in read)
 
+    def output_states(self) -> tuple[int, ...]:
+        """The states the cell's output concatenates, ascending: ``concat`` if given, else
+        :meth:`unused_states`."""
+        return self.concat if self.concat is not None else self.unused_states()
+
     def with_combination(self, k: int, combination: Combination) -> "Cell":
-        """A copy with combination ``k`` replaced."""
+        """A copy with combination ``k`` replaced (``concat`` kept as it is)."""
         combos = list(self.combinations)
         combos[k] = combination
-        return Cell(tuple(combos))
+        return Cell(tuple(combos), self.concat)
+
+    def normalized(self) -> "Cell":
+        """This cell, with a ``concat`` equal to the default rule dropped (same architecture)."""
+        if self.concat is not None and tuple(self.concat) == self.unused_states():
+            return Cell(self.combinations)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
-        return {"combinations": [c.to_list() for c in self.combinations]}
+        """The JSON form; ``concat`` only when the cell has one."""
+        d: dict[str, Any] = {"combinations": [c.to_list() for c in self.combinations]}
+        if self.concat is not None:
+            d["concat"] = list(self.concat)
+        return d
 
 
 @dataclass(frozen=True)
@@ -185,7 +218,25 @@ def validate_nasnet(dna: NasnetDNA, bounds: Bounds | None = DEFAULT_BOUNDS) -> N
                                    f"(allowed 0..{NUM_CELL_INPUTS + k - 1}; a later one would form a loop)"[:200])
                 if op not in OPS:
                     raise DNAError(f"{where}: unknown op_{side} {op!r} (known: {', '.join(OPS)})"[:300])
+        if cell.concat is not None:
+            _check_concat(cell, name)
     return dna
+
+
+def _check_concat(cell: Cell, name: str) -> None:
+    concat = cell.concat
+    where = f"{name} cell concat"
+    if not isinstance(concat, tuple) or not concat:
+        raise DNAError(f"{where} must be a non-empty list of hidden states")
+    for s in concat:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < NUM_STATES:
+            raise DNAError(f"{where}: {s!r} is not a hidden state (0..{NUM_STATES - 1})"[:200])
+    if any(a >= b for a, b in zip(concat, concat[1:])):
+        raise DNAError(f"{where} must list distinct hidden states in ascending order, got {list(concat)}")
+    dead = [s for s in cell.unused_states() if s >= NUM_CELL_INPUTS and s not in concat]
+    if dead:
+        raise DNAError(f"{where} {list(concat)} leaves out state(s) {dead}, which no combination reads "
+                       "(they would be computed for nothing)")
 
 
 _TOP_KEYS = {"schema", "kind", "learning_rate", "mutation", "normal", "reduction"}
@@ -194,13 +245,15 @@ _TOP_KEYS = {"schema", "kind", "learning_rate", "mutation", "normal", "reduction
 def nasnet_from_dict(obj: Any, bounds: Bounds = DEFAULT_BOUNDS) -> NasnetDNA:
     """Parse and validate a dict (from JSON) into a NasnetDNA. Raises only DNAError.
 
-    Unknown or missing fields, wrong types, unknown ops and forward references are errors.
+    Unknown or missing fields, wrong types, unknown ops, forward references and a bad
+    ``concat`` are errors. A ``concat`` equal to the default rule is dropped.
     """
     obj, schema, lr = _common_fields(obj, KIND, _TOP_KEYS)
     cells = {name: _parse_cell(obj[name], name) for name in CELL_NAMES}
     dna = NasnetDNA(learning_rate=lr, normal=cells["normal"], reduction=cells["reduction"],
                     mutation=_str(obj["mutation"], "mutation"), schema=schema)
-    return validate_nasnet(dna, bounds)
+    validate_nasnet(dna, bounds)
+    return dna.replace(normal=dna.normal.normalized(), reduction=dna.reduction.normalized())
 
 
 def nasnet_from_json(text: str | bytes, bounds: Bounds = DEFAULT_BOUNDS) -> NasnetDNA:
@@ -209,7 +262,17 @@ def nasnet_from_json(text: str | bytes, bounds: Bounds = DEFAULT_BOUNDS) -> Nasn
 
 
 def _parse_cell(obj: Any, name: str) -> Cell:
-    obj = _keys(obj, {"combinations"}, f"{name} cell")
+    if isinstance(obj, dict) and "concat" in obj:
+        obj = _keys(obj, {"combinations", "concat"}, f"{name} cell")
+        raw_concat = obj["concat"]
+        if not isinstance(raw_concat, list):
+            raise DNAError(f"{name} cell concat must be a list of hidden states, got {type(raw_concat).__name__}")
+        if len(raw_concat) > NUM_STATES:
+            raise DNAError(f"{name} cell concat has {len(raw_concat)} entries; a cell has {NUM_STATES} states")
+        concat: tuple[int, ...] | None = tuple(_int(s, f"{name} cell concat entry") for s in raw_concat)
+    else:
+        obj = _keys(obj, {"combinations"}, f"{name} cell")
+        concat = None
     raw = obj["combinations"]
     if not isinstance(raw, list):
         raise DNAError(f"{name} cell combinations must be a list, got {type(raw).__name__}")
@@ -222,7 +285,7 @@ def _parse_cell(obj: Any, name: str) -> Cell:
             raise DNAError(f"{where} must be a list [input_a, op_a, input_b, op_b]")
         combos.append(Combination(_int(c[0], f"{where} input_a"), _str(c[1], f"{where} op_a"),
                                   _int(c[2], f"{where} input_b"), _str(c[3], f"{where} op_b")))
-    return Cell(tuple(combos))
+    return Cell(tuple(combos), concat)
 
 
 # ----- the outer structure and parameter counts -----
@@ -253,43 +316,125 @@ def outer_plan(cells_per_stack: int, filters: int) -> tuple[CellSlot, ...]:
     return tuple(plan)
 
 
-def op_parameter_count(op: str, filters: int, stride: int) -> int:
-    """Trainable parameters of one op on ``filters`` channels (convs have no bias; BN has 2 per channel)."""
+AUX_HEAD_POOL, AUX_HEAD_STRIDE, AUX_HEAD_PROJECTION, AUX_HEAD_CHANNELS = 5, 3, 128, 768
+
+
+@dataclass(frozen=True)
+class CellWiring:
+    """How one cell of the network is wired: what its two inputs are and what it outputs.
+
+    ``prev`` says how state 1 (h_{i-1}) is made: ``"stem"`` (the first cell: the stem's
+    output itself, ``3F`` channels, untouched, as the reference's ``_reduce_prev_layer``
+    does when there is no earlier cell), ``"factorized"`` (h_{i-1} is twice the size of h_i:
+    ReLU, factorized reduction), ``"conv1x1"`` (ReLU, 1x1 conv, BN: only its channel count
+    differs) or ``"identity"``. ``state_channels`` are the channels of states 0 and 1 as the
+    ops see them; every combination state has ``slot.filters``. ``level`` counts the
+    reductions before the cell (its inputs are at ``ceil(H / 2**level)``).
+    """
+
+    slot: CellSlot
+    cur_channels: int
+    prev_channels: int
+    prev: str
+    state_channels: tuple[int, int]
+    out_channels: int
+    level: int
+
+
+def network_wiring(dna: NasnetDNA, cells_per_stack: int, filters: int) -> tuple[CellWiring, ...]:
+    """The wiring of every cell of :func:`outer_plan`, in order (the reference's CIFAR network:
+    ``_build_nasnet_base`` in tensorflow/models nasnet.py with the CIFAR stem, which is also
+    ``_build_network_base`` in tensorflow/tpu amoeba_net/model_builder.py with a basic stem)."""
+    stem = STEM_MULTIPLIER * filters
+    cur, prev = (stem, 0), None          # (channels, level) of the last two outputs
+    wiring = []
+    for slot in outer_plan(cells_per_stack, filters):
+        f = slot.filters
+        if prev is None:
+            how, state1 = "stem", cur[0]
+        elif prev[1] != cur[1]:
+            how, state1 = "factorized", f
+        elif prev[0] != f:
+            how, state1 = "conv1x1", f
+        else:
+            how, state1 = "identity", f
+        cell = dna.reduction if slot.reduction else dna.normal
+        out = f * len(cell.output_states())
+        wiring.append(CellWiring(slot, cur[0], prev[0] if prev else cur[0], how, (f, state1), out, cur[1]))
+        prev, cur = cur, (out, cur[1] + slot.reduction)
+    return tuple(wiring)
+
+
+def aux_head_position(cells_per_stack: int) -> int:
+    """Index (in :func:`outer_plan`) of the cell whose output feeds the auxiliary head: the last
+    normal cell of the middle stack, the input of the second reduction cell, as in the
+    references (``aux_head_cell_idxes = [reduction_indices[1] - 1]``: tensorflow/models
+    nasnet.py, tensorflow/tpu amoeba_net/model_builder.py)."""
+    return 2 * cells_per_stack
+
+
+def aux_head_pool(height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(pool kernel, pooled size) of the auxiliary head on a ``height`` x ``width`` map: a 5x5
+    average pool with stride 3 and no padding (the references), over the whole map where it is
+    smaller than 5."""
+    kh, kw = min(AUX_HEAD_POOL, height), min(AUX_HEAD_POOL, width)
+    return (kh, kw), ((height - kh) // AUX_HEAD_STRIDE + 1, (width - kw) // AUX_HEAD_STRIDE + 1)
+
+
+def op_parameter_count(op: str, filters: int, stride: int, in_channels: int | None = None) -> int:
+    """Trainable parameters of one op from ``in_channels`` (default ``filters``) to ``filters``
+    channels, as ``dna.build_nasnet.make_op`` builds it (convs have no bias; BN has 2 per channel)."""
     f = filters
+    c = f if in_channels is None else in_channels
+    adapt = c * f + 2 * f  # a 1x1 conv and BN to f channels
     if op == "identity":
-        return 0 if stride == 1 else f * f + 2 * f  # ReLU, 1x1 conv with stride, BN
+        return 0 if stride == 1 and c == f else adapt  # ReLU, 1x1 conv with stride, BN
     if op in ("avg3x3", "max3x3"):
-        return 0
+        return 0 if c == f else adapt  # pool, then 1x1 conv and BN when the channels differ
     if op in ("sep3x3", "sep5x5", "sep7x7"):
         k = int(op[3])
-        return 2 * (k * k * f + f * f + 2 * f)  # twice: depthwise, pointwise, BN
+        return (k * k * c + c * f + 2 * f) + (k * k * f + f * f + 2 * f)  # twice: depthwise, pointwise, BN
     if op == "dil3x3":
-        return 9 * f + f * f + 2 * f
+        return 9 * c + c * f + 2 * f
     if op == "conv1x7_7x1":
-        return 7 * f * f + 7 * f * f + 2 * f
+        r = f // 4
+        if r < 1:  # too few channels for the bottleneck (the reference's rule)
+            return 7 * c * f + 2 * f + 7 * f * f + 2 * f
+        return c * r + 2 * r + 2 * (7 * r * r + 2 * r) + r * f + 2 * f
     raise ValueError(f"unknown op {op!r}")
 
 
 def nasnet_parameter_count(dna: NasnetDNA, input_channels: int, num_classes: int,
-                           cells_per_stack: int, filters: int) -> int:
-    """Trainable parameters of the model ``dna.build_nasnet.build_nasnet`` makes, without torch."""
+                           cells_per_stack: int, filters: int, *, aux_head: bool = False,
+                           image_size: tuple[int, int] = (32, 32)) -> int:
+    """Trainable parameters of the model ``dna.build_nasnet.build_nasnet`` makes, without torch.
+
+    With ``aux_head`` the auxiliary head's are included; its last conv covers the pooled map,
+    so its size depends on ``image_size`` (height, width), which nothing else does.
+    """
     validate_nasnet(dna, bounds=None)
     stem = STEM_MULTIPLIER * filters
     total = 9 * input_channels * stem + 2 * stem
-    # (channels, spatial level) of the previous two cells' outputs
-    cur, prev = (stem, 0), (stem, 0)
-    for slot in outer_plan(cells_per_stack, filters):
-        f = slot.filters
-        cell = dna.reduction if slot.reduction else dna.normal
-        total += cur[0] * f + 2 * f  # state 0: ReLU, 1x1 conv, BN
-        if prev[1] != cur[1] or prev[0] != f:  # state 1: factorized reduce, or 1x1 conv; both C*f + 2f
-            total += prev[0] * f + 2 * f
-        stride = 2 if slot.reduction else 1
+    wiring = network_wiring(dna, cells_per_stack, filters)
+    for w in wiring:
+        f = w.slot.filters
+        cell = dna.reduction if w.slot.reduction else dna.normal
+        total += w.cur_channels * f + 2 * f  # state 0: ReLU, 1x1 conv, BN
+        if w.prev in ("factorized", "conv1x1"):  # both C*f + 2f
+            total += w.prev_channels * f + 2 * f
+        stride = 2 if w.slot.reduction else 1
+        channels = list(w.state_channels) + [f] * len(cell.combinations)
         for c in cell.combinations:
             for state, op in ((c.input_a, c.op_a), (c.input_b, c.op_b)):
-                total += op_parameter_count(op, f, stride if state < NUM_CELL_INPUTS else 1)
-        unused = cell.unused_states()
-        if slot.reduction:
-            total += sum(f * f + 2 * f for s in unused if s < NUM_CELL_INPUTS)  # factorized reduce
-        prev, cur = cur, (f * len(unused), cur[1] + slot.reduction)
-    return total + cur[0] * num_classes + num_classes
+                total += op_parameter_count(op, f, stride if state < NUM_CELL_INPUTS else 1, channels[state])
+        for s in cell.output_states():
+            if (w.slot.reduction and s < NUM_CELL_INPUTS) or channels[s] != f:
+                total += channels[s] * f + 2 * f  # factorized reduction, or 1x1 conv + BN
+    total += wiring[-1].out_channels * num_classes + num_classes
+    if aux_head:
+        feeding = wiring[aux_head_position(cells_per_stack)]
+        h, w_ = (math.ceil(d / 2 ** (feeding.level + feeding.slot.reduction)) for d in image_size)
+        _, (ph, pw) = aux_head_pool(h, w_)
+        p, c = AUX_HEAD_PROJECTION, AUX_HEAD_CHANNELS
+        total += feeding.out_channels * p + 2 * p + p * c * ph * pw + 2 * c + c * num_classes + num_classes
+    return total

@@ -129,14 +129,24 @@ class SyntheticSettings:
 
 @dataclass(frozen=True)
 class NasnetSettings:
-    """Outer structure of the NASNet space at search time (paper: N=3, F=24)."""
+    """The NASNet space at search time: N cells per stack and F filters of every child (the
+    2019 paper's search: N=3, F=24), and ``seed_arch``, a published architecture
+    (``dna.published``) that every initial individual is instead of a random one."""
 
-    cells_per_stack: int = 2
-    filters: int = 16
+    cells_per_stack: int = 3
+    filters: int = 24
+    seed_arch: str | None = None
 
     def __post_init__(self) -> None:
         _int("nasnet.cells_per_stack", self.cells_per_stack, 1, 64)
         _int("nasnet.filters", self.filters, 1, 4096)
+        if self.seed_arch is not None:
+            from dna.published import canonical_name, is_published, published_names
+
+            if not is_published(self.seed_arch):
+                raise ConfigError(f"unknown nasnet.seed_arch {self.seed_arch!r} (published architectures: "
+                                  f"{', '.join(published_names())})"[:300], "nasnet.seed_arch")
+            object.__setattr__(self, "seed_arch", canonical_name(self.seed_arch))
 
 
 @dataclass(frozen=True)
@@ -180,6 +190,9 @@ class RunConfig:
                           ("nasnet", NasnetSettings)):
             if not isinstance(getattr(self, key), kind):
                 raise ConfigError(f"{key} must be a {kind.__name__}", key)
+        if self.nasnet.seed_arch is not None and self.search_space != "nasnet":
+            raise ConfigError(f"nasnet.seed_arch seeds the nasnet search space; this run's is {self.search_space!r}",
+                              "nasnet.seed_arch")
         for key, high in BOUNDS_LIMITS.items():
             _int(f"bounds.{key}", getattr(self.bounds, key), 1, high)
         _number("bounds.max_learning_rate", self.bounds.max_learning_rate, 0, MAX_LEARNING_RATE, low_open=True)

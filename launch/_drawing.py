@@ -65,8 +65,9 @@ def _nasnet_graph(dna: dict) -> Graph:
             read |= {a, b}
         out = f"{cell}:out"
         nodes[out] = f"{cell} cell output\n(concat)"
+        concat = dna[cell].get("concat")  # an explicit output list (published cells), else the unread states
         for s in range(len(names)):
-            if s not in read:
+            if (s in concat) if isinstance(concat, list) else (s not in read):
                 edges.append((names[s], out, ""))
         clusters[f"{cell} cell"] = names + [out]
     return Graph(nodes, edges, clusters)

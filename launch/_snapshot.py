@@ -124,7 +124,7 @@ def _read(store, config, url: str, read_alive: bool) -> Snapshot:
     from storage import Broken
 
     census = store.census(read_alive=read_alive)
-    broken = list(census.broken_history + census.broken_quarantine)
+    broken = list(census.broken_history + census.broken_quarantine + census.foreign)
     quarantined = census.quarantined_ids
     records: dict[str, Record] = {}
     for h in census.history:

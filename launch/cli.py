@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "launch.cmd_status",
     "launch.cmd_plot",
     "launch.cmd_lineage",
+    "launch.cmd_arch",
     "launch.cmd_best",
     "launch.cmd_evaluate",
     "launch.cmd_retrain",

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 from dna.bounds import Bounds
 from evo.config import (ConfigError, NasnetSettings, RunConfig, SyntheticSettings,
@@ -26,6 +28,32 @@ DATASET_DEFAULTS = {
     "cifar100": {"population_size": 100, "steps": 25_600, "augment": True},
 }
 MAX_CONFIG_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A paper's search settings, applied by ``--preset NAME`` under the options given
+    explicitly. ``epochs`` become ``--steps``: that many passes over the dataset's training
+    split at the run's batch size."""
+
+    source: str
+    settings: dict[str, Any]
+    epochs: int
+    note: str = ""
+
+
+# Only what the papers state (docs/SOURCES: /work/shared/SOURCES.md condenses them).
+PRESETS = {
+    "nasnet-search": Preset(
+        "Zoph et al. 2018 (NASNet), the search: child models of N=2 cells per stack trained 20 epochs",
+        {"search_space": "nasnet", "nasnet_cells": 2}, epochs=20,
+        note="their RL controller and its cosine-decayed child training are not evo's: selection stays aging "
+             "and children train at the DNA's constant learning rate"),
+    "amoebanet-search": Preset(
+        "Real et al. 2019 (AmoebaNet), the search: aging evolution with P=100, S=25; N=3, F=24; 25 epochs",
+        {"search_space": "nasnet", "selection": "aging", "population_size": 100, "tournament_size": 25,
+         "nasnet_cells": 3, "nasnet_filters": 24}, epochs=25),
+}
 
 
 def _defaults(key: str) -> str:
@@ -70,10 +98,52 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"weight file size (synthetic; default: {synthetic.weight_bytes})")
     g.add_argument("--nasnet-cells", type=int, metavar="N", help=f"N normal cells per stack (nasnet; default: {nasnet.cells_per_stack})")
     g.add_argument("--nasnet-filters", type=int, metavar="F", help=f"F filters (nasnet; default: {nasnet.filters})")
+    g.add_argument("--seed-arch", metavar="NAME",
+                   help="start every initial individual as this published architecture instead of random cells "
+                        f"(nasnet; one of: {', '.join(_published_names())}; implies --search-space nasnet)")
+    g.add_argument("--preset", choices=list(PRESETS),
+                   help="a paper's search settings under the options given: "
+                        + "; ".join(f"{name}: {_describe(p)}" for name, p in PRESETS.items()))
     g.add_argument("--config", metavar="FILE", help="start from this config.json instead of the defaults")
     g.add_argument("--force-new-config", action="store_true",
                    help="write a config into a directory that holds individuals but no config.json "
                         "(they were made under a config that is gone: only do this knowingly)")
+
+
+def _published_names() -> list[str]:
+    from dna.published import published_names
+
+    return published_names()
+
+
+_OPTION_NAMES = {"search_space": "--search-space", "selection": "--selection", "population_size": "-P",
+                 "tournament_size": "-S", "nasnet_cells": "--nasnet-cells", "nasnet_filters": "--nasnet-filters"}
+
+
+def _describe(preset: Preset) -> str:
+    """``--search-space nasnet --nasnet-cells 2, --steps = 20 epochs`` (help text that cannot drift)."""
+    options = " ".join(f"{_OPTION_NAMES[k]} {v}" for k, v in preset.settings.items())
+    return f"{options}, --steps = {preset.epochs} epochs".replace("%", "%%")
+
+
+def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with the preset's settings filled in where no option was given (a copy; the
+    preset's epochs are in ``preset_epochs``, turned into steps once the dataset is known)."""
+    out = argparse.Namespace(**vars(args))
+    out.preset_epochs = None
+    preset = PRESETS.get(getattr(args, "preset", None) or "")
+    if preset is None:
+        return out
+    space = preset.settings.get("search_space")
+    if space is not None and getattr(args, "search_space", None) not in (None, space):
+        raise UserError(f"--preset {args.preset} is a search of the {space} space; it cannot be used with "
+                        f"--search-space {args.search_space}")
+    for key, value in preset.settings.items():
+        if getattr(out, key, None) is None:
+            setattr(out, key, value)
+    if getattr(out, "steps", None) is None:
+        out.preset_epochs = preset.epochs
+    return out
 
 
 # The option behind each config.json field, to name it in errors.
@@ -83,23 +153,25 @@ OPTION_OF_FIELD = {
     "train.batch_size": "--batch-size", "keep_best": "--keep-best", "seed": "--seed",
     "bounds.max_channels": "--max-channels", "bounds.max_vertices": "--max-vertices",
     "synthetic.train_seconds": "--synthetic-train-seconds", "synthetic.weight_bytes": "--synthetic-weight-bytes",
-    "nasnet.cells_per_stack": "--nasnet-cells", "nasnet.filters": "--nasnet-filters",
+    "nasnet.cells_per_stack": "--nasnet-cells", "nasnet.filters": "--nasnet-filters", "nasnet.seed_arch": "--seed-arch",
 }
 ARG_OF_FIELD = {"population_size": "population_size", "tournament_size": "tournament_size",
                 "train.steps": "steps", "train.batch_size": "batch_size", "keep_best": "keep_best",
                 "seed": "seed", "bounds.max_channels": "max_channels", "bounds.max_vertices": "max_vertices",
                 "synthetic.train_seconds": "synthetic_train_seconds",
                 "synthetic.weight_bytes": "synthetic_weight_bytes", "nasnet.cells_per_stack": "nasnet_cells",
-                "nasnet.filters": "nasnet_filters"}
+                "nasnet.filters": "nasnet_filters", "nasnet.seed_arch": "seed_arch"}
 
 
-def _where(field: str | None, args: argparse.Namespace) -> str | None:
-    """The option (or --config file) that set ``field``, for the error message."""
+def _where(field: str | None, args: argparse.Namespace, effective: argparse.Namespace | None = None) -> str | None:
+    """The option (``--preset``, or --config file) that set ``field``, for the error message."""
     if field is None:
         return args.config
     arg = ARG_OF_FIELD.get(field)
     if arg is not None and getattr(args, arg, None) is not None:
         return OPTION_OF_FIELD[field]
+    if arg is not None and effective is not None and getattr(effective, arg, None) is not None:
+        return f"--preset {args.preset}" if getattr(args, "preset", None) else OPTION_OF_FIELD[field]
     if field == "dataset" and (args.dataset is not None or not args.config):
         return "--dataset"
     return args.config
@@ -133,9 +205,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     """A RunConfig from command-line options over dataset-specific defaults (or --config FILE).
 
     Every value is range-checked by RunConfig; a value given on the command line is used as
-    given (0 is never replaced by a default). UserError names the option or file at fault.
+    given (0 is never replaced by a default). ``--preset`` fills in the settings it names that
+    no option gave; ``--seed-arch`` implies the nasnet space. UserError names the option or
+    file at fault.
     """
     base = _read_config_file(args.config) if args.config else RunConfig()
+    given_args, args = args, apply_preset(args)
+    if getattr(args, "seed_arch", None) is not None and args.search_space is None:
+        args.search_space = "nasnet"
     try:
         spec = args.dataset if args.dataset is not None else (base.dataset if args.config else "digits")
         check_dataset_spec(spec)
@@ -155,9 +232,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         pop = given("population_size", d.get("population_size", base.population_size))
         default_s = min(25, max(2, pop // 4)) if selection == "aging" and not args.config else base.tournament_size
         tournament = given("tournament_size", default_s)
+        batch_size = given("batch_size", base.train.batch_size)
+        steps = given("steps", d.get("steps", base.train.steps))
+        if args.preset_epochs is not None and name != "synthetic":
+            steps = args.preset_epochs * math.ceil(_train_images(spec) / batch_size) if batch_size >= 1 else steps
         train = replace(
             base.train,
-            steps=given("steps", d.get("steps", base.train.steps)),
+            steps=steps,
             batch_size=given("batch_size", base.train.batch_size),
             augment=False if args.no_augment else d.get("augment", base.train.augment),
         )
@@ -166,7 +247,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         synthetic = replace(base.synthetic, train_seconds=given("synthetic_train_seconds", base.synthetic.train_seconds),
                             weight_bytes=given("synthetic_weight_bytes", base.synthetic.weight_bytes))
         nasnet = replace(base.nasnet, cells_per_stack=given("nasnet_cells", base.nasnet.cells_per_stack),
-                         filters=given("nasnet_filters", base.nasnet.filters))
+                         filters=given("nasnet_filters", base.nasnet.filters),
+                         seed_arch=given("seed_arch", base.nasnet.seed_arch))
         # None: the space's rule (the 2019 paper trains every nasnet child from scratch)
         inherit = False if args.no_inherit else (base.inherit_weights if args.config else None)
         return replace(
@@ -176,12 +258,23 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             keep_best=given("keep_best", base.keep_best), seed=given("seed", base.seed),
         )
     except ConfigError as exc:
-        where = _where(exc.field, args)
+        where = _where(exc.field, given_args, args)
         raise UserError(f"{where}: {exc}" if where else str(exc)) from None
     except ValueError as exc:  # Bounds (dna/ raises plain ValueError)
         field = str(exc).split(" ", 1)[0]
-        where = _where(field if field in OPTION_OF_FIELD else None, args)
+        where = _where(field if field in OPTION_OF_FIELD else None, given_args, args)
         raise UserError(f"{where}: {exc}" if where else str(exc)) from None
+
+
+def _train_images(spec: str) -> int:
+    """The training-split size of a dataset (for a preset's epochs), from its files' check."""
+    from evo.data import DatasetError, check_dataset
+
+    try:
+        n = check_dataset(spec)["train_images"]
+    except DatasetError as exc:
+        raise UserError(f"--dataset: {exc}") from None
+    return int(n)
 
 
 def _local_path(url: str) -> str | None:
@@ -268,7 +361,7 @@ def _diff(a: dict, b: dict, prefix: str = "") -> str:
 
 CONFIG_OPTIONS = ("population_size", "selection", "tournament_size", "search_space", "steps", "batch_size",
                   "keep_best", "seed", "max_channels", "max_vertices", "synthetic_train_seconds",
-                  "synthetic_weight_bytes", "nasnet_cells", "nasnet_filters", "config")
+                  "synthetic_weight_bytes", "nasnet_cells", "nasnet_filters", "seed_arch", "preset", "config")
 
 
 def has_config_options(args: argparse.Namespace) -> bool:

@@ -97,6 +97,11 @@ def run(args: argparse.Namespace) -> int:
     paths = [os.path.abspath(p) for p in (args.output, data_path, args.arch) if p]
     if len(set(paths)) < len(paths):
         raise UserError(f"-o, --data and --arch must name different files (got {', '.join(paths)})")
+    for path in paths:  # every output's folder, before anything is drawn or written
+        folder = os.path.dirname(path)
+        if not os.path.isdir(folder):
+            what = "is not a folder" if os.path.exists(folder) else "does not exist"
+            raise UserError(f"{path}: its folder {folder} {what}")
     snap = take_snapshot(args.url)
     data = progress_data(snap)
     if not data["points"]:

@@ -4,6 +4,12 @@ Registered as ``nasnet/hidden_state``, ``nasnet/op`` and ``nasnet/identity`` in 
 mutation registry (:mod:`mutations._registry`), so the same contract suite and the same
 "uniform among those that apply" choice serve them. Each enumerates the 20 slots (cell x
 combination x side) and changes exactly the one drawn. No torch.
+
+A cell with an explicit output list (``concat``, e.g. a published cell seeding a run) keeps
+it: ``op`` and ``identity`` change no wiring, and ``hidden_state`` adds to the list the state
+the rewired input used to read when nothing reads it any more (the default rule's reason to
+concatenate a state), so the child stays valid and differs from its parent only where the
+mutation says. A cell without a list (every random cell) never gets one.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from typing import Iterable
 import numpy as np
 
 from dna.bounds import DEFAULT_BOUNDS, Bounds
-from dna.nasnet import CELL_NAMES, NUM_CELL_INPUTS, NUM_COMBINATIONS, OPS, Combination, NasnetDNA, validate_nasnet
+from dna.nasnet import (CELL_NAMES, NUM_CELL_INPUTS, NUM_COMBINATIONS, OPS, Cell, Combination, NasnetDNA,
+                        validate_nasnet)
 
 from ._mutate import mutate
 from ._registry import declare_space
@@ -45,11 +52,16 @@ def _with_slot(dna: NasnetDNA, name: str, k: int, side: str, **field_values: obj
 def hidden_state(dna: NasnetDNA, slot: tuple[str, int, str], rng: np.random.Generator, bounds: Bounds) -> NasnetDNA:
     """Rewire one input of one combination (of the normal or reduction cell) to a different
     earlier hidden state. Combination ``k`` can read states ``0..k+1`` and always has at least
-    one other choice, so the input always changes and no loop can form."""
+    one other choice, so the input always changes and no loop can form. A cell's explicit
+    ``concat`` gains the state left unread (see the module docstring)."""
     name, k, side = slot
     current = getattr(dna.cell(name).combinations[k], f"input_{side}")
     choices = [s for s in range(NUM_CELL_INPUTS + k) if s != current]
-    return _with_slot(dna, name, k, side, input=choices[int(rng.integers(len(choices)))])
+    child = _with_slot(dna, name, k, side, input=choices[int(rng.integers(len(choices)))])
+    cell = child.cell(name)
+    if cell.concat is not None and current in cell.unused_states() and current not in cell.concat:
+        cell = Cell(cell.combinations, tuple(sorted(cell.concat + (current,))))
+    return child.with_cell(name, cell.normalized())
 
 
 @register("op", candidates=_slots)

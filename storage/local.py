@@ -175,11 +175,12 @@ class LocalBackend(Backend):
             raise UnreadableEntry(key, f"is {describe_mode(st.st_mode)}, not a regular file")
         return Entry(name, st.st_mtime, st.st_size)
 
-    def _scan(self, dirname: str, detail: bool = False) -> list[tuple[str, bool, os.stat_result | None]]:
-        """(name, is a regular file, lstat result if ``detail``) of every entry of the folder.
+    def _scan(self, dirname: str, stat: str = "none") -> list[tuple[str, bool, os.stat_result | None]]:
+        """(name, is a regular file, its lstat result) of every entry of the folder.
 
-        Without ``detail`` nothing is stat'ed: d_type from readdir tells regular files apart
-        (this is the hot path of selection). Entries deleted meanwhile are left out.
+        ``stat``: "none" stats nothing (d_type from readdir tells regular files apart: the
+        hot path of selection), "foreign" only the entries that are not regular files, "all"
+        every entry. Entries deleted meanwhile are left out.
         """
         for attempt in (1, 2):
             try:
@@ -189,15 +190,16 @@ class LocalBackend(Backend):
                     out = []
                     with os.scandir(dfd) as entries:
                         for e in entries:
+                            regular = _is_regular(e)
                             st = None
-                            if detail:
+                            if stat == "all" or (stat == "foreign" and not regular):
                                 try:
                                     st = e.stat(follow_symlinks=False)
                                 except OSError as exc:
                                     if _absent(exc):
                                         continue
                                     raise
-                            out.append((e.name, _is_regular(e), st))
+                            out.append((e.name, regular, st))
                     return out
             except UnreadableEntry:
                 return []  # the folder itself is foreign: list_foreign of its parent shows it
@@ -210,11 +212,11 @@ class LocalBackend(Backend):
         return [name for name, regular, _ in self._scan(dirname) if regular]
 
     def list_detail(self, dirname: str) -> list[Entry]:
-        return [Entry(name, st.st_mtime, st.st_size) for name, _, st in self._scan(dirname, detail=True)
+        return [Entry(name, st.st_mtime, st.st_size) for name, _, st in self._scan(dirname, stat="all")
                 if st is not None and stat_mode.S_ISREG(st.st_mode)]
 
     def list_foreign(self, dirname: str) -> list[Foreign]:
-        return [Foreign(name, describe_mode(st.st_mode)) for name, regular, st in self._scan(dirname, detail=True)
+        return [Foreign(name, describe_mode(st.st_mode)) for name, _, st in self._scan(dirname, stat="foreign")
                 if st is not None and not stat_mode.S_ISREG(st.st_mode)]
 
     # ----- writing -----

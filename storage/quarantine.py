@@ -55,7 +55,14 @@ class Quarantining(StoreCore):
             "schema": 1, "id": info.id, "reason": reason[:500], "time": self._clock(),
             "alive_key": info.key, "commit": commit, "moved_to": moved_to,
         }
-        created = self.backend.create(quarantine_key(info.id), dumps(record))
+        try:
+            created = self.backend.create(quarantine_key(info.id), dumps(record))
+        except (OSError, UnreadableEntry) as exc:
+            # A reader without write access (or a damaged quarantine/ folder): the entry stays
+            # where it is, unused; evo check names it. Never a reason to stop the reader.
+            log.warning("%s: could not quarantine individual %s (%s): %s", self.url, info.id, reason,
+                        getattr(exc, "strerror", None) or exc)
+            return False
         self.fault("quarantine:after_record")
         if not created and moved_to is not None:  # finish a quarantine whose writer died
             moved_to = self._recorded_move(info.id) or moved_to

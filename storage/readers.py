@@ -20,7 +20,7 @@ from .backend import UnreadableEntry
 from .core import StoreCore
 from .reading import READ_BATCH, Broken, read_checked
 from .records import (
-    HISTORY, KEPT, QUARANTINE, CorruptRecord, Individual, IndividualInfo, birth_of, check_commit,
+    ALIVE, HISTORY, KEPT, QUARANTINE, CorruptRecord, Individual, IndividualInfo, birth_of, check_commit,
     check_history, check_id, history_key, individual_from, loads, parse_kept_name, parse_record_name,
 )
 from .verify import DnaValidator, check_dna, verify_weights
@@ -40,7 +40,9 @@ class Census:
     commit by id, a Broken naming its problem, or None if it left the listing before it was
     read (empty when the census did not read them). ``history`` and ``quarantine``: the valid
     records (the history by death, the quarantine by id); ``broken_history`` and
-    ``broken_quarantine``: their entries that did not check out.
+    ``broken_quarantine``: their entries that did not check out. ``foreign``: names in
+    ``alive/`` and ``history/`` that are not objects at all (never read; ``evo check`` moves
+    them aside).
     """
 
     listed: tuple[IndividualInfo, ...]
@@ -49,6 +51,7 @@ class Census:
     quarantine: tuple[dict[str, Any], ...]
     broken_history: tuple[Broken, ...] = ()
     broken_quarantine: tuple[Broken, ...] = ()
+    foreign: tuple[Broken, ...] = ()      # symlinks, folders, FIFOs in alive/ and history/
 
     @property
     def dead_ids(self) -> frozenset[str]:
@@ -76,8 +79,10 @@ class PopulationReaders(StoreCore):
         commits = {i.id: c for i, c in self.scan_alive(listed)} if read_alive else {}
         history, broken_history = self.scan_history()
         quarantine, broken_quarantine = self.scan_quarantine()
+        foreign = tuple(Broken(f"{d}/{f.name}", f"is {f.what}; nothing is read through it", "foreign")
+                        for d in (ALIVE, HISTORY) for f in self.backend.list_foreign(d))
         return Census(tuple(listed), commits, tuple(history), tuple(quarantine),
-                      tuple(broken_history), tuple(broken_quarantine))
+                      tuple(broken_history), tuple(broken_quarantine), foreign)
 
     def births(self) -> list[float]:
         """Birth times (unix seconds, sorted) of every individual alive or dead, from one

@@ -24,7 +24,7 @@ class Broken:
 
     key: str
     problem: str
-    kind: str = "corrupt"   # "unreadable" (cannot be read as it is) or "corrupt" (read, did not check out)
+    kind: str = "corrupt"   # "corrupt" (read, did not check out), "unreadable" or "foreign" (not an object)
 
     @property
     def id(self) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -99,6 +100,49 @@ def test_content_hash_ignores_provenance_but_not_architecture_or_learning_rate()
     assert d.normal == d.reduction or swapped.content_hash() != d.content_hash()
 
 
+# NASNet-A's cells under the default output rule, as evo wrote them before the concat list existed.
+OLD_DNA_JSON = ('{"kind":"nasnet","learning_rate":0.1,"mutation":"op","normal":{"combinations":[[0,"sep5x5",1,'
+                '"sep3x3"],[1,"sep5x5",1,"sep3x3"],[0,"avg3x3",1,"identity"],[1,"avg3x3",1,"avg3x3"],[0,"sep3x3",0,'
+                '"identity"]]},"reduction":{"combinations":[[0,"sep5x5",1,"sep7x7"],[0,"max3x3",1,"sep7x7"],[0,'
+                '"avg3x3",1,"sep5x5"],[3,"identity",2,"avg3x3"],[2,"sep3x3",0,"max3x3"]]},"schema":1}')
+# Its content_hash() computed by evo at commit 26d0a36 (before the concat list).
+OLD_DNA_HASH = "c773add9802a47cb14bf4b8aeb2543989791a54085fd94f5b6dc1bb454ea1a33"
+
+
+def test_dna_written_before_the_concat_list_reads_writes_and_hashes_as_before():
+    d = nasnet_from_json(OLD_DNA_JSON)
+    assert d.normal.concat is None and d.reduction.concat is None
+    assert d.to_json() == OLD_DNA_JSON
+    assert d.content_hash() == OLD_DNA_HASH
+    assert d.normal.output_states() == d.normal.unused_states() == (2, 3, 4, 5, 6)
+
+
+def test_an_explicit_concat_round_trips_and_changes_the_hash_unless_it_is_the_default_rule():
+    obj = json.loads(OLD_DNA_JSON)
+    obj["normal"]["concat"] = [1, 2, 3, 4, 5, 6]      # NASNet-A as the reference concatenates it
+    d = nasnet_from_dict(obj)
+    assert d.normal.concat == (1, 2, 3, 4, 5, 6) and d.normal.output_states() == (1, 2, 3, 4, 5, 6)
+    assert json.loads(d.to_json())["normal"]["concat"] == [1, 2, 3, 4, 5, 6]
+    assert nasnet_from_json(d.to_json()) == d
+    assert d.content_hash() != OLD_DNA_HASH
+    obj["normal"]["concat"] = [2, 3, 4, 5, 6]         # spelled out, but the default rule: the same DNA
+    same = nasnet_from_dict(obj)
+    assert same.normal.concat is None and same.to_json() == OLD_DNA_JSON and same.content_hash() == OLD_DNA_HASH
+    obj["normal"]["concat"] = [0, 2, 3, 4, 5, 6]      # an unread cell input may be in it, or left out
+    assert nasnet_from_dict(obj).normal.output_states() == (0, 2, 3, 4, 5, 6)
+    obj["reduction"]["concat"] = [5, 6]               # reduction's unread states are 4, 5, 6: 4 is missing
+    with pytest.raises(DNAError, match=r"leaves out state\(s\) \[4\]"):
+        nasnet_from_dict(obj)
+
+
+def test_validate_checks_a_concat_built_in_code():
+    d = nasnet_from_json(OLD_DNA_JSON)
+    for bad, message in [((), "non-empty"), ([2, 3, 4, 5, 6], "non-empty list"), ((3, 2, 4, 5, 6), "ascending"),
+                         ((2, 3, 4, 5, 6, 9), "not a hidden state"), ((2, 3, 4, 5), "leaves out state(s) [6]")]:
+        with pytest.raises(DNAError, match=re.escape(message)):
+            validate_nasnet(d.with_cell("normal", Cell(d.normal.combinations, bad)))  # type: ignore[arg-type]
+
+
 def test_content_hash_is_the_same_in_another_process():
     d = random_nasnet(np.random.default_rng(9))
     code = ("import sys; from dna.nasnet import nasnet_from_json; "
@@ -167,6 +211,14 @@ BAD_EDITS = [
     (_set(["normal", "combinations", 4], [2**60, "identity", 0, "identity"]), "out of range"),
     (_set(["normal", "combinations", 2], [0, "conv3x3", 0, "identity"]), "unknown op_a 'conv3x3'"),
     (_set(["normal", "combinations", 2], [0, "identity", 0, None]), "op_b must be a string"),
+    (_set(["normal", "concat"], None), "normal cell concat must be a list"),
+    (_set(["normal", "concat"], []), "normal cell concat must be a non-empty list"),
+    (_set(["normal", "concat"], [2, 3, 4, 5, 6, 7]), "7 is not a hidden state (0..6)"),
+    (_set(["normal", "concat"], [True, 2, 3, 4, 5, 6]), "concat entry must be an integer"),
+    (_set(["normal", "concat"], [2, 2, 3, 4, 5, 6]), "distinct hidden states in ascending order"),
+    (_set(["normal", "concat"], [6, 5, 4, 3, 2]), "distinct hidden states in ascending order"),
+    (_set(["normal", "concat"], list(range(8))), "concat has 8 entries"),
+    (_set(["reduction", "concat"], [0]), "which no combination reads (they would be computed for nothing)"),
 ]
 
 
@@ -242,6 +294,22 @@ def test_a_valid_dna_with_one_leaf_replaced_parses_or_raises_dna_error(data):
         assert "\n" not in str(exc)
     else:
         assert validate_nasnet(d) is d
+        assert nasnet_from_json(d.to_json()) == d
+
+
+@settings(deadline=None, max_examples=150)
+@given(data=st.data())
+def test_any_concat_list_parses_to_a_valid_round_tripping_dna_or_raises_dna_error(data):
+    obj = _valid_dict()
+    cell = data.draw(st.sampled_from(["normal", "reduction"]))
+    obj[cell]["concat"] = data.draw(st.lists(st.integers(-1, 8), max_size=8) | json_values)
+    try:
+        d = nasnet_from_dict(obj)
+    except DNAError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert validate_nasnet(d) is d
+        assert set(d.cell(cell).output_states()) >= {s for s in d.cell(cell).unused_states() if s >= 2}
         assert nasnet_from_json(d.to_json()) == d
 
 

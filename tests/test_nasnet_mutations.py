@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from dna.bounds import Bounds
 from dna.genome import DNAError
 from dna.nasnet import CELL_NAMES, OPS, NasnetDNA, nasnet_from_json, random_nasnet, validate_nasnet
+from dna.published import PUBLISHED
 from mutations import REGISTRY, Mutation
 from mutations.nasnet import NASNET_MUTATIONS, mutate_nasnet
 
@@ -172,3 +173,50 @@ def test_random_chains_of_mutations_stay_valid_and_acyclic(seed, length):
                 assert max(c.inputs) < k + 2  # reads only earlier states: no loop
             assert d.cell(name).unused_states()
     assert nasnet_from_json(d.to_json()) == d
+
+
+# ----- cells with an explicit output list (published cells seeding a run) -----
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_mutating_a_published_cell_keeps_its_list_and_adds_only_the_state_left_unread(name):
+    parent = PUBLISHED[name].dna
+    for seed in range(60):
+        child = NAS["hidden_state"](parent, np.random.default_rng(seed))
+        ((cell, k, side), ((old_in, _), (new_in, _))), = _changed(parent, child).items()
+        before, after = parent.cell(cell), child.cell(cell)
+        assert child.cell("reduction" if cell == "normal" else "normal") == parent.cell(
+            "reduction" if cell == "normal" else "normal")
+        assert set(before.output_states()) <= set(after.output_states())
+        # the only state that may join the output is the one the rewired input read, and it does
+        # exactly when nothing reads it any more
+        assert set(after.output_states()) - set(before.output_states()) <= {old_in}
+        if old_in in after.unused_states():
+            assert old_in in after.output_states()
+        assert validate_nasnet(child) is child and nasnet_from_json(child.to_json()) == child
+    for op_name in ("op", "identity"):
+        child = NAS[op_name](parent, np.random.default_rng(0))
+        assert all(child.cell(c).output_states() == parent.cell(c).output_states() for c in CELL_NAMES)
+
+
+def test_rewiring_away_from_a_state_adds_it_to_an_explicit_list():
+    # AmoebaNet-A's normal cell: combination 4 reads state 5, its only reader; rewire that input
+    parent = PUBLISHED["amoebanet-a"].dna
+    assert parent.normal.combinations[4].input_a == 5 and 5 not in parent.normal.output_states()
+    for seed in range(40):
+        child = NAS["hidden_state"](parent, np.random.default_rng(seed))
+        if _changed(parent, child).keys() == {("normal", 4, "a")}:
+            assert 5 in child.normal.output_states()
+            assert child.normal.output_states() == (1, 3, 4, 5, 6)
+            return
+    pytest.fail("no draw rewired normal combination 4, input a")
+
+
+@settings(deadline=None, max_examples=40)
+@given(seed=st.integers(0, 2**32 - 1), length=st.integers(1, 40), name=st.sampled_from(sorted(PUBLISHED)))
+def test_chains_from_published_cells_stay_valid_and_random_cells_never_get_a_list(seed, length, name):
+    rng = np.random.default_rng(seed)
+    d, plain = PUBLISHED[name].dna, random_nasnet(rng)
+    for _ in range(length):
+        d, plain = mutate_nasnet(d, rng), mutate_nasnet(plain, rng)
+        assert nasnet_from_json(d.to_json()) == d
+        assert plain.normal.concat is None and plain.reduction.concat is None

@@ -259,3 +259,42 @@ def test_an_unreadable_commit_is_quarantined_by_moving_it(local):
     (record,) = store.list_quarantine()
     assert record["commit"] is None and record["moved_to"].startswith("quarantine/moved/")
     assert stat.S_IMODE(os.lstat(root / record["moved_to"]).st_mode) == 0  # as it was
+
+
+@needs_no_bypass
+def test_best_on_a_store_it_cannot_write_skips_a_broken_top_entry(local):
+    store, root, _ = local
+    rng = np.random.default_rng(7)
+    good = publish_random(store, rng, fitness=0.5)[0]
+    broken = publish_random(store, rng, fitness=0.9)[0]
+    os.chmod(root / broken.key, 0)
+    for folder in ("alive", "quarantine", "history"):
+        (root / folder).mkdir(exist_ok=True)
+        os.chmod(root / folder, 0o555)
+    try:
+        done = run_evo("best", str(root), "--json")
+    finally:
+        for folder in ("alive", "quarantine", "history"):
+            os.chmod(root / folder, 0o755)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["id"] == good.id
+    assert "could not quarantine" in done.stderr and "Traceback" not in done.stderr
+    assert (root / broken.key).exists()    # left where it was: nothing written
+
+
+def test_status_lists_foreign_entries_among_the_broken(local):
+    store, root, outside = local
+    publish_random(store, np.random.default_rng(8))
+    os.symlink(outside / "secret.txt", root / "alive" / alive_name(0.99))
+    os.symlink(outside, root / "history" / "20261130T000000.000000Z-00000001.json")
+    status = json.loads(run_evo("status", str(root), "--json").stdout)
+    foreign = [b for b in status["broken_entries"] if "symbolic link" in b["problem"]]
+    assert len(foreign) == 2 and status["alive"] == 1
+
+
+def test_plot_refuses_an_output_folder_that_is_not_there_before_writing(local, tmp_path):
+    store, root, _ = local
+    publish_random(store, np.random.default_rng(9))
+    done = run_evo("plot", str(root), "-o", str(tmp_path / "ok.png"), "--arch", str(tmp_path / "nope" / "a.png"))
+    assert done.returncode == 2 and "does not exist" in done.stderr and done.stderr.count("\n") == 1
+    assert not (tmp_path / "ok.png").exists()

@@ -1,6 +1,8 @@
 """The NASNet cell space of the 2019 paper: a normal and a reduction cell of five
 combinations each, their hidden-state/op/identity mutations, no weight inheritance (every
-child trains from scratch, as in the paper), aging evolution by default."""
+child trains from scratch, as in the paper), aging evolution by default. A run's initial
+individuals are random cells (the paper), or all one published architecture when the config
+names one (``nasnet.seed_arch``, ``evo init --seed-arch NAME``)."""
 
 from __future__ import annotations
 
@@ -29,6 +31,11 @@ class Nasnet(SearchSpace):
         return nas.nasnet_from_dict(obj, self.bounds)
 
     def initial(self, rng: np.random.Generator) -> nas.NasnetDNA:
+        seed = self.config.nasnet.seed_arch
+        if seed is not None:
+            from dna.published import published
+
+            return published(seed).replace(mutation="initial")
         return nas.initial_nasnet(rng)
 
     def random(self, rng: np.random.Generator) -> nas.NasnetDNA:
