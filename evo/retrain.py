@@ -21,7 +21,6 @@ the exporter that turns final weights into the files of a torch-only export (the
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import math
@@ -74,8 +73,9 @@ def make_request(*, label: str, source: dict[str, Any], dna: dict[str, Any], dna
 def build_model(request: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int, *,
                 aux_head: bool, bounds: Any = None) -> tuple[Any, bool]:
     """``(model, has_aux_head)`` for a request's DNA at its size, freshly initialised (the
-    caller seeds torch). NASNet models get the auxiliary head when asked and the builder has
-    one (``build_nasnet(..., aux_head=True)``); large-scale models never have one."""
+    caller seeds torch). NASNet models get the auxiliary head when asked
+    (``build_nasnet(..., aux_head=True)``) and ScheduledDropPath (``model.drop_path_prob``);
+    large-scale models have neither."""
     import dna as dna_lib
 
     d = request["dna"]
@@ -84,12 +84,10 @@ def build_model(request: dict[str, Any], input_shape: tuple[int, int, int], num_
         from dna.nasnet import nasnet_from_dict
 
         size = request.get("size") or {}
-        kwargs: dict[str, Any] = {"cells_per_stack": size.get("cells", 2), "filters": size.get("filters", 16)}
-        with_aux = aux_head and "aux_head" in inspect.signature(build_nasnet).parameters
-        if with_aux:
-            kwargs["aux_head"] = True
-        return build_nasnet(nasnet_from_dict(d, bounds or _structure_only()), tuple(input_shape), num_classes,
-                            **kwargs), with_aux
+        model = build_nasnet(nasnet_from_dict(d, bounds or _structure_only()), tuple(input_shape), num_classes,
+                             cells_per_stack=size.get("cells", 3), filters=size.get("filters", 24),
+                             aux_head=bool(aux_head))
+        return model, bool(aux_head)
     from dna.build import build
 
     genome = dna_lib.from_dict(d)
@@ -113,7 +111,7 @@ def export_architecture(request: dict[str, Any], input_shape: tuple[int, int, in
     if d.get("kind") == "nasnet":
         size = request.get("size") or {}
         return {"kind": "nasnet", "input_shape": list(input_shape), "num_classes": num_classes,
-                "cells_per_stack": size.get("cells", 2), "filters": size.get("filters", 16)}
+                "cells_per_stack": size.get("cells", 3), "filters": size.get("filters", 24)}
     import dna as dna_lib
     from dna.portable_plan import architecture
 
@@ -217,8 +215,12 @@ class RetrainRunner:
         beat.start()
         try:
             with self.stop.critical():
-                return self._train(rid, request, settings, claim, beat)
+                report = self._train(rid, request, settings, claim, beat)
+            if report.status == "stopped":
+                self._release(claim, beat)
+            return report
         except StopRequested as s:  # before training started: nothing to save
+            self._release(claim, beat)
             self._say(rid, {"state": "stopped", "signal": s.signal_name})
             return RunReport(rid, "stopped")
         except Exception as exc:  # a failed retrain costs this request, never the runner
@@ -317,6 +319,17 @@ class RetrainRunner:
             return RunReport(rid, "already_done", result=self.store.read_retrain_result(rid))
         self._say(rid, {"state": "done", "test_accuracy": test})
         return RunReport(rid, "done", result=result, resumed_from=resumed)
+
+    def _release(self, claim: Any, beat: "_Beat") -> None:
+        """A stopped holder's last heartbeat says ``released``: the next runner may take the
+        request over at once (from its checkpoint) instead of waiting out the lease."""
+        beat.halt()
+        if not beat.mine:
+            return
+        try:
+            self.store.retrain_beat(claim, {**self.owner, **beat.info, "state": "released"})
+        except Exception as exc:  # then the lease runs out instead
+            log.warning("retrain %s: claim not released: %s", claim.rid, str(exc).splitlines()[0][:200] if str(exc) else exc)
 
     def _load_parent_weights(self, model: Any, request: dict[str, Any]) -> None:
         """Load the trained weights the request continues from (verified by the store)."""

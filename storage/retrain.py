@@ -89,7 +89,9 @@ class RetrainState:
 
     ``state``: ``done`` (result exists), ``training`` (the latest claim beats within its
     lease), ``stalled`` (a claim whose holder went silent: the next process takes over),
-    ``pending`` (never claimed). ``beat``: the latest holder's heartbeat (progress), or None.
+    ``stopped`` (its holder was stopped by a signal and released it after a checkpoint: the
+    next process resumes it at once), ``failed`` (its holder's training failed), ``pending``
+    (never claimed). ``beat``: the latest holder's heartbeat (progress), or None.
     """
 
     rid: str
@@ -214,13 +216,15 @@ class RetrainRecords(StoreCore):
         return Claim(rid, n, float(lease))
 
     def _holder_status(self, rid: str, n: int) -> str:
-        """``failed`` if claim ``n``'s holder said so in its last heartbeat, ``alive`` if it
+        """``failed`` or ``released`` (stopped by a signal, checkpoint written) if claim ``n``'s
+        holder said so in its last heartbeat, ``alive`` if it
         claimed or beat within its lease (an unreadable claim counts as alive for one default
         lease from its file time, never forever), else ``dead``."""
         claim = self._read_small(_key(rid, f"claim-{n:06d}.json"))
         beat = self._read_small(_key(rid, f"beat-{n:06d}.json"))
-        if isinstance(beat, dict) and isinstance(beat.get("info"), dict) and beat["info"].get("state") == "failed":
-            return "failed"
+        said = beat["info"].get("state") if isinstance(beat, dict) and isinstance(beat.get("info"), dict) else None
+        if said in ("failed", "released"):
+            return said
         lease = claim.get("lease") if isinstance(claim, dict) else None
         if not _finite(lease) or not MIN_LEASE <= lease <= MAX_LEASE:
             lease = 600.0
@@ -385,7 +389,8 @@ class RetrainRecords(StoreCore):
         if result is not None:
             state = "done"
         elif claims:
-            state = {"alive": "training", "dead": "stalled", "failed": "failed"}[self._holder_status(rid, claims[-1])]
+            state = {"alive": "training", "dead": "stalled", "failed": "failed",
+                     "released": "stopped"}[self._holder_status(rid, claims[-1])]
         else:
             state = "pending"
         return RetrainState(rid, request, state, len(claims), beat, result, max(steps) if steps else None,
