@@ -293,3 +293,27 @@ def test_sigterm_checkpoints_and_exits_and_the_next_process_resumes_at_once(tmp_
     code, out = start_and_stop(tmp_path / "second.log")
     assert f"resumed from the checkpoint at step {stopped.checkpoint_step}" in out, out
     assert code == 128 + signal.SIGTERM and store.retrain_state(rid).claims == 2
+
+
+# ----- cluster launchers in retrain mode -----
+
+def test_slurm_retrain_tasks_train_the_pending_request_once(tmp_path):
+    url = str(tmp_path / "pop")
+    rid = _queue(url, "--epochs", "1")
+    r = evo("launch", "slurm", url, "-n", "2", "--executor", "local", "--retrain", "--device", "cpu",
+            "--progress-interval", "1", timeout=DEADLINE)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "submitted 2 retrain task(s)" in r.stdout
+    state = storage.open_store(url).retrain_state(rid)
+    assert state.state == "done" and state.claims == 1
+    none = evo("launch", "slurm", str(tmp_path / "empty"), "-n", "1", "--executor", "local", "--retrain")
+    assert none.returncode != 0 and "no retrain requests" in none.stderr and len(none.stderr.strip().splitlines()) == 1
+
+
+def test_k8s_retrain_pods_run_the_pending_requests():
+    from launch.k8s import job_manifest
+
+    manifest = job_manifest("gs://b/p", 3, "evo:gpu", gpus_per_worker=1, retrain=True)
+    (container,) = manifest["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["evo", "retrain", "gs://b/p", "--pending", "--device", "cuda"]
+    assert manifest["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "retrain"
