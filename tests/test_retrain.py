@@ -180,7 +180,8 @@ def test_retrain_of_a_runs_best_with_every_feature_end_to_end(nasnet_run, tmp_pa
         [(rid, "done", result["test_accuracy"])]
     assert f"{rid}  done" in evo_here(capsys, "status", nasnet_run)
     assert f"TEST accuracy {result['test_accuracy']:.4f}" in evo_here(capsys, "best", nasnet_run)
-    assert "stray 0" in evo_here(capsys, "check", nasnet_run, "--deep")
+    check = evo_here(capsys, "check", nasnet_run, "--deep")
+    assert "stray 0" in check and "final trainings 1" in check, check
     out = tmp_path / "final"
     shown = json.loads(evo_here(capsys, "best", nasnet_run, "--retrained", "--export", str(out), "--json"))
     assert shown["rid"] == rid
