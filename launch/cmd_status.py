@@ -117,7 +117,7 @@ def retrain_row(state: Any, now: float) -> dict[str, Any]:
         "rid": state.rid, "state": state.state, "claims": state.claims,
         "source": str(src.get("id") or src.get("name") or src.get("file") or "?")[:200],
         "searched_fitness": num(src, "fitness"), "size": req.get("size"), "init": req.get("init"),
-        "epochs": num(settings, "epochs"), "data": settings.get("data"),
+        "epochs": num(settings, "epochs"), "data": settings.get("data"), "seed": num(settings, "seed"),
         "epoch": num(info, "epoch"), "step": num(info, "step"), "total_steps": num(info, "total_steps"),
         "loss": num(info, "loss"), "train_accuracy": num(info, "train_accuracy"),
         "val_accuracy": num(info, "val_accuracy"), "eta_seconds": num(info, "eta_seconds"),
@@ -230,7 +230,7 @@ def format_retrains(rows: list[dict[str, Any]]) -> list[str]:
         size = f" N={row['size']['cells']} F={row['size']['filters']}" if isinstance(row["size"], dict) else ""
         head = f"  {row['rid']}  {row['state']:<8}"
         if row["state"] == "done":
-            lines.append(f"{head}  TEST {_f(row['test_accuracy'])}  ({searched}{size}; {row['epochs']} epochs, "
+            lines.append(f"{head}  TEST {_f(row['test_accuracy'])}  ({searched}{size}; {row['epochs']} epochs, seed {row['seed']}, "
                          f"{row['parameters']} parameters)")
         elif row["state"] in ("training", "stalled") and row["total_steps"]:
             frac = (row["step"] or 0) / row["total_steps"]
