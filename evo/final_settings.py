@@ -129,10 +129,12 @@ class FinalSettings:
 PAPER = FinalSettings()
 
 # The digits quickstart (8x8 grey digits, 1,437 training images with the validation split):
-# shifts of one pixel (no flips: a mirrored digit is another symbol), a small cutout, label
-# smoothing, and enough epochs of cosine decay to converge; measured in docs/retrain.md.
-DIGITS = FinalSettings(epochs=120, batch_size=32, learning_rate=0.05, weight_decay=5e-4,
-                       label_smoothing=0.1, grad_clip=5.0, drop_path=0.1, aux_weight=0.4, cutout=3,
+# shifts of one pixel (no flips: a mirrored digit is another symbol), label smoothing and 200
+# epochs of cosine decay. Chosen on the validation split (data=train, 3 seeds each: 120 epochs
+# with a 3x3 cutout 0.9916 mean, 200 epochs without cutout 0.9926); its test accuracy is in
+# the README.
+DIGITS = FinalSettings(epochs=200, batch_size=32, learning_rate=0.05, weight_decay=5e-4,
+                       label_smoothing=0.1, grad_clip=5.0, drop_path=0.1, aux_weight=0.4, cutout=0,
                        crop_padding=1, flip=False)
 
 # Every feature on, two short epochs: what the CPU tests run.
