@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, help="training images = one epoch (full: 45000)")
     p.add_argument("--reps", type=int, help="repetitions, median reported (default 3)")
 
+    p = add("retrain_speed", "final-training img/s of AmoebaNet-A (evo's retrain path vs plain fp32 eager) "
+                             "and one CIFAR-sized epoch")
+    p.add_argument("--cells", type=int, help="N cells per stack (full: 6)")
+    p.add_argument("--filters", type=int, help="F filters (full: 36)")
+    p.add_argument("--images", type=int, help="training images = one epoch (full: 50000)")
+    p.add_argument("--batch-size", type=int, help="images per step (full: 128)")
+
     p = add("packing", "children/hour with K workers sharing one device")
     p.add_argument("--workers", type=_ints, help="comma-separated K values (full: 1,2,4,8)")
     p.add_argument("--steps", type=int, help="training steps per child (full: 900 = one epoch at batch 50)")
@@ -137,6 +144,10 @@ def dispatch(args: argparse.Namespace) -> dict | None:
         from . import train_speed
         return train_speed.run(args.mode, device, args.out, archs=args.archs, batch_sizes=args.batch_sizes,
                                images=args.images, reps=args.reps)
+    if args.name == "retrain_speed":
+        from . import retrain_speed
+        return retrain_speed.run(args.mode, device, args.out, cells=args.cells, filters=args.filters,
+                                 images=args.images, batch_size=args.batch_size)
     if args.name == "packing":
         from . import packing
         return packing.run(args.mode, device, args.out, ks=args.workers, steps=args.steps, window=args.window)

@@ -290,10 +290,14 @@ def main(argv: list[str] | None = None, default_dir: str | None = None) -> int:
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
-        val = result["validation_accuracy"]
-        print(f"{result['kind']} model {result['id']}: {result['parameters']} parameters, "
-              + (f"validation accuracy {val:.4f}" if result["trained"] and val is not None
-                 else "untrained weights (rebuilt at another size)"))
+        val, test = result["validation_accuracy"], info.get("test_accuracy")
+        if not result["trained"]:
+            how = "untrained weights (rebuilt at another size)"
+        elif isinstance(test, (int, float)):
+            how = f"final training (evo retrain), test accuracy {test:.4f} when it was trained"
+        else:
+            how = f"validation accuracy {val:.4f}" if val is not None else "trained weights"
+        print(f"{result['kind']} model {result['id']}: {result['parameters']} parameters, {how}")
         if "accuracy" in result:
             print(f"accuracy on {result['data']}: {result['accuracy']:.4f} ({result['images']} images"
                   + (f", {result['skipped']} unreadable skipped)" if result.get("skipped") else ")"))

@@ -126,7 +126,7 @@ def train(model: torch.nn.Module, data: DeviceDataset, settings: TrainSettings, 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = MomentumSGD(params, lr=learning_rate, momentum=settings.momentum,
                             weight_decay=settings.weight_decay)
-    step = _TrainingStep(model, sampler, optimizer, settings.steps, precision, channels_last)
+    step = TrainingStep(model, sampler, optimizer, settings.steps, precision, channels_last)
 
     steps, graph, fallback = 0, None, None
     try_graph = on_cuda and settings.cuda_graphs and settings.steps > WARMUP_STEPS + 1
@@ -166,35 +166,62 @@ def train(model: torch.nn.Module, data: DeviceDataset, settings: TrainSettings, 
     )
 
 
-class _TrainingStep:
-    """One SGD step as device work only: batch, forward, loss, gradients, update, bookkeeping."""
+class TrainingStep:
+    """One SGD step as device work only: batch, forward, loss, gradients, update, bookkeeping.
+
+    The search trainer uses it as it is; the final-training protocol (``evo.final_train``)
+    adds ``label_smoothing``, an auxiliary head's loss (a model that returns ``(logits,
+    aux_logits)`` in training mode; ``aux_weight`` > 0 weighs it) and ``grad_clip`` (the
+    global gradient norm is clipped to it, on the device). Every step writes its loss into
+    ``losses[step_index]`` and adds its correctly classified training images to ``correct``,
+    without a host sync, so the step can be captured in a CUDA graph.
+    """
 
     def __init__(self, model: torch.nn.Module, sampler: EpochSampler, optimizer: MomentumSGD,
-                 total_steps: int, precision: str, channels_last: bool) -> None:
+                 total_steps: int, precision: str, channels_last: bool, *, label_smoothing: float = 0.0,
+                 aux_weight: float = 0.0, grad_clip: float = 0.0) -> None:
         device = sampler.data.device
         self.model, self.sampler, self.optimizer = model, sampler, optimizer
         self.autocast = dict(device_type=device.type, dtype=torch.bfloat16,
                              enabled=precision == "bf16", cache_enabled=False)
         self.channels_last = channels_last
+        self.label_smoothing = float(label_smoothing)
+        self.aux_weight = float(aux_weight)
+        self.grad_clip = float(grad_clip)
         self.losses = torch.zeros(max(total_steps, 1), dtype=torch.float32, device=device)
         self.nonfinite = torch.zeros(1, dtype=torch.bool, device=device)
         self.step_index = torch.zeros(1, dtype=torch.long, device=device)
+        self.correct = torch.zeros(1, dtype=torch.long, device=device)
 
     def __call__(self) -> None:
         x, y = self.sampler.next_batch()
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(**self.autocast):
-            logits = self.model(x)
-        loss = F.cross_entropy(logits.float(), y)
+            out = self.model(x)
+        logits, aux = out if isinstance(out, tuple) else (out, None)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        if aux is not None and self.aux_weight > 0:
+            loss = loss + self.aux_weight * F.cross_entropy(aux.float(), y, label_smoothing=self.label_smoothing)
         params = self.optimizer.params
         grads = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True) if params else ()
+        if self.grad_clip > 0 and grads:
+            grads = clip_global_norm(list(grads), self.grad_clip)
         self.optimizer.step(grads)
         with torch.no_grad():
             value = loss.detach().view(1)
             self.losses.index_copy_(0, self.step_index, value)
             self.nonfinite.logical_or_(~torch.isfinite(value))
             self.step_index.add_(1)
+            self.correct.add_((logits.detach().argmax(dim=1) == y).sum())
+
+
+def clip_global_norm(grads: list[torch.Tensor], max_norm: float) -> list[torch.Tensor]:
+    """``grads`` scaled so that their global L2 norm is at most ``max_norm`` (as
+    ``torch.nn.utils.clip_grad_norm_`` does), computed on the device without a host sync."""
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    return list(torch._foreach_mul(grads, coef))
 
 
 def accuracy(model: torch.nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, data: DeviceDataset,

@@ -230,21 +230,77 @@ def export(individual, config, url: str, directory: str, *, cells: int | None = 
         "exported": time.time(),
     }
     out = prepare_directory(directory, force)
-    try:
-        (out / portable.WEIGHTS_FILE).write_bytes(weights)
-        (out / portable.DNA_FILE).write_text(json.dumps(individual.dna, indent=1, sort_keys=True) + "\n")
-        (out / portable.MODEL_FILE).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
-        copy_model_package(out / MODEL_PACKAGE)
-        (out / "load.py").write_text(LOAD_PY)
-        write_test_data(out / TEST_DATA_FILE, host)
-    except OSError as exc:
-        raise UserError(f"{directory}: {exc.strerror or exc}") from None
+    write_export(out, model_files(individual.dna, info, weights), host, directory)
     try:  # prove the export loads before saying it worked
         model = portable.load(str(out))
     except portable.ExportError as exc:
         raise UserError(f"the export in {directory} does not load: {exc}") from None
     info["parameters"] = sum(p.numel() for p in model.net.parameters())
     return info
+
+
+def model_files(dna: dict[str, Any], info: dict[str, Any], weights: bytes) -> dict[str, bytes]:
+    """Every file of an export but the test images, by relative name: ``model.json``
+    (``info``), ``dna.json``, ``weights.safetensors``, ``load.py`` and ``evo_model/*.py``."""
+    import dna.portable as portable
+
+    files = {portable.WEIGHTS_FILE: weights,
+             portable.DNA_FILE: (json.dumps(dna, indent=1, sort_keys=True) + "\n").encode(),
+             portable.MODEL_FILE: (json.dumps(info, indent=1, sort_keys=True) + "\n").encode(),
+             "load.py": LOAD_PY.encode()}
+    for name, data in model_package_files().items():
+        files[f"{MODEL_PACKAGE}/{name}"] = data
+    return files
+
+
+def write_export(out: Path, files: dict[str, bytes], host, directory: str) -> None:
+    """Write ``files`` (from :func:`model_files`) and, when ``host`` (the dataset) is given,
+    its test split as ``test.npz`` into the prepared directory ``out``."""
+    try:
+        for name, data in files.items():
+            path = out / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        if host is not None:
+            write_test_data(out / TEST_DATA_FILE, host)
+    except OSError as exc:
+        raise UserError(f"{directory}: {exc.strerror or exc}") from None
+
+
+def export_files(request: dict[str, Any], architecture: dict[str, Any], weights: bytes,
+                 details: dict[str, Any], data) -> dict[str, bytes]:
+    """The export files of a finished retrain (``evo.retrain``'s exporter): the request's DNA
+    at its size, ``weights`` without what only training uses (the auxiliary head), and the
+    normalisation of ``data`` (an ``evo.data.DeviceDataset``). The model is built and the
+    weights loaded strictly before anything is returned."""
+    from safetensors.torch import load as load_weights
+    from safetensors.torch import save as save_weights
+
+    import dna.portable as portable
+
+    info = {
+        "format": portable.EXPORT_FORMAT, "id": details["id"], "run": None, "kind": architecture["kind"],
+        "dataset": details["dataset"], "architecture": architecture,
+        "normalization": {"mean": list(data.mean), "std": list(data.std), "applies_to": "pixel values 0..255"},
+        "validation_accuracy": None, "test_accuracy": details["test_accuracy"],
+        "searched_validation_accuracy": details["source"].get("fitness"), "trained": True,
+        "weights_note": "final training (evo retrain): " + json.dumps(details["settings"], sort_keys=True),
+        "eval_batch_size": details["settings"].get("eval_batch_size", 1000),
+        "test_data": {"file": TEST_DATA_FILE, "split": "test", "images": int(data.test_y.shape[0]),
+                      "dataset": details["dataset"]},
+        "retrain": {"source": details["source"], "size": details.get("size")},
+        "dna_hash": request["dna_hash"], "learning_rate": request["dna"].get("learning_rate"),
+        "exported": time.time(),
+    }
+    try:
+        net = portable.build_network(info, request["dna"])
+    except (portable.ExportError, ValueError) as exc:
+        raise UserError(f"cannot build the exported model: {exc}") from None
+    state = load_weights(weights)
+    keep = {k: v for k, v in state.items() if k in net.state_dict()}
+    net.load_state_dict(keep, strict=True)  # raises if the export would not load
+    info["parameters"] = sum(p.numel() for p in net.parameters())
+    return model_files(request["dna"], info, save_weights({k: v.contiguous() for k, v in keep.items()}))
 
 
 def _fresh_nasnet_weights(dna_dict: dict, architecture: dict, seed: int) -> bytes:
@@ -262,15 +318,23 @@ def _fresh_nasnet_weights(dna_dict: dict, architecture: dict, seed: int) -> byte
     return save({k: v.detach().contiguous() for k, v in net.state_dict().items()})
 
 
-def copy_model_package(package: Path) -> list[str]:
-    """Copy ``dna/portable.py`` and the ``dna/`` modules it needs, verbatim, into the folder
-    ``package`` with an ``__init__.py`` that re-exports ``dna.portable``; returns the file names."""
+def model_package_files() -> dict[str, bytes]:
+    """``dna/portable.py`` and the ``dna/`` modules it needs, verbatim, plus an
+    ``__init__.py`` that re-exports ``dna.portable``: the package ``evo_model/`` by file name."""
     import dna.portable as portable
 
     files = module_closure(portable.__file__)
-    package.mkdir(exist_ok=True)
     src = Path(portable.__file__).parent
-    for name in files:
-        shutil.copyfile(src / name, package / name)
-    (package / "__init__.py").write_text(PACKAGE_INIT.format(files=", ".join(sorted(files))))
-    return files
+    out = {name: (src / name).read_bytes() for name in files}
+    out["__init__.py"] = PACKAGE_INIT.format(files=", ".join(sorted(files))).encode()
+    return out
+
+
+def copy_model_package(package: Path) -> list[str]:
+    """Copy :func:`model_package_files` into the folder ``package``; returns the copied
+    module names (without ``__init__.py``)."""
+    files = model_package_files()
+    package.mkdir(exist_ok=True)
+    for name, data in files.items():
+        (package / name).write_bytes(data)
+    return [n for n in files if n != "__init__.py"]

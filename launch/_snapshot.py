@@ -1,7 +1,8 @@
 """One consistent read of a population for the inspection commands (status, plot, lineage, best).
 
 Torch-free. Everything comes from the store: the ``alive/`` listing and commit objects, the
-``history/`` records of the dead, the ``quarantine/`` records and the workers' heartbeats.
+``history/`` records of the dead, the ``quarantine/`` records, the workers' heartbeats and
+the final trainings (``retrain/``).
 An individual listed in ``alive/`` that also has a history or quarantine record (a zombie:
 its killer crashed before unlisting it) counts as dead.
 """
@@ -46,6 +47,7 @@ class Snapshot:
     workers: list[dict[str, Any]]
     broken: tuple[Any, ...] = ()             # storage Broken entries: shown, never used
     data: dict[str, Any] | None = None       # the run's decoded user dataset (evo.datacache.cache_status)
+    retrains: tuple[Any, ...] = ()           # storage RetrainState of every final training
 
     @property
     def quarantined(self) -> int:
@@ -148,9 +150,11 @@ def _read(store, config, url: str, read_alive: bool) -> Snapshot:
                 id=info.id, parent=commit["parent"], mutation=commit["mutation"],
                 fitness=float(commit["fitness"]), birth=float(commit["birth"]), alive=True,
                 worker=commit["worker"], dna=commit["dna"], metrics=commit["metrics"])
+    retrains = tuple(store.retrain_states())
+    broken += [b for r in retrains for b in r.broken]
     return Snapshot(url=url, taken=time.time(), config=config, records=records,
                     quarantined_ids=frozenset(quarantined), workers=store.list_workers(),
-                    broken=tuple(broken), data=_data_status(store, config))
+                    broken=tuple(broken), data=_data_status(store, config), retrains=retrains)
 
 
 def _data_status(store, config) -> dict[str, Any] | None:

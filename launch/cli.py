@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "launch.cmd_arch",
     "launch.cmd_best",
     "launch.cmd_evaluate",
+    "launch.cmd_retrain",
     "launch.slurm",   # `evo launch slurm ...` (registered as the hidden command launch-slurm)
     "launch.k8s",     # `evo launch k8s ...` (hidden command launch-k8s)
 ]

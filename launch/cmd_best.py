@@ -1,4 +1,5 @@
-"""`evo best URL [--export DIR]`: the best live individual, and its export as a torch-only model.
+"""`evo best URL [--export DIR]`: the best live individual, and its export as a torch-only model;
+with ``--retrained [RID]``, a finished final training (``evo retrain``) instead.
 
 ``--export DIR`` writes ``dna.json``, ``weights.safetensors``, ``model.json``,
 ``evo_model/`` (verbatim copies of ``dna/portable.py`` and the modules it needs), ``load.py`` and ``test.npz`` (the
@@ -73,8 +74,87 @@ def _summary(ind) -> str:
     ])
 
 
+def retrained_rows(store) -> list[dict[str, Any]]:
+    """The finished final trainings of the store, by searched validation accuracy (never by
+    test accuracy: choosing on the test split would make its number optimistic)."""
+    rows = []
+    for state in store.retrain_states():
+        if state.state != "done" or state.request is None:
+            continue
+        src, res = state.request.get("source") or {}, state.result or {}
+        rows.append({"rid": state.rid, "source": src.get("id") or src.get("name") or src.get("file"),
+                     "searched_fitness": src.get("fitness"), "size": state.request.get("size"),
+                     "init": state.request.get("init"), "test_accuracy": res.get("test_accuracy"),
+                     "parameters": res.get("parameters"), "epochs": res.get("epochs"),
+                     "data": (state.request.get("settings") or {}).get("data"), "time": res.get("time")})
+    rows.sort(key=lambda r: (-(r["searched_fitness"] if isinstance(r["searched_fitness"], (int, float)) else -1),
+                             -(r["time"] or 0)))
+    return rows
+
+
+def _retrained_lines(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["final trainings (evo retrain; export one with --retrained RID --export DIR):"]
+    for r in rows:
+        size = f" at N={r['size']['cells']}, F={r['size']['filters']}" if isinstance(r["size"], dict) else ""
+        val = f", searched val {r['searched_fitness']:.4f}" if isinstance(r["searched_fitness"], (int, float)) else ""
+        lines.append(f"  {r['rid']}: TEST accuracy {r['test_accuracy']:.4f} ({r['source']}{size}{val}; "
+                     f"{r['epochs']} epochs on {r['data']}, {r['parameters']} parameters)")
+    return lines
+
+
+def export_retrained(store, args: argparse.Namespace, rows: list[dict[str, Any]]) -> int:
+    """`evo best URL --retrained [RID] --export DIR`: write a finished final training's model
+    (verified against its result's SHA-256) and the test split, and check that it loads."""
+    import dna.portable as portable
+
+    from ._export import prepare_directory, read_run_dataset, write_export
+
+    rid = args.retrained if args.retrained != "best" else (rows[0]["rid"] if rows else None)
+    if rid is None:
+        raise UserError(f"{store.url}: no finished final training (run evo retrain {args.url})")
+    if rid not in {r["rid"] for r in rows}:
+        raise UserError(f"{store.url}: no finished final training {rid!r} "
+                        f"(finished: {', '.join(r['rid'] for r in rows) or 'none'})")
+    from storage import CorruptRecord
+
+    try:
+        found = store.read_retrain_export(rid)
+    except CorruptRecord as exc:
+        raise UserError(f"{store.url}: {exc}") from None
+    result, files = found
+    if not args.export:
+        print(json.dumps(result, sort_keys=True) if args.json else "\n".join(_retrained_lines(
+            [r for r in rows if r["rid"] == rid])))
+        return 0
+    info = json.loads(files[portable.MODEL_FILE])
+    host = read_run_dataset(args.dataset or info["dataset"])
+    out = prepare_directory(args.export, args.force)
+    write_export(out, files, host, args.export)
+    try:
+        model = portable.load(str(out))
+    except portable.ExportError as exc:
+        raise UserError(f"the export in {args.export} does not load: {exc}") from None
+    n = sum(p.numel() for p in model.net.parameters())
+    if args.json:
+        print(json.dumps({"export": args.export, "rid": rid, "test_accuracy": result["test_accuracy"],
+                          "parameters": n}, sort_keys=True))
+        return 0
+    print(f"final training {rid}: TEST accuracy {result['test_accuracy']:.4f} ({n} parameters)")
+    print(f"exported to {args.export.rstrip('/')}/: dna.json, weights.safetensors, model.json, evo_model/, load.py, "
+          f"{TEST_FILE}")
+    print(f"  evaluate it with torch alone:  cd {args.export} && python load.py --data {TEST_FILE}")
+    return 0
+
+
+TEST_FILE = "test.npz"
+
+
 def run(args: argparse.Namespace) -> int:
     store, config = open_population(args.url)
+    if args.retrained is not None:
+        return export_retrained(store, args, retrained_rows(store))
     if (args.cells or args.filters or args.dataset) and not args.export:
         raise UserError("--cells, --filters and --dataset only apply with --export DIR")
     for name in ("cells", "filters"):
@@ -82,7 +162,11 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--{name} must be a positive integer")
     ind = best_individual(store, config, args.id)
     if not args.export:
-        print(json.dumps(describe(ind), sort_keys=True) if args.json else _summary(ind))
+        rows = retrained_rows(store)
+        if args.json:
+            print(json.dumps({**describe(ind), "retrained": rows}, sort_keys=True))
+        else:
+            print("\n".join([_summary(ind)] + _retrained_lines(rows)))
         return 0
     from ._export import export
 
@@ -119,5 +203,8 @@ def register(sub) -> None:
     p.add_argument("--dataset", help="dataset spec for the input shape and normalisation "
                    "(default: the run's; e.g. cifar10=PATH when the data moved)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of fresh NASNet weights")
+    p.add_argument("--retrained", nargs="?", const="best", metavar="RID",
+                   help="a finished final training (evo retrain) instead: RID, or without it the one of the "
+                        "individual with the best searched validation accuracy")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)

@@ -77,7 +77,7 @@ def _first_line(exc: BaseException) -> str:
 def _print_human(r: dict) -> None:
     print(f"{r['url']}: {'ok' if r['ok'] else 'PROBLEMS'}")
     print(f"  alive {r['alive']}, history {r['history']}, quarantined {r['quarantined']}, "
-          f"kept {r['kept']}, workers {r['workers']}")
+          f"kept {r['kept']}, workers {r['workers']}" + (f", final trainings {r['retrains']}" if r.get('retrains') else ""))
     print(f"  torn {r['torn']}, corrupt {r['corrupt']}, zombies {r['zombies']}, "
           f"orphans {r['orphans']}, stray {r['stray']}, pending {r['pending']}")
     for line in r["problems"]:

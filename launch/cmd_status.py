@@ -96,6 +96,38 @@ def status_report(snap: Snapshot, lost_after: float | None = None,
         "broken_entries": [{"key": b.key, "problem": b.problem} for b in snap.broken[:MAX_BROKEN_SHOWN]],
         "slurm_jobs": slurm_jobs,
         "data": snap.data,
+        "retrains": [retrain_row(r, now) for r in snap.retrains],
+    }
+
+
+def retrain_row(state: Any, now: float) -> dict[str, Any]:
+    """One final training (a ``storage.RetrainState``) as the status shows it: what it
+    trains, its state, progress from its holder's last heartbeat, and its result."""
+    req = state.request or {}
+    src = req.get("source") if isinstance(req.get("source"), dict) else {}
+    settings = req.get("settings") if isinstance(req.get("settings"), dict) else {}
+    beat = state.beat or {}
+    info = beat.get("info") if isinstance(beat.get("info"), dict) else {}
+    res = state.result or {}
+
+    def num(d: dict, key: str) -> Any:
+        v = d.get(key)
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    return {
+        "rid": state.rid, "state": state.state, "claims": state.claims,
+        "source": str(src.get("id") or src.get("name") or src.get("file") or "?")[:200],
+        "searched_fitness": num(src, "fitness"), "size": req.get("size"), "init": req.get("init"),
+        "epochs": num(settings, "epochs"), "data": settings.get("data"), "seed": num(settings, "seed"),
+        "epoch": num(info, "epoch"), "step": num(info, "step"), "total_steps": num(info, "total_steps"),
+        "loss": num(info, "loss"), "train_accuracy": num(info, "train_accuracy"),
+        "val_accuracy": num(info, "val_accuracy"), "eta_seconds": num(info, "eta_seconds"),
+        "host": str(info.get("host", ""))[:64] or None, "pid": num(info, "pid"),
+        "last_beat_ago": now - beat["time"] if num(beat, "time") is not None else None,
+        "error": str(info["error"])[:300] if info.get("error") else None,
+        "checkpoint_step": state.checkpoint_step,
+        "test_accuracy": num(res, "test_accuracy"), "parameters": num(res, "parameters"),
+        "train_seconds": num(res, "train_seconds"),
     }
 
 
@@ -193,7 +225,41 @@ def format_status(r: dict[str, Any]) -> str:
     from ._squeue import describe
     for job in r.get("slurm_jobs") or []:
         lines.append(describe(job))
+    lines += format_retrains(r.get("retrains") or [])
     return "\n".join(lines)
+
+
+def format_retrains(rows: list[dict[str, Any]]) -> list[str]:
+    """The final-trainings section of the status screen (empty without retrains)."""
+    if not rows:
+        return []
+    from evo.retrain import eta_text
+
+    counts = Counter(row["state"] for row in rows)
+    lines = [f"final trainings (evo retrain): {len(rows)} ("
+             + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) + ")"]
+    for row in rows:
+        searched = f"searched val {_f(row['searched_fitness'])}" if row["searched_fitness"] is not None else ""
+        size = f" N={row['size']['cells']} F={row['size']['filters']}" if isinstance(row["size"], dict) else ""
+        head = f"  {row['rid']}  {row['state']:<8}"
+        if row["state"] == "done":
+            lines.append(f"{head}  TEST {_f(row['test_accuracy'])}  ({searched}{size}; {row['epochs']} epochs, seed {row['seed']}, "
+                         f"{row['parameters']} parameters)")
+        elif row["state"] in ("training", "stalled") and row["total_steps"]:
+            frac = (row["step"] or 0) / row["total_steps"]
+            acc = f" acc {_f(row['train_accuracy'])}" if row["train_accuracy"] is not None else ""
+            val = f" val {_f(row['val_accuracy'])}" if row["val_accuracy"] is not None else ""
+            who = f"{row['host']} pid {row['pid']}, " if row["host"] else ""
+            seen = ago(row["last_beat_ago"]) + " ago" if row["last_beat_ago"] is not None else "-"
+            lines.append(f"{head}  [{'#' * int(frac * 20):<20}] epoch {row['epoch']}/{row['epochs']} "
+                         f"loss {_f(row['loss'])}{acc}{val} ETA {eta_text(row['eta_seconds'])}  ({who}{seen}"
+                         + (", taken over by the next process" if row["state"] == "stalled" else "") + ")")
+        elif row["state"] == "failed":
+            lines.append(f"{head}  {row['error'] or '?'} (evo retrain URL --pending --retry-failed)")
+        else:
+            ck = f", checkpoint at step {row['checkpoint_step']}" if row["checkpoint_step"] is not None else ""
+            lines.append(f"{head}  {row['source']} {searched}{size}{ck}")
+    return lines
 
 
 def _status_text(w: dict[str, Any]) -> str:

@@ -51,7 +51,8 @@ def job_manifest(url: str, n: int, image: str, *, name: str = "evo-workers", nam
                  max_seconds: float | None = None, max_individuals: int | None = None,
                  backoff_limit_per_index: int = 4, spot: bool = False,
                  node_selector: dict[str, str] | None = None, ephemeral_storage: str | None = None,
-                 env: dict[str, str] | None = None, ttl_seconds: int | None = 86400) -> dict[str, Any]:
+                 env: dict[str, str] | None = None, ttl_seconds: int | None = 86400,
+                 retrain: bool = False) -> dict[str, Any]:
     """The Indexed Job manifest (a JSON-ready dict) for ``n`` workers on ``url``.
 
     ``device`` ``auto`` means ``cuda`` with GPUs and ``cpu`` without. Pods are never
@@ -59,7 +60,9 @@ def job_manifest(url: str, n: int, image: str, *, name: str = "evo-workers", nam
     ``backoff_limit_per_index`` times after real failures, while disruptions (Spot
     preemption, eviction) and clean SIGTERM stops do not count (``podFailurePolicy``).
     ``spot``: GKE Spot nodes only; ``node_selector``: more node labels to match;
-    ``ephemeral_storage``: local disk requested per pod (e.g. ``20Gi``).
+    ``ephemeral_storage``: local disk requested per pod (e.g. ``20Gi``). ``retrain``: each
+    pod runs ``evo retrain URL --pending`` (the final trainings ``evo retrain ... --no-train``
+    queued; a replaced pod resumes from their checkpoints) instead of a worker.
     Raises UserError for values Kubernetes would refuse.
     """
     if n < 1:
@@ -85,7 +88,12 @@ def job_manifest(url: str, n: int, image: str, *, name: str = "evo-workers", nam
         selectors[key] = value
     if device == "auto":
         device = "cuda" if gpus_per_worker > 0 else "cpu"
-    command = ["evo", "worker", url, "--device", device]
+    if retrain:
+        if max_seconds is not None or max_individuals is not None:
+            raise UserError("--max-seconds/--max-individuals limit search workers, not --retrain pods")
+        command = ["evo", "retrain", url, "--pending", "--device", device]
+    else:
+        command = ["evo", "worker", url, "--device", device]
     if max_seconds is not None:
         command += ["--max-seconds", f"{max_seconds:g}"]
     if max_individuals is not None:
@@ -100,7 +108,8 @@ def job_manifest(url: str, n: int, image: str, *, name: str = "evo-workers", nam
         requests["ephemeral-storage"] = ephemeral_storage
     if gpus_per_worker:
         requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(gpus_per_worker)
-    labels = {"app.kubernetes.io/name": "evo", "app.kubernetes.io/component": "worker", "evo/job": name}
+    labels = {"app.kubernetes.io/name": "evo", "app.kubernetes.io/component": "retrain" if retrain else "worker",
+              "evo/job": name}
     container: dict[str, Any] = {
         "name": "worker", "image": image, "command": command,
         "env": [{"name": "EVO_POPULATION", "value": url}, {"name": "PYTHONUNBUFFERED", "value": "1"}]
@@ -171,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         max_seconds=args.max_seconds, max_individuals=args.max_individuals,
         backoff_limit_per_index=args.backoff_limit_per_index, spot=args.spot,
         node_selector=_selector_pairs(args.node_selector), ephemeral_storage=args.ephemeral_storage or None,
-        env=_env_pairs(args.env))
+        env=_env_pairs(args.env), retrain=args.retrain)
     text = json.dumps(manifest, indent=2) + "\n"
     if args.output:
         try:
@@ -228,6 +237,9 @@ def register(sub) -> None:
     p.add_argument("--node-selector", action="append", metavar="KEY=VALUE",
                    help="schedule only on nodes with this label (repeatable)")
     p.add_argument("--ephemeral-storage", metavar="QUANTITY", help="local disk requested per pod, e.g. 20Gi")
+    p.add_argument("--retrain", action="store_true",
+                   help="pods train the final-training requests of `evo retrain URL ... --no-train` "
+                        "(evo retrain URL --pending) instead of running search workers")
     p.add_argument("-o", "--output", help="write the manifest here (JSON)")
     p.add_argument("--dry-run", action="store_true", help="only write the manifest (stdout without -o)")
     p.set_defaults(func=run)

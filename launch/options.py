@@ -83,3 +83,11 @@ positive_int = integer(1)            # counts that must be at least one: -n, --m
 non_negative_int = integer(0)        # indices, seeds, GPU counts, limits where 0 means none
 positive_seconds = number(0.0)       # durations and intervals: > 0, finite
 non_negative_seconds = number(0.0, low_open=False)
+
+
+def lease_seconds(text: str) -> float:
+    """``type=`` for a claim's lease: seconds in [5, 86400] (``storage.retrain``'s range)."""
+    value = number(0.0)(text)
+    if not 5 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds in [5, 86400], got {text!r}")
+    return value

@@ -22,6 +22,11 @@ training is abandoned, a final ``stopped`` heartbeat is written) and the task en
 normally, so submitit does not requeue it. With ``--requeue`` a USR2 stop then goes
 through submitit's own requeue (``scontrol requeue`` of that task, up to 3 times after a
 time limit); the requeued worker resumes from the store like any new one.
+
+``--retrain``: the tasks train the population's final-training requests instead
+(``launch._retrain_job``; write them with ``evo retrain URL --top K --no-train``): each task
+claims one request at a time, checkpoints every ``--checkpoint-seconds`` and on
+scancel/time limit, and a requeued or new task resumes from the checkpoint.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from typing import Any
 from .cmd_init import check_run_options, ensure_run
 from .cmd_worker import _interval
 from .errors import UserError
-from .options import add_command, device, non_negative_int, positive_int, positive_seconds
+from .options import add_command, device, lease_seconds, non_negative_int, positive_int, positive_seconds
 
 
 # Default --max-seconds: the time limit minus this margin. SLURM sends USR2 90 s before the
@@ -199,7 +204,23 @@ def resume_command(args: argparse.Namespace) -> str:
         parts += ["--sbatch", item]
     if args.requeue:
         parts.append("--requeue")
+    if getattr(args, "retrain", False):
+        parts.append("--retrain")
     return shlex.join(parts)
+
+
+def pending_retrains(url: str) -> list[str]:
+    """The population's retrain requests (``evo retrain URL ... --no-train`` writes them);
+    UserError when there are none, so that no task is submitted for nothing."""
+    from storage import StoreError, open_store
+
+    try:
+        rids = open_store(url).list_retrains()
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    if not rids:
+        raise UserError(f"{url}: no retrain requests; write them first with: evo retrain {url} --top K --no-train")
+    return rids
 
 
 def run(args: argparse.Namespace) -> int:
@@ -222,19 +243,29 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{str(exc).splitlines()[0]} (rehearse on one machine with --executor local)") from None
     except (ValueError, OSError) as exc:
         raise UserError(f"submitit: {str(exc).splitlines()[0]}") from None
-    ensure_run(args.url, args)
+    if args.retrain:
+        pending_retrains(args.url)
+    else:
+        ensure_run(args.url, args)
     device = _device(args)
     threads = args.cpus_per_worker
     if args.executor == "local" and device == "cpu":
         threads = max(1, min(threads, (os.cpu_count() or 1) // args.n))
     max_seconds = args.max_seconds if args.max_seconds is not None else default_max_seconds(args.time_min)
     indices = [args.index_base + i for i in range(args.n)]
-    job = RequeueingWorkerJob() if args.requeue else WorkerJob()
     n = args.n
     try:
-        jobs = executor.map_array(job, [args.url] * n, indices, [device] * n, [max_seconds] * n,
-                                  [args.max_individuals] * n, [threads] * n, [None] * n,
-                                  [args.heartbeat_seconds] * n)
+        if args.retrain:
+            from ._retrain_job import RequeueingRetrainJob, RetrainJob
+
+            job = RequeueingRetrainJob() if args.requeue else RetrainJob()
+            jobs = executor.map_array(job, [args.url] * n, [device] * n, [threads] * n, [args.lease] * n,
+                                      [args.checkpoint_seconds] * n)
+        else:
+            job = RequeueingWorkerJob() if args.requeue else WorkerJob()
+            jobs = executor.map_array(job, [args.url] * n, indices, [device] * n, [max_seconds] * n,
+                                      [args.max_individuals] * n, [threads] * n, [None] * n,
+                                      [args.heartbeat_seconds] * n)
     except FileNotFoundError:
         raise UserError("sbatch not found: run this on a SLURM login node (or rehearse with --executor local)") from None
     except Exception as exc:  # submitit reports sbatch failures as several exception types
@@ -246,10 +277,11 @@ def run(args: argparse.Namespace) -> int:
         store.record_launch(f"slurm-{array_id}", {
             "kind": "slurm", "job_id": array_id, "tasks": n, "log_dir": str(folder),
             "command": resume_command(args)})
-    limit = "" if args.max_seconds is not None else (
+    limit = "" if args.max_seconds is not None or args.retrain else (
         f"; workers stop starting children after {max_seconds:g} s (--time-min less {MAX_SECONDS_MARGIN // 60} min)"
         if max_seconds is not None else "")
-    print(f"submitted {len(jobs)} worker(s) on {args.url} ({args.executor}, device {device}): "
+    what = "retrain task(s)" if args.retrain else "worker(s)"
+    print(f"submitted {len(jobs)} {what} on {args.url} ({args.executor}, device {device}): "
           f"job {ids[0]}{' ... ' + ids[-1] if len(ids) > 1 else ''}; logs in {folder}/{limit}", flush=True)
     wait = args.wait if args.wait is not None else args.executor == "local"
     if not wait:
@@ -367,5 +399,13 @@ def register(sub) -> None:
                    help="wait for the workers, with a progress line (default with --executor local)")
     p.add_argument("--no-wait", dest="wait", action="store_false", help="return once the jobs are queued")
     p.add_argument("--progress-interval", type=positive_seconds, default=5.0, help="seconds between progress lines")
+    r = p.add_argument_group("retrain mode (final trainings instead of search workers)")
+    r.add_argument("--retrain", action="store_true",
+                   help="each task trains the pending requests of `evo retrain URL ... --no-train` (one at a "
+                        "time, each by one task, resuming from its checkpoint; --requeue resumes after a time limit)")
+    r.add_argument("--checkpoint-seconds", type=positive_seconds, default=300.0,
+                   help="retrain mode: seconds between checkpoints")
+    r.add_argument("--lease", type=lease_seconds, default=120.0,
+                   help="retrain mode: a claim silent this long is taken over by another task")
     add_config_arguments(p)
     p.set_defaults(func=run)

@@ -14,7 +14,9 @@ The run's decoded dataset lives in ``data/`` (:mod:`storage.datacache`): ``data_
 Readers of the whole population (status, plots, audits, benchmarks) use the store's reading
 API, never the backend or the record formats: ``census()`` (every individual, one consistent
 pass), ``scan_alive()``, ``scan_history()``, ``scan_quarantine()``, ``births()``,
-``list_workers()``; broken entries come back as :class:`Broken`, never raised.
+``list_workers()``; broken entries come back as :class:`Broken`, never raised. Final
+trainings (``evo retrain``) have their own records under ``retrain/`` (``claim_retrain``,
+``save_retrain_checkpoint``, ``finish_retrain``, ``retrain_states``, ...: :mod:`storage.retrain`).
 
 Torch-free (weights are opaque safetensors bytes here). See docs/layout.md for the files and
 protocols. ``open_store`` imports gcsfs only for ``gs://`` URLs.
@@ -35,6 +37,7 @@ from .population import PopulationStore
 from .readers import Census
 from .reading import Broken
 from .records import CorruptRecord, Individual, IndividualInfo, birth_of, dna_hash, is_id
+from .retrain import Claim, RetrainState, is_retrain_id
 from .safetensors_check import safetensors_header_ok, safetensors_problem
 from .verify import DnaValidator
 
@@ -46,6 +49,8 @@ __all__ = [
     "is_id", "birth_of", "dna_hash", "safetensors_header_ok", "safetensors_problem",
     # the run's decoded dataset (data/)
     "DataState", "check_data_key",
+    # final trainings (evo retrain)
+    "Claim", "RetrainState", "is_retrain_id",
     # backends (a store is built over one)
     "Backend", "Entry", "LocalBackend", "MemoryBackend", "UnreadableEntry", "TEMP_PREFIX",
     # fault injection (tests, and the hidden ``evo worker --crash-at``)

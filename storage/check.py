@@ -23,6 +23,7 @@ What it looks for (each a problem that makes ``ok`` false unless repaired):
 - data/: parts of the decoded dataset that no manifest names (a decoder died before its
   commit, or lost it) are orphans after the grace period. Repair: delete. A manifest that
   cannot be read is reported as unreadable (workers decode a new generation instead).
+- final trainings under ``retrain/``: :mod:`storage.check_retrain`.
 
 Every read is bounded (records by their size limit, before reading), and records are read
 in small batches, so a hostile store cannot make ``check`` use unbounded memory. Repairs
@@ -40,17 +41,19 @@ import dna as dna_lib
 
 from .backend import MOVED_DIR, TEMP_PREFIX, UnreadableEntry
 from .check_records import AuditedStore, RecordAudits, load_record
+from .check_retrain import RetrainAudits
 from .datacache import DATA, MAX_MANIFEST_BYTES, parse_data_name
 from .records import (
     CONFIG_KEY, DIRECTORIES, HISTORY, KEPT, MAX_HEARTBEAT_BYTES, PAYLOAD, QUARANTINE, WORKERS,
     CorruptRecord, check_history, history_key, parse_kept_name, parse_payload_name, parse_record_name,
 )
+from .retrain import RETRAIN
 from .verify import DnaValidator
 
 MAX_LISTED_PROBLEMS = 200
 # Folders a population directory may hold besides the layout's own (launcher logs beside a
 # local population; data caches and launch records of later layouts are added here).
-KNOWN_FOLDERS = frozenset(DIRECTORIES) | {"logs", DATA}
+KNOWN_FOLDERS = frozenset(DIRECTORIES) | {"logs", DATA, RETRAIN}
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class CheckReport:
     workers: int
     unreadable: int = 0
     foreign: int = 0
+    retrains: int = 0
     problems: tuple[str, ...] = ()
     repaired: dict[str, int] = field(default_factory=dict)
 
@@ -98,7 +102,7 @@ def check_store(store: AuditedStore, *, repair: bool, grace_seconds: float,
     return _Audit(store, repair, grace_seconds, bounds, dna_validator, deep).run()
 
 
-class _Audit(RecordAudits):
+class _Audit(RecordAudits, RetrainAudits):
     """One run of ``check``: the listing audits here, the record audits in the base class."""
 
     def run(self) -> CheckReport:
@@ -120,6 +124,7 @@ class _Audit(RecordAudits):
         self.audit_payloads()
         self.audit_temp_files()
         self.audit_data()
+        self.audit_retrain()
 
         remaining = {k: n - self.repaired.get(k, 0) for k, n in self.found.items()}
         problems = self.problems
@@ -136,7 +141,7 @@ class _Audit(RecordAudits):
             history=len(self.history_ids),
             kept=sum(1 for n in backend.list(KEPT) if parse_kept_name(n)),
             workers=sum(1 for n in backend.list(WORKERS) if n.endswith(".json")),
-            unreadable=found["unreadable"], foreign=found["foreign"],
+            unreadable=found["unreadable"], foreign=found["foreign"], retrains=self.retrains,
             problems=tuple(problems), repaired=dict(self.repaired))
 
     # ----- names that are not objects -----

@@ -18,8 +18,8 @@ nothing visible or a whole individual, plus garbage that ``check(repair=True)`` 
 
 :class:`PopulationStore` is the one entry point; its parts live along their seams: the
 backend, settings, config and live listing (:mod:`storage.core`), whole-population readers
-(:mod:`storage.readers`), quarantine, kept weights, and heartbeats/markers/launch records
-(:mod:`storage.runinfo`).
+(:mod:`storage.readers`), quarantine, kept weights, heartbeats/markers/launch records
+(:mod:`storage.runinfo`) and final trainings (:mod:`storage.retrain`).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from .datacache import DataCaches
 from .kept import KeptWeights
 from .quarantine import Quarantining
 from .readers import PopulationReaders
+from .retrain import RetrainRecords
 from .records import (
     CorruptRecord, Individual, IndividualInfo, alive_key, check_id, dna_hash, dumps, history_key,
     individual_from, new_id, parse_alive_name, payload_key,
@@ -48,7 +49,7 @@ from .verify import DnaValidator, verify_weights, weights_size_problem
 MAX_FITNESS = 1e9  # |fitness| must fit the 6-decimal name format exactly
 
 
-class PopulationStore(Quarantining, KeptWeights, PopulationReaders, RunRecords, DataCaches):
+class PopulationStore(Quarantining, KeptWeights, PopulationReaders, RunRecords, DataCaches, RetrainRecords):
     """One population directory; safe to use from many processes and machines at once.
 
     ``PopulationStore(backend, keep_best=K, dna_validator=..., bounds=..., clock=...,

@@ -209,3 +209,17 @@ def test_storage_small_runs_through_the_suite(tmp_path, capsys):
     assert "individuals/s" in capsys.readouterr().out
     report = json.loads((tmp_path / "storage-local.json").read_text())
     assert [p["workers"] for p in report["points"]] == [1, 2]
+
+
+def test_retrain_speed_small(tmp_path):
+    from bench import retrain_speed
+
+    retrain_speed.run("small", "cpu", tmp_path)
+    doc = read_doc(tmp_path, "retrain_speed-small-cpu")
+    r = doc["results"]
+    assert r["arch"] == "amoebanet-a" and r["parameters"] > 0 and r["aux_parameters"] > 0
+    assert r["evo"]["steps"] == 256 // 16 and r["evo"]["used_cuda_graph"] is False
+    assert all(r["evo"]["applied"][k] for k in ("cosine", "drop_path", "aux_head", "cutout", "grad_clip"))
+    assert r["evo"]["steady_img_s"] > 0 and r["naive"]["steady_img_s"] > 0
+    assert r["speedup"] == pytest.approx(r["evo"]["steady_img_s"] / r["naive"]["steady_img_s"])
+    assert "evo_eager" not in r   # CPU: nothing to compare the graph against

@@ -1,0 +1,404 @@
+"""Final trainings of a search's best individuals (or named architectures), as restartable,
+claimable jobs in the population directory.
+
+A *request* (:func:`make_request`) says what to train (a DNA, at which size, from scratch or
+from the individual's trained weights), on which dataset and with which
+``FinalSettings``; its id is ``{label}-{hash}`` where the hash covers all of it, so the same
+request made twice, from anywhere, is one retrain. :class:`RetrainRunner` trains requests:
+it claims one in the store (``storage.retrain``: create-if-absent with a lease that its
+heartbeat renews), resumes from the newest checkpoint, writes a checkpoint every
+``checkpoint_seconds`` and when stopped by a signal, and at the end measures the test
+accuracy (the only look at the test split), writes the exported model and the result.
+Any number of runners on any machines can work on one population's requests: none trains a
+request another live runner holds, and a request whose runner died is taken over after its
+lease, from its last checkpoint.
+
+Collaborators are passed in: the store, the model builder (:func:`build_model` by default),
+the exporter that turns final weights into the files of a torch-only export (the CLI passes
+``launch._export.export_files``), the stop signals and a progress callback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .final_settings import FinalSettings
+from .stopping import StopRequested, StopSignals
+
+log = logging.getLogger("evo.retrain")
+
+DEFAULT_LEASE = 120.0            # seconds a claim stays valid without a heartbeat
+DEFAULT_CHECKPOINT_SECONDS = 300.0
+_LABEL = re.compile(r"[^A-Za-z0-9_.:+=@-]+")
+
+
+# ----- requests -----
+
+def make_request(*, label: str, source: dict[str, Any], dna: dict[str, Any], dna_hash: str, dataset: str,
+                 settings: FinalSettings, size: dict[str, int] | None, init: str = "scratch") -> dict[str, Any]:
+    """A retrain request record (plain data) with its id ``rid``.
+
+    ``label``: an individual's id or an architecture's name (characters a store name cannot
+    hold become ``_``); ``source``: where the DNA came from (``{"kind": "individual", "id",
+    "fitness", "run"}``, ``{"kind": "arch", "name"}``, ``{"kind": "dna", "file"}``), plus for
+    ``init="weights"`` the ``payload_sha256`` of the weights to continue from. The id's hash
+    covers the DNA, size, dataset, settings, init and those weights, not the provenance.
+    """
+    if init not in ("scratch", "weights"):
+        raise ValueError(f"init must be 'scratch' or 'weights', got {init!r}")
+    what = {"dna_hash": dna_hash, "size": size, "dataset": dataset, "settings": settings.to_dict(), "init": init,
+            "weights": source.get("payload_sha256") if init == "weights" else None}
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+    clean = _LABEL.sub("_", label).strip("_.-")[:100] or "model"
+    if not clean[0].isalnum():
+        clean = "m" + clean
+    return {"schema": 1, "rid": f"{clean}-{digest}", "source": source, "kind": dna.get("kind", "large_scale"),
+            "dna": dna, "dna_hash": dna_hash, "size": size, "dataset": dataset, "settings": settings.to_dict(),
+            "init": init}
+
+
+# ----- models -----
+
+def build_model(request: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int, *,
+                aux_head: bool, bounds: Any = None) -> tuple[Any, bool]:
+    """``(model, has_aux_head)`` for a request's DNA at its size, freshly initialised (the
+    caller seeds torch). NASNet models get the auxiliary head when asked
+    (``build_nasnet(..., aux_head=True)``) and ScheduledDropPath (``model.drop_path_prob``);
+    large-scale models have neither."""
+    import dna as dna_lib
+
+    d = request["dna"]
+    if d.get("kind") == "nasnet":
+        from dna.build_nasnet import build_nasnet
+        from dna.nasnet import nasnet_from_dict
+
+        size = request.get("size") or {}
+        model = build_nasnet(nasnet_from_dict(d, bounds or _structure_only()), tuple(input_shape), num_classes,
+                             cells_per_stack=size.get("cells", 3), filters=size.get("filters", 24),
+                             aux_head=bool(aux_head))
+        return model, bool(aux_head)
+    from dna.build import build
+
+    genome = dna_lib.from_dict(d)
+    return build(genome, tuple(input_shape), num_classes, bounds=bounds or _structure_only()), False
+
+
+def _structure_only() -> Any:
+    """Bounds that check a DNA's structure only: a request's DNA may come from outside the run."""
+    import sys
+
+    import dna as dna_lib
+
+    return dna_lib.Bounds(max_vertices=10**6, max_edges=10**6, max_channels=10**9, max_filter_size=2**31 - 1,
+                          max_stride=2**30, min_learning_rate=sys.float_info.min,
+                          max_learning_rate=sys.float_info.max)
+
+
+def export_architecture(request: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int) -> dict[str, Any]:
+    """The ``architecture`` object of an export's model.json for a request's DNA and size."""
+    d = request["dna"]
+    if d.get("kind") == "nasnet":
+        size = request.get("size") or {}
+        return {"kind": "nasnet", "input_shape": list(input_shape), "num_classes": num_classes,
+                "cells_per_stack": size.get("cells", 3), "filters": size.get("filters", 24)}
+    import dna as dna_lib
+    from dna.portable_plan import architecture
+
+    return architecture(dna_lib.from_dict(d), tuple(input_shape), num_classes)
+
+
+# ----- running -----
+
+@dataclass
+class RunReport:
+    """What a runner did with one request: ``done`` (this runner finished it; ``result``),
+    ``already_done``, ``busy`` (another live runner holds it), ``stopped`` (a signal; a
+    checkpoint was written), ``lost`` (another runner took the claim over), ``failed``
+    (here; ``error`` says why, one line), ``failed_before`` (an earlier runner's training
+    failed; not retried without ``retry_failed``)."""
+
+    rid: str
+    status: str
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    resumed_from: int | None = None
+
+
+@dataclass
+class RunnerOptions:
+    """How a runner works: the device, the claim's lease, how often it checkpoints, who it
+    is (written into its claim and heartbeats) and how often it reports progress."""
+
+    device: str = "auto"
+    lease: float = DEFAULT_LEASE
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
+    progress_every: int = 50
+    retry_failed: bool = False
+    owner: dict[str, Any] = field(default_factory=dict)
+
+
+ProgressCallback = Callable[[str, dict[str, Any]], None]
+
+
+class RetrainRunner:
+    """Trains retrain requests of one store; see the module docstring.
+
+    ``exporter(request, architecture, weights, info) -> {file name: bytes}`` writes the
+    export's files; ``build`` is :func:`build_model` unless a test passes another;
+    ``progress(rid, info)`` gets the progress dict (epoch, loss, accuracy, ETA) and every
+    state change; ``stop``: the process's stop signals (checked between steps).
+    """
+
+    def __init__(self, store: Any, *, exporter: Callable[..., dict[str, bytes]],
+                 options: RunnerOptions | None = None, build: Callable[..., tuple[Any, bool]] = build_model,
+                 progress: ProgressCallback | None = None, stop: StopSignals | None = None,
+                 bounds: Any = None) -> None:
+        self.store = store
+        self.exporter = exporter
+        self.options = options or RunnerOptions()
+        self.build = build
+        self.progress = progress
+        self.stop = stop if stop is not None else StopSignals()
+        self.bounds = bounds
+        self._datasets: dict[str, Any] = {}
+        self.owner = {"host": socket.gethostname().split(".")[0][:64], "pid": os.getpid(), **self.options.owner}
+
+    # ----- many -----
+    def run_pending(self, rids: list[str] | None = None, done: list[RunReport] | None = None) -> list[RunReport]:
+        """Train every request (of ``rids``, else of the store) that is not done and not held
+        by a live runner, one after another, until none is left or a stop signal comes.
+        Reports are appended to ``done`` (a list the caller keeps if a signal interrupts)."""
+        reports = done if done is not None else []
+        for rid in rids if rids is not None else self.store.list_retrains():
+            self.stop.check()
+            report = self.run(rid)
+            reports.append(report)
+            if report.status == "stopped":
+                break
+        return reports
+
+    # ----- one -----
+    def run(self, rid: str) -> RunReport:
+        """Claim and train request ``rid`` to the end (or until stopped); never raises for a
+        bad request or a failed training: the report says what happened."""
+        request = self.store.read_retrain_request(rid)
+        if request is None or not isinstance(request, dict):
+            problem = getattr(request, "problem", "no such request")
+            return RunReport(rid, "failed", error=f"{rid}: {problem}")
+        try:
+            settings = FinalSettings.from_dict(request["settings"])
+        except ValueError as exc:
+            return RunReport(rid, "failed", error=f"{rid}: {exc}")
+        claim = self.store.claim_retrain(rid, self.owner, self.options.lease,
+                                         retry_failed=self.options.retry_failed)
+        if claim is None:
+            state = self.store.retrain_state(rid)
+            if state.state == "done":
+                return RunReport(rid, "already_done", result=state.result)
+            if state.state == "failed":
+                error = (state.beat or {}).get("info", {}).get("error", "?")
+                return RunReport(rid, "failed_before", error=f"{rid}: failed before ({error}); --retry-failed tries again")
+            return RunReport(rid, "busy")
+        self._say(rid, {"state": "claimed", "claim": claim.n})
+        beat = _Beat(self.store, claim, self.owner, self.options.lease)
+        beat.start()
+        try:
+            with self.stop.critical():
+                report = self._train(rid, request, settings, claim, beat)
+            if report.status == "stopped":
+                self._release(claim, beat)
+            return report
+        except StopRequested as s:  # before training started: nothing to save
+            self._release(claim, beat)
+            self._say(rid, {"state": "stopped", "signal": s.signal_name})
+            return RunReport(rid, "stopped")
+        except Exception as exc:  # a failed retrain costs this request, never the runner
+            log.exception("retrain %s failed", rid)
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+            beat.halt()
+            try:  # so that other runners do not retry it forever (evo retrain --retry-failed does)
+                self.store.retrain_beat(claim, {**self.owner, "state": "failed", "error": error})
+            except Exception:
+                pass
+            self._say(rid, {"state": "failed", "error": error})
+            return RunReport(rid, "failed", error=f"{rid}: {error}")
+        finally:
+            beat.halt()
+
+    def _train(self, rid: str, request: dict[str, Any], settings: FinalSettings, claim: Any, beat: "_Beat") -> RunReport:
+        import torch
+
+        from .evaluator import resolve_device
+        from .final_train import FinalTraining, state_from_bytes, state_to_bytes
+
+        device = resolve_device(self.options.device)
+        if device.type == "cpu" and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+            torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
+        data = self._dataset(request["dataset"], device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(settings.seed)
+            model, has_aux = self.build(request, data.input_shape, data.num_classes,
+                                        aux_head=settings.aux_weight > 0, bounds=self.bounds)
+        if request["init"] == "weights":
+            self._load_parent_weights(model, request)
+        training = FinalTraining(model, data, settings, learning_rate=float(request["dna"].get("learning_rate", 0.1)),
+                                 seed=settings.seed, device=device, aux_head=has_aux)
+        resumed = None
+        found = self.store.load_retrain_checkpoint(rid)
+        if found is not None:
+            commit, blob = found
+            try:
+                training.restore(*state_from_bytes(blob))
+                resumed = training.step
+            except ValueError as exc:
+                log.warning("retrain %s: checkpoint at step %s not used (%s); starting afresh", rid,
+                            commit.get("step"), exc)
+        self._say(rid, {"state": "training", "resumed_from": resumed, "total_steps": training.total_steps,
+                        "epochs": settings.epochs, "applied": training.applied})
+        last_ckpt = [time.monotonic()]
+        saved_step = [training.step]
+
+        def save(t: FinalTraining) -> None:
+            if not beat.mine or t.step == saved_step[0]:
+                return
+            saved_step[0] = t.step
+            tensors, meta = t.state()
+            meta["resumed_from"] = resumed
+            self.store.save_retrain_checkpoint(claim, t.step, state_to_bytes(tensors, meta),
+                                               {"epoch": t.step // t.steps_per_epoch})
+            last_ckpt[0] = time.monotonic()
+            self._say(rid, {"state": "checkpoint", "step": t.step})
+
+        def on_progress(p: Any) -> None:
+            info = p.to_dict()
+            beat.info = {"state": "training", **info}
+            if p.epoch_done and beat.mine:
+                self.store.write_retrain_metrics(claim, training.metrics)
+            self._say(rid, {"state": "progress", **info})
+
+        outcome = training.run(
+            progress=on_progress, progress_every=self.options.progress_every,
+            should_checkpoint=lambda: time.monotonic() - last_ckpt[0] >= self.options.checkpoint_seconds,
+            checkpoint=save,
+            should_stop=lambda: bool(self.stop.received) or not beat.mine)
+        if not beat.mine:
+            self._say(rid, {"state": "lost"})
+            return RunReport(rid, "lost", resumed_from=resumed)
+        if outcome.status == "stopped":
+            save(training)
+            self._say(rid, {"state": "stopped", "step": training.step, "signal": self.stop.requested})
+            return RunReport(rid, "stopped", resumed_from=resumed)
+        test = training.test_accuracy()
+        weights = _weights_bytes(training.model)
+        arch = export_architecture(request, data.input_shape, data.num_classes)
+        result = {
+            "test_accuracy": test, "diverged": outcome.status == "diverged", "steps": training.step,
+            "total_steps": training.total_steps, "epochs": training.step // training.steps_per_epoch,
+            "train_seconds": outcome.seconds, "resumed_from": resumed, "applied": training.applied,
+            "final_metrics": training.metrics[-1] if training.metrics else None,
+            "used_cuda_graph": training.used_cuda_graph, "graph_fallback": training.graph_fallback,
+            "device": str(device), "dataset": request["dataset"], "settings": settings.to_dict(),
+            "parameters": sum(p.numel() for p in training.model.parameters()), "worker": self.owner,
+        }
+        info = {"id": rid, "source": request["source"], "dataset": request["dataset"],
+                "test_accuracy": test, "settings": settings.to_dict(), "size": request.get("size")}
+        files = self.exporter(request, arch, weights, info, data)
+        self.store.write_retrain_metrics(claim, training.metrics)
+        if not self.store.finish_retrain(claim, files, result):
+            return RunReport(rid, "already_done", result=self.store.read_retrain_result(rid))
+        self._say(rid, {"state": "done", "test_accuracy": test})
+        return RunReport(rid, "done", result=result, resumed_from=resumed)
+
+    def _release(self, claim: Any, beat: "_Beat") -> None:
+        """A stopped holder's last heartbeat says ``released``: the next runner may take the
+        request over at once (from its checkpoint) instead of waiting out the lease."""
+        beat.halt()
+        if not beat.mine:
+            return
+        try:
+            self.store.retrain_beat(claim, {**self.owner, **beat.info, "state": "released"})
+        except Exception as exc:  # then the lease runs out instead
+            log.warning("retrain %s: claim not released: %s", claim.rid, str(exc).splitlines()[0][:200] if str(exc) else exc)
+
+    def _load_parent_weights(self, model: Any, request: dict[str, Any]) -> None:
+        """Load the trained weights the request continues from (verified by the store)."""
+        from .evaluator import weights_from_bytes
+
+        ident = request["source"].get("id")
+        ind = self.store.read_individual(ident) if self.store.find(ident) else None
+        if ind is None:
+            ind = self.store.read_kept(ident)
+        if ind is None:
+            raise ValueError(f"the weights of {ident} are gone (it died without kept weights)")
+        if ind.dna_hash != request["dna_hash"]:
+            raise ValueError(f"{ident}'s DNA is not the request's")
+        model.load_state_dict(weights_from_bytes(ind.weights), strict=True)
+
+    def _dataset(self, spec: str, device: Any) -> Any:
+        from .data import load_dataset
+
+        key = f"{spec}@{device}"
+        if key not in self._datasets:
+            self._datasets[key] = load_dataset(spec, device)
+        return self._datasets[key]
+
+    def _say(self, rid: str, info: dict[str, Any]) -> None:
+        if self.progress is not None:
+            self.progress(rid, info)
+
+
+class _Beat(threading.Thread):
+    """The claim holder's heartbeat: every lease / 4 seconds it writes ``info`` (progress)
+    and checks that no later claim exists; ``mine`` turns False once one does."""
+
+    def __init__(self, store: Any, claim: Any, owner: dict[str, Any], lease: float) -> None:
+        super().__init__(name="evo-retrain-beat", daemon=True)
+        self.store, self.claim, self.owner = store, claim, owner
+        self.interval = max(1.0, lease / 4)
+        self.info: dict[str, Any] = {"state": "starting"}
+        self.mine = True
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            try:
+                if not self.store.retrain_still_mine(self.claim):
+                    self.mine = False
+                    return
+                self.store.retrain_beat(self.claim, {**self.owner, **self.info, "interval": self.interval})
+            except Exception as exc:  # the store may be briefly unreachable: the next beat retries
+                log.warning("retrain heartbeat not written: %s", str(exc).splitlines()[0][:200] if str(exc) else exc)
+            if self._halt.wait(self.interval):
+                return
+
+    def halt(self) -> None:
+        self._halt.set()
+        if self.is_alive():
+            self.join(5.0)
+
+
+def _weights_bytes(model: Any) -> bytes:
+    from .evaluator import weights_to_bytes
+
+    return weights_to_bytes(model)
+
+
+def eta_text(seconds: float | None) -> str:
+    """``ETA 3m05s`` style text for a number of seconds (``-`` when unknown)."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    s = int(seconds)
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"

@@ -1,0 +1,202 @@
+"""The ``retrain/`` half of ``evo check`` (:mod:`storage.check`): final trainings' records.
+
+Each request ``retrain/{rid}.json`` must check out; its folder ``retrain/{rid}/`` may hold
+only the names :mod:`storage.retrain` writes (claims, heartbeats, checkpoints, metrics, the
+result and ``export/``). A result must check out, and with ``--deep`` its exported files
+must match their SHA-256. A checkpoint whose weights are missing is torn (repair: its commit
+is deleted; the one before it is resumed from); checkpoint weights no commit names, and the
+checkpoints of a finished retrain, are orphans once the grace period has passed (repair:
+delete). Anything else is stray (reported, never deleted) or foreign (repair: moved aside).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from .backend import TEMP_PREFIX, UnreadableEntry
+from .check_records import Findings
+from .reading import Broken, read_json
+from .records import CorruptRecord, loads
+from .retrain import (
+    _BEAT, _CKPT, _CKPT_BLOB, _CLAIM, RETRAIN, check_request, check_result, is_retrain_id,
+)
+
+_EXPORT_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}")
+EXPORT_DIR, PACKAGE_DIR = "export", "evo_model"
+
+
+class RetrainAudits(Findings):
+    """``audit_retrain``: see the module docstring."""
+
+    retrains = 0
+
+    def audit_retrain(self) -> None:
+        """Every request, and every retrain folder's names and records."""
+        backend = self.backend
+        names = backend.list(RETRAIN)
+        rids = set()
+        keys = []
+        for name in sorted(names):
+            if name.startswith(TEMP_PREFIX):
+                self._temp(RETRAIN, name)
+            elif name.endswith(".json") and is_retrain_id(name[:-len(".json")]):
+                rids.add(name[:-len(".json")])
+                keys.append(f"{RETRAIN}/{name}")
+            else:
+                self.problem("stray", f"{RETRAIN}/{name} is not a retrain request")
+        for key, obj in read_json(backend, keys, "retrain request", batch=64):
+            if isinstance(obj, Broken):
+                self._unreadable(key, obj.problem)
+                continue
+            try:
+                check_request(obj, key.rsplit("/", 1)[1][:-len(".json")])
+            except CorruptRecord as exc:
+                self.problem("corrupt", f"{key}: {exc}")
+        folders = set()
+        for entry in backend.list_foreign(RETRAIN):
+            if entry.what == "a directory" and is_retrain_id(entry.name):
+                folders.add(entry.name)
+            else:
+                self._foreign_entry(RETRAIN, entry.name, entry.what)
+        for rid in sorted(rids | folders):
+            self._audit_one(rid, has_request=rid in rids)
+        self.retrains = len(rids)
+
+    def _audit_one(self, rid: str, has_request: bool) -> None:
+        backend = self.backend
+        folder = f"{RETRAIN}/{rid}"
+        names = backend.list_detail(folder)
+        if not has_request and names:
+            self.problem("stray", f"{folder}/ has no request {folder}.json")
+        by_name = {e.name: e for e in names}
+        commits: dict[int, str] = {}
+        blobs: dict[int, list[str]] = {}
+        for name in sorted(by_name):
+            if name.startswith(TEMP_PREFIX):
+                self._temp(folder, name)
+            elif m := _CKPT.fullmatch(name):
+                commits[int(m.group(1))] = name
+            elif m := _CKPT_BLOB.fullmatch(name):
+                blobs.setdefault(int(m.group(1)), []).append(name)
+            elif not (_CLAIM.fullmatch(name) or _BEAT.fullmatch(name) or name in ("metrics.json", "result.json")):
+                self.problem("stray", f"{folder}/{name} is not part of a retrain")
+        done = "result.json" in by_name
+        result = None
+        if done:
+            result = self._check_result(rid)
+        referenced = set()
+        for step, name in sorted(commits.items()):
+            commit = self._load(f"{folder}/{name}")
+            blob = commit.get("blob") if isinstance(commit, dict) else None
+            if not isinstance(blob, str) or blob not in by_name:
+                self.problem("torn", f"{folder}/{name}: its weights are missing")
+                if self.repair and backend.delete(f"{folder}/{name}"):
+                    self.fixed("torn")
+                continue
+            referenced.add(blob)
+            if done:  # a finished retrain needs no checkpoint
+                self._orphan(folder, name, by_name[name].mtime)
+                self._orphan(folder, blob, by_name[blob].mtime)
+        for step, group in blobs.items():
+            for name in group:
+                if name not in referenced:
+                    self._orphan(folder, name, by_name[name].mtime)
+        for entry in backend.list_foreign(folder):
+            if entry.what == "a directory" and entry.name == EXPORT_DIR:
+                self._audit_export(f"{folder}/{EXPORT_DIR}", result)
+            else:
+                self._foreign_entry(folder, entry.name, entry.what)
+
+    def _check_result(self, rid: str) -> dict | None:
+        key = f"{RETRAIN}/{rid}/result.json"
+        obj = self._load(key, report=True)
+        if obj is None:
+            return None
+        try:
+            result = check_result(obj, rid)
+        except CorruptRecord as exc:
+            self.problem("corrupt", f"{key}: {exc}")
+            return None
+        if self.deep:
+            for name, spec in result["files"].items():
+                fkey = f"{RETRAIN}/{rid}/{EXPORT_DIR}/{name}"
+                try:
+                    data = self.backend.read(fkey, max_bytes=spec["size"])
+                except FileNotFoundError:
+                    self.problem("torn", f"{fkey} is missing")
+                    continue
+                except UnreadableEntry as exc:
+                    self.problem("unreadable", f"{fkey}: {exc.problem}")
+                    continue
+                if hashlib.sha256(data).hexdigest() != spec["sha256"]:
+                    self.problem("corrupt", f"{fkey} does not match its SHA-256 in result.json")
+        return result
+
+    def _audit_export(self, folder: str, result: dict | None) -> None:
+        listed = set(result["files"]) if result else None
+        for sub, prefix in ((folder, ""), (f"{folder}/{PACKAGE_DIR}", f"{PACKAGE_DIR}/")):
+            for name in self.backend.list(sub):
+                if name.startswith(TEMP_PREFIX):
+                    self._temp(sub, name)
+                elif not _EXPORT_FILE.fullmatch(name) or (listed is not None and prefix + name not in listed):
+                    self.problem("stray", f"{sub}/{name} is not a file of the exported model")
+            for entry in self.backend.list_foreign(sub):
+                if not (sub == folder and entry.what == "a directory" and entry.name == PACKAGE_DIR):
+                    self._foreign_entry(sub, entry.name, entry.what)
+
+    # ----- helpers -----
+    def _load(self, key: str, report: bool = False):
+        try:
+            return loads(self.backend.read(key), "retrain record")
+        except FileNotFoundError:
+            return None
+        except UnreadableEntry as exc:
+            if report:
+                self._unreadable(key, exc.problem)
+            return None
+        except CorruptRecord as exc:
+            if report:
+                self.problem("corrupt", f"{key}: {exc}")
+            return None
+
+    def _orphan(self, folder: str, name: str, mtime: float) -> None:
+        if self.now - mtime < self.grace:
+            self.pending += 1
+            return
+        self.problem("orphans", f"{folder}/{name} is referenced by nothing")
+        if self.repair:
+            try:
+                self.backend.delete(f"{folder}/{name}")
+                self.fixed("orphans")
+            except OSError as exc:
+                self.could_not(f"delete {folder}/{name}", exc)
+
+    def _temp(self, folder: str, name: str) -> None:
+        entry = next((e for e in self.backend.list_detail(folder) if e.name == name), None)
+        if entry is None:
+            return
+        if self.now - entry.mtime < self.grace:
+            self.pending += 1
+            return
+        self.problem("orphans", f"{folder}/{name} is a temp file of a crashed writer")
+        if self.repair:
+            try:
+                if self.backend.delete_temp(folder, name):
+                    self.fixed("orphans")
+            except OSError as exc:
+                self.could_not(f"delete {folder}/{name}", exc)
+
+    def _foreign_entry(self, folder: str, name: str, what: str) -> None:
+        where = f"{folder}/{name}"
+        self.problem("foreign", f"{where!r} is {what}; nothing is read through it")
+        if self.repair:
+            try:
+                moved = self.backend.move_aside(folder, name)
+            except FileNotFoundError:
+                self.fixed("foreign")
+            except (OSError, UnreadableEntry) as exc:
+                self.could_not(f"move {where!r} aside", exc)
+            else:
+                self.problems.append(f"moved {where!r} aside to {moved}")
+                self.fixed("foreign")

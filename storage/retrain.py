@@ -1,0 +1,419 @@
+"""Final trainings ("retrains") of individuals or named architectures, kept in the population
+directory beside the search (docs/layout.md, ``retrain/``).
+
+One retrain is one (architecture, size, dataset, settings) request, named ``{label}-{hash}``
+(the label is an individual's id or an architecture's name; the hash is of the whole
+request). Everything about it is under ``retrain/``:
+
+- ``retrain/{rid}.json``: the request, created once (create-if-absent).
+- ``retrain/{rid}/claim-{n}.json``: the n-th claim, created if absent. The holder of the
+  highest claim trains; it beats (``beat-{n}.json``, overwritten, with its progress) every
+  ``lease / 4`` seconds. A claim whose holder stayed silent for its whole lease is taken
+  over by creating claim n + 1, which exactly one process can do, so two live processes
+  never train one request, and a dead one costs a lease, not the request. A holder that
+  sees a higher claim than its own stops (it was presumed dead).
+- ``retrain/{rid}/ckpt-{step}.json`` + ``ckpt-{step}.{nonce}.safetensors``: checkpoints,
+  weights first under a unique name, then the small commit naming them and their SHA-256
+  (create-if-absent); the newest one that verifies is resumed from; older ones are pruned.
+- ``retrain/{rid}/metrics.json``: the per-epoch metrics so far (overwritten).
+- ``retrain/{rid}/export/...``: the final model as ``evo best --export`` writes it (without
+  the test images), then ``retrain/{rid}/result.json`` (create-if-absent): test accuracy,
+  the export's files and their SHA-256. A retrain is done exactly when its result exists.
+
+Every read is bounded and checked; what does not check out is a ``Broken`` or None, never
+an exception for the reader. Torch-free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from .backend import MAX_RECORD_BYTES, UnreadableEntry
+from .core import StoreCore
+from .reading import Broken, read_json
+from .records import MAX_PAYLOAD_BYTES, CorruptRecord, dumps, loads
+from .verify import check_dna
+
+RETRAIN = "retrain"
+RETRAIN_SCHEMA = 1
+_RID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+=@-]{0,110}-[0-9a-f]{12}")
+_CLAIM = re.compile(r"claim-(\d{6})\.json")
+_BEAT = re.compile(r"beat-(\d{6})\.json")
+_CKPT = re.compile(r"ckpt-(\d{10})\.json")
+_CKPT_BLOB = re.compile(r"ckpt-(\d{10})\.([0-9a-f]{16})\.safetensors")
+_EXPORT_NAME = re.compile(r"(evo_model/)?[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+FIXED_NAMES = ("metrics.json", "result.json")
+MIN_LEASE, MAX_LEASE = 5.0, 24 * 3600.0
+MAX_EXPORT_FILES = 64
+
+
+def is_retrain_id(text: Any) -> bool:
+    """True if ``text`` has the form of a retrain id (``{label}-{12 hex}``)."""
+    return isinstance(text, str) and _RID.fullmatch(text) is not None
+
+
+def check_retrain_id(text: Any) -> str:
+    """``text`` if it is a retrain id, else ValueError naming it."""
+    if not is_retrain_id(text):
+        raise ValueError(f"not a retrain id: {str(text)[:80]!r}")
+    return text
+
+
+def request_key(rid: str) -> str:
+    """Key of a retrain's request."""
+    return f"{RETRAIN}/{check_retrain_id(rid)}.json"
+
+
+def _key(rid: str, name: str) -> str:
+    return f"{RETRAIN}/{check_retrain_id(rid)}/{name}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The claim a process holds on a retrain: number ``n`` and its lease in seconds."""
+
+    rid: str
+    n: int
+    lease: float
+
+
+@dataclass(frozen=True)
+class RetrainState:
+    """What the store says about one retrain (for status, best and the CLI).
+
+    ``state``: ``done`` (result exists), ``training`` (the latest claim beats within its
+    lease), ``stalled`` (a claim whose holder went silent: the next process takes over),
+    ``stopped`` (its holder was stopped by a signal and released it after a checkpoint: the
+    next process resumes it at once), ``failed`` (its holder's training failed), ``pending``
+    (never claimed). ``beat``: the latest holder's heartbeat (progress), or None.
+    """
+
+    rid: str
+    request: dict[str, Any] | None
+    state: str
+    claims: int
+    beat: dict[str, Any] | None
+    result: dict[str, Any] | None
+    checkpoint_step: int | None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    broken: tuple[Broken, ...] = ()
+
+
+def check_request(obj: Any, rid: str | None) -> dict[str, Any]:
+    """A retrain request after checking its structure and DNA; CorruptRecord otherwise.
+
+    The DNA is checked by its own kind, structurally (a request may name an architecture
+    from outside the run, e.g. a published cell in a large-scale run's directory, so the
+    run's search space and bounds do not apply); the training settings inside are checked
+    by their owner, ``evo.final_settings``.
+    """
+    if not isinstance(obj, dict):
+        raise CorruptRecord("retrain request is not a JSON object")
+    if obj.get("schema") != RETRAIN_SCHEMA or isinstance(obj.get("schema"), bool):
+        raise CorruptRecord(f"unknown retrain request schema {repr(obj.get('schema'))[:40]}")
+    if rid is not None and obj.get("rid") != rid:
+        raise CorruptRecord("retrain request's rid does not match its name")
+    for name, kind in (("dna", dict), ("settings", dict), ("source", dict), ("dataset", str), ("init", str)):
+        if not isinstance(obj.get(name), kind):
+            raise CorruptRecord(f"retrain request field {name!r} is missing or of the wrong type")
+    size = obj.get("size")
+    if size is not None and not (isinstance(size, dict) and all(
+            isinstance(size.get(k), int) and not isinstance(size.get(k), bool) and 1 <= size[k] <= 4096
+            for k in ("cells", "filters"))):
+        raise CorruptRecord("retrain request field 'size' must be null or {cells, filters}")
+    if obj["init"] not in ("scratch", "weights"):
+        raise CorruptRecord("retrain request field 'init' must be 'scratch' or 'weights'")
+    from .records import dna_hash
+
+    if obj.get("dna_hash") != dna_hash(obj["dna"]):
+        raise CorruptRecord("retrain request's dna_hash does not match its DNA")
+    check_dna(obj["dna"], None, None)
+    return obj
+
+
+def check_result(obj: Any, rid: str) -> dict[str, Any]:
+    """A retrain result after checking its fields; CorruptRecord otherwise."""
+    if not isinstance(obj, dict) or obj.get("schema") != RETRAIN_SCHEMA or obj.get("rid") != rid:
+        raise CorruptRecord("retrain result is not a result of this retrain")
+    acc = obj.get("test_accuracy")
+    if isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0 <= acc <= 1:
+        raise CorruptRecord("retrain result has no test accuracy in [0, 1]")
+    files = obj.get("files")
+    if not isinstance(files, dict) or not files or len(files) > MAX_EXPORT_FILES:
+        raise CorruptRecord("retrain result has no list of exported files")
+    for name, spec in files.items():
+        if not (isinstance(name, str) and _EXPORT_NAME.fullmatch(name) and isinstance(spec, dict)
+                and isinstance(spec.get("sha256"), str) and _HEX64.fullmatch(spec["sha256"])
+                and isinstance(spec.get("size"), int) and not isinstance(spec.get("size"), bool)
+                and 0 <= spec["size"] <= MAX_PAYLOAD_BYTES):
+            raise CorruptRecord(f"retrain result names a bad exported file {str(name)[:60]!r}")
+    return obj
+
+
+class RetrainRecords(StoreCore):
+    """The retrain records of :class:`storage.PopulationStore` (see the module docstring)."""
+
+    # ----- requests -----
+    def put_retrain_request(self, rid: str, request: dict[str, Any]) -> bool:
+        """Create ``retrain/{rid}.json`` with ``request`` if absent; True iff this call did.
+
+        ValueError when ``request`` is not a valid request named ``rid`` (nothing is written).
+        """
+        try:
+            check_request(request, rid)
+        except CorruptRecord as exc:
+            raise ValueError(str(exc)) from None
+        return self.backend.create(request_key(rid), dumps(request))
+
+    def read_retrain_request(self, rid: str) -> dict[str, Any] | Broken | None:
+        """The checked request of ``rid``, a Broken naming its problem, or None if absent."""
+        for _, obj in read_json(self.backend, [request_key(rid)], "retrain request"):
+            if isinstance(obj, Broken):
+                return obj
+            try:
+                return check_request(obj, rid)
+            except CorruptRecord as exc:
+                return Broken(request_key(rid), str(exc))
+        return None
+
+    def list_retrains(self) -> list[str]:
+        """Ids of every retrain with a request (one listing), sorted."""
+        return sorted(n[:-len(".json")] for n in self.backend.list(RETRAIN)
+                      if n.endswith(".json") and is_retrain_id(n[:-len(".json")]))
+
+    # ----- claims and heartbeats -----
+    def claim_retrain(self, rid: str, owner: dict[str, Any], lease: float, *,
+                      retry_failed: bool = False) -> Claim | None:
+        """Claim ``rid`` for training; the Claim, or None when it is done, held by a claim
+        whose holder beat within its lease, failed (its last heartbeat says ``state:
+        failed``; unless ``retry_failed``), or another process won this claim's race.
+
+        ``lease``: seconds within which this holder promises to beat (``retrain_beat``).
+        """
+        if not MIN_LEASE <= lease <= MAX_LEASE:
+            raise ValueError(f"lease must be in [{MIN_LEASE:g}, {MAX_LEASE:g}] seconds, got {lease!r}")
+        names = self.backend.list(f"{RETRAIN}/{check_retrain_id(rid)}")
+        if "result.json" in names:
+            return None
+        claims = sorted(int(m.group(1)) for m in map(_CLAIM.fullmatch, names) if m)
+        if claims:
+            status = self._holder_status(rid, claims[-1])
+            if status == "alive" or (status == "failed" and not retry_failed):
+                return None
+        n = claims[-1] + 1 if claims else 0
+        if n > 999_999:
+            return None
+        record = {"schema": RETRAIN_SCHEMA, "rid": rid, "n": n, "time": self.now(), "lease": float(lease),
+                  "owner": owner}
+        if not self.backend.create(_key(rid, f"claim-{n:06d}.json"), dumps(record)):
+            return None
+        return Claim(rid, n, float(lease))
+
+    def _holder_status(self, rid: str, n: int) -> str:
+        """``failed`` or ``released`` (stopped by a signal, checkpoint written) if claim ``n``'s
+        holder said so in its last heartbeat, ``alive`` if it
+        claimed or beat within its lease (an unreadable claim counts as alive for one default
+        lease from its file time, never forever), else ``dead``."""
+        claim = self._read_small(_key(rid, f"claim-{n:06d}.json"))
+        beat = self._read_small(_key(rid, f"beat-{n:06d}.json"))
+        said = beat["info"].get("state") if isinstance(beat, dict) and isinstance(beat.get("info"), dict) else None
+        if said in ("failed", "released"):
+            return said
+        lease = claim.get("lease") if isinstance(claim, dict) else None
+        if not _finite(lease) or not MIN_LEASE <= lease <= MAX_LEASE:
+            lease = 600.0
+        times = [r.get("time") for r in (claim, beat) if isinstance(r, dict) and _finite(r.get("time"))]
+        if not times:
+            entry = self._stat(_key(rid, f"claim-{n:06d}.json"))
+            times = [entry.mtime] if entry else []
+        return "alive" if times and self.now() - max(times) < lease else "dead"
+
+    def retrain_beat(self, claim: Claim, info: dict[str, Any]) -> None:
+        """Write the holder's heartbeat (``time`` now, ``info``: progress and identity)."""
+        self.backend.write(_key(claim.rid, f"beat-{claim.n:06d}.json"),
+                           dumps({"schema": RETRAIN_SCHEMA, "n": claim.n, "time": self.now(), "info": info}))
+
+    def retrain_still_mine(self, claim: Claim) -> bool:
+        """True while no later claim exists and the retrain is not done (one listing)."""
+        names = self.backend.list(f"{RETRAIN}/{claim.rid}")
+        if "result.json" in names:
+            return False
+        return all(int(m.group(1)) <= claim.n for m in map(_CLAIM.fullmatch, names) if m)
+
+    # ----- checkpoints -----
+    def save_retrain_checkpoint(self, claim: Claim, step: int, blob: bytes, info: dict[str, Any] | None = None,
+                                keep: int = 2) -> str:
+        """Store a checkpoint of ``step`` (weights first, then the commit); prune all but the
+        newest ``keep``. Returns the commit's key. A commit of that step made by someone
+        else first is kept (its blob is as good) and ours is deleted."""
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < 10**10:
+            raise ValueError(f"bad checkpoint step {step!r}")
+        nonce = secrets.token_hex(8)
+        blob_key = _key(claim.rid, f"ckpt-{step:010d}.{nonce}.safetensors")
+        self.backend.write(blob_key, blob)
+        commit = {"schema": RETRAIN_SCHEMA, "step": step, "claim": claim.n, "time": self.now(),
+                  "blob": blob_key.rsplit("/", 1)[1], "sha256": hashlib.sha256(blob).hexdigest(),
+                  "size": len(blob), "info": info or {}}
+        key = _key(claim.rid, f"ckpt-{step:010d}.json")
+        if not self.backend.create(key, dumps(commit)):
+            self.backend.delete(blob_key)
+        self.prune_retrain_checkpoints(claim.rid, keep)
+        return key
+
+    def _checkpoint_commits(self, rid: str) -> list[tuple[int, str]]:
+        names = self.backend.list(f"{RETRAIN}/{check_retrain_id(rid)}")
+        return sorted(((int(m.group(1)), m.group(0)) for m in map(_CKPT.fullmatch, names) if m), reverse=True)
+
+    def load_retrain_checkpoint(self, rid: str) -> tuple[dict[str, Any], bytes] | None:
+        """``(commit, blob)`` of the newest checkpoint whose blob verifies, or None.
+
+        A checkpoint that does not verify (missing, wrong size or SHA-256) is skipped: the
+        one before it is as good, only older.
+        """
+        for step, name in self._checkpoint_commits(rid):
+            commit = self._read_small(_key(rid, name))
+            if not (isinstance(commit, dict) and commit.get("step") == step and isinstance(commit.get("blob"), str)
+                    and (m := _CKPT_BLOB.fullmatch(commit["blob"])) and int(m.group(1)) == step
+                    and isinstance(commit.get("size"), int) and 0 <= commit["size"] <= MAX_PAYLOAD_BYTES
+                    and isinstance(commit.get("sha256"), str)):
+                continue
+            try:
+                blob = self.backend.read(_key(rid, commit["blob"]), max_bytes=commit["size"])
+            except (FileNotFoundError, UnreadableEntry):
+                continue
+            if len(blob) == commit["size"] and hashlib.sha256(blob).hexdigest() == commit["sha256"]:
+                return commit, blob
+        return None
+
+    def prune_retrain_checkpoints(self, rid: str, keep: int = 2) -> int:
+        """Delete all but the newest ``keep`` checkpoints (commit first, then its blobs);
+        returns how many were deleted. Also deletes the done retrain's last ones when
+        ``keep`` is 0."""
+        commits = self._checkpoint_commits(rid)
+        names = self.backend.list(f"{RETRAIN}/{rid}")
+        deleted = 0
+        for step, name in commits[max(keep, 0):]:
+            self.backend.delete(_key(rid, name))
+            for blob in names:
+                m = _CKPT_BLOB.fullmatch(blob)
+                if m and int(m.group(1)) == step:
+                    self.backend.delete(_key(rid, blob))
+            deleted += 1
+        return deleted
+
+    # ----- metrics, export and result -----
+    def write_retrain_metrics(self, claim: Claim, metrics: list[dict[str, Any]]) -> None:
+        """Overwrite ``metrics.json`` with the per-epoch metrics so far."""
+        self.backend.write(_key(claim.rid, "metrics.json"), dumps({"schema": RETRAIN_SCHEMA, "epochs": metrics}))
+
+    def finish_retrain(self, claim: Claim, files: dict[str, bytes], result: dict[str, Any]) -> bool:
+        """Write the exported model's ``files`` under ``export/``, then create ``result.json``
+        (``result`` plus each file's SHA-256 and size). True iff this call made the result.
+        ValueError for a file name the layout does not allow (nothing is written then)."""
+        if not files or len(files) > MAX_EXPORT_FILES or not all(_EXPORT_NAME.fullmatch(n) for n in files):
+            raise ValueError("bad exported file names")
+        listing = {}
+        for name, data in sorted(files.items()):
+            self.backend.write(_key(claim.rid, f"export/{name}"), data)
+            listing[name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        record = {**result, "schema": RETRAIN_SCHEMA, "rid": claim.rid, "claim": claim.n, "time": self.now(),
+                  "files": listing}
+        check_result(record, claim.rid)
+        done = self.backend.create(_key(claim.rid, "result.json"), dumps(record))
+        if done:
+            self.prune_retrain_checkpoints(claim.rid, keep=0)
+        return done
+
+    def read_retrain_export(self, rid: str) -> tuple[dict[str, Any], dict[str, bytes]] | None:
+        """``(result, files)`` of a done retrain, every file verified against the result's
+        SHA-256; None when it is not done. CorruptRecord (one line) when something does not
+        check out."""
+        result = self.read_retrain_result(rid)
+        if result is None:
+            return None
+        if isinstance(result, Broken):
+            raise CorruptRecord(f"{result.key}: {result.problem}")
+        files = {}
+        for name, spec in result["files"].items():
+            key = _key(rid, f"export/{name}")
+            try:
+                data = self.backend.read(key, max_bytes=spec["size"])
+            except FileNotFoundError:
+                raise CorruptRecord(f"{key} is missing") from None
+            except UnreadableEntry as exc:
+                raise CorruptRecord(str(exc)) from None
+            if hashlib.sha256(data).hexdigest() != spec["sha256"]:
+                raise CorruptRecord(f"{key} does not match its SHA-256 in result.json")
+            files[name] = data
+        return result, files
+
+    def read_retrain_result(self, rid: str) -> dict[str, Any] | Broken | None:
+        """The checked result of ``rid``, a Broken, or None when it is not done."""
+        for key, obj in read_json(self.backend, [_key(rid, "result.json")], "retrain result"):
+            if isinstance(obj, Broken):
+                return obj
+            try:
+                return check_result(obj, rid)
+            except CorruptRecord as exc:
+                return Broken(key, str(exc))
+        return None
+
+    def retrain_state(self, rid: str) -> RetrainState:
+        """Everything :class:`RetrainState` says about ``rid``, from one listing and a few
+        bounded reads."""
+        names = set(self.backend.list(f"{RETRAIN}/{check_retrain_id(rid)}"))
+        broken: list[Broken] = []
+        request = self.read_retrain_request(rid)
+        if isinstance(request, Broken):
+            broken.append(request)
+            request = None
+        result = self.read_retrain_result(rid) if "result.json" in names else None
+        if isinstance(result, Broken):
+            broken.append(result)
+            result = None
+        claims = sorted(int(m.group(1)) for m in map(_CLAIM.fullmatch, names) if m)
+        beat = None
+        if claims:
+            raw = self._read_small(_key(rid, f"beat-{claims[-1]:06d}.json"))
+            beat = raw if isinstance(raw, dict) and _finite(raw.get("time")) else None
+        metrics_obj = self._read_small(_key(rid, "metrics.json")) if "metrics.json" in names else None
+        metrics = metrics_obj.get("epochs") if isinstance(metrics_obj, dict) else None
+        metrics = [m for m in metrics if isinstance(m, dict)] if isinstance(metrics, list) else []
+        steps = [int(m.group(1)) for m in map(_CKPT.fullmatch, names) if m]
+        if result is not None:
+            state = "done"
+        elif claims:
+            state = {"alive": "training", "dead": "stalled", "failed": "failed",
+                     "released": "stopped"}[self._holder_status(rid, claims[-1])]
+        else:
+            state = "pending"
+        return RetrainState(rid, request, state, len(claims), beat, result, max(steps) if steps else None,
+                            metrics, tuple(broken))
+
+    def retrain_states(self) -> list[RetrainState]:
+        """:meth:`retrain_state` of every retrain with a request."""
+        return [self.retrain_state(rid) for rid in self.list_retrains()]
+
+    # ----- helpers -----
+    def _read_small(self, key: str) -> Any:
+        """The JSON at ``key`` (bounded read), or None when absent, unreadable or not JSON."""
+        try:
+            return loads(self.backend.read(key, MAX_RECORD_BYTES), "retrain record")
+        except (FileNotFoundError, UnreadableEntry, CorruptRecord):
+            return None
+
+    def _stat(self, key: str):
+        try:
+            return self.backend.stat(key)
+        except UnreadableEntry:
+            return None
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
