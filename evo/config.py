@@ -12,8 +12,11 @@ from typing import Any
 
 from dna.bounds import Bounds, check_int, check_number
 
-DATASETS = ("digits", "cifar10", "cifar100", "synthetic")   # cifar* take =PATH
-DATASET_SPECS = "digits, cifar10=PATH, cifar100=PATH, synthetic"
+# NAS-Bench-201's tables (evo.tabular): a cell's fitness is looked up, not trained for.
+TABULAR_DATASETS = ("nb201-cifar10", "nb201-cifar100", "nb201-imagenet16")
+TABULAR_SPACE = "nasbench201"
+DATASETS = ("digits", "cifar10", "cifar100", "synthetic") + TABULAR_DATASETS   # cifar* take =PATH
+DATASET_SPECS = "digits, cifar10=PATH, cifar100=PATH, synthetic, " + ", ".join(TABULAR_DATASETS)
 PRECISIONS = ("auto", "fp32", "bf16")
 CONFIG_SCHEMA = 1
 MAX_SEED = 2**63 - 1
@@ -84,7 +87,7 @@ def check_dataset_spec(spec: Any) -> str:
     if name in ("cifar10", "cifar100") and not path.strip():
         raise ConfigError(f"dataset {name} needs a path: {name}=/path/to/data (a local directory or gs://...)",
                           "dataset")
-    if name in ("digits", "synthetic") and eq:
+    if (name in ("digits", "synthetic") or name in TABULAR_DATASETS) and eq:
         raise ConfigError(f"dataset {name} takes no path (got {spec!r}; {name} is built in)", "dataset")
     return name
 
@@ -128,6 +131,18 @@ class SyntheticSettings:
 
 
 @dataclass(frozen=True)
+class TabularSettings:
+    """Runs on NAS-Bench-201's tables (``nb201-*`` datasets): ``time_scale`` is the fraction of a
+    cell's recorded training time a worker sleeps before answering (0: answer at once), so that
+    asynchronous workers interleave as they would if they trained."""
+
+    time_scale: float = 0.0
+
+    def __post_init__(self) -> None:
+        _number("tabular.time_scale", self.time_scale, 0, 1)
+
+
+@dataclass(frozen=True)
 class NasnetSettings:
     """The NASNet space at search time: N cells per stack and F filters of every child (the
     2019 paper's search: N=3, F=24), and ``seed_arch``, a published architecture
@@ -153,7 +168,7 @@ class NasnetSettings:
 class RunConfig:
     """Everything a worker needs to take part in a run."""
 
-    dataset: str = "digits"               # digits | cifar10=PATH | cifar100=PATH | synthetic
+    dataset: str = "digits"               # digits | cifar10=PATH | cifar100=PATH | synthetic | nb201-*
     population_size: int = 10
     selection: str | None = None          # a registered strategy (evo.strategies); None: the space's default
     tournament_size: int = 2              # S for aging; pairwise always uses 2
@@ -165,6 +180,7 @@ class RunConfig:
     bounds: Bounds = field(default_factory=Bounds)
     synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
     nasnet: NasnetSettings = field(default_factory=NasnetSettings)
+    tabular: TabularSettings = field(default_factory=TabularSettings)
     schema: int = CONFIG_SCHEMA
 
     def __post_init__(self) -> None:
@@ -187,7 +203,7 @@ class RunConfig:
         _int("keep_best", self.keep_best, 0, 1_000_000)
         _int("seed", self.seed, 0, MAX_SEED)
         for key, kind in (("train", TrainSettings), ("bounds", Bounds), ("synthetic", SyntheticSettings),
-                          ("nasnet", NasnetSettings)):
+                          ("nasnet", NasnetSettings), ("tabular", TabularSettings)):
             if not isinstance(getattr(self, key), kind):
                 raise ConfigError(f"{key} must be a {kind.__name__}", key)
         if self.nasnet.seed_arch is not None and self.search_space != "nasnet":
@@ -196,9 +212,17 @@ class RunConfig:
         for key, high in BOUNDS_LIMITS.items():
             _int(f"bounds.{key}", getattr(self.bounds, key), 1, high)
         _number("bounds.max_learning_rate", self.bounds.max_learning_rate, 0, MAX_LEARNING_RATE, low_open=True)
-        if name != "synthetic" and self.train.steps < 1:
+        if name in TABULAR_DATASETS and self.search_space != TABULAR_SPACE:
+            raise ConfigError(f"dataset {name} is a table of {TABULAR_SPACE} cells; this run's search space is "
+                              f"{self.search_space!r} (use --search-space {TABULAR_SPACE})", "search_space")
+        if name != "synthetic" and name not in TABULAR_DATASETS and self.train.steps < 1:
             raise ConfigError(f"train.steps must be an integer in 1..{10**9} for {name} "
                               f"(0 would train nothing), got {self.train.steps}", "train.steps")
+
+    @property
+    def is_tabular(self) -> bool:
+        """True when fitness is looked up in NAS-Bench-201's tables instead of trained for."""
+        return self.dataset_name in TABULAR_DATASETS
 
     @property
     def dataset_name(self) -> str:
@@ -219,7 +243,7 @@ class RunConfig:
         if not isinstance(d, dict):
             raise ConfigError("config must be a JSON object")
         nested = {"train": TrainSettings, "bounds": Bounds, "synthetic": SyntheticSettings,
-                  "nasnet": NasnetSettings}
+                  "nasnet": NasnetSettings, "tabular": TabularSettings}
         kwargs: dict[str, Any] = {}
         known = {f.name for f in fields(cls)}
         for key, value in d.items():

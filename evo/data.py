@@ -148,6 +148,14 @@ def check_dataset(spec: str) -> dict[str, Any]:
         raise DatasetError(str(exc)) from None
     if name == "synthetic":
         return {"name": name, "train_images": None}
+    if name.startswith("nb201-"):
+        from .tabular import TableError, table_path
+
+        try:
+            table_path(name)
+        except TableError as exc:
+            raise DatasetError(str(exc)) from None
+        return {"name": name, "train_images": None}
     if name == "digits":
         try:
             import sklearn.datasets  # noqa: F401  (bundled with scikit-learn; nothing to download)

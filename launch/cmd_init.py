@@ -10,8 +10,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dna.bounds import Bounds
-from evo.config import (ConfigError, NasnetSettings, RunConfig, SyntheticSettings,
-                        TrainSettings, check_dataset_spec)
+from evo.config import (TABULAR_DATASETS, TABULAR_SPACE, ConfigError, NasnetSettings, RunConfig,
+                        SyntheticSettings, TabularSettings, TrainSettings, check_dataset_spec)
 
 from evo.spaces import space_class, space_names
 from evo.strategies import strategy_names
@@ -27,6 +27,10 @@ DATASET_DEFAULTS = {
     "cifar10": {"population_size": 100, "steps": 25_600, "augment": True},
     "cifar100": {"population_size": 100, "steps": 25_600, "augment": True},
 }
+# NAS-Bench-201's tables (evo.tabular): the benchmark's regularized-evolution baseline uses
+# P=10, S=3 (D-X-Y/AutoDL-Projects scripts-search/algos/R-EA.sh); nothing is trained.
+for _name in TABULAR_DATASETS:
+    DATASET_DEFAULTS[_name] = {"population_size": 10, "tournament_size": 3, "steps": 1, "augment": False}
 MAX_CONFIG_BYTES = 1 << 20
 
 
@@ -67,10 +71,13 @@ def _defaults(key: str) -> str:
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
     """Options that define a run (shared by `evo init` and `evo launch`)."""
     train, bounds, synthetic, nasnet = TrainSettings(), Bounds(), SyntheticSettings(), NasnetSettings()
+    tabular = TabularSettings()
     g = p.add_argument_group("run configuration (written once to config.json; with --config FILE, "
                              "options not given keep the file's values)")
     g.add_argument("--dataset", metavar="SPEC",
-                   help="digits (bundled) | cifar10=PATH | cifar100=PATH (local or gs://) | synthetic "
+                   help="digits (bundled) | cifar10=PATH | cifar100=PATH (local or gs://) | synthetic | "
+                        f"{' | '.join(TABULAR_DATASETS)} (NAS-Bench-201's tables: cells are looked up, not "
+                        f"trained; implies --search-space {TABULAR_SPACE}; needs pip install 'evo[nb201]') "
                         "(default: digits)")
     g.add_argument("--population-size", "-P", type=int, metavar="P",
                    help=f"population size P (paper: 1000; default: {_defaults('population_size')})")
@@ -96,6 +103,9 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"simulated training time (synthetic; default: {synthetic.train_seconds:g})")
     g.add_argument("--synthetic-weight-bytes", type=int, metavar="BYTES",
                    help=f"weight file size (synthetic; default: {synthetic.weight_bytes})")
+    g.add_argument("--tabular-time-scale", type=float, metavar="X",
+                   help="sleep X times the table's training time of each looked-up cell, in 0..1 "
+                        f"(nb201-*; default: {tabular.time_scale:g})")
     g.add_argument("--nasnet-cells", type=int, metavar="N", help=f"N normal cells per stack (nasnet; default: {nasnet.cells_per_stack})")
     g.add_argument("--nasnet-filters", type=int, metavar="F", help=f"F filters (nasnet; default: {nasnet.filters})")
     g.add_argument("--seed-arch", metavar="NAME",
@@ -154,13 +164,15 @@ OPTION_OF_FIELD = {
     "bounds.max_channels": "--max-channels", "bounds.max_vertices": "--max-vertices",
     "synthetic.train_seconds": "--synthetic-train-seconds", "synthetic.weight_bytes": "--synthetic-weight-bytes",
     "nasnet.cells_per_stack": "--nasnet-cells", "nasnet.filters": "--nasnet-filters", "nasnet.seed_arch": "--seed-arch",
+    "tabular.time_scale": "--tabular-time-scale",
 }
 ARG_OF_FIELD = {"population_size": "population_size", "tournament_size": "tournament_size",
                 "train.steps": "steps", "train.batch_size": "batch_size", "keep_best": "keep_best",
                 "seed": "seed", "bounds.max_channels": "max_channels", "bounds.max_vertices": "max_vertices",
                 "synthetic.train_seconds": "synthetic_train_seconds",
                 "synthetic.weight_bytes": "synthetic_weight_bytes", "nasnet.cells_per_stack": "nasnet_cells",
-                "nasnet.filters": "nasnet_filters", "nasnet.seed_arch": "seed_arch"}
+                "nasnet.filters": "nasnet_filters", "nasnet.seed_arch": "seed_arch",
+                "tabular.time_scale": "tabular_time_scale"}
 
 
 def _where(field: str | None, args: argparse.Namespace, effective: argparse.Namespace | None = None) -> str | None:
@@ -207,6 +219,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     given_args, args = args, apply_preset(args)
     if getattr(args, "seed_arch", None) is not None and args.search_space is None:
         args.search_space = "nasnet"
+    if args.dataset in TABULAR_DATASETS and args.search_space is None and not args.config:
+        args.search_space = TABULAR_SPACE
     try:
         spec = args.dataset if args.dataset is not None else (base.dataset if args.config else "digits")
         check_dataset_spec(spec)
@@ -225,6 +239,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             selection = space_class(search_space).default_selection
         pop = given("population_size", d.get("population_size", base.population_size))
         default_s = min(25, max(2, pop // 4)) if selection == "aging" and not args.config else base.tournament_size
+        if "tournament_size" in d and args.population_size is None:
+            default_s = d["tournament_size"]
         tournament = given("tournament_size", default_s)
         batch_size = given("batch_size", base.train.batch_size)
         steps = given("steps", d.get("steps", base.train.steps))
@@ -240,6 +256,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                          max_vertices=given("max_vertices", base.bounds.max_vertices))
         synthetic = replace(base.synthetic, train_seconds=given("synthetic_train_seconds", base.synthetic.train_seconds),
                             weight_bytes=given("synthetic_weight_bytes", base.synthetic.weight_bytes))
+        tabular = replace(base.tabular, time_scale=given("tabular_time_scale", base.tabular.time_scale))
         nasnet = replace(base.nasnet, cells_per_stack=given("nasnet_cells", base.nasnet.cells_per_stack),
                          filters=given("nasnet_filters", base.nasnet.filters),
                          seed_arch=given("seed_arch", base.nasnet.seed_arch))
@@ -248,7 +265,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         return replace(
             base, dataset=spec, population_size=pop, selection=selection,
             tournament_size=tournament, search_space=search_space, train=train, bounds=bounds,
-            synthetic=synthetic, nasnet=nasnet, inherit_weights=inherit,
+            synthetic=synthetic, nasnet=nasnet, tabular=tabular, inherit_weights=inherit,
             keep_best=given("keep_best", base.keep_best), seed=given("seed", base.seed),
         )
     except ConfigError as exc:
@@ -355,7 +372,8 @@ def _diff(a: dict, b: dict, prefix: str = "") -> str:
 
 CONFIG_OPTIONS = ("population_size", "selection", "tournament_size", "search_space", "steps", "batch_size",
                   "keep_best", "seed", "max_channels", "max_vertices", "synthetic_train_seconds",
-                  "synthetic_weight_bytes", "nasnet_cells", "nasnet_filters", "seed_arch", "preset", "config")
+                  "synthetic_weight_bytes", "nasnet_cells", "nasnet_filters", "seed_arch", "tabular_time_scale",
+                  "preset", "config")
 
 
 def has_config_options(args: argparse.Namespace) -> bool:
