@@ -30,7 +30,7 @@ DATASET_DEFAULTS = {
 # NAS-Bench-201's tables (evo.tabular): the benchmark's regularized-evolution baseline uses
 # P=10, S=3 (D-X-Y/AutoDL-Projects scripts-search/algos/R-EA.sh); nothing is trained.
 for _name in TABULAR_DATASETS:
-    DATASET_DEFAULTS[_name] = {"population_size": 10, "tournament_size": 3, "steps": 1, "augment": False}
+    DATASET_DEFAULTS[_name] = {"population_size": 10, "tournament_size": 3, "steps": 0, "augment": False}
 MAX_CONFIG_BYTES = 1 << 20
 
 
