@@ -10,8 +10,8 @@ seeds, drawn at random, so the search sees noisy fitness as in reality). Schemes
 - ``pairwise``: Real et al. 2017's tournament (two at random; the fitter is the parent, the
   other dies), P=10;
 - ``aging-rea``: aging evolution with the settings of NAS-Bench-201's REA baseline, P=10,
-  S=3 (D-X-Y/AutoDL-Projects ``scripts-search/algos/R-EA.sh``: ``--ea_population 10
-  --ea_sample_size 3``);
+  S=3 (D-X-Y/AutoDL-Projects ``scripts-search/NAS-Bench-201-algos/R-EA.sh``:
+  ``--ea_population 10``, and its usage line ``R-EA.sh cifar10 3 -1`` gives the sample size 3);
 - ``aging-p100``: aging evolution with Real et al. 2019's P=100, S=25;
 - ``random``: random search (every child a fresh uniform cell).
 
@@ -73,8 +73,8 @@ class Nb201Settings:
 
 
 # Budget: NAS-Bench-201's REA searched CIFAR-10 for 12,000 simulated seconds
-# (scripts-search/algos/R-EA.sh, --time_budget 12000), each cell costing its 12-epoch training
-# time; the table's mean 200-epoch CIFAR-10 training time is 1,828 s, so a cell costs ~110 s
+# (D-X-Y/AutoDL-Projects scripts-search/NAS-Bench-201-algos/R-EA.sh, --time_budget 12000),
+# each cell costing its 12-epoch training time; the table's mean 200-epoch CIFAR-10 training time is 1,828 s, so a cell costs ~110 s
 # and the budget buys ~109 cells. Every run here evaluates 110 cells, whatever the scheme.
 MODES = {
     "full": Nb201Settings(cells=110, seeds=tuple(range(30)), workers=2, parallel=2),
@@ -262,13 +262,7 @@ def run(mode: str = "small", out_dir: str | Path = "bench/results", *, seeds: in
         f"tables {', '.join(settings.tables)}")
     from concurrent.futures import ThreadPoolExecutor
 
-    from evo.config import RunConfig
-    from evo.spaces import space_names
-    from evo.strategies import strategy_names
     from launch._snapshot import open_population  # noqa: F401  (imported once, before the threads)
-
-    # evo's registries load their built-ins lazily and not thread-safely: load them here, once
-    space_names(), strategy_names(), RunConfig(dataset=settings.tables[0], search_space="nasbench201")
 
     specs = [(table, scheme, seed) for table in settings.tables for seed in settings.seeds for scheme in schemes]
     runs: list[dict[str, Any]] = []

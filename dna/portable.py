@@ -17,6 +17,12 @@ An export directory holds:
 - ``evo_model/`` (these modules) and ``load.py`` (``python load.py DIR --data test.npz``);
 - ``test.npz``: the run's test split.
 
+For a run on the user's own images, ``model.json`` also holds ``classes`` (the class names
+in label order) and ``preprocessing`` (how an image file became the pixels the model was
+trained on: colour, size, crop or squash; ``portable_images`` does it, with Pillow), so
+:func:`read_images` turns new image files into exactly such inputs
+(``python load.py --images DIR``).
+
 Use::
 
     import evo_model
@@ -38,6 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .portable_images import ImageProblem, Preprocessing, is_image_name, preprocess_image
 from .portable_io import ExportError, read_json_file, read_npz, read_safetensors
 from .portable_net import PlanNet
 
@@ -47,7 +54,8 @@ DNA_FILE = "dna.json"
 WEIGHTS_FILE = "weights.safetensors"
 
 __all__ = ["EXPORT_FORMAT", "MODEL_FILE", "DNA_FILE", "WEIGHTS_FILE", "ExportError", "ExportedModel",
-           "accuracy", "build_network", "load", "main", "read_json_file", "read_npz", "read_safetensors"]
+           "ImageSet", "accuracy", "build_network", "load", "main", "read_images", "read_json_file", "read_npz",
+           "read_safetensors"]
 
 
 # ----- the exported classifier -----
@@ -123,6 +131,84 @@ def load(directory: str, device: str | torch.device = "cpu") -> ExportedModel:
     return model.to(device).eval()
 
 
+class ImageSet:
+    """Image files made into model inputs: ``x`` uint8 ``(N, C, H, W)``, ``y`` int64 labels
+    (None when the files are not in class folders), ``files`` (the path of each image),
+    ``skipped`` (``(path, reason)`` of files that could not be decoded)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor | None, files: list[str],
+                 skipped: list[tuple[str, str]]) -> None:
+        self.x, self.y, self.files, self.skipped = x, y, files, skipped
+
+
+def read_images(directory: str, info: dict[str, Any]) -> ImageSet:
+    """The image files under ``directory`` preprocessed as ``info`` (model.json) says.
+
+    ``directory/<class>/...`` (every class a name in ``info["classes"]``) gives labelled
+    images; image files directly in ``directory`` give unlabelled ones. Files that cannot be
+    decoded are skipped (listed in ``skipped``). ExportError (one line) when the model was
+    not trained on image files (no ``preprocessing``), a folder is not one of its classes,
+    or there are no images.
+    """
+    prep_info = info.get("preprocessing")
+    shape = tuple(info["architecture"]["input_shape"])
+    if not isinstance(prep_info, dict):
+        raise ExportError(f"{MODEL_FILE}: this model was not trained on image files (no preprocessing recorded); "
+                          "give it arrays (--data FILE.npz)")
+    try:
+        prep = Preprocessing.from_dict(prep_info)
+    except ValueError as exc:
+        raise ExportError(f"{MODEL_FILE}: preprocessing: {exc}") from None
+    if not os.path.isdir(directory):
+        raise ExportError(f"{directory}: not a folder of images")
+    names = sorted(n for n in os.listdir(directory) if not n.startswith("."))
+    classes = info.get("classes") or []
+    index = {name: i for i, name in enumerate(classes)}
+    folders = [n for n in names if os.path.isdir(os.path.join(directory, n))]
+    items: list[tuple[str, int | None]] = []
+    if folders:
+        for name in folders:
+            if name not in index:
+                raise ExportError(f"{os.path.join(directory, name)}: not one of the model's classes "
+                                  f"({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})")
+            for root, dirs, files in os.walk(os.path.join(directory, name)):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                items += [(os.path.join(root, f), index[name]) for f in sorted(files) if is_image_name(f)]
+    else:
+        items = [(os.path.join(directory, n), None) for n in names if is_image_name(n)]
+    if not items:
+        raise ExportError(f"{directory}: no images (expected {directory}/<class>/<image> or image files)")
+    pixels, labels, kept, skipped = [], [], [], []
+    for path, label in items:
+        try:
+            with open(path, "rb") as f:
+                data, chw = preprocess_image(f.read(), prep)
+        except (OSError, ImageProblem) as exc:
+            skipped.append((path, str(exc) or type(exc).__name__))
+            continue
+        if chw != shape:
+            skipped.append((path, f"became {chw}, the model takes {shape}"))
+            continue
+        pixels.append(torch.frombuffer(bytearray(data), dtype=torch.uint8).view(chw[1], chw[2], chw[0]))
+        labels.append(label)
+        kept.append(path)
+    if not pixels:
+        raise ExportError(f"{directory}: none of {len(items)} images could be decoded (first: "
+                          f"{skipped[0][0]}: {skipped[0][1]})")
+    x = torch.stack(pixels).permute(0, 3, 1, 2).contiguous()
+    y = torch.tensor(labels, dtype=torch.long) if folders else None
+    return ImageSet(x, y, kept, skipped)
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The predicted class of each image ``(N, C, H, W)`` (pixel values 0..255)."""
+    device = next(model.parameters()).device
+    out = [model(images[lo:lo + batch_size].to(device)).argmax(dim=1).cpu()
+           for lo in range(0, int(images.shape[0]), batch_size)]
+    return torch.cat(out)
+
+
 @torch.inference_mode()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000,
              progress: Callable[[int], None] | None = None) -> float:
@@ -149,12 +235,16 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
 
 
 def main(argv: list[str] | None = None, default_dir: str | None = None) -> int:
-    """``python load.py [DIR] [--data FILE.npz] [--json]``: describe or evaluate the export."""
+    """``python load.py [DIR] [--data FILE.npz | --images FOLDER] [--json]``: describe or
+    evaluate the export (an image folder with class folders gives the accuracy; image files
+    directly in it, each one's predicted class)."""
     p = argparse.ArgumentParser(prog="load.py", description="Load an exported evo model (torch only) "
                                 "and report its accuracy on an .npz of images (x: N,C,H,W pixel values "
-                                "0..255) and labels (y).")
+                                "0..255) and labels (y), or on image files (Pillow needed).")
     p.add_argument("dir", nargs="?", default=default_dir or ".", help="export directory (default: here)")
     p.add_argument("--data", help=".npz file with arrays x (images) and y (labels)")
+    p.add_argument("--images", metavar="FOLDER", help="image files: FOLDER/<class>/* (accuracy) or FOLDER/* "
+                   "(predictions), preprocessed as in training (model.json's preprocessing)")
     p.add_argument("--x", default="x", help="name of the images array (default x)")
     p.add_argument("--y", default="y", help="name of the labels array (default y)")
     p.add_argument("--batch-size", type=int, default=None)
@@ -181,6 +271,19 @@ def main(argv: list[str] | None = None, default_dir: str | None = None) -> int:
                                   f"got {tuple(x.shape)}")
             batch = args.batch_size or int(info.get("eval_batch_size") or 1000)
             result.update(accuracy=accuracy(model, x, y, batch), images=int(y.shape[0]), data=args.data)
+        if args.images:
+            got = read_images(args.images, info)
+            batch = args.batch_size or int(info.get("eval_batch_size") or 1000)
+            result.update(images=int(got.x.shape[0]), data=args.images, skipped=len(got.skipped))
+            if got.y is not None:
+                result["accuracy"] = accuracy(model, got.x, got.y, batch)
+            else:
+                names = info.get("classes") or []
+                result["predictions"] = [
+                    {"file": f, "class": int(c), "name": names[int(c)] if int(c) < len(names) else str(int(c))}
+                    for f, c in zip(got.files, predict(model, got.x, batch).tolist())]
+            for path, why in got.skipped[:5]:
+                print(f"load.py: skipped {path}: {why}", file=sys.stderr)
     except ExportError as exc:
         print(f"load.py: error: {exc}", file=sys.stderr)
         return 2
@@ -192,7 +295,10 @@ def main(argv: list[str] | None = None, default_dir: str | None = None) -> int:
               + (f"validation accuracy {val:.4f}" if result["trained"] and val is not None
                  else "untrained weights (rebuilt at another size)"))
         if "accuracy" in result:
-            print(f"accuracy on {args.data}: {result['accuracy']:.4f} ({result['images']} images)")
+            print(f"accuracy on {result['data']}: {result['accuracy']:.4f} ({result['images']} images"
+                  + (f", {result['skipped']} unreadable skipped)" if result.get("skipped") else ")"))
+        for row in result.get("predictions", []):
+            print(f"{row['file']}\t{row['name']}")
     return 0
 
 

@@ -100,6 +100,25 @@ _TABLE = (
 PUBLISHED: dict[str, Published] = {p.name: p for p in _TABLE}
 
 
+# Published architectures this space cannot express, and why (so a user who asks for one learns it).
+NOT_EXPRESSIBLE = {
+    "amoebanet-b": "uses 1x1 and 3x3 convolutions and max_pool_2x2, which are not ops of this space",
+    "amoebanet-d": "uses 1x1 and 3x3 convolutions, max_pool_2x2 and a dilated separable 5x5, "
+                   "which are not ops of this space",
+    "nasnet-b": "has four combinations per cell and concatenating combiners; this space has five adding ones",
+    "nasnet-c": "has four combinations per cell and concatenating combiners; this space has five adding ones",
+}
+
+
+def unknown_architecture(name: str) -> str:
+    """One line saying why ``name`` is not a published architecture here: a published one this
+    space cannot express (and why), or an unknown name (listing the known ones)."""
+    reason = NOT_EXPRESSIBLE.get(canonical_name(name)) if isinstance(name, str) else None
+    if reason:
+        return f"{canonical_name(name)} is not expressible in the NASNet space: it {reason}"
+    return f"unknown architecture {name!r} (published: {', '.join(PUBLISHED)})"[:300]
+
+
 def published_names() -> list[str]:
     """The names of the published architectures, as ``evo`` accepts them."""
     return list(PUBLISHED)
@@ -118,7 +137,7 @@ def is_published(name: object) -> bool:
 def published(name: str) -> NasnetDNA:
     """The DNA of the published architecture ``name``; DNAError (one line) naming the known ones."""
     if not is_published(name):
-        raise DNAError(f"unknown architecture {name!r} (published: {', '.join(PUBLISHED)})"[:300])
+        raise DNAError(unknown_architecture(name))
     return PUBLISHED[canonical_name(name)].dna
 
 

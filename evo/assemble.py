@@ -20,11 +20,13 @@ from evo.worker import Worker, WorkerOptions, WorkerStats
 from storage import FaultHook, open_store
 
 
-def make_evaluator(config: RunConfig, space: Any, device: str = "auto") -> Any:
+def make_evaluator(config: RunConfig, space: Any, device: str = "auto", store: Any = None) -> Any:
     """The object that turns a child DNA into (fitness, weights, metrics) for this run.
 
-    The synthetic and tabular (NAS-Bench-201 table) modes never import torch; every other dataset trains for real (the data
-    is loaded by the evaluator's ``prepare``, which the worker calls once it is running).
+    The synthetic and tabular (NAS-Bench-201 table) modes never import torch; every other
+    dataset trains for real (the data is loaded by the evaluator's ``prepare``, which the
+    worker calls once it is running; a user dataset through its decoded cache in ``store``,
+    the population).
     """
     if config.dataset_name == "synthetic":
         from evo.synthetic import SyntheticEvaluator
@@ -33,7 +35,7 @@ def make_evaluator(config: RunConfig, space: Any, device: str = "auto") -> Any:
         from evo.tabular import TabularEvaluator
         return TabularEvaluator(config.dataset_name, config.tabular)
     from evo.evaluator import TorchEvaluator
-    return TorchEvaluator(space, config.dataset, config.train, device)
+    return TorchEvaluator(space, config.dataset, config.train, device, data_settings=config.data, store=store)
 
 
 def open_worker(url: str, options: WorkerOptions = WorkerOptions(), *, device: str = "auto",
@@ -55,7 +57,7 @@ def open_worker(url: str, options: WorkerOptions = WorkerOptions(), *, device: s
     store = store.with_run(keep_best=config.keep_best, bounds=config.bounds, dna_validator=space.parse)
     strategy = make_strategy(config, store)
     if evaluator is None:
-        evaluator = make_evaluator(config, space, device)
+        evaluator = make_evaluator(config, space, device, store)
     entropy = [config.seed, index] if index is not None else None
     watchers = list(observers) + ([OnPublish(on_publish)] if on_publish else [])
     return Worker(store, space, strategy, evaluator, np.random.default_rng(entropy),

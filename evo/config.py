@@ -15,8 +15,14 @@ from dna.bounds import Bounds, check_int, check_number
 # NAS-Bench-201's tables (evo.tabular): a cell's fitness is looked up, not trained for.
 TABULAR_DATASETS = ("nb201-cifar10", "nb201-cifar100", "nb201-imagenet16")
 TABULAR_SPACE = "nasbench201"
-DATASETS = ("digits", "cifar10", "cifar100", "synthetic") + TABULAR_DATASETS   # cifar* take =PATH
-DATASET_SPECS = "digits, cifar10=PATH, cifar100=PATH, synthetic, " + ", ".join(TABULAR_DATASETS)
+DATASETS = ("digits", "cifar10", "cifar100", "synthetic", "imagefolder", "npz", "hf") + TABULAR_DATASETS
+# all but digits/synthetic/nb201-* take =PATH
+USER_DATASETS = ("imagefolder", "npz", "hf")   # the user's own images: decoded once per run into the store
+DATASET_SPECS = ("digits, cifar10=PATH, cifar100=PATH, imagefolder=PATH, npz=PATH, hf=PATH, synthetic, "
+                 + ", ".join(TABULAR_DATASETS))
+RESIZES = ("crop", "square")
+COLORS = ("auto", "rgb", "grayscale")
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 4, 1024
 PRECISIONS = ("auto", "fp32", "bf16")
 CONFIG_SCHEMA = 1
 MAX_SEED = 2**63 - 1
@@ -87,6 +93,11 @@ def check_dataset_spec(spec: Any) -> str:
     if name in ("cifar10", "cifar100") and not path.strip():
         raise ConfigError(f"dataset {name} needs a path: {name}=/path/to/data (a local directory or gs://...)",
                           "dataset")
+    if name in USER_DATASETS and not path.strip():
+        what = {"imagefolder": "a folder of class folders", "npz": "an .npz file",
+                "hf": "a datasets.save_to_disk folder or parquet files"}[name]
+        raise ConfigError(f"dataset {name} needs a path: {name}=PATH ({what}; a local path or gs://...)",
+                          "dataset")
     if (name in ("digits", "synthetic") or name in TABULAR_DATASETS) and eq:
         raise ConfigError(f"dataset {name} takes no path (got {spec!r}; {name} is built in)", "dataset")
     return name
@@ -156,19 +167,78 @@ class NasnetSettings:
         _int("nasnet.cells_per_stack", self.cells_per_stack, 1, 64)
         _int("nasnet.filters", self.filters, 1, 4096)
         if self.seed_arch is not None:
-            from dna.published import canonical_name, is_published, published_names
+            from dna.published import canonical_name, is_published, unknown_architecture
 
             if not is_published(self.seed_arch):
-                raise ConfigError(f"unknown nasnet.seed_arch {self.seed_arch!r} (published architectures: "
-                                  f"{', '.join(published_names())})"[:300], "nasnet.seed_arch")
+                raise ConfigError(f"nasnet.seed_arch: {unknown_architecture(self.seed_arch)}", "nasnet.seed_arch")
             object.__setattr__(self, "seed_arch", canonical_name(self.seed_arch))
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """How a user dataset (``imagefolder``, ``npz``, ``hf``) becomes the run's arrays.
+
+    ``image_size`` S: images become S x S pixels (None: for image files, the median shorter
+    side of a sample of the images, at most :data:`AUTO_IMAGE_SIZE_CAP`; for arrays, the
+    size they have). ``resize``: ``crop`` scales the shorter side to S and keeps the centre
+    (the aspect ratio is kept); ``square`` scales the whole image to S x S. ``color``:
+    ``rgb``, ``grayscale``, or ``auto`` (grayscale when every sampled image is). A split the
+    dataset lacks is carved from its training images, stratified by class, with
+    ``split_seed``: ``val_fraction`` for validation, ``test_fraction`` for test.
+    ``max_bad_fraction``: unreadable images are skipped (and counted) up to this fraction
+    of the images; more fail the run. ``image_column``/``label_column``: the columns of an
+    ``hf`` dataset (None: found from the dataset's features). The built-in datasets take
+    none of these.
+    """
+
+    image_size: int | None = None
+    resize: str = "crop"
+    color: str = "auto"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    split_seed: int = 0
+    max_bad_fraction: float = 0.05
+    image_column: str | None = None
+    label_column: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.image_size is not None:
+            _int("data.image_size", self.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
+        _choice("data.resize", self.resize, RESIZES)
+        _choice("data.color", self.color, COLORS)
+        _number("data.val_fraction", self.val_fraction, 0, 1, low_open=True, high_open=True)
+        _number("data.test_fraction", self.test_fraction, 0, 1, high_open=True)
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ConfigError(f"data.val_fraction + data.test_fraction must be below 1 (training needs images), "
+                              f"got {self.val_fraction} + {self.test_fraction}", "data.val_fraction")
+        _int("data.split_seed", self.split_seed, 0, MAX_SEED)
+        _number("data.max_bad_fraction", self.max_bad_fraction, 0, 1, high_open=True)
+        for key in ("image_column", "label_column"):
+            value = getattr(self, key)
+            if value is not None and not (isinstance(value, str) and 0 < len(value) <= 256 and value.isprintable()):
+                raise ConfigError(f"data.{key} must be a column name, got {value!r}", f"data.{key}")
+
+
+AUTO_IMAGE_SIZE_CAP = 64   # the automatic image size never exceeds this (search runs at CIFAR-like sizes)
+
+
+def _check_data_settings(name: str, data: DataSettings) -> None:
+    """Refuse settings that do not apply to dataset ``name`` (a setting is checked when given)."""
+    default = DataSettings()
+    given = [f.name for f in fields(DataSettings) if getattr(data, f.name) != getattr(default, f.name)]
+    if name not in USER_DATASETS and given:
+        raise ConfigError(f"data.{given[0]} applies only to {', '.join(USER_DATASETS)} datasets, "
+                          f"not {name}", f"data.{given[0]}")
+    for key in ("image_column", "label_column"):
+        if name != "hf" and getattr(data, key) is not None:
+            raise ConfigError(f"data.{key} applies only to hf datasets, not {name}", f"data.{key}")
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a worker needs to take part in a run."""
 
-    dataset: str = "digits"               # digits | cifar10=PATH | cifar100=PATH | synthetic | nb201-*
+    dataset: str = "digits"               # a spec of DATASET_SPECS (check_dataset_spec)
     population_size: int = 10
     selection: str | None = None          # a registered strategy (evo.strategies); None: the space's default
     tournament_size: int = 2              # S for aging; pairwise always uses 2
@@ -181,6 +251,7 @@ class RunConfig:
     synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
     nasnet: NasnetSettings = field(default_factory=NasnetSettings)
     tabular: TabularSettings = field(default_factory=TabularSettings)
+    data: DataSettings = field(default_factory=DataSettings)   # user datasets only
     schema: int = CONFIG_SCHEMA
 
     def __post_init__(self) -> None:
@@ -203,7 +274,7 @@ class RunConfig:
         _int("keep_best", self.keep_best, 0, 1_000_000)
         _int("seed", self.seed, 0, MAX_SEED)
         for key, kind in (("train", TrainSettings), ("bounds", Bounds), ("synthetic", SyntheticSettings),
-                          ("nasnet", NasnetSettings), ("tabular", TabularSettings)):
+                          ("nasnet", NasnetSettings), ("tabular", TabularSettings), ("data", DataSettings)):
             if not isinstance(getattr(self, key), kind):
                 raise ConfigError(f"{key} must be a {kind.__name__}", key)
         if self.nasnet.seed_arch is not None and self.search_space != "nasnet":
@@ -215,6 +286,7 @@ class RunConfig:
         if name in TABULAR_DATASETS and self.search_space != TABULAR_SPACE:
             raise ConfigError(f"dataset {name} is a table of {TABULAR_SPACE} cells; this run's search space is "
                               f"{self.search_space!r} (use --search-space {TABULAR_SPACE})", "search_space")
+        _check_data_settings(name, self.data)
         if name != "synthetic" and name not in TABULAR_DATASETS and self.train.steps < 1:
             raise ConfigError(f"train.steps must be an integer in 1..{10**9} for {name} "
                               f"(0 would train nothing), got {self.train.steps}", "train.steps")
@@ -243,7 +315,7 @@ class RunConfig:
         if not isinstance(d, dict):
             raise ConfigError("config must be a JSON object")
         nested = {"train": TrainSettings, "bounds": Bounds, "synthetic": SyntheticSettings,
-                  "nasnet": NasnetSettings, "tabular": TabularSettings}
+                  "nasnet": NasnetSettings, "tabular": TabularSettings, "data": DataSettings}
         kwargs: dict[str, Any] = {}
         known = {f.name for f in fields(cls)}
         for key, value in d.items():

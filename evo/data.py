@@ -9,27 +9,36 @@ Specs (the run config's ``dataset``):
   PATH may be the batch directory itself or its parent. ``memory://`` is refused: in evo it
   names the population store that lives inside one process (``storage/memory.py``). The training set is split 45,000/5,000 train/validation
   by a fixed permutation (as in Real et al. 2017); the official test set is the test split.
+- ``imagefolder=PATH``, ``npz=PATH``, ``hf=PATH``: the user's own images (a folder of class
+  folders, NumPy arrays, a Hugging Face dataset saved to disk or as parquet; local or
+  ``gs://``), turned into arrays as the run's ``data`` settings say (:mod:`evo.decoding`,
+  :mod:`evo.imagefolder`, :mod:`evo.arraysets`, :mod:`evo.huggingface`). In a run they are decoded once, into the
+  population directory, for every worker (:func:`evo.userdata.prepare_data`, :mod:`evo.datacache`).
 
 The splits depend on ``split_seed`` only, never on the run seed, so every worker of a run
 sees the same validation set. Reading (:func:`read_dataset`) is numpy-only; torch is
-imported only to put the arrays on a device (:func:`load_dataset`).
+imported only to put the arrays on a device (:func:`load_dataset`). The search asks for the
+``train`` and ``val`` splits only: the test split is read by ``evo evaluate``, ``evo best
+--export`` and retraining, never by a worker.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .safe_pickle import RefusedPickle, load_restricted
+from .config import USER_DATASETS, DataSettings
+from .datacache import human_bytes
 
 if TYPE_CHECKING:
     import torch
 
-SPECS = "digits, cifar10=PATH, cifar100=PATH"
-CIFAR_VALIDATION = 5_000
-DIGITS_TRAIN = 1078          # 60% of scikit-learn's 1797 digits
+SPECS = "digits, cifar10=PATH, cifar100=PATH, imagefolder=PATH, npz=PATH, hf=PATH"
+SPLITS = ("train", "val", "test")
+SEARCH_SPLITS = ("train", "val")   # what a worker loads: the search never sees the test split
 
 
 class DatasetError(ValueError):
@@ -58,7 +67,14 @@ CIFAR_AUGMENT = Augment(crop_padding=4, flip=True)
 
 @dataclass(frozen=True, eq=False)
 class HostDataset:
-    """The three splits as numpy arrays: images uint8 ``(N, C, H, W)``, labels int64 ``(N,)``."""
+    """The three splits as numpy arrays: images uint8 ``(N, C, H, W)``, labels int64 ``(N,)``.
+
+    A split that was not asked for is empty (0 images). For user datasets, ``class_names``
+    are the classes in label order, ``preprocessing`` what every image went through
+    (``dna.portable_images.Preprocessing.to_dict()``; None: arrays used as stored),
+    ``summary`` what decoding found, and ``data_id`` the SHA-256 identity of the run's
+    decoded cache the arrays came from (None when not read from a cache).
+    """
 
     name: str
     num_classes: int
@@ -69,6 +85,10 @@ class HostDataset:
     val_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
+    class_names: tuple[str, ...] = ()
+    preprocessing: dict[str, Any] | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    data_id: str | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -97,6 +117,9 @@ class DeviceDataset:
     std: tuple[float, ...]
     _scale: "torch.Tensor" = field(repr=False)   # 1/std, shape (1, C, 1, 1)
     _shift: "torch.Tensor" = field(repr=False)   # -mean/std, shape (1, C, 1, 1)
+    class_names: tuple[str, ...] = ()
+    data_id: str | None = None                   # the run's decoded cache (user datasets)
+    splits: tuple[str, ...] = SPLITS             # the splits that were loaded (the others are empty)
 
     @property
     def device(self) -> "torch.device":
@@ -107,31 +130,111 @@ class DeviceDataset:
         return x_uint8.float().mul_(self._scale).add_(self._shift)
 
     def split(self, name: str) -> tuple["torch.Tensor", "torch.Tensor"]:
-        """``(images, labels)`` of ``train``, ``val`` or ``test``."""
-        if name not in ("train", "val", "test"):
+        """``(images, labels)`` of ``train``, ``val`` or ``test``; ValueError for a split that
+        was not loaded (a worker never loads ``test``)."""
+        if name not in SPLITS:
             raise ValueError(f"unknown split {name!r} (train, val, test)")
+        if name not in self.splits:
+            raise ValueError(f"the {name} split was not loaded (the search never reads the test split)")
         return getattr(self, f"{name}_x"), getattr(self, f"{name}_y")
 
 
-def read_dataset(spec: str, *, split_seed: int = 0) -> HostDataset:
+def read_dataset(spec: str, *, split_seed: int = 0, settings: DataSettings | None = None,
+                 splits: tuple[str, ...] = SPLITS, progress: Callable[[str, int, int], None] | None = None
+                 ) -> HostDataset:
     """Read and split the dataset named by ``spec`` into numpy arrays (no torch).
+
+    ``splits``: the splits to keep (the others come back empty; CIFAR's test batch is then
+    not even read). User datasets are decoded from their source here, with ``settings``
+    (the run's ``data`` settings; default: :class:`DataSettings`'s) and ``progress(phase,
+    done, total)``; a run reads them through its cache instead (:func:`evo.userdata.prepare_data`).
 
     Raises :class:`DatasetError` (one line, naming the path and the expected layout) for an
     unknown spec or missing/malformed data.
     """
+    from .builtin_data import CIFAR, read_cifar, read_digits
+
+    check_splits(splits)
     name, _, path = spec.partition("=")
     if name == "digits" and not path:
-        return _read_digits(split_seed)
-    if name in _CIFAR and path:
-        return _read_cifar(name, path, split_seed)
-    if name in _CIFAR:
-        raise DatasetError(f"{name}: needs a path, e.g. {name}=/data/{_CIFAR[name].dirname}")
+        return _only(read_digits(split_seed), splits)
+    if name in CIFAR and path:
+        return _only(read_cifar(name, path, split_seed, test="test" in splits), splits)
+    if name in USER_DATASETS and path:
+        from .userdata import read_user
+
+        return read_user(spec, settings or DataSettings(), splits, progress)
+    if name in USER_DATASETS:
+        raise DatasetError(f"{name}: needs a path, e.g. {name}=/data/my-images")
+    if name in CIFAR:
+        raise DatasetError(f"{name}: needs a path, e.g. {name}=/data/{CIFAR[name].dirname}")
     if name == "synthetic":
         raise DatasetError("synthetic: the synthetic mode trains nothing and has no images")
     raise DatasetError(f"unknown dataset {spec!r} (choose from {SPECS})")
 
 
-def check_dataset(spec: str) -> dict[str, Any]:
+def check_splits(splits: tuple[str, ...]) -> None:
+    """ValueError unless ``splits`` includes ``train`` and names only known splits."""
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown or "train" not in splits:
+        raise ValueError(f"splits must include train and be among {', '.join(SPLITS)}, got {splits!r}")
+
+
+def _only(host: HostDataset, splits: tuple[str, ...]) -> HostDataset:
+    """``host`` with the splits not in ``splits`` emptied (nothing of them kept in memory)."""
+    from dataclasses import replace
+
+    changes = {}
+    for name in SPLITS:
+        if name not in splits:
+            x, y = getattr(host, f"{name}_x"), getattr(host, f"{name}_y")
+            changes[f"{name}_x"] = np.zeros((0, *x.shape[1:]), dtype=x.dtype)
+            changes[f"{name}_y"] = np.zeros(0, dtype=y.dtype)
+    return replace(host, **changes) if changes else host
+
+
+def available_host_memory() -> int | None:
+    """Bytes of memory this machine can still give (``MemAvailable``), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def device_memory(device: "torch.device") -> int | None:
+    """Free bytes on ``device`` (a CUDA device's free memory; the host's for the CPU)."""
+    import torch
+
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        return available_host_memory()
+    return None
+
+
+def check_fits(host: HostDataset, device: "torch.device", free: int | None, splits: tuple[str, ...]) -> None:
+    """DatasetError (how large, how much is free, what to do) unless the splits of ``host``
+    fit into ``free`` bytes of ``device`` (None: unknown, not checked) with room to train."""
+    sizes = {s: getattr(host, f"{s}_x").nbytes + getattr(host, f"{s}_y").nbytes for s in splits}
+    need = sum(sizes.values())
+    if free is None or need <= 0.8 * free:   # the rest is for the model, activations and batches
+        return
+    parts = " + ".join(f"{s} {human_bytes(n)}" for s, n in sizes.items())
+    c, h, w = host.input_shape
+    raise DatasetError(f"{host.name}: the dataset takes {human_bytes(need)} on {device} ({parts}; {c}x{h}x{w} "
+                       f"images) but {device} has {human_bytes(free)} free, and training needs room beyond the "
+                       "data; use a smaller --image-size, --color grayscale, fewer images, or a device with more memory")
+
+
+def check_dataset(spec: str, settings: DataSettings | None = None) -> dict[str, Any]:
     """Check that ``spec`` names a dataset whose files the loader will find and can read,
     without loading it: the form of the spec, then for CIFAR every batch file, looked up the
     way :func:`read_dataset` looks (local path or fsspec URL, the batch directory or its
@@ -156,50 +259,47 @@ def check_dataset(spec: str) -> dict[str, Any]:
         except TableError as exc:
             raise DatasetError(str(exc)) from None
         return {"name": name, "train_images": None}
-    if name == "digits":
-        try:
-            import sklearn.datasets  # noqa: F401  (bundled with scikit-learn; nothing to download)
-        except ImportError:
-            raise DatasetError("digits needs scikit-learn: pip install scikit-learn") from None
-        return {"name": name, "train_images": DIGITS_TRAIN}
-    path = spec.partition("=")[2]
-    layout = _CIFAR[name]
-    fs, root = _open_fs(name, path)
-    try:
-        is_dir = bool(fs.isdir(root)) if root else False
-    except Exception as exc:  # network/permission errors from any fsspec backend
-        raise DatasetError(f"{name}: cannot read {path}: {_one_line(exc)}") from None
-    if not is_dir:
-        what = "is a file, not a directory" if _exists(fs, root, name, path) else "does not exist"
-        raise DatasetError(f"{name}: {path} {what}; {layout.expected()}")
-    root = _find_batch_dir(fs, root, layout, name, path)
-    for filename in layout.train_files + (layout.test_file,):
-        where = f"{root}/{filename}"
-        if not _exists(fs, where, name, where):
-            raise DatasetError(f"{name}: {where} is missing; {layout.expected()}")
-        try:
-            with fs.open(where, "rb") as f:
-                first = f.read(1)
-        except Exception as exc:
-            raise DatasetError(f"{name}: cannot read {where}: {_one_line(exc)}") from None
-        if not first:
-            raise DatasetError(f"{name}: {where} is empty; {layout.expected()}")
-    return {"name": name, "train_images": layout.train_images - CIFAR_VALIDATION}
+    if name in USER_DATASETS:
+        from .userdata import check_user
+
+        return check_user(spec, settings or DataSettings())
+    from .builtin_data import check_builtin
+
+    return check_builtin(name, spec.partition("=")[2])
 
 
-def load_dataset(spec: str, device: "torch.device | str", *, split_seed: int = 0) -> DeviceDataset:
-    """Read ``spec`` (see :func:`read_dataset`) and put every split on ``device``.
+def load_dataset(spec: str, device: "torch.device | str", *, split_seed: int = 0,
+                 settings: DataSettings | None = None, store: Any = None,
+                 splits: tuple[str, ...] = SPLITS) -> DeviceDataset:
+    """Read ``spec`` (see :func:`read_dataset`) and put ``splits`` on ``device`` (the others
+    are empty).
 
-    Normalisation statistics come from the training split alone.
+    A user dataset is read through the run's cache when ``store`` (the population) is given
+    (:func:`evo.userdata.prepare_data`; pass the run's ``config.data`` as ``settings``), else decoded
+    from its source. Normalisation statistics come from the training split alone.
+    DatasetError when the splits do not fit into the device's free memory.
     """
-    return to_device(read_dataset(spec, split_seed=split_seed), device)
+    name = spec.partition("=")[0]
+    if name in USER_DATASETS and store is not None:
+        from .userdata import prepare_data
+
+        host = prepare_data(spec, settings or DataSettings(), store, splits=splits)
+    else:
+        host = read_dataset(spec, split_seed=split_seed, settings=settings, splits=splits)
+    return to_device(host, device, splits=splits)
 
 
-def to_device(host: HostDataset, device: "torch.device | str") -> DeviceDataset:
-    """Copy a :class:`HostDataset` to ``device`` and compute its normalisation."""
+def to_device(host: HostDataset, device: "torch.device | str", *, splits: tuple[str, ...] = SPLITS,
+              free: int | None | str = "ask") -> DeviceDataset:
+    """Copy ``splits`` of a :class:`HostDataset` to ``device`` and compute its normalisation.
+
+    DatasetError (:func:`check_fits`) when they do not fit into ``free`` bytes (default: what
+    the device says is free).
+    """
     import torch
 
     device = torch.device(device)
+    check_fits(host, device, device_memory(device) if free == "ask" else free, splits)
     mean, std = channel_stats(host.train_x)
 
     def put(a: np.ndarray) -> torch.Tensor:
@@ -215,6 +315,7 @@ def to_device(host: HostDataset, device: "torch.device | str") -> DeviceDataset:
         val_x=put(host.val_x), val_y=put(host.val_y),
         test_x=put(host.test_x), test_y=put(host.test_y),
         mean=mean, std=std, _scale=scale, _shift=shift,
+        class_names=host.class_names, data_id=host.data_id, splits=tuple(splits),
     )
 
 
@@ -236,145 +337,3 @@ def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(means), tuple(stds)
 
 
-def split_permutation(n: int, split_seed: int) -> np.ndarray:
-    """The fixed permutation of ``range(n)`` that every split of this module uses."""
-    return np.random.Generator(np.random.PCG64(split_seed)).permutation(n)
-
-
-# --- digits ---------------------------------------------------------------------------
-
-def _read_digits(split_seed: int) -> HostDataset:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    images = np.rint(np.asarray(bunch.images, dtype=np.float64) * (255.0 / 16.0)).astype(np.uint8)
-    x = images[:, None, :, :]
-    y = np.asarray(bunch.target, dtype=np.int64)
-    order = split_permutation(len(y), split_seed)
-    n_train, n_val = int(0.6 * len(y)), int(0.2 * len(y))
-    parts = np.split(order, [n_train, n_train + n_val])
-    (trx, try_), (vax, vay), (tex, tey) = ((x[p], y[p]) for p in parts)
-    return HostDataset("digits", 10, NO_AUGMENT, trx, try_, vax, vay, tex, tey)
-
-
-# --- CIFAR ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _CifarLayout:
-    dirname: str
-    title: str
-    train_files: tuple[str, ...]
-    test_file: str
-    label_key: bytes
-    num_classes: int
-    train_images: int           # in the official files, before the validation split
-
-    def expected(self) -> str:
-        return (f"expected the '{self.title}' directory {self.dirname}/ containing "
-                f"{_list_files(self.train_files)} and {self.test_file}")
-
-
-def _list_files(files: tuple[str, ...]) -> str:
-    if len(files) > 2 and files[0].endswith("_1"):
-        return f"{files[0]}..{len(files)}"
-    return " and ".join(files)
-
-
-_CIFAR = {
-    "cifar10": _CifarLayout("cifar-10-batches-py", "CIFAR-10 python version",
-                            tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", b"labels", 10, 50_000),
-    "cifar100": _CifarLayout("cifar-100-python", "CIFAR-100 python version",
-                             ("train",), "test", b"fine_labels", 100, 50_000),
-}
-
-
-def _read_cifar(name: str, path: str, split_seed: int) -> HostDataset:
-    layout = _CIFAR[name]
-    fs, root = _open_fs(name, path)
-    root = _find_batch_dir(fs, root, layout, name, path)
-    train = [_read_batch(fs, root, f, layout, name) for f in layout.train_files]
-    x = np.concatenate([b[0] for b in train])
-    y = np.concatenate([b[1] for b in train])
-    test_x, test_y = _read_batch(fs, root, layout.test_file, layout, name)
-    if len(y) <= CIFAR_VALIDATION:
-        raise DatasetError(f"{name}: {path} has only {len(y)} training images; "
-                           f"need more than the {CIFAR_VALIDATION} held out for validation")
-    order = split_permutation(len(y), split_seed)
-    val, tr = order[:CIFAR_VALIDATION], order[CIFAR_VALIDATION:]
-    return HostDataset(name, layout.num_classes, CIFAR_AUGMENT,
-                       x[tr], y[tr], x[val], y[val], test_x, test_y)
-
-
-def _open_fs(name: str, path: str) -> tuple[Any, str]:
-    import fsspec
-
-    if fsspec.core.split_protocol(path)[0] == "memory":
-        raise DatasetError(f"{name}: {path}: memory:// is evo's in-process population store (for tests), "
-                           f"not a place for data; give a directory or a URL such as gs://BUCKET/PATH")
-    try:
-        fs, root = fsspec.core.url_to_fs(path)
-    except (ImportError, ValueError) as exc:
-        raise DatasetError(f"{name}: cannot open {path}: {_one_line(exc)}") from None
-    return fs, root.rstrip("/")
-
-
-def _find_batch_dir(fs: Any, root: str, layout: _CifarLayout, name: str, path: str) -> str:
-    first = layout.train_files[0]
-    for candidate in (root, f"{root}/{layout.dirname}"):
-        if _exists(fs, f"{candidate}/{first}", name, path):
-            return candidate
-    raise DatasetError(f"{name}: {path} has no {first}; {layout.expected()}")
-
-
-def _exists(fs: Any, path: str, name: str, shown: str) -> bool:
-    try:
-        return bool(fs.isfile(path))
-    except Exception as exc:  # network/permission errors from any fsspec backend
-        raise DatasetError(f"{name}: cannot read {shown}: {_one_line(exc)}") from None
-
-
-def _read_batch(fs: Any, root: str, filename: str, layout: _CifarLayout,
-                name: str) -> tuple[np.ndarray, np.ndarray]:
-    where = f"{root}/{filename}"
-    if not _exists(fs, where, name, where):
-        raise DatasetError(f"{name}: {where} is missing; {layout.expected()}")
-    try:
-        with fs.open(where, "rb") as f:
-            raw = f.read()
-    except Exception as exc:
-        raise DatasetError(f"{name}: cannot read {where}: {_one_line(exc)}") from None
-    try:
-        batch = load_restricted(raw)
-    except RefusedPickle as exc:
-        raise DatasetError(f"{name}: {where}: {exc}") from None
-    except Exception as exc:  # any malformed stream: EOFError, UnpicklingError, TypeError, ...
-        raise DatasetError(f"{name}: {where} is not a CIFAR python batch "
-                           f"({type(exc).__name__}: {_one_line(exc)})") from None
-    return _batch_arrays(batch, where, layout, name)
-
-
-def _batch_arrays(batch: Any, where: str, layout: _CifarLayout, name: str) -> tuple[np.ndarray, np.ndarray]:
-    key = layout.label_key.decode()
-    if not isinstance(batch, dict) or b"data" not in batch or layout.label_key not in batch:
-        raise DatasetError(f"{name}: {where} is not a CIFAR python batch "
-                           f"(expected a dict with keys b'data' and b'{key}')")
-    data, labels = batch[b"data"], batch[layout.label_key]
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        shape = getattr(data, "shape", None)
-        dtype = getattr(data, "dtype", type(data).__name__)
-        raise DatasetError(f"{name}: {where}: b'data' must be a uint8 array of shape (N, 3072), "
-                           f"got {dtype} {shape}")
-    try:
-        y = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError, OverflowError):
-        raise DatasetError(f"{name}: {where}: b'{key}' must be a list of integers") from None
-    if y.shape != (data.shape[0],):
-        raise DatasetError(f"{name}: {where}: {y.size} labels for {data.shape[0]} images")
-    if y.size and (y.min() < 0 or y.max() >= layout.num_classes):
-        raise DatasetError(f"{name}: {where}: labels must be in 0..{layout.num_classes - 1}, "
-                           f"got {y.min()}..{y.max()}")
-    return data.reshape(-1, 3, 32, 32), y
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

@@ -14,10 +14,11 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from evo.config import TrainSettings
-from evo.data import load_dataset
+from evo.config import USER_DATASETS, DataSettings, TrainSettings
+from evo.data import SEARCH_SPLITS, read_dataset, to_device
 from evo.outcome import Outcome
 from evo.train import accuracy, train
+from evo.userdata import prepare_data
 
 
 def resolve_device(device: str) -> torch.device:
@@ -45,12 +46,19 @@ class TorchEvaluator:
     """Turns a child DNA into an :class:`Outcome` by really training it.
 
     ``space`` builds the model (and inherits weights); ``dataset`` is the run's dataset spec,
-    loaded once (by :meth:`prepare`, or the first evaluation) and kept on the device.
+    loaded once (by :meth:`prepare`, or the first evaluation) and kept on the device: its
+    training and validation splits only (the search never reads the test split). A user
+    dataset (imagefolder, npz, hf) is read through the run's decoded cache in ``store``
+    (decoded by the first worker that needs it; ``data_settings`` are the run's), and every
+    child's metrics name the cache (``data``: its SHA-256 identity).
     """
 
-    def __init__(self, space: Any, dataset: str, train_settings: TrainSettings, device: str = "auto"):
+    def __init__(self, space: Any, dataset: str, train_settings: TrainSettings, device: str = "auto", *,
+                 data_settings: DataSettings | None = None, store: Any = None):
         self.space = space
         self.dataset = dataset
+        self.data_settings = data_settings or DataSettings()
+        self.store = store
         self.train_settings = train_settings
         self.device = resolve_device(device)
         self.device_name = str(self.device)
@@ -63,9 +71,16 @@ class TorchEvaluator:
             torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
 
     def prepare(self) -> None:
-        """Load the dataset onto the device (once; later calls do nothing)."""
-        if self.data is None:
-            self.data = load_dataset(self.dataset, self.device)
+        """Load the dataset's training and validation splits onto the device (once; later
+        calls do nothing). DatasetError (one line) for data that cannot be used."""
+        if self.data is not None:
+            return
+        if self.dataset.partition("=")[0] in USER_DATASETS and self.store is not None:
+            host = prepare_data(self.dataset, self.data_settings, self.store, splits=SEARCH_SPLITS)
+        else:
+            host = read_dataset(self.dataset, settings=self.data_settings
+                                if self.dataset.partition("=")[0] in USER_DATASETS else None, splits=SEARCH_SPLITS)
+        self.data = to_device(host, self.device, splits=SEARCH_SPLITS)
 
     def evaluate(self, child, *, parent_dna=None, parent_weights: bytes | None = None, seed: int = 0,
                  progress: Callable[[], Any] | None = None) -> Outcome:
@@ -103,6 +118,8 @@ class TorchEvaluator:
             "params": sum(p.numel() for p in model.parameters()),
             "device": self.device_name,
         }
+        if self.data.data_id is not None:
+            metrics["data"] = self.data.data_id
         if report is not None:
             metrics["inherited_tensors"] = report.tensors_inherited
             metrics["fresh_tensors"] = report.tensors_fresh

@@ -5,6 +5,7 @@ package can add one without a change to evo."""
 from __future__ import annotations
 
 import importlib
+import threading
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
@@ -20,6 +21,9 @@ class Registry(Generic[T]):
         self.entry_point_group = entry_point_group
         self._classes: dict[str, T] = {}
         self._loaded = False
+        # Reentrant: a module being loaded may itself ask the registry for names.
+        self._lock = threading.RLock()
+        self._loading = False
 
     def register(self, cls: T) -> T:
         """Class decorator: make ``cls`` the one named ``cls.name``."""
@@ -32,13 +36,22 @@ class Registry(Generic[T]):
         return cls
 
     def _load(self) -> None:
+        # Marked loaded only once everything is imported, under a lock: another thread asking
+        # meanwhile waits instead of seeing a half-filled registry.
         if self._loaded:
             return
-        self._loaded = True
-        for module in self.builtin_modules:
-            importlib.import_module(module)
-        for ep in entry_points(group=self.entry_point_group):
-            ep.load()
+        with self._lock:
+            if self._loaded or self._loading:   # _loading: this thread is inside a module's import
+                return
+            self._loading = True
+            try:
+                for module in self.builtin_modules:
+                    importlib.import_module(module)
+                for ep in entry_points(group=self.entry_point_group):
+                    ep.load()
+                self._loaded = True
+            finally:
+                self._loading = False
 
     def names(self) -> list[str]:
         """Every registered name, sorted."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+from dataclasses import asdict
 import shutil
 import sys
 import time
@@ -22,7 +23,13 @@ LOAD_PY = '''"""Load this exported evo model with PyTorch alone, or evaluate it 
 
     python load.py --data test.npz          # the run's test split, written beside this file by the export
                                             # (any .npz: arrays x (N, C, H, W; pixel values 0..255), y (labels))
+    python load.py --images DIR             # image files (needs Pillow): DIR/<class>/* gives the accuracy,
+                                            # image files directly in DIR their predicted classes
     python -c "import load; m = load.load()"
+
+model.json's "preprocessing" says how images were turned into pixels for training (colour,
+size, crop or squash; evo_model/portable_images.py does it); "normalization" is applied by
+the model itself, which takes pixel values 0..255.
 
 The model code is the package evo_model/ (beside this file); see evo_model/portable.py.
 """
@@ -57,29 +64,43 @@ from .portable import *  # noqa: F401,F403
 
 
 TEST_DATA_FILE = "test.npz"
+# Imported by the portable code only to decode image files (load.py --images): an export
+# that evaluates arrays runs with torch alone.
+OPTIONAL_IMPORTS = frozenset({"PIL"})
 
 
-def read_run_dataset(spec: str):
-    """The run's dataset (an ``evo.data.HostDataset``) read for an export, or a one-line UserError."""
+def read_run_dataset(spec: str, config=None, store=None):
+    """The run's dataset (an ``evo.data.HostDataset``, every split) read for an export, or a
+    one-line UserError. The run's own user dataset comes from its decoded cache in ``store``
+    (what the search trained on); another spec is read from its source with the run's data
+    settings."""
+    from evo.config import USER_DATASETS
     from evo.data import DatasetError, read_dataset
+    from evo.userdata import prepare_data
 
     if spec.split("=", 1)[0] == "synthetic":
         raise UserError("this run uses the synthetic dataset: its individuals have no trained model to export")
+    user = spec.split("=", 1)[0] in USER_DATASETS
     try:
-        return read_dataset(spec)
+        if user and store is not None and config is not None and spec == config.dataset:
+            return prepare_data(spec, config.data, store, splits=("train", "val", "test"))
+        return read_dataset(spec, settings=config.data if user and config is not None else None)
     except DatasetError as exc:
         raise UserError(str(exc)) from None
 
 
 def dataset_facts(spec: str, host=None) -> dict[str, Any]:
     """Input shape, class count and training-split normalisation of a dataset spec (read
-    unless ``host``, the dataset already read, is given)."""
+    unless ``host``, the dataset already read, is given), and for user datasets the class
+    names and the preprocessing of their images."""
     from evo.data import channel_stats
 
     host = host if host is not None else read_run_dataset(spec)
     mean, std = channel_stats(host.train_x)
     return {"spec": spec, "name": host.name, "input_shape": list(host.input_shape),
-            "num_classes": host.num_classes, "mean": list(mean), "std": list(std)}
+            "num_classes": host.num_classes, "mean": list(mean), "std": list(std),
+            "classes": list(host.class_names) or None, "preprocessing": host.preprocessing,
+            "data_id": host.data_id}
 
 
 def write_test_data(path: Path, host) -> int:
@@ -115,7 +136,8 @@ def module_closure(module_file: str) -> list[str]:
             roots = [a.name.split(".")[0] for a in node.names] if isinstance(node, ast.Import) \
                 else [(node.module or "").split(".")[0]]
             for root in roots:
-                if root not in ("torch", "__future__") and root not in sys.stdlib_module_names:
+                if root not in ("torch", "__future__") and root not in sys.stdlib_module_names \
+                        and root not in OPTIONAL_IMPORTS:
                     raise UserError(f"dna/{name} imports {root}, so it cannot run in an export (torch only)")
     return seen
 
@@ -166,7 +188,9 @@ def export(individual, config, url: str, directory: str, *, cells: int | None = 
     if kind != "nasnet" and (cells or filters):
         raise UserError("--cells/--filters apply only to NASNet individuals")
     spec = dataset or config.dataset
-    host = read_run_dataset(spec)
+    from storage import open_store
+
+    host = read_run_dataset(spec, config, open_store(url))
     facts = dataset_facts(spec, host)
     shape, classes = tuple(facts["input_shape"]), facts["num_classes"]
     weights = individual.weights
@@ -194,6 +218,8 @@ def export(individual, config, url: str, directory: str, *, cells: int | None = 
         "format": portable.EXPORT_FORMAT, "id": individual.id, "run": url, "kind": kind,
         "dataset": facts["spec"], "architecture": architecture,
         "normalization": {"mean": facts["mean"], "std": facts["std"], "applies_to": "pixel values 0..255"},
+        "classes": facts["classes"], "preprocessing": facts["preprocessing"], "data_id": facts["data_id"],
+        "data_settings": asdict(config.data) if facts["preprocessing"] is not None or facts["data_id"] else None,
         "validation_accuracy": individual.fitness if trained else None,
         "searched_validation_accuracy": individual.fitness,
         "trained": trained, "weights_note": note, "eval_batch_size": config.train.eval_batch_size,

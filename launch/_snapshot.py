@@ -45,6 +45,7 @@ class Snapshot:
     quarantined_ids: frozenset[str]
     workers: list[dict[str, Any]]
     broken: tuple[Any, ...] = ()             # storage Broken entries: shown, never used
+    data: dict[str, Any] | None = None       # the run's decoded user dataset (evo.datacache.cache_status)
 
     @property
     def quarantined(self) -> int:
@@ -149,7 +150,18 @@ def _read(store, config, url: str, read_alive: bool) -> Snapshot:
                 worker=commit["worker"], dna=commit["dna"], metrics=commit["metrics"])
     return Snapshot(url=url, taken=time.time(), config=config, records=records,
                     quarantined_ids=frozenset(quarantined), workers=store.list_workers(),
-                    broken=tuple(broken))
+                    broken=tuple(broken), data=_data_status(store, config))
+
+
+def _data_status(store, config) -> dict[str, Any] | None:
+    """Where the run's user dataset stands in the store (None for the built-in datasets)."""
+    from evo.config import USER_DATASETS
+
+    if config.dataset_name not in USER_DATASETS:
+        return None
+    from evo.datacache import cache_status
+
+    return cache_status(store, config.dataset, config.data)
 
 
 def find_record(snapshot: Snapshot, ident: str) -> Record:

@@ -33,7 +33,7 @@ def resolve(arch: str, ident: str | None) -> dict[str, Any]:
     """``{"dna": validated DNA, "source": text, "name": published name or None, "size": (N, F) or
     None, "dataset": run's dataset name or None}`` for the command's positional arguments;
     UserError (one line) when they name nothing evo can read."""
-    from dna.published import PUBLISHED, canonical_name, is_published
+    from dna.published import NOT_EXPRESSIBLE, PUBLISHED, canonical_name, is_published, unknown_architecture
 
     if ident is not None:
         return _from_population(arch, ident)
@@ -51,6 +51,8 @@ def resolve(arch: str, ident: str | None) -> dict[str, Any]:
         return _from_file(path)
     if os.path.exists(arch):
         return _from_file(arch)
+    if canonical_name(arch) in NOT_EXPRESSIBLE:
+        raise UserError(unknown_architecture(arch))
     raise UserError(f"{arch!r} is neither a published architecture ({', '.join(PUBLISHED)}), a DNA file, "
                     "nor a population (then give an individual: evo arch URL ID)")
 
@@ -98,7 +100,23 @@ def _from_population(url: str, ident: str) -> dict[str, Any]:
     dna = for_config(config).parse(record.dna)
     size = (config.nasnet.cells_per_stack, config.nasnet.filters) if config.search_space == "nasnet" else None
     return {"dna": dna, "source": f"individual {record.id} of {url} (validation accuracy {record.fitness:.4f})",
-            "name": None, "size": size, "dataset": config.dataset_name}
+            "name": None, "size": size, "dataset": config.dataset_name, "data_shape": _run_data_shape(url, config)}
+
+
+def _run_data_shape(url: str, config) -> tuple[tuple[int, int, int], int] | None:
+    """(input shape, classes) of a run on the user's own images, from its decoded dataset's
+    manifest (None for the built-in datasets or while it is not decoded)."""
+    from evo.config import USER_DATASETS
+
+    if config.dataset_name not in USER_DATASETS:
+        return None
+    from evo.datacache import cache_status
+    from storage import open_store
+
+    status = cache_status(open_store(url), config.dataset, config.data)
+    if status["state"] != "ready":
+        return None
+    return tuple(status["input_shape"]), int(status["num_classes"])
 
 
 def count_multiply_adds(model, input_shape: tuple[int, int, int]) -> int:
@@ -144,7 +162,7 @@ def summarize(resolved: dict[str, Any], cells: int | None, filters: int | None,
     import torch
 
     dna = resolved["dna"]
-    known = KNOWN_DATASETS.get(resolved["dataset"] or "")
+    known = resolved.get("data_shape") or KNOWN_DATASETS.get(resolved["dataset"] or "")
     shape = input_shape or (known[0] if known else CIFAR_SHAPE)
     num_classes = classes or (known[1] if known else CIFAR_CLASSES)
     torch.manual_seed(0)

@@ -99,7 +99,11 @@ def run(args: argparse.Namespace) -> int:
     if not info["trained"]:
         print(f"  NOTE: {info['weights_note']}")
     print(f"  evaluate it with torch alone:  cd {args.export} && python load.py --data {test['file']}")
-    print(f"  or its test accuracy:          evo evaluate {args.export} --dataset {info['dataset']}")
+    if info.get("data_id"):   # the user's images: test.npz is the run's own test split, no decoding again
+        print(f"  or with evo:                   evo evaluate {args.export}")
+        print(f"  new image files:               python {args.export.rstrip('/')}/load.py --images FOLDER")
+    else:
+        print(f"  or its test accuracy:          evo evaluate {args.export} --dataset {info['dataset']}")
     return 0
 
 

@@ -6,88 +6,47 @@ import argparse
 import json
 import math
 import os
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
 
 from dna.bounds import Bounds
-from evo.config import (TABULAR_DATASETS, TABULAR_SPACE, ConfigError, NasnetSettings, RunConfig,
-                        SyntheticSettings, TabularSettings, TrainSettings, check_dataset_spec)
+from evo.config import (COLORS, RESIZES, TABULAR_DATASETS, TABULAR_SPACE, USER_DATASETS, ConfigError,
+                        DataSettings, NasnetSettings, RunConfig, SyntheticSettings, TabularSettings,
+                        TrainSettings, check_dataset_spec)
 
 from evo.spaces import space_class, space_names
 from evo.strategies import strategy_names
 
 from .errors import UserError, read_user_file
+from .init_data import check_data, decode_data, train_images
 from .options import add_command
+from .presets import DATASET_DEFAULTS, PRESETS, apply_preset, defaults_text, describe
 
-# Defaults that differ by dataset: the paper's 25,600 steps suit CIFAR on a GPU; the
-# embedded digits default must finish a meaningful run on a laptop CPU in minutes.
-DATASET_DEFAULTS = {
-    "digits": {"population_size": 10, "steps": 400, "augment": False},
-    "synthetic": {"population_size": 100, "steps": 0, "augment": False},
-    "cifar10": {"population_size": 100, "steps": 25_600, "augment": True},
-    "cifar100": {"population_size": 100, "steps": 25_600, "augment": True},
-}
-# NAS-Bench-201's tables (evo.tabular): the benchmark's regularized-evolution baseline uses
-# P=10, S=3 (D-X-Y/AutoDL-Projects scripts-search/algos/R-EA.sh); nothing is trained.
-for _name in TABULAR_DATASETS:
-    DATASET_DEFAULTS[_name] = {"population_size": 10, "tournament_size": 3, "steps": 0, "augment": False}
 MAX_CONFIG_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A paper's search settings, applied by ``--preset NAME`` under the options given
-    explicitly. ``epochs`` become ``--steps``: that many passes over the dataset's training
-    split at the run's batch size."""
-
-    source: str
-    settings: dict[str, Any]
-    epochs: int
-    note: str = ""
-
-
-# Only what the papers state (docs/SOURCES: /work/shared/SOURCES.md condenses them).
-PRESETS = {
-    "nasnet-search": Preset(
-        "Zoph et al. 2018 (NASNet), the search: child models of N=2 cells per stack trained 20 epochs",
-        {"search_space": "nasnet", "nasnet_cells": 2}, epochs=20,
-        note="their RL controller and its cosine-decayed child training are not evo's: selection stays aging "
-             "and children train at the DNA's constant learning rate"),
-    "amoebanet-search": Preset(
-        "Real et al. 2019 (AmoebaNet), the search: aging evolution with P=100, S=25; N=3, F=24; 25 epochs",
-        {"search_space": "nasnet", "selection": "aging", "population_size": 100, "tournament_size": 25,
-         "nasnet_cells": 3, "nasnet_filters": 24}, epochs=25),
-}
-
-
-def _defaults(key: str) -> str:
-    """'10 for digits, 100 for the others' from DATASET_DEFAULTS (help text that cannot drift)."""
-    by_value: dict = {}
-    for name, d in DATASET_DEFAULTS.items():
-        by_value.setdefault(d[key], []).append(name)
-    return ", ".join(f"{value:,} for {'/'.join(names)}" for value, names in by_value.items())
 
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
     """Options that define a run (shared by `evo init` and `evo launch`)."""
     train, bounds, synthetic, nasnet = TrainSettings(), Bounds(), SyntheticSettings(), NasnetSettings()
-    tabular = TabularSettings()
+    tabular, data = TabularSettings(), DataSettings()
     g = p.add_argument_group("run configuration (written once to config.json; with --config FILE, "
                              "options not given keep the file's values)")
     g.add_argument("--dataset", metavar="SPEC",
-                   help="digits (bundled) | cifar10=PATH | cifar100=PATH (local or gs://) | synthetic | "
-                        f"{' | '.join(TABULAR_DATASETS)} (NAS-Bench-201's tables: cells are looked up, not "
-                        f"trained; implies --search-space {TABULAR_SPACE}; needs pip install 'evo[nb201]') "
+                   help="digits (bundled) | cifar10=PATH | cifar100=PATH | imagefolder=PATH (your images: "
+                        "PATH/train/<class>/*.jpg, or PATH/<class>/*.jpg) | npz=FILE (x_train, y_train, ...) | "
+                        "hf=PATH (a Hugging Face dataset saved to disk or as parquet) | synthetic; paths local "
+                        f"or gs:// | {' | '.join(TABULAR_DATASETS)} (NAS-Bench-201's tables: cells are looked up, "
+                        f"not trained; implies --search-space {TABULAR_SPACE}; needs pip install 'evo[nb201]') "
                         "(default: digits)")
     g.add_argument("--population-size", "-P", type=int, metavar="P",
-                   help=f"population size P (paper: 1000; default: {_defaults('population_size')})")
+                   help=f"population size P (paper: 1000; default: {defaults_text('population_size')})")
     g.add_argument("--selection", choices=strategy_names(),
                    help="pairwise (2017), aging (2019), random search, or another registered strategy "
                         "(default: the search space's: pairwise; aging with --search-space nasnet)")
     g.add_argument("--tournament-size", "-S", type=int, metavar="S",
                    help="sample size S for aging evolution (default: P/4, within 2..25)")
     g.add_argument("--search-space", choices=space_names(), help=f"(default: {RunConfig().search_space})")
-    g.add_argument("--steps", type=int, metavar="N", help=f"training steps per child (paper: 25,600; default: {_defaults('steps')})")
+    g.add_argument("--steps", type=int, metavar="N",
+                   help=f"training steps per child (paper: 25,600; default: {defaults_text('steps')})")
     g.add_argument("--batch-size", type=int, metavar="N", help=f"training batch size (paper and default: {train.batch_size})")
     g.add_argument("--no-augment", action="store_true",
                    help="no random crop / flip (default: augment CIFAR, never digits)")
@@ -113,7 +72,32 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                         f"(nasnet; one of: {', '.join(_published_names())}; implies --search-space nasnet)")
     g.add_argument("--preset", choices=list(PRESETS),
                    help="a paper's search settings under the options given: "
-                        + "; ".join(f"{name}: {_describe(p)}" for name, p in PRESETS.items()))
+                        + "; ".join(f"{name}: {describe(p)}" for name, p in PRESETS.items()))
+    d = p.add_argument_group("your own images (imagefolder, npz, hf datasets; decoded once per run into the "
+                             "population directory)")
+    d.add_argument("--image-size", type=int, metavar="S",
+                   help="images become S x S pixels (default: image files: the median shorter side of a sample, "
+                        "at most 64; arrays: as stored)")
+    d.add_argument("--resize", choices=RESIZES,
+                   help=f"crop: scale the shorter side to S and keep the centre; square: scale the whole image "
+                        f"to S x S (default: {data.resize})")
+    d.add_argument("--color", choices=COLORS,
+                   help=f"rgb, grayscale, or auto: grayscale when every sampled image is (default: {data.color})")
+    d.add_argument("--val-fraction", type=float, metavar="F",
+                   help=f"validation images carved from training, per class, when the dataset has no val split "
+                        f"(default: {data.val_fraction})")
+    d.add_argument("--test-fraction", type=float, metavar="F",
+                   help=f"test images carved from training when the dataset has no test split; 0: none "
+                        f"(default: {data.test_fraction})")
+    d.add_argument("--split-seed", type=int, metavar="N", help=f"seed of the carved splits (default: {data.split_seed})")
+    d.add_argument("--max-bad-fraction", type=float, metavar="F",
+                   help="skip unreadable images (counted, named in the summary) up to this fraction of all "
+                        f"images; more fail the run (default: {data.max_bad_fraction})")
+    d.add_argument("--image-column", metavar="NAME", help="hf: the column of images (default: the Image feature)")
+    d.add_argument("--label-column", metavar="NAME", help="hf: the column of labels (default: the ClassLabel feature)")
+    p.add_argument("--defer-decode", action="store_true",
+                   help="do not decode your images now: the first worker does (for the whole fleet); "
+                        "the folder's layout is still checked")
     g.add_argument("--config", metavar="FILE", help="start from this config.json instead of the defaults")
     g.add_argument("--force-new-config", action="store_true",
                    help="write a config into a directory that holds individuals but no config.json "
@@ -126,36 +110,6 @@ def _published_names() -> list[str]:
     return published_names()
 
 
-_OPTION_NAMES = {"search_space": "--search-space", "selection": "--selection", "population_size": "-P",
-                 "tournament_size": "-S", "nasnet_cells": "--nasnet-cells", "nasnet_filters": "--nasnet-filters"}
-
-
-def _describe(preset: Preset) -> str:
-    """``--search-space nasnet --nasnet-cells 2, --steps = 20 epochs`` (help text that cannot drift)."""
-    options = " ".join(f"{_OPTION_NAMES[k]} {v}" for k, v in preset.settings.items())
-    return f"{options}, --steps = {preset.epochs} epochs".replace("%", "%%")
-
-
-def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
-    """``args`` with the preset's settings filled in where no option was given (a copy; the
-    preset's epochs are in ``preset_epochs``, turned into steps once the dataset is known)."""
-    out = argparse.Namespace(**vars(args))
-    out.preset_epochs = None
-    preset = PRESETS.get(getattr(args, "preset", None) or "")
-    if preset is None:
-        return out
-    space = preset.settings.get("search_space")
-    if space is not None and getattr(args, "search_space", None) not in (None, space):
-        raise UserError(f"--preset {args.preset} is a search of the {space} space; it cannot be used with "
-                        f"--search-space {args.search_space}")
-    for key, value in preset.settings.items():
-        if getattr(out, key, None) is None:
-            setattr(out, key, value)
-    if getattr(out, "steps", None) is None:
-        out.preset_epochs = preset.epochs
-    return out
-
-
 # The option behind each config.json field, to name it in errors.
 OPTION_OF_FIELD = {
     "dataset": "--dataset", "population_size": "-P/--population-size", "selection": "--selection",
@@ -165,6 +119,10 @@ OPTION_OF_FIELD = {
     "synthetic.train_seconds": "--synthetic-train-seconds", "synthetic.weight_bytes": "--synthetic-weight-bytes",
     "nasnet.cells_per_stack": "--nasnet-cells", "nasnet.filters": "--nasnet-filters", "nasnet.seed_arch": "--seed-arch",
     "tabular.time_scale": "--tabular-time-scale",
+    "data.image_size": "--image-size", "data.resize": "--resize", "data.color": "--color",
+    "data.val_fraction": "--val-fraction", "data.test_fraction": "--test-fraction", "data.split_seed": "--split-seed",
+    "data.max_bad_fraction": "--max-bad-fraction", "data.image_column": "--image-column",
+    "data.label_column": "--label-column",
 }
 ARG_OF_FIELD = {"population_size": "population_size", "tournament_size": "tournament_size",
                 "train.steps": "steps", "train.batch_size": "batch_size", "keep_best": "keep_best",
@@ -172,7 +130,11 @@ ARG_OF_FIELD = {"population_size": "population_size", "tournament_size": "tourna
                 "synthetic.train_seconds": "synthetic_train_seconds",
                 "synthetic.weight_bytes": "synthetic_weight_bytes", "nasnet.cells_per_stack": "nasnet_cells",
                 "nasnet.filters": "nasnet_filters", "nasnet.seed_arch": "seed_arch",
-                "tabular.time_scale": "tabular_time_scale"}
+                "tabular.time_scale": "tabular_time_scale", "data.image_size": "image_size",
+                "data.resize": "resize", "data.color": "color", "data.val_fraction": "val_fraction",
+                "data.test_fraction": "test_fraction", "data.split_seed": "split_seed",
+                "data.max_bad_fraction": "max_bad_fraction", "data.image_column": "image_column",
+                "data.label_column": "label_column"}
 
 
 def _where(field: str | None, args: argparse.Namespace, effective: argparse.Namespace | None = None) -> str | None:
@@ -202,7 +164,7 @@ def _read_config_file(path: str) -> RunConfig:
 def _absolute_data_path(spec: str) -> str:
     """``cifar10=data/c10`` -> ``cifar10=/abs/data/c10``: workers may start in another directory."""
     name, eq, path = spec.partition("=")
-    if name in ("cifar10", "cifar100") and path.strip() and "://" not in path:
+    if name in ("cifar10", "cifar100", *USER_DATASETS) and path.strip() and "://" not in path:
         return f"{name}={os.path.abspath(os.path.expanduser(path))}"
     return spec
 
@@ -244,8 +206,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         tournament = given("tournament_size", default_s)
         batch_size = given("batch_size", base.train.batch_size)
         steps = given("steps", d.get("steps", base.train.steps))
+        data = replace(base.data, **{f: getattr(args, f) for f in DATA_OPTIONS if getattr(args, f, None) is not None})
         if args.preset_epochs is not None and name != "synthetic":
-            steps = args.preset_epochs * math.ceil(_train_images(spec) / batch_size) if batch_size >= 1 else steps
+            steps = args.preset_epochs * math.ceil(train_images(spec, data) / batch_size) if batch_size >= 1 else steps
         train = replace(
             base.train,
             steps=steps,
@@ -265,7 +228,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         return replace(
             base, dataset=spec, population_size=pop, selection=selection,
             tournament_size=tournament, search_space=search_space, train=train, bounds=bounds,
-            synthetic=synthetic, nasnet=nasnet, tabular=tabular, inherit_weights=inherit,
+            synthetic=synthetic, nasnet=nasnet, tabular=tabular, data=data, inherit_weights=inherit,
             keep_best=given("keep_best", base.keep_best), seed=given("seed", base.seed),
         )
     except ConfigError as exc:
@@ -275,17 +238,6 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         field = str(exc).split(" ", 1)[0]
         where = _where(field if field in OPTION_OF_FIELD else None, given_args, args)
         raise UserError(f"{where}: {exc}" if where else str(exc)) from None
-
-
-def _train_images(spec: str) -> int:
-    """The training-split size of a dataset (for a preset's epochs), from its files' check."""
-    from evo.data import DatasetError, check_dataset
-
-    try:
-        n = check_dataset(spec)["train_images"]
-    except DatasetError as exc:
-        raise UserError(f"--dataset: {exc}") from None
-    return int(n)
 
 
 def _local_path(url: str) -> str | None:
@@ -309,26 +261,15 @@ def _check_location(url: str) -> None:
         raise UserError(f"{url}: {probe} is a file, not a directory")
 
 
-def check_data(config: RunConfig) -> None:
-    """UserError (one line) unless the config's dataset files are there and its batch fits."""
-    from evo.data import DatasetError, check_dataset
-
-    try:
-        facts = check_dataset(config.dataset)
-    except DatasetError as exc:
-        raise UserError(f"--dataset: {exc}") from None
-    n = facts["train_images"]
-    if n is not None and config.train.batch_size > n:
-        raise UserError(f"--batch-size: train.batch_size must be at most the {n:,} training images of "
-                        f"{facts['name']}, got {config.train.batch_size}")
-
-
-def init_run(url: str, config: RunConfig, *, force_new_config: bool = False) -> tuple[RunConfig, bool]:
+def init_run(url: str, config: RunConfig, *, force_new_config: bool = False,
+             decode: bool = True) -> tuple[RunConfig, bool]:
     """Write ``config`` to the store unless it holds one. Returns (config in force, created).
 
-    Before writing, the dataset's files are checked and a directory holding individuals
-    without a config.json is refused (unless ``force_new_config``): nothing is written when
-    any check fails. Refuses (UserError) when the store already holds a *different* config.
+    Before writing, the dataset's files are checked (and, with ``decode``, a user dataset
+    is decoded into the store's ``data/`` and summarised: the workers then load it) and a
+    directory holding individuals without a config.json is refused (unless
+    ``force_new_config``): no config is written when any check fails. Refuses (UserError)
+    when the store already holds a *different* config.
     """
     from storage import StoreError, open_store
 
@@ -340,6 +281,8 @@ def init_run(url: str, config: RunConfig, *, force_new_config: bool = False) -> 
                 raise UserError(f"{url} holds individuals but no config.json (deleted?); writing a new one "
                                 "would change the run under them: use --force-new-config if you mean it")
             check_data(config)
+            if decode:
+                decode_data(store, config)
             if store.init_config(config.to_json()):
                 return config, True
         existing_text = store.read_config()
@@ -370,10 +313,12 @@ def _diff(a: dict, b: dict, prefix: str = "") -> str:
     return "; ".join(out)
 
 
+DATA_OPTIONS = ("image_size", "resize", "color", "val_fraction", "test_fraction", "split_seed", "max_bad_fraction",
+                "image_column", "label_column")
 CONFIG_OPTIONS = ("population_size", "selection", "tournament_size", "search_space", "steps", "batch_size",
                   "keep_best", "seed", "max_channels", "max_vertices", "synthetic_train_seconds",
                   "synthetic_weight_bytes", "nasnet_cells", "nasnet_filters", "seed_arch", "tabular_time_scale",
-                  "preset", "config")
+                  "preset", "config", *DATA_OPTIONS)
 
 
 def has_config_options(args: argparse.Namespace) -> bool:
@@ -405,7 +350,8 @@ def ensure_run(url: str, args: argparse.Namespace) -> None:
     except OSError as exc:
         raise UserError(f"{exc.filename or url}: {exc.strerror or exc}") from None
     if not exists or has_config_options(args):
-        config, created = init_run(url, config_from_args(args), force_new_config=args.force_new_config)
+        config, created = init_run(url, config_from_args(args), force_new_config=args.force_new_config,
+                                   decode=not getattr(args, "defer_decode", False))
         if created:
             print(f"initialised {url}: dataset={config.dataset} P={config.population_size} "
                   f"selection={config.selection} steps/child={config.train.steps}", flush=True)
@@ -413,11 +359,17 @@ def ensure_run(url: str, args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    config, created = init_run(args.url, config, force_new_config=args.force_new_config)
+    config, created = init_run(args.url, config, force_new_config=args.force_new_config,
+                               decode=not args.defer_decode)
     if created:
         print(f"initialised {args.url}: dataset={config.dataset} P={config.population_size} "
               f"selection={config.selection} steps={config.train.steps} search_space={config.search_space}")
+        if config.dataset_name in USER_DATASETS and args.defer_decode:
+            print("  the dataset is decoded by the first worker (--defer-decode); `evo status` shows it")
     else:
+        if not args.defer_decode:   # a decode that failed or was deferred before is done now
+            from storage import open_store
+            decode_data(open_store(args.url), config)
         print(f"{args.url} already holds this config; nothing to do")
     return 0
 

@@ -95,6 +95,7 @@ def status_report(snap: Snapshot, lost_after: float | None = None,
         "broken": len(snap.broken),
         "broken_entries": [{"key": b.key, "problem": b.problem} for b in snap.broken[:MAX_BROKEN_SHOWN]],
         "slurm_jobs": slurm_jobs,
+        "data": snap.data,
     }
 
 
@@ -145,6 +146,18 @@ def format_status(r: dict[str, Any]) -> str:
              f"{c['search_space']}, {c['steps']} steps/child)  at {utc(r['time'])} UTC",
              f"  alive {r['alive']} | born {r['born']} | killed {r['killed']} | quarantined {r['quarantined']}"
              f" | race losses {r['race_losses']} | failed children {r['failures']}"]
+    data = r.get("data")
+    if data:
+        state = data["state"]
+        if state == "ready":
+            by = f" (decoded by {data['decoded_by']})" if data.get("decoded_by") else ""
+            lines.append(f"  data: {data['summary']}{by}")
+        elif state == "decoding":
+            lines.append(f"  data: {data['line'].replace('waiting for the dataset: ', '')}")
+        elif state == "not decoded":
+            lines.append("  data: not decoded yet (the first worker decodes it, or `evo init`)")
+        else:
+            lines.append(f"  data: {state}: {data.get('problem', '')}")
     if r["best"]:
         lines.append(f"  validation accuracy (live): best {_f(r['best']['fitness'])} ({r['best']['id']}, "
                      f"{r['best']['mutation']}), median {_f(r['median'])}, worst {_f(r['worst']['fitness'])}")

@@ -7,6 +7,10 @@ workers read and write without a coordinator or locks.
     store.kill(info, worker=me)                          # True for exactly one caller
     store.publish(child.to_dict(), weights, parent=ind.id, mutation=..., fitness=..., worker=me)
 
+The run's decoded dataset lives in ``data/`` (:mod:`storage.datacache`): ``data_state``,
+``claim_data``, ``write_data_part``, ``commit_data``, ``read_data_manifest``,
+``read_data_part`` and the decoder's progress record.
+
 Readers of the whole population (status, plots, audits, benchmarks) use the store's reading
 API, never the backend or the record formats: ``census()`` (every individual, one consistent
 pass), ``scan_alive()``, ``scan_history()``, ``scan_quarantine()``, ``births()``,
@@ -24,6 +28,7 @@ from .backend import TEMP_PREFIX, Backend, Entry, StoreError, UnreadableEntry
 from .check import CheckReport
 from .crash import POINTS as CRASH_POINTS
 from .crash import CrashAt, FaultHook, crash_hook
+from .datacache import DataState, check_data_key
 from .local import LocalBackend
 from .memory import MemoryBackend
 from .population import PopulationStore
@@ -39,6 +44,8 @@ __all__ = [
     # what readers get back
     "IndividualInfo", "Individual", "Census", "Broken", "CheckReport", "CorruptRecord",
     "is_id", "birth_of", "dna_hash", "safetensors_header_ok", "safetensors_problem",
+    # the run's decoded dataset (data/)
+    "DataState", "check_data_key",
     # backends (a store is built over one)
     "Backend", "Entry", "LocalBackend", "MemoryBackend", "UnreadableEntry", "TEMP_PREFIX",
     # fault injection (tests, and the hidden ``evo worker --crash-at``)

@@ -20,6 +20,9 @@ What it looks for (each a problem that makes ``ok`` false unless repaired):
   Grace counts from the later of the file's time and its individual's death, so a killer
   still finishing its kill is never raced. Younger ones are reported as ``pending``.
 - stray: files whose names are not part of the layout (reported, never deleted).
+- data/: parts of the decoded dataset that no manifest names (a decoder died before its
+  commit, or lost it) are orphans after the grace period. Repair: delete. A manifest that
+  cannot be read is reported as unreadable (workers decode a new generation instead).
 
 Every read is bounded (records by their size limit, before reading), and records are read
 in small batches, so a hostile store cannot make ``check`` use unbounded memory. Repairs
@@ -37,6 +40,7 @@ import dna as dna_lib
 
 from .backend import MOVED_DIR, TEMP_PREFIX, UnreadableEntry
 from .check_records import AuditedStore, RecordAudits, load_record
+from .datacache import DATA, MAX_MANIFEST_BYTES, parse_data_name
 from .records import (
     CONFIG_KEY, DIRECTORIES, HISTORY, KEPT, MAX_HEARTBEAT_BYTES, PAYLOAD, QUARANTINE, WORKERS,
     CorruptRecord, check_history, history_key, parse_kept_name, parse_payload_name, parse_record_name,
@@ -46,7 +50,7 @@ from .verify import DnaValidator
 MAX_LISTED_PROBLEMS = 200
 # Folders a population directory may hold besides the layout's own (launcher logs beside a
 # local population; data caches and launch records of later layouts are added here).
-KNOWN_FOLDERS = frozenset(DIRECTORIES) | {"logs"}
+KNOWN_FOLDERS = frozenset(DIRECTORIES) | {"logs", DATA}
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,7 @@ class _Audit(RecordAudits):
         self.audit_alive()
         self.audit_payloads()
         self.audit_temp_files()
+        self.audit_data()
 
         remaining = {k: n - self.repaired.get(k, 0) for k, n in self.found.items()}
         problems = self.problems
@@ -141,7 +146,7 @@ class _Audit(RecordAudits):
             if entry.what == "a directory" and entry.name in KNOWN_FOLDERS:
                 continue
             self._foreign("", entry.name, entry.what)
-        for dirname in DIRECTORIES:
+        for dirname in (*DIRECTORIES, DATA):
             for entry in self.backend.list_foreign(dirname):
                 if dirname == QUARANTINE and entry.name == MOVED_DIR.split("/", 1)[1]:
                     continue  # where moved-aside entries live
@@ -198,9 +203,53 @@ class _Audit(RecordAudits):
                 except OSError as exc:
                     self.could_not(f"delete {PAYLOAD}/{name}", exc)
 
+    def audit_data(self) -> None:
+        """The decoded dataset's objects: parts no manifest names are orphans after the grace."""
+        entries = {e.name: e for e in self.backend.list_detail(DATA)}
+        if not entries:
+            return
+        referenced: set[str] = set()
+        for name in sorted(entries):
+            parsed = parse_data_name(name)
+            if parsed is None or parsed[2] != "manifest":
+                continue
+            try:
+                manifest = load_record(self.backend.read(f"{DATA}/{name}", MAX_MANIFEST_BYTES))
+            except FileNotFoundError:
+                continue
+            except UnreadableEntry as exc:
+                self._unreadable(f"{DATA}/{name}", exc.problem)
+                continue
+            if not isinstance(manifest, dict):
+                self._unreadable(f"{DATA}/{name}", "is not a JSON object")
+                continue
+            parts = manifest.get("parts") if isinstance(manifest, dict) else None
+            for part in (parts.values() if isinstance(parts, dict) else ()):
+                if isinstance(part, dict) and isinstance(part.get("key"), str):
+                    referenced.add(part["key"])
+        for name, entry in sorted(entries.items()):
+            if name.startswith(TEMP_PREFIX):
+                continue
+            parsed = parse_data_name(name)
+            if parsed is None:
+                self.problem("stray", f"{DATA}/{name} is not part of the decoded dataset")
+                continue
+            if parsed[2] != "part" or f"{DATA}/{name}" in referenced:
+                continue
+            if self.now - entry.mtime < self.grace:
+                self.pending += 1
+                continue
+            self.problem("orphans", f"{DATA}/{name} is named by no manifest")
+            if self.repair:
+                try:
+                    self.backend.delete(f"{DATA}/{name}")
+                    self.fixed("orphans")
+                except OSError as exc:
+                    self.could_not(f"delete {DATA}/{name}", exc)
+
     def audit_temp_files(self) -> None:
         """Temp files of crashed local writers (other backends have none)."""
-        for dirname in ("", *DIRECTORIES):
+        for dirname in ("", *DIRECTORIES, DATA):
             names = list(self.payloads) if dirname == PAYLOAD else self.backend.list(dirname)
             if not any(n.startswith(TEMP_PREFIX) for n in names):
                 continue

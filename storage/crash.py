@@ -28,6 +28,9 @@ POINTS = (
     "kill:after_keep",         # keep-best decision made, alive entry still there
     "kill:after_unlist",       # alive entry deleted, weights not yet deleted
     "quarantine:after_record", # quarantine record created, alive entry still there
+    "data:after_claim",        # data cache: generation claimed, nothing decoded yet
+    "data:after_part",         # data cache: one split's arrays written, manifest not yet created
+    "data:before_commit",      # data cache: every part written, manifest about to be created
 )
 
 

@@ -33,6 +33,7 @@ import dna as dna_lib
 
 from .backend import StoreError, UnreadableEntry
 from .check import CheckReport, check_store
+from .datacache import DataCaches
 from .kept import KeptWeights
 from .quarantine import Quarantining
 from .readers import PopulationReaders
@@ -47,7 +48,7 @@ from .verify import DnaValidator, verify_weights, weights_size_problem
 MAX_FITNESS = 1e9  # |fitness| must fit the 6-decimal name format exactly
 
 
-class PopulationStore(Quarantining, KeptWeights, PopulationReaders, RunRecords):
+class PopulationStore(Quarantining, KeptWeights, PopulationReaders, RunRecords, DataCaches):
     """One population directory; safe to use from many processes and machines at once.
 
     ``PopulationStore(backend, keep_best=K, dna_validator=..., bounds=..., clock=...,

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from evo.data import (CIFAR_AUGMENT, CIFAR_VALIDATION, NO_AUGMENT, DatasetError, channel_stats,
-                      check_dataset, load_dataset, read_dataset)
+from evo.builtin_data import CIFAR_VALIDATION
+from evo.data import CIFAR_AUGMENT, NO_AUGMENT, DatasetError, channel_stats, check_dataset, load_dataset, read_dataset
 
 N_PER_BATCH = 1010   # 5 batches: 5050 training images, so 50 train + 5000 validation
 N_TEST = 120
@@ -201,6 +201,17 @@ def test_missing_data_names_the_expected_layout(tmp_path):
 def test_missing_test_batch(tmp_path):
     path = make_cifar10(tmp_path, skip=("test_batch",))
     assert "test_batch is missing" in _error(f"cifar10={path}")
+
+
+def test_the_search_never_reads_cifars_test_batch(tmp_path):
+    from evo.data import SEARCH_SPLITS, read_dataset
+
+    path = make_cifar10(tmp_path)
+    with open(os.path.join(path, "test_batch"), "wb") as f:
+        f.write(b"unreadable: the search must not open this")
+    host = read_dataset(f"cifar10={path}", splits=SEARCH_SPLITS)
+    assert SEARCH_SPLITS == ("train", "val") and len(host.train_y) and len(host.val_y)
+    assert "not a CIFAR python batch" in _error(f"cifar10={path}"), "reading all splits does open it"
 
 
 @pytest.mark.parametrize("content, words", [

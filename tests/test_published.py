@@ -76,8 +76,10 @@ def test_the_published_cells_concatenate_what_the_references_do():
 def test_names_are_forgiving_in_case_and_separator_and_unknown_ones_are_one_line_errors():
     assert canonical_name(" AmoebaNet_A ") == "amoebanet-a" and published("NASNET-A") is PUBLISHED["nasnet-a"].dna
     assert published_names() == ["nasnet-a", "amoebanet-a", "amoebanet-c"]
-    with pytest.raises(DNAError, match=r"unknown architecture 'amoebanet-b' \(published: nasnet-a, amoebanet-a"):
-        published("amoebanet-b")
+    with pytest.raises(DNAError, match=r"unknown architecture 'resnet' \(published: nasnet-a, amoebanet-a"):
+        published("resnet")
+    with pytest.raises(DNAError, match=r"amoebanet-b is not expressible in the NASNet space: it uses 1x1"):
+        published("AmoebaNet_B")
 
 
 # ----- the papers' parameter counts, as `evo arch --json` reports them -----
@@ -195,7 +197,9 @@ def test_a_run_seeded_with_a_published_architecture_starts_from_it(capsys, tmp_p
 
 def test_seed_arch_is_checked_when_given(capsys, tmp_path):
     url = str(tmp_path / "pop")
-    refused(capsys, "init", url, "--seed-arch", "resnet", words=("--seed-arch", "unknown nasnet.seed_arch 'resnet'"))
+    refused(capsys, "init", url, "--seed-arch", "resnet", words=("--seed-arch", "nasnet.seed_arch: unknown architecture 'resnet'"))
+    refused(capsys, "init", url, "--seed-arch", "nasnet-c", words=("--seed-arch", "nasnet-c is not expressible"))
+    refused(capsys, "arch", "nasnet-b", words=("nasnet-b is not expressible", "four combinations"))
     refused(capsys, "init", url, "--seed-arch", "nasnet-a", "--search-space", "large_scale",
             words=("--seed-arch", "seeds the nasnet search space"))
     assert not Path(url).exists()

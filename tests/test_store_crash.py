@@ -85,6 +85,12 @@ def test_the_fault_hook_sees_every_point_in_protocol_order(tmp_path):
     seen.clear()
     assert store.read_individual(corrupt) is None
     assert "quarantine:after_record" in seen
+    seen.clear()   # the decoded dataset's cache (storage.datacache)
+    key = "0123456789abcdef"
+    assert store.claim_data(key, 0, {"worker": "w"})
+    store.write_data_part(key, 0, "train", b"arrays")
+    assert store.commit_data(key, 0, {"parts": {}})
+    assert [p for p in seen if p.startswith("data:")] == ["data:after_claim", "data:after_part", "data:before_commit"]
     assert reached == set(POINTS) and len(set(POINTS)) == len(POINTS)
 
 
