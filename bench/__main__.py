@@ -66,12 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="training steps per child (full: 900 = one epoch at batch 50)")
     p.add_argument("--window", type=float, help="seconds of counting per K (full: 20)")
 
-    p = add("search", "evolution (pairwise, aging) vs random search at equal budget on digits", "cpu")
-    p.add_argument("--seeds", type=int, help="seeds per scheme (full: 5)")
-    p.add_argument("--individuals", type=int, help="individuals trained per run (full: 80)")
+    p = add("search", "evolution (pairwise, aging) vs random search at equal budget: on digits, or on "
+                      "NAS-Bench-201's tables with --space nasbench201", "cpu")
+    p.add_argument("--seeds", type=int, help="seeds per scheme (full: 5; nasbench201: 30)")
+    p.add_argument("--individuals", type=int, help="individuals trained per run (full: 80; nasbench201: 200 cells)")
     p.add_argument("--steps", type=int, help="training steps per individual (full: 200)")
     p.add_argument("--population-size", "-P", type=int, help="population size (full: 10)")
-    p.add_argument("--search-space", choices=("large_scale", "nasnet"), default="large_scale")
+    p.add_argument("--search-space", "--space", dest="search_space", choices=("large_scale", "nasnet", "nasbench201"),
+                   default="large_scale", help="nasbench201: the tabular benchmark (real worker processes)")
+    p.add_argument("--workers", type=int, help="nasbench201: worker processes per run (full: 3)")
+    p.add_argument("--tables", type=_names, help="nasbench201: comma-separated of cifar10,cifar100,imagenet16 "
+                                                 "(full: cifar10,cifar100)")
 
     p = add("storage", "the store's individuals/s against worker count, zero training time", "cpu")
     p.add_argument("--backend", default="local", help="store backend to measure (default local)")
@@ -152,6 +157,14 @@ def dispatch(args: argparse.Namespace) -> dict | None:
         from . import packing
         return packing.run(args.mode, device, args.out, ks=args.workers, steps=args.steps, window=args.window)
     if args.name == "search":
+        if args.search_space == "nasbench201":
+            from . import search_nb201
+            if args.steps is not None or args.population_size is not None:
+                raise BenchError("--steps and -P do not apply to --space nasbench201 (tabular; each scheme has its P)")
+            return search_nb201.run(args.mode, args.out, seeds=args.seeds, cells=args.individuals,
+                                    workers=args.workers, tables=args.tables)
+        if args.workers is not None or args.tables is not None:
+            raise BenchError("--workers and --tables apply only to --space nasbench201")
         from . import search
         return search.run(args.mode, device, args.out, seeds=args.seeds, individuals=args.individuals,
                           steps=args.steps, population_size=args.population_size, search_space=args.search_space)

@@ -23,13 +23,17 @@ from storage import FaultHook, open_store
 def make_evaluator(config: RunConfig, space: Any, device: str = "auto", store: Any = None) -> Any:
     """The object that turns a child DNA into (fitness, weights, metrics) for this run.
 
-    The synthetic mode never imports torch; every other dataset trains for real (the data
-    is loaded by the evaluator's ``prepare``, which the worker calls once it is running; a
-    user dataset through its decoded cache in ``store``, the population).
+    The synthetic and tabular (NAS-Bench-201 table) modes never import torch; every other
+    dataset trains for real (the data is loaded by the evaluator's ``prepare``, which the
+    worker calls once it is running; a user dataset through its decoded cache in ``store``,
+    the population).
     """
     if config.dataset_name == "synthetic":
         from evo.synthetic import SyntheticEvaluator
         return SyntheticEvaluator(space, config.synthetic)
+    if config.is_tabular:
+        from evo.tabular import TabularEvaluator
+        return TabularEvaluator(config.dataset_name, config.tabular)
     from evo.evaluator import TorchEvaluator
     return TorchEvaluator(space, config.dataset, config.train, device, data_settings=config.data, store=store)
 

@@ -12,9 +12,14 @@ from typing import Any
 
 from dna.bounds import Bounds, check_int, check_number
 
-DATASETS = ("digits", "cifar10", "cifar100", "synthetic", "imagefolder", "npz", "hf")   # all but digits/synthetic take =PATH
+# NAS-Bench-201's tables (evo.tabular): a cell's fitness is looked up, not trained for.
+TABULAR_DATASETS = ("nb201-cifar10", "nb201-cifar100", "nb201-imagenet16")
+TABULAR_SPACE = "nasbench201"
+DATASETS = ("digits", "cifar10", "cifar100", "synthetic", "imagefolder", "npz", "hf") + TABULAR_DATASETS
+# all but digits/synthetic/nb201-* take =PATH
 USER_DATASETS = ("imagefolder", "npz", "hf")   # the user's own images: decoded once per run into the store
-DATASET_SPECS = "digits, cifar10=PATH, cifar100=PATH, imagefolder=PATH, npz=PATH, hf=PATH, synthetic"
+DATASET_SPECS = ("digits, cifar10=PATH, cifar100=PATH, imagefolder=PATH, npz=PATH, hf=PATH, synthetic, "
+                 + ", ".join(TABULAR_DATASETS))
 RESIZES = ("crop", "square")
 COLORS = ("auto", "rgb", "grayscale")
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 4, 1024
@@ -93,7 +98,7 @@ def check_dataset_spec(spec: Any) -> str:
                 "hf": "a datasets.save_to_disk folder or parquet files"}[name]
         raise ConfigError(f"dataset {name} needs a path: {name}=PATH ({what}; a local path or gs://...)",
                           "dataset")
-    if name in ("digits", "synthetic") and eq:
+    if (name in ("digits", "synthetic") or name in TABULAR_DATASETS) and eq:
         raise ConfigError(f"dataset {name} takes no path (got {spec!r}; {name} is built in)", "dataset")
     return name
 
@@ -134,6 +139,18 @@ class SyntheticSettings:
         _number("synthetic.train_seconds", self.train_seconds, 0, 86_400)
         _int("synthetic.weight_bytes", self.weight_bytes, 0, 2**30)
         _number("synthetic.noise", self.noise, 0, 1)
+
+
+@dataclass(frozen=True)
+class TabularSettings:
+    """Runs on NAS-Bench-201's tables (``nb201-*`` datasets): ``time_scale`` is the fraction of a
+    cell's recorded training time a worker sleeps before answering (0: answer at once), so that
+    asynchronous workers interleave as they would if they trained."""
+
+    time_scale: float = 0.0
+
+    def __post_init__(self) -> None:
+        _number("tabular.time_scale", self.time_scale, 0, 1)
 
 
 @dataclass(frozen=True)
@@ -221,7 +238,7 @@ def _check_data_settings(name: str, data: DataSettings) -> None:
 class RunConfig:
     """Everything a worker needs to take part in a run."""
 
-    dataset: str = "digits"               # digits | cifar10=PATH | cifar100=PATH | imagefolder/npz/hf=PATH | synthetic
+    dataset: str = "digits"               # a spec of DATASET_SPECS (check_dataset_spec)
     population_size: int = 10
     selection: str | None = None          # a registered strategy (evo.strategies); None: the space's default
     tournament_size: int = 2              # S for aging; pairwise always uses 2
@@ -233,6 +250,7 @@ class RunConfig:
     bounds: Bounds = field(default_factory=Bounds)
     synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
     nasnet: NasnetSettings = field(default_factory=NasnetSettings)
+    tabular: TabularSettings = field(default_factory=TabularSettings)
     data: DataSettings = field(default_factory=DataSettings)   # user datasets only
     schema: int = CONFIG_SCHEMA
 
@@ -256,7 +274,7 @@ class RunConfig:
         _int("keep_best", self.keep_best, 0, 1_000_000)
         _int("seed", self.seed, 0, MAX_SEED)
         for key, kind in (("train", TrainSettings), ("bounds", Bounds), ("synthetic", SyntheticSettings),
-                          ("nasnet", NasnetSettings), ("data", DataSettings)):
+                          ("nasnet", NasnetSettings), ("tabular", TabularSettings), ("data", DataSettings)):
             if not isinstance(getattr(self, key), kind):
                 raise ConfigError(f"{key} must be a {kind.__name__}", key)
         if self.nasnet.seed_arch is not None and self.search_space != "nasnet":
@@ -265,10 +283,18 @@ class RunConfig:
         for key, high in BOUNDS_LIMITS.items():
             _int(f"bounds.{key}", getattr(self.bounds, key), 1, high)
         _number("bounds.max_learning_rate", self.bounds.max_learning_rate, 0, MAX_LEARNING_RATE, low_open=True)
+        if name in TABULAR_DATASETS and self.search_space != TABULAR_SPACE:
+            raise ConfigError(f"dataset {name} is a table of {TABULAR_SPACE} cells; this run's search space is "
+                              f"{self.search_space!r} (use --search-space {TABULAR_SPACE})", "search_space")
         _check_data_settings(name, self.data)
-        if name != "synthetic" and self.train.steps < 1:
+        if name != "synthetic" and name not in TABULAR_DATASETS and self.train.steps < 1:
             raise ConfigError(f"train.steps must be an integer in 1..{10**9} for {name} "
                               f"(0 would train nothing), got {self.train.steps}", "train.steps")
+
+    @property
+    def is_tabular(self) -> bool:
+        """True when fitness is looked up in NAS-Bench-201's tables instead of trained for."""
+        return self.dataset_name in TABULAR_DATASETS
 
     @property
     def dataset_name(self) -> str:
@@ -289,7 +315,7 @@ class RunConfig:
         if not isinstance(d, dict):
             raise ConfigError("config must be a JSON object")
         nested = {"train": TrainSettings, "bounds": Bounds, "synthetic": SyntheticSettings,
-                  "nasnet": NasnetSettings, "data": DataSettings}
+                  "nasnet": NasnetSettings, "tabular": TabularSettings, "data": DataSettings}
         kwargs: dict[str, Any] = {}
         known = {f.name for f in fields(cls)}
         for key, value in d.items():

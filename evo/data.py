@@ -251,6 +251,14 @@ def check_dataset(spec: str, settings: DataSettings | None = None) -> dict[str, 
         raise DatasetError(str(exc)) from None
     if name == "synthetic":
         return {"name": name, "train_images": None}
+    if name.startswith("nb201-"):
+        from .tabular import TableError, table_path
+
+        try:
+            table_path(name)
+        except TableError as exc:
+            raise DatasetError(str(exc)) from None
+        return {"name": name, "train_images": None}
     if name in USER_DATASETS:
         from .userdata import check_user
 
@@ -258,6 +266,7 @@ def check_dataset(spec: str, settings: DataSettings | None = None) -> dict[str, 
     from .builtin_data import check_builtin
 
     return check_builtin(name, spec.partition("=")[2])
+
 
 def load_dataset(spec: str, device: "torch.device | str", *, split_seed: int = 0,
                  settings: DataSettings | None = None, store: Any = None,

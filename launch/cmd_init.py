@@ -9,8 +9,9 @@ import os
 from dataclasses import replace
 
 from dna.bounds import Bounds
-from evo.config import (COLORS, RESIZES, USER_DATASETS, ConfigError, DataSettings, NasnetSettings, RunConfig,
-                        SyntheticSettings, TrainSettings, check_dataset_spec)
+from evo.config import (COLORS, RESIZES, TABULAR_DATASETS, TABULAR_SPACE, USER_DATASETS, ConfigError,
+                        DataSettings, NasnetSettings, RunConfig, SyntheticSettings, TabularSettings,
+                        TrainSettings, check_dataset_spec)
 
 from evo.spaces import space_class, space_names
 from evo.strategies import strategy_names
@@ -18,51 +19,34 @@ from evo.strategies import strategy_names
 from .errors import UserError, read_user_file
 from .init_data import check_data, decode_data, train_images
 from .options import add_command
-from .presets import PRESETS, apply_preset, describe
+from .presets import DATASET_DEFAULTS, PRESETS, apply_preset, defaults_text, describe
 
-# Defaults that differ by dataset: the paper's 25,600 steps suit CIFAR on a GPU; the
-# embedded digits default must finish a meaningful run on a laptop CPU in minutes.
-DATASET_DEFAULTS = {
-    "digits": {"population_size": 10, "steps": 400, "augment": False},
-    "synthetic": {"population_size": 100, "steps": 0, "augment": False},
-    "cifar10": {"population_size": 100, "steps": 25_600, "augment": True},
-    "cifar100": {"population_size": 100, "steps": 25_600, "augment": True},
-    # the user's own images: a search a workstation finishes in an afternoon, augmented like CIFAR
-    "imagefolder": {"population_size": 20, "steps": 2_000, "augment": True},
-    "npz": {"population_size": 20, "steps": 2_000, "augment": True},
-    "hf": {"population_size": 20, "steps": 2_000, "augment": True},
-}
 MAX_CONFIG_BYTES = 1 << 20
-
-
-def _defaults(key: str) -> str:
-    """'10 for digits, 100 for the others' from DATASET_DEFAULTS (help text that cannot drift)."""
-    by_value: dict = {}
-    for name, d in DATASET_DEFAULTS.items():
-        by_value.setdefault(d[key], []).append(name)
-    return ", ".join(f"{value:,} for {'/'.join(names)}" for value, names in by_value.items())
 
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
     """Options that define a run (shared by `evo init` and `evo launch`)."""
     train, bounds, synthetic, nasnet = TrainSettings(), Bounds(), SyntheticSettings(), NasnetSettings()
-    data = DataSettings()
+    tabular, data = TabularSettings(), DataSettings()
     g = p.add_argument_group("run configuration (written once to config.json; with --config FILE, "
                              "options not given keep the file's values)")
     g.add_argument("--dataset", metavar="SPEC",
                    help="digits (bundled) | cifar10=PATH | cifar100=PATH | imagefolder=PATH (your images: "
                         "PATH/train/<class>/*.jpg, or PATH/<class>/*.jpg) | npz=FILE (x_train, y_train, ...) | "
                         "hf=PATH (a Hugging Face dataset saved to disk or as parquet) | synthetic; paths local "
-                        "or gs:// (default: digits)")
+                        f"or gs:// | {' | '.join(TABULAR_DATASETS)} (NAS-Bench-201's tables: cells are looked up, "
+                        f"not trained; implies --search-space {TABULAR_SPACE}; needs pip install 'evo[nb201]') "
+                        "(default: digits)")
     g.add_argument("--population-size", "-P", type=int, metavar="P",
-                   help=f"population size P (paper: 1000; default: {_defaults('population_size')})")
+                   help=f"population size P (paper: 1000; default: {defaults_text('population_size')})")
     g.add_argument("--selection", choices=strategy_names(),
                    help="pairwise (2017), aging (2019), random search, or another registered strategy "
                         "(default: the search space's: pairwise; aging with --search-space nasnet)")
     g.add_argument("--tournament-size", "-S", type=int, metavar="S",
                    help="sample size S for aging evolution (default: P/4, within 2..25)")
     g.add_argument("--search-space", choices=space_names(), help=f"(default: {RunConfig().search_space})")
-    g.add_argument("--steps", type=int, metavar="N", help=f"training steps per child (paper: 25,600; default: {_defaults('steps')})")
+    g.add_argument("--steps", type=int, metavar="N",
+                   help=f"training steps per child (paper: 25,600; default: {defaults_text('steps')})")
     g.add_argument("--batch-size", type=int, metavar="N", help=f"training batch size (paper and default: {train.batch_size})")
     g.add_argument("--no-augment", action="store_true",
                    help="no random crop / flip (default: augment CIFAR, never digits)")
@@ -78,6 +62,9 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"simulated training time (synthetic; default: {synthetic.train_seconds:g})")
     g.add_argument("--synthetic-weight-bytes", type=int, metavar="BYTES",
                    help=f"weight file size (synthetic; default: {synthetic.weight_bytes})")
+    g.add_argument("--tabular-time-scale", type=float, metavar="X",
+                   help="sleep X times the table's training time of each looked-up cell, in 0..1 "
+                        f"(nb201-*; default: {tabular.time_scale:g})")
     g.add_argument("--nasnet-cells", type=int, metavar="N", help=f"N normal cells per stack (nasnet; default: {nasnet.cells_per_stack})")
     g.add_argument("--nasnet-filters", type=int, metavar="F", help=f"F filters (nasnet; default: {nasnet.filters})")
     g.add_argument("--seed-arch", metavar="NAME",
@@ -131,6 +118,7 @@ OPTION_OF_FIELD = {
     "bounds.max_channels": "--max-channels", "bounds.max_vertices": "--max-vertices",
     "synthetic.train_seconds": "--synthetic-train-seconds", "synthetic.weight_bytes": "--synthetic-weight-bytes",
     "nasnet.cells_per_stack": "--nasnet-cells", "nasnet.filters": "--nasnet-filters", "nasnet.seed_arch": "--seed-arch",
+    "tabular.time_scale": "--tabular-time-scale",
     "data.image_size": "--image-size", "data.resize": "--resize", "data.color": "--color",
     "data.val_fraction": "--val-fraction", "data.test_fraction": "--test-fraction", "data.split_seed": "--split-seed",
     "data.max_bad_fraction": "--max-bad-fraction", "data.image_column": "--image-column",
@@ -141,7 +129,8 @@ ARG_OF_FIELD = {"population_size": "population_size", "tournament_size": "tourna
                 "seed": "seed", "bounds.max_channels": "max_channels", "bounds.max_vertices": "max_vertices",
                 "synthetic.train_seconds": "synthetic_train_seconds",
                 "synthetic.weight_bytes": "synthetic_weight_bytes", "nasnet.cells_per_stack": "nasnet_cells",
-                "nasnet.filters": "nasnet_filters", "nasnet.seed_arch": "seed_arch", "data.image_size": "image_size",
+                "nasnet.filters": "nasnet_filters", "nasnet.seed_arch": "seed_arch",
+                "tabular.time_scale": "tabular_time_scale", "data.image_size": "image_size",
                 "data.resize": "resize", "data.color": "color", "data.val_fraction": "val_fraction",
                 "data.test_fraction": "test_fraction", "data.split_seed": "split_seed",
                 "data.max_bad_fraction": "max_bad_fraction", "data.image_column": "image_column",
@@ -192,6 +181,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     given_args, args = args, apply_preset(args)
     if getattr(args, "seed_arch", None) is not None and args.search_space is None:
         args.search_space = "nasnet"
+    if args.dataset in TABULAR_DATASETS and args.search_space is None and not args.config:
+        args.search_space = TABULAR_SPACE
     try:
         spec = args.dataset if args.dataset is not None else (base.dataset if args.config else "digits")
         check_dataset_spec(spec)
@@ -210,6 +201,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             selection = space_class(search_space).default_selection
         pop = given("population_size", d.get("population_size", base.population_size))
         default_s = min(25, max(2, pop // 4)) if selection == "aging" and not args.config else base.tournament_size
+        if "tournament_size" in d and args.population_size is None:
+            default_s = d["tournament_size"]
         tournament = given("tournament_size", default_s)
         batch_size = given("batch_size", base.train.batch_size)
         steps = given("steps", d.get("steps", base.train.steps))
@@ -226,6 +219,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                          max_vertices=given("max_vertices", base.bounds.max_vertices))
         synthetic = replace(base.synthetic, train_seconds=given("synthetic_train_seconds", base.synthetic.train_seconds),
                             weight_bytes=given("synthetic_weight_bytes", base.synthetic.weight_bytes))
+        tabular = replace(base.tabular, time_scale=given("tabular_time_scale", base.tabular.time_scale))
         nasnet = replace(base.nasnet, cells_per_stack=given("nasnet_cells", base.nasnet.cells_per_stack),
                          filters=given("nasnet_filters", base.nasnet.filters),
                          seed_arch=given("seed_arch", base.nasnet.seed_arch))
@@ -234,7 +228,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         return replace(
             base, dataset=spec, population_size=pop, selection=selection,
             tournament_size=tournament, search_space=search_space, train=train, bounds=bounds,
-            synthetic=synthetic, nasnet=nasnet, data=data, inherit_weights=inherit,
+            synthetic=synthetic, nasnet=nasnet, tabular=tabular, data=data, inherit_weights=inherit,
             keep_best=given("keep_best", base.keep_best), seed=given("seed", base.seed),
         )
     except ConfigError as exc:
@@ -323,8 +317,8 @@ DATA_OPTIONS = ("image_size", "resize", "color", "val_fraction", "test_fraction"
                 "image_column", "label_column")
 CONFIG_OPTIONS = ("population_size", "selection", "tournament_size", "search_space", "steps", "batch_size",
                   "keep_best", "seed", "max_channels", "max_vertices", "synthetic_train_seconds",
-                  "synthetic_weight_bytes", "nasnet_cells", "nasnet_filters", "seed_arch", "preset", "config",
-                  *DATA_OPTIONS)
+                  "synthetic_weight_bytes", "nasnet_cells", "nasnet_filters", "seed_arch", "tabular_time_scale",
+                  "preset", "config", *DATA_OPTIONS)
 
 
 def has_config_options(args: argparse.Namespace) -> bool:

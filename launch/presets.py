@@ -1,4 +1,5 @@
-"""``evo init --preset NAME``: a paper's search settings, filled in under the options given.
+"""Defaults of ``evo init``: by dataset (:data:`DATASET_DEFAULTS`), and ``--preset NAME``, a
+paper's search settings, filled in under the options given.
 
 Only what the papers state (docs/SOURCES: /work/shared/SOURCES.md condenses them); a
 preset's epochs become ``--steps`` once the dataset (its training-split size) is known.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from typing import Any
+
+from evo.config import TABULAR_DATASETS
 
 from .errors import UserError
 
@@ -23,6 +26,32 @@ class Preset:
     settings: dict[str, Any]
     epochs: int
     note: str = ""
+
+
+# Defaults that differ by dataset: the paper's 25,600 steps suit CIFAR on a GPU; the
+# embedded digits default must finish a meaningful run on a laptop CPU in minutes.
+DATASET_DEFAULTS = {
+    "digits": {"population_size": 10, "steps": 400, "augment": False},
+    "synthetic": {"population_size": 100, "steps": 0, "augment": False},
+    "cifar10": {"population_size": 100, "steps": 25_600, "augment": True},
+    "cifar100": {"population_size": 100, "steps": 25_600, "augment": True},
+    # the user's own images: a search a workstation finishes in an afternoon, augmented like CIFAR
+    "imagefolder": {"population_size": 20, "steps": 2_000, "augment": True},
+    "npz": {"population_size": 20, "steps": 2_000, "augment": True},
+    "hf": {"population_size": 20, "steps": 2_000, "augment": True},
+}
+# NAS-Bench-201's tables (evo.tabular): the benchmark's regularized-evolution baseline uses
+# P=10, S=3 (D-X-Y/AutoDL-Projects scripts-search/NAS-Bench-201-algos/R-EA.sh); nothing is trained.
+for _name in TABULAR_DATASETS:
+    DATASET_DEFAULTS[_name] = {"population_size": 10, "tournament_size": 3, "steps": 0, "augment": False}
+
+
+def defaults_text(key: str) -> str:
+    """'10 for digits, 100 for the others' from DATASET_DEFAULTS (help text that cannot drift)."""
+    by_value: dict = {}
+    for name, d in DATASET_DEFAULTS.items():
+        by_value.setdefault(d[key], []).append(name)
+    return ", ".join(f"{value:,} for {'/'.join(names)}" for value, names in by_value.items())
 
 
 PRESETS = {

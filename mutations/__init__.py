@@ -7,12 +7,14 @@ depends on the DNA and the bounds only, never on the generator. ``REGISTRY`` map
 :func:`mutate` picks one of a space's uniformly among those that apply. Torch-free.
 
 The eleven of Real et al. 2017 are ``large_scale/*``; the three of Real et al. 2019 are
-``nasnet/*`` (:mod:`mutations.nasnet`). A new space declares its names and validator with
+``nasnet/*`` (:mod:`mutations.nasnet`); NAS-Bench-201's one (change an edge's op) is
+``nasbench201/op`` (:mod:`mutations.nasbench201`). A new space declares its names and validator with
 :func:`declare_space` and registers each mutation with :func:`register`.
 """
 
 from . import _conv_params, _structure, _training  # noqa: F401  (importing registers them)
 from . import nasnet  # noqa: F401  (registers nasnet/*)
+from . import nasbench201  # noqa: F401  (registers nasbench201/*)
 from ._channels import symbolic_channels
 from ._mutate import MUTATION_NAMES, NoMutationApplies, applicable, mutate
 from ._random import STRUCTURAL_MUTATIONS, random_dna, random_learning_rate

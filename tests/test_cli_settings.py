@@ -87,7 +87,7 @@ def fake_cifar10(root: Path, skip=()) -> Path:
     (lambda: RunConfig(seed=1.5), "seed", "integer"),
     (lambda: RunConfig(keep_best=-1), "keep_best", "0..1000000"),
     (lambda: RunConfig(selection="best"), "selection", "aging, pairwise, random"),
-    (lambda: RunConfig(search_space="x"), "search_space", "large_scale, nasnet"),
+    (lambda: RunConfig(search_space="x"), "search_space", "large_scale, nasbench201, nasnet"),
     (lambda: RunConfig(inherit_weights=1), "inherit_weights", "true or false"),
     (lambda: RunConfig(dataset="imagenet"), "dataset", "digits, cifar10=PATH"),
     (lambda: RunConfig(dataset="cifar10="), "dataset", "needs a path"),

@@ -39,7 +39,7 @@ MUTATIONS = sorted(mutations.REGISTRY)
 
 
 def test_every_space_has_declared_and_registered_mutations():
-    assert set(space_names()) >= {"large_scale", "nasnet", "toy"}
+    assert set(space_names()) >= {"large_scale", "nasnet", "nasbench201", "toy"}
     for name in space_names():
         assert mutations.ORDER[name], name
         assert [m.key for m in mutations.mutations_of(name)] == [f"{name}/{n}" for n in mutations.ORDER[name]]
@@ -65,7 +65,7 @@ def test_mutation_contract(key):
     assert applied, f"{key} never applied to any parent of its space"
 
 
-@pytest.mark.parametrize("name", ["large_scale", "nasnet", "toy"])
+@pytest.mark.parametrize("name", ["large_scale", "nasnet", "nasbench201", "toy"])
 def test_mutate_picks_only_mutations_that_apply(name):
     space = _space(name)
     rng = np.random.default_rng(0)

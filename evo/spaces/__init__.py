@@ -82,7 +82,7 @@ class SearchSpace(abc.ABC):
 
 
 _REGISTRY: Registry[type[SearchSpace]] = Registry(
-    "search space", ("evo.spaces.large_scale", "evo.spaces.nasnet"), "evo.search_spaces")
+    "search space", ("evo.spaces.large_scale", "evo.spaces.nasnet", "evo.spaces.nasbench201"), "evo.search_spaces")
 
 register_space = _REGISTRY.register
 """Class decorator: make a :class:`SearchSpace` subclass the space named by its ``name``."""

@@ -1,0 +1,334 @@
+"""``python -m bench search --space nasbench201``: evolution against random search on
+NAS-Bench-201's tables, with real asynchronous workers, many seeds, equal budgets.
+
+Every run is a real run: its own local population directory, ``workers`` ``evo worker``
+processes started together (asynchronous: each publishes its share of the budget as fast as
+it goes, the store is all they share), a tabular config (``evo init --dataset nb201-*``: a
+child's fitness is the 200-epoch validation accuracy of one of its cell's recorded training
+seeds, drawn at random, so the search sees noisy fitness as in reality). Schemes:
+
+- ``pairwise``: Real et al. 2017's tournament (two at random; the fitter is the parent, the
+  other dies), P=10;
+- ``aging-rea``: aging evolution with the settings of NAS-Bench-201's REA baseline, P=10,
+  S=3 (D-X-Y/AutoDL-Projects ``scripts-search/NAS-Bench-201-algos/R-EA.sh``:
+  ``--ea_population 10``, and its usage line ``R-EA.sh cifar10 3 -1`` gives the sample size 3);
+- ``aging-p100``: aging evolution with Real et al. 2019's P=100, S=25;
+- ``random``: random search (every child a fresh uniform cell).
+
+All start from random cells (as the benchmark's REA does) and evaluate the same number of
+cells. A run's result is its best-by-validation cell (highest fitness the search saw, ties to
+the earliest), scored by that cell's MEAN validation accuracy over its recorded seeds (what
+the benchmark reports), and its regret to the table's best mean. The curve is that score for
+the best-by-validation cell among the first i cells evaluated (by birth), against i.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ._report import BenchError, markdown_table, say, write_report
+
+REPO = Path(__file__).resolve().parent.parent
+TABLES = ("nb201-cifar10", "nb201-cifar100")
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One search configuration: a strategy and its population size P and sample size S."""
+
+    name: str
+    selection: str
+    population_size: int
+    tournament_size: int
+    source: str
+
+
+SCHEMES = (
+    Scheme("pairwise", "pairwise", 10, 2, "Real et al. 2017 (tournament of two), P=10"),
+    Scheme("aging-rea", "aging", 10, 3, "NAS-Bench-201's REA baseline: P=10, S=3"),
+    Scheme("aging-p100", "aging", 100, 25, "Real et al. 2019: P=100, S=25"),
+    Scheme("random", "random", 10, 2, "random search"),
+)
+
+
+@dataclass(frozen=True)
+class Nb201Settings:
+    """One comparison: every table x scheme x seed, ``cells`` evaluated cells per run."""
+
+    cells: int
+    seeds: tuple[int, ...]
+    workers: int
+    tables: tuple[str, ...] = TABLES
+    time_scale: float = 0.0
+    parallel: int = 1          # runs at once (each with its own population and workers)
+
+
+# Budget: NAS-Bench-201's REA searched CIFAR-10 for 12,000 simulated seconds
+# (D-X-Y/AutoDL-Projects scripts-search/NAS-Bench-201-algos/R-EA.sh, --time_budget 12000),
+# each cell costing its 12-epoch training time; the table's mean 200-epoch CIFAR-10 training time is 1,828 s, so a cell costs ~110 s
+# and the budget buys ~109 cells. Every run here evaluates 110 cells, whatever the scheme.
+MODES = {
+    "full": Nb201Settings(cells=110, seeds=tuple(range(30)), workers=2, parallel=2),
+    "small": Nb201Settings(cells=24, seeds=(0, 1), workers=2, tables=("nb201-cifar10",)),
+}
+
+
+def scheme_for(scheme: Scheme, cells: int) -> Scheme:
+    """The scheme at this budget: a population must be smaller than the budget, so in a small
+    run P shrinks to half the budget (S to P/4, at least 2); the full run keeps the papers'."""
+    if scheme.population_size < cells:
+        return scheme
+    p = max(2, cells // 2)
+    return replace(scheme, population_size=p, tournament_size=min(p, max(2, p // 4)))
+
+
+def one_run(settings: Nb201Settings, table: str, scheme: Scheme, seed: int) -> dict[str, Any]:
+    """Run ``settings.workers`` worker processes on a fresh population until ``cells`` cells
+    were evaluated; the cells in birth order (table key, fitness seen) and the wall time."""
+    from dna.nasbench201 import nb201_from_dict
+    from evo.config import RunConfig, TabularSettings
+    from storage import open_store
+
+    config = RunConfig(dataset=table, search_space="nasbench201", selection=scheme.selection,
+                       population_size=scheme.population_size, tournament_size=scheme.tournament_size,
+                       seed=seed, tabular=TabularSettings(time_scale=settings.time_scale))
+    shares = [settings.cells // settings.workers + (i < settings.cells % settings.workers)
+              for i in range(settings.workers)]
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"evo-nb201-{scheme.name}-") as url:
+        open_store(url).init_config(config.to_json())
+        procs = [subprocess.Popen([sys.executable, "-m", "launch", "worker", url, "--max-individuals", str(k),
+                                   "--index", str(i), "--quiet", "--heartbeat-seconds", "60"],
+                                  cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for i, k in enumerate(shares) if k > 0]
+        errors = []
+        for p in procs:
+            _, err = p.communicate(timeout=600)
+            if p.returncode != 0:
+                errors.append(err.strip().splitlines()[-1] if err.strip() else f"exit {p.returncode}")
+        if errors:
+            raise BenchError(f"{table} {scheme.name} seed {seed}: a worker failed: {errors[0]}"[:300])
+        from launch._snapshot import open_population
+
+        census = open_population(url)[0].census()
+        records = [c for c in census.commits.values() if isinstance(c, dict)] + list(census.history)
+    records.sort(key=lambda r: (r["birth"], r["id"]))
+    cells = [(nb201_from_dict(r["dna"]).table_key(), float(r["fitness"])) for r in records]
+    return {"table": table, "scheme": scheme.name, "seed": seed, "cells": cells,
+            "seconds": time.perf_counter() - t}
+
+
+def curve(cells: list[tuple[str, float]], mean_acc) -> list[float]:
+    """After each cell: the mean validation accuracy of the best-by-validation cell so far."""
+    out, best_fit, best_key = [], -math.inf, None
+    for key, fitness in cells:
+        if fitness > best_fit:
+            best_fit, best_key = fitness, key
+        out.append(mean_acc(best_key))
+    return out
+
+
+def paired_test(a: list[float], b: list[float]) -> dict[str, Any]:
+    """Paired comparison of a against b (same seeds): mean and sd of a - b, wins/ties/losses,
+    the two-sided Wilcoxon signed-rank p-value (scipy) and the exact two-sided sign-test p."""
+    diffs = [x - y for x, y in zip(a, b)]
+    wins, losses = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+    n = wins + losses
+    k = min(wins, losses)
+    sign_p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+    try:
+        from scipy.stats import wilcoxon
+
+        wilcoxon_p = float(wilcoxon(diffs).pvalue) if n else 1.0
+    except ImportError:   # scikit-learn brings scipy; the sign test stands alone without it
+        wilcoxon_p = None
+    return {"mean_diff": statistics.fmean(diffs), "sd_diff": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
+            "wins": wins, "ties": len(diffs) - n, "losses": losses, "wilcoxon_p": wilcoxon_p, "sign_test_p": sign_p}
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(runs: list[dict[str, Any]], settings: Nb201Settings, schemes: tuple[Scheme, ...]) -> dict[str, Any]:
+    """Per table and scheme: curves (mean, sd), per-seed finals, regret, the paired test vs random."""
+    from evo.tabular import load_table
+
+    out: dict[str, Any] = {}
+    for table_name in settings.tables:
+        table = load_table(table_name)
+        best_key, best = table.best()
+        by = {(r["scheme"], r["seed"]): curve(r["cells"], table.mean_val_acc)
+              for r in runs if r["table"] == table_name}
+        entry: dict[str, Any] = {"table_best_cell": best_key, "table_best_mean_val_acc": best, "schemes": {}}
+        for scheme in schemes:
+            curves = [by[(scheme.name, s)] for s in settings.seeds]
+            finals = [c[-1] for c in curves]
+            e = {"P": scheme.population_size, "S": scheme.tournament_size,
+                 "curve_mean": [statistics.fmean(c[i] for c in curves) for i in range(settings.cells)],
+                 "curve_sd": [statistics.stdev([c[i] for c in curves]) if len(curves) > 1 else 0.0
+                              for i in range(settings.cells)],
+                 "final_mean_val_acc_seeds": finals, "final": _mean_sd(finals),
+                 "regret_seeds": [best - f for f in finals], "regret": _mean_sd([best - f for f in finals]),
+                 "found_table_best_seeds": sum(r["cells"][-1] is not None and
+                                               max(r["cells"], key=lambda c: c[1])[0] == best_key
+                                               for r in runs if r["table"] == table_name
+                                               and r["scheme"] == scheme.name),
+                 "seconds_per_run": _mean_sd([r["seconds"] for r in runs
+                                              if r["table"] == table_name and r["scheme"] == scheme.name])}
+            entry["schemes"][scheme.name] = e
+        rand = entry["schemes"]["random"]["final_mean_val_acc_seeds"]
+        for scheme in schemes:
+            if scheme.name != "random":
+                entry["schemes"][scheme.name]["vs_random"] = paired_test(
+                    entry["schemes"][scheme.name]["final_mean_val_acc_seeds"], rand)
+        out[table_name] = entry
+    return out
+
+
+def plot(summary: dict[str, Any], settings: Nb201Settings, schemes: tuple[Scheme, ...], path: Path) -> None:
+    """Best-so-far (mean validation accuracy of the best-by-validation cell) vs cells evaluated,
+    mean and +-1 sd band per scheme, one panel per table; the table's best as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(settings.tables), figsize=(6.5 * len(settings.tables), 4.5), squeeze=False)
+    colors = {"pairwise": "tab:blue", "aging-rea": "tab:green", "aging-p100": "tab:olive", "random": "tab:red"}
+    for ax, table_name in zip(axes[0], settings.tables):
+        entry = summary[table_name]
+        lows = []
+        for scheme in schemes:
+            e = entry["schemes"][scheme.name]
+            mean, sd = [100 * m for m in e["curve_mean"]], [100 * s for s in e["curve_sd"]]
+            x = range(1, len(mean) + 1)
+            ax.plot(x, mean, color=colors.get(scheme.name), label=f"{scheme.name} (P={e['P']}, S={e['S']})")
+            ax.fill_between(x, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)],
+                            color=colors.get(scheme.name), alpha=0.12)
+            lows.append(mean[min(len(mean) - 1, 9)] - sd[min(len(sd) - 1, 9)])
+        best = 100 * entry["table_best_mean_val_acc"]
+        ax.axhline(best, color="black", lw=0.8, ls="--", label=f"table's best {best:.2f}")
+        ax.set_ylim(min(lows) - 0.5, best + 0.4)
+        ax.set_xlabel("cells evaluated")
+        ax.set_ylabel("validation accuracy (%) of the best cell so far")
+        ax.set_title(f"NAS-Bench-201 {table_name[6:]}: {len(settings.seeds)} seeds, {settings.workers} "
+                     "async workers per run (mean ± sd)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(mode: str = "small", out_dir: str | Path = "bench/results", *, seeds: int | None = None,
+        cells: int | None = None, workers: int | None = None, tables: tuple[str, ...] | None = None,
+        ) -> dict[str, Any]:
+    """Every table x scheme x seed; writes ``search-nasbench201-{mode}-cpu.{json,md,png}``."""
+    from evo.tabular import TableError, load_table
+
+    settings = MODES[mode]
+    changes: dict[str, Any] = {}
+    if seeds is not None:
+        changes["seeds"] = tuple(range(seeds))
+    if cells is not None:
+        changes["cells"] = cells
+    if workers is not None:
+        changes["workers"] = workers
+    if tables is not None:
+        changes["tables"] = tuple(t if t.startswith("nb201-") else f"nb201-{t}" for t in tables)
+    settings = replace(settings, **changes)
+    if len(settings.seeds) < 2:
+        raise BenchError("--seeds must be at least 2 (the comparison is paired over seeds)")
+    if settings.workers < 1 or settings.cells < 4 * settings.workers:
+        raise BenchError(f"--individuals ({settings.cells}) must be at least 4 per worker ({settings.workers} workers)")
+    for t in settings.tables:
+        try:
+            load_table(t)
+        except TableError as exc:
+            raise BenchError(str(exc)) from None
+    schemes = tuple(scheme_for(s, settings.cells) for s in SCHEMES)
+    total = len(settings.tables) * len(schemes) * len(settings.seeds)
+    say(f"search-nasbench201 {mode}: {total} runs of {settings.cells} cells, {settings.workers} workers each, "
+        f"tables {', '.join(settings.tables)}")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from launch._snapshot import open_population  # noqa: F401  (imported once, before the threads)
+
+    specs = [(table, scheme, seed) for table in settings.tables for seed in settings.seeds for scheme in schemes]
+    runs: list[dict[str, Any]] = []
+    with ThreadPoolExecutor(max_workers=settings.parallel) as pool:   # each run is its own processes
+        for r in pool.map(lambda spec: one_run(settings, *spec), specs):
+            if len(r["cells"]) != settings.cells:
+                raise BenchError(f"{r['table']} {r['scheme']} seed {r['seed']}: {len(r['cells'])} cells, "
+                                 f"expected {settings.cells}")
+            runs.append(r)
+            say(f"[{len(runs)}/{total}] {r['table']} {r['scheme']} seed {r['seed']}: best seen "
+                f"{max(f for _, f in r['cells']):.4f} in {r['seconds']:.1f} s")
+    # the raw runs first, so a failed report can be redone from them (report(json.load(...), ...))
+    raw = Path(tempfile.gettempdir()) / f"search-nasbench201-{mode}-runs.json"
+    raw.write_text(json.dumps(runs), encoding="utf-8")
+    return report(runs, settings, schemes, mode, out_dir)
+
+
+def report(runs: list[dict[str, Any]], settings: Nb201Settings, schemes: tuple[Scheme, ...], mode: str,
+           out_dir: str | Path) -> dict[str, Any]:
+    """Summarise finished runs; write the JSON (per-seed finals kept), the markdown and the plot."""
+    name = "search-nasbench201"
+    summary = summarise(runs, settings, schemes)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / f"{name}-{mode}-cpu.png"
+    plot(summary, settings, schemes, png)
+    parts, lines = [], []
+    for table_name in settings.tables:
+        entry = summary[table_name]
+        rows = []
+        for scheme in schemes:
+            e = entry["schemes"][scheme.name]
+            vs = e.get("vs_random")
+            test = ("-" if vs is None else
+                    f"{100 * vs['mean_diff']:+.2f} ± {100 * vs['sd_diff']:.2f} ({vs['wins']}/{vs['ties']}/"
+                    f"{vs['losses']}); Wilcoxon p={_p(vs['wilcoxon_p'])}, sign p={_p(vs['sign_test_p'])}")
+            rows.append((scheme.name, f"{e['P']}/{e['S']}", f"{100 * e['final'][0]:.2f} ± {100 * e['final'][1]:.2f}",
+                         f"{100 * e['regret'][0]:.2f} ± {100 * e['regret'][1]:.2f}",
+                         f"{e['found_table_best_seeds']}/{len(settings.seeds)}", test,
+                         f"{e['seconds_per_run'][0]:.1f}"))
+        parts.append(f"### {table_name}: table's best cell {entry['table_best_cell']} at "
+                     f"{100 * entry['table_best_mean_val_acc']:.2f}% mean validation accuracy\n\n" + markdown_table(
+                         ["scheme", "P/S", f"mean val acc (%) after {settings.cells} cells", "regret (%)",
+                          "found the best", "vs random, paired: diff (wins/ties/losses), p", "s per run"], rows))
+        rea, rnd = entry["schemes"]["aging-rea"], entry["schemes"]["random"]
+        vs = rea["vs_random"]
+        lines.append(f"{table_name[6:]}: aging (REA) {100 * rea['final'][0]:.2f} ± {100 * rea['final'][1]:.2f} vs "
+                     f"random {100 * rnd['final'][0]:.2f} ± {100 * rnd['final'][1]:.2f} "
+                     f"(paired {100 * vs['mean_diff']:+.2f}, Wilcoxon p={_p(vs['wilcoxon_p'])})")
+    text = (f"NAS-Bench-201, {settings.cells} cells per run, {len(settings.seeds)} seeds, mean validation accuracy "
+            "of the best-by-validation cell: " + "; ".join(lines))
+    markdown = ("\n\n".join(parts) + f"\n\n![best so far vs cells evaluated]({png.name})\n\n"
+                "Mean validation accuracy: the average over the cell's recorded training seeds of its 200-epoch "
+                "validation accuracy in the benchmark's table (the search saw one seed's, drawn at random). "
+                "Regret: the table's best mean minus that. Paired over seeds against random search; "
+                "Wilcoxon signed-rank and exact sign test, two-sided.\n")
+    settings_d = {"cells": settings.cells, "seeds": list(settings.seeds), "workers_per_run": settings.workers,
+                  "runs_at_once": settings.parallel,
+                  "tables": list(settings.tables), "time_scale": settings.time_scale,
+                  "schemes": {s.name: {"selection": s.selection, "P": s.population_size, "S": s.tournament_size,
+                                       "source": s.source} for s in schemes}}
+    slim = [{"table": r["table"], "scheme": r["scheme"], "seed": r["seed"], "seconds": r["seconds"],
+             "cells": [k for k, _ in r["cells"]], "fitness_seen": [f for _, f in r["cells"]]} for r in runs]
+    return write_report(name, mode, "cpu", out_dir, settings=settings_d,
+                        results={"summary": summary, "runs": slim, "plot": png.name}, markdown=markdown, summary=text)
+
+
+def _p(p: float | None) -> str:
+    return "-" if p is None else (f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}")
