@@ -154,7 +154,7 @@ def _candidates(store, config, args) -> list[dict[str, Any]]:
 
 def build_requests(args: argparse.Namespace, store, config, spec: str) -> list[dict[str, Any]]:
     """The retrain requests the options ask for (not yet written)."""
-    from evo.retrain import make_request
+    from evo.retrain_request import make_request
 
     settings = settings_from_args(args, spec.split("=", 1)[0])
     init = "weights" if args.from_weights else "scratch"
