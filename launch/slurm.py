@@ -9,9 +9,9 @@ local executor: a real rehearsal of the SLURM path on one machine.
 
 By default the launcher returns once the array is queued (SLURM) and waits for the
 workers with a progress line (local executor); ``--wait``/``--no-wait`` override that.
-While waiting (``launch._slurm_wait``), Ctrl-C cancels the jobs; an array that stays pending for a reason that never
-clears (``PartitionConfig``: a request larger than any node, ...) ends the wait with one
-line naming the reason. The array's job id is recorded in the store
+While waiting (``launch._slurm_wait``), Ctrl-C cancels the jobs; an array that stays
+pending for a reason that never clears (``PartitionConfig``: a request larger than any
+node, ...) ends the wait with one line naming the reason. The array's job id is recorded in the store
 (``launches/slurm-{id}.json``) so that ``evo status`` can ask squeue about it.
 
 Signals: submitit installs its own SIGTERM (ignore) and USR2 (checkpoint and requeue)
