@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+
 class Printer:
     """Progress of one process's retrains: a live line on a terminal, a line per epoch otherwise."""
 
@@ -64,6 +65,7 @@ class Printer:
 
 
 def progress_line(store, rids: list[str]) -> str:
+    """One line of every retrain's epoch and ETA (or its state), read from the store."""
     from evo.retrain import eta_text
 
     parts = []
@@ -93,6 +95,7 @@ def report_table(store, rids: list[str]) -> list[dict[str, Any]]:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
+    """Print :func:`report_table`'s rows as a table with a header."""
     print("retrain                                                 state     searched val  params    test accuracy")
     for r in rows:
         val = f"{r['validation_accuracy']:.4f}" if isinstance(r["validation_accuracy"], (int, float)) else "-"
