@@ -1,7 +1,7 @@
 """Final trainings of a search's best individuals (or named architectures), as restartable,
 claimable jobs in the population directory.
 
-A *request* (:func:`make_request`) says what to train (a DNA, at which size, from scratch or
+A *request* (:func:`evo.retrain_request.make_request`) says what to train (a DNA, at which size, from scratch or
 from the individual's trained weights), on which dataset and with which
 ``FinalSettings``; its id is ``{label}-{hash}`` where the hash covers all of it, so the same
 request made twice, from anywhere, is one retrain. :class:`RetrainRunner` trains requests:
@@ -13,19 +13,16 @@ Any number of runners on any machines can work on one population's requests: non
 request another live runner holds, and a request whose runner died is taken over after its
 lease, from its last checkpoint.
 
-Collaborators are passed in: the store, the model builder (:func:`build_model` by default),
+Collaborators are passed in: the store, the model builder (:func:`evo.retrain_request.build_model` by default),
 the exporter that turns final weights into the files of a torch-only export (the CLI passes
 ``launch._export.export_files``), the stop signals and a progress callback.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
-import re
 import socket
 import threading
 import time
@@ -34,88 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .final_settings import FinalSettings
+from .retrain_request import build_model, export_architecture
 from .stopping import StopRequested, StopSignals
 
 log = logging.getLogger("evo.retrain")
 
 DEFAULT_LEASE = 120.0            # seconds a claim stays valid without a heartbeat
 DEFAULT_CHECKPOINT_SECONDS = 300.0
-_LABEL = re.compile(r"[^A-Za-z0-9_.:+=@-]+")
-
-
-# ----- requests -----
-
-def make_request(*, label: str, source: dict[str, Any], dna: dict[str, Any], dna_hash: str, dataset: str,
-                 settings: FinalSettings, size: dict[str, int] | None, init: str = "scratch") -> dict[str, Any]:
-    """A retrain request record (plain data) with its id ``rid``.
-
-    ``label``: an individual's id or an architecture's name (characters a store name cannot
-    hold become ``_``); ``source``: where the DNA came from (``{"kind": "individual", "id",
-    "fitness", "run"}``, ``{"kind": "arch", "name"}``, ``{"kind": "dna", "file"}``), plus for
-    ``init="weights"`` the ``payload_sha256`` of the weights to continue from. The id's hash
-    covers the DNA, size, dataset, settings, init and those weights, not the provenance.
-    """
-    if init not in ("scratch", "weights"):
-        raise ValueError(f"init must be 'scratch' or 'weights', got {init!r}")
-    what = {"dna_hash": dna_hash, "size": size, "dataset": dataset, "settings": settings.to_dict(), "init": init,
-            "weights": source.get("payload_sha256") if init == "weights" else None}
-    digest = hashlib.sha256(json.dumps(what, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
-    clean = _LABEL.sub("_", label).strip("_.-")[:100] or "model"
-    if not clean[0].isalnum():
-        clean = "m" + clean
-    return {"schema": 1, "rid": f"{clean}-{digest}", "source": source, "kind": dna.get("kind", "large_scale"),
-            "dna": dna, "dna_hash": dna_hash, "size": size, "dataset": dataset, "settings": settings.to_dict(),
-            "init": init}
-
-
-# ----- models -----
-
-def build_model(request: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int, *,
-                aux_head: bool, bounds: Any = None) -> tuple[Any, bool]:
-    """``(model, has_aux_head)`` for a request's DNA at its size, freshly initialised (the
-    caller seeds torch). NASNet models get the auxiliary head when asked
-    (``build_nasnet(..., aux_head=True)``) and ScheduledDropPath (``model.drop_path_prob``);
-    large-scale models have neither."""
-    import dna as dna_lib
-
-    d = request["dna"]
-    if d.get("kind") == "nasnet":
-        from dna.build_nasnet import build_nasnet
-        from dna.nasnet import nasnet_from_dict
-
-        size = request.get("size") or {}
-        model = build_nasnet(nasnet_from_dict(d, bounds or _structure_only()), tuple(input_shape), num_classes,
-                             cells_per_stack=size.get("cells", 3), filters=size.get("filters", 24),
-                             aux_head=bool(aux_head))
-        return model, bool(aux_head)
-    from dna.build import build
-
-    genome = dna_lib.from_dict(d)
-    return build(genome, tuple(input_shape), num_classes, bounds=bounds or _structure_only()), False
-
-
-def _structure_only() -> Any:
-    """Bounds that check a DNA's structure only: a request's DNA may come from outside the run."""
-    import sys
-
-    import dna as dna_lib
-
-    return dna_lib.Bounds(max_vertices=10**6, max_edges=10**6, max_channels=10**9, max_filter_size=2**31 - 1,
-                          max_stride=2**30, min_learning_rate=sys.float_info.min,
-                          max_learning_rate=sys.float_info.max)
-
-
-def export_architecture(request: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int) -> dict[str, Any]:
-    """The ``architecture`` object of an export's model.json for a request's DNA and size."""
-    d = request["dna"]
-    if d.get("kind") == "nasnet":
-        size = request.get("size") or {}
-        return {"kind": "nasnet", "input_shape": list(input_shape), "num_classes": num_classes,
-                "cells_per_stack": size.get("cells", 3), "filters": size.get("filters", 24)}
-    import dna as dna_lib
-    from dna.portable_plan import architecture
-
-    return architecture(dna_lib.from_dict(d), tuple(input_shape), num_classes)
 
 
 # ----- running -----

@@ -33,7 +33,7 @@ class RetrainJob:
         from storage import open_store
 
         from ._export import export_files
-        from .cmd_retrain import _Printer
+        from ._retrain_report import Printer
         from .cmd_worker import configure_logging
         from .slurm import _log_submitit_once, _preempt_signal
 
@@ -47,7 +47,7 @@ class RetrainJob:
             stop.keep_installed()
             options = RunnerOptions(device=device, lease=lease, checkpoint_seconds=checkpoint_seconds,
                                     retry_failed=retry_failed, owner={"scheduler": scheduler_identity()})
-            runner = RetrainRunner(open_store(url), exporter=export_files, options=options, progress=_Printer(),
+            runner = RetrainRunner(open_store(url), exporter=export_files, options=options, progress=Printer(),
                                    stop=stop)
             try:
                 runner.run_pending(done=reports)

@@ -37,7 +37,8 @@ from .population import PopulationStore
 from .readers import Census
 from .reading import Broken
 from .records import CorruptRecord, Individual, IndividualInfo, birth_of, dna_hash, is_id
-from .retrain import Claim, RetrainState, is_retrain_id
+from .retrain import Claim, RetrainState
+from .retrain_format import is_retrain_id
 from .safetensors_check import safetensors_header_ok, safetensors_problem
 from .verify import DnaValidator
 

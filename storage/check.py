@@ -47,7 +47,7 @@ from .records import (
     CONFIG_KEY, DIRECTORIES, HISTORY, KEPT, MAX_HEARTBEAT_BYTES, PAYLOAD, QUARANTINE, WORKERS,
     CorruptRecord, check_history, history_key, parse_kept_name, parse_payload_name, parse_record_name,
 )
-from .retrain import RETRAIN
+from .retrain_format import RETRAIN
 from .verify import DnaValidator
 
 MAX_LISTED_PROBLEMS = 200

@@ -18,7 +18,7 @@ from .backend import TEMP_PREFIX, UnreadableEntry
 from .check_records import Findings
 from .reading import Broken, read_json
 from .records import CorruptRecord, loads
-from .retrain import (
+from .retrain_format import (
     _BEAT, _CKPT, _CKPT_BLOB, _CLAIM, RETRAIN, check_request, check_result, is_retrain_id,
 )
 

@@ -20,7 +20,8 @@ request). Everything about it is under ``retrain/``:
   the test images), then ``retrain/{rid}/result.json`` (create-if-absent): test accuracy,
   the export's files and their SHA-256. A retrain is done exactly when its result exists.
 
-Every read is bounded and checked; what does not check out is a ``Broken`` or None, never
+The names and record checks are :mod:`storage.retrain_format`'s. Every read is bounded
+and checked; what does not check out is a ``Broken`` or None, never
 an exception for the reader. Torch-free.
 """
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,41 +37,10 @@ from .backend import MAX_RECORD_BYTES, UnreadableEntry
 from .core import StoreCore
 from .reading import Broken, read_json
 from .records import MAX_PAYLOAD_BYTES, CorruptRecord, dumps, loads
-from .verify import check_dna
-
-RETRAIN = "retrain"
-RETRAIN_SCHEMA = 1
-_RID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+=@-]{0,110}-[0-9a-f]{12}")
-_CLAIM = re.compile(r"claim-(\d{6})\.json")
-_BEAT = re.compile(r"beat-(\d{6})\.json")
-_CKPT = re.compile(r"ckpt-(\d{10})\.json")
-_CKPT_BLOB = re.compile(r"ckpt-(\d{10})\.([0-9a-f]{16})\.safetensors")
-_EXPORT_NAME = re.compile(r"(evo_model/)?[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-FIXED_NAMES = ("metrics.json", "result.json")
-MIN_LEASE, MAX_LEASE = 5.0, 24 * 3600.0
-MAX_EXPORT_FILES = 64
-
-
-def is_retrain_id(text: Any) -> bool:
-    """True if ``text`` has the form of a retrain id (``{label}-{12 hex}``)."""
-    return isinstance(text, str) and _RID.fullmatch(text) is not None
-
-
-def check_retrain_id(text: Any) -> str:
-    """``text`` if it is a retrain id, else ValueError naming it."""
-    if not is_retrain_id(text):
-        raise ValueError(f"not a retrain id: {str(text)[:80]!r}")
-    return text
-
-
-def request_key(rid: str) -> str:
-    """Key of a retrain's request."""
-    return f"{RETRAIN}/{check_retrain_id(rid)}.json"
-
-
-def _key(rid: str, name: str) -> str:
-    return f"{RETRAIN}/{check_retrain_id(rid)}/{name}"
+from .retrain_format import (
+    _CKPT, _CKPT_BLOB, _CLAIM, _EXPORT_NAME, MAX_EXPORT_FILES, MAX_LEASE, MIN_LEASE, RETRAIN, RETRAIN_SCHEMA,
+    check_request, check_result, check_retrain_id, is_retrain_id, request_key, retrain_key,
+)
 
 
 @dataclass(frozen=True)
@@ -104,56 +73,6 @@ class RetrainState:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     broken: tuple[Broken, ...] = ()
 
-
-def check_request(obj: Any, rid: str | None) -> dict[str, Any]:
-    """A retrain request after checking its structure and DNA; CorruptRecord otherwise.
-
-    The DNA is checked by its own kind, structurally (a request may name an architecture
-    from outside the run, e.g. a published cell in a large-scale run's directory, so the
-    run's search space and bounds do not apply); the training settings inside are checked
-    by their owner, ``evo.final_settings``.
-    """
-    if not isinstance(obj, dict):
-        raise CorruptRecord("retrain request is not a JSON object")
-    if obj.get("schema") != RETRAIN_SCHEMA or isinstance(obj.get("schema"), bool):
-        raise CorruptRecord(f"unknown retrain request schema {repr(obj.get('schema'))[:40]}")
-    if rid is not None and obj.get("rid") != rid:
-        raise CorruptRecord("retrain request's rid does not match its name")
-    for name, kind in (("dna", dict), ("settings", dict), ("source", dict), ("dataset", str), ("init", str)):
-        if not isinstance(obj.get(name), kind):
-            raise CorruptRecord(f"retrain request field {name!r} is missing or of the wrong type")
-    size = obj.get("size")
-    if size is not None and not (isinstance(size, dict) and all(
-            isinstance(size.get(k), int) and not isinstance(size.get(k), bool) and 1 <= size[k] <= 4096
-            for k in ("cells", "filters"))):
-        raise CorruptRecord("retrain request field 'size' must be null or {cells, filters}")
-    if obj["init"] not in ("scratch", "weights"):
-        raise CorruptRecord("retrain request field 'init' must be 'scratch' or 'weights'")
-    from .records import dna_hash
-
-    if obj.get("dna_hash") != dna_hash(obj["dna"]):
-        raise CorruptRecord("retrain request's dna_hash does not match its DNA")
-    check_dna(obj["dna"], None, None)
-    return obj
-
-
-def check_result(obj: Any, rid: str) -> dict[str, Any]:
-    """A retrain result after checking its fields; CorruptRecord otherwise."""
-    if not isinstance(obj, dict) or obj.get("schema") != RETRAIN_SCHEMA or obj.get("rid") != rid:
-        raise CorruptRecord("retrain result is not a result of this retrain")
-    acc = obj.get("test_accuracy")
-    if isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0 <= acc <= 1:
-        raise CorruptRecord("retrain result has no test accuracy in [0, 1]")
-    files = obj.get("files")
-    if not isinstance(files, dict) or not files or len(files) > MAX_EXPORT_FILES:
-        raise CorruptRecord("retrain result has no list of exported files")
-    for name, spec in files.items():
-        if not (isinstance(name, str) and _EXPORT_NAME.fullmatch(name) and isinstance(spec, dict)
-                and isinstance(spec.get("sha256"), str) and _HEX64.fullmatch(spec["sha256"])
-                and isinstance(spec.get("size"), int) and not isinstance(spec.get("size"), bool)
-                and 0 <= spec["size"] <= MAX_PAYLOAD_BYTES):
-            raise CorruptRecord(f"retrain result names a bad exported file {str(name)[:60]!r}")
-    return obj
 
 
 class RetrainRecords(StoreCore):
@@ -211,7 +130,7 @@ class RetrainRecords(StoreCore):
             return None
         record = {"schema": RETRAIN_SCHEMA, "rid": rid, "n": n, "time": self.now(), "lease": float(lease),
                   "owner": owner}
-        if not self.backend.create(_key(rid, f"claim-{n:06d}.json"), dumps(record)):
+        if not self.backend.create(retrain_key(rid, f"claim-{n:06d}.json"), dumps(record)):
             return None
         return Claim(rid, n, float(lease))
 
@@ -220,8 +139,8 @@ class RetrainRecords(StoreCore):
         holder said so in its last heartbeat, ``alive`` if it
         claimed or beat within its lease (an unreadable claim counts as alive for one default
         lease from its file time, never forever), else ``dead``."""
-        claim = self._read_small(_key(rid, f"claim-{n:06d}.json"))
-        beat = self._read_small(_key(rid, f"beat-{n:06d}.json"))
+        claim = self._read_small(retrain_key(rid, f"claim-{n:06d}.json"))
+        beat = self._read_small(retrain_key(rid, f"beat-{n:06d}.json"))
         said = beat["info"].get("state") if isinstance(beat, dict) and isinstance(beat.get("info"), dict) else None
         if said in ("failed", "released"):
             return said
@@ -230,13 +149,13 @@ class RetrainRecords(StoreCore):
             lease = 600.0
         times = [r.get("time") for r in (claim, beat) if isinstance(r, dict) and _finite(r.get("time"))]
         if not times:
-            entry = self._stat(_key(rid, f"claim-{n:06d}.json"))
+            entry = self._stat(retrain_key(rid, f"claim-{n:06d}.json"))
             times = [entry.mtime] if entry else []
         return "alive" if times and self.now() - max(times) < lease else "dead"
 
     def retrain_beat(self, claim: Claim, info: dict[str, Any]) -> None:
         """Write the holder's heartbeat (``time`` now, ``info``: progress and identity)."""
-        self.backend.write(_key(claim.rid, f"beat-{claim.n:06d}.json"),
+        self.backend.write(retrain_key(claim.rid, f"beat-{claim.n:06d}.json"),
                            dumps({"schema": RETRAIN_SCHEMA, "n": claim.n, "time": self.now(), "info": info}))
 
     def retrain_still_mine(self, claim: Claim) -> bool:
@@ -255,12 +174,12 @@ class RetrainRecords(StoreCore):
         if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < 10**10:
             raise ValueError(f"bad checkpoint step {step!r}")
         nonce = secrets.token_hex(8)
-        blob_key = _key(claim.rid, f"ckpt-{step:010d}.{nonce}.safetensors")
+        blob_key = retrain_key(claim.rid, f"ckpt-{step:010d}.{nonce}.safetensors")
         self.backend.write(blob_key, blob)
         commit = {"schema": RETRAIN_SCHEMA, "step": step, "claim": claim.n, "time": self.now(),
                   "blob": blob_key.rsplit("/", 1)[1], "sha256": hashlib.sha256(blob).hexdigest(),
                   "size": len(blob), "info": info or {}}
-        key = _key(claim.rid, f"ckpt-{step:010d}.json")
+        key = retrain_key(claim.rid, f"ckpt-{step:010d}.json")
         if not self.backend.create(key, dumps(commit)):
             self.backend.delete(blob_key)
         self.prune_retrain_checkpoints(claim.rid, keep)
@@ -277,14 +196,14 @@ class RetrainRecords(StoreCore):
         one before it is as good, only older.
         """
         for step, name in self._checkpoint_commits(rid):
-            commit = self._read_small(_key(rid, name))
+            commit = self._read_small(retrain_key(rid, name))
             if not (isinstance(commit, dict) and commit.get("step") == step and isinstance(commit.get("blob"), str)
                     and (m := _CKPT_BLOB.fullmatch(commit["blob"])) and int(m.group(1)) == step
                     and isinstance(commit.get("size"), int) and 0 <= commit["size"] <= MAX_PAYLOAD_BYTES
                     and isinstance(commit.get("sha256"), str)):
                 continue
             try:
-                blob = self.backend.read(_key(rid, commit["blob"]), max_bytes=commit["size"])
+                blob = self.backend.read(retrain_key(rid, commit["blob"]), max_bytes=commit["size"])
             except (FileNotFoundError, UnreadableEntry):
                 continue
             if len(blob) == commit["size"] and hashlib.sha256(blob).hexdigest() == commit["sha256"]:
@@ -299,18 +218,18 @@ class RetrainRecords(StoreCore):
         names = self.backend.list(f"{RETRAIN}/{rid}")
         deleted = 0
         for step, name in commits[max(keep, 0):]:
-            self.backend.delete(_key(rid, name))
+            self.backend.delete(retrain_key(rid, name))
             for blob in names:
                 m = _CKPT_BLOB.fullmatch(blob)
                 if m and int(m.group(1)) == step:
-                    self.backend.delete(_key(rid, blob))
+                    self.backend.delete(retrain_key(rid, blob))
             deleted += 1
         return deleted
 
     # ----- metrics, export and result -----
     def write_retrain_metrics(self, claim: Claim, metrics: list[dict[str, Any]]) -> None:
         """Overwrite ``metrics.json`` with the per-epoch metrics so far."""
-        self.backend.write(_key(claim.rid, "metrics.json"), dumps({"schema": RETRAIN_SCHEMA, "epochs": metrics}))
+        self.backend.write(retrain_key(claim.rid, "metrics.json"), dumps({"schema": RETRAIN_SCHEMA, "epochs": metrics}))
 
     def finish_retrain(self, claim: Claim, files: dict[str, bytes], result: dict[str, Any]) -> bool:
         """Write the exported model's ``files`` under ``export/``, then create ``result.json``
@@ -320,12 +239,12 @@ class RetrainRecords(StoreCore):
             raise ValueError("bad exported file names")
         listing = {}
         for name, data in sorted(files.items()):
-            self.backend.write(_key(claim.rid, f"export/{name}"), data)
+            self.backend.write(retrain_key(claim.rid, f"export/{name}"), data)
             listing[name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
         record = {**result, "schema": RETRAIN_SCHEMA, "rid": claim.rid, "claim": claim.n, "time": self.now(),
                   "files": listing}
         check_result(record, claim.rid)
-        done = self.backend.create(_key(claim.rid, "result.json"), dumps(record))
+        done = self.backend.create(retrain_key(claim.rid, "result.json"), dumps(record))
         if done:
             self.prune_retrain_checkpoints(claim.rid, keep=0)
         return done
@@ -341,7 +260,7 @@ class RetrainRecords(StoreCore):
             raise CorruptRecord(f"{result.key}: {result.problem}")
         files = {}
         for name, spec in result["files"].items():
-            key = _key(rid, f"export/{name}")
+            key = retrain_key(rid, f"export/{name}")
             try:
                 data = self.backend.read(key, max_bytes=spec["size"])
             except FileNotFoundError:
@@ -355,7 +274,7 @@ class RetrainRecords(StoreCore):
 
     def read_retrain_result(self, rid: str) -> dict[str, Any] | Broken | None:
         """The checked result of ``rid``, a Broken, or None when it is not done."""
-        for key, obj in read_json(self.backend, [_key(rid, "result.json")], "retrain result"):
+        for key, obj in read_json(self.backend, [retrain_key(rid, "result.json")], "retrain result"):
             if isinstance(obj, Broken):
                 return obj
             try:
@@ -380,9 +299,9 @@ class RetrainRecords(StoreCore):
         claims = sorted(int(m.group(1)) for m in map(_CLAIM.fullmatch, names) if m)
         beat = None
         if claims:
-            raw = self._read_small(_key(rid, f"beat-{claims[-1]:06d}.json"))
+            raw = self._read_small(retrain_key(rid, f"beat-{claims[-1]:06d}.json"))
             beat = raw if isinstance(raw, dict) and _finite(raw.get("time")) else None
-        metrics_obj = self._read_small(_key(rid, "metrics.json")) if "metrics.json" in names else None
+        metrics_obj = self._read_small(retrain_key(rid, "metrics.json")) if "metrics.json" in names else None
         metrics = metrics_obj.get("epochs") if isinstance(metrics_obj, dict) else None
         metrics = [m for m in metrics if isinstance(m, dict)] if isinstance(metrics, list) else []
         steps = [int(m.group(1)) for m in map(_CKPT.fullmatch, names) if m]
