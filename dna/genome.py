@@ -189,6 +189,22 @@ _IDENTITY_KEYS = {"id", "src", "dst", "kind"}
 _CONV_KEYS = _IDENTITY_KEYS | {"filter_h", "filter_w", "channels", "stride"}
 
 
+def check_common_fields(dna: Any, bounds: Any = None) -> None:
+    """The checks every genome kind shares: the schema version, a finite float learning rate
+    (within ``bounds``' learning-rate range unless ``bounds`` is None) and a string mutation
+    name; a one-line DNAError naming the first problem."""
+    if dna.schema != SCHEMA_VERSION:
+        raise DNAError(f"unknown DNA schema version {dna.schema!r} (this evo reads version {SCHEMA_VERSION})"[:200])
+    lr = dna.learning_rate
+    if not isinstance(lr, float) or not math.isfinite(lr):
+        raise DNAError(f"learning_rate must be a finite float, got {lr!r}"[:200])
+    if bounds is not None and not bounds.min_learning_rate <= lr <= bounds.max_learning_rate:
+        raise DNAError(f"learning_rate {lr:g} outside bounds "
+                       f"[{bounds.min_learning_rate:g}, {bounds.max_learning_rate:g}]")
+    if not isinstance(dna.mutation, str):
+        raise DNAError(f"mutation must be a string, got {type(dna.mutation).__name__}")
+
+
 def _int(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise DNAError(f"{where} must be an integer, got {type(value).__name__}")

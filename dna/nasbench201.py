@@ -21,12 +21,12 @@ Torch-free.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .bounds import DEFAULT_BOUNDS, Bounds
-from .genome import INITIAL_LEARNING_RATE, SCHEMA_VERSION, DNAError, Genome, _common_fields, _str, parse_dna_json
+from .genome import (INITIAL_LEARNING_RATE, SCHEMA_VERSION, DNAError, Genome, _common_fields, _str, check_common_fields,
+                     parse_dna_json)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -93,15 +93,7 @@ def validate_nb201(dna: Nb201DNA, bounds: Bounds | None = DEFAULT_BOUNDS) -> Nb2
     """
     if not isinstance(dna, Nb201DNA):
         raise DNAError(f"expected a NAS-Bench-201 DNA, got {type(dna).__name__}")
-    if dna.schema != SCHEMA_VERSION:
-        raise DNAError(f"unknown DNA schema version {dna.schema!r} (this evo reads version {SCHEMA_VERSION})")
-    lr = dna.learning_rate
-    if not isinstance(lr, float) or not math.isfinite(lr):
-        raise DNAError(f"learning_rate must be a finite float, got {lr!r}"[:200])
-    if bounds is not None and not bounds.min_learning_rate <= lr <= bounds.max_learning_rate:
-        raise DNAError(f"learning_rate {lr:g} outside bounds [{bounds.min_learning_rate:g}, {bounds.max_learning_rate:g}]")
-    if not isinstance(dna.mutation, str):
-        raise DNAError(f"mutation must be a string, got {type(dna.mutation).__name__}")
+    check_common_fields(dna, bounds)
     if not isinstance(dna.ops, tuple) or len(dna.ops) != NUM_EDGES:
         raise DNAError(f"a NAS-Bench-201 cell has exactly {NUM_EDGES} ops (one per edge)")
     for k, op in enumerate(dna.ops):

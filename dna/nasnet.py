@@ -39,13 +39,12 @@ This module never imports torch; ``dna.build_nasnet`` builds the model.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .bounds import DEFAULT_BOUNDS, Bounds
 from .genome import (INITIAL_LEARNING_RATE, SCHEMA_VERSION, DNAError, Genome, _common_fields, _int, _keys, _str,
-                     parse_dna_json)
+                     check_common_fields, parse_dna_json)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -192,15 +191,7 @@ def validate_nasnet(dna: NasnetDNA, bounds: Bounds | None = DEFAULT_BOUNDS) -> N
     """
     if not isinstance(dna, NasnetDNA):
         raise DNAError(f"expected a NASNet DNA, got {type(dna).__name__}")
-    if dna.schema != SCHEMA_VERSION:
-        raise DNAError(f"unknown DNA schema version {dna.schema!r} (this evo reads version {SCHEMA_VERSION})")
-    lr = dna.learning_rate
-    if not isinstance(lr, float) or not math.isfinite(lr):
-        raise DNAError(f"learning_rate must be a finite float, got {lr!r}"[:200])
-    if bounds is not None and not bounds.min_learning_rate <= lr <= bounds.max_learning_rate:
-        raise DNAError(f"learning_rate {lr:g} outside bounds [{bounds.min_learning_rate:g}, {bounds.max_learning_rate:g}]")
-    if not isinstance(dna.mutation, str):
-        raise DNAError(f"mutation must be a string, got {type(dna.mutation).__name__}")
+    check_common_fields(dna, bounds)
     for name in CELL_NAMES:
         cell = dna.cell(name)
         if not isinstance(cell, Cell) or not isinstance(cell.combinations, tuple):

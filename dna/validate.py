@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from .bounds import DEFAULT_BOUNDS, Bounds
-from .genome import DNA, EDGE_KINDS, SCHEMA_VERSION, VERTEX_KINDS, DNAError, from_dict, parse_dna_json
+from .genome import DNA, EDGE_KINDS, VERTEX_KINDS, DNAError, check_common_fields, from_dict, parse_dna_json
 from .graph import reachable_from, topological_order
 
 
@@ -18,13 +17,7 @@ def validate(dna: DNA, bounds: Bounds = DEFAULT_BOUNDS) -> DNA:
     loops, parallel edges, cycles, vertices unreachable from the input or with no path to
     the output, counts or parameters out of bounds.
     """
-    if dna.schema != SCHEMA_VERSION:
-        raise DNAError(f"unknown DNA schema version {dna.schema!r} (this evo reads version {SCHEMA_VERSION})")
-    lr = dna.learning_rate
-    if not isinstance(lr, float) or not math.isfinite(lr):
-        raise DNAError(f"learning_rate must be a finite float, got {lr!r}")
-    if not bounds.min_learning_rate <= lr <= bounds.max_learning_rate:
-        raise DNAError(f"learning_rate {lr:g} outside bounds [{bounds.min_learning_rate:g}, {bounds.max_learning_rate:g}]")
+    check_common_fields(dna, bounds)
     if len(dna.vertices) > bounds.max_vertices:
         raise DNAError(f"{len(dna.vertices)} vertices exceed the bound of {bounds.max_vertices}")
     if len(dna.edges) > bounds.max_edges:
