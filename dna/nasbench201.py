@@ -22,7 +22,7 @@ Torch-free.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from .bounds import DEFAULT_BOUNDS, Bounds
 from .genome import (INITIAL_LEARNING_RATE, SCHEMA_VERSION, DNAError, Genome, _common_fields, _str, check_common_fields,
@@ -37,6 +37,7 @@ NUM_NODES = 4
 EDGES = tuple((j, i) for j in range(1, NUM_NODES) for i in range(j))   # (to, from), the benchmark's order
 NUM_EDGES = len(EDGES)
 NUM_CELLS = len(OPS) ** NUM_EDGES
+DECISIONS = (len(OPS),) * NUM_EDGES   # a controller picks one op per edge
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,21 @@ def from_table_key(key: str, learning_rate: float = INITIAL_LEARNING_RATE) -> Nb
     if not isinstance(key, str) or len(key) != NUM_EDGES or any(c not in "01234" for c in key):
         raise DNAError(f"not a NAS-Bench-201 cell key (six digits 0-4): {key!r}"[:200])
     return Nb201DNA(ops=tuple(OPS[int(c)] for c in key), learning_rate=float(learning_rate))
+
+
+def nb201_decisions(dna: Nb201DNA) -> tuple[int, ...]:
+    """The cell as a controller's decisions: the index in ``OPS`` of each edge's op, in edge
+    order (one decision of ``len(OPS)`` choices per edge, :data:`DECISIONS`)."""
+    return tuple(OPS.index(op) for op in dna.ops)
+
+
+def nb201_from_decisions(choices: Sequence[int], learning_rate: float = INITIAL_LEARNING_RATE) -> Nb201DNA:
+    """The cell a controller's decisions describe (inverse of :func:`nb201_decisions`);
+    DNAError unless there is one choice in ``range(len(OPS))`` per edge."""
+    choices = tuple(choices)
+    if len(choices) != NUM_EDGES or any(not isinstance(c, int) or not 0 <= c < len(OPS) for c in choices):
+        raise DNAError(f"a NAS-Bench-201 cell takes {NUM_EDGES} choices in 0..{len(OPS) - 1}, got {choices!r}"[:200])
+    return Nb201DNA(ops=tuple(OPS[c] for c in choices), learning_rate=float(learning_rate))
 
 
 def validate_nb201(dna: Nb201DNA, bounds: Bounds | None = DEFAULT_BOUNDS) -> Nb201DNA:

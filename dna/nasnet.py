@@ -40,7 +40,7 @@ This module never imports torch; ``dna.build_nasnet`` builds the model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from .bounds import DEFAULT_BOUNDS, Bounds
 from .genome import (INITIAL_LEARNING_RATE, SCHEMA_VERSION, DNAError, Genome, _common_fields, _int, _keys, _str,
@@ -178,6 +178,40 @@ def random_nasnet(rng: "np.random.Generator", learning_rate: float = INITIAL_LEA
 def initial_nasnet(rng: "np.random.Generator", learning_rate: float = INITIAL_LEARNING_RATE) -> NasnetDNA:
     """An initial individual: random cells, as Real et al. (2019) initialise the population."""
     return random_nasnet(rng, learning_rate).replace(mutation="initial")
+
+
+# ----- a controller's decisions (the NASNet paper's RNN controller, its section 3) -----
+
+# Per cell (normal, then reduction), per combination k: its two hidden states (each one of
+# the 2 + k states made so far), then the op applied to each (one of OPS); the paper's fifth
+# step, how to combine, is always addition in this space.
+DECISIONS = tuple(n for _cell in CELL_NAMES for k in range(NUM_COMBINATIONS)
+                  for n in (NUM_CELL_INPUTS + k, NUM_CELL_INPUTS + k, len(OPS), len(OPS)))
+
+
+def nasnet_decisions(dna: NasnetDNA) -> tuple[int, ...]:
+    """The DNA as a controller's decisions (see :data:`DECISIONS`); a cell's ``concat`` is
+    not a decision (a controller's cells use the default output rule)."""
+    out: list[int] = []
+    for name in CELL_NAMES:
+        for c in dna.cell(name).combinations:
+            out += [c.input_a, c.input_b, OPS.index(c.op_a), OPS.index(c.op_b)]
+    return tuple(out)
+
+
+def nasnet_from_decisions(choices: Sequence[int], learning_rate: float = INITIAL_LEARNING_RATE) -> NasnetDNA:
+    """The DNA a controller's decisions describe (inverse of :func:`nasnet_decisions` for
+    cells with the default output rule); DNAError unless each choice is in its range."""
+    choices = tuple(choices)
+    if len(choices) != len(DECISIONS) or any(not isinstance(c, int) or not 0 <= c < n
+                                             for c, n in zip(choices, DECISIONS)):
+        raise DNAError(f"a NASNet DNA takes {len(DECISIONS)} choices within {DECISIONS}, got {choices!r}"[:300])
+    cells = []
+    for i in range(len(CELL_NAMES)):
+        part = choices[i * 4 * NUM_COMBINATIONS:(i + 1) * 4 * NUM_COMBINATIONS]
+        cells.append(Cell(tuple(Combination(part[4 * k], OPS[part[4 * k + 2]], part[4 * k + 1], OPS[part[4 * k + 3]])
+                                for k in range(NUM_COMBINATIONS))))
+    return NasnetDNA(learning_rate=float(learning_rate), normal=cells[0], reduction=cells[1])
 
 
 # ----- validation and parsing -----

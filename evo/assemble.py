@@ -55,7 +55,7 @@ def open_worker(url: str, options: WorkerOptions = WorkerOptions(), *, device: s
     config = RunConfig.from_json(store.read_config())
     space = make_space(config)
     store = store.with_run(keep_best=config.keep_best, bounds=config.bounds, dna_validator=space.parse)
-    strategy = make_strategy(config, store)
+    strategy = make_strategy(config, store, space)
     if evaluator is None:
         evaluator = make_evaluator(config, space, device, store)
     entropy = [config.seed, index] if index is not None else None

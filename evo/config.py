@@ -81,6 +81,18 @@ def _registered(name: str, value: Any, module: str, lookup: str) -> Any:
         raise ConfigError(str(exc), name) from None
 
 
+def _space_names() -> list[str]:
+    from evo.spaces import space_names
+
+    return space_names()
+
+
+def _space_class(name: str) -> Any:
+    from evo.spaces import space_class
+
+    return space_class(name)
+
+
 def check_dataset_spec(spec: Any) -> str:
     """The dataset name of a well-formed spec (``digits``, ``cifar10=PATH``, ...); ConfigError
     (one line) otherwise. Only the form is checked here; :func:`evo.data.check_dataset` checks
@@ -151,6 +163,36 @@ class TabularSettings:
 
     def __post_init__(self) -> None:
         _number("tabular.time_scale", self.time_scale, 0, 1)
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    """The learned strategies (``selection`` ``rl`` or ``reinforce``). None takes the
+    strategy's published setting: ``rl`` (NASNet's PPO controller, appendix A.2) learning
+    rate 0.00035, entropy weight 1e-5, baseline decay 0.95; ``reinforce`` (NAS-Bench-201's
+    baseline) 0.01, 0, 0.9. ``hidden_size``: the LSTM's units (rl). ``ppo_clip`` and
+    ``ppo_epochs``: PPO's clipping range and gradient steps per update (rl).
+    ``keep_versions``: how many of the newest policy versions stay in the store."""
+
+    learning_rate: float | None = None
+    entropy_weight: float | None = None
+    baseline_decay: float | None = None
+    hidden_size: int = 100
+    ppo_clip: float = 0.2
+    ppo_epochs: int = 1
+    keep_versions: int = 8
+
+    def __post_init__(self) -> None:
+        if self.learning_rate is not None:
+            _number("controller.learning_rate", self.learning_rate, 0, 1, low_open=True)
+        if self.entropy_weight is not None:
+            _number("controller.entropy_weight", self.entropy_weight, 0, 1)
+        if self.baseline_decay is not None:
+            _number("controller.baseline_decay", self.baseline_decay, 0, 1, high_open=True)
+        _int("controller.hidden_size", self.hidden_size, 1, 1024)
+        _number("controller.ppo_clip", self.ppo_clip, 0, 1, low_open=True)
+        _int("controller.ppo_epochs", self.ppo_epochs, 1, 100)
+        _int("controller.keep_versions", self.keep_versions, 2, 1000)
 
 
 @dataclass(frozen=True)
@@ -251,6 +293,7 @@ class RunConfig:
     synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
     nasnet: NasnetSettings = field(default_factory=NasnetSettings)
     tabular: TabularSettings = field(default_factory=TabularSettings)
+    controller: ControllerSettings = field(default_factory=ControllerSettings)   # learned strategies only
     data: DataSettings = field(default_factory=DataSettings)   # user datasets only
     schema: int = CONFIG_SCHEMA
 
@@ -262,7 +305,12 @@ class RunConfig:
         space = _registered("search_space", self.search_space, "evo.spaces", "space_class")
         if self.selection is None:
             object.__setattr__(self, "selection", space.default_selection)
-        _registered("selection", self.selection, "evo.strategies", "strategy_class")
+        strategy = _registered("selection", self.selection, "evo.strategies", "strategy_class")
+        if getattr(strategy, "needs_decisions", False) and space.decisions is None:
+            spaces = sorted(n for n in _space_names() if _space_class(n).decisions is not None)
+            raise ConfigError(f"selection {self.selection!r} learns a policy over a search space's decisions; "
+                              f"search space {self.search_space!r} has none (use one of {', '.join(spaces)})",
+                              "selection")
         _int("tournament_size", self.tournament_size, 1, self.population_size)  # S <= P
         if self.inherit_weights is None:
             object.__setattr__(self, "inherit_weights", space.inherits_weights)
@@ -274,9 +322,13 @@ class RunConfig:
         _int("keep_best", self.keep_best, 0, 1_000_000)
         _int("seed", self.seed, 0, MAX_SEED)
         for key, kind in (("train", TrainSettings), ("bounds", Bounds), ("synthetic", SyntheticSettings),
-                          ("nasnet", NasnetSettings), ("tabular", TabularSettings), ("data", DataSettings)):
+                          ("nasnet", NasnetSettings), ("tabular", TabularSettings), ("controller", ControllerSettings),
+                          ("data", DataSettings)):
             if not isinstance(getattr(self, key), kind):
                 raise ConfigError(f"{key} must be a {kind.__name__}", key)
+        if not getattr(strategy, "needs_decisions", False) and self.controller != ControllerSettings():
+            raise ConfigError(f"controller settings apply to the learned strategies (rl, reinforce), "
+                              f"not selection {self.selection!r}", "controller")
         if self.nasnet.seed_arch is not None and self.search_space != "nasnet":
             raise ConfigError(f"nasnet.seed_arch seeds the nasnet search space; this run's is {self.search_space!r}",
                               "nasnet.seed_arch")
@@ -315,7 +367,8 @@ class RunConfig:
         if not isinstance(d, dict):
             raise ConfigError("config must be a JSON object")
         nested = {"train": TrainSettings, "bounds": Bounds, "synthetic": SyntheticSettings,
-                  "nasnet": NasnetSettings, "tabular": TabularSettings, "data": DataSettings}
+                  "nasnet": NasnetSettings, "tabular": TabularSettings, "controller": ControllerSettings,
+                  "data": DataSettings}
         kwargs: dict[str, Any] = {}
         known = {f.name for f in fields(cls)}
         for key, value in d.items():

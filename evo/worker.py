@@ -230,7 +230,11 @@ class Worker:
         for observer in self.observers:
             observer.published(record)
         if child.parent is not None or child.proposal.fresh or child.proposal.dna is not None:
-            self.strategy.observe(Published(info.id, outcome.fitness, child.dna, child.proposal, metrics))
+            try:   # a strategy that cannot learn from this child costs that update, not the worker
+                self.strategy.observe(Published(info.id, outcome.fitness, child.dna, child.proposal, metrics,
+                                                self.worker_id))
+            except Exception as exc:
+                log.warning("strategy %s could not learn from %s: %s", self.strategy.name, info.id, _one_line(exc))
         self.beat("idle", force=True)
         return record
 

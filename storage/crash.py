@@ -31,6 +31,8 @@ POINTS = (
     "data:after_claim",        # data cache: generation claimed, nothing decoded yet
     "data:after_part",         # data cache: one split's arrays written, manifest not yet created
     "data:before_commit",      # data cache: every part written, manifest about to be created
+    "policy:before_create",    # a learned strategy's next policy version made, not yet created
+    "policy:after_create",     # policy version created (visible), older ones not yet pruned
 )
 
 

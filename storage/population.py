@@ -35,6 +35,7 @@ from .backend import StoreError, UnreadableEntry
 from .check import CheckReport, check_store
 from .datacache import DataCaches
 from .kept import KeptWeights
+from .policy import PolicyRecords
 from .quarantine import Quarantining
 from .readers import PopulationReaders
 from .retrain import RetrainRecords
@@ -49,7 +50,8 @@ from .verify import DnaValidator, verify_weights, weights_size_problem
 MAX_FITNESS = 1e9  # |fitness| must fit the 6-decimal name format exactly
 
 
-class PopulationStore(Quarantining, KeptWeights, PopulationReaders, RunRecords, DataCaches, RetrainRecords):
+class PopulationStore(Quarantining, KeptWeights, PopulationReaders, RunRecords, DataCaches, RetrainRecords,
+                      PolicyRecords):
     """One population directory; safe to use from many processes and machines at once.
 
     ``PopulationStore(backend, keep_best=K, dna_validator=..., bounds=..., clock=...,

@@ -13,6 +13,9 @@ is also the ``kind`` in its DNA's JSON and the ``search_space`` of a run's confi
 - ``inherit`` (when ``inherits_weights``): copy a parent's weights into a child's model
   where they fit. A space without a rule refuses ``inherit_weights`` at ``evo init``.
 - ``synthetic_fitness``: the cheap stand-in fitness of the synthetic mode.
+- ``decisions`` / ``from_decisions`` / ``to_decisions`` (optional): the space as a sequence of
+  categorical decisions, for learned controllers (``--selection rl``/``reinforce``). A space
+  without them refuses those strategies at ``evo init``.
 
 Adding a space means writing one module with a subclass decorated by
 :func:`register_space` (built-ins are imported here; a separate package can register
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
@@ -40,6 +43,9 @@ class SearchSpace(abc.ABC):
     name: ClassVar[str]
     inherits_weights: ClassVar[bool] = False
     default_selection: ClassVar[str] = "pairwise"
+    #: The number of choices of each decision a controller makes to describe one
+    #: architecture, in the order it makes them; None: the space has no such encoding.
+    decisions: ClassVar[tuple[int, ...] | None] = None
 
     def __init__(self, config: "RunConfig"):
         self.config = config
@@ -69,6 +75,14 @@ class SearchSpace(abc.ABC):
         """Load the parent's tensors into ``model`` where they fit; return a report with
         ``fraction``, ``tensors_inherited``, ``tensors_fresh``. Only when ``inherits_weights``."""
         raise NotImplementedError(f"search space {self.name!r} has no weight-inheritance rule")
+
+    def from_decisions(self, choices: Sequence[int]) -> Any:
+        """The valid DNA that a controller's ``choices`` (one per :attr:`decisions`) describe."""
+        raise NotImplementedError(f"search space {self.name!r} has no decision encoding")
+
+    def to_decisions(self, dna: Any) -> tuple[int, ...]:
+        """``dna`` as a controller's choices (inverse of :meth:`from_decisions`)."""
+        raise NotImplementedError(f"search space {self.name!r} has no decision encoding")
 
     @staticmethod
     def synthetic_fitness(dna: Any) -> float:

@@ -8,7 +8,7 @@ dataset evo trains the benchmark's network for real (``dna.build_nasbench201``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -26,6 +26,7 @@ class Nasbench201(SearchSpace):
     """The benchmark's cell space; the network is the benchmark's skeleton (C=16, N=5)."""
 
     name, inherits_weights, default_selection = "nasbench201", False, "aging"
+    decisions = nb.DECISIONS
 
     def parse(self, obj: Any) -> nb.Nb201DNA:
         return nb.nb201_from_dict(obj, self.bounds)
@@ -35,6 +36,12 @@ class Nasbench201(SearchSpace):
 
     def random(self, rng: np.random.Generator) -> nb.Nb201DNA:
         return nb.random_nb201(rng)
+
+    def from_decisions(self, choices: Sequence[int]) -> nb.Nb201DNA:
+        return nb.nb201_from_decisions(choices)
+
+    def to_decisions(self, dna: nb.Nb201DNA) -> tuple[int, ...]:
+        return nb.nb201_decisions(dna)
 
     def build(self, dna: nb.Nb201DNA, input_shape: tuple[int, int, int], num_classes: int) -> Any:
         from dna.build_nasbench201 import build_nasbench201

@@ -7,7 +7,7 @@ names one (``nasnet.seed_arch``, ``evo init --seed-arch NAME``)."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -26,6 +26,7 @@ class Nasnet(SearchSpace):
     """Models of ``config.nasnet.cells_per_stack`` (N) cells per stack, ``filters`` (F)."""
 
     name, inherits_weights, default_selection = "nasnet", False, "aging"   # the 2019 paper's choices
+    decisions = nas.DECISIONS
 
     def parse(self, obj: Any) -> nas.NasnetDNA:
         return nas.nasnet_from_dict(obj, self.bounds)
@@ -40,6 +41,12 @@ class Nasnet(SearchSpace):
 
     def random(self, rng: np.random.Generator) -> nas.NasnetDNA:
         return nas.random_nasnet(rng)
+
+    def from_decisions(self, choices: Sequence[int]) -> nas.NasnetDNA:
+        return nas.nasnet_from_decisions(choices)
+
+    def to_decisions(self, dna: nas.NasnetDNA) -> tuple[int, ...]:
+        return nas.nasnet_decisions(dna)
 
     def build(self, dna: nas.NasnetDNA, input_shape: tuple[int, int, int], num_classes: int) -> Any:
         from dna.build_nasnet import build_nasnet

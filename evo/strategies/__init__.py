@@ -13,8 +13,10 @@ keeps shared state (a learned controller) keeps it in the store, with create-if-
 its only mutual exclusion, like everything else in evo.
 
 Built-ins: ``pairwise`` (2017: two at random, the fitter is the parent, the other dies),
-``aging`` (2019: the best of S sampled is the parent, the oldest dies) and ``random``
-(random search: fresh architectures, the less fit of a random pair dies). A separate package
+``aging`` (2019: the best of S sampled is the parent, the oldest dies), ``random``
+(random search: fresh architectures, the less fit of a random pair dies), and the learned
+``rl`` (NASNet's PPO controller) and ``reinforce`` (:mod:`evo.strategies.learned`), which
+keep their policy in the store as versioned state. A separate package
 can register more through the ``evo.search_strategies`` entry-point group.
 """
 
@@ -70,6 +72,7 @@ class Published:
     dna: Any
     proposal: Proposal
     metrics: Mapping[str, Any]
+    worker: str = "-"
 
 
 class Strategy(abc.ABC):
@@ -77,7 +80,9 @@ class Strategy(abc.ABC):
 
     name: ClassVar[str]
 
-    def __init__(self, config: "RunConfig", store: "PopulationStore"):
+    needs_decisions: ClassVar[bool] = False   # True: only for spaces with a decision encoding
+
+    def __init__(self, config: "RunConfig", store: "PopulationStore", space: Any = None):
         self.config = config
         self.store = store
 
@@ -94,7 +99,7 @@ class Strategy(abc.ABC):
 
 
 _REGISTRY: Registry[type[Strategy]] = Registry(
-    "selection", ("evo.strategies.evolution", "evo.strategies.random_search"), "evo.search_strategies")
+    "selection", ("evo.strategies.evolution", "evo.strategies.random_search", "evo.strategies.learned"), "evo.search_strategies")
 
 register_strategy = _REGISTRY.register
 """Class decorator: make a :class:`Strategy` subclass the strategy named by its ``name``."""
@@ -110,6 +115,7 @@ def strategy_class(name: str) -> type[Strategy]:
     return _REGISTRY.get(name)
 
 
-def make_strategy(config: "RunConfig", store: "PopulationStore") -> Strategy:
-    """The strategy a run config names (its ``selection``), with the store's public API."""
-    return strategy_class(config.selection)(config, store)
+def make_strategy(config: "RunConfig", store: "PopulationStore", space: Any = None) -> Strategy:
+    """The strategy a run config names (its ``selection``), with the store's public API and
+    the run's search space (built from the config when not given)."""
+    return strategy_class(config.selection)(config, store, space)

@@ -1,0 +1,213 @@
+"""Learned strategies: a controller samples each child's architecture, and learns from the
+child's fitness (its reward), with the policy kept in the store as versioned state.
+
+- ``rl``: the NASNet paper's controller (Zoph et al. 2018, appendix A.2): a one-layer LSTM
+  of 100 units, one softmax per decision, trained with PPO (learning rate 0.00035, entropy
+  weight 1e-5, a reward baseline that is an exponential moving average with decay 0.95,
+  weights initialised uniformly in [-0.1, 0.1]). Adam, PPO's clipping range 0.2 and one
+  gradient step per update are this implementation's choices (the paper does not give them).
+- ``reinforce``: REINFORCE over one independent softmax per decision, as NAS-Bench-201's
+  baseline (D-X-Y/AutoDL-Projects ``exps/NATS-algos/reinforce.py``: Adam, learning rate
+  0.01 in its usage lines, baseline an unbiased moving average with momentum 0.9, logits
+  initialised at 1e-3 times a standard normal).
+
+No coordinator. A worker proposes a child by sampling from the newest policy version it can
+read (the child's metrics record ``policy``, ``policy_version``, the choices and their
+log-probability). Once the child is published, the worker advances the policy by one
+update for that child, on top of the newest version, and creates the next version with
+create-if-absent; when another worker created that version first, it rebases onto it and
+tries again. Updates are asynchronous, as in the paper's distributed controller: a child
+sampled from version n may be learned from at version n + k; PPO's ratio against the
+sampling log-probability, clipped, is what makes that safe for ``rl``. A worker killed
+anywhere loses at most its own update; every version stays whole. The store keeps the
+newest ``controller.keep_versions`` versions.
+
+The population is kept at P like random search's: the less fit of a random pair dies, so
+the store holds the best architectures found.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import replace
+from typing import Any, ClassVar
+
+import numpy as np
+
+from evo import selection
+from storage import UnreadableEntry
+
+from . import Population, Proposal, Published, Strategy, register_strategy
+from .controllers import IndependentSoftmax, LstmController, adam_ascent
+from .policy_state import MAX_RECENT, PolicyError, PolicyVersion, Update, parse_policy
+
+log = logging.getLogger("evo.strategies")
+
+MAX_REBASES = 64        # tries to create the next version before giving the update up
+MUTATION = "controller"  # what a controller's child records as the mutation that made it
+
+
+class LearnedStrategy(Strategy):
+    """A policy in the store, sampled to propose children and updated from their rewards."""
+
+    needs_decisions: ClassVar[bool] = True
+    defaults: ClassVar[dict[str, float]]   # learning_rate, entropy_weight, baseline_decay
+
+    def __init__(self, config: Any, store: Any, space: Any = None):
+        super().__init__(config, store)
+        if space is None:
+            from evo.spaces import make_space
+
+            space = make_space(config)
+        self.space = space
+        settings = config.controller
+        self.learning_rate = _given(settings.learning_rate, self.defaults["learning_rate"])
+        self.entropy_weight = _given(settings.entropy_weight, self.defaults["entropy_weight"])
+        self.baseline_decay = _given(settings.baseline_decay, self.defaults["baseline_decay"])
+        self.keep_versions = settings.keep_versions
+        self.model = self.make_model(space.decisions, settings)
+        self.shapes = self.model.shapes()
+        self._current: PolicyVersion | None = None
+        self._bad: set[int] = set()
+
+    def make_model(self, decisions: tuple[int, ...], settings: Any) -> Any:
+        """The controller (see :mod:`evo.strategies.controllers`)."""
+        raise NotImplementedError
+
+    steps_per_update: int = 1
+
+    def gradient(self, params: dict[str, np.ndarray], choices: tuple[int, ...], logp_sampled: float,
+                 advantage: float) -> dict[str, np.ndarray]:
+        """The ascent direction, at ``params``, of one gradient step from one child."""
+        raise NotImplementedError
+
+    # ----- Strategy -----
+    def propose(self, population: Population, rng: np.random.Generator) -> Proposal:
+        policy, _ = self.latest()
+        choices, logp = self.model.sample(policy.params, rng)
+        dna = self.space.from_decisions(choices).replace(mutation=MUTATION)
+        note = {"policy": self.name, "policy_version": policy.version, "policy_choices": list(choices),
+                "policy_logp": logp}
+        return Proposal(dna=dna, victim=selection.pairwise(population.members, rng)[1], note=note)
+
+    def victim(self, population: Population, rng: np.random.Generator):
+        if len(population) < 2:
+            return None
+        return selection.pairwise(population.members, rng)[1]
+
+    def observe(self, child: Published) -> None:
+        note = child.proposal.note
+        if note.get("policy") != self.name:
+            return
+        choices = tuple(int(c) for c in note["policy_choices"])
+        for _ in range(MAX_REBASES):
+            base, top = self.latest()
+            new = self.updated(base, choices, float(note["policy_logp"]), int(note["policy_version"]),
+                               float(child.fitness), child.id, child.worker)
+            new = replace(new, version=top + 1)
+            if self.store.create_policy(new.version, new.to_bytes()):
+                self._current = new
+                self.store.prune_policies(new.version + 1 - self.keep_versions)
+                return
+            # Another worker made that version first: rebase onto it.
+        log.warning("policy update for %s given up after %d lost races", child.id, MAX_REBASES)
+
+    # ----- the policy in the store -----
+    def latest(self) -> tuple[PolicyVersion, int]:
+        """The newest usable policy version, and the highest version number in the store
+        (the next version is that plus one). Creates the first version when there is none."""
+        for _ in range(MAX_REBASES):
+            versions = self.store.policy_versions()
+            gone = False
+            for version in reversed(versions):
+                policy = self._read(version)
+                if policy is not None:
+                    return policy, versions[-1]
+                if version not in self._bad:
+                    gone = True   # pruned since the listing: newer versions exist, list again
+                    break
+            if gone:
+                continue
+            first = versions[-1] + 1 if versions else 0
+            policy = self.first_version(first)
+            if self.store.create_policy(first, policy.to_bytes()):
+                self._current = policy
+                return policy, first
+        raise RuntimeError(f"{self.store.url}: no usable policy version after {MAX_REBASES} tries")
+
+    def first_version(self, version: int) -> PolicyVersion:
+        """The untrained policy (the same in every worker of a run: seeded by the run's seed)."""
+        params = self.model.init(np.random.default_rng([self.config.seed, 0x9011C7]))
+        return PolicyVersion(self.name, version, None, tuple(self.space.decisions), params)
+
+    def _read(self, version: int) -> PolicyVersion | None:
+        if self._current is not None and self._current.version == version:
+            return self._current
+        if version in self._bad:
+            return None
+        try:
+            data = self.store.read_policy(version)
+            if data is None:
+                return None
+            policy = parse_policy(data, strategy=self.name, decisions=tuple(self.space.decisions),
+                                  shapes=self.shapes, version=version)
+        except (UnreadableEntry, PolicyError) as exc:
+            log.warning("%s: policy version %d skipped: %s", self.store.url, version, exc)
+            self._bad.add(version)
+            return None
+        self._current = policy
+        return policy
+
+    def updated(self, base: PolicyVersion, choices: tuple[int, ...], logp_sampled: float, sampled: int,
+                reward: float, child: str, worker: str) -> PolicyVersion:
+        """``base`` advanced by one update from one child (the version number is the caller's)."""
+        policy = base.with_baseline(reward, self.baseline_decay)
+        advantage = reward - policy.baseline
+        params, moments, steps = policy.params, policy.moments, policy.steps
+        for _ in range(self.steps_per_update):
+            steps += 1
+            grads = self.gradient(params, choices, logp_sampled, advantage)
+            params, moments = adam_ascent(params, moments, grads, steps, self.learning_rate)
+        update = Update(child, reward, advantage, sampled, worker[:200] or "-", self.store.now())
+        return replace(policy, parent=base.version, params=params, moments=moments, steps=steps,
+                       updates=policy.updates + 1, recent=(policy.recent + (update,))[-MAX_RECENT:])
+
+
+def _given(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+@register_strategy
+class Ppo(LearnedStrategy):
+    """The NASNet paper's RL controller: an LSTM trained with PPO."""
+
+    name = "rl"
+    defaults = {"learning_rate": 0.00035, "entropy_weight": 1e-5, "baseline_decay": 0.95}
+
+    def make_model(self, decisions: tuple[int, ...], settings: Any) -> LstmController:
+        self.clip, self.steps_per_update = settings.ppo_clip, settings.ppo_epochs
+        return LstmController(decisions, hidden=settings.hidden_size, init_range=0.1)
+
+    def gradient(self, params, choices, logp_sampled, advantage):
+        # PPO's clipped surrogate min(r A, clip(r, 1 - e, 1 + e) A) plus the entropy bonus:
+        # its gradient is r A d(log p) where the clip is not active, 0 where it is. r is the
+        # ratio to the version that sampled the child, which may be several versions back.
+        fwd = self.model.forward(params, choices)
+        ratio = math.exp(min(fwd.logp - logp_sampled, 50.0))
+        clipped = (advantage > 0 and ratio > 1 + self.clip) or (advantage < 0 and ratio < 1 - self.clip)
+        return fwd.grad(0.0 if clipped else ratio * advantage, self.entropy_weight)
+
+
+@register_strategy
+class Reinforce(LearnedStrategy):
+    """REINFORCE over independent softmaxes (NAS-Bench-201's baseline)."""
+
+    name = "reinforce"
+    defaults = {"learning_rate": 0.01, "entropy_weight": 0.0, "baseline_decay": 0.9}
+
+    def make_model(self, decisions: tuple[int, ...], settings: Any) -> IndependentSoftmax:
+        return IndependentSoftmax(decisions)
+
+    def gradient(self, params, choices, logp_sampled, advantage):
+        return self.model.forward(params, choices).grad(advantage, self.entropy_weight)

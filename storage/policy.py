@@ -1,0 +1,83 @@
+"""A learned strategy's shared state: numbered, immutable versions under ``policy/``.
+
+A controller (``--selection rl`` or ``reinforce``) keeps its policy in the store, since the
+store is all workers share. Version ``n`` is the object ``policy/v{n:010d}.json``; it is
+written once, with create-if-absent, and never changed. A worker that learned from its child
+makes version ``latest + 1`` from the latest one it could read; if another worker created
+that name first, it reads the winner's version and tries again from there (a rebase). So
+the versions form one chain, each made from one earlier version, each update applied once,
+without a coordinator or a lock. A worker killed at any point leaves every version either
+absent or whole. Old versions are pruned (the newest few are kept for readers that are
+still on them).
+
+The store knows the versions as bytes: their format (and its validation) belongs to the
+strategy (:mod:`evo.strategies.policy_state`).
+"""
+
+from __future__ import annotations
+
+import re
+
+from .backend import UnreadableEntry
+from .core import StoreCore
+
+POLICY = "policy"
+_VERSION_NAME = re.compile(r"v(\d{10})\.json")
+MAX_POLICY_BYTES = 4 * 2**20
+
+
+def policy_key(version: int) -> str:
+    """The key of policy version ``version``."""
+    if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version < 10**10:
+        raise ValueError(f"bad policy version {version!r}")
+    return f"{POLICY}/v{version:010d}.json"
+
+
+def parse_policy_name(name: str) -> int | None:
+    """The version a ``policy/`` file name holds, or None for any other name."""
+    m = _VERSION_NAME.fullmatch(name)
+    return int(m.group(1)) if m else None
+
+
+class PolicyRecords(StoreCore):
+    """The ``policy/`` part of :class:`storage.PopulationStore`."""
+
+    def policy_versions(self) -> list[int]:
+        """The policy versions present, ascending (one listing; names of other forms are
+        ignored; ``evo check`` reports them)."""
+        return sorted(v for v in (parse_policy_name(n) for n in self.backend.list(POLICY)) if v is not None)
+
+    def read_policy(self, version: int) -> bytes | None:
+        """Version ``version``'s bytes, or None if it is absent (never created, or pruned).
+
+        :class:`storage.UnreadableEntry` if the name is not a readable object of at most
+        ``MAX_POLICY_BYTES`` (the caller skips that version).
+        """
+        try:
+            return self.backend.read(policy_key(version), MAX_POLICY_BYTES)
+        except FileNotFoundError:
+            return None
+
+    def create_policy(self, version: int, data: bytes) -> bool:
+        """Create version ``version`` if no version of that number exists; True iff this call
+        created it (exactly one of many racing callers does)."""
+        if len(data) > MAX_POLICY_BYTES:
+            raise ValueError(f"policy version of {len(data)} bytes is over the {MAX_POLICY_BYTES}-byte limit")
+        self.fault("policy:before_create")
+        created = self.backend.create(policy_key(version), data)
+        if created:
+            self.fault("policy:after_create")
+        return created
+
+    def prune_policies(self, below: int) -> int:
+        """Delete the versions numbered below ``below`` (the caller keeps the newest few);
+        the number deleted. Entries that cannot be deleted stay, for ``evo check``."""
+        deleted = 0
+        for version in self.policy_versions():
+            if version >= below:
+                break
+            try:
+                deleted += bool(self.backend.delete(policy_key(version)))
+            except (OSError, UnreadableEntry):
+                pass
+        return deleted

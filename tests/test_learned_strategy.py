@@ -1,0 +1,183 @@
+"""The learned strategies (rl: NASNet's PPO LSTM controller; reinforce: independent
+softmaxes) as units over a memory:// store: they learn, their versions form one chain,
+racing workers rebase, and hostile versions cost only themselves."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+
+import numpy as np
+import pytest
+
+import storage
+from evo.config import ConfigError, ControllerSettings, RunConfig
+from evo.spaces import make_space
+from evo.strategies import make_strategy
+from evo.strategies.learned import Ppo
+from evo.strategies.policy_state import PolicyError, parse_policy
+from evo.worker import Worker, WorkerOptions
+from test_worker_unit import FakeClock, FakeEvaluator
+
+CONV3 = "nor_conv_3x3"
+
+
+def conv_fraction(dna) -> float:
+    """A landscape with one best cell (all 3x3 convolutions)."""
+    return sum(op == CONV3 for op in dna.ops) / len(dna.ops)
+
+
+def setup_run(selection: str, P: int = 4, space: str = "nasbench201", **controller):
+    config = RunConfig(dataset="synthetic", search_space=space, population_size=P, selection=selection,
+                       controller=ControllerSettings(**controller))
+    store = storage.open_store(f"memory://learned-{uuid.uuid4().hex}")
+    store.init_config(config.to_json())
+    sp = make_space(config)
+    return config, store.with_run(bounds=config.bounds, dna_validator=sp.parse), sp
+
+
+def worker_on(config, store, space, seed: int, fitness=conv_fraction, n: int = 10_000):
+    return Worker(store, space, make_strategy(config, store, space), FakeEvaluator(fitness),
+                  np.random.default_rng(seed), population_size=config.population_size, inherit_weights=False,
+                  clock=FakeClock(), options=WorkerOptions(max_individuals=n, heartbeat_interval=3600,
+                                                           worker_id=f"w{seed}"))
+
+
+def read_versions(store, strategy):
+    out = {}
+    for v in store.policy_versions():
+        out[v] = parse_policy(store.read_policy(v), strategy=strategy.name, decisions=strategy.space.decisions,
+                              shapes=strategy.shapes, version=v)
+    return out
+
+
+@pytest.mark.parametrize("selection,lr,steps", [("reinforce", 0.05, 150), ("rl", 0.005, 150)])
+def test_the_controller_learns_the_landscape(selection, lr, steps):
+    config, store, space = setup_run(selection, learning_rate=lr)
+    worker = worker_on(config, store, space, 0)
+    records = [r for r in (worker.step() for _ in range(steps)) if r]
+    learned = [r for r in records if r["mutation"] == "controller"]
+    assert len(learned) >= steps - config.population_size - 2
+    first, last = learned[:30], learned[-30:]
+    assert np.mean([r["fitness"] for r in last]) > np.mean([r["fitness"] for r in first]) + 0.15
+    # every child records the version that proposed it, its choices and their log-probability
+    r = learned[-1]["metrics"]
+    assert r["policy"] == selection and r["policy_version"] >= 1 and len(r["policy_choices"]) == 6
+    assert r["policy_logp"] < 0
+
+
+def test_versions_form_one_chain_and_old_ones_are_pruned():
+    config, store, space = setup_run("rl", keep_versions=3)
+    worker = worker_on(config, store, space, 1)
+    for _ in range(20):
+        worker.step()
+    versions = read_versions(store, worker.strategy)
+    assert sorted(versions) == [14, 15, 16]   # 16 updates after 4 seeds; the newest 3 kept
+    for v, policy in versions.items():
+        assert policy.parent == v - 1 and policy.updates == v
+    children = [u.child for u in versions[16].recent]
+    assert len(children) == len(set(children)) == 16
+    census = store.census(read_alive=False)
+    known = {i.id for i in census.listed} | census.dead_ids
+    assert set(children) <= known
+
+
+def test_racing_workers_rebase_and_apply_every_update_once():
+    config, store, space = setup_run("reinforce", P=4)
+    workers = [worker_on(config, store, space, seed) for seed in range(6)]
+    for w in workers[:1]:
+        for _ in range(4):
+            w.step()
+    errors = []
+
+    def run(w):
+        try:
+            for _ in range(15):
+                w.step()
+        except Exception as exc:   # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    strategy = workers[0].strategy
+    top = max(store.policy_versions())
+    latest = read_versions(store, strategy)[top]
+    applied = [u.child for u in latest.recent]
+    assert len(applied) == len(set(applied))
+    controller_children = sum(1 for w in workers for _ in range(w.stats.published)) - 4
+    assert latest.updates == controller_children == top
+
+
+def test_a_corrupt_newest_version_is_skipped_and_the_chain_goes_on():
+    config, store, space = setup_run("reinforce")
+    worker = worker_on(config, store, space, 2)
+    for _ in range(6):
+        worker.step()
+    top = max(store.policy_versions())
+    store.backend.write(f"policy/v{top + 1:010d}.json", b'{"kind": "evo-policy", "schema": 1}')
+    store.backend.write(f"policy/v{top + 2:010d}.json", b"\x00" * 100)
+    other = worker_on(config, store, space, 3)    # a fresh worker: nothing cached
+    other.step()
+    versions = store.policy_versions()
+    assert versions[-1] == top + 3
+    data = store.read_policy(top + 3)
+    policy = parse_policy(data, strategy="reinforce", decisions=space.decisions,
+                          shapes=other.strategy.shapes, version=top + 3)
+    assert policy.parent == top
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda d: {**d, "strategy": "reinforce"},
+    lambda d: {**d, "decisions": [5] * 5},
+    lambda d: {**d, "version": 99},
+    lambda d: {**d, "parent": 7},
+    lambda d: {**d, "params": {**d["params"], "head_b": {"shape": [30], "f32": "AAAA"}}},
+    lambda d: {**d, "params": {k: v for k, v in d["params"].items() if k != "lstm_w"}},
+    lambda d: {**d, "recent": [{"child": "x"}]},
+    lambda d: {**d, "baseline_den": float("nan")},
+    lambda d: {**d, "extra": 1},
+])
+def test_parse_refuses_what_is_not_this_runs_policy(mangle):
+    config, store, space = setup_run("rl")
+    strategy = Ppo(config, store, space)
+    policy, _ = strategy.latest()
+    d = mangle(json.loads(policy.to_bytes()))
+    with pytest.raises(PolicyError):
+        parse_policy(json.dumps(d).encode(), strategy="rl", decisions=space.decisions, shapes=strategy.shapes,
+                     version=0)
+
+
+def test_non_finite_parameters_are_refused():
+    config, store, space = setup_run("reinforce")
+    strategy = make_strategy(config, store, space)
+    policy, _ = strategy.latest()
+    bad = {**policy.params, "logits": np.full_like(policy.params["logits"], np.inf)}
+    from dataclasses import replace
+    with pytest.raises(PolicyError, match="non-finite"):
+        parse_policy(replace(policy, params=bad).to_bytes(), strategy="reinforce", decisions=space.decisions,
+                     shapes=strategy.shapes, version=0)
+
+
+def test_nasnet_space_works_with_the_lstm_controller():
+    config, store, space = setup_run("rl", space="nasnet")
+    worker = worker_on(config, store, space, 4, fitness=space.synthetic_fitness)
+    records = [worker.step() for _ in range(8)]
+    assert records[-1]["mutation"] == "controller" and len(records[-1]["metrics"]["policy_choices"]) == 40
+    assert max(store.policy_versions()) == 4
+
+
+def test_config_refuses_learned_strategies_where_they_cannot_work():
+    with pytest.raises(ConfigError, match="has none"):
+        RunConfig(dataset="synthetic", selection="rl")     # large_scale: no decision encoding
+    with pytest.raises(ConfigError, match="apply to the learned"):
+        RunConfig(dataset="synthetic", search_space="nasbench201", selection="aging",
+                  controller=ControllerSettings(learning_rate=0.1))
+    for bad in ({"learning_rate": 0}, {"baseline_decay": 1}, {"hidden_size": 0}, {"keep_versions": 1},
+                {"ppo_clip": -1}, {"entropy_weight": float("nan")}):
+        with pytest.raises(ConfigError):
+            ControllerSettings(**bad)
