@@ -58,6 +58,7 @@ class ChaosSettings:
     train_seconds: float = 0.5        # simulated training time per child
     weight_bytes: int = 4096          # size of each individual's safetensors file
     selection: str = "pairwise"
+    search_space: str = "large_scale"   # nasbench201 or nasnet for the learned strategies (rl, reinforce)
     kill_interval: float = 1.0        # mean seconds between SIGKILLs (exponential)
     restart_delay: float = 0.5        # a killed slot gets a new process this much later
     stagger: float = 5.0              # workers are started evenly over this many seconds
@@ -131,6 +132,7 @@ def run_chaos(settings: ChaosSettings, work_dir: str | os.PathLike[str] | None =
 
 def _run(s: ChaosSettings, url: str, work: Path, env: dict[str, str], events_path: Path, say) -> dict[str, Any]:
     init = evo(["init", url, "--dataset", "synthetic", "-P", str(s.population), "--selection", s.selection,
+                "--search-space", s.search_space,
                 "--synthetic-train-seconds", str(s.train_seconds),
                 "--synthetic-weight-bytes", str(s.weight_bytes), "--seed", str(s.seed)], env)
     if init.returncode != 0:
@@ -232,6 +234,9 @@ def _run(s: ChaosSettings, url: str, work: Path, env: dict[str, str], events_pat
             violations.append(kind)
     if not check_after.get("ok"):
         violations.append("not_clean_after_repair")
+    policy = _policy_audit(url)
+    if policy is not None and (policy["problems"] or policy["version"] is None):
+        violations.append("policy")
     if pool.unexpected_exits:
         violations.append("unexpected_worker_exits")
     return {
@@ -277,6 +282,7 @@ def _run(s: ChaosSettings, url: str, work: Path, env: dict[str, str], events_pat
             "excess_at_end": (audit.get("population_final") or 0) - P,
         },
         "throughput": steady,
+        "policy": policy,
         "memory": mem,
         "check_before_repair": check_before,
         "repaired": repair.get("repaired"),
@@ -287,6 +293,15 @@ def _run(s: ChaosSettings, url: str, work: Path, env: dict[str, str], events_pat
         "kill_log": [{**k, "time": round(k["time"] - t_start, 3)} for k in kills],
         "started_at": t_start,
     }
+
+
+def _policy_audit(url: str) -> dict[str, Any] | None:
+    """A learned strategy's policy checked against the population (see evo.strategies.policy_report)."""
+    from evo.config import RunConfig
+    from evo.strategies.policy_report import audit_policy
+
+    store = open_store(url)
+    return audit_policy(store, RunConfig.from_json(store.read_config()))
 
 
 def _json_of(proc) -> dict[str, Any]:
@@ -366,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds of chaos at the most, --min-births or not")
     p.add_argument("--train-seconds", type=float, default=d.train_seconds)
     p.add_argument("--weight-bytes", type=int, default=d.weight_bytes)
-    p.add_argument("--selection", choices=("pairwise", "aging", "random"), default=d.selection)
+    p.add_argument("--selection", choices=("pairwise", "aging", "random", "rl", "reinforce"), default=d.selection)
+    p.add_argument("--search-space", choices=("large_scale", "nasbench201", "nasnet"), default=d.search_space)
     p.add_argument("--kill-interval", type=float, default=d.kill_interval, help="mean seconds between SIGKILLs")
     p.add_argument("--restart-delay", type=float, default=d.restart_delay)
     p.add_argument("--stagger", type=float, default=d.stagger, help="start the workers over this many seconds")
@@ -384,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = ChaosSettings(backend=a.backend, workers=a.workers, population=a.population, duration=a.duration,
                              min_births=a.min_births, max_duration=a.max_duration,
                              train_seconds=a.train_seconds, weight_bytes=a.weight_bytes, selection=a.selection,
-                             kill_interval=a.kill_interval, restart_delay=a.restart_delay, stagger=a.stagger,
+                             search_space=a.search_space, kill_interval=a.kill_interval,
+                             restart_delay=a.restart_delay, stagger=a.stagger,
                              worker_nice=a.worker_nice, preseed=a.preseed, seed=a.seed)
     try:
         settings.check()

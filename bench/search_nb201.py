@@ -13,6 +13,11 @@ seeds, drawn at random, so the search sees noisy fitness as in reality). Schemes
   S=3 (D-X-Y/AutoDL-Projects ``scripts-search/NAS-Bench-201-algos/R-EA.sh``:
   ``--ea_population 10``, and its usage line ``R-EA.sh cifar10 3 -1`` gives the sample size 3);
 - ``aging-p100``: aging evolution with Real et al. 2019's P=100, S=25;
+- ``rl-ppo``: the NASNet paper's RL controller (``--selection rl``: an LSTM trained with PPO,
+  its appendix A.2 settings), P=10 (the population only holds the best; the first 10 cells
+  are random, as the untrained controller's nearly uniform samples would be);
+- ``reinforce``: NAS-Bench-201's REINFORCE baseline (``--selection reinforce``: independent
+  softmaxes, its learning rate 0.01 and baseline momentum 0.9), P=10 likewise;
 - ``random``: random search (every child a fresh uniform cell).
 
 All start from random cells (as the benchmark's REA does) and evaluate the same number of
@@ -56,6 +61,10 @@ SCHEMES = (
     Scheme("pairwise", "pairwise", 10, 2, "Real et al. 2017 (tournament of two), P=10"),
     Scheme("aging-rea", "aging", 10, 3, "NAS-Bench-201's REA baseline: P=10, S=3"),
     Scheme("aging-p100", "aging", 100, 25, "Real et al. 2019: P=100, S=25"),
+    Scheme("rl-ppo", "rl", 10, 2, "NASNet's RL controller (appendix A.2): LSTM of 100 units, PPO, lr 0.00035, "
+           "entropy 1e-5, baseline EMA 0.95"),
+    Scheme("reinforce", "reinforce", 10, 2, "NAS-Bench-201's REINFORCE: independent softmaxes, Adam lr 0.01, "
+           "baseline EMA 0.9"),
     Scheme("random", "random", 10, 2, "random search"),
 )
 
@@ -307,11 +316,15 @@ def report(runs: list[dict[str, Any]], settings: Nb201Settings, schemes: tuple[S
                      f"{100 * entry['table_best_mean_val_acc']:.2f}% mean validation accuracy\n\n" + markdown_table(
                          ["scheme", "P/S", f"mean val acc (%) after {settings.cells} cells", "regret (%)",
                           "found the best", "vs random, paired: diff (wins/ties/losses), p", "s per run"], rows))
-        rea, rnd = entry["schemes"]["aging-rea"], entry["schemes"]["random"]
-        vs = rea["vs_random"]
-        lines.append(f"{table_name[6:]}: aging (REA) {100 * rea['final'][0]:.2f} ± {100 * rea['final'][1]:.2f} vs "
-                     f"random {100 * rnd['final'][0]:.2f} ± {100 * rnd['final'][1]:.2f} "
-                     f"(paired {100 * vs['mean_diff']:+.2f}, Wilcoxon p={_p(vs['wilcoxon_p'])})")
+        rnd = entry["schemes"]["random"]
+        versus = []
+        for label, key in (("aging (REA)", "aging-rea"), ("RL (PPO)", "rl-ppo"), ("REINFORCE", "reinforce")):
+            e = entry["schemes"][key]
+            vs = e["vs_random"]
+            versus.append(f"{label} {100 * e['final'][0]:.2f} ± {100 * e['final'][1]:.2f} "
+                          f"(paired {100 * vs['mean_diff']:+.2f}, Wilcoxon p={_p(vs['wilcoxon_p'])})")
+        lines.append(f"{table_name[6:]}: " + ", ".join(versus) +
+                     f" vs random {100 * rnd['final'][0]:.2f} ± {100 * rnd['final'][1]:.2f}")
     text = (f"NAS-Bench-201, {settings.cells} cells per run, {len(settings.seeds)} seeds, mean validation accuracy "
             "of the best-by-validation cell: " + "; ".join(lines))
     markdown = ("\n\n".join(parts) + f"\n\n![best so far vs cells evaluated]({png.name})\n\n"

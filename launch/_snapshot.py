@@ -48,6 +48,7 @@ class Snapshot:
     broken: tuple[Any, ...] = ()             # storage Broken entries: shown, never used
     data: dict[str, Any] | None = None       # the run's decoded user dataset (evo.datacache.cache_status)
     retrains: tuple[Any, ...] = ()           # storage RetrainState of every final training
+    policy: Any = None                       # a learned strategy's PolicyReport (evo.strategies.policy_report)
 
     @property
     def quarantined(self) -> int:
@@ -154,7 +155,16 @@ def _read(store, config, url: str, read_alive: bool) -> Snapshot:
     broken += [b for r in retrains for b in r.broken]
     return Snapshot(url=url, taken=time.time(), config=config, records=records,
                     quarantined_ids=frozenset(quarantined), workers=store.list_workers(),
-                    broken=tuple(broken), data=_data_status(store, config), retrains=retrains)
+                    broken=tuple(broken), data=_data_status(store, config), retrains=retrains,
+                    policy=_policy(store, config))
+
+
+def _policy(store, config) -> Any:
+    if config is None:
+        return None
+    from evo.strategies.policy_report import read_policy_report
+
+    return read_policy_report(store, config)
 
 
 def _data_status(store, config) -> dict[str, Any] | None:

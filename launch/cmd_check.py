@@ -51,14 +51,24 @@ def run(args: argparse.Namespace) -> int:
         config = RunConfig.from_json(config_text)
     except ConfigError as exc:
         config, config_problem = None, f"config: config.json does not parse: {exc}"
-    if config is not None:
-        store = store.with_keep_best(config.keep_best)
+    if config is not None:   # the run's search space checks its DNA (not only large_scale's)
+        from evo.spaces import make_space
+
+        store = store.with_run(keep_best=config.keep_best, bounds=config.bounds,
+                               dna_validator=make_space(config).parse)
     try:
         report = store.check(repair=args.repair, grace_seconds=args.grace, deep=args.deep,
                              bounds=config.bounds if config is not None else None)
     except OSError as exc:
         raise UserError(f"{args.url}: {_first_line(exc)}") from None
     result = report.to_dict()
+    if config is not None:
+        from evo.strategies.policy_report import read_policy_report
+
+        policy = read_policy_report(store, config)
+        if policy is not None and policy.problems:
+            result["ok"] = False
+            result["problems"] += [f"policy: {p}" for p in policy.problems]
     if config_problem:
         result["ok"] = False
         result["problems"] = [config_problem] + result["problems"]

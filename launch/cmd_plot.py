@@ -35,7 +35,25 @@ def progress_data(snap: Snapshot) -> dict[str, Any]:
     return {"url": snap.url, "dataset": cfg.dataset, "selection": cfg.selection,
             "search_space": cfg.search_space, "start": start, "time": snap.taken,
             "count": len(points), "alive": sum(1 for p in points if p["alive"]),
-            "points": points, "best_so_far": best_so_far}
+            "points": points, "best_so_far": best_so_far, "policy": policy_curve(records)}
+
+
+POLICY_WINDOW = 25   # children in the moving mean of a controller's reward curve
+
+
+def policy_curve(records: list[Any]) -> dict[str, Any] | None:
+    """A learned strategy's reward curve: each child a controller proposed, with the policy
+    version that proposed it and its reward (fitness), by version (then birth), and the
+    moving mean of the last ``POLICY_WINDOW`` rewards. None when no child came from a
+    controller."""
+    points = [{"id": r.id, "version": r.metrics["policy_version"], "reward": r.fitness} for r in records
+              if isinstance(r.metrics.get("policy_version"), int) and not isinstance(r.metrics["policy_version"], bool)]
+    if not points:
+        return None
+    points.sort(key=lambda p: p["version"])   # stable: births in order within a version
+    rewards = [p["reward"] for p in points]
+    mean = [sum(rewards[max(0, i + 1 - POLICY_WINDOW):i + 1]) / min(i + 1, POLICY_WINDOW) for i in range(len(rewards))]
+    return {"window": POLICY_WINDOW, "points": points, "moving_mean": mean}
 
 
 def draw_progress(data: dict[str, Any], path: str) -> None:
@@ -47,7 +65,12 @@ def draw_progress(data: dict[str, Any], path: str) -> None:
     unit, scale = ("hours", 3600.0) if span > 3 * 3600 else ("minutes", 60.0)
     dead = [p for p in data["points"] if not p["alive"]]
     alive = [p for p in data["points"] if p["alive"]]
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    policy = data.get("policy")
+    if policy:
+        fig, (ax, pax) = plt.subplots(2, 1, figsize=(7.5, 7.5), height_ratios=(3, 2))
+        draw_policy(pax, policy)
+    else:
+        fig, ax = plt.subplots(figsize=(7.5, 4.5))
     ax.scatter([p["t"] / scale for p in dead], [p["fitness"] for p in dead], s=9, c="0.6",
                alpha=0.7, linewidths=0, label=f"dead ({len(dead)})")
     ax.scatter([p["t"] / scale for p in alive], [p["fitness"] for p in alive], s=22, c="#d62728",
@@ -66,6 +89,20 @@ def draw_progress(data: dict[str, Any], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def draw_policy(ax: Any, policy: dict[str, Any]) -> None:
+    """The controller's reward curve: rewards against the version that proposed them."""
+    pts = policy["points"]
+    xs = [p["version"] for p in pts]
+    ax.scatter(xs, [p["reward"] for p in pts], s=7, c="0.6", alpha=0.6, linewidths=0, label="child's reward")
+    ax.plot(xs, policy["moving_mean"], color="#2ca02c", lw=1.5,
+            label=f"mean of the last {policy['window']} ({policy['moving_mean'][-1]:.4f})")
+    ax.set_xlabel("policy version that proposed the child")
+    ax.set_ylabel("reward (validation accuracy)")
+    ax.set_title(f"controller: {len(pts)} children", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
 
 
 def default_data_path(png: str) -> str:

@@ -97,6 +97,7 @@ def status_report(snap: Snapshot, lost_after: float | None = None,
         "slurm_jobs": slurm_jobs,
         "data": snap.data,
         "retrains": [retrain_row(r, now) for r in snap.retrains],
+        "policy": snap.policy.summary() if snap.policy is not None else None,
     }
 
 
@@ -203,6 +204,7 @@ def format_status(r: dict[str, Any]) -> str:
         lines.append(f"  broken entries (skipped, never used): {r['broken']}; "
                      f"`evo check {r['url']}` lists them, `--repair` moves them aside")
         lines += [f"    {b['key']}: {b['problem']}" for b in r["broken_entries"][:3]]
+    lines += format_policy(r.get("policy"))
     if r["mutations"]:
         lines.append("  mutations: " + ", ".join(f"{k} {n}" for k, n in
                                                   sorted(r["mutations"].items(), key=lambda kv: (-kv[1], kv[0]))))
@@ -227,6 +229,21 @@ def format_status(r: dict[str, Any]) -> str:
         lines.append(describe(job))
     lines += format_retrains(r.get("retrains") or [])
     return "\n".join(lines)
+
+
+def format_policy(p: dict[str, Any] | None) -> list[str]:
+    """The status lines of a learned strategy's policy (none for other strategies)."""
+    if p is None:
+        return []
+    if p["version"] is None:
+        return [f"  policy ({p['strategy']}): no version yet (the first controller child makes one)"]
+    line = (f"  policy ({p['strategy']}): version {p['version']} ({p['versions_kept']} kept), "
+            f"{p['updates']} updates, reward baseline {_f(p['baseline'])}")
+    rewards = p["recent_rewards"]
+    if rewards:
+        line += (f"; last {len(rewards)} rewards mean {_f(p['recent_mean'])}, newest "
+                 + " ".join(_f(x, 3) for x in rewards[-5:]))
+    return [line] + [f"    {problem}" for problem in p["problems"][:3]]
 
 
 def format_retrains(rows: list[dict[str, Any]]) -> list[str]:

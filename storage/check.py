@@ -43,6 +43,7 @@ from .backend import MOVED_DIR, TEMP_PREFIX, UnreadableEntry
 from .check_records import AuditedStore, RecordAudits, load_record
 from .check_retrain import RetrainAudits
 from .datacache import DATA, MAX_MANIFEST_BYTES, parse_data_name
+from .policy import POLICY
 from .records import (
     CONFIG_KEY, DIRECTORIES, HISTORY, KEPT, MAX_HEARTBEAT_BYTES, PAYLOAD, QUARANTINE, WORKERS,
     CorruptRecord, check_history, history_key, parse_kept_name, parse_payload_name, parse_record_name,
@@ -53,7 +54,7 @@ from .verify import DnaValidator
 MAX_LISTED_PROBLEMS = 200
 # Folders a population directory may hold besides the layout's own (launcher logs beside a
 # local population; data caches and launch records of later layouts are added here).
-KNOWN_FOLDERS = frozenset(DIRECTORIES) | {"logs", DATA, RETRAIN}
+KNOWN_FOLDERS = frozenset(DIRECTORIES) | {"logs", DATA, RETRAIN, POLICY}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,112 @@
+"""What a learned strategy's policy looks like in a store, for people and audits: the newest
+version, its recent rewards, and whether the versions present form one consistent chain.
+Torch-free; reads only ``policy/`` (through the store's API)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from storage import UnreadableEntry
+
+from . import strategy_class
+from .policy_state import PolicyError, PolicyVersion, parse_policy
+
+
+@dataclass(frozen=True)
+class PolicyReport:
+    """The policy of a run: ``latest`` (the newest usable version, None if there is none),
+    every version number present, and the ``problems`` found (one line each: unreadable or
+    foreign versions, a version whose parent or update count does not follow its parent's,
+    a child learned from twice)."""
+
+    strategy: str
+    versions: tuple[int, ...]
+    latest: PolicyVersion | None
+    problems: tuple[str, ...] = field(default=())
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready: version, versions kept, updates, baseline and the recent rewards."""
+        p = self.latest
+        recent = [u.reward for u in p.recent] if p else []
+        return {"strategy": self.strategy, "version": p.version if p else None, "versions_kept": len(self.versions),
+                "updates": p.updates if p else 0, "baseline": p.baseline if p else None,
+                "recent_rewards": recent, "recent_mean": sum(recent) / len(recent) if recent else None,
+                "problems": list(self.problems)}
+
+
+def is_learned(config: Any) -> bool:
+    """True when the run's strategy keeps a policy in the store."""
+    return bool(getattr(strategy_class(config.selection), "needs_decisions", False))
+
+
+def read_policy_report(store: Any, config: Any, space: Any = None) -> PolicyReport | None:
+    """The report of the run's policy (None when the run's strategy is not a learned one).
+
+    Reads every version present (at most ``controller.keep_versions`` plus what crashed
+    workers left), checks each, and checks the chain: each version's parent is an earlier
+    version, and a version made from the version just before it holds one update more and
+    its recent updates extend its parent's.
+    """
+    if not is_learned(config):
+        return None
+    strategy = strategy_class(config.selection)(config, store, space)
+    versions = tuple(store.policy_versions())
+    parsed: dict[int, PolicyVersion] = {}
+    problems: list[str] = []
+    for v in versions:
+        try:
+            data = store.read_policy(v)
+            if data is None:
+                continue
+            parsed[v] = parse_policy(data, strategy=strategy.name, decisions=tuple(strategy.space.decisions),
+                                     shapes=strategy.shapes, version=v)
+        except (UnreadableEntry, PolicyError) as exc:
+            problems.append(f"policy version {v}: {exc}")
+    for v, p in parsed.items():
+        parent = parsed.get(p.parent) if p.parent is not None else None
+        children = [u.child for u in p.recent]
+        if len(children) != len(set(children)):
+            problems.append(f"policy version {v}: a child was learned from twice")
+        if parent is None:
+            continue
+        if p.updates != parent.updates + 1:
+            problems.append(f"policy version {v}: {p.updates} updates, its parent {parent.version} {parent.updates}")
+        if len(p.recent) > 1 and \
+                [u.child for u in p.recent[:-1]] != [u.child for u in parent.recent][-(len(p.recent) - 1):]:
+            problems.append(f"policy version {v}: its updates do not extend its parent {parent.version}'s")
+    latest = parsed[max(parsed)] if parsed else None
+    return PolicyReport(strategy.name, versions, latest, tuple(problems))
+
+
+def audit_policy(store: Any, config: Any) -> dict[str, Any] | None:
+    """The policy checked against the population (None for strategies that keep none):
+    the report's summary and problems, plus ``controller_children`` (individuals the
+    policy proposed, alive or dead), and ``updates_missing``: controller children whose
+    update never landed (their worker was killed after publishing, before its version was
+    created). More updates than controller children would mean a child was learned from
+    twice: that, any problem of the chain, and a learned-from child the store does not
+    know, are listed in ``problems``."""
+    report = read_policy_report(store, config)
+    if report is None:
+        return None
+    from evo.spaces import make_space
+
+    store = store.with_run(bounds=config.bounds, dna_validator=make_space(config).parse)
+    census = store.census(read_alive=True)
+    known = {info.id for info in census.listed} | census.dead_ids | census.quarantined_ids
+    proposed = {r["id"] for r in census.history if r.get("metrics", {}).get("policy") == report.strategy}
+    proposed |= {ident for ident, c in census.commits.items()
+                 if isinstance(c, dict) and c.get("metrics", {}).get("policy") == report.strategy}
+    problems = list(report.problems)
+    latest = report.latest
+    updates = latest.updates if latest else 0
+    if updates > len(proposed):
+        problems.append(f"{updates} updates from {len(proposed)} controller children: some child counted twice")
+    if latest is not None:
+        unknown = [u.child for u in latest.recent if u.child not in known]
+        if unknown:
+            problems.append(f"policy version {latest.version} learned from children the store does not know: "
+                            f"{', '.join(unknown[:3])}")
+    return {**report.summary(), "problems": problems, "controller_children": len(proposed),
+            "updates_missing": len(proposed) - updates}
