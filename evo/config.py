@@ -10,7 +10,10 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from dna.bounds import Bounds, check_int, check_number
+from dna.bounds import Bounds
+
+from .config_checks import ConfigError, _choice, _flag, _int, _number
+from .controller_settings import ControllerSettings
 
 # NAS-Bench-201's tables (evo.tabular): a cell's fitness is looked up, not trained for.
 TABULAR_DATASETS = ("nb201-cifar10", "nb201-cifar100", "nb201-imagenet16")
@@ -33,42 +36,6 @@ BOUNDS_LIMITS = {"max_vertices": 4096, "max_edges": 16384, "max_channels": 65536
 MAX_LEARNING_RATE = 100.0
 
 
-class ConfigError(ValueError):
-    """A run configuration that is malformed or inconsistent. One-line message.
-
-    ``field`` names the offending setting as a config.json path (``train.batch_size``) when
-    one setting is at fault, so a caller can name the option the user gave.
-    """
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.field = field
-
-
-def _int(name: str, value: Any, low: int, high: int) -> None:
-    try:
-        check_int(name, value, low, high)
-    except ValueError as exc:
-        raise ConfigError(str(exc), name) from None
-
-
-def _number(name: str, value: Any, low: float, high: float, **open_ends: bool) -> None:
-    try:
-        check_number(name, value, low, high, **open_ends)
-    except ValueError as exc:
-        raise ConfigError(str(exc), name) from None
-
-
-def _flag(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be true or false, got {value!r}", name)
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if not isinstance(value, str) or value not in choices:
-        raise ConfigError(f"unknown {name} {value!r} (choose from {', '.join(choices)})", name)
-
-
 def _registered(name: str, value: Any, module: str, lookup: str) -> Any:
     """The registered class ``value`` names (a search space or strategy); ConfigError if none."""
     import importlib
@@ -79,18 +46,6 @@ def _registered(name: str, value: Any, module: str, lookup: str) -> Any:
         return getattr(importlib.import_module(module), lookup)(value)
     except ValueError as exc:
         raise ConfigError(str(exc), name) from None
-
-
-def _space_names() -> list[str]:
-    from evo.spaces import space_names
-
-    return space_names()
-
-
-def _space_class(name: str) -> Any:
-    from evo.spaces import space_class
-
-    return space_class(name)
 
 
 def check_dataset_spec(spec: Any) -> str:
@@ -163,36 +118,6 @@ class TabularSettings:
 
     def __post_init__(self) -> None:
         _number("tabular.time_scale", self.time_scale, 0, 1)
-
-
-@dataclass(frozen=True)
-class ControllerSettings:
-    """The learned strategies (``selection`` ``rl`` or ``reinforce``). None takes the
-    strategy's published setting: ``rl`` (NASNet's PPO controller, appendix A.2) learning
-    rate 0.00035, entropy weight 1e-5, baseline decay 0.95; ``reinforce`` (NAS-Bench-201's
-    baseline) 0.01, 0, 0.9. ``hidden_size``: the LSTM's units (rl). ``ppo_clip`` and
-    ``ppo_epochs``: PPO's clipping range and gradient steps per update (rl).
-    ``keep_versions``: how many of the newest policy versions stay in the store."""
-
-    learning_rate: float | None = None
-    entropy_weight: float | None = None
-    baseline_decay: float | None = None
-    hidden_size: int = 100
-    ppo_clip: float = 0.2
-    ppo_epochs: int = 1
-    keep_versions: int = 8
-
-    def __post_init__(self) -> None:
-        if self.learning_rate is not None:
-            _number("controller.learning_rate", self.learning_rate, 0, 1, low_open=True)
-        if self.entropy_weight is not None:
-            _number("controller.entropy_weight", self.entropy_weight, 0, 1)
-        if self.baseline_decay is not None:
-            _number("controller.baseline_decay", self.baseline_decay, 0, 1, high_open=True)
-        _int("controller.hidden_size", self.hidden_size, 1, 1024)
-        _number("controller.ppo_clip", self.ppo_clip, 0, 1, low_open=True)
-        _int("controller.ppo_epochs", self.ppo_epochs, 1, 100)
-        _int("controller.keep_versions", self.keep_versions, 2, 1000)
 
 
 @dataclass(frozen=True)
@@ -307,7 +232,9 @@ class RunConfig:
             object.__setattr__(self, "selection", space.default_selection)
         strategy = _registered("selection", self.selection, "evo.strategies", "strategy_class")
         if getattr(strategy, "needs_decisions", False) and space.decisions is None:
-            spaces = sorted(n for n in _space_names() if _space_class(n).decisions is not None)
+            from evo.spaces import space_class, space_names
+
+            spaces = sorted(n for n in space_names() if space_class(n).decisions is not None)
             raise ConfigError(f"selection {self.selection!r} learns a policy over a search space's decisions; "
                               f"search space {self.search_space!r} has none (use one of {', '.join(spaces)})",
                               "selection")

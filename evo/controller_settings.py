@@ -1,0 +1,38 @@
+"""Settings of the learned strategies (``selection`` ``rl`` or ``reinforce``), part of the run's
+configuration (``RunConfig.controller``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config_checks import _int, _number
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    """The learned strategies (``selection`` ``rl`` or ``reinforce``). None takes the
+    strategy's published setting: ``rl`` (NASNet's PPO controller, appendix A.2) learning
+    rate 0.00035, entropy weight 1e-5, baseline decay 0.95; ``reinforce`` (NAS-Bench-201's
+    baseline) 0.01, 0, 0.9. ``hidden_size``: the LSTM's units (rl). ``ppo_clip`` and
+    ``ppo_epochs``: PPO's clipping range and gradient steps per update (rl).
+    ``keep_versions``: how many of the newest policy versions stay in the store."""
+
+    learning_rate: float | None = None
+    entropy_weight: float | None = None
+    baseline_decay: float | None = None
+    hidden_size: int = 100
+    ppo_clip: float = 0.2
+    ppo_epochs: int = 1
+    keep_versions: int = 8
+
+    def __post_init__(self) -> None:
+        if self.learning_rate is not None:
+            _number("controller.learning_rate", self.learning_rate, 0, 1, low_open=True)
+        if self.entropy_weight is not None:
+            _number("controller.entropy_weight", self.entropy_weight, 0, 1)
+        if self.baseline_decay is not None:
+            _number("controller.baseline_decay", self.baseline_decay, 0, 1, high_open=True)
+        _int("controller.hidden_size", self.hidden_size, 1, 1024)
+        _number("controller.ppo_clip", self.ppo_clip, 0, 1, low_open=True)
+        _int("controller.ppo_epochs", self.ppo_epochs, 1, 100)
+        _int("controller.keep_versions", self.keep_versions, 2, 1000)
