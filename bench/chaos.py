@@ -360,6 +360,16 @@ def markdown(report: dict[str, Any]) -> str:
         f"| SIGKILLed workers by last heartbeat state | {report['kills_by_last_heartbeat_state']} |",
         "",
     ]
+    policy = report.get("policy")
+    if policy:
+        lines[-1:-1] = [
+            f"| {s['search_space']} space, {policy['strategy']} policy: newest version / versions kept | "
+            f"{policy['version']} / {policy['versions_kept']} |",
+            f"| controller children / updates in the chain / lost with their worker | "
+            f"{policy['controller_children']} / {policy['updates']} / {policy['updates_missing']} |",
+            f"| policy chain problems (a child learned from twice, a broken chain, unknown children) | "
+            f"{len(policy['problems'])} |",
+        ]
     for ex in report.get("unexpected_worker_exits") or []:
         lines.append(f"Worker slot {ex['slot']} (pid {ex['pid']}) exited on its own with code {ex['code']}; "
                      "its log ended:")

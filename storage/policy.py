@@ -69,6 +69,13 @@ class PolicyRecords(StoreCore):
             self.fault("policy:after_create")
         return created
 
+    def delete_policy(self, version: int) -> None:
+        """Remove version ``version`` (a writer withdrawing an orphan it just created)."""
+        try:
+            self.backend.delete(policy_key(version))
+        except (OSError, UnreadableEntry):
+            pass
+
     def prune_policies(self, below: int) -> int:
         """Delete the versions numbered below ``below`` (the caller keeps the newest few);
         the number deleted. Entries that cannot be deleted stay, for ``evo check``."""

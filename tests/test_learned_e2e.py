@@ -85,12 +85,12 @@ def test_init_refuses_a_learned_strategy_where_it_cannot_work(tmp_path, args, me
 
 @pytest.mark.slow
 def test_chaos_16_workers_with_the_rl_controller(tmp_path):
-    report = run_chaos(ChaosSettings(workers=16, population=20, duration=20, train_seconds=0.2, kill_interval=0.5,
+    report = run_chaos(ChaosSettings(workers=16, population=20, duration=12, train_seconds=0.2, kill_interval=0.5,
                                      stagger=4, seed=5, selection="rl", search_space="nasbench201"), tmp_path)
     assert_run_is_whole(report, every_kill_window_has_births=False)
     policy = report["policy"]
     assert policy["problems"] == [] and policy["versions_kept"] >= 2
-    assert policy["controller_children"] > 50
+    assert policy["controller_children"] > 30
     # only children whose worker was killed after publishing and before its version landed
     # miss their update; every other one is in the chain exactly once
     assert 0 <= policy["updates_missing"] <= report["kills"]

@@ -52,9 +52,10 @@ def read_versions(store, strategy):
     return out
 
 
-@pytest.mark.parametrize("selection,lr,steps", [("reinforce", 0.05, 150), ("rl", 0.005, 150)])
-def test_the_controller_learns_the_landscape(selection, lr, steps):
-    config, store, space = setup_run(selection, learning_rate=lr)
+@pytest.mark.parametrize("selection,settings", [("reinforce", {"learning_rate": 0.05}),
+                                                ("rl", {"learning_rate": 0.005, "hidden_size": 32})])
+def test_the_controller_learns_the_landscape(selection, settings, steps=150):
+    config, store, space = setup_run(selection, **settings)
     worker = worker_on(config, store, space, 0)
     records = [r for r in (worker.step() for _ in range(steps)) if r]
     learned = [r for r in records if r["mutation"] == "controller"]
@@ -181,3 +182,37 @@ def test_config_refuses_learned_strategies_where_they_cannot_work():
                 {"ppo_clip": -1}, {"entropy_weight": float("nan")}):
         with pytest.raises(ConfigError):
             ControllerSettings(**bad)
+
+
+def test_a_slow_writer_that_recreates_a_pruned_version_withdraws_it_and_rebases():
+    """The ABA case: a worker read version k, stalled; meanwhile others made k+1 .. k+5 and
+    pruned up to k+2. Its create of k+1 succeeds (the name is free again) but that version
+    is not in the chain: it must notice, withdraw it and redo its update on the newest."""
+    from evo.strategies import Proposal, Published
+
+    config, store, space = setup_run("reinforce", keep_versions=3)
+    slow, fast = make_strategy(config, store, space), make_strategy(config, store, space)
+    rng = np.random.default_rng(7)
+
+    def child(strategy, name):
+        policy, _ = strategy.latest()
+        choices, logp = strategy.model.sample(policy.params, rng)
+        note = {"policy": strategy.name, "policy_version": policy.version, "policy_choices": list(choices),
+                "policy_logp": logp}
+        return Published(name, 0.5, space.from_decisions(choices), Proposal(note=note), {}, "w")
+
+    slow.observe(child(slow, "c-slow-0"))                 # version 1, cached by the slow worker
+    k = max(store.policy_versions())
+    stale = child(slow, "c-slow-1")
+    for i in range(5):
+        fast.observe(child(fast, f"c-fast-{i}"))
+    assert store.policy_versions() == [k + 3, k + 4, k + 5]
+    listings = iter([[k]])
+    real = store.policy_versions
+    slow.store.policy_versions = lambda: next(listings, None) or real()   # one stale listing
+    slow.observe(stale)
+    versions = read_versions(store, fast)
+    newest = versions[max(versions)]
+    assert max(versions) == k + 6 and newest.parent == k + 5 and newest.parent_id == versions[k + 5].id
+    assert k + 1 not in versions                               # the orphan was withdrawn
+    assert [u.child for u in newest.recent][-2:] == ["c-fast-4", "c-slow-1"]

@@ -40,7 +40,7 @@ from storage import UnreadableEntry
 
 from . import Population, Proposal, Published, Strategy, register_strategy
 from .controllers import IndependentSoftmax, LstmController, adam_ascent
-from .policy_state import MAX_RECENT, PolicyError, PolicyVersion, Update, parse_policy
+from .policy_state import MAX_RECENT, PolicyError, PolicyVersion, Update, new_id, parse_policy
 
 log = logging.getLogger("evo.strategies")
 
@@ -106,12 +106,34 @@ class LearnedStrategy(Strategy):
             new = self.updated(base, choices, float(note["policy_logp"]), int(note["policy_version"]),
                                float(child.fitness), child.id, child.worker)
             new = replace(new, version=top + 1)
-            if self.store.create_policy(new.version, new.to_bytes()):
+            if not self.store.create_policy(new.version, new.to_bytes()):
+                continue    # another worker made that version first: rebase onto it
+            if self._in_chain(new, child.id):
                 self._current = new
                 self.store.prune_policies(new.version + 1 - self.keep_versions)
                 return
-            # Another worker made that version first: rebase onto it.
+            # An orphan: between our read and our create, that number was made, built on and
+            # pruned by others (a slow worker), so the chain went on without this version.
+            self.store.delete_policy(new.version)
         log.warning("policy update for %s given up after %d lost races", child.id, MAX_REBASES)
+
+    def _in_chain(self, mine: PolicyVersion, child: str) -> bool:
+        """True unless the version this worker just created is an orphan: a newer version
+        exists that was not built on it."""
+        newer = [v for v in self.store.policy_versions() if v > mine.version]
+        if not newer:
+            return True
+        successor = self._read(mine.version + 1)
+        if successor is not None:
+            return successor.parent_id == mine.id
+        # Its successor is gone already (pruned): then the newest version's recent updates
+        # hold this child if, and only if, the chain went through this version.
+        for version in reversed(newer):
+            policy = self._read(version)
+            if policy is not None:
+                return policy.updates - mine.updates >= len(policy.recent) or \
+                    child in {u.child for u in policy.recent}
+        return True
 
     # ----- the policy in the store -----
     def latest(self) -> tuple[PolicyVersion, int]:
@@ -139,7 +161,7 @@ class LearnedStrategy(Strategy):
     def first_version(self, version: int) -> PolicyVersion:
         """The untrained policy (the same in every worker of a run: seeded by the run's seed)."""
         params = self.model.init(np.random.default_rng([self.config.seed, 0x9011C7]))
-        return PolicyVersion(self.name, version, None, tuple(self.space.decisions), params)
+        return PolicyVersion(self.name, version, None, tuple(self.space.decisions), params, id=new_id())
 
     def _read(self, version: int) -> PolicyVersion | None:
         if self._current is not None and self._current.version == version:
@@ -170,7 +192,8 @@ class LearnedStrategy(Strategy):
             grads = self.gradient(params, choices, logp_sampled, advantage)
             params, moments = adam_ascent(params, moments, grads, steps, self.learning_rate)
         update = Update(child, reward, advantage, sampled, worker[:200] or "-", self.store.now())
-        return replace(policy, parent=base.version, params=params, moments=moments, steps=steps,
+        return replace(policy, parent=base.version, id=new_id(), parent_id=base.id, params=params,
+                       moments=moments, steps=steps,
                        updates=policy.updates + 1, recent=(policy.recent + (update,))[-MAX_RECENT:])
 
 

@@ -18,12 +18,14 @@ class PolicyReport:
     """The policy of a run: ``latest`` (the newest usable version, None if there is none),
     every version number present, and the ``problems`` found (one line each: unreadable or
     foreign versions, a version whose parent or update count does not follow its parent's,
-    a child learned from twice)."""
+    a child learned from twice). ``orphans``: versions that are not in the chain (a writer
+    re-created a number after it was pruned, and was killed before withdrawing it)."""
 
     strategy: str
     versions: tuple[int, ...]
     latest: PolicyVersion | None
     problems: tuple[str, ...] = field(default=())
+    orphans: tuple[int, ...] = field(default=())
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready: version, versions kept, updates, baseline and the recent rewards."""
@@ -32,7 +34,7 @@ class PolicyReport:
         return {"strategy": self.strategy, "version": p.version if p else None, "versions_kept": len(self.versions),
                 "updates": p.updates if p else 0, "baseline": p.baseline if p else None,
                 "recent_rewards": recent, "recent_mean": sum(recent) / len(recent) if recent else None,
-                "problems": list(self.problems)}
+                "orphans": list(self.orphans), "problems": list(self.problems)}
 
 
 def is_learned(config: Any) -> bool:
@@ -45,8 +47,8 @@ def read_policy_report(store: Any, config: Any, space: Any = None) -> PolicyRepo
 
     Reads every version present (at most ``controller.keep_versions`` plus what crashed
     workers left), checks each, and checks the chain: each version's parent is an earlier
-    version, and a version made from the version just before it holds one update more and
-    its recent updates extend its parent's.
+    version, and a version made from a version present (the same id) holds one update more
+    and its recent updates extend its parent's.
     """
     if not is_learned(config):
         return None
@@ -63,11 +65,15 @@ def read_policy_report(store: Any, config: Any, space: Any = None) -> PolicyRepo
                                      shapes=strategy.shapes, version=v)
         except (UnreadableEntry, PolicyError) as exc:
             problems.append(f"policy version {v}: {exc}")
+    orphans = []
     for v, p in parsed.items():
         parent = parsed.get(p.parent) if p.parent is not None else None
         children = [u.child for u in p.recent]
         if len(children) != len(set(children)):
             problems.append(f"policy version {v}: a child was learned from twice")
+        if parent is not None and parent.id != p.parent_id:
+            orphans.append(parent.version)   # re-created after a prune by a slow writer; not in the chain
+            continue
         if parent is None:
             continue
         if p.updates != parent.updates + 1:
@@ -76,7 +82,7 @@ def read_policy_report(store: Any, config: Any, space: Any = None) -> PolicyRepo
                 [u.child for u in p.recent[:-1]] != [u.child for u in parent.recent][-(len(p.recent) - 1):]:
             problems.append(f"policy version {v}: its updates do not extend its parent {parent.version}'s")
     latest = parsed[max(parsed)] if parsed else None
-    return PolicyReport(strategy.name, versions, latest, tuple(problems))
+    return PolicyReport(strategy.name, versions, latest, tuple(problems), tuple(sorted(orphans)))
 
 
 def audit_policy(store: Any, config: Any) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
@@ -53,8 +54,12 @@ class PolicyVersion:
     ``params`` and ``moments`` (Adam's first and second moments, ``m:NAME`` and ``v:NAME``)
     map array names to float32 arrays. ``steps``: optimizer steps so far. The baseline is an
     exponential moving average kept as numerator and denominator (unbiased from the first
-    reward on, as NAS-Bench-201's REINFORCE keeps it). ``parent``: the version this one was
-    made from (None for the first).
+    reward on, as NAS-Bench-201's REINFORCE keeps it). ``parent``/``parent_id``: the number
+    and id of the version this one was made from (None for the first). The id tells two
+    versions of one number apart: a writer that was slow enough for the number it meant to
+    take to be created and pruned in between re-creates that number (see
+    :mod:`evo.strategies.learned`); children name their parent by id, so such an orphan is
+    recognisable.
     """
 
     strategy: str
@@ -62,6 +67,8 @@ class PolicyVersion:
     parent: int | None
     decisions: tuple[int, ...]
     params: Mapping[str, np.ndarray]
+    id: str = ""              # random, unique per version: a version number can be reused after a prune
+    parent_id: str | None = None
     moments: Mapping[str, np.ndarray] = field(default_factory=dict)
     steps: int = 0
     updates: int = 0
@@ -83,7 +90,7 @@ class PolicyVersion:
         """The JSON bytes stored as ``policy/v{version}.json``."""
         return json.dumps({
             "schema": SCHEMA, "kind": KIND, "strategy": self.strategy, "version": self.version,
-            "parent": self.parent, "decisions": list(self.decisions), "steps": self.steps,
+            "id": self.id, "parent": self.parent, "parent_id": self.parent_id, "decisions": list(self.decisions), "steps": self.steps,
             "updates": self.updates, "baseline_num": self.baseline_num, "baseline_den": self.baseline_den,
             "recent": [u.to_dict() for u in self.recent],
             "params": {k: _encode(a) for k, a in sorted(self.params.items())},
@@ -126,6 +133,15 @@ def _count(d: dict, key: str, high: int = 10**10) -> int:
     return v
 
 
+def new_id() -> str:
+    """A fresh version id."""
+    return secrets.token_hex(16)
+
+
+def _is_token(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 32 and all(c in "0123456789abcdef" for c in value)
+
+
 def _update(obj: Any) -> Update:
     if not isinstance(obj, dict) or set(obj) != {"child", "reward", "advantage", "sampled", "worker", "time"}:
         raise PolicyError("recent updates must be objects with child, reward, advantage, sampled, worker, time")
@@ -148,7 +164,7 @@ def parse_policy(data: bytes, *, strategy: str, decisions: tuple[int, ...],
         raise PolicyError("not a policy version")
     if d.get("schema") != SCHEMA:
         raise PolicyError(f"unknown policy schema {d.get('schema')!r} (this evo reads {SCHEMA})"[:200])
-    known = {"schema", "kind", "strategy", "version", "parent", "decisions", "steps", "updates",
+    known = {"schema", "kind", "strategy", "version", "id", "parent", "parent_id", "decisions", "steps", "updates",
              "baseline_num", "baseline_den", "recent", "params", "moments"}
     if set(d) != known:
         raise PolicyError(f"policy version has keys {sorted(set(d) ^ known)} it should not or lacks"[:200])
@@ -161,6 +177,9 @@ def parse_policy(data: bytes, *, strategy: str, decisions: tuple[int, ...],
     parent = d["parent"]
     if parent is not None and (_count(d, "parent") >= version):
         raise PolicyError(f"its parent {parent} is not an earlier version")
+    for key in ("id", "parent_id"):
+        if not (key == "parent_id" and d[key] is None and parent is None) and not _is_token(d[key]):
+            raise PolicyError(f"{key} must be a 32-digit hex token")
     recent = d["recent"]
     if not isinstance(recent, list) or len(recent) > MAX_RECENT:
         raise PolicyError(f"recent must be a list of at most {MAX_RECENT} updates")
@@ -172,7 +191,8 @@ def parse_policy(data: bytes, *, strategy: str, decisions: tuple[int, ...],
         raise PolicyError("its optimizer moments are not this controller's")
     baseline_den = _number(d, "baseline_den", 0, 1)
     return PolicyVersion(
-        strategy=strategy, version=version, parent=parent, decisions=tuple(decisions),
+        strategy=strategy, version=version, parent=parent, id=d["id"], parent_id=d["parent_id"],
+        decisions=tuple(decisions),
         params={k: _decode(params[k], k, shapes[k]) for k in shapes},
         moments={k: _decode(moments[k], k, shapes[k.split(":", 1)[1]]) for k in moments},
         steps=_count(d, "steps"), updates=_count(d, "updates"),
