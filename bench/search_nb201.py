@@ -213,7 +213,8 @@ def plot(summary: dict[str, Any], settings: Nb201Settings, schemes: tuple[Scheme
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(settings.tables), figsize=(6.5 * len(settings.tables), 4.5), squeeze=False)
-    colors = {"pairwise": "tab:blue", "aging-rea": "tab:green", "aging-p100": "tab:olive", "random": "tab:red"}
+    colors = {"pairwise": "tab:blue", "aging-rea": "tab:green", "aging-p100": "tab:olive", "rl-ppo": "tab:purple",
+              "reinforce": "tab:orange", "random": "tab:red"}
     for ax, table_name in zip(axes[0], settings.tables):
         entry = summary[table_name]
         lows = []
