@@ -26,7 +26,9 @@ from .options import positive_int
 MAX_DNA_BYTES = 1 << 20
 CIFAR_SHAPE, CIFAR_CLASSES = (3, 32, 32), 10
 # Input shape and classes of the datasets evo knows without reading them.
-KNOWN_DATASETS = {"digits": ((1, 8, 8), 10), "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100)}
+KNOWN_DATASETS = {"digits": ((1, 8, 8), 10), "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100),
+                  "nb201-cifar10": ((3, 32, 32), 10), "nb201-cifar100": ((3, 32, 32), 100),
+                  "nb201-imagenet16": ((3, 16, 16), 120)}
 
 
 def resolve(arch: str, ident: str | None) -> dict[str, Any]:
@@ -84,6 +86,10 @@ def _parse_any(obj: Any):
         raise DNAError(f"a DNA must be a JSON object, got {type(obj).__name__}")
     if obj.get("kind") == KIND:
         return nasnet_from_dict(obj, widest)
+    if obj.get("kind") == "nasbench201":
+        from dna.nasbench201 import nb201_from_dict
+
+        return nb201_from_dict(obj, widest)
     return validate(from_dict(obj), widest)
 
 
@@ -186,10 +192,16 @@ def summarize(resolved: dict[str, Any], cells: int | None, filters: int | None,
                           "reduction": sum(w.slot.reduction for w in wiring)},
                    concat={name: list(dna.cell(name).output_states()) for name in ("normal", "reduction")},
                    final_channels=wiring[-1].out_channels, same_cells_as=match(dna))
+    elif cells is not None or filters is not None:
+        raise UserError("--cells and --filters set the size of NASNet architectures; "
+                        f"a {out['kind']} DNA has its size fixed")
+    elif out["kind"] == "nasbench201":
+        from dna.build import param_count
+        from dna.build_nasbench201 import build_nasbench201
+
+        model = build_nasbench201(dna, shape, num_classes)
+        out.update(parameters=param_count(model), aux_head_parameters=0, cell=dna.arch_str())
     else:
-        if cells is not None or filters is not None:
-            raise UserError("--cells and --filters set the size of NASNet architectures; "
-                            "a large-scale DNA has its size in its genome")
         from dna.build import build, param_count
 
         try:
@@ -234,6 +246,10 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"  cells: {c['normal'] + c['reduction']} ({c['normal']} normal, {c['reduction']} reduction); "
                      f"outputs concatenate states {s['concat']['normal']} (normal), {s['concat']['reduction']} "
                      f"(reduction): {s['final_channels']} channels at the end")
+    elif s["kind"] == "nasbench201":
+        lines.append(f"  NAS-Bench-201 network (C=16, N=5) for input {_shape_text(s['input_shape'])} and "
+                     f"{s['num_classes']} classes, cell {s['cell']}")
+        lines.append(f"  parameters: {_count(s['parameters'])}; multiply-adds per image: {_count(s['multiply_adds'])}")
     else:
         lines.append(f"  large-scale DNA for input {_shape_text(s['input_shape'])} and {s['num_classes']} classes")
         lines.append(f"  parameters: {_count(s['parameters'])}; no auxiliary head")

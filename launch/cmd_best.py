@@ -61,6 +61,10 @@ def _summary(ind) -> str:
     if d.get("kind") == "nasnet":
         arch = (f"NASNet cells; normal {[c[1] for c in d['normal']['combinations']]}, "
                 f"reduction {[c[1] for c in d['reduction']['combinations']]}")
+    elif d.get("kind") == "nasbench201":
+        from dna.nasbench201 import nb201_from_dict
+
+        arch = f"NAS-Bench-201 cell {nb201_from_dict(d).arch_str()}"
     else:
         convs = sum(1 for e in d["edges"] if e["kind"] == "conv")
         arch = f"large-scale: {len(d['vertices'])} vertices, {len(d['edges'])} edges ({convs} convolutions)"
@@ -168,6 +172,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             print("\n".join([_summary(ind)] + _retrained_lines(rows)))
         return 0
+    if config.is_tabular and args.retrained is None:
+        raise UserError(f"{args.url}: this run looked fitness up in NAS-Bench-201's table ({config.dataset}); its "
+                        f"individuals have no trained weights to export (`evo arch {args.url} {ind.id}` describes "
+                        "the cell)")
     from ._export import export
 
     info = export(ind, config, args.url, args.export, cells=args.cells, filters=args.filters,

@@ -125,12 +125,14 @@ def test_the_time_scale_sleeps_that_fraction_with_progress_calls():
     assert calls
 
 
-def test_a_tabular_worker_runs_with_torch_unimportable_and_stays_light(tmp_path):
+@pytest.mark.parametrize("selection", ["aging", "rl"])
+def test_a_tabular_worker_runs_with_torch_unimportable_and_stays_light(tmp_path, selection):
     """Peak RSS of one tabular worker process with torch made unimportable, measured from its
-    parent (RUSAGE_CHILDREN); every fitness it published is one of its cell's recorded ones."""
+    parent (RUSAGE_CHILDREN); every fitness it published is one of its cell's recorded ones.
+    The RL controller's worker too: its LSTM and PPO are numpy."""
     url = str(tmp_path / "pop")
     config = RunConfig(dataset="nb201-cifar10", search_space="nasbench201", population_size=10,
-                       tournament_size=3, seed=3)
+                       tournament_size=3, seed=3, selection=selection)
     assert open_store(url).init_config(config.to_json())
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(f"""
@@ -161,3 +163,16 @@ def test_a_tabular_worker_runs_with_torch_unimportable_and_stays_light(tmp_path)
     for r in records:   # each fitness is one of the cell's recorded accuracies
         accs, _ = table.trials("".join(str(OPS.index(o)) for o in r["dna"]["ops"]))
         assert r["fitness"] in accs and r["metrics"]["table_trial"] in range(len(accs))
+
+
+def test_best_and_arch_describe_a_cell_and_export_says_why_it_cannot(tmp_path):
+    url = str(tmp_path / "pop")
+    assert evo("init", url, "--dataset", "nb201-cifar10", "-P", "4").returncode == 0
+    assert evo("worker", url, "--max-individuals", "8", "--quiet").returncode == 0
+    best = evo("best", url)
+    assert best.returncode == 0 and "NAS-Bench-201 cell |" in best.stdout, best.stderr
+    arch = evo("arch", url, "best")
+    assert arch.returncode == 0 and "NAS-Bench-201 network (C=16, N=5) for input 3x32x32 and 10 classes" in arch.stdout
+    export = evo("best", url, "--export", str(tmp_path / "out"))
+    assert export.returncode == 2 and "no trained weights to export" in export.stderr
+    assert len(export.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
