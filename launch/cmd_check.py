@@ -66,6 +66,15 @@ def run(args: argparse.Namespace) -> int:
         from evo.strategies.policy_report import read_policy_report
 
         policy = read_policy_report(store, config)
+        if policy is not None and args.repair:
+            for version in policy.unusable:
+                try:
+                    store.move_policy_aside(version)
+                    result["repaired"]["unusable policy versions"] = result["repaired"].get(
+                        "unusable policy versions", 0) + 1
+                except OSError as exc:
+                    result["problems"].append(f"policy: version {version} could not be moved aside: {exc}")
+            policy = read_policy_report(store, config)
         if policy is not None and policy.problems:
             result["ok"] = False
             result["problems"] += [f"policy: {p}" for p in policy.problems]

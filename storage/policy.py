@@ -76,6 +76,12 @@ class PolicyRecords(StoreCore):
         except (OSError, UnreadableEntry):
             pass
 
+    def move_policy_aside(self, version: int) -> str:
+        """Move an unusable version (corrupt, foreign, planted) as it is into
+        ``quarantine/moved/`` (``evo check --repair``); its new key. OSError if the store does
+        not allow it."""
+        return self.backend.move_aside(POLICY, policy_key(version).split("/", 1)[1])
+
     def prune_policies(self, below: int) -> int:
         """Delete the versions numbered below ``below`` (the caller keeps the newest few);
         the number deleted. Entries that cannot be deleted stay, for ``evo check``."""

@@ -70,6 +70,14 @@ def test_status_plot_and_check_show_the_policy(tmp_path):
     assert evo("worker", url, "--quiet", "--max-individuals", "2").returncode == 0
     status = json.loads(evo("status", url, "--json").stdout)["policy"]
     assert status["version"] == 13 and status["updates"] == 12
+    # a planted version numbered near the end of the numbering would stop the policy from
+    # advancing: --repair moves unusable versions aside
+    (tmp_path / "pop" / "policy" / "v9999999999.json").write_text("garbage")
+    repair = evo("check", url, "--repair", "--json")
+    assert repair.returncode == 0 and json.loads(repair.stdout)["repaired"]["unusable policy versions"] == 2
+    assert evo("check", url).returncode == 0
+    assert evo("worker", url, "--quiet", "--max-individuals", "1").returncode == 0
+    assert json.loads(evo("status", url, "--json").stdout)["policy"]["version"] == 14
 
 
 @pytest.mark.parametrize("args,message", [

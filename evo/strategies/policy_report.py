@@ -19,13 +19,16 @@ class PolicyReport:
     every version number present, and the ``problems`` found (one line each: unreadable or
     foreign versions, a version whose parent or update count does not follow its parent's,
     a child learned from twice). ``orphans``: versions that are not in the chain (a writer
-    re-created a number after it was pruned, and was killed before withdrawing it)."""
+    re-created a number after it was pruned, and was killed before withdrawing it).
+    ``unusable``: versions that cannot be read or parsed (``evo check --repair`` moves them
+    aside, so that a planted version cannot hold the numbering)."""
 
     strategy: str
     versions: tuple[int, ...]
     latest: PolicyVersion | None
     problems: tuple[str, ...] = field(default=())
     orphans: tuple[int, ...] = field(default=())
+    unusable: tuple[int, ...] = field(default=())
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready: version, versions kept, updates, baseline and the recent rewards."""
@@ -56,6 +59,7 @@ def read_policy_report(store: Any, config: Any, space: Any = None) -> PolicyRepo
     versions = tuple(store.policy_versions())
     parsed: dict[int, PolicyVersion] = {}
     problems: list[str] = []
+    unusable: list[int] = []
     for v in versions:
         try:
             data = store.read_policy(v)
@@ -65,6 +69,7 @@ def read_policy_report(store: Any, config: Any, space: Any = None) -> PolicyRepo
                                      shapes=strategy.shapes, version=v)
         except (UnreadableEntry, PolicyError) as exc:
             problems.append(f"policy version {v}: {exc}")
+            unusable.append(v)
     orphans = []
     for v, p in parsed.items():
         parent = parsed.get(p.parent) if p.parent is not None else None
@@ -82,7 +87,7 @@ def read_policy_report(store: Any, config: Any, space: Any = None) -> PolicyRepo
                 [u.child for u in p.recent[:-1]] != [u.child for u in parent.recent][-(len(p.recent) - 1):]:
             problems.append(f"policy version {v}: its updates do not extend its parent {parent.version}'s")
     latest = parsed[max(parsed)] if parsed else None
-    return PolicyReport(strategy.name, versions, latest, tuple(problems), tuple(sorted(orphans)))
+    return PolicyReport(strategy.name, versions, latest, tuple(problems), tuple(sorted(orphans)), tuple(unusable))
 
 
 def audit_policy(store: Any, config: Any) -> dict[str, Any] | None:
