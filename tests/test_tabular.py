@@ -5,13 +5,11 @@ worker's seed, and a tabular worker process never imports torch and stays light.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from dna.nasbench201 import OPS, from_table_key
