@@ -151,7 +151,7 @@ def worker_health(snap: Snapshot, status: dict[str, Any]) -> dict[str, Any]:
                         "individuals": w["individuals"] or 0, "births": births_by_worker.get(w["worker"], 0),
                         "failures": w["failures"] or 0, "race_losses": w["race_losses"] or 0,
                         "kills": w["kills"] or 0, "job": w["job"]})
-    span = max([snap.taken - start] + [w["last_seen"] for w in workers] + [1.0])
+    span = max([r.birth - start for r in records] + [w["last_seen"] for w in workers] + [1.0])
     n_bins = max(1, min(HEALTH_BINS, int(span // 10) + 1))
     width = span / n_bins
     births = [0] * n_bins

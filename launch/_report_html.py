@@ -146,8 +146,7 @@ def health_figures(h: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | 
     edges = h["bins"]["edges"]
     unit, scale = time_unit(edges[-1] if edges else 0.0)
     centers = [(a + b) / 2 / scale for a, b in zip(edges, edges[1:])]
-    per = h["bin_seconds"] / scale
-    traces = [{"type": "bar", "name": f"births per {per:.3g} {unit}", "x": centers, "y": h["bins"]["births"],
+    traces = [{"type": "bar", "name": f"births per {duration(h['bin_seconds'])}", "x": centers, "y": h["bins"]["births"],
                "marker": {"color": "#6baed6"}, "hovertemplate": "%{y} births<extra></extra>"},
               {"type": "scatter", "mode": "lines", "name": "workers heartbeating", "x": centers,
                "y": h["bins"]["workers"], "yaxis": "y2", "line": {"color": "black", "shape": "hv"},
@@ -237,9 +236,10 @@ border:1px solid #ddd;border-radius:6px}h2{font-size:16px;margin:6px 0 10px}
 table{border-collapse:collapse;font-size:12px}td,th{padding:3px 8px;border-bottom:1px solid #eee;text-align:left}
 th{background:#f1f4f8}td.num{text-align:right;font-variant-numeric:tabular-nums}.id{font-family:monospace}
 .up{color:#2ca02c}.down{color:#d62728}.note{font-size:12px;color:#555}
-ul.tree,ul.tree ul{list-style:none;margin:0;padding-left:18px}ul.tree{padding-left:0;font-size:12px}
-ul.tree li{position:relative;padding:1px 0 1px 14px;border-left:1px solid #aaa}
-ul.tree li:before{content:"";position:absolute;left:0;top:10px;width:10px;border-top:1px solid #aaa}
+ol.tree{font-size:12px;max-height:520px;overflow:auto;margin:8px 0;padding-left:44px}
+ol.tree li{position:relative;padding:2px 0 2px 12px;border-left:2px solid #9ab}
+ol.tree li:before{content:"";position:absolute;left:-6px;top:8px;width:8px;height:8px;border-radius:50%;
+background:#9ab}ol.tree li.up:before{background:#2ca02c}ol.tree li.down:before{background:#d62728}
 .arch{display:inline-block;margin:6px;vertical-align:top;text-align:center;font-size:11px}
 .arch img{max-width:520px;border:1px solid #ddd}#clicked-lineage{font-size:12px;min-height:2em}
 .cards span{display:inline-block;margin:0 18px 4px 0;font-size:13px}.cards b{font-size:16px}
@@ -290,23 +290,21 @@ def _table(header: list[str], rows: list[list[tuple[str, str]]], table_id: str) 
 
 
 def _lineage_tree(lin: dict[str, Any]) -> str:
-    """The lineage as a tree (nested lists): each generation under its parent, with its
-    mutation and fitness step."""
-    out, close = [], 0
+    """The lineage as a tree's one branch, from the root (the initial model) down: each
+    generation with its mutation and fitness step (improvements green, losses red)."""
+    out = []
     if not lin["complete"]:
         out.append(f'<p class="note">The chain stops: ancestor <span class="id">{esc(lin["missing"])}</span> '
                    "has no record (quarantined?).</p>")
-    out.append('<ul class="tree" id="best-lineage">')
-    for i, s in enumerate(lin["steps"]):
+    out.append('<ol class="tree" id="best-lineage" start="0">')
+    for s in lin["steps"]:
         d = s["delta"]
-        step = "" if d is None else f' <span class="{"up" if d > 0 else "down" if d < 0 else ""}">({d:+.4f})</span>'
-        out.append(f'<li data-id="{esc(s["id"])}">#{i} <b>{esc(s["mutation"])}</b> &rarr; fitness {s["fitness"]:.4f}'
-                   f'{step} <span class="id">{esc(s["id"])}</span> <span class="note">+{duration(s["t"])}, '
-                   f'{"alive" if s["alive"] else "dead"}</span>')
-        if i < len(lin["steps"]) - 1:
-            out.append("<ul>")
-            close += 1
-    out.append("</li></ul>" * close + "</li></ul>")
+        cls = "" if d is None else "up" if d > 0 else "down" if d < 0 else ""
+        step = "" if d is None else f' <span class="{cls}">({d:+.4f})</span>'
+        out.append(f'<li data-id="{esc(s["id"])}" class="{cls}"><b>{esc(s["mutation"])}</b> &rarr; fitness '
+                   f'{s["fitness"]:.4f}{step} <span class="id">{esc(s["id"])}</span> <span class="note">'
+                   f'+{duration(s["t"])}, {"alive" if s["alive"] else "dead"}</span></li>')
+    out.append("</ol>")
     return "".join(out)
 
 

@@ -98,8 +98,8 @@ def test_report_is_one_self_contained_file_that_agrees_with_the_store(runs, tmp_
     chain = [best]
     while chain[-1]["parent"]:
         chain.append(recs[chain[-1]["parent"]])
-    tree = re.search(r'<ul class="tree" id="best-lineage">(.*)', page, re.S).group(1)
-    assert re.findall(r'<li data-id="([^"]+)"', tree)[:len(chain)] == [x["id"] for x in reversed(chain)]
+    tree = re.search(r'<ol class="tree" id="best-lineage" start="0">(.*?)</ol>', page, re.S).group(1)
+    assert re.findall(r'<li data-id="([^"]+)"', tree) == [x["id"] for x in reversed(chain)]
     assert chain[-1]["mutation"] == "initial"
 
     # mutations that improved: child fitter than its parent
@@ -219,3 +219,43 @@ def test_watch_rewrites_atomically_until_ctrl_c(runs, tmp_path):
     assert stdout.count(f"wrote {out} ") >= 2
     assert out.read_text().endswith("</html>")
     assert [p.name for p in tmp_path.iterdir()] == ["w.html"]
+
+
+def test_empty_run_quarantined_parent_and_retrain_results(tmp_path, capsys):
+    """A run with no individual yet gets a page that says so; a child whose parent's record is
+    gone still shows (its chain stops there); a finished retrain appears with its test accuracy."""
+    import dna
+    import storage
+    from bench.report_speed import _weights
+    from evo.config import RunConfig
+    from evo.final_settings import FinalSettings
+    from evo.retrain_request import make_request
+
+    url = tmp_path / "pop"
+    store = storage.open_store(str(url))
+    store.init_config(RunConfig(dataset="synthetic", population_size=2).to_json())
+    out = tmp_path / "r.html"
+    code, stdout, err = run(capsys, "report", str(url), "-o", str(out))
+    assert code == 0 and "0 individuals" in stdout and "no individual yet" in stdout, err
+    assert "No individual has been published yet." in out.read_text()
+
+    d = dna.initial(0.1).to_dict()
+    gone = store.publish(d, _weights(), parent=None, mutation="initial", fitness=0.2, worker="w")
+    child = store.publish(d, _weights(), parent=gone.id, mutation="identity", fitness=0.3, worker="w")
+    store.backend.delete(gone.key)  # its record is gone (as if quarantined and cleaned away)
+    request = make_request(label=child.id, source={"kind": "individual", "id": child.id, "fitness": 0.3,
+                                                   "run": str(url)}, dna=d, dna_hash=storage.dna_hash(d),
+                           dataset="synthetic", settings=FinalSettings(), size=None)
+    assert store.put_retrain_request(request["rid"], request)
+    claim = store.claim_retrain(request["rid"], {"host": "h"}, 60)
+    assert store.finish_retrain(claim, {"dna.json": b"{}"}, {"test_accuracy": 0.8125, "parameters": 1234})
+    code, _, err = run(capsys, "report", str(url), "-o", str(out), "--top", "1")
+    assert code == 0, err
+    page = out.read_text()
+    assert table(page, "top-table") == [["1", child.id, "0.3000", "-", table(page, "top-table")[0][4], "alive",
+                                         "identity", "w"]]
+    assert f'has no record (quarantined?)' in page and gone.id in page
+    assert table(page, "improvements-table") == [["identity", "0", "0", "-", "-", "-", "1"]]
+    retrain = table(page, "retrains-table")
+    assert len(retrain) == 1 and retrain[0][:5] == [request["rid"], "done", child.id, "0.3000", "0.8125"]
+    assert retrain[0][6] == "1,234"
