@@ -198,7 +198,8 @@ def strategy_state(snap: Snapshot) -> dict[str, Any] | None:
 
 
 def _int(x: Any) -> int | None:
-    return x if isinstance(x, int) and not isinstance(x, bool) else None
+    """``x`` if it is an integer that fits 32 bits (what the page's typed arrays hold), else None."""
+    return x if isinstance(x, int) and not isinstance(x, bool) and -2**31 <= x < 2**31 else None
 
 
 def report_data(snap: Snapshot, top: int) -> dict[str, Any]:

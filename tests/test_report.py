@@ -148,7 +148,7 @@ def test_learned_strategy_state_is_drawn_when_children_carry_a_policy_version(ru
         assert int(row[1]) == len(fs) and row[2] == f"{sum(fs) / len(fs):.4f}" and row[3] == f"{max(fs):.4f}"
 
 
-def test_store_strings_are_escaped(tmp_path, capsys):
+def test_store_strings_are_escaped_and_odd_metrics_ignored(tmp_path, capsys):
     import storage
     from bench.report_speed import _weights
     from evo.config import RunConfig
@@ -161,11 +161,15 @@ def test_store_strings_are_escaped(tmp_path, capsys):
     a = store.publish(d, _weights(), parent=None, mutation="initial", fitness=0.5, worker=evil[:30])
     store.publish(d, _weights(), parent=a.id, mutation=evil, fitness=0.6, worker="w",
                   metrics={"params": 10, "policy": evil, "policy_version": 0})
+    store.publish(d, _weights(), parent=a.id, mutation="identity", fitness=0.4, worker="w",
+                  metrics={"params": True, "policy_version": 2**40})   # neither is taken as a number
     out = tmp_path / "r.html"
     code, _, err = run(capsys, "report", str(url), "-o", str(out), "--top", "1")
     assert code == 0, err
     page = out.read_text()
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)" in page
+    assert table(page, "strategy-table") == [["0", "1", "0.6000", "0.6000"]]
+    assert [row[3] for row in table(page, "top-table")] == ["10", "-", "-"]
 
 
 def test_wrong_input_is_one_line_and_exit_2(runs, tmp_path, capsys):
