@@ -13,8 +13,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
-import tempfile
 import time
 from typing import Any
 
@@ -87,7 +85,9 @@ def _scatter(n: int) -> str:
 
 def progress_figure(data: dict[str, Any]) -> dict[str, Any]:
     """Fitness against birth time of every individual (dead grey, alive red), the best so far
-    and an empty "clicked lineage" trace that the page's script fills (its index is the last)."""
+    and an empty "clicked lineage" trace that the page's script fills (its index is the last).
+    Each point's ``customdata`` is its index in the embedded columns; the page's script makes
+    the hover labels (id, mutation) from those, so no id is in the file twice."""
     import numpy as np
 
     pts = data["points"]
@@ -96,16 +96,13 @@ def progress_figure(data: dict[str, Any]) -> dict[str, Any]:
     t = np.asarray(pts["t"], dtype=np.float64) / scale
     fit = np.asarray(pts["fitness"], dtype=np.float64)
     alive = np.asarray(pts["alive"], dtype=bool)
-    muts = [esc(m) for m in pts["mutations"]]
-    labels = np.asarray([f"{i}<br>{muts[m]}" for i, m in zip(pts["id"], pts["mutation"])], dtype=object)
     traces = []
     for name, mask, style in (("dead", ~alive, {"color": GREY, "size": 5, "opacity": 0.6}),
                               ("alive", alive, {"color": RED, "size": 8, "line": {"width": 0.5, "color": "black"}})):
         idx = np.flatnonzero(mask)
         traces.append({
             "type": _scatter(len(idx)), "mode": "markers", "name": f"{name} ({len(idx)})",
-            "x": typed(t[idx], "float64"), "y": typed(fit[idx], "float64"), "text": labels[idx].tolist(),
-            "customdata": typed(idx, "int32"),
+            "x": typed(t[idx], "float64"), "y": typed(fit[idx], "float32"), "customdata": typed(idx, "int32"),
             "marker": style,
             "hovertemplate": "%{text}<br>fitness %{y:.4f}<br>born +%{x:.2f} " + unit + "<extra>" + name + "</extra>"})
     steps = data["best_so_far"]
@@ -215,24 +212,59 @@ def strategy_figure(s: dict[str, Any]) -> dict[str, Any]:
 
 # ----- architecture drawings -----
 
-def drawings(rows: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
-    """PNG drawings (base64) of the first ``k`` rows' architectures (launch._drawing), each
-    ``{"id", "png"}``, or ``{"id", "problem"}`` when its DNA is unreadable or cannot be drawn."""
-    from ._drawing import draw_architecture
+def architecture_figure(dna: dict[str, Any], title: str) -> dict[str, Any]:
+    """A drawing of ``dna`` as a plotly figure: launch._drawing's graph (vertices and the
+    convolutions on edges; NASNet: the two cells) at launch._drawing's layout, nodes as boxes,
+    edges as arrows with their labels. UserError when the DNA is of a kind it cannot draw."""
+    from ._drawing import architecture_graph, layout
 
+    graph = architecture_graph(dna)
+    pos, width, depth = layout(graph)
+    notes = []
+    lx, ly, lt = [], [], []
+    for src, dst, label in graph.edges:
+        (xs, ys), (xd, yd) = pos[src], pos[dst]
+        notes.append({"x": xd, "y": yd + 0.28, "ax": xs, "ay": ys - 0.28, "xref": "x", "yref": "y", "axref": "x",
+                      "ayref": "y", "text": "", "showarrow": True, "arrowhead": 2, "arrowwidth": 1,
+                      "arrowcolor": "#777"})
+        if label:
+            lx.append((xs + xd) / 2)
+            ly.append((ys + yd) / 2)
+            lt.append(esc(label))
+    for name, (x, y) in pos.items():
+        notes.append({"x": x, "y": y, "xref": "x", "yref": "y", "showarrow": False,
+                      "text": esc(graph.nodes[name]).replace("\n", "<br>"), "font": {"size": 10},
+                      "bgcolor": "#dde8f5", "bordercolor": "#4a6f9c", "borderpad": 3})
+    for name, members in graph.clusters.items():
+        if name:
+            xs = [pos[n][0] for n in members]
+            notes.append({"x": sum(xs) / len(xs), "y": 0.9, "xref": "x", "yref": "y", "showarrow": False,
+                          "text": f"<b>{esc(name)}</b>", "font": {"size": 12}})
+    xs = [p[0] for p in pos.values()]
+    height = min(1600, max(260, int(62 * 1.4 * (depth + 1)) + 70))
+    return {"data": [{"type": "scatter", "mode": "text", "x": lx, "y": ly, "text": lt, "hoverinfo": "skip",
+                      "textfont": {"size": 9, "color": "#333"}}],
+            "layout": {"title": {"text": title, "font": {"size": 12}, "x": 0.01, "xanchor": "left"},
+                       "annotations": notes, "showlegend": False,
+                       "height": height, "margin": {"t": 40, "l": 10, "r": 10, "b": 10},
+                       "xaxis": {"visible": False, "range": [min(xs) - 1.6, max(xs) + 1.6]},
+                       "yaxis": {"visible": False, "range": [-depth * 1.4 - 0.8, 1.3]},
+                       "plot_bgcolor": "white"}}
+
+
+def architecture_figures(rows: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """Drawings of the first ``k`` rows' architectures: ``{"id", "figure"}`` each, or
+    ``{"id", "problem"}`` when its DNA is unreadable or of a kind that cannot be drawn."""
     out = []
-    with tempfile.TemporaryDirectory(prefix="evo-report-") as tmp:
-        for row in rows[:k]:
-            if row["dna"] is None:
-                out.append({"id": row["id"], "problem": "its DNA could not be read"})
-                continue
-            path = os.path.join(tmp, f"{row['rank']}.png")
-            try:
-                draw_architecture(row["dna"], path, title=f"#{row['rank']} {row['id']}  fitness {row['fitness']:.4f}")
-                with open(path, "rb") as f:
-                    out.append({"id": row["id"], "png": base64.b64encode(f.read()).decode("ascii")})
-            except (UserError, ValueError, KeyError, TypeError) as exc:
-                out.append({"id": row["id"], "problem": f"cannot be drawn: {exc}"})
+    for row in rows[:k]:
+        if row["dna"] is None:
+            out.append({"id": row["id"], "problem": "its DNA could not be read"})
+            continue
+        try:
+            title = f"#{row['rank']} {row['id']}  fitness {row['fitness']:.4f}"
+            out.append({"id": row["id"], "figure": architecture_figure(row["dna"], title)})
+        except (UserError, ValueError, KeyError, TypeError, IndexError) as exc:
+            out.append({"id": row["id"], "problem": f"cannot be drawn: {exc}"})
     return out
 
 
@@ -251,21 +283,27 @@ ol.tree{font-size:12px;max-height:520px;overflow:auto;margin:8px 0;padding-left:
 ol.tree li{position:relative;padding:2px 0 2px 12px;border-left:2px solid #9ab}
 ol.tree li:before{content:"";position:absolute;left:-6px;top:8px;width:8px;height:8px;border-radius:50%;
 background:#9ab}ol.tree li.up:before{background:#2ca02c}ol.tree li.down:before{background:#d62728}
-.arch{display:inline-block;margin:6px;vertical-align:top;text-align:center;font-size:11px}
-.arch img{max-width:520px;border:1px solid #ddd}#clicked-lineage{font-size:12px;min-height:2em}
+.arch{display:inline-block;width:48%;min-width:420px;margin:6px;vertical-align:top;font-size:11px;
+border:1px solid #ddd}#clicked-lineage{font-size:12px;min-height:2em}
 .cards span{display:inline-block;margin:0 18px 4px 0;font-size:13px}.cards b{font-size:16px}
 """
 
-# Fills the "clicked lineage" panel and trace when a point of the progress figure is clicked:
-# follows the parent indices of the embedded columns back to the first ancestor on record.
-CLICK_JS = """
+# The page's script, before any figure: the embedded columns of every individual, hover labels
+# made from them once the progress figure is drawn, and the "clicked lineage" panel and trace
+# filled when a point is clicked (parent indices followed back to the first ancestor on record).
+# Text from the store reaches the page through textContent, or escaped for plotly's labels.
+PAGE_JS = """
 (function(){
 var P=JSON.parse(document.getElementById('evo-points').textContent);
-var gd=document.getElementById('progress-figure');
 var orphan={};P.orphans.forEach(function(i){orphan[i]=1;});
+function decode(v){  // a typed array as the file holds it ({dtype, bdata}) or a plain array
+  if(!v||!v.bdata)return v;var b=atob(v.bdata),u=new Uint8Array(b.length);
+  for(var i=0;i<b.length;i++)u[i]=b.charCodeAt(i);
+  return new ({i4:Int32Array,f4:Float32Array,f8:Float64Array}[v.dtype])(u.buffer);}
+function esc(s){return String(s).replace(/&/g,'&amp;').replace(/</g,'&lt;').replace(/>/g,'&gt;');}
 function chain(i){var c=[],seen={};while(i>=0&&!seen[i]){seen[i]=1;c.push(i);i=P.parent[i];}return c.reverse();}
 function cell(tr,text,cls){var td=document.createElement('td');td.textContent=text;if(cls)td.className=cls;tr.appendChild(td);}
-function show(i){
+function show(gd,i){
   var c=chain(i),panel=document.getElementById('clicked-lineage'),scale=gd.layout.meta.time_scale;
   panel.textContent='';
   var h=document.createElement('p');h.id='clicked-title';
@@ -282,16 +320,25 @@ function show(i){
   panel.appendChild(t);
   Plotly.restyle(gd,{x:[c.map(function(j){return P.t[j]/scale;})],y:[c.map(function(j){return P.fitness[j];})]},[gd.data.length-1]);
 }
-gd.on('plotly_click',function(ev){var p=ev.points&&ev.points[0];if(!p||p.customdata===undefined)return;show(+p.customdata);});
-window.evoShowLineage=show;
+window.evoPoints=P;window.evoDecode=decode;
+window.evoProgressReady=function(gd){
+  var muts=P.mutations.map(esc),texts=[],traces=[];
+  gd.data.forEach(function(tr,k){var idx=decode(tr.customdata);if(idx&&idx.length){traces.push(k);
+    texts.push(Array.prototype.map.call(idx,function(i){return P.id[i]+'<br>'+muts[P.mutation[i]];}));}});
+  if(traces.length)Plotly.restyle(gd,{text:texts},traces);
+  gd.on('plotly_click',function(ev){var p=ev.points&&ev.points[0];if(!p||p.customdata===undefined)return;show(gd,+p.customdata);});
+  document.getElementById('progress-figure').setAttribute('data-ready','1');
+};
 })();
 """
 
 
-def figure_html(fig: dict[str, Any], div_id: str, pio) -> str:
-    """One figure as a ``<div>`` and the script that draws it (plotly.js is loaded once, in the head)."""
+def figure_html(fig: dict[str, Any], div_id: str, pio, post_script: str | None = None) -> str:
+    """One figure as a ``<div>`` and the script that draws it (plotly.js is loaded once, in the
+    head); ``post_script`` runs once it is drawn (``{plot_id}`` is its div's id)."""
     return pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id, validate=False,
-                       config=PLOT_CONFIG, default_width="100%", default_height=f"{fig['layout'].get('height', 400)}px")
+                       config=PLOT_CONFIG, default_width="100%", default_height=f"{fig['layout'].get('height', 400)}px",
+                       post_script=post_script)
 
 
 def _table(header: list[str], rows: list[list[tuple[str, str]]], table_id: str) -> str:
@@ -321,7 +368,7 @@ def _lineage_tree(lin: dict[str, Any]) -> str:
 
 def render(data: dict[str, Any], arch: list[dict[str, Any]]) -> str:
     """The whole page for ``data`` (:func:`launch._report_data.report_data`) and the drawings
-    ``arch`` (:func:`drawings`), as one HTML string with every asset inside."""
+    ``arch`` (:func:`architecture_figures`), as one HTML string with every asset inside."""
     pio, offline = plotly_modules()
     s = data["summary"]
     c = s["config"]
@@ -353,10 +400,13 @@ def render(data: dict[str, Any], arch: list[dict[str, Any]]) -> str:
         parts.append("</body></html>")
         return "".join(parts)
 
+    parts.append(f'<script type="application/json" id="evo-points">{script_json(data["points"])}</script>'
+                 f"<script>{PAGE_JS}</script>")
     parts.append('<section id="progress"><h2>Progress</h2>'
                  '<p class="note">Every individual that ever lived. Drag to zoom, double-click to reset; '
                  'hover for id, mutation and fitness; click a point to see its lineage below.</p>'
-                 + figure_html(progress_figure(data), "progress-figure", pio)
+                 + figure_html(progress_figure(data), "progress-figure", pio,
+                               "evoProgressReady(document.getElementById('{plot_id}'));")
                  + '<div id="clicked-lineage"><p class="note">No point clicked yet.</p></div></section>')
 
     lin = data["lineage"]
@@ -369,9 +419,9 @@ def render(data: dict[str, Any], arch: list[dict[str, Any]]) -> str:
              (f"{r['params']:,}" if r["params"] is not None else "-", "num"), (duration(r["age"]), "num"),
              ("alive" if r["alive"] else "dead", ""), (esc(r["mutation"]), ""), (esc(r["worker"]), "id")]
             for r in data["top"]]
-    pics = "".join(f'<div class="arch"><img alt="architecture of {esc(a["id"])}" src="data:image/png;base64,{a["png"]}">'
-                   f"<br>{esc(a['id'])}</div>" if "png" in a else
-                   f'<div class="arch note">{esc(a["id"])}: {esc(a["problem"])}</div>' for a in arch)
+    pics = "".join(f'<div class="arch">{figure_html(a["figure"], f"arch-figure-{i}", pio)}</div>' if "figure" in a
+                   else f'<div class="arch note">{esc(a["id"])}: {esc(a["problem"])}</div>'
+                   for i, a in enumerate(arch, 1))
     parts.append(f'<section id="top"><h2>Top individuals (alive and dead, by fitness)</h2>'
                  + _table(["#", "id", "fitness", "parameters", "age (lived)", "state", "mutation", "worker"], rows,
                           "top-table")
@@ -425,6 +475,5 @@ def render(data: dict[str, Any], arch: list[dict[str, Any]]) -> str:
                      + _table(["policy version", "children", "mean reward", "best reward"], vrows, "strategy-table")
                      + "</section>")
 
-    parts.append(f'<script type="application/json" id="evo-points">{script_json(data["points"])}'
-                 f"</script><script>{CLICK_JS}</script></body></html>")
+    parts.append("</body></html>")
     return "".join(parts)

@@ -8,7 +8,7 @@ time, and where present the retrain results and a learned strategy's reward curv
 population is read once per report through the store's reading API; nothing is written to
 it. The file is replaced atomically (a temporary file beside it, then a rename), so a
 browser never loads half a report; ``--watch N`` rewrites it every N seconds until Ctrl-C.
-Needs plotly and matplotlib (``pip install 'evo[report]'``).
+Needs plotly (``pip install 'evo[report]'``).
 """
 
 from __future__ import annotations
@@ -63,11 +63,11 @@ def write_atomically(path: str, text: str) -> None:
 def build_report(url: str, top: int, *, spinner: bool = True) -> tuple[str, dict]:
     """(the HTML page of the population at ``url``, its data): one read of the store."""
     from ._report_data import report_data
-    from ._report_html import drawings, render
+    from ._report_html import architecture_figures, render
     from ._snapshot import take_snapshot
 
     data = report_data(take_snapshot(url, spinner=spinner), top)
-    return render(data, drawings(data["top"], top)), data
+    return render(data, architecture_figures(data["top"], top)), data
 
 
 def write_report(args: argparse.Namespace, *, spinner: bool = True) -> str:
@@ -85,14 +85,12 @@ def write_report(args: argparse.Namespace, *, spinner: bool = True) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ._plotting import pyplot
     from ._report_html import plotly_modules
     from ._snapshot import open_population
 
     check_output(args.output)
     open_population(args.url)  # not a population: one line, before anything is imported or drawn
-    plotly_modules()  # plotly or matplotlib missing: one line, before the whole store is read
-    pyplot()
+    plotly_modules()  # plotly missing: one line, before the whole store is read
     if not args.watch:
         print(write_report(args))
         return 0

@@ -92,7 +92,7 @@ def test_report_is_one_self_contained_file_that_agrees_with_the_store(runs, tmp_
     assert top[0][2] == f"{best['fitness']:.4f}" and top[0][3] == f"{best['metrics']['params']:,}"
     assert top[0][5] == ("alive" if best["alive"] else "dead") and top[0][6] == best["mutation"]
     assert top[0][7] == best["worker"]
-    assert page.count('<img alt="architecture of ') == 3
+    assert page.count('<div id="arch-figure-') == 3
 
     # the best individual's lineage, generation by generation, back to a seed
     chain = [best]
@@ -220,7 +220,7 @@ def test_watch_rewrites_atomically_until_ctrl_c(runs, tmp_path):
         stdout, stderr = proc.communicate(timeout=60)
     assert len(inodes) >= 2, stderr
     assert proc.returncode == 130 and stderr == "evo report: interrupted\n", stderr
-    assert stdout.count(f"wrote {out} ") >= 2
+    assert stdout.count(f"wrote {out} ") >= len(inodes) - 1   # the last rename's line may not be out yet
     assert out.read_text().endswith("</html>")
     assert [p.name for p in tmp_path.iterdir()] == ["w.html"]
 

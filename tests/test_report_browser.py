@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                                        "(apt-get install chromium chromium-driver; .ci/run does)")
 POLL, DEADLINE = 0.05, 60.0
 FIGURES = ["progress-figure", "lineage-figure", "improvements-figure", "health-figure", "workers-figure",
-           "strategy-figure"]
+           "strategy-figure", "arch-figure-1", "arch-figure-2"]
 
 
 def wait_for(driver, script: str, what: str):
@@ -94,6 +94,8 @@ def test_page_loads_renders_and_a_click_shows_the_lineage(page, browser):
     for fig in FIGURES:  # plotly draws each figure into an svg of its own
         wait_for(browser, f"var d=document.getElementById('{fig}');"
                           "return d && d._fullLayout && d.querySelector('svg.main-svg') !== null;", fig)
+    wait_for(browser, "return document.getElementById('progress-figure').getAttribute('data-ready');",
+             "the progress figure's hover labels and click handler")
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == [], errors
 
@@ -103,19 +105,22 @@ def test_page_loads_renders_and_a_click_shows_the_lineage(page, browser):
         browser.execute_script("arguments[0].scrollIntoView();", element)
         spread, colours = pixel_spread(element.screenshot_as_png)
         assert spread > 5 and colours > 20, (fig, spread, colours, blank)
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#architectures img")) == 2
-    assert all(browser.execute_script("return arguments[0].naturalWidth", img) > 100
-               for img in browser.find_elements(By.CSS_SELECTOR, "#architectures img"))
+    for k in (1, 2):  # each architecture drawn: its vertices as boxes, its edges as arrows
+        boxes = browser.execute_script(f"return document.querySelectorAll('#arch-figure-{k} g.annotation').length")
+        assert boxes >= 4, boxes
 
     # Click the fittest live individual's marker with the mouse, as a user would.
     fig = browser.find_element(By.ID, "progress-figure")
     browser.execute_script("arguments[0].scrollIntoView();", fig)
     target = browser.execute_script("""
         var gd=arguments[0], k=gd.data.findIndex(function(t){return t.name.indexOf('alive')===0;});
-        var t=gd.data[k], best=0; for(var i=1;i<t.y.length;i++){if(t.y[i]>t.y[best])best=i;}
+        var t=gd.data[k], y=window.evoDecode(t.y), idx=window.evoDecode(t.customdata), best=0;
+        for(var i=1;i<y.length;i++){if(y[i]>y[best])best=i;}
         var pts=gd.querySelectorAll('.scatterlayer .trace')[k].querySelectorAll('path.point');
-        return [t.text[best].split('<br>')[0], pts[best]];""", fig)
-    ident, marker = target
+        return [window.evoPoints.id[idx[best]], pts[best], t.text[best], y.length, pts.length];""", fig)
+    ident, marker, label, n, drawn = target
+    assert n == drawn == 15   # the alive trace: P markers
+    assert label.startswith(f"{ident}<br>")   # the hover label the page made: id, then mutation
     ActionChains(browser).move_to_element(marker).pause(0.2).click().perform()
     title = wait_for(browser, "var t=document.getElementById('clicked-title'); return t && t.textContent;",
                      "the lineage panel")
