@@ -263,3 +263,16 @@ def test_empty_run_quarantined_parent_and_retrain_results(tmp_path, capsys):
     retrain = table(page, "retrains-table")
     assert len(retrain) == 1 and retrain[0][:5] == [request["rid"], "done", child.id, "0.3000", "0.8125"]
     assert retrain[0][6] == "1,234"
+
+
+def test_bench_report_small_writes_its_numbers(tmp_path):
+    from bench import report_speed
+
+    doc = report_speed.run("small", str(tmp_path), individuals=80, reps=1)
+    saved = json.loads((tmp_path / "report-small-cpu.json").read_text())
+    assert saved["results"]["population"] == {**doc["results"]["population"]}
+    pop = saved["results"]["population"]
+    assert (pop["individuals"], pop["alive"], pop["dead"]) == (80, 50, 30)
+    run1 = saved["results"]["runs"][0]
+    assert run1["seconds"] > 0 and 3 < run1["file_mb"] < 10 and "80 individuals" in run1["line"]
+    assert "evo report on 80 individuals" in (tmp_path / "report-small-cpu.md").read_text()
