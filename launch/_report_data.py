@@ -91,12 +91,12 @@ def age_seconds(r: Record, now: float) -> float:
     return max(0.0, end - r.birth)
 
 
-def top_rows(snap: Snapshot, k: int) -> list[dict[str, Any]]:
+def top_rows(snap: Snapshot, k: int, order: list[Record] | None = None) -> list[dict[str, Any]]:
     """The ``k`` fittest individuals (alive or dead): id, fitness, parameters (the trained
     model's, where its evaluator recorded them), age (seconds lived), alive, mutation,
-    parent, worker, and the DNA (None when unreadable)."""
+    parent, worker, and the DNA (None when unreadable). ``order``: :func:`ranked`, if known."""
     rows = []
-    for rank, r in enumerate(ranked(snap)[:k], 1):
+    for rank, r in enumerate((ranked(snap) if order is None else order)[:k], 1):
         params = r.metrics.get("params")
         rows.append({"rank": rank, "id": r.id, "fitness": r.fitness,
                      "params": params if isinstance(params, int) and not isinstance(params, bool) else None,
@@ -224,7 +224,7 @@ def report_data(snap: Snapshot, top: int) -> dict[str, Any]:
         "best": {"id": best.id, "fitness": best.fitness, "alive": best.alive, "mutation": best.mutation}
         if best else None,
         "lineage": lineage_steps(snap, best.id) if best else None,
-        "top": top_rows(snap, max(top, MIN_TABLE_ROWS)),
+        "top": top_rows(snap, max(top, MIN_TABLE_ROWS), order),
         "drawn": top,
         "improvements": improvements(snap),
         "health": worker_health(snap, status),

@@ -422,7 +422,7 @@ def render(data: dict[str, Any], arch: list[dict[str, Any]]) -> str:
     pics = "".join(f'<div class="arch">{figure_html(a["figure"], f"arch-figure-{i}", pio)}</div>' if "figure" in a
                    else f'<div class="arch note">{esc(a["id"])}: {esc(a["problem"])}</div>'
                    for i, a in enumerate(arch, 1))
-    parts.append(f'<section id="top"><h2>Top individuals (alive and dead, by fitness)</h2>'
+    parts.append('<section id="top"><h2>Top individuals (alive and dead, by fitness)</h2>'
                  + _table(["#", "id", "fitness", "parameters", "age (lived)", "state", "mutation", "worker"], rows,
                           "top-table")
                  + f'<h2>Architectures of the top {data["drawn"]}</h2><div id="architectures">{pics}</div></section>')

@@ -258,7 +258,7 @@ def test_empty_run_quarantined_parent_and_retrain_results(tmp_path, capsys):
     page = out.read_text()
     assert table(page, "top-table") == [["1", child.id, "0.3000", "-", table(page, "top-table")[0][4], "alive",
                                          "identity", "w"]]
-    assert f'has no record (quarantined?)' in page and gone.id in page
+    assert 'has no record (quarantined?)' in page and gone.id in page
     assert table(page, "improvements-table") == [["identity", "0", "0", "-", "-", "-", "1"]]
     retrain = table(page, "retrains-table")
     assert len(retrain) == 1 and retrain[0][:5] == [request["rid"], "done", child.id, "0.3000", "0.8125"]

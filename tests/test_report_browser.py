@@ -9,15 +9,13 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from bench.report_speed import make_population
-from helpers_store import REPO, subprocess_env
+from launch.cli import main
 
 pytest.importorskip("plotly", reason="evo report needs plotly (pip install -e '.[report]')")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
@@ -57,9 +55,7 @@ def page(tmp_path_factory):
     url = str(root / "pop")
     make_population(url, 120, 15, 3, seed=2, policy=True)
     out = root / "report.html"
-    r = subprocess.run([sys.executable, "-m", "launch", "report", url, "-o", str(out), "--top", "2"], cwd=REPO,
-                       env=subprocess_env(), capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
+    assert main(["report", url, "-o", str(out), "--top", "2"]) == 0
     return url, out
 
 
