@@ -80,6 +80,8 @@ def typed(values: Any, dtype: str) -> dict[str, str]:
 
 
 def _scatter(n: int) -> str:
+    """The trace type for a figure of ``n`` points. Every trace of a figure gets the same one:
+    plotly draws WebGL traces above SVG ones, which would hide a line under the points."""
     return "scattergl" if n > WEBGL_POINTS else "scatter"
 
 
@@ -96,12 +98,13 @@ def progress_figure(data: dict[str, Any]) -> dict[str, Any]:
     t = np.asarray(pts["t"], dtype=np.float64) / scale
     fit = np.asarray(pts["fitness"], dtype=np.float64)
     alive = np.asarray(pts["alive"], dtype=bool)
+    kind = _scatter(len(t))
     traces = []
     for name, mask, style in (("dead", ~alive, {"color": GREY, "size": 5, "opacity": 0.6}),
                               ("alive", alive, {"color": RED, "size": 8, "line": {"width": 0.5, "color": "black"}})):
         idx = np.flatnonzero(mask)
         traces.append({
-            "type": _scatter(len(idx)), "mode": "markers", "name": f"{name} ({len(idx)})",
+            "type": kind, "mode": "markers", "name": f"{name} ({len(idx)})",
             "x": typed(t[idx], "float64"), "y": typed(fit[idx], "float32"), "customdata": typed(idx, "int32"),
             "marker": style,
             "hovertemplate": "%{text}<br>fitness %{y:.4f}<br>born +%{x:.2f} " + unit + "<extra>" + name + "</extra>"})
@@ -109,9 +112,9 @@ def progress_figure(data: dict[str, Any]) -> dict[str, Any]:
     if steps:
         xs = [s["t"] / scale for s in steps] + [span / scale]
         ys = [s["fitness"] for s in steps] + [steps[-1]["fitness"]]
-        traces.append({"type": "scatter", "mode": "lines", "name": f"best so far ({ys[-1]:.4f})",
+        traces.append({"type": kind, "mode": "lines", "name": f"best so far ({ys[-1]:.4f})",
                        "x": xs, "y": ys, "line": {"shape": "hv", "color": BLUE, "width": 2}, "hoverinfo": "skip"})
-    traces.append({"type": "scatter", "mode": "lines+markers", "name": "clicked lineage", "x": [], "y": [],
+    traces.append({"type": kind, "mode": "lines+markers", "name": "clicked lineage", "x": [], "y": [],
                    "line": {"color": ORANGE, "width": 2}, "marker": {"size": 9, "color": ORANGE},
                    "hoverinfo": "skip", "visible": True})
     return {"data": traces, "layout": {
@@ -168,8 +171,9 @@ def health_figures(h: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | 
     over_time = {"data": traces, "layout": {
         "height": 300, "margin": {"t": 20, "r": 60}, "xaxis": {"title": {"text": f"{unit} since the first birth"}},
         "yaxis": {"title": {"text": "births"}},
-        "yaxis2": {"title": {"text": "workers"}, "overlaying": "y", "side": "right", "rangemode": "tozero"},
-        "legend": {"orientation": "h", "y": -0.3}, "bargap": 0.05}}
+        "yaxis2": {"title": {"text": "workers"}, "overlaying": "y", "side": "right", "rangemode": "tozero",
+                   "tickformat": "d"},
+        "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom"}, "bargap": 0.05}}
     workers = h["workers"]
     if not workers:
         return over_time, None
@@ -191,7 +195,7 @@ def health_figures(h: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | 
     return over_time, {"data": timeline, "layout": {
         "height": min(1600, max(180, 18 * len(workers) + 100)), "margin": {"t": 20, "l": 170, "r": 20},
         "xaxis": {"title": {"text": f"{unit} since the first birth"}}, "yaxis": {"type": "category", "automargin": True},
-        "legend": {"orientation": "h", "y": -0.25 if len(workers) < 8 else -0.05}}}
+        "legend": {"orientation": "h", "y": 1.0, "yanchor": "bottom"}}}
 
 
 def strategy_figure(s: dict[str, Any]) -> dict[str, Any]:
@@ -203,7 +207,8 @@ def strategy_figure(s: dict[str, Any]) -> dict[str, Any]:
          "marker": {"size": 5, "color": typed(s["version"], "int32"), "colorscale": "Viridis", "showscale": True,
                     "colorbar": {"title": {"text": "policy<br>version"}}},
          "hovertemplate": "child %{x}<br>reward %{y:.4f}<br>policy version %{marker.color}<extra></extra>"},
-        {"type": "scatter", "mode": "lines", "name": f"moving mean ({s['window']})", "x": typed(s["order"], "int32"),
+        {"type": _scatter(len(s["order"])), "mode": "lines", "name": f"moving mean ({s['window']})",
+         "x": typed(s["order"], "int32"),
          "y": typed(s["moving_mean"], "float64"), "line": {"color": RED, "width": 2}, "hoverinfo": "skip"}],
         "layout": {"height": 360, "margin": {"t": 20, "r": 20},
                    "xaxis": {"title": {"text": "child of the learned strategy (birth order)"}},
