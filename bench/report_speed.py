@@ -6,13 +6,17 @@ real large-scale DNAs mutated by the registry's mutations, aging selection, seve
 ids with heartbeats (one of them lost) and a store clock that advances a few seconds per birth,
 so a 20,000-individual run with the shape of a real one exists in a minute or two. Then the
 real ``evo report`` command runs in a fresh process (cold: nothing imported or cached) a few
-times; the median wall time, the peak RSS and the file's size are reported.
+times; the median wall time, the peak RSS and the file's size are reported, and one more
+cold run is timed by phase (reading the store, the sections, the page, writing), so the
+store's reading API's share is seen apart from the report's own. ``--population URL`` times
+an existing run instead of generating one.
 
 The issue's target: 20,000 individuals in under 10 s, a file under 10 MB (``full`` mode).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import statistics
@@ -122,23 +126,62 @@ def time_report(url: str, out: str, top: int = 5) -> dict[str, Any]:
             "line": stdout.strip()}
 
 
+# Run in a fresh process: the report's phases, timed apart (reading the store through its
+# reading API, the sections' data, the figures and page, writing the file).
+PHASES = """
+import json, sys, time
+t0 = time.perf_counter()
+from launch._report_data import report_data
+from launch._report_html import architecture_figures, render
+from launch._snapshot import take_snapshot
+from launch.cmd_report import write_atomically
+t1 = time.perf_counter(); snap = take_snapshot(sys.argv[1], spinner=False)
+t2 = time.perf_counter(); data = report_data(snap, 5)
+t3 = time.perf_counter(); page = render(data, architecture_figures(data["top"], 5))
+t4 = time.perf_counter(); write_atomically(sys.argv[2], page)
+t5 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "read_store": t2 - t1, "sections": t3 - t2, "page": t4 - t3, "write": t5 - t4}))
+"""
+
+
+def time_phases(url: str, out: str) -> dict[str, float]:
+    """Seconds of each phase of one report, in a fresh process (see PHASES)."""
+    proc = subprocess.run([sys.executable, "-c", PHASES, url, out], capture_output=True, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    if proc.returncode != 0:
+        raise ValueError(f"timing the report's phases failed: {proc.stderr.strip()[-500:]}")
+    return json.loads(proc.stdout)
+
+
 def run(mode: str, out_dir: str, *, individuals: int | None = None, store_dir: str | None = None,
-        reps: int | None = None) -> dict[str, Any]:
-    """Generate the run (``MODES[mode]``, or ``individuals``), time ``evo report`` on it
-    ``reps`` times, write ``report-MODE-cpu.{json,md}``; returns the JSON document."""
+        reps: int | None = None, population: str | None = None) -> dict[str, Any]:
+    """Generate the run (``MODES[mode]``, or ``individuals``; or time the existing
+    ``population`` instead), time ``evo report`` on it ``reps`` times and its phases once,
+    write ``report-MODE-cpu.{json,md}``; returns the JSON document."""
     m = dict(MODES[mode])
-    n = individuals or m["individuals"]
     reps = reps or m["reps"]
     with tempfile.TemporaryDirectory(prefix="evo-bench-report-", dir=store_dir) as tmp:
-        url = os.path.join(tmp, "pop")
-        say(f"generating {n} individuals (P={m['population']}, {m['workers']} worker ids) through the store's API")
-        made = make_population(url, n, m["population"], m["workers"], progress=say)
-        say(f"generated in {made['generate_s']:.0f}s; timing evo report ({reps} cold runs)")
+        if population:
+            url = population
+            import storage
+
+            n = len(storage.open_store(url).births())
+            made = {"individuals": n, "given": url}
+            say(f"timing evo report on {url} ({n} individuals; {reps} cold runs)")
+        else:
+            n = individuals or m["individuals"]
+            url = os.path.join(tmp, "pop")
+            say(f"generating {n} individuals (P={m['population']}, {m['workers']} worker ids) through the store's API")
+            made = make_population(url, n, m["population"], m["workers"], progress=say)
+            say(f"generated in {made['generate_s']:.0f}s; timing evo report ({reps} cold runs)")
         runs = []
         for r in range(reps):
             runs.append(time_report(url, os.path.join(tmp, "report.html")))
             say(f"run {r + 1}: {runs[-1]['seconds']:.2f}s, {runs[-1]['file_mb']:.2f} MB, "
                 f"peak RSS {runs[-1]['peak_rss_mb']:.0f} MB")
+        phases = time_phases(url, os.path.join(tmp, "phases.html"))
+        say("phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()))
+        load = os.getloadavg()
     med = statistics.median(x["seconds"] for x in runs)
     size = runs[-1]["file_mb"]
     rss = max(x["peak_rss_mb"] for x in runs)
@@ -149,10 +192,14 @@ def run(mode: str, out_dir: str, *, individuals: int | None = None, store_dir: s
     markdown = markdown_table(["run", "seconds", "file MB", "peak RSS MB"],
                               [[i + 1, f"{x['seconds']:.2f}", f"{x['file_mb']:.2f}", f"{x['peak_rss_mb']:.0f}"]
                                for i, x in enumerate(runs)])
+    markdown += "\n\nOne more cold run, timed by phase (seconds):\n\n" + markdown_table(
+        list(phases), [[f"{v:.2f}" for v in phases.values()]])
     markdown += ("\n\nThe population was written by `bench/report_speed.py`'s generator through the store's "
                  "publish/kill API (not by workers), on a local directory; each run is a fresh `evo report` "
-                 "process.\n")
-    return write_report("report", mode, "cpu", out_dir, settings={"individuals": n, **m, "reps": reps},
+                 f"process. Load average right after the runs: {', '.join(f'{x:.1f}' for x in load)} "
+                 f"(this machine has {os.cpu_count()} cores; anything above that is other work slowing these numbers).\n")
+    return write_report("report", mode, "cpu", out_dir,
+                        settings={"individuals": n, **m, "reps": reps, "population": population or "generated"},
                         results={"population": made, "runs": runs, "median_seconds": med, "file_mb": size,
-                                 "peak_rss_mb": rss, "target_met": ok},
+                                 "peak_rss_mb": rss, "target_met": ok, "phases": phases, "load_average": load},
                         markdown=markdown, summary=summary)
