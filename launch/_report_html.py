@@ -58,10 +58,12 @@ def time_unit(span_seconds: float) -> tuple[str, float]:
 
 
 def fmt(x: float | None, digits: int = 4) -> str:
+    """``x`` with ``digits`` decimals, or ``-`` for None."""
     return "-" if x is None else f"{x:.{digits}f}"
 
 
 def duration(seconds: float) -> str:
+    """A short duration (``42s``, ``5m07s``, ``3h12m``), as the other commands write them."""
     from ._snapshot import ago
 
     return ago(seconds)
