@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="training steps per child (skips calibration)")
     p.add_argument("--store-dir", help="make the population directory under this folder (e.g. an NFS mount)")
 
+    p = add("report", "evo report's wall time and file size on a generated run (full: 20,000 individuals)", "cpu")
+    p.add_argument("--individuals", type=int, help="individuals in the generated run (full: 20000)")
+    p.add_argument("--reps", type=int, help="cold evo report runs, median reported (full: 3)")
+    p.add_argument("--store-dir", help="make the population directory under this folder")
+    p.add_argument("--population", help="time this existing population instead of generating one")
+
     p = add("train_speed", "img/s of bench/archs with evo's trainer vs a naive eager loop; fixed cost per child")
     p.add_argument("--archs", type=_names, help="comma-separated subset of small,mid,large")
     p.add_argument("--batch-sizes", type=_ints, help="comma-separated batch sizes (full: 50,256)")
@@ -140,6 +146,10 @@ def dispatch(args: argparse.Namespace) -> dict | None:
         return None
     if args.name == "storage":
         return run_storage(args)
+    if args.name == "report":
+        from . import report_speed
+        return report_speed.run(args.mode, args.out, individuals=args.individuals, store_dir=args.store_dir,
+                                reps=args.reps, population=args.population)
     device = resolve_device(args.device)
     if args.name == "overhead":
         from . import overhead

@@ -127,15 +127,14 @@ def _layers(graph: Graph, members: list[str]) -> dict[str, int]:
     return layer
 
 
-def _draw_matplotlib(graph: Graph, path: str, title: str) -> None:
-    from ._plotting import pyplot
-
-    plt = pyplot()
-    clusters = list(graph.clusters.items())
+def layout(graph: Graph) -> tuple[dict[str, tuple[float, float]], float, int]:
+    """Where to draw each node: (x, y) by node (each cluster side by side, layers top down at
+    y = -1.4 per layer), the total width and the deepest layer. Used by the matplotlib
+    drawing and by ``evo report``'s interactive drawings."""
     pos: dict[str, tuple[float, float]] = {}
     x0 = 0.0
     max_depth = 1
-    for _, members in clusters:
+    for _, members in graph.clusters.items():
         layer = _layers(graph, members)
         by_layer: dict[int, list[str]] = {}
         for n in members:
@@ -146,6 +145,15 @@ def _draw_matplotlib(graph: Graph, path: str, title: str) -> None:
                 pos[n] = (x0 + (i - (len(names) - 1) / 2) * 2.2 + width * 1.1, -depth * 1.4)
         max_depth = max(max_depth, max(by_layer))
         x0 += width * 2.2 + 1.5
+    return pos, x0, max_depth
+
+
+def _draw_matplotlib(graph: Graph, path: str, title: str) -> None:
+    from ._plotting import pyplot
+
+    plt = pyplot()
+    clusters = list(graph.clusters.items())
+    pos, x0, max_depth = layout(graph)
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * x0), max(3.0, 1.0 * (max_depth + 1))))
     for s, d, label in graph.edges:
         (xs, ys), (xd, yd) = pos[s], pos[d]

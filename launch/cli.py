@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "launch.cmd_audit",
     "launch.cmd_status",
     "launch.cmd_plot",
+    "launch.cmd_report",
     "launch.cmd_lineage",
     "launch.cmd_arch",
     "launch.cmd_best",

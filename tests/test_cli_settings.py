@@ -325,7 +325,7 @@ def test_a_file_where_a_directory_belongs_is_one_line(capsys, tmp_path, monkeypa
     refused(capsys, "init", "afile/sub", words=("afile/sub: afile is a file, not a directory",))
     refused(capsys, "init", "afile", words=("afile is a file",))
     refused(capsys, "init", f"file://{tmp_path}/afile/sub/x", words=(f"{tmp_path}/afile is a file",))
-    for command in ("status", "check", "plot", "best", "lineage best", "worker", "launch -n 1"):
+    for command in ("status", "check", "plot", "report", "best", "lineage best", "worker", "launch -n 1"):
         name, *rest = command.split()
         refused(capsys, name, f"file://{tmp_path}/afile", *rest,
                 words=("afile is a file, not a population directory",))
