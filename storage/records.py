@@ -182,6 +182,9 @@ def id_of_key(key: str) -> str | None:
         return parse_payload_name(name)
     if dirname in (HISTORY, QUARANTINE):
         return parse_record_name(name)
+    if "#" in key:   # a record inside a segment: segments/{name}#{id}
+        ident = key.rsplit("#", 1)[1]
+        return ident if is_id(ident) else None
     return None
 
 
@@ -240,12 +243,14 @@ def _finite(value: Any) -> bool:
 
 
 def check_commit(obj: Any, info: IndividualInfo | None = None,
-                 extra: tuple[str, ...] = ()) -> dict[str, Any]:
+                 extra: tuple[str, ...] = (), *, with_dna: bool = True) -> dict[str, Any]:
     """Return a commit object (from ``alive/``) after checking it field by field.
 
     With ``info`` (from the object's name) the id and fitness must agree with the name.
     ``extra`` names fields allowed besides the commit's (history records add some).
-    Raises CorruptRecord naming the first problem.
+    ``with_dna=False``: everything but the DNA is checked, and the result has no ``dna``
+    (a reader that never uses the DNA need not pay for checking it; nothing unchecked is
+    passed on). Raises CorruptRecord naming the first problem.
     """
     if not isinstance(obj, dict):
         raise CorruptRecord("commit is not a JSON object")
@@ -255,7 +260,11 @@ def check_commit(obj: Any, info: IndividualInfo | None = None,
     unknown = set(obj) - set(_COMMIT_FIELDS) - set(extra)
     if unknown:
         raise CorruptRecord(f"commit has unknown field(s): {', '.join(sorted(unknown))[:120]}")
+    if not with_dna:
+        obj = {k: v for k, v in obj.items() if k != "dna"}
     for name, types in _COMMIT_FIELDS.items():
+        if name == "dna" and not with_dna:
+            continue
         if name not in obj:
             raise CorruptRecord(f"commit is missing field {name!r}")
         value = obj[name]
@@ -283,21 +292,22 @@ def check_commit(obj: Any, info: IndividualInfo | None = None,
         raise CorruptRecord(f"commit names a bad payload key {obj['payload'][:80]!r}")
     if len(obj["mutation"]) > 64 or len(obj["worker"]) > 256:
         raise CorruptRecord("commit has an over-long mutation or worker field")
-    if obj["dna_hash"] != dna_hash(obj["dna"]):
+    if with_dna and obj["dna_hash"] != dna_hash(obj["dna"]):
         raise CorruptRecord("dna_hash does not match the DNA")
     return obj
 
 
-def check_history(obj: Any, ident: str | None = None) -> dict[str, Any]:
+def check_history(obj: Any, ident: str | None = None, *, with_dna: bool = True) -> dict[str, Any]:
     """Return a history record after checking it like a commit plus its death fields.
 
     With ``ident`` (from the record's name) the record must be that individual's.
+    ``with_dna=False``: as in :func:`check_commit` (no ``dna`` in the result).
     Raises CorruptRecord naming the first problem. (The DNA is checked by the caller, who
     knows the run's bounds.)
     """
     if not isinstance(obj, dict):
         raise CorruptRecord("history record is not a JSON object")
-    rec = check_commit(obj, extra=HISTORY_EXTRA)
+    rec = check_commit(obj, extra=HISTORY_EXTRA, with_dna=with_dna)
     if ident is not None and rec["id"] != ident:
         raise CorruptRecord(f"history record of {rec['id']} is stored under {ident}")
     if not _finite(rec.get("death")):
