@@ -103,6 +103,18 @@ class PopulationReaders(StoreCore):
         ids |= self.dead_ids()
         return sorted(birth_of(i) for i in ids)
 
+    def history_layout(self) -> dict[str, int]:
+        """Where the history is kept (for benchmarks and audits): ``segments`` (valid ones),
+        ``broken_segments``, ``in_segments`` (distinct ids they hold), ``files`` (records
+        in ``history/``) and ``files_also_in_segments`` (left by a roll-up that died)."""
+        files = {i for i in map(parse_record_name, self.backend.list(HISTORY)) if i}
+        names = [p for p in map(parse_segment_name, self.backend.list(SEGMENTS)) if p is not None]
+        decoded = self._segments(names, with_dna=False)
+        held = set().union(*(d.ids for d in decoded.values() if d.problem is None))
+        return {"segments": sum(1 for d in decoded.values() if d.problem is None),
+                "broken_segments": sum(1 for d in decoded.values() if d.problem is not None),
+                "in_segments": len(held), "files": len(files), "files_also_in_segments": len(files & held)}
+
     def dead_ids(self) -> set[str]:
         """Ids with a history record: the names in ``history/`` and the ids the valid
         segments hold (each segment read once per store object, without its DNA)."""

@@ -67,7 +67,9 @@ class HistoryRollups(StoreCore):
             start += segment_records
             got = self._read_immutable([history_key(i) for i in chunk], "history record",
                                        self.check_history_record, "history")
-            good = [v for v in got.values() if v is not None and not isinstance(v, Broken)]
+            if any(v is None for v in got.values()):
+                break   # records vanished: another roller is at these; a second segment would only overlap
+            good = [v for v in got.values() if not isinstance(v, Broken)]
             skipped += sum(1 for v in got.values() if isinstance(v, Broken))
             if not good:
                 continue
