@@ -94,20 +94,21 @@ def open_population(url: str):
 
 
 def take_snapshot(url: str, *, read_alive: bool = True, spinner: bool = True, history_dna: bool = True,
-                  population: tuple[Any, Any] | None = None) -> Snapshot:
+                  alive_dna: bool = True, population: tuple[Any, Any] | None = None) -> Snapshot:
     """Read the whole population at ``url`` once (one listing per folder, records in bulk).
 
     ``read_alive=False`` skips reading live commit objects (their fitness and birth then come
     from the listing and their parent, mutation and DNA are unknown). ``history_dna=False``:
     the dead individuals' DNA is neither checked nor kept (their ``dna`` is None), for
-    commands that never use it: about four times faster and far smaller. ``spinner``: show
+    commands that never use it: about four times faster and far smaller; ``alive_dna=False``
+    the same for the live individuals. ``spinner``: show
     one on a terminal while reading. ``population``: the ``(store, config)`` of an earlier
     :func:`open_population`, to read only what is new since that store's last read
     (records never change; ``evo status --watch``).
     """
     store, config = population or open_population(url)
     with _reading(url) if spinner else contextlib.nullcontext():
-        return _read(store, config, url, read_alive, history_dna)
+        return _read(store, config, url, read_alive, history_dna, alive_dna)
 
 
 @contextlib.contextmanager
@@ -126,10 +127,10 @@ def _reading(url: str):
         yield
 
 
-def _read(store, config, url: str, read_alive: bool, history_dna: bool = True) -> Snapshot:
+def _read(store, config, url: str, read_alive: bool, history_dna: bool = True, alive_dna: bool = True) -> Snapshot:
     from storage import Broken
 
-    census = store.census(read_alive=read_alive, history_dna=history_dna)
+    census = store.census(read_alive=read_alive, history_dna=history_dna, alive_dna=alive_dna)
     broken = list(census.broken_history + census.broken_quarantine + census.foreign)
     quarantined = census.quarantined_ids
     records: dict[str, Record] = {}
@@ -154,7 +155,7 @@ def _read(store, config, url: str, read_alive: bool, history_dna: bool = True) -
             records[info.id] = Record(
                 id=info.id, parent=commit["parent"], mutation=commit["mutation"],
                 fitness=float(commit["fitness"]), birth=float(commit["birth"]), alive=True,
-                worker=commit["worker"], dna=commit["dna"], metrics=commit["metrics"])
+                worker=commit["worker"], dna=commit.get("dna"), metrics=commit["metrics"])
     retrains = tuple(store.retrain_states())
     broken += [b for r in retrains for b in r.broken]
     return Snapshot(url=url, taken=time.time(), config=config, records=records,

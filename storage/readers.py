@@ -75,19 +75,20 @@ def _ids(broken: Iterable[Broken]) -> frozenset[str]:
 class PopulationReaders(StoreCore):
     """The reading side of :class:`storage.PopulationStore`."""
 
-    def census(self, *, read_alive: bool = True, history_dna: bool = True) -> Census:
+    def census(self, *, read_alive: bool = True, history_dna: bool = True, alive_dna: bool = True) -> Census:
         """One consistent read of every individual (see :class:`Census`): one listing of
         ``alive/`` (and, with ``read_alive``, its commits), then every history record (the
         segments and ``history/``) and every record of ``quarantine/``. Nothing is
         quarantined or written. ``history_dna=False``: the dead individuals' DNA is neither
-        checked nor returned (status, plots, lineage and audit never use it; about 4x faster).
+        checked nor returned (status, plots, lineage and audit never use it; about 4x faster);
+        ``alive_dna=False``: the same for the live commits (their ``dna`` is left out).
 
         Records never change, so a store object remembers what it has read: a second census
         on the same object reads only what is new (``evo status --watch``); remote stores also
         keep them in a local read cache (:mod:`storage.readcache`) across processes.
         """
         listed = self.list_alive()
-        commits = {i.id: c for i, c in self.scan_alive(listed)} if read_alive else {}
+        commits = {i.id: c for i, c in self.scan_alive(listed, with_dna=alive_dna)} if read_alive else {}
         history, broken_history = self.scan_history(with_dna=history_dna)
         quarantine, broken_quarantine = self.scan_quarantine()
         foreign = tuple(Broken(f"{d}/{f.name}", f"is {f.what}; nothing is read through it", "foreign")
@@ -126,24 +127,27 @@ class PopulationReaders(StoreCore):
         return ids
 
     # ----- live commits -----
-    def scan_alive(self, infos: list[IndividualInfo] | None = None,
+    def scan_alive(self, infos: list[IndividualInfo] | None = None, *, with_dna: bool = True,
                    ) -> Iterator[tuple[IndividualInfo, Commit | Broken | None]]:
         """For each live individual (``infos``, default: one listing), its checked commit
         (DNA validated against the run's bounds), a Broken naming its problem, or None if it
-        left the listing meanwhile. Reads in bounded batches; quarantines nothing."""
+        left the listing meanwhile. Reads in bounded batches; quarantines nothing.
+        ``with_dna=False``: the DNA is neither checked nor returned."""
         infos = self.list_alive() if infos is None else infos
         by_key = {i.key: i for i in infos}
 
         def check(key: str, obj: Any) -> Commit:
-            commit = check_commit(obj, by_key[key])
-            check_dna(commit["dna"], self.bounds, self.dna_validator)
+            commit = check_commit(obj, by_key[key], with_dna=with_dna)
+            if with_dna:
+                check_dna(commit["dna"], self.bounds, self.dna_validator)
             return commit
 
         # A commit object is created once under a name never reused: what was read under a
         # name stays true (the listing, asked afresh each time, says whether it still exists).
         for start in range(0, len(infos), READ_BATCH):
             batch = infos[start:start + READ_BATCH]
-            got = self._read_immutable([i.key for i in batch], "commit", check, "commit")
+            got = self._read_immutable([i.key for i in batch], "commit", check,
+                                       "commit" if with_dna else "commit-nodna")
             for info in batch:
                 yield info, got.get(info.key)
 

@@ -73,6 +73,11 @@ class HistoryRollups(StoreCore):
             skipped += sum(1 for v in got.values() if isinstance(v, Broken))
             if not good:
                 continue
+            # records rolled up by someone else since our listing: they are at work on these,
+            # and a segment of ours would only overlap theirs
+            still = {i for i in map(parse_record_name, self.backend.list(HISTORY)) if i}
+            if any(r["id"] not in still for r in good):
+                break
             name, data = encode_segment(good)
             if len(data) > MAX_SEGMENT_BYTES:
                 log.warning("%s: %d history records make a segment over %d bytes; not rolled up",

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backend import MAX_RECORD_BYTES
-from .records import ID_PATTERN, CorruptRecord, dumps, loads
+from .records import ID_PATTERN, CorruptRecord, dumps, loads, loads_many
 
 _ID = re.compile(ID_PATTERN)
 
@@ -168,24 +168,23 @@ def decode_segment(name: SegmentName, raw: bytes, check: Callable[[str, Any], di
 
     problem = None
     lines = _lines(raw)
+    raw_heads: list[bytes] = []
     for line in lines:
         if isinstance(line, str):
             return broken(line)
-        try:
-            obj = loads(line, "segment line")
-            ident = obj.get("id") if isinstance(obj, dict) else None
-            if not isinstance(ident, str) or not _ID.fullmatch(ident):
-                raise CorruptRecord("a line is not a history record with an id")
-            if "dna" in obj:
-                raise CorruptRecord("a record line holds a DNA")
-        except CorruptRecord as exc:
-            return broken(f"holds a bad line: {exc}")
+        raw_heads.append(line)
+        if len(raw_heads) == name.count:
+            break
+    try:
+        parsed = loads_many(raw_heads, "segment line")
+    except CorruptRecord as exc:
+        return broken(f"holds a bad line: {exc}")
+    for obj in parsed:
+        ident = obj.get("id") if isinstance(obj, dict) else None
+        if not isinstance(ident, str) or not _ID.fullmatch(ident) or "dna" in obj:
+            return broken("holds a line that is not a history record without its DNA")
         ids.append(ident)
         heads.append(obj)
-        if len(ids) > name.count:
-            return broken(f"holds more than the {name.count} records its name states")
-        if len(ids) == name.count:
-            break
     if len(ids) != name.count or len(set(ids)) != len(ids) or ids_digest(ids) != name.digest:
         return broken(f"holds {len(ids)} records that are not the {name.count} its name states")
     if not with_dna:
