@@ -163,12 +163,23 @@ def decode_segment(name: SegmentName, raw: bytes, check: Callable[[str, Any], di
     ids: list[str] = []
     records: list[dict[str, Any]] = []
 
+    raw_heads: list[bytes] = []
+
     def broken(problem: str) -> DecodedSegment:
-        return DecodedSegment([], problem, tuple(ids))
+        # the ids it held, as far as its lines parse: they still count as dead (broken)
+        salvaged = list(ids)
+        if not salvaged:
+            for line in raw_heads:
+                try:
+                    obj = loads(line, "segment line")
+                except CorruptRecord:
+                    continue
+                if isinstance(obj, dict) and isinstance(obj.get("id"), str) and _ID.fullmatch(obj["id"]):
+                    salvaged.append(obj["id"])
+        return DecodedSegment([], problem, tuple(dict.fromkeys(salvaged)))
 
     problem = None
     lines = _lines(raw)
-    raw_heads: list[bytes] = []
     for line in lines:
         if isinstance(line, str):
             return broken(line)

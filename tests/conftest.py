@@ -48,10 +48,12 @@ def gcs_emulator(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture
-def gcs_bucket_url(gcs_emulator: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """``gs://<fresh bucket>/pop`` on the emulator; the environment points gcsfs at it."""
+def gcs_bucket_url(gcs_emulator: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """``gs://<fresh bucket>/pop`` on the emulator; the environment points gcsfs at it (and
+    the read cache of gs:// stores at a folder of the test, never at ~/.cache)."""
     for name, value in emulator_env(gcs_emulator).items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("EVO_CACHE_DIR", str(tmp_path / "evo-read-cache"))
     bucket = f"evo-test-{uuid.uuid4().hex[:12]}"
     make_bucket(gcs_emulator, bucket)
     return f"gs://{bucket}/pop"
