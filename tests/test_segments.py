@@ -229,3 +229,24 @@ def test_workers_roll_up_in_passing(tmp_path):
     result = json.loads(audit.stdout)
     assert audit.returncode == 0 and result["born"] == 40, result
     assert result["dead"] == 40 - result["alive"] == layout["in_segments"] + layout["files"], result
+
+
+def test_a_second_census_on_one_store_reads_only_what_is_new(tmp_path):
+    """What ``evo status --watch`` relies on: records never change, so the store object
+    remembers them; a refresh reads the listings and the new objects only."""
+    url = str(tmp_path / "pop")
+    store, dead = _dead_store(url, 8)
+    store.roll_up(min_age=0, segment_records=4)
+    watcher = storage.open_store(url)
+    reads: list[str] = []
+    real = watcher.backend.read_many
+    watcher.backend.read_many = lambda keys, *a, **k: (reads.extend(keys), real(keys, *a, **k))[1]
+    first = watcher.census(history_dna=False, alive_dna=False)
+    assert len(first.history) == 8 and len(reads) == 2 + 2     # 2 segments, 2 commits
+    reads.clear()
+    rng = np.random.default_rng(7)
+    child = publish_random(store, rng)[0]
+    assert store.kill(first.listed[0], worker="w")
+    second = watcher.census(history_dna=False, alive_dna=False)
+    assert {r["id"] for r in second.history} == set(dead) | {first.listed[0].id}
+    assert sorted(reads) == sorted([f"history/{first.listed[0].id}.json", child.key])
