@@ -93,3 +93,45 @@ def cache_for(url: str, env: dict[str, str] | None = None) -> ReadCache | None:
         return None
     root = cache_root(env)
     return ReadCache(root, url) if root is not None else None
+
+
+class VerifiedMarks:
+    """Which history segments this machine has already checked whole (DNA included, against
+    given bounds), so later readers that do not need the DNA parse only the records' other
+    fields. A mark names the segment, the SHA-256 of its bytes and a fingerprint of the
+    checks (the run's bounds and DNA validator): other bytes, or other checks, have no mark.
+    The marks live beside the read cache (any store but ``memory://``); a folder that cannot
+    be written means no marks, and every segment is checked whole each time."""
+
+    def __init__(self, root: Path, url: str):
+        self.folder = Path(root) / hashlib.sha256(url.encode()).hexdigest()[:16] / "verified"
+        self._usable = True
+
+    def _path(self, fingerprint: str, name: str, data: bytes) -> Path:
+        return self.folder / fingerprint / f"{name}.{hashlib.sha256(data).hexdigest()[:32]}"
+
+    def has(self, fingerprint: str, name: str, data: bytes) -> bool:
+        """True if these bytes of segment ``name`` checked out whole under ``fingerprint``."""
+        try:
+            return self._path(fingerprint, name, data).is_file()
+        except (OSError, ValueError):
+            return False
+
+    def add(self, fingerprint: str, name: str, data: bytes) -> None:
+        """Remember that these bytes checked out whole (errors: no marks for this process)."""
+        if not self._usable:
+            return
+        try:
+            path = self._path(fingerprint, name, data)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        except (OSError, ValueError):
+            self._usable = False
+
+
+def marks_for(url: str, env: dict[str, str] | None = None) -> VerifiedMarks | None:
+    """The verified-segment marks of the store at ``url`` (None: cache off, or ``memory://``)."""
+    if url.startswith("memory://"):
+        return None
+    root = cache_root(env)
+    return VerifiedMarks(root, url) if root is not None else None

@@ -10,6 +10,7 @@ test over the memory, local and GCS backends.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -33,6 +34,11 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 settings.register_profile("evo", deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile("evo")
+
+
+# The read cache and verified-segment marks (storage.readcache) of every store the tests
+# open, and of the processes they start, go to a scratch folder, never to ~/.cache.
+os.environ.setdefault("EVO_CACHE_DIR", tempfile.mkdtemp(prefix="evo-test-cache-"))
 
 
 @pytest.fixture(scope="session")

@@ -250,3 +250,27 @@ def test_a_second_census_on_one_store_reads_only_what_is_new(tmp_path):
     second = watcher.census(history_dna=False, alive_dna=False)
     assert {r["id"] for r in second.history} == set(dead) | {first.listed[0].id}
     assert sorted(reads) == sorted([f"history/{first.listed[0].id}.json", child.key])
+
+
+def test_a_segment_checked_whole_once_is_not_checked_again_unless_the_checks_differ(tmp_path, monkeypatch):
+    import dna as dna_lib
+    import storage.readers as readers
+
+    monkeypatch.setenv("EVO_CACHE_DIR", str(tmp_path / "cache"))
+    url = str(tmp_path / "pop")
+    store, dead = _dead_store(url, 6)
+    store.roll_up(min_age=0, segment_records=6)
+    calls: list[int] = []
+    real = readers.check_dna
+    monkeypatch.setattr(readers, "check_dna", lambda *a: (calls.append(1), real(*a))[1])
+    assert storage.open_store(url).census(history_dna=False, alive_dna=False).dead_ids == frozenset(dead)
+    assert len(calls) == 6                         # the first reader on this machine checks the DNA
+    calls.clear()
+    assert storage.open_store(url).census(history_dna=False, alive_dna=False).dead_ids == frozenset(dead)
+    assert calls == []                             # marked: only the other fields
+    narrow = dna_lib.Bounds(max_vertices=2)
+    census = storage.open_store(url).with_run(bounds=narrow).census(history_dna=False, alive_dna=False)
+    assert len(calls) == 6 and len(census.history) == 6   # other bounds: checked whole again
+    calls.clear()
+    assert storage.open_store(url).census(history_dna=True, alive_dna=False).dead_ids == frozenset(dead)
+    assert len(calls) == 6                         # a reader that wants the DNA always checks it
