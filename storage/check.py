@@ -55,7 +55,7 @@ from .records import (
     CorruptRecord, check_history, history_key, parse_kept_name, parse_payload_name, parse_record_name,
 )
 from .retrain_format import RETRAIN
-from .segments import SEGMENT_RECORDS, SEGMENTS, parse_segment_name
+from .segments import SEGMENTS
 from .verify import DnaValidator
 
 MAX_LISTED_PROBLEMS = 200
