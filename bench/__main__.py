@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_ints, help="comma-separated worker counts")
     p.add_argument("--seconds", type=float, help="seconds per worker count")
 
+    p = add("inspect", "wall time and peak RSS of status/plot/lineage/audit on a big synthetic run, local and "
+                       "on the GCS emulator (cold and warm read cache)", "cpu")
+    p.add_argument("--store-dir", help="build (or reuse) the synthetic run under this folder (default: a temp "
+                                       "folder, built anew)")
+    p.add_argument("--no-gcs", action="store_true", help="measure the local directory only")
+
     p = sub.add_parser("make_archs", help="regenerate bench/archs/{small,mid,large}.json")
     p.add_argument("--keep-small", action="store_true", help="keep small.json; only regrow mid and large")
     return parser
@@ -150,6 +156,9 @@ def dispatch(args: argparse.Namespace) -> dict | None:
         from . import report_speed
         return report_speed.run(args.mode, args.out, individuals=args.individuals, store_dir=args.store_dir,
                                 reps=args.reps, population=args.population)
+    if args.name == "inspect":
+        from . import inspect as inspect_bench
+        return inspect_bench.run(args.mode, args.out, store_dir=args.store_dir, gcs=not args.no_gcs, progress=say)
     device = resolve_device(args.device)
     if args.name == "overhead":
         from . import overhead

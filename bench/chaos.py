@@ -66,6 +66,7 @@ class ChaosSettings:
     memory_interval: float = 10.0     # seconds between memory samples (PSS every 6th)
     worker_nice: int = 0              # niceness of the workers: > 0 keeps the harness on time under load
     preseed: bool = False             # publish the P initial individuals through the store API first
+    rollup: str = "30,10,100"         # workers' history roll-ups: min age s, interval s, records per segment
     seed: int = 0
 
     def check(self) -> None:
@@ -139,7 +140,8 @@ def _run(s: ChaosSettings, url: str, work: Path, env: dict[str, str], events_pat
         raise RuntimeError(f"evo init failed: {init.stderr.strip()}")
     store = open_store(url)
     preseed_s = preseed(url) if s.preseed else None
-    pool = WorkerPool(url, s.workers, work / "logs", env, worker_args=("--event-log", str(events_path)),
+    pool = WorkerPool(url, s.workers, work / "logs", env,
+                      worker_args=("--event-log", str(events_path), "--rollup", s.rollup),
                       nice=s.worker_nice)
     rng = np.random.default_rng(s.seed)
     memory = MemoryStats()
@@ -208,6 +210,7 @@ def _run(s: ChaosSettings, url: str, work: Path, env: dict[str, str], events_pat
     mem = memory.summary()
     say(f"stopped after {t_stopped - t_start:.0f} s; {len(kills)} SIGKILLs; checking the store")
 
+    rollups = store.history_layout()   # what the workers' roll-ups made during the chaos
     check_before = _json_of(evo(["check", url, "--json", "--grace", "0"], env))
     audit_run = evo(["audit", url, "--json", "--workers", str(s.workers), "--events", str(events_path)], env)
     audit = _json_of(audit_run)
@@ -237,6 +240,8 @@ def _run(s: ChaosSettings, url: str, work: Path, env: dict[str, str], events_pat
     policy = _policy_audit(url)
     if policy is not None and (policy["problems"] or policy["version"] is None):
         violations.append("policy")
+    if rollups.get("broken_segments"):
+        violations.append("broken_segments")
     if pool.unexpected_exits:
         violations.append("unexpected_worker_exits")
     return {
@@ -270,6 +275,7 @@ def _run(s: ChaosSettings, url: str, work: Path, env: dict[str, str], events_pat
         "phantom_kills": events.get("phantom_kills"),
         "unlogged_births": events.get("unlogged_births"),
         "missing_parents": audit.get("missing_parents"),
+        "rollups": rollups,
         "preseed_s": round(preseed_s, 1) if preseed_s is not None else None,
         "seeding_s": round(audit["seeding_end"] - audit["first_birth"], 1) if audit.get("seeding_end") else None,
         "population": {
@@ -336,6 +342,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"| lost (published, then gone without a trace) | {report['lost']} |",
         f"| double kills / phantom kills | {report['double_kills']} / {report['phantom_kills']} |",
         f"| parents that never existed | {report['missing_parents']} |",
+        f"| history roll-ups by the workers: segments / records in them / records left in history/ "
+        f"(of them also in a segment) | {_rollup_cell(report.get('rollups'))} |",
         f"| kill race losses (another worker killed the victim first) | {report['race_losses']} |",
         f"| crash debris before repair: orphans / zombies | {report['orphans']} / {report['zombies']} |",
         f"| clean after `evo check --repair` | {report['check_after_repair_ok']} |",
@@ -377,6 +385,13 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _rollup_cell(r: dict[str, Any] | None) -> str:
+    if not r:
+        return "-"
+    broken = f", {r['broken_segments']} BROKEN" if r.get("broken_segments") else ""
+    return f"{r['segments']} / {r['in_segments']} / {r['files']} ({r['files_also_in_segments']}){broken}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: run one chaos experiment, write OUT.json and OUT.md."""
     p = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n\n")[0])
@@ -400,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="run the workers at this niceness (e.g. 10 with hundreds of workers on few cores)")
     p.add_argument("--preseed", action="store_true",
                    help="publish the P initial individuals through the store API before starting the workers")
+    p.add_argument("--rollup", default=d.rollup, metavar="AGE,INTERVAL,RECORDS",
+                   help="the workers' history roll-ups: records older than AGE s, looked for every INTERVAL s, "
+                        f"RECORDS per segment (default {d.rollup})")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--work-dir", help="where the store (local), logs and event log go (default: a temp dir)")
     p.add_argument("--keep-store", action="store_true", help="do not delete the local store afterwards")
@@ -412,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
                              train_seconds=a.train_seconds, weight_bytes=a.weight_bytes, selection=a.selection,
                              search_space=a.search_space, kill_interval=a.kill_interval,
                              restart_delay=a.restart_delay, stagger=a.stagger,
-                             worker_nice=a.worker_nice, preseed=a.preseed, seed=a.seed)
+                             worker_nice=a.worker_nice, preseed=a.preseed, rollup=a.rollup, seed=a.seed)
     try:
         settings.check()
     except ValueError as exc:

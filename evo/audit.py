@@ -169,7 +169,7 @@ def _collect(store: PopulationStore, problems: list[str]) -> tuple[dict[str, _Li
     Every record is read bounded and checked by the store (DNA against the run's bounds); a
     broken history record still proves that its id died, but not when or from which parent.
     """
-    census = store.census()
+    census = store.census(history_dna=False)   # the audit never looks at a dead one's DNA
     listed, commits = census.listed, census.commits
 
     lives: dict[str, _Life] = {}

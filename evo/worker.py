@@ -62,6 +62,11 @@ class WorkerOptions:
     heartbeat_interval: float = 10.0      # seconds between heartbeats (evo status: lost after 5 missed)
     log_path: str | None = None           # where this worker's log goes, shown by evo status
     worker_id: str | None = None          # default: host-pid-random
+    # history roll-ups in passing (storage.rollup): records older than rollup_min_age seconds,
+    # looked for at most every rollup_interval seconds, rollup_records per segment
+    rollup_min_age: float = 600.0
+    rollup_interval: float = 120.0
+    rollup_records: int = 1000
 
     def __post_init__(self) -> None:
         interval = self.heartbeat_interval
@@ -71,6 +76,8 @@ class WorkerOptions:
             raise ValueError(f"max_individuals must be >= 1, got {self.max_individuals}")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ValueError(f"max_seconds must be > 0, got {self.max_seconds}")
+        if not (self.rollup_min_age >= 0 and self.rollup_interval > 0 and self.rollup_records >= 1):
+            raise ValueError("roll-up settings must be: age >= 0, interval > 0, records >= 1")
 
 
 @dataclass
@@ -216,6 +223,8 @@ class Worker:
         # Seeds kill too when the population is already full: a seed that was still training
         # when selection started would otherwise leave the population at P + 1 for good.
         killed = self._kill_one(child.proposal.victim, exclude=info.id)
+        if killed:
+            self._roll_up_soon()
         record = {
             "id": info.id, "parent": parent_id, "mutation": child.dna.mutation, "fitness": outcome.fitness,
             "killed": killed, "selected_victim": child.proposal.victim.id if child.proposal.victim else None,
@@ -237,6 +246,14 @@ class Worker:
                 log.warning("strategy %s could not learn from %s: %s", self.strategy.name, info.id, _one_line(exc))
         self.beat("idle", force=True)
         return record
+
+    def _roll_up_soon(self) -> None:
+        """Now and then, roll sealed history records up into a segment, in a background
+        thread (storage.rollup): a store without roll-ups (a test double) is left alone."""
+        roll = getattr(self.store, "roll_up_soon", None)
+        if roll is not None:
+            o = self.options
+            roll(min_age=o.rollup_min_age, segment_records=o.rollup_records, interval=o.rollup_interval)
 
     def _claim_seed_slot(self, start: int) -> bool:
         """Claim one of the P seeding slots (create-if-absent), so that concurrent workers
@@ -388,6 +405,9 @@ class Worker:
             log.info("stopping on %s: the child in training (if any) is abandoned", self.stats.stopped_by)
         if self._heart is not None:
             self._heart.halt()
+        wait = getattr(self.store, "wait_for_roll_up", None)
+        if wait is not None:   # a roll-up cut off at exit is safe, but leaves work for the next one
+            wait(timeout=30)
         self._state = "stopped"
         try:
             self._write_beat(final=True)

@@ -94,16 +94,22 @@ def open_population(url: str):
                           dna_validator=for_config(config).parse), config
 
 
-def take_snapshot(url: str, *, read_alive: bool = True, spinner: bool = True) -> Snapshot:
+def take_snapshot(url: str, *, read_alive: bool = True, spinner: bool = True, history_dna: bool = True,
+                  alive_dna: bool = True, population: tuple[Any, Any] | None = None) -> Snapshot:
     """Read the whole population at ``url`` once (one listing per folder, records in bulk).
 
     ``read_alive=False`` skips reading live commit objects (their fitness and birth then come
-    from the listing and their parent, mutation and DNA are unknown). ``spinner``: show one
-    on a terminal while reading.
+    from the listing and their parent, mutation and DNA are unknown). ``history_dna=False``:
+    the dead individuals' DNA is not kept (their ``dna`` is None; it is still checked, each
+    history segment once per machine), for commands that never use it: far faster and
+    smaller; ``alive_dna=False``: the live individuals' DNA is neither checked nor kept. ``spinner``: show
+    one on a terminal while reading. ``population``: the ``(store, config)`` of an earlier
+    :func:`open_population`, to read only what is new since that store's last read
+    (records never change; ``evo status --watch``).
     """
-    store, config = open_population(url)
+    store, config = population or open_population(url)
     with _reading(url) if spinner else contextlib.nullcontext():
-        return _read(store, config, url, read_alive)
+        return _read(store, config, url, read_alive, history_dna, alive_dna)
 
 
 @contextlib.contextmanager
@@ -122,10 +128,10 @@ def _reading(url: str):
         yield
 
 
-def _read(store, config, url: str, read_alive: bool) -> Snapshot:
+def _read(store, config, url: str, read_alive: bool, history_dna: bool = True, alive_dna: bool = True) -> Snapshot:
     from storage import Broken
 
-    census = store.census(read_alive=read_alive)
+    census = store.census(read_alive=read_alive, history_dna=history_dna, alive_dna=alive_dna)
     broken = list(census.broken_history + census.broken_quarantine + census.foreign)
     quarantined = census.quarantined_ids
     records: dict[str, Record] = {}
@@ -133,7 +139,7 @@ def _read(store, config, url: str, read_alive: bool) -> Snapshot:
         records[h["id"]] = Record(
             id=h["id"], parent=h["parent"], mutation=h["mutation"], fitness=float(h["fitness"]),
             birth=float(h["birth"]), alive=False, worker=h["worker"], death=float(h["death"]),
-            killer=str(h.get("killer")), dna=h["dna"], metrics=h["metrics"])
+            killer=str(h.get("killer")), dna=h.get("dna"), metrics=h["metrics"])
     # A listed individual with a history or quarantine record is a zombie: dead, not alive.
     for info in census.listed:
         if info.id in records or info.id in quarantined:
@@ -150,7 +156,7 @@ def _read(store, config, url: str, read_alive: bool) -> Snapshot:
             records[info.id] = Record(
                 id=info.id, parent=commit["parent"], mutation=commit["mutation"],
                 fitness=float(commit["fitness"]), birth=float(commit["birth"]), alive=True,
-                worker=commit["worker"], dna=commit["dna"], metrics=commit["metrics"])
+                worker=commit["worker"], dna=commit.get("dna"), metrics=commit["metrics"])
     retrains = tuple(store.retrain_states())
     broken += [b for r in retrains for b in r.broken]
     return Snapshot(url=url, taken=time.time(), config=config, records=records,

@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.isdir(folder):
             what = "is not a folder" if os.path.exists(folder) else "does not exist"
             raise UserError(f"{path}: its folder {folder} {what}")
-    snap = take_snapshot(args.url)
+    snap = take_snapshot(args.url, history_dna=False)   # the dead's DNA is never drawn here
     data = progress_data(snap)
     if not data["points"]:
         raise UserError(f"{args.url}: nothing to plot yet (no individual has been published)")

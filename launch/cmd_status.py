@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from ._snapshot import Snapshot, ago, take_snapshot, utc
+from ._snapshot import Snapshot, ago, open_population, take_snapshot, utc
 from .errors import UserError
 from .options import add_command, non_negative_int, positive_seconds
 
@@ -314,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.lost_after is not None and not args.lost_after > 0) or not args.interval > 0:
         raise UserError("--lost-after and --interval must be positive")
     if not args.watch:
-        _emit(args, take_snapshot(args.url))
+        _emit(args, take_snapshot(args.url, history_dna=False))
         return 0
     return _watch(args)
 
@@ -341,9 +341,14 @@ def _watch(args: argparse.Namespace) -> int:
         except ImportError:
             live = None
     n = 0
+    # one store for every refresh: it remembers the records it read (they never change), so
+    # each refresh reads only the listings and what is new
+    population = open_population(args.url)
     try:
         while True:
-            report = status_report(take_snapshot(args.url, spinner=False), args.lost_after, slurm_jobs(args.url))
+            snap = take_snapshot(args.url, spinner=False, history_dna=False,
+                                 population=population)
+            report = status_report(snap, args.lost_after, slurm_jobs(args.url))
             if args.json:
                 print(json.dumps(report, sort_keys=True), flush=True)
             elif live is not None:

@@ -64,6 +64,18 @@ def crash_point(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def rollup_settings(text: str) -> tuple[float, float, int]:
+    """``AGE,INTERVAL,RECORDS`` of the hidden ``--rollup`` option (tests, chaos runs)."""
+    try:
+        age, interval, records = text.split(",")
+        out = (float(age), float(interval), int(records))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected AGE,INTERVAL,RECORDS (seconds, seconds, count), got {text!r}") from None
+    if not (out[0] >= 0 and out[1] > 0 and out[2] >= 1):
+        raise argparse.ArgumentTypeError(f"need AGE >= 0, INTERVAL > 0, RECORDS >= 1, got {text!r}")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from evo.assemble import run_worker
     from evo.config import ConfigError
@@ -78,8 +90,11 @@ def run(args: argparse.Namespace) -> int:
             if os.environ.get(var, "").isdigit():
                 index = int(os.environ[var])
                 break
+    rollup = {}
+    if args.rollup:
+        rollup = dict(zip(("rollup_min_age", "rollup_interval", "rollup_records"), args.rollup))
     options = WorkerOptions(max_individuals=args.max_individuals, max_seconds=args.max_seconds,
-                            heartbeat_interval=args.heartbeat_seconds, log_path=own_log_path())
+                            heartbeat_interval=args.heartbeat_seconds, log_path=own_log_path(), **rollup)
     try:
         observers = [EventLogObserver(args.event_log)] if args.event_log else []
     except OSError as exc:
@@ -120,4 +135,6 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="only warnings")
     # Tests only: SIGKILL this worker at a step of the store's protocols (storage.crash.POINTS).
     p.add_argument("--crash-at", type=crash_point, metavar="POINT[#N]", help=argparse.SUPPRESS)
+    # Tests and chaos runs only: history roll-ups of younger records, more often, smaller.
+    p.add_argument("--rollup", type=rollup_settings, metavar="AGE,INTERVAL,RECORDS", help=argparse.SUPPRESS)
     p.set_defaults(func=run)

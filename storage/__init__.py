@@ -14,7 +14,10 @@ The run's decoded dataset lives in ``data/`` (:mod:`storage.datacache`): ``data_
 Readers of the whole population (status, plots, audits, benchmarks) use the store's reading
 API, never the backend or the record formats: ``census()`` (every individual, one consistent
 pass), ``scan_alive()``, ``scan_history()``, ``scan_quarantine()``, ``births()``,
-``list_workers()``; broken entries come back as :class:`Broken`, never raised. Final
+``list_workers()``; broken entries come back as :class:`Broken`, never raised. The history
+is read from segments (``roll_up()``, :mod:`storage.segments`) plus the unsealed tail in
+``history/``, each record once; a store object remembers what it read, and ``gs://`` stores
+keep a local read cache (:mod:`storage.readcache`). Final
 trainings (``evo retrain``) have their own records under ``retrain/`` (``claim_retrain``,
 ``save_retrain_checkpoint``, ``finish_retrain``, ``retrain_states``, ...: :mod:`storage.retrain`).
 

@@ -19,6 +19,13 @@ What it looks for (each a problem that makes ``ok`` false unless repaired):
   older than the grace period (a crashed publisher or killer left them). Repair: delete.
   Grace counts from the later of the file's time and its individual's death, so a killer
   still finishing its kill is never raced. Younger ones are reported as ``pending``.
+- history segments (``segments/``): each is read (bounded) and every record in it checked;
+  one that does not check out is corrupt (or unreadable). Repair: moved aside, with a
+  quarantine record for each id it held that no other record has (so it still counts as
+  born once). A ``history/`` record that a valid segment also holds (a roll-up died
+  before deleting it) is an orphan once the segment is older than the grace period.
+  Repair: delete it. ``--repair`` then rolls sealed records older than the grace period up
+  into segments (``repaired["rolled_up"]`` counts them).
 - stray: files whose names are not part of the layout (reported, never deleted).
 - data/: parts of the decoded dataset that no manifest names (a decoder died before its
   commit, or lost it) are orphans after the grace period. Repair: delete. A manifest that
@@ -49,12 +56,13 @@ from .records import (
     CorruptRecord, check_history, history_key, parse_kept_name, parse_payload_name, parse_record_name,
 )
 from .retrain_format import RETRAIN
+from .segments import SEGMENTS
 from .verify import DnaValidator
 
 MAX_LISTED_PROBLEMS = 200
 # Folders a population directory may hold besides the layout's own (launcher logs beside a
 # local population; data caches and launch records of later layouts are added here).
-KNOWN_FOLDERS = frozenset(DIRECTORIES) | {"logs", DATA, RETRAIN, POLICY}
+KNOWN_FOLDERS = frozenset(DIRECTORIES) | {"logs", DATA, RETRAIN, POLICY, SEGMENTS}
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,7 @@ class CheckReport:
     unreadable: int = 0
     foreign: int = 0
     retrains: int = 0
+    segments: int = 0
     problems: tuple[str, ...] = ()
     repaired: dict[str, int] = field(default_factory=dict)
 
@@ -117,6 +126,7 @@ class _Audit(RecordAudits, RetrainAudits):
         self.payloads = {e.name: e for e in backend.list_detail(PAYLOAD)}
         self.quarantine_ids = {i for i in map(parse_record_name, backend.list(QUARANTINE)) if i}
         self.history_ids = {i for i in map(parse_record_name, backend.list(HISTORY)) if i}
+        self.audit_segments()
         self.audit_history()
         self.audit_records(QUARANTINE, "quarantine record", _check_quarantine_record)
         self.audit_records(WORKERS, "heartbeat", _check_heartbeat, max_bytes=MAX_HEARTBEAT_BYTES)
@@ -126,6 +136,8 @@ class _Audit(RecordAudits, RetrainAudits):
         self.audit_temp_files()
         self.audit_data()
         self.audit_retrain()
+        if self.repair:
+            self.roll_up()
 
         remaining = {k: n - self.repaired.get(k, 0) for k, n in self.found.items()}
         problems = self.problems
@@ -139,10 +151,11 @@ class _Audit(RecordAudits, RetrainAudits):
             zombies=found["zombies"], orphans=found["orphans"], stray=found["stray"],
             pending=self.pending,
             quarantined=sum(1 for n in backend.list(QUARANTINE) if parse_record_name(n)),
-            history=len(self.history_ids),
+            history=len(self.history_ids | self.segment_ids),
             kept=sum(1 for n in backend.list(KEPT) if parse_kept_name(n)),
             workers=sum(1 for n in backend.list(WORKERS) if n.endswith(".json")),
             unreadable=found["unreadable"], foreign=found["foreign"], retrains=self.retrains,
+            segments=self.segments,
             problems=tuple(problems), repaired=dict(self.repaired))
 
     # ----- names that are not objects -----
@@ -152,7 +165,7 @@ class _Audit(RecordAudits, RetrainAudits):
             if entry.what == "a directory" and entry.name in KNOWN_FOLDERS:
                 continue
             self._foreign("", entry.name, entry.what)
-        for dirname in (*DIRECTORIES, DATA):
+        for dirname in (*DIRECTORIES, DATA, SEGMENTS):
             for entry in self.backend.list_foreign(dirname):
                 if dirname == QUARANTINE and entry.name == MOVED_DIR.split("/", 1)[1]:
                     continue  # where moved-aside entries live
@@ -255,7 +268,7 @@ class _Audit(RecordAudits, RetrainAudits):
 
     def audit_temp_files(self) -> None:
         """Temp files of crashed local writers (other backends have none)."""
-        for dirname in ("", *DIRECTORIES, DATA):
+        for dirname in ("", *DIRECTORIES, DATA, SEGMENTS):
             names = list(self.payloads) if dirname == PAYLOAD else self.backend.list(dirname)
             if not any(n.startswith(TEMP_PREFIX) for n in names):
                 continue

@@ -16,6 +16,7 @@ from .records import (
     ALIVE, HISTORY, KEPT, PAYLOAD, CorruptRecord, IndividualInfo, dumps, history_key, loads,
     parse_alive_name, parse_kept_name, parse_payload_name, parse_record_name, quarantine_key,
 )
+from .segments import MAX_SEGMENT_BYTES, SEGMENT_RECORDS, SEGMENTS, decode_segment, parse_segment_name
 from .verify import DnaValidator, verify_weights, weights_size_problem
 
 CHECK_BATCH = 64   # records read at once: bounds memory on a store full of maximal records
@@ -45,6 +46,9 @@ class AuditedStore(Protocol):
 
     def keep_weights_if_best(self, record: dict[str, Any]) -> bool: ...
 
+    def roll_up(self, *, min_age: float, segment_records: int = SEGMENT_RECORDS,
+                max_segments: int | None = None) -> Any: ...
+
 
 class Findings:
     """One run of ``check``: the listings it took and what it found so far."""
@@ -64,6 +68,8 @@ class Findings:
         self.repaired: Counter[str] = Counter()
         self.pending = 0
         self.healthy = 0
+        self.segments = 0
+        self.segment_ids: set[str] = set()    # ids held by valid history segments
         self.referenced: set[str] = set()     # payload names in use
         self.protected_ids: set[str] = set()  # ids whose payloads are not ours to judge now
 
@@ -111,6 +117,81 @@ class Findings:
 
 class RecordAudits(Findings):
     """The audits that read records (see the module docstring)."""
+
+    # ----- history segments -----
+    def audit_segments(self) -> None:
+        """Every segment read and checked; duplicates of its records in ``history/`` (a
+        roll-up that died before deleting them) are orphans after the grace period."""
+        entries = {e.name: e for e in self.backend.list_detail(SEGMENTS)}
+        good: dict[str, float] = {}          # id -> mtime of a valid segment holding it
+        bad: list[tuple[str, str, str, tuple[str, ...], float]] = []
+        for name, entry in sorted(entries.items()):
+            if name.startswith(TEMP_PREFIX):
+                continue
+            parsed = parse_segment_name(name)
+            key = f"{SEGMENTS}/{name}"
+            if parsed is None:
+                self.problem("stray", f"{key} is not a history segment")
+                continue
+            try:
+                raw = self.backend.read(key, MAX_SEGMENT_BYTES)
+            except FileNotFoundError:
+                continue
+            except UnreadableEntry as exc:
+                bad.append((key, exc.problem, "unreadable", (), entry.mtime))
+                continue
+            dec = decode_segment(parsed, raw, self.store.check_history_record)
+            if dec.problem:
+                bad.append((key, f"history segment {dec.problem}", "corrupt", dec.ids, entry.mtime))
+                continue
+            self.segments += 1
+            for ident in dec.ids:
+                good[ident] = min(good.get(ident, entry.mtime), entry.mtime)
+        self.segment_ids = set(good)
+        for key, problem, kind, ids, mtime in bad:
+            self.problem(kind, f"{key}: {problem}")
+            if self.repair:
+                moved = self._move_aside(key, kind)
+                if moved is not None:
+                    for ident in ids:
+                        if ident not in good and ident not in self.history_ids:
+                            self._record_lost(ident, f"history segment: {problem}", mtime, moved)
+        for ident in sorted(self.history_ids & set(good)):
+            key = history_key(ident)
+            if self.now - good[ident] < self.grace:
+                self.pending += 1
+                continue
+            self.problem("orphans", f"{key} is also in a history segment (a roll-up died before deleting it)")
+            if self.repair:
+                try:
+                    self.backend.delete(key)
+                    self.fixed("orphans")
+                    self.history_ids.discard(ident)
+                except OSError as exc:
+                    self.could_not(f"delete {key}", exc)
+
+    def _record_lost(self, ident: str, reason: str, when: float, moved: str) -> None:
+        """A quarantine record for an id whose only history record was moved aside, so it
+        still counts as born once (and as gone at ``when``)."""
+        record = {"schema": 1, "id": ident, "reason": reason[:500], "time": when, "alive_key": None,
+                  "commit": None, "moved_to": moved}
+        try:
+            if self.backend.create(quarantine_key(ident), dumps(record)):
+                self.quarantine_ids.add(ident)
+        except OSError as exc:
+            self.could_not(f"record {ident} in quarantine/", exc)
+
+    def roll_up(self) -> None:
+        """Repair's last step: roll sealed records older than the grace period up into segments."""
+        try:
+            done = self.store.roll_up(min_age=self.grace)
+        except (OSError, UnreadableEntry) as exc:
+            self.could_not("roll the history up into segments", exc)
+            return
+        if done.records:
+            self.repaired["rolled_up"] += done.records
+            self.problems.append(f"rolled {done.records} history records up into {done.segments + done.joined} "
+                                 f"segment(s) of {SEGMENT_RECORDS}")
 
     # ----- records -----
     def audit_history(self) -> None:
@@ -196,8 +277,8 @@ class RecordAudits(Findings):
             if raw is None:
                 self.protected_ids.add(info.id)  # left the listing while we looked
                 continue
-            if info.id in self.history_ids or info.id in self.quarantine_ids:
-                why = "killed" if info.id in self.history_ids else "quarantined"
+            if info.id in self.history_ids or info.id in self.quarantine_ids or info.id in self.segment_ids:
+                why = "quarantined" if info.id in self.quarantine_ids else "killed"
                 self.problem("zombies", f"{info.key} is {why} but still listed")
                 if self.repair:
                     backend.delete(info.key)

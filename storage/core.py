@@ -11,7 +11,9 @@ import dna as dna_lib
 
 from .backend import TEMP_PREFIX, Backend, StoreError, UnreadableEntry
 from .crash import FaultHook, no_fault
+from .readcache import cache_for, marks_for
 from .records import ALIVE, CONFIG_KEY, HISTORY, MAX_CONFIG_BYTES, IndividualInfo, check_id, parse_alive_name
+from .segments import SEGMENTS
 from .verify import DnaValidator
 
 Store = TypeVar("Store", bound="StoreCore")
@@ -39,6 +41,11 @@ class StoreCore:
         self.bounds = bounds
         self.fault = fault or no_fault
         self._clock = clock
+        # What this object has read of objects that never change (see storage.readers), and
+        # the local read cache of a remote store (None: local stores, or the cache is off).
+        self._memo: dict[str, dict] = {}
+        self._read_cache = cache_for(backend.url)
+        self._verified = marks_for(backend.url)
 
     @property
     def url(self) -> str:
@@ -97,10 +104,10 @@ class StoreCore:
         return sorted((i for i in infos if i is not None), key=lambda i: i.id)
 
     def has_individuals(self) -> bool:
-        """True if ``alive/`` or ``history/`` holds anything but temp files (two listings):
-        the store has (had) individuals, whatever state their names are in."""
+        """True if ``alive/``, ``history/`` or ``segments/`` holds anything but temp files
+        (three listings): the store has (had) individuals, whatever state their names are in."""
         return any(not name.startswith(TEMP_PREFIX)
-                   for folder in (ALIVE, HISTORY) for name in self.backend.list(folder))
+                   for folder in (ALIVE, HISTORY, SEGMENTS) for name in self.backend.list(folder))
 
     def still_listed(self, info: IndividualInfo) -> bool:
         """True if ``info``'s commit is still in ``alive/`` now (one stat, no listing)."""

@@ -28,6 +28,8 @@ POINTS = (
     "kill:after_keep",         # keep-best decision made, alive entry still there
     "kill:after_unlist",       # alive entry deleted, weights not yet deleted
     "quarantine:after_record", # quarantine record created, alive entry still there
+    "rollup:after_segment",    # history roll-up: segment created (or found), no original deleted yet
+    "rollup:after_first_delete",  # history roll-up: the first original deleted, the others not yet
     "data:after_claim",        # data cache: generation claimed, nothing decoded yet
     "data:after_part",         # data cache: one split's arrays written, manifest not yet created
     "data:before_commit",      # data cache: every part written, manifest about to be created

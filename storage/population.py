@@ -39,6 +39,7 @@ from .policy import PolicyRecords
 from .quarantine import Quarantining
 from .readers import PopulationReaders
 from .retrain import RetrainRecords
+from .rollup import HistoryRollups
 from .records import (
     CorruptRecord, Individual, IndividualInfo, alive_key, check_id, dna_hash, dumps, history_key,
     individual_from, new_id, parse_alive_name, payload_key,
@@ -50,8 +51,8 @@ from .verify import DnaValidator, verify_weights, weights_size_problem
 MAX_FITNESS = 1e9  # |fitness| must fit the 6-decimal name format exactly
 
 
-class PopulationStore(Quarantining, KeptWeights, PopulationReaders, RunRecords, DataCaches, RetrainRecords,
-                      PolicyRecords):
+class PopulationStore(Quarantining, KeptWeights, PopulationReaders, HistoryRollups, RunRecords, DataCaches,
+                      RetrainRecords, PolicyRecords):
     """One population directory; safe to use from many processes and machines at once.
 
     ``PopulationStore(backend, keep_best=K, dna_validator=..., bounds=..., clock=...,
@@ -106,6 +107,7 @@ class PopulationStore(Quarantining, KeptWeights, PopulationReaders, RunRecords, 
             return None
 
     def _is_dead_or_gone(self, info: IndividualInfo) -> bool:
+        # (a rolled-up record is no longer in history/, but then info is no longer listed either)
         if self.backend.exists(history_key(info.id)):
             self.backend.delete(info.key)  # a zombie: take it off the listing
             return True

@@ -182,6 +182,9 @@ def id_of_key(key: str) -> str | None:
         return parse_payload_name(name)
     if dirname in (HISTORY, QUARANTINE):
         return parse_record_name(name)
+    if "#" in key:   # a record inside a segment: segments/{name}#{id}
+        ident = key.rsplit("#", 1)[1]
+        return ident if is_id(ident) else None
     return None
 
 
@@ -209,12 +212,28 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)   # one for all: building one costs more than a record
+
+
+def loads_many(lines: list[bytes], what: str) -> list[Any]:
+    """Parse many untrusted JSON lines (each already bounded) in one call, as :func:`loads`
+    would one by one; CorruptRecord if any does not parse (or they do not make one value
+    each: a line may not open or close what another started)."""
+    try:
+        values = _DECODER.decode("[" + ",".join(line.decode("utf-8") for line in lines) + "]")
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CorruptRecord(f"{what} is not valid JSON: {str(exc).splitlines()[0][:120]}") from None
+    if len(values) != len(lines):
+        raise CorruptRecord(f"{what}s are not one JSON value each")
+    return values
+
+
 def loads(raw: bytes, what: str) -> Any:
     """Parse untrusted JSON bytes; CorruptRecord('<what> is not valid JSON: ...') on failure."""
     if len(raw) > MAX_RECORD_BYTES:
         raise CorruptRecord(f"{what} is too large ({len(raw)} bytes)")
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+        return _DECODER.decode(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CorruptRecord(f"{what} is not valid JSON: {str(exc).splitlines()[0][:120]}") from None
 
@@ -233,6 +252,10 @@ _COMMIT_FIELDS: dict[str, tuple[type, ...]] = {
     "payload_size": (int,),
 }
 HISTORY_EXTRA = ("death", "killer", "reason")
+_FIELDS_WITH_DNA = tuple(_COMMIT_FIELDS.items())
+_FIELDS_WITHOUT_DNA = tuple((k, v) for k, v in _COMMIT_FIELDS.items() if k != "dna")
+_ALLOWED: dict[tuple[str, ...], frozenset[str]] = {}
+_MISSING = object()
 
 
 def _finite(value: Any) -> bool:
@@ -240,27 +263,33 @@ def _finite(value: Any) -> bool:
 
 
 def check_commit(obj: Any, info: IndividualInfo | None = None,
-                 extra: tuple[str, ...] = ()) -> dict[str, Any]:
+                 extra: tuple[str, ...] = (), *, with_dna: bool = True) -> dict[str, Any]:
     """Return a commit object (from ``alive/``) after checking it field by field.
 
     With ``info`` (from the object's name) the id and fitness must agree with the name.
     ``extra`` names fields allowed besides the commit's (history records add some).
-    Raises CorruptRecord naming the first problem.
+    ``with_dna=False``: everything but the DNA is checked, and the result has no ``dna``
+    (a reader that never uses the DNA need not pay for checking it; nothing unchecked is
+    passed on). Raises CorruptRecord naming the first problem.
     """
     if not isinstance(obj, dict):
         raise CorruptRecord("commit is not a JSON object")
     schema = obj.get("schema")
     if schema != COMMIT_SCHEMA or isinstance(schema, bool):
         raise CorruptRecord(f"unknown commit schema {repr(schema)[:40]} (this evo reads {COMMIT_SCHEMA})")
-    unknown = set(obj) - set(_COMMIT_FIELDS) - set(extra)
-    if unknown:
+    allowed = _ALLOWED.get(extra) or _ALLOWED.setdefault(extra, frozenset(_COMMIT_FIELDS) | frozenset(extra))
+    if not obj.keys() <= allowed:
+        unknown = set(obj) - allowed
         raise CorruptRecord(f"commit has unknown field(s): {', '.join(sorted(unknown))[:120]}")
-    for name, types in _COMMIT_FIELDS.items():
-        if name not in obj:
-            raise CorruptRecord(f"commit is missing field {name!r}")
-        value = obj[name]
-        if isinstance(value, bool) or not isinstance(value, types):
-            raise CorruptRecord(f"commit field {name!r} has the wrong type ({type(value).__name__})")
+    if not with_dna and "dna" in obj:
+        obj = {k: v for k, v in obj.items() if k != "dna"}
+    for name, types in (_FIELDS_WITH_DNA if with_dna else _FIELDS_WITHOUT_DNA):
+        value = obj.get(name, _MISSING)
+        if value.__class__ not in types:   # exact types: bool (an int subclass) never passes
+            if value is _MISSING:
+                raise CorruptRecord(f"commit is missing field {name!r}")
+            if isinstance(value, bool) or not isinstance(value, types):
+                raise CorruptRecord(f"commit field {name!r} has the wrong type ({type(value).__name__})")
     ident = obj["id"]
     if not is_id(ident):
         raise CorruptRecord(f"commit has a malformed id {ident[:60]!r}")
@@ -283,21 +312,22 @@ def check_commit(obj: Any, info: IndividualInfo | None = None,
         raise CorruptRecord(f"commit names a bad payload key {obj['payload'][:80]!r}")
     if len(obj["mutation"]) > 64 or len(obj["worker"]) > 256:
         raise CorruptRecord("commit has an over-long mutation or worker field")
-    if obj["dna_hash"] != dna_hash(obj["dna"]):
+    if with_dna and obj["dna_hash"] != dna_hash(obj["dna"]):
         raise CorruptRecord("dna_hash does not match the DNA")
     return obj
 
 
-def check_history(obj: Any, ident: str | None = None) -> dict[str, Any]:
+def check_history(obj: Any, ident: str | None = None, *, with_dna: bool = True) -> dict[str, Any]:
     """Return a history record after checking it like a commit plus its death fields.
 
     With ``ident`` (from the record's name) the record must be that individual's.
+    ``with_dna=False``: as in :func:`check_commit` (no ``dna`` in the result).
     Raises CorruptRecord naming the first problem. (The DNA is checked by the caller, who
     knows the run's bounds.)
     """
     if not isinstance(obj, dict):
         raise CorruptRecord("history record is not a JSON object")
-    rec = check_commit(obj, extra=HISTORY_EXTRA)
+    rec = check_commit(obj, extra=HISTORY_EXTRA, with_dna=with_dna)
     if ident is not None and rec["id"] != ident:
         raise CorruptRecord(f"history record of {rec['id']} is stored under {ident}")
     if not _finite(rec.get("death")):

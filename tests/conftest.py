@@ -10,6 +10,7 @@ test over the memory, local and GCS backends.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -35,6 +36,11 @@ settings.register_profile("evo", deadline=None,
 settings.load_profile("evo")
 
 
+# The read cache and verified-segment marks (storage.readcache) of every store the tests
+# open, and of the processes they start, go to a scratch folder, never to ~/.cache.
+os.environ.setdefault("EVO_CACHE_DIR", tempfile.mkdtemp(prefix="evo-test-cache-"))
+
+
 @pytest.fixture(scope="session")
 def gcs_emulator(tmp_path_factory: pytest.TempPathFactory):
     """URL (``http://127.0.0.1:PORT``) of a fake-gcs-server running for this session
@@ -48,10 +54,12 @@ def gcs_emulator(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture
-def gcs_bucket_url(gcs_emulator: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """``gs://<fresh bucket>/pop`` on the emulator; the environment points gcsfs at it."""
+def gcs_bucket_url(gcs_emulator: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """``gs://<fresh bucket>/pop`` on the emulator; the environment points gcsfs at it (and
+    the read cache of gs:// stores at a folder of the test, never at ~/.cache)."""
     for name, value in emulator_env(gcs_emulator).items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("EVO_CACHE_DIR", str(tmp_path / "evo-read-cache"))
     bucket = f"evo-test-{uuid.uuid4().hex[:12]}"
     make_bucket(gcs_emulator, bucket)
     return f"gs://{bucket}/pop"

@@ -5,6 +5,7 @@
     python helpers_store_crash.py kill URL ID [KEEP_BEST] # kill one individual
     python helpers_store_crash.py churn URL SEED          # publish/kill forever (until SIGKILLed)
     python helpers_store_crash.py worker URL SEED STEPS   # a tournament-selection worker loop
+    python helpers_store_crash.py rollup URL RECORDS      # roll the history up (min age 0)
 
 Tests pass ``--crash-at`` to make it SIGKILL itself at a chosen step (its store is built with
 that fault hook, ``storage.crash_hook``), or SIGKILL it at random times. ``worker`` prints a
@@ -83,10 +84,18 @@ def worker(url: str, seed: str, steps: str) -> int:
     return 0
 
 
+def rollup(url: str, records: str) -> int:
+    """Roll every sealed history record up into segments of RECORDS."""
+    done = storage.open_store(url, fault=FAULT).roll_up(min_age=0, segment_records=int(records))
+    print(json.dumps({"segments": done.segments, "records": done.records, "joined": done.joined}), flush=True)
+    return 0
+
+
 if __name__ == "__main__":
     argv = sys.argv[1:]
     if argv[:1] == ["--crash-at"]:
         FAULT = storage.crash_hook(argv[1])
         argv = argv[2:]
     command, *args = argv
-    sys.exit({"publish": publish, "kill": kill, "churn": churn, "worker": worker}[command](*args))
+    sys.exit({"publish": publish, "kill": kill, "churn": churn, "worker": worker,
+              "rollup": rollup}[command](*args))

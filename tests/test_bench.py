@@ -223,3 +223,22 @@ def test_retrain_speed_small(tmp_path):
     assert r["evo"]["steady_img_s"] > 0 and r["naive"]["steady_img_s"] > 0
     assert r["speedup"] == pytest.approx(r["evo"]["steady_img_s"] / r["naive"]["steady_img_s"])
     assert "evo_eager" not in r   # CPU: nothing to compare the graph against
+
+
+@pytest.mark.slow
+def test_inspect_small_measures_every_command_local_and_on_the_emulator(tmp_path):
+    """``bench inspect --mode small``: a synthetic run, rolled up, every command measured on
+    the local directory (records as files, then in segments) and on the GCS emulator (cold
+    and warm read cache); every command exits 0 and the report says which targets it met."""
+    from bench import inspect as inspect_bench
+
+    doc = inspect_bench.run("small", tmp_path / "out", store_dir=str(tmp_path / "runs"))
+    results = doc["results"]
+    assert results["rollup"]["layout"]["segments"] == 6 and results["rollup"]["layout"]["files"] == 30
+    for where in ("local_files", "local_segments", "gcs_cold", "gcs_warm"):
+        assert results[where], where
+        for name, m in results[where].items():
+            assert m["exit"] == 0, (where, name, m["stderr"])
+            assert m["wall_s"] > 0 and m["peak_rss_mib"] > 10
+    assert (tmp_path / "out" / "inspect-small-cpu.md").read_text().count("`evo ") == 5
+    assert doc["summary"].startswith("P=20, 330 dead: ")

@@ -91,6 +91,11 @@ def test_the_fault_hook_sees_every_point_in_protocol_order(tmp_path):
     store.write_data_part(key, 0, "train", b"arrays")
     assert store.commit_data(key, 0, {"parts": {}})
     assert [p for p in seen if p.startswith("data:")] == ["data:after_claim", "data:after_part", "data:before_commit"]
+    seen.clear()   # a history roll-up (storage.rollup)
+    for info in store.list_alive():
+        store.kill(info, worker="w")
+    assert store.roll_up(min_age=0, segment_records=1, max_segments=1).segments == 1
+    assert [p for p in seen if p.startswith("rollup:")] == ["rollup:after_segment", "rollup:after_first_delete"]
     assert reached == set(POINTS) and len(set(POINTS)) == len(POINTS)
 
 
