@@ -3,6 +3,7 @@ clock, the fault hook, the config and the live listing (see :mod:`storage.popula
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -15,6 +16,8 @@ from .records import ALIVE, CONFIG_KEY, HISTORY, MAX_CONFIG_BYTES, IndividualInf
 from .verify import DnaValidator
 
 Store = TypeVar("Store", bound="StoreCore")
+_by_id = operator.attrgetter("id")
+_UNSEEN = object()
 
 
 class StoreCore:
@@ -39,6 +42,7 @@ class StoreCore:
         self.bounds = bounds
         self.fault = fault or no_fault
         self._clock = clock
+        self._alive_names: dict[str, IndividualInfo | None] = {}   # see list_alive
 
     @property
     def url(self) -> str:
@@ -93,8 +97,19 @@ class StoreCore:
         May include a *zombie* (killed by a worker that crashed before cleaning up): killing
         it again returns False and removes it from the listing.
         """
-        infos = [parse_alive_name(n) for n in self.backend.list(ALIVE)]
-        return sorted((i for i in infos if i is not None), key=lambda i: i.id)
+        # A name never changes meaning (an id is born once, its fitness is in the name), so
+        # each is parsed once per store object: a worker lists thousands of names twice per
+        # child, and parsing them was most of its CPU. Only the latest listing's names are
+        # kept, so the memo is never larger than the listing.
+        known = self._alive_names.get
+        names = {n: known(n, _UNSEEN) for n in self.backend.list(ALIVE)}
+        for n, info in names.items():
+            if info is _UNSEEN:
+                names[n] = parse_alive_name(n)
+        self._alive_names = names
+        infos = [i for i in names.values() if i is not None]
+        infos.sort(key=_by_id)
+        return infos
 
     def has_individuals(self) -> bool:
         """True if ``alive/`` or ``history/`` holds anything but temp files (two listings):
