@@ -51,6 +51,7 @@ log = logging.getLogger("evo.worker")
 MAX_STEP_BACKOFF_S = 30.0
 MAX_KILL_TRIES = 20
 SEEDED = "selection_started"          # the store's marker: every seeding slot was taken
+FORCED_BEAT_MIN_GAP = 1.0             # seconds; see Worker.beat
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class Worker:
         self._beat_lock = threading.Lock()
         self._heart: HeartbeatThread | None = None
         self._final_beat = False
+        self._seeded = False   # the store's SEEDED marker is known to exist
 
     # ----- one step: the paper's loop -----
     def step(self) -> dict | None:
@@ -151,14 +153,22 @@ class Worker:
 
     def population(self) -> Population:
         """The live population, oldest first, from one listing."""
-        return Population(tuple(sorted(self.store.list_alive(), key=lambda p: p.id)), self.population_size)
+        return Population(tuple(self.store.list_alive()), self.population_size)   # sorted by id
 
     def seeding(self, population: Population) -> bool:
-        """True when this step makes one of the P initial individuals (a slot was claimed)."""
+        """True when this step makes one of the P initial individuals (a slot was claimed).
+
+        Once this worker has seen the store's ``selection_started`` marker (or made it), it
+        never asks again: the marker is never removed, and asking cost a write per child.
+        """
+        if self._seeded:
+            return False
         if len(population) >= self.population_size:
             self.store.mark(SEEDED)
+            self._seeded = True
             return False
         if self.store.has_mark(SEEDED) or not self._claim_seed_slot(len(population)):
+            self._seeded = True
             return False
         self.beat("seeding")
         return True
@@ -285,7 +295,9 @@ class Worker:
 
         ``force``: write it now, here (the worker does at the start and end of each child's
         training, as it always has: keeping that timing keeps concurrent workers' publishes
-        as spread out as before). Otherwise, while :meth:`run` runs, the heartbeat thread
+        as spread out as before), unless the last write is less than
+        ``FORCED_BEAT_MIN_GAP`` seconds old: two fsynced writes per child were a third of
+        a zero-cost child's time. Otherwise, while :meth:`run` runs, the heartbeat thread
         writes it soon after a state change and every ``heartbeat_interval`` seconds anyway;
         without the thread (a caller driving :meth:`step` itself) it is written here, at
         most every 2 s.
@@ -293,6 +305,8 @@ class Worker:
         changed = state is not None and state != self._state
         if state:
             self._state = state
+        if force and self._heart is not None and self.clock() - self._last_beat < FORCED_BEAT_MIN_GAP:
+            force = False   # children faster than this (synthetic, tabular): the thread writes it
         if self._heart is not None and not force:
             if changed:
                 self._heart.poke()
