@@ -3,7 +3,8 @@ clock, the fault hook, the config and the live listing (see :mod:`storage.popula
 
 from __future__ import annotations
 
-import operator
+import bisect
+import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -16,8 +17,46 @@ from .records import ALIVE, CONFIG_KEY, HISTORY, MAX_CONFIG_BYTES, IndividualInf
 from .verify import DnaValidator
 
 Store = TypeVar("Store", bound="StoreCore")
-_by_id = operator.attrgetter("id")
-_UNSEEN = object()
+# Listings that differ from the one before in more names than this are parsed and sorted
+# afresh; fewer changes (the usual case: a few births and deaths between a worker's two
+# listings) are merged into the sorted view.
+MERGE_AT_MOST = 64
+
+
+class LiveNames:
+    """The ``alive/`` names of the latest listing, parsed and sorted by id, kept between
+    listings so that each name is parsed once and only the names that came or went cost.
+
+    A name never changes meaning (an id is born once and its fitness is in the name), so its
+    parse can be kept as long as the name is listed; nothing of a name that left the listing
+    is kept, so this is never larger than the listing. Names that are not an individual's
+    are remembered as such (None) and never returned.
+    """
+
+    def __init__(self) -> None:
+        self._info: dict[str, IndividualInfo | None] = {}
+        self._order: list[str] = []   # the individuals' names, sorted: by id, as ids lead them
+        self._lock = threading.Lock()
+
+    def update(self, names: list[str]) -> list[IndividualInfo]:
+        """The individuals among ``names`` (a whole new listing), oldest first."""
+        with self._lock:
+            info, order = self._info, self._order
+            listed = set(names)
+            gone, came = info.keys() - listed, listed - info.keys()
+            if len(gone) + len(came) > MERGE_AT_MOST:
+                info = {n: info[n] if n in info else parse_alive_name(n) for n in listed}
+                order = sorted(n for n, i in info.items() if i is not None)
+            else:
+                for n in gone:
+                    if info.pop(n) is not None:
+                        del order[bisect.bisect_left(order, n)]
+                for n in came:
+                    info[n] = parse_alive_name(n)
+                    if info[n] is not None:
+                        bisect.insort(order, n)
+            self._info, self._order = info, order
+            return list(map(info.__getitem__, order))
 
 
 class StoreCore:
@@ -42,7 +81,7 @@ class StoreCore:
         self.bounds = bounds
         self.fault = fault or no_fault
         self._clock = clock
-        self._alive_names: dict[str, IndividualInfo | None] = {}   # see list_alive
+        self._live = LiveNames()   # the latest alive/ listing, parsed (see list_alive)
 
     @property
     def url(self) -> str:
@@ -97,19 +136,7 @@ class StoreCore:
         May include a *zombie* (killed by a worker that crashed before cleaning up): killing
         it again returns False and removes it from the listing.
         """
-        # A name never changes meaning (an id is born once, its fitness is in the name), so
-        # each is parsed once per store object: a worker lists thousands of names twice per
-        # child, and parsing them was most of its CPU. Only the latest listing's names are
-        # kept, so the memo is never larger than the listing.
-        known = self._alive_names.get
-        names = {n: known(n, _UNSEEN) for n in self.backend.list(ALIVE)}
-        for n, info in names.items():
-            if info is _UNSEEN:
-                names[n] = parse_alive_name(n)
-        self._alive_names = names
-        infos = [i for i in names.values() if i is not None]
-        infos.sort(key=_by_id)
-        return infos
+        return self._live.update(self.backend.list(ALIVE))
 
     def has_individuals(self) -> bool:
         """True if ``alive/`` or ``history/`` holds anything but temp files (two listings):
