@@ -31,7 +31,9 @@ fail is logged and retried after a back-off: it costs that step, never the worke
 
 from __future__ import annotations
 
+import bisect
 import logging
+import operator
 import os
 import socket
 import threading
@@ -47,6 +49,7 @@ from evo.stopping import StopRequested, StopSignals
 from evo.strategies import Population, Proposal, Published
 
 log = logging.getLogger("evo.worker")
+_by_id = operator.attrgetter("id")
 
 MAX_STEP_BACKOFF_S = 30.0
 MAX_KILL_TRIES = 20
@@ -268,10 +271,10 @@ class Worker:
         P = self.population_size
         first = None
         for _ in range(MAX_KILL_TRIES):
-            members = tuple(p for p in self.population().members if p.id != exclude)
+            members = _without(self.population().members, exclude)
             if len(members) + 1 <= P:
                 return first
-            if victim is None or victim.id not in {p.id for p in members}:
+            if victim is None or not _has(members, victim.id):
                 victim = self.strategy.victim(Population(members, P), self.rng)
                 if victim is None:
                     return first
@@ -405,6 +408,18 @@ class Worker:
             log.warning("final heartbeat not written: %s: %s", type(exc).__name__, str(exc).splitlines()[0][:200]
                         if str(exc) else "")
 
+
+
+def _without(members: tuple, ident: str) -> tuple:
+    """``members`` (sorted by id) less the one with id ``ident``, if listed."""
+    i = bisect.bisect_left(members, ident, key=_by_id)
+    return members[:i] + members[i + 1:] if i < len(members) and members[i].id == ident else members
+
+
+def _has(members: tuple, ident: str) -> bool:
+    """True if ``members`` (sorted by id) has one with id ``ident``."""
+    i = bisect.bisect_left(members, ident, key=_by_id)
+    return i < len(members) and members[i].id == ident
 
 
 def _one_line(exc: BaseException) -> str:

@@ -35,7 +35,8 @@ class LiveNames:
 
     def __init__(self) -> None:
         self._info: dict[str, IndividualInfo | None] = {}
-        self._order: list[str] = []   # the individuals' names, sorted: by id, as ids lead them
+        self._names: set[str] = set()   # the keys of _info, as a set for the differences
+        self._order: list[str] = []     # the individuals' names, sorted: by id, as ids lead them
         self._lock = threading.Lock()
 
     def update(self, names: list[str]) -> list[IndividualInfo]:
@@ -43,7 +44,7 @@ class LiveNames:
         with self._lock:
             info, order = self._info, self._order
             listed = set(names)
-            gone, came = info.keys() - listed, listed - info.keys()
+            gone, came = self._names - listed, listed - self._names
             if len(gone) + len(came) > MERGE_AT_MOST:
                 info = {n: info[n] if n in info else parse_alive_name(n) for n in listed}
                 order = sorted(n for n, i in info.items() if i is not None)
@@ -55,7 +56,7 @@ class LiveNames:
                     info[n] = parse_alive_name(n)
                     if info[n] is not None:
                         bisect.insort(order, n)
-            self._info, self._order = info, order
+            self._info, self._names, self._order = info, listed, order
             return list(map(info.__getitem__, order))
 
 
