@@ -54,7 +54,7 @@ _by_id = operator.attrgetter("id")
 MAX_STEP_BACKOFF_S = 30.0
 MAX_KILL_TRIES = 20
 SEEDED = "selection_started"          # the store's marker: every seeding slot was taken
-FORCED_BEAT_MIN_GAP = 1.0             # seconds; see Worker.beat
+FORCED_BEAT_MIN_EVAL_S = 1.0          # children that evaluate faster get no forced heartbeats (Worker.beat)
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,7 @@ class Worker:
         self._heart: HeartbeatThread | None = None
         self._final_beat = False
         self._seeded = False   # the store's SEEDED marker is known to exist
+        self._last_eval_s = float("inf")   # how long the last child took to evaluate (see beat)
 
     # ----- one step: the paper's loop -----
     def step(self) -> dict | None:
@@ -198,9 +199,10 @@ class Worker:
     def evaluate(self, child: _Child) -> Any:
         """Train and validate the child (an Outcome), or None if it failed: a child that
         cannot be built or trained costs that child, never the run."""
-        self.beat("training", force=True)
+        self.beat("training", force=self._last_eval_s >= FORCED_BEAT_MIN_EVAL_S)
         seed = int(self.rng.integers(0, 2**31 - 1))
         inherit = self.inherit_weights and child.parent is not None
+        t = time.perf_counter()
         try:
             return self.evaluator.evaluate(child.dna, parent_dna=child.parent_dna,
                                            parent_weights=child.parent.weights if inherit else None,
@@ -210,6 +212,8 @@ class Worker:
             log.warning("child of %s (%s) failed: %s", child.parent.id if child.parent else "-",
                         child.dna.mutation, _one_line(exc))
             return None
+        finally:
+            self._last_eval_s = time.perf_counter() - t
 
     def publish_and_kill(self, child: _Child, outcome: Any, t0: float) -> dict:
         """Publish the child, then kill one individual if the population is above P."""
@@ -244,7 +248,7 @@ class Worker:
             observer.published(record)
         if child.parent is not None or child.proposal.fresh or child.proposal.dna is not None:
             self.strategy.observe(Published(info.id, outcome.fitness, child.dna, child.proposal, metrics))
-        self.beat("idle", force=True)
+        self.beat("idle", force=self._last_eval_s >= FORCED_BEAT_MIN_EVAL_S)
         return record
 
     def _claim_seed_slot(self, start: int) -> bool:
@@ -298,9 +302,10 @@ class Worker:
 
         ``force``: write it now, here (the worker does at the start and end of each child's
         training, as it always has: keeping that timing keeps concurrent workers' publishes
-        as spread out as before), unless the last write is less than
-        ``FORCED_BEAT_MIN_GAP`` seconds old: two fsynced writes per child were a third of
-        a zero-cost child's time. Otherwise, while :meth:`run` runs, the heartbeat thread
+        as spread out as before), but only while children take ``FORCED_BEAT_MIN_EVAL_S``
+        or more to evaluate (the last one did; the first always counts): for zero-cost
+        children (synthetic, tabular) two fsynced writes per child were a third of a
+        child's time, and then the thread writes the state instead. Otherwise, while :meth:`run` runs, the heartbeat thread
         writes it soon after a state change and every ``heartbeat_interval`` seconds anyway;
         without the thread (a caller driving :meth:`step` itself) it is written here, at
         most every 2 s.
@@ -308,8 +313,6 @@ class Worker:
         changed = state is not None and state != self._state
         if state:
             self._state = state
-        if force and self._heart is not None and self.clock() - self._last_beat < FORCED_BEAT_MIN_GAP:
-            force = False   # children faster than this (synthetic, tabular): the thread writes it
         if self._heart is not None and not force:
             if changed:
                 self._heart.poke()
