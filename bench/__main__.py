@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="local", help="store backend to measure (default local)")
     p.add_argument("--workers", type=_ints, help="comma-separated worker counts")
     p.add_argument("--seconds", type=float, help="seconds per worker count")
+    p.add_argument("--compare", choices=("optuna",),
+                   help="optuna: evo and Optuna's journal file storage side by side in one run "
+                        "(local directory; small: W=1,2; full: W=1,8,32,128,250; needs the bench extra)")
 
     p = add("inspect", "wall time and peak RSS of status/plot/lineage/audit on a big synthetic run, local and "
                        "on the GCS emulator (cold and warm read cache)", "cpu")
@@ -122,8 +125,38 @@ def resolve_device(device: str) -> str:
 STORAGE_DEFAULTS = {"small": ((1, 2), 3.0, 20), "full": ((1, 4, 16, 64), 20.0, None)}
 
 
+# --compare optuna: (worker counts, seconds per point, population size, warm-up seconds, audit evo's stores)
+COMPARE_DEFAULTS = {"small": ((1, 2), 1.5, 20, 0.5, False), "full": ((1, 8, 32, 128, 250), 30.0, 1000, 3.0, True)}
+
+
+def run_compare(args: argparse.Namespace) -> dict:
+    """``bench storage --compare optuna``: ``bench/storage_compare.py``'s ``run``; the full
+    mode writes ``storage-compare-optuna.{json,md,png}``, the small one ``...-small.*``."""
+    if args.backend != "local":
+        raise BenchError("--compare optuna runs on a local directory only (Optuna's journal is a local file)")
+    from . import storage_compare
+
+    try:
+        storage_compare.optuna_version()
+    except ImportError as exc:
+        raise BenchError(str(exc)) from None
+    workers, seconds, population, warmup, audit = COMPARE_DEFAULTS[args.mode]
+    name = "storage-compare-optuna" + ("" if args.mode == "full" else f"-{args.mode}")
+    try:
+        report = storage_compare.run(list(args.workers or workers), args.seconds or seconds, args.out, name=name,
+                                     population=population, warmup=warmup, audit=audit, progress=say)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
+    rows = ", ".join(f"W={p['workers']} {p['evo'].get('births_per_s', '-')} vs {p['optuna'].get('trials_per_s', '-')}"
+                     for p in report["points"])
+    return dict(report, summary=f"evo births/s vs Optuna journal trials/s: {rows} (wrote {args.out}/{name}.md)")
+
+
 def run_storage(args: argparse.Namespace) -> dict:
-    """Delegate to ``bench/storage_throughput.py``'s ``run(backend, workers, seconds, out_dir)``."""
+    """Delegate to ``bench/storage_throughput.py``'s ``run(backend, workers, seconds, out_dir)``,
+    or with ``--compare`` to :func:`run_compare`."""
+    if args.compare:
+        return run_compare(args)
     try:
         module = importlib.import_module("bench.storage_throughput")
     except ModuleNotFoundError as exc:

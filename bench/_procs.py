@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -87,11 +87,13 @@ def _read_kv(path: str) -> dict[str, int]:
 
 
 class WorkerPool:
-    """N worker slots running ``python -m launch worker URL`` with a given environment."""
+    """N worker slots running ``python -m launch worker URL`` with a given environment
+    (or, with ``command``, ``python *command(slot)``: another system's worker)."""
 
     def __init__(self, url: str, n: int, log_dir: Path, env: dict[str, str], worker_args: tuple[str, ...] = (),
-                 nice: int = 0):
+                 nice: int = 0, command: Callable[[int], list[str]] | None = None):
         self.url = url
+        self.command = command   # another program's worker: its argv after the interpreter, by slot
         self.nice = nice   # > 0 keeps the harness (and other users of the machine) responsive
         self.slots = [Slot(i) for i in range(n)]
         self.log_dir = Path(log_dir)
@@ -103,8 +105,11 @@ class WorkerPool:
     def start(self, index: int) -> None:
         """Start a new worker process in slot ``index`` (its seed stream: index * 1000 + generation)."""
         slot = self.slots[index]
-        cmd = [sys.executable, "-m", "launch", "worker", self.url, "--quiet",
-               "--index", str(index * 1000 + slot.generation), *self.worker_args]
+        if self.command is not None:
+            cmd = [sys.executable, *self.command(index)]
+        else:
+            cmd = [sys.executable, "-m", "launch", "worker", self.url, "--quiet",
+                   "--index", str(index * 1000 + slot.generation), *self.worker_args]
         if self.nice:
             cmd = ["nice", "-n", str(self.nice), *cmd]   # nice execs python: same pid
         with open(self.log_dir / f"worker-{index}.log", "ab") as log:

@@ -140,7 +140,7 @@ def measure_point(backend: str, w: int, seconds: float, work: Path, *, populatio
         workers_cpu0 = sum(_proc_cpu_seconds(pid) for pid in worker_pids)
         load_before = _loadavg()
         start = time.time()
-        next_mem = start + 2.0
+        next_mem = start + min(2.0, seconds / 2)
         while (now := time.time()) < start + seconds:
             if now >= next_mem:
                 memory.sample(pool.pids())

@@ -31,7 +31,9 @@ fail is logged and retried after a back-off: it costs that step, never the worke
 
 from __future__ import annotations
 
+import bisect
 import logging
+import operator
 import os
 import socket
 import threading
@@ -47,10 +49,12 @@ from evo.stopping import StopRequested, StopSignals
 from evo.strategies import Population, Proposal, Published
 
 log = logging.getLogger("evo.worker")
+_by_id = operator.attrgetter("id")
 
 MAX_STEP_BACKOFF_S = 30.0
 MAX_KILL_TRIES = 20
 SEEDED = "selection_started"          # the store's marker: every seeding slot was taken
+FORCED_BEAT_MIN_EVAL_S = 1.0          # children that evaluate faster get no forced heartbeats (Worker.beat)
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,8 @@ class Worker:
         self._beat_lock = threading.Lock()
         self._heart: HeartbeatThread | None = None
         self._final_beat = False
+        self._seeded = False   # the store's SEEDED marker is known to exist
+        self._last_eval_s = float("inf")   # how long the last child took to evaluate (see beat)
 
     # ----- one step: the paper's loop -----
     def step(self) -> dict | None:
@@ -158,14 +164,22 @@ class Worker:
 
     def population(self) -> Population:
         """The live population, oldest first, from one listing."""
-        return Population(tuple(sorted(self.store.list_alive(), key=lambda p: p.id)), self.population_size)
+        return Population(tuple(self.store.list_alive()), self.population_size)   # sorted by id
 
     def seeding(self, population: Population) -> bool:
-        """True when this step makes one of the P initial individuals (a slot was claimed)."""
+        """True when this step makes one of the P initial individuals (a slot was claimed).
+
+        Once this worker has seen the store's ``selection_started`` marker (or made it), it
+        never asks again: the marker is never removed, and asking cost a write per child.
+        """
+        if self._seeded:
+            return False
         if len(population) >= self.population_size:
             self.store.mark(SEEDED)
+            self._seeded = True
             return False
         if self.store.has_mark(SEEDED) or not self._claim_seed_slot(len(population)):
+            self._seeded = True
             return False
         self.beat("seeding")
         return True
@@ -192,9 +206,10 @@ class Worker:
     def evaluate(self, child: _Child) -> Any:
         """Train and validate the child (an Outcome), or None if it failed: a child that
         cannot be built or trained costs that child, never the run."""
-        self.beat("training", force=True)
+        self.beat("training", force=self._last_eval_s >= FORCED_BEAT_MIN_EVAL_S)
         seed = int(self.rng.integers(0, 2**31 - 1))
         inherit = self.inherit_weights and child.parent is not None
+        t = time.perf_counter()
         try:
             return self.evaluator.evaluate(child.dna, parent_dna=child.parent_dna,
                                            parent_weights=child.parent.weights if inherit else None,
@@ -204,6 +219,8 @@ class Worker:
             log.warning("child of %s (%s) failed: %s", child.parent.id if child.parent else "-",
                         child.dna.mutation, _one_line(exc))
             return None
+        finally:
+            self._last_eval_s = time.perf_counter() - t
 
     def publish_and_kill(self, child: _Child, outcome: Any, t0: float) -> dict:
         """Publish the child, then kill one individual if the population is above P."""
@@ -244,7 +261,7 @@ class Worker:
                                                 self.worker_id))
             except Exception as exc:
                 log.warning("strategy %s could not learn from %s: %s", self.strategy.name, info.id, _one_line(exc))
-        self.beat("idle", force=True)
+        self.beat("idle", force=self._last_eval_s >= FORCED_BEAT_MIN_EVAL_S)
         return record
 
     def _roll_up_soon(self) -> None:
@@ -279,10 +296,10 @@ class Worker:
         P = self.population_size
         first = None
         for _ in range(MAX_KILL_TRIES):
-            members = tuple(p for p in self.population().members if p.id != exclude)
+            members = _without(self.population().members, exclude)
             if len(members) + 1 <= P:
                 return first
-            if victim is None or victim.id not in {p.id for p in members}:
+            if victim is None or not _has(members, victim.id):
                 victim = self.strategy.victim(Population(members, P), self.rng)
                 if victim is None:
                     return first
@@ -306,7 +323,10 @@ class Worker:
 
         ``force``: write it now, here (the worker does at the start and end of each child's
         training, as it always has: keeping that timing keeps concurrent workers' publishes
-        as spread out as before). Otherwise, while :meth:`run` runs, the heartbeat thread
+        as spread out as before), but only while children take ``FORCED_BEAT_MIN_EVAL_S``
+        or more to evaluate (the last one did; the first always counts): for zero-cost
+        children (synthetic, tabular) two fsynced writes per child were a third of a
+        child's time, and then the thread writes the state instead. Otherwise, while :meth:`run` runs, the heartbeat thread
         writes it soon after a state change and every ``heartbeat_interval`` seconds anyway;
         without the thread (a caller driving :meth:`step` itself) it is written here, at
         most every 2 s.
@@ -415,6 +435,18 @@ class Worker:
             log.warning("final heartbeat not written: %s: %s", type(exc).__name__, str(exc).splitlines()[0][:200]
                         if str(exc) else "")
 
+
+
+def _without(members: tuple, ident: str) -> tuple:
+    """``members`` (sorted by id) less the one with id ``ident``, if listed."""
+    i = bisect.bisect_left(members, ident, key=_by_id)
+    return members[:i] + members[i + 1:] if i < len(members) and members[i].id == ident else members
+
+
+def _has(members: tuple, ident: str) -> bool:
+    """True if ``members`` (sorted by id) has one with id ``ident``."""
+    i = bisect.bisect_left(members, ident, key=_by_id)
+    return i < len(members) and members[i].id == ident
 
 
 def _one_line(exc: BaseException) -> str:

@@ -3,6 +3,8 @@ clock, the fault hook, the config and the live listing (see :mod:`storage.popula
 
 from __future__ import annotations
 
+import bisect
+import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -17,6 +19,47 @@ from .segments import SEGMENTS
 from .verify import DnaValidator
 
 Store = TypeVar("Store", bound="StoreCore")
+# Listings that differ from the one before in more names than this are parsed and sorted
+# afresh; fewer changes (the usual case: a few births and deaths between a worker's two
+# listings) are merged into the sorted view.
+MERGE_AT_MOST = 64
+
+
+class LiveNames:
+    """The ``alive/`` names of the latest listing, parsed and sorted by id, kept between
+    listings so that each name is parsed once and only the names that came or went cost.
+
+    A name never changes meaning (an id is born once and its fitness is in the name), so its
+    parse can be kept as long as the name is listed; nothing of a name that left the listing
+    is kept, so this is never larger than the listing. Names that are not an individual's
+    are remembered as such (None) and never returned.
+    """
+
+    def __init__(self) -> None:
+        self._info: dict[str, IndividualInfo | None] = {}
+        self._names: set[str] = set()   # the keys of _info, as a set for the differences
+        self._order: list[str] = []     # the individuals' names, sorted: by id, as ids lead them
+        self._lock = threading.Lock()
+
+    def update(self, names: list[str]) -> list[IndividualInfo]:
+        """The individuals among ``names`` (a whole new listing), oldest first."""
+        with self._lock:
+            info, order = self._info, self._order
+            listed = set(names)
+            gone, came = self._names - listed, listed - self._names
+            if len(gone) + len(came) > MERGE_AT_MOST:
+                info = {n: info[n] if n in info else parse_alive_name(n) for n in listed}
+                order = sorted(n for n, i in info.items() if i is not None)
+            else:
+                for n in gone:
+                    if info.pop(n) is not None:
+                        del order[bisect.bisect_left(order, n)]
+                for n in came:
+                    info[n] = parse_alive_name(n)
+                    if info[n] is not None:
+                        bisect.insort(order, n)
+            self._info, self._names, self._order = info, listed, order
+            return list(map(info.__getitem__, order))
 
 
 class StoreCore:
@@ -46,6 +89,7 @@ class StoreCore:
         self._memo: dict[str, dict] = {}
         self._read_cache = cache_for(backend.url)
         self._verified = marks_for(backend.url)
+        self._live = LiveNames()   # the latest alive/ listing, parsed (see list_alive)
 
     @property
     def url(self) -> str:
@@ -100,8 +144,7 @@ class StoreCore:
         May include a *zombie* (killed by a worker that crashed before cleaning up): killing
         it again returns False and removes it from the listing.
         """
-        infos = [parse_alive_name(n) for n in self.backend.list(ALIVE)]
-        return sorted((i for i in infos if i is not None), key=lambda i: i.id)
+        return self._live.update(self.backend.list(ALIVE))
 
     def has_individuals(self) -> bool:
         """True if ``alive/``, ``history/`` or ``segments/`` holds anything but temp files

@@ -7,6 +7,7 @@ sizes and formats strictly and raise :class:`CorruptRecord` with a one-line reas
 from __future__ import annotations
 
 import calendar
+import functools
 import json
 import math
 import re
@@ -104,10 +105,19 @@ def check_id(text: Any) -> str:
 
 
 def birth_of(ident: str) -> float:
-    """Unix time of birth encoded in an id (microsecond precision)."""
-    t = calendar.timegm((int(ident[0:4]), int(ident[4:6]), int(ident[6:8]),
-                         int(ident[9:11]), int(ident[11:13]), int(ident[13:15]), 0, 0, 0))
+    """Unix time of birth encoded in an id (microsecond precision); ValueError for a date
+    that does not exist (e.g. month 13)."""
+    # calendar.timegm is linear in the time of day, so only the date needs the calendar:
+    # it is looked up once per day (a listing of thousands of ids spans a few days).
+    t = (_day_start(ident[0:8]) + int(ident[9:11]) * 3600 + int(ident[11:13]) * 60
+         + int(ident[13:15]))
     return t + int(ident[16:22]) / 1e6
+
+
+@functools.lru_cache(maxsize=4096)
+def _day_start(ymd: str) -> int:
+    """Unix seconds at 00:00 UTC of the date ``YYYYMMDD`` (ValueError if there is none)."""
+    return calendar.timegm((int(ymd[0:4]), int(ymd[4:6]), int(ymd[6:8]), 0, 0, 0, 0, 0, 0))
 
 
 def fitness_text(fitness: float) -> str:

@@ -242,3 +242,39 @@ def test_inspect_small_measures_every_command_local_and_on_the_emulator(tmp_path
             assert m["wall_s"] > 0 and m["peak_rss_mib"] > 10
     assert (tmp_path / "out" / "inspect-small-cpu.md").read_text().count("`evo ") == 5
     assert doc["summary"].startswith("P=20, 330 dead: ")
+
+
+def test_storage_compare_optuna_small_side_by_side(tmp_path, capsys):
+    """The tiny comparison: evo and Optuna's journal, W = 1 and 2, in one run, alternating."""
+    pytest.importorskip("optuna", reason="bench storage --compare optuna needs the bench extra (optuna)")
+    assert cli.main(["storage", "--compare", "optuna", "--out", str(tmp_path)]) == 0
+    assert "evo births/s vs Optuna journal trials/s" in capsys.readouterr().out
+    report = json.loads((tmp_path / "storage-compare-optuna-small.json").read_text())
+    assert [p["workers"] for p in report["points"]] == [1, 2]
+    assert [p["order"][0] for p in report["points"]] == ["evo", "optuna"]
+    for p in report["points"]:
+        assert p["evo"]["births"] > 0 and p["optuna"]["trials"] > 0
+        assert p["evo"]["unexpected_worker_exits"] == 0 and p["optuna"]["unexpected_worker_exits"] == 0
+        assert p["ratio"] == pytest.approx(p["evo"]["births_per_s"] / p["optuna"]["trials_per_s"], rel=0.02)
+    assert report["targets"]["evo_at_least_optuna_for_w_ge_8"] is None   # no W >= 8 in the small mode
+    md = (tmp_path / "storage-compare-optuna-small.md").read_text()
+    assert "| 1 |" in md and "| 2 |" in md and (tmp_path / "storage-compare-optuna-small.png").stat().st_size > 0
+
+
+def test_storage_compare_rejects_a_remote_backend(capsys, tmp_path):
+    assert cli.main(["storage", "--compare", "optuna", "--backend", "gcs", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bench storage: error: ") and "local directory only" in err and len(err.splitlines()) == 1
+
+
+def test_compare_targets_from_points():
+    from bench.storage_compare import targets
+
+    def point(w, evo, opt):
+        return {"workers": w, "evo": {"births_per_s": evo}, "optuna": {"trials_per_s": opt}}
+    got = targets([point(1, 20, 70), point(8, 100, 90), point(32, 85, 60), point(250, 79, 30)])
+    assert got == {"evo_at_least_optuna_for_w_ge_8": True, "evo_min_over_its_w8": 0.79,
+                   "evo_never_below_0.8x_w8": False}
+    assert targets([point(8, 100, 101)])["evo_at_least_optuna_for_w_ge_8"] is False
+    assert targets([point(8, 100, 90), {"workers": 32, "evo": {"skipped": "memory"}, "optuna": {"trials_per_s": 5}}]
+                   )["evo_at_least_optuna_for_w_ge_8"] is False

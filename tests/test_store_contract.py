@@ -582,3 +582,30 @@ def test_safetensors_check_never_accepts_what_the_library_refuses(shapes, pos, v
 ])
 def test_safetensors_problem_names_the_problem(blob, reason):
     assert reason in storage.safetensors_problem(blob)
+
+
+# --------------------------------------------------------------------------------------
+# The live listing's memo (storage.core.LiveNames): the same answer as parsing afresh
+
+_ALIVE_NAMES = st.builds(
+    lambda day, sec, us, tag, fit: f"2026112{day}T{sec:06d}.{us:06d}Z-{tag:08x}~{fit:.6f}.json",
+    st.integers(0, 9), st.integers(0, 235959), st.integers(0, 999999), st.integers(0, 3),
+    st.sampled_from([0.1, 0.5, -2.25]))
+_OTHER_NAMES = st.sampled_from([".tmp-x.json.1a", "20261124T000000.000000Z-00000000~0.5.json",
+                                "20261324T000000.000000Z-00000000~0.500000.json", "notes.txt"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.one_of(_ALIVE_NAMES, _OTHER_NAMES), max_size=90, unique=True), min_size=1, max_size=6))
+def test_live_listing_memo_equals_a_fresh_parse(listings):
+    """Merged or rebuilt, each listing's answer is what parsing and sorting it afresh gives
+    (same id with two fitnesses, foreign and impossible names included), and nothing of a name
+    that left the listing is kept."""
+    from storage.core import LiveNames
+    from storage.records import parse_alive_name
+
+    live = LiveNames()
+    for names in listings:
+        fresh = sorted((i for i in map(parse_alive_name, names) if i is not None), key=lambda i: i.key)
+        assert live.update(list(names)) == fresh
+        assert set(live._info) == set(names)
