@@ -31,9 +31,7 @@ fail is logged and retried after a back-off: it costs that step, never the worke
 
 from __future__ import annotations
 
-import bisect
 import logging
-import operator
 import os
 import socket
 import threading
@@ -43,60 +41,19 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from evo import selection
 from evo.heartbeat import HeartbeatThread, make_worker_id, scheduler_identity
 from evo.observers import WorkerObserver
 from evo.stopping import StopRequested, StopSignals
 from evo.strategies import Population, Proposal, Published
+from evo.worker_options import WorkerOptions, WorkerStats
 
 log = logging.getLogger("evo.worker")
-_by_id = operator.attrgetter("id")
 
 MAX_STEP_BACKOFF_S = 30.0
 MAX_KILL_TRIES = 20
 SEEDED = "selection_started"          # the store's marker: every seeding slot was taken
 FORCED_BEAT_MIN_EVAL_S = 1.0          # children that evaluate faster get no forced heartbeats (Worker.beat)
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    """How one worker process runs (everything about the run itself is in config.json)."""
-
-    max_individuals: int | None = None   # stop after publishing this many
-    max_seconds: float | None = None      # stop starting new children after this long
-    heartbeat_interval: float = 10.0      # seconds between heartbeats (evo status: lost after 5 missed)
-    log_path: str | None = None           # where this worker's log goes, shown by evo status
-    worker_id: str | None = None          # default: host-pid-random
-    # history roll-ups in passing (storage.rollup): records older than rollup_min_age seconds,
-    # looked for at most every rollup_interval seconds, rollup_records per segment
-    rollup_min_age: float = 600.0
-    rollup_interval: float = 120.0
-    rollup_records: int = 1000
-
-    def __post_init__(self) -> None:
-        interval = self.heartbeat_interval
-        if not (isinstance(interval, (int, float)) and 0 < interval <= 3600):
-            raise ValueError(f"heartbeat interval must be in (0, 3600] seconds, got {interval!r}")
-        if self.max_individuals is not None and self.max_individuals < 1:
-            raise ValueError(f"max_individuals must be >= 1, got {self.max_individuals}")
-        if self.max_seconds is not None and not self.max_seconds > 0:
-            raise ValueError(f"max_seconds must be > 0, got {self.max_seconds}")
-        if not (self.rollup_min_age >= 0 and self.rollup_interval > 0 and self.rollup_records >= 1):
-            raise ValueError("roll-up settings must be: age >= 0, interval > 0, records >= 1")
-
-
-@dataclass
-class WorkerStats:
-    """What a worker did, also written into its heartbeat."""
-
-    worker_id: str
-    published: int = 0
-    killed: int = 0
-    race_losses: int = 0
-    failures: int = 0
-    step_errors: int = 0                  # steps the store made fail (retried after a pause)
-    best_fitness: float | None = None
-    started: float = field(default_factory=time.time)
-    stopped_by: str | None = None        # the signal that stopped it (None: a limit, or still running)
 
 
 @dataclass
@@ -296,10 +253,10 @@ class Worker:
         P = self.population_size
         first = None
         for _ in range(MAX_KILL_TRIES):
-            members = _without(self.population().members, exclude)
+            members = selection.without_id(self.population().members, exclude)
             if len(members) + 1 <= P:
                 return first
-            if victim is None or not _has(members, victim.id):
+            if victim is None or not selection.has_id(members, victim.id):
                 victim = self.strategy.victim(Population(members, P), self.rng)
                 if victim is None:
                     return first
@@ -434,19 +391,6 @@ class Worker:
         except Exception as exc:  # the store may be unreachable at exit; the heartbeat just ages
             log.warning("final heartbeat not written: %s: %s", type(exc).__name__, str(exc).splitlines()[0][:200]
                         if str(exc) else "")
-
-
-
-def _without(members: tuple, ident: str) -> tuple:
-    """``members`` (sorted by id) less the one with id ``ident``, if listed."""
-    i = bisect.bisect_left(members, ident, key=_by_id)
-    return members[:i] + members[i + 1:] if i < len(members) and members[i].id == ident else members
-
-
-def _has(members: tuple, ident: str) -> bool:
-    """True if ``members`` (sorted by id) has one with id ``ident``."""
-    i = bisect.bisect_left(members, ident, key=_by_id)
-    return i < len(members) and members[i].id == ident
 
 
 def _one_line(exc: BaseException) -> str:
