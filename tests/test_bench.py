@@ -240,7 +240,7 @@ def test_inspect_small_measures_every_command_local_and_on_the_emulator(tmp_path
         for name, m in results[where].items():
             assert m["exit"] == 0, (where, name, m["stderr"])
             assert m["wall_s"] > 0 and m["peak_rss_mib"] > 10
-    assert (tmp_path / "out" / "inspect-small-cpu.md").read_text().count("`evo ") == 5
+    assert (tmp_path / "out" / "inspect-small-cpu.md").read_text().count("| `evo ") == 5   # one table row per command
     assert doc["summary"].startswith("P=20, 330 dead: ")
 
 
