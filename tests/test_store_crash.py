@@ -96,6 +96,10 @@ def test_the_fault_hook_sees_every_point_in_protocol_order(tmp_path):
         store.kill(info, worker="w")
     assert store.roll_up(min_age=0, segment_records=1, max_segments=1).segments == 1
     assert [p for p in seen if p.startswith("rollup:")] == ["rollup:after_segment", "rollup:after_first_delete"]
+    seen.clear()   # a learned strategy's next policy version (storage.policy)
+    assert store.create_policy(0, b"{}") and not store.create_policy(0, b"{}")
+    assert [p for p in seen if p.startswith("policy:")] == ["policy:before_create", "policy:after_create",
+                                                           "policy:before_create"]
     assert reached == set(POINTS) and len(set(POINTS)) == len(POINTS)
 
 
