@@ -100,9 +100,9 @@ def take_snapshot(url: str, *, read_alive: bool = True, spinner: bool = True, hi
 
     ``read_alive=False`` skips reading live commit objects (their fitness and birth then come
     from the listing and their parent, mutation and DNA are unknown). ``history_dna=False``:
-    the dead individuals' DNA is not kept (their ``dna`` is None; it is still checked, each
-    history segment once per machine), for commands that never use it: far faster and
-    smaller; ``alive_dna=False``: the live individuals' DNA is neither checked nor kept. ``spinner``: show
+    the dead individuals' DNA is neither read nor checked (their ``dna`` is None), for commands
+    that never use it: far faster and smaller; ``alive_dna=False``: likewise for the live
+    individuals. (``evo check`` validates every DNA.) ``spinner``: show
     one on a terminal while reading. ``population``: the ``(store, config)`` of an earlier
     :func:`open_population`, to read only what is new since that store's last read
     (records never change; ``evo status --watch``).

@@ -56,7 +56,7 @@ def format_lineage(result: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = lineage(take_snapshot(args.url, history_dna=False), args.id)
+    result = lineage(take_snapshot(args.url, history_dna=False, alive_dna=False), args.id)
     print(json.dumps(result, sort_keys=True) if args.json else format_lineage(result))
     return 0
 

@@ -314,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.lost_after is not None and not args.lost_after > 0) or not args.interval > 0:
         raise UserError("--lost-after and --interval must be positive")
     if not args.watch:
-        _emit(args, take_snapshot(args.url, history_dna=False))
+        _emit(args, take_snapshot(args.url, history_dna=False, alive_dna=False))
         return 0
     return _watch(args)
 
@@ -346,7 +346,7 @@ def _watch(args: argparse.Namespace) -> int:
     population = open_population(args.url)
     try:
         while True:
-            snap = take_snapshot(args.url, spinner=False, history_dna=False,
+            snap = take_snapshot(args.url, spinner=False, history_dna=False, alive_dna=False,
                                  population=population)
             report = status_report(snap, args.lost_after, slurm_jobs(args.url))
             if args.json:

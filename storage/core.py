@@ -13,7 +13,7 @@ import dna as dna_lib
 
 from .backend import TEMP_PREFIX, Backend, StoreError, UnreadableEntry
 from .crash import FaultHook, no_fault
-from .readcache import cache_for, marks_for
+from .readcache import cache_for
 from .records import ALIVE, CONFIG_KEY, HISTORY, MAX_CONFIG_BYTES, IndividualInfo, check_id, parse_alive_name
 from .segments import SEGMENTS
 from .verify import DnaValidator
@@ -88,7 +88,6 @@ class StoreCore:
         # the local read cache of a remote store (None: local stores, or the cache is off).
         self._memo: dict[str, dict] = {}
         self._read_cache = cache_for(backend.url)
-        self._verified = marks_for(backend.url)
         self._live = LiveNames()   # the latest alive/ listing, parsed (see list_alive)
 
     @property

@@ -9,7 +9,6 @@ never written anywhere by a reader.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -28,10 +27,6 @@ from .segments import MAX_SEGMENT_BYTES, SEGMENTS, DecodedSegment, SegmentName, 
 from .verify import DnaValidator, check_dna, verify_weights
 
 log = logging.getLogger("evo.storage")
-# Raise when what checking a history record means changes: marks of segments checked before
-# (storage.readcache.VerifiedMarks) then no longer count.
-CHECKS_VERSION = 1
-
 Commit = dict[str, Any]
 
 
@@ -84,10 +79,10 @@ class PopulationReaders(StoreCore):
         ``alive/`` (and, with ``read_alive``, its commits), then every history record (the
         segments and ``history/``) and every record of ``quarantine/``. Nothing is
         quarantined or written. ``history_dna=False``: the dead individuals' records come
-        without their DNA (status, plots, lineage and audit never use it): it is still checked,
-        but a history segment only once per machine (then only the other fields are parsed:
-        about 4x faster, and far less memory). ``alive_dna=False``: the live commits' DNA is
-        neither checked nor returned.
+        without their DNA (status, plots, lineage and audit never use it), and their DNA is
+        neither parsed nor checked (a segment is read only up to its records' other fields:
+        many times faster, and far less memory); every other field is checked as always.
+        ``alive_dna=False``: likewise for the live commits.
 
         Records never change, so a store object remembers what it has read: a second census
         on the same object reads only what is new (``evo status --watch``); remote stores also
@@ -183,7 +178,8 @@ class PopulationReaders(StoreCore):
         A record is valid when it checks out like a commit, names the id it is stored
         under, has a death time, and its DNA validates against the run's bounds: nothing
         unchecked reaches a plot, a ranking or a lineage. ``with_dna=False``: the records come
-        without ``dna`` (still checked; a segment once per machine, see :meth:`_segments`).
+        without ``dna``, which is then not checked (nothing unchecked is passed on; ``evo check``
+        and every reader of the DNA check it).
 
         Every record is returned once, from a valid segment or from its ``history/`` file,
         also while a roll-up runs or after one died half-way: ``history/`` is listed before
@@ -237,11 +233,10 @@ class PopulationReaders(StoreCore):
         return found, broken
 
     def _segments(self, names: list[SegmentName], with_dna: bool) -> dict[str, DecodedSegment]:
-        """Each named segment, decoded and checked whole, DNA included (remembered per store
-        object, kept in the read cache when it checked out); a segment gone meanwhile
-        decodes as empty. ``with_dna=False``: the records come without ``dna``, and a
-        segment this machine has checked whole before (:class:`storage.readcache.VerifiedMarks`)
-        is not checked again: only its records' other fields are parsed and checked."""
+        """Each named segment, decoded and checked (remembered per store object, kept in the
+        read cache when it checked out); a segment gone meanwhile decodes as empty.
+        ``with_dna=False``: only the first half of each segment (the records without their
+        DNA) is inflated, parsed and checked."""
         memo = self._memo.setdefault("segments", {})
         out: dict[str, DecodedSegment] = {}
         todo = []
@@ -280,32 +275,13 @@ class PopulationReaders(StoreCore):
         return out
 
     def _decode_segment(self, name: SegmentName, raw: bytes, with_dna: bool) -> DecodedSegment:
-        marks, fingerprint = self._verified, self._checks_fingerprint()
-        seg = name.key.split("/", 1)[1]
-        if not with_dna and marks is not None and marks.has(fingerprint, seg, raw):
-            return decode_segment(name, raw, lambda k, r: self.check_history_record(k, r, with_dna=False),
-                                  with_dna=False)
-        dec = decode_segment(name, raw, self.check_history_record, with_dna=True)
-        if dec.problem is None:
-            if marks is not None:
-                marks.add(fingerprint, seg, raw)
-            if not with_dna:
-                for rec in dec.records:
-                    del rec["dna"]
-        return dec
-
-    def _checks_fingerprint(self) -> str:
-        """What a segment's records were checked against: the run's bounds and DNA validator."""
-        validator = self.dna_validator
-        who = "" if validator is None else \
-            f"{getattr(validator, '__module__', '')}.{getattr(validator, '__qualname__', type(validator).__qualname__)}"
-        text = f"{CHECKS_VERSION}|{self.bounds!r}|{who}"
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        check = self.check_history_record if with_dna else \
+            (lambda key, rec: self.check_history_record(key, rec, with_dna=False))
+        return decode_segment(name, raw, check, with_dna=with_dna)
 
     def _checked_without_dna(self, key: str, rec: Any) -> Commit:
-        """A history record checked whole (DNA included), returned without its DNA."""
-        rec = self.check_history_record(key, rec)
-        return {k: v for k, v in rec.items() if k != "dna"}
+        """A history record checked like :meth:`check_history_record`, without its DNA."""
+        return self.check_history_record(key, rec, with_dna=False)
 
     def _read_immutable(self, keys: list[str], what: str, check: Any, tag: str,
                         max_bytes: int = MAX_RECORD_BYTES) -> dict[str, Any]:

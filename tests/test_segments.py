@@ -252,25 +252,45 @@ def test_a_second_census_on_one_store_reads_only_what_is_new(tmp_path):
     assert sorted(reads) == sorted([f"history/{first.listed[0].id}.json", child.key])
 
 
-def test_a_segment_checked_whole_once_is_not_checked_again_unless_the_checks_differ(tmp_path, monkeypatch):
-    import dna as dna_lib
+def test_readers_that_do_not_use_the_dna_do_not_check_it_and_readers_that_do_always_do(tmp_path, monkeypatch):
+    """Status, plot, lineage and audit read the dead without their DNA: a segment is read only
+    up to its records' other fields (still checked) and no DNA is validated; a reader of the
+    DNA (``evo check``, ``read_history``) validates every one, also on a second read."""
     import storage.readers as readers
 
-    monkeypatch.setenv("EVO_CACHE_DIR", str(tmp_path / "cache"))
     url = str(tmp_path / "pop")
     store, dead = _dead_store(url, 6)
-    store.roll_up(min_age=0, segment_records=6)
+    store.roll_up(min_age=0, segment_records=4)    # one segment of 4, two records left as files
     calls: list[int] = []
     real = readers.check_dna
     monkeypatch.setattr(readers, "check_dna", lambda *a: (calls.append(1), real(*a))[1])
-    assert storage.open_store(url).census(history_dna=False, alive_dna=False).dead_ids == frozenset(dead)
-    assert len(calls) == 6                         # the first reader on this machine checks the DNA
-    calls.clear()
-    assert storage.open_store(url).census(history_dna=False, alive_dna=False).dead_ids == frozenset(dead)
-    assert calls == []                             # marked: only the other fields
-    narrow = dna_lib.Bounds(max_vertices=2)
-    census = storage.open_store(url).with_run(bounds=narrow).census(history_dna=False, alive_dna=False)
-    assert len(calls) == 6 and len(census.history) == 6   # other bounds: checked whole again
-    calls.clear()
-    assert storage.open_store(url).census(history_dna=True, alive_dna=False).dead_ids == frozenset(dead)
-    assert len(calls) == 6                         # a reader that wants the DNA always checks it
+    census = storage.open_store(url).census(history_dna=False, alive_dna=False)
+    assert census.dead_ids == frozenset(dead) and all("dna" not in r for r in census.history)
+    assert calls == []
+    for _ in range(2):
+        census = storage.open_store(url).census(history_dna=True, alive_dna=False)
+        assert census.dead_ids == frozenset(dead) and all("dna" in r for r in census.history)
+        assert len(calls) == 6
+        calls.clear()
+
+
+def test_a_segment_with_a_bad_dna_is_read_by_status_and_caught_by_check(tmp_path):
+    """The split of labour the no-DNA readers rely on: a segment whose records check out but
+    one DNA does not is whole to ``evo status`` (which never reads the DNA) and corrupt to
+    every reader of the DNA and to ``evo check``, which moves it aside."""
+    url = str(tmp_path / "pop")
+    store, dead = _dead_store(url, 4)
+    records, _ = store.scan_history()
+    name, data = encode_segment(records)
+    lines = gzip.decompress(data).splitlines()
+    dna_line = json.loads(lines[len(records)])
+    lines[len(records)] = json.dumps({"dna": {"not": "a genome"}, "id": dna_line["id"]},
+                                     sort_keys=True, separators=(",", ":")).encode()
+    key = _plant(store, name.key.split("/", 1)[1], gzip.compress(b"\n".join(lines) + b"\n"))
+    for r in records:
+        store.backend.delete(f"history/{r['id']}.json")
+    assert storage.open_store(url).census(history_dna=False).dead_ids == frozenset(dead)
+    with_dna = storage.open_store(url).census()
+    assert not with_dna.history and key in {b.key for b in with_dna.broken_history}
+    report = storage.open_store(url).check(grace_seconds=0)
+    assert report.corrupt == 1, report.problems
