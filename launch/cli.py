@@ -14,24 +14,25 @@ import sys
 
 from .errors import one_line_errors, run_reporting
 
-# Subcommand modules, in the order `evo --help` lists them.
-COMMAND_MODULES = [
-    "launch.cmd_init",
-    "launch.cmd_worker",
-    "launch.cmd_launch",
-    "launch.cmd_check",
-    "launch.cmd_audit",
-    "launch.cmd_status",
-    "launch.cmd_plot",
-    "launch.cmd_report",
-    "launch.cmd_lineage",
-    "launch.cmd_arch",
-    "launch.cmd_best",
-    "launch.cmd_evaluate",
-    "launch.cmd_retrain",
-    "launch.slurm",   # `evo launch slurm ...` (registered as the hidden command launch-slurm)
-    "launch.k8s",     # `evo launch k8s ...` (hidden command launch-k8s)
-]
+# Each command and the module that registers it, in the order `evo --help` lists them.
+COMMANDS = {
+    "init": "launch.cmd_init",
+    "worker": "launch.cmd_worker",
+    "launch": "launch.cmd_launch",
+    "check": "launch.cmd_check",
+    "audit": "launch.cmd_audit",
+    "status": "launch.cmd_status",
+    "plot": "launch.cmd_plot",
+    "report": "launch.cmd_report",
+    "lineage": "launch.cmd_lineage",
+    "arch": "launch.cmd_arch",
+    "best": "launch.cmd_best",
+    "evaluate": "launch.cmd_evaluate",
+    "retrain": "launch.cmd_retrain",
+    "launch-slurm": "launch.slurm",   # `evo launch slurm ...` (hidden: reached through route())
+    "launch-k8s": "launch.k8s",       # `evo launch k8s ...`
+}
+COMMAND_MODULES = list(COMMANDS.values())
 
 # `evo launch ENGINE URL ...` goes to the engine's own parser; `evo launch URL` stays local.
 LAUNCH_ENGINES = ("slurm", "k8s")
@@ -90,13 +91,29 @@ def version() -> str:
         return "unknown (not installed)"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (only modules that exist are registered)."""
+class _Version(argparse.Action):
+    """``--version``: the package metadata is read only when it is asked for."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"evo {version()}")
+        parser.exit(0)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser. With ``argv`` (already routed) naming a command, only that
+    command's module is imported and registered (an inspection command then does not pay
+    for importing every other command); else every command is (``evo --help``, a typo)."""
     parser = Parser(prog="evo", description="Coordinator-free large-scale evolution of image classifiers.")
-    parser.add_argument("--version", action="version", version=f"evo {version()}")
+    parser.add_argument("--version", action=_Version, help="show program's version number and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
+    wanted = argv[0] if argv and argv[0] in COMMANDS else None
+    for command, name in COMMANDS.items():
+        if wanted is not None and command != wanted:
+            continue
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -110,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``evo`` console script; returns the exit code."""
     argv = route(list(sys.argv[1:] if argv is None else argv))
-    parser = build_parser()
+    parser = build_parser(argv)
     args, extra = parser.parse_known_args(argv)
     if extra:  # name the subcommand whose help lists the valid options, not bare `evo`
         commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices

@@ -58,6 +58,8 @@ def policy_curve(records: list[Any]) -> dict[str, Any] | None:
 
 def draw_progress(data: dict[str, Any], path: str) -> None:
     """Render :func:`progress_data` to a PNG at ``path``."""
+    import numpy as np
+
     from ._plotting import pyplot
 
     plt = pyplot()
@@ -71,9 +73,11 @@ def draw_progress(data: dict[str, Any], path: str) -> None:
         draw_policy(pax, policy)
     else:
         fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    ax.scatter([p["t"] / scale for p in dead], [p["fitness"] for p in dead], s=9, c="0.6",
-               alpha=0.7, linewidths=0, label=f"dead ({len(dead)})")
-    ax.scatter([p["t"] / scale for p in alive], [p["fitness"] for p in alive], s=22, c="#d62728",
+    # float arrays, not lists: matplotlib converts a list of 20,000 floats one by one
+    ax.scatter(np.array([p["t"] for p in dead], float) / scale, np.array([p["fitness"] for p in dead], float),
+               s=9, c="0.6", alpha=0.7, linewidths=0, label=f"dead ({len(dead)})")
+    ax.scatter(np.array([p["t"] for p in alive], float) / scale, np.array([p["fitness"] for p in alive], float),
+               s=22, c="#d62728",
                edgecolors="black", linewidths=0.4, zorder=3, label=f"alive ({len(alive)})")
     steps = data["best_so_far"]
     if steps:
@@ -139,14 +143,16 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.isdir(folder):
             what = "is not a folder" if os.path.exists(folder) else "does not exist"
             raise UserError(f"{path}: its folder {folder} {what}")
-    snap = take_snapshot(args.url, history_dna=False)   # the dead's DNA is never drawn here
+    snap = take_snapshot(args.url, history_dna=False,   # the dead's DNA is never drawn here
+                         alive_dna=bool(args.arch))     # the live best's only with --arch
     data = progress_data(snap)
     if not data["points"]:
         raise UserError(f"{args.url}: nothing to plot yet (no individual has been published)")
     try:
         draw_progress(data, args.output)
         with open(data_path, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
+            # no indent: only then does json use its C encoder (20,000 points: 0.05 s, not 0.7 s)
+            f.write(json.dumps(data, sort_keys=True) + "\n")
     except OSError as exc:
         raise UserError(f"{exc.filename or args.output}: {exc.strerror or exc}") from None
     print(f"wrote {args.output} ({data['count']} individuals, {data['alive']} alive, best "
