@@ -8,11 +8,17 @@ written through the store API by one process), then measures wall time and peak 
 - on the local directory with every dead individual's record in ``history/`` ("files",
   what older versions of evo read), then after rolling them up into segments
   ("segments"), with the tail that a running population has left unsealed;
-- the first read after the roll-up checks every segment whole (DNA included) and marks it
-  (``storage.readcache.VerifiedMarks``): measured once ("first read", ``evo status``);
+- the first read right after the roll-up, measured once ("first read", ``evo status``: no
+  reader keeps anything per machine on a local store, so it costs what any read costs);
 - on the GCS emulator (a fake-gcs-server started here; the same objects uploaded): each
   command with an empty read cache and no marks of its own ("cold"), then each again after
-  one ``evo status`` filled a shared cache ("warm").
+  one ``evo status`` filled a shared cache ("warm");
+- one refresh of ``evo status --watch`` (the store object kept from the previous refresh
+  reads only the listings and what is new), local and on the emulator ("refresh").
+
+Each command is a fresh process of the installed code, its bytecode compiled first (as a
+pip install leaves it), so what it costs to import the libraries (numpy; matplotlib for
+``evo plot``; gcsfs on ``gs://``) is in every number.
 
 Full mode: P = 1000 and 20,000 dead individuals; small mode (CI): P = 20, 300 dead.
 """
@@ -64,6 +70,29 @@ def measure(args: list[str], env: dict[str, str]) -> dict[str, Any]:
     wall, rss_kb, code, cpu = proc.stdout.split()
     return {"wall_s": round(float(wall), 3), "cpu_s": round(float(cpu), 3), "peak_rss_mib": round(int(rss_kb) / 1024, 1),
             "exit": int(code), "stderr": proc.stderr.strip()[-300:] if int(code) else ""}
+
+
+_REFRESH = ("import sys, time\n"
+            "from launch._snapshot import open_population, take_snapshot\n"
+            "from launch.cmd_status import format_status, status_report\n"
+            "url = sys.argv[1]\n"
+            "population = open_population(url)\n"
+            "def refresh():\n"
+            "    snap = take_snapshot(url, spinner=False, history_dna=False, alive_dna=False, population=population)\n"
+            "    return format_status(status_report(snap))\n"
+            "refresh()\n"
+            "t = time.perf_counter()\n"
+            "refresh()\n"
+            "print(time.perf_counter() - t)\n")
+
+
+def measure_refresh(url: str, env: dict[str, str]) -> dict[str, Any]:
+    """Seconds of one ``evo status --watch`` refresh after the first (the same code path:
+    one store object across refreshes), in a fresh process."""
+    proc = subprocess.run([sys.executable, "-c", _REFRESH, url], cwd=REPO, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        return {"wall_s": None, "exit": proc.returncode, "stderr": proc.stderr.strip()[-300:]}
+    return {"wall_s": round(float(proc.stdout.split()[-1]), 3), "exit": 0}
 
 
 def run_commands(url: str, env: dict[str, str], names: tuple[str, ...], tmp: str,
@@ -137,6 +166,9 @@ def run(mode: str, out_dir: str | Path, *, store_dir: str | None = None, gcs: bo
     work = Path(tempfile.mkdtemp(prefix="evo-inspect-"))
     env = dict(os.environ, PYTHONUNBUFFERED="1", EVO_CACHE_DIR=str(work / "cache"))
     results: dict[str, Any] = {}
+    # as a pip install leaves it: no measured process compiles its modules first
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "dna", "mutations", "storage", "evo", "launch"],
+                   cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     try:
         base = Path(store_dir) if store_dir else work
         path, _ = build(base, population, dead + tail, say)
@@ -150,10 +182,11 @@ def run(mode: str, out_dir: str | Path, *, store_dir: str | None = None, gcs: bo
             say(f"rolled up: {results['rollup']}")
         else:
             results["rollup"] = roll_up(url, records, tail)   # nothing left to do when reused
-        say("measuring the first read after the roll-up (every segment checked whole, then marked)")
+        say("measuring the first read after the roll-up")
         results["local_first_read"] = run_commands(url, env, ("status",), str(work))
         say("measuring with segments")
         results["local_segments"] = run_commands(url, env, all_names, str(work))
+        results["local_refresh"] = measure_refresh(url, env)
         if gcs:
             results.update(_on_emulator(path, work, env, gcs_commands, say))
     finally:
@@ -183,13 +216,14 @@ def _on_emulator(path: Path, work: Path, env: dict[str, str], names: tuple[str, 
             run_commands(url, genv, ("status",), str(work))   # fills the shared cache
             say("measuring on the emulator, warm cache")
             warm = run_commands(url, genv, names, str(work))
+            refresh = measure_refresh(url, genv)
         finally:
             for k, v in saved.items():
                 if v is None:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-    return {"gcs_upload_s": round(seconds, 1), "gcs_cold": cold, "gcs_warm": warm}
+    return {"gcs_upload_s": round(seconds, 1), "gcs_cold": cold, "gcs_warm": warm, "gcs_refresh": refresh}
 
 
 def _summarize(results: dict[str, Any], population: int, dead: int) -> tuple[str, str]:
@@ -214,9 +248,13 @@ def _summarize(results: dict[str, Any], population: int, dead: int) -> tuple[str
                             "emulator cold: s (CPU s)", "MiB", "emulator warm: s (CPU s)", "MiB"], rows)
     first = (results.get("local_first_read") or {}).get("status")
     if first:
-        table += (f"\n\nFirst `evo status` after the roll-up (checks every segment whole, DNA included, "
-                  f"and marks it): {first['wall_s']:.2f} s ({first.get('cpu_s', 0):.2f} s CPU), "
-                  f"{first['peak_rss_mib']} MiB.")
+        table += (f"\n\nFirst `evo status` right after the roll-up: {first['wall_s']:.2f} s "
+                  f"({first.get('cpu_s', 0):.2f} s CPU), {first['peak_rss_mib']} MiB.")
+    refreshes = [f"{where} {results[key]['wall_s']:.2f} s" for key, where in
+                 (("local_refresh", "local"), ("gcs_refresh", "emulator"))
+                 if (results.get(key) or {}).get("wall_s") is not None]
+    if refreshes:
+        table += " One `evo status --watch` refresh (after the first read): " + ", ".join(refreshes) + "."
     layout = results.get("rollup", {}).get("layout", {})
     table += (f"\n\nHistory: {layout.get('segments')} segments holding {layout.get('in_segments')} records, "
               f"{layout.get('files')} records left in history/ (the unsealed tail). \"files\": every record "
