@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .numbers import is_finite_number
+
 
 @dataclass(frozen=True)
 class Bounds:
@@ -66,7 +68,7 @@ def check_number(name: str, value: Any, low: float, high: float, *, low_open: bo
     """Raise ValueError (one line) unless ``value`` is a finite int or float in the interval
     ``[low, high]`` (open at an end where ``low_open`` / ``high_open``; ``high`` may be
     ``math.inf``). NaN and infinities never pass."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = is_finite_number(value)
     if ok:
         ok = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
     if not ok:

@@ -26,13 +26,13 @@ Torch-free; it reads records in batches so a run of 10^5 individuals fits in mem
 from __future__ import annotations
 
 import json
-import math
 import os
 from bisect import bisect_left
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
+from dna.numbers import is_finite_number
 from storage import Broken, PopulationStore, birth_of, is_id
 
 EVENT_KINDS = ("publish", "kill", "race_loss")
@@ -215,7 +215,7 @@ def _collect(store: PopulationStore, problems: list[str]) -> tuple[dict[str, _Li
 
 
 def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    return is_finite_number(x)
 
 
 def estimate_workers(heartbeats: Iterable[dict[str, Any]]) -> int:

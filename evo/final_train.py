@@ -34,6 +34,8 @@ from typing import Any
 
 import torch
 
+from dna.numbers import is_finite_number
+
 from . import cuda_graph
 from .batches import EpochSampler
 from .data import Augment, DeviceDataset
@@ -339,7 +341,7 @@ class FinalTraining:
         metrics = meta.get("metrics")
         self.metrics = list(metrics) if isinstance(metrics, list) else []
         seconds = meta.get("seconds")
-        self.seconds = float(seconds) if isinstance(seconds, (int, float)) and math.isfinite(seconds) else 0.0
+        self.seconds = float(seconds) if is_finite_number(seconds) else 0.0
 
 
 def state_to_bytes(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> bytes:

@@ -25,11 +25,11 @@ backend, settings, config and live listing (:mod:`storage.core`), whole-populati
 from __future__ import annotations
 
 import hashlib
-import math
 import secrets
 from typing import Any
 
 import dna as dna_lib
+from dna.numbers import is_finite_number
 
 from .backend import StoreError, UnreadableEntry
 from .check import CheckReport, check_store
@@ -122,8 +122,7 @@ class PopulationStore(Quarantining, KeptWeights, PopulationReaders, HistoryRollu
         blob. Writes the weights under a unique name, then creates the commit object.
         Bad arguments raise ValueError; nothing is written then.
         """
-        if not isinstance(fitness, (int, float)) or isinstance(fitness, bool) \
-                or not math.isfinite(fitness) or abs(fitness) >= MAX_FITNESS:
+        if not is_finite_number(fitness) or abs(fitness) >= MAX_FITNESS:
             raise ValueError(f"fitness must be a finite number below {MAX_FITNESS:g} in size, "
                              f"got {fitness!r}")
         if not isinstance(dna, dict):

@@ -28,10 +28,11 @@ an exception for the reader. Torch-free.
 from __future__ import annotations
 
 import hashlib
-import math
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
+
+from dna.numbers import is_finite_number
 
 from .backend import MAX_RECORD_BYTES, UnreadableEntry
 from .core import StoreCore
@@ -335,4 +336,4 @@ class RetrainRecords(StoreCore):
 
 
 def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    return is_finite_number(x)

@@ -3,8 +3,9 @@ launchers' records of scheduler jobs. Small JSON objects, read bounded and lenie
 
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from dna.numbers import is_finite_number
 
 from .core import StoreCore
 from .reading import read_json
@@ -58,4 +59,4 @@ class RunRecords(StoreCore):
 
 
 def _finite_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    return is_finite_number(x)

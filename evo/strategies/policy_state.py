@@ -21,6 +21,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from dna.numbers import is_finite_number
+
 SCHEMA = 1
 KIND = "evo-policy"
 MAX_RECENT = 64      # updates kept in a version for status and audits
@@ -121,7 +123,7 @@ def _decode(obj: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
 
 def _number(d: dict, key: str, low: float = -math.inf, high: float = math.inf) -> float:
     v = d.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not low <= v <= high:
+    if not is_finite_number(v) or not low <= v <= high:
         raise PolicyError(f"{key} must be a finite number in [{low}, {high}], got {v!r}"[:200])
     return float(v)
 
