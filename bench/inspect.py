@@ -45,9 +45,9 @@ COMMANDS = (
     ("lineage best", ["lineage", "{url}", "best"]),
     ("audit", ["audit", "{url}"]),
 )
-# (P, dead, records per segment, tail left in history/, commands on GCS)
-SIZES = {"small": (20, 300, 50, 30, ("status", "audit")),
-         "full": (1000, 20000, 1000, 500, tuple(name for name, _ in COMMANDS))}
+# (P, dead, records per segment, tail left in history/, commands on GCS, runs of each command)
+SIZES = {"small": (20, 300, 50, 30, ("status", "audit"), 1),
+         "full": (1000, 20000, 1000, 500, tuple(name for name, _ in COMMANDS), 3)}
 TARGETS = {"local_s": 2.0, "gcs_cold_s": 10.0, "gcs_warm_s": 2.0, "rss_mib": 200.0}
 
 
@@ -96,13 +96,21 @@ def measure_refresh(url: str, env: dict[str, str]) -> dict[str, Any]:
 
 
 def run_commands(url: str, env: dict[str, str], names: tuple[str, ...], tmp: str,
-                 cold: bool = False) -> dict[str, Any]:
-    """Each named command once on ``url``; ``cold``: each with an empty read cache of its own."""
+                 cold: bool = False, repeats: int = 1) -> dict[str, Any]:
+    """Each named command on ``url``, ``repeats`` times in turn; per command the run of median
+    wall time (``walls``: every wall time). ``cold``: each run with an empty read cache of
+    its own."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for r in range(repeats):
+        for k, (name, args) in enumerate(COMMANDS):
+            if name in names:
+                run_env = dict(env, EVO_CACHE_DIR=f"{tmp}/cold-cache-{k}-{r}") if cold else env
+                runs.setdefault(name, []).append(measure([a.format(url=url, tmp=tmp) for a in args], run_env))
     out = {}
-    for k, (name, args) in enumerate(COMMANDS):
-        if name in names:
-            run_env = dict(env, EVO_CACHE_DIR=f"{tmp}/cold-cache-{k}") if cold else env
-            out[name] = measure([a.format(url=url, tmp=tmp) for a in args], run_env)
+    for name, got in runs.items():
+        ordered = sorted(got, key=lambda m: m["wall_s"])
+        out[name] = dict(ordered[len(ordered) // 2], walls=[m["wall_s"] for m in got],
+                         peak_rss_mib=max(m["peak_rss_mib"] for m in got), exit=max(m["exit"] for m in got))
     return out
 
 
@@ -162,10 +170,10 @@ def run(mode: str, out_dir: str | Path, *, store_dir: str | None = None, gcs: bo
         progress=None) -> dict[str, Any]:
     """Build or reuse the run, measure, write ``inspect-MODE-cpu.{json,md}``; return the document."""
     say = progress or (lambda msg: None)
-    population, dead, records, tail, gcs_commands = SIZES[mode]
+    population, dead, records, tail, gcs_commands, repeats = SIZES[mode]
     work = Path(tempfile.mkdtemp(prefix="evo-inspect-"))
     env = dict(os.environ, PYTHONUNBUFFERED="1", EVO_CACHE_DIR=str(work / "cache"))
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"repeats": repeats}
     # as a pip install leaves it: no measured process compiles its modules first
     subprocess.run([sys.executable, "-m", "compileall", "-q", "dna", "mutations", "storage", "evo", "launch"],
                    cwd=REPO, check=True, stdout=subprocess.DEVNULL)
@@ -177,7 +185,7 @@ def run(mode: str, out_dir: str | Path, *, store_dir: str | None = None, gcs: bo
         from storage import open_store
         if not open_store(url).history_layout()["segments"]:   # not rolled up yet
             say("measuring with every record in history/ (files)")
-            results["local_files"] = run_commands(url, env, all_names, str(work))
+            results["local_files"] = run_commands(url, env, all_names, str(work))   # once: slow, no target
             results["rollup"] = roll_up(url, records, tail)
             say(f"rolled up: {results['rollup']}")
         else:
@@ -185,10 +193,10 @@ def run(mode: str, out_dir: str | Path, *, store_dir: str | None = None, gcs: bo
         say("measuring the first read after the roll-up")
         results["local_first_read"] = run_commands(url, env, ("status",), str(work))
         say("measuring with segments")
-        results["local_segments"] = run_commands(url, env, all_names, str(work))
+        results["local_segments"] = run_commands(url, env, all_names, str(work), repeats=repeats)
         results["local_refresh"] = measure_refresh(url, env)
         if gcs:
-            results.update(_on_emulator(path, work, env, gcs_commands, say))
+            results.update(_on_emulator(path, work, env, gcs_commands, say, repeats))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     summary, table = _summarize(results, population, dead + tail)
@@ -199,7 +207,8 @@ def run(mode: str, out_dir: str | Path, *, store_dir: str | None = None, gcs: bo
                         markdown=table, summary=summary)
 
 
-def _on_emulator(path: Path, work: Path, env: dict[str, str], names: tuple[str, ...], say) -> dict[str, Any]:
+def _on_emulator(path: Path, work: Path, env: dict[str, str], names: tuple[str, ...], say,
+                 repeats: int) -> dict[str, Any]:
     from ._emulator import emulator_env, make_bucket, start_emulator
 
     with start_emulator(work / "emulator.log") as emulator:
@@ -212,10 +221,10 @@ def _on_emulator(path: Path, work: Path, env: dict[str, str], names: tuple[str, 
             url = f"gs://{bucket}/pop"
             seconds = upload(path, emulator.url, bucket, "pop", say)
             say("measuring on the emulator, cold cache")
-            cold = run_commands(url, genv, names, str(work), cold=True)
+            cold = run_commands(url, genv, names, str(work), cold=True, repeats=repeats)
             run_commands(url, genv, ("status",), str(work))   # fills the shared cache
             say("measuring on the emulator, warm cache")
-            warm = run_commands(url, genv, names, str(work))
+            warm = run_commands(url, genv, names, str(work), repeats=repeats)
             refresh = measure_refresh(url, genv)
         finally:
             for k, v in saved.items():
@@ -258,7 +267,8 @@ def _summarize(results: dict[str, Any], population: int, dead: int) -> tuple[str
     layout = results.get("rollup", {}).get("layout", {})
     table += (f"\n\nHistory: {layout.get('segments')} segments holding {layout.get('in_segments')} records, "
               f"{layout.get('files')} records left in history/ (the unsealed tail). \"files\": every record "
-              "in history/ (before roll-ups). Wall seconds, and in brackets the command's CPU seconds (user + "
+              "in history/ (before roll-ups), measured once. Segments and emulator: the median of "
+              f"{results.get('repeats', 1)} runs of each command (every run's wall time is in the JSON). Wall seconds, and in brackets the command's CPU seconds (user + "
               "system; on the emulator the emulator's own CPU is not in it). Targets: < 2 s local, < 10 s cold / "
               "< 2 s warm on the emulator, < 200 MiB peak RSS.\n")
     summary = (f"P={population}, {dead} dead: " +
