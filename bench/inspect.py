@@ -195,8 +195,15 @@ def run(mode: str, out_dir: str | Path, *, store_dir: str | None = None, gcs: bo
         say("measuring with segments")
         results["local_segments"] = run_commands(url, env, all_names, str(work), repeats=repeats)
         results["local_refresh"] = measure_refresh(url, env)
+        # the floor: the same commands on a run of P=20 and nobody dead (starting Python and
+        # importing numpy, matplotlib for plot, gcsfs on gs://), what no reading can save
+        from ._synthrun import build_synthetic_run
+        floor = work / "floor"
+        build_synthetic_run(str(floor), population=20, dead=0)
+        say("measuring the floor (the same commands on a run of 20 individuals)")
+        results["local_floor"] = run_commands(str(floor), env, all_names, str(work), repeats=repeats)
         if gcs:
-            results.update(_on_emulator(path, work, env, gcs_commands, say, repeats))
+            results.update(_on_emulator(path, work, env, gcs_commands, say, repeats, floor))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     summary, table = _summarize(results, population, dead + tail)
@@ -208,7 +215,7 @@ def run(mode: str, out_dir: str | Path, *, store_dir: str | None = None, gcs: bo
 
 
 def _on_emulator(path: Path, work: Path, env: dict[str, str], names: tuple[str, ...], say,
-                 repeats: int) -> dict[str, Any]:
+                 repeats: int, floor: Path) -> dict[str, Any]:
     from ._emulator import emulator_env, make_bucket, start_emulator
 
     with start_emulator(work / "emulator.log") as emulator:
@@ -226,13 +233,19 @@ def _on_emulator(path: Path, work: Path, env: dict[str, str], names: tuple[str, 
             say("measuring on the emulator, warm cache")
             warm = run_commands(url, genv, names, str(work), repeats=repeats)
             refresh = measure_refresh(url, genv)
+            upload(floor, emulator.url, bucket, "floor", say)
+            floor_url = f"gs://{bucket}/floor"
+            run_commands(floor_url, genv, ("status",), str(work))   # fills the shared cache
+            say("measuring the floor on the emulator, warm cache")
+            floor_warm = run_commands(floor_url, genv, names, str(work), repeats=repeats)
         finally:
             for k, v in saved.items():
                 if v is None:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-    return {"gcs_upload_s": round(seconds, 1), "gcs_cold": cold, "gcs_warm": warm, "gcs_refresh": refresh}
+    return {"gcs_upload_s": round(seconds, 1), "gcs_cold": cold, "gcs_warm": warm, "gcs_refresh": refresh,
+            "gcs_floor_warm": floor_warm}
 
 
 def _summarize(results: dict[str, Any], population: int, dead: int) -> tuple[str, str]:
@@ -264,6 +277,14 @@ def _summarize(results: dict[str, Any], population: int, dead: int) -> tuple[str
                  if (results.get(key) or {}).get("wall_s") is not None]
     if refreshes:
         table += " One `evo status --watch` refresh (after the first read): " + ", ".join(refreshes) + "."
+    floors = [[f"`evo {name}`"] + [f"{m['wall_s']:.2f}" if m else "-" for m in
+                                   ((results.get(where) or {}).get(name) for where in ("local_floor", "gcs_floor_warm"))]
+              for name, _ in COMMANDS]
+    if results.get("local_floor"):
+        table += ("\n\nThe floor: the same commands on a run of 20 individuals, nobody dead (starting Python, "
+                  "importing numpy, matplotlib for `evo plot`, gcsfs on `gs://`: what no way of reading "
+                  "the store can save), median wall seconds:\n\n"
+                  + markdown_table(["command", "local", "emulator, warm cache"], floors))
     layout = results.get("rollup", {}).get("layout", {})
     table += (f"\n\nHistory: {layout.get('segments')} segments holding {layout.get('in_segments')} records, "
               f"{layout.get('files')} records left in history/ (the unsealed tail). \"files\": every record "

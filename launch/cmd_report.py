@@ -17,6 +17,7 @@ import argparse
 import os
 import tempfile
 import time
+from typing import Any
 
 from .errors import UserError
 from .options import add_command, positive_int, positive_seconds
@@ -59,13 +60,27 @@ def write_atomically(path: str, text: str) -> None:
         raise
 
 
+def read_report(url: str, top: int, *, spinner: bool = True) -> dict[str, Any]:
+    """The report's data (:func:`launch._report_data.report_data`) of the population at
+    ``url``: one census without any DNA (validating 20,000 DNAs would be for nothing), then
+    the DNA of the ``top`` individuals to draw."""
+    from ._report_data import report_data
+    from ._snapshot import open_population, take_snapshot
+
+    population = open_population(url)
+    data = report_data(take_snapshot(url, spinner=spinner, history_dna=False, alive_dna=False,
+                                     population=population), top)
+    dnas = population[0].dna_of([row["id"] for row in data["top"][:top]])
+    for row in data["top"][:top]:
+        row["dna"] = dnas.get(row["id"])
+    return data
+
+
 def build_report(url: str, top: int, *, spinner: bool = True) -> tuple[str, dict]:
     """(the HTML page of the population at ``url``, its data): one read of the store."""
-    from ._report_data import report_data
     from ._report_html import architecture_figures, render
-    from ._snapshot import take_snapshot
 
-    data = report_data(take_snapshot(url, spinner=spinner), top)
+    data = read_report(url, top, spinner=spinner)
     return render(data, architecture_figures(data["top"], top)), data
 
 

@@ -382,6 +382,29 @@ class PopulationReaders(StoreCore):
         return individual_from(record, weights)
 
 
+    def dna_of(self, idents: list[str]) -> dict[str, dict[str, Any]]:
+        """The DNA of each of ``idents`` whose record can be read and checks out, DNA included
+        (validated against the run's bounds): a live one's from its commit, a dead one's from
+        its history file or the segment that holds it. Ids without such a record are left out.
+        For a reader that took its census without DNA and needs a few (``evo report``'s
+        drawings)."""
+        listed = {i.id: i for i in self.list_alive()}
+        out: dict[str, dict[str, Any]] = {}
+        alive = [listed[i] for i in idents if i in listed]
+        for info, commit in self.scan_alive(alive, with_dna=True):
+            if isinstance(commit, dict):
+                out[info.id] = commit["dna"]
+        for ident in idents:
+            if ident in out or ident in listed:
+                continue
+            try:
+                rec = self._history_record(ident)
+            except (ValueError, UnreadableEntry):
+                continue
+            if rec is not None:
+                out[ident] = rec["dna"]
+        return out
+
     def _history_record(self, ident: str) -> Commit | None:
         """The checked history record of ``ident`` from its file or, once rolled up, from a
         segment whose name covers it; None if it has none. CorruptRecord/UnreadableEntry

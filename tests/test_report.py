@@ -276,5 +276,5 @@ def test_bench_report_small_writes_its_numbers(tmp_path):
     run1 = saved["results"]["runs"][0]
     assert run1["seconds"] > 0 and 3 < run1["file_mb"] < 10 and "80 individuals" in run1["line"]
     assert "evo report on 80 individuals" in (tmp_path / "report-small-cpu.md").read_text()
-    assert set(saved["results"]["phases"]) == {"import", "read_store", "sections", "page", "write"}
+    assert set(saved["results"]["phases"]) == {"import", "read_store_and_sections", "page", "write"}
     assert all(v > 0 for v in saved["results"]["phases"].values())

@@ -294,3 +294,18 @@ def test_a_segment_with_a_bad_dna_is_read_by_status_and_caught_by_check(tmp_path
     assert not with_dna.history and key in {b.key for b in with_dna.broken_history}
     report = storage.open_store(url).check(grace_seconds=0)
     assert report.corrupt == 1, report.problems
+
+
+def test_dna_of_reads_a_few_dnas_from_commits_files_and_segments(tmp_path):
+    """What ``evo report`` uses after a census without DNA: the checked DNA of the few it
+    draws, wherever each record is; ids without a readable record are left out."""
+    url = str(tmp_path / "pop")
+    store, dead = _dead_store(url, 6)
+    store.roll_up(min_age=0, segment_records=4)
+    layout = store.history_layout()
+    assert layout["in_segments"] == 4 and layout["files"] == 2, layout
+    alive = [i.id for i in store.list_alive()]
+    expected = {r["id"]: r["dna"] for r in store.census().history}
+    expected.update({i.id: c["dna"] for i, c in store.scan_alive()})
+    got = storage.open_store(url).dna_of(dead + alive + ["20990101T000000.000000Z-00000000"])
+    assert got == expected and len(got) == 8
