@@ -8,7 +8,7 @@ DNA is and how it mutates), the search ``strategy`` (who is the parent, who dies
 
 One step (:meth:`Worker.step`), as in the papers:
 
-1. List the live population (one listing; fitness and birth come from the names).
+1. List the live population (one listing, or the last kill's; fitness and birth are in the names).
 2. While the run is still being seeded (fewer than P and selection never started), claim
    one of P seeding slots (create-if-absent) and make the space's initial individual.
 3. Otherwise ask the strategy for a proposal: a parent to read, copy and mutate (2017:
@@ -18,15 +18,15 @@ One step (:meth:`Worker.step`), as in the papers:
 5. Publish it (atomically), then kill the victim exactly once, or another one the strategy
    picks if the victim is gone, while the population would otherwise exceed P.
 
-Publishing before killing is deliberate: a worker killed while training leaves the
-population whole, and a shortfall below P is refilled by children published without a kill.
-A worker killed at any moment loses at most the child it was making.
+Publishing before killing is deliberate: a worker killed while training leaves the population
+whole, a shortfall below P is refilled by children published without a kill, and a worker
+killed at any moment loses at most the child it was making.
 
 Liveness: a background thread (``evo.heartbeat``) writes the heartbeat every
-``heartbeat_interval`` seconds whatever the main thread is doing. Stopping: a stop signal
-(``evo.stopping``) abandons the child being made, lets a publish + kill in progress finish,
-writes a final ``stopped`` heartbeat naming the signal, and returns. A step the store makes
-fail is logged and retried after a back-off: it costs that step, never the worker.
+``heartbeat_interval`` s whatever the main thread does. A stop signal (``evo.stopping``)
+abandons the child being made, lets a publish + kill finish, writes a final ``stopped``
+heartbeat and returns. A step the store makes fail costs that step (logged, retried after a
+back-off), never the worker.
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ class Worker:
         self._heart: HeartbeatThread | None = None
         self._final_beat = False
         self._seeded = False   # the store's SEEDED marker is known to exist
+        self._kill_listing: tuple | None = None   # the last kill's listing, for the next selection
         self._last_eval_s = float("inf")   # how long the last child took to evaluate (see beat)
 
     # ----- one step: the paper's loop -----
@@ -120,8 +121,12 @@ class Worker:
             return self.publish_and_kill(child, outcome, t0)
 
     def population(self) -> Population:
-        """The live population, oldest first, from one listing."""
-        return Population(tuple(self.store.list_alive()), self.population_size)   # sorted by id
+        """The live population, oldest first, from one listing: the last kill's (less its
+        victims) if none was taken since; back to back, a new one would show the same."""
+        members, self._kill_listing = self._kill_listing, None
+        if members is None:
+            members = tuple(self.store.list_alive())
+        return Population(members, self.population_size)
 
     def seeding(self, population: Population) -> bool:
         """True when this step makes one of the P initial individuals (a slot was claimed).
@@ -222,16 +227,15 @@ class Worker:
         return record
 
     def _roll_up_soon(self) -> None:
-        """Now and then, roll sealed history records up into a segment, in a background
-        thread (storage.rollup): a store without roll-ups (a test double) is left alone."""
+        """Now and then roll sealed history records up, in a background thread (storage.rollup)."""
         roll = getattr(self.store, "roll_up_soon", None)
         if roll is not None:
             o = self.options
             roll(min_age=o.rollup_min_age, segment_records=o.rollup_records, interval=o.rollup_interval)
 
     def _claim_seed_slot(self, start: int) -> bool:
-        """Claim one of the P seeding slots (create-if-absent), so that concurrent workers
-        seed exactly P initial individuals instead of overshooting. False once all are taken.
+        """Claim one of the P seeding slots (create-if-absent), so that concurrent workers seed
+        exactly P initial individuals. False once all are taken.
 
         A worker that dies holding a slot leaves the population one short; the first
         publishes after seeding then add children without killing until it is back at P.
@@ -245,15 +249,15 @@ class Worker:
     def _kill_one(self, victim: Any, exclude: str) -> str | None:
         """Kill the victim (or, if another worker got it first, another one the strategy picks).
 
-        Kills only while the population is above P, so racing workers cannot drain it. When
-        the listing shows more than one individual too many (left by a worker killed between
-        its publish and its kill, or by the end of seeding), it kills one more, so the excess
-        drains instead of persisting for the rest of the run. Returns the first victim.
+        Kills only while the population is above P, so racing workers cannot drain it. When the
+        listing shows more than one too many (left by a worker killed between its publish and its
+        kill, or by the end of seeding), it kills one more, so the excess drains. Returns the first.
         """
         P = self.population_size
         first = None
         for _ in range(MAX_KILL_TRIES):
-            members = selection.without_id(self.population().members, exclude)
+            self._kill_listing = tuple(self.store.list_alive())
+            members = selection.without_id(self._kill_listing, exclude)
             if len(members) + 1 <= P:
                 return first
             if victim is None or not selection.has_id(members, victim.id):
@@ -261,6 +265,7 @@ class Worker:
                 if victim is None:
                     return first
             if self.store.kill(victim, worker=self.worker_id, reason=self.strategy.name):
+                self._kill_listing = selection.without_id(self._kill_listing, victim.id)
                 self.stats.killed += 1
                 for observer in self.observers:
                     observer.killed(victim.id, self.worker_id, self.clock())
@@ -278,15 +283,12 @@ class Worker:
     def beat(self, state: str | None = None, force: bool = False) -> None:
         """Record the worker's state and get it into its heartbeat.
 
-        ``force``: write it now, here (the worker does at the start and end of each child's
-        training, as it always has: keeping that timing keeps concurrent workers' publishes
-        as spread out as before), but only while children take ``FORCED_BEAT_MIN_EVAL_S``
-        or more to evaluate (the last one did; the first always counts): for zero-cost
-        children (synthetic, tabular) two fsynced writes per child were a third of a
-        child's time, and then the thread writes the state instead. Otherwise, while :meth:`run` runs, the heartbeat thread
-        writes it soon after a state change and every ``heartbeat_interval`` seconds anyway;
-        without the thread (a caller driving :meth:`step` itself) it is written here, at
-        most every 2 s.
+        ``force``: write it now, here (at the start and end of each child's training, which
+        keeps concurrent workers' publishes spread out), but only while children take
+        ``FORCED_BEAT_MIN_EVAL_S`` or more to evaluate: for zero-cost children two fsynced
+        writes per child were a third of its time. Otherwise the heartbeat thread writes it
+        soon after a state change and every ``heartbeat_interval`` seconds; without the
+        thread (a caller driving :meth:`step`), here, at most every 2 s.
         """
         changed = state is not None and state != self._state
         if state:

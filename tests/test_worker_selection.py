@@ -134,3 +134,24 @@ def test_different_worker_indices_draw_different_streams(tmp_path):
         run(url, 30, index=index, records=records)
         sequences.append([r["dna_hash"] for r in records])
     assert sequences[0] != sequences[1]
+
+
+def test_a_zero_cost_child_costs_one_listing_and_never_picks_the_dead(tmp_path):
+    """The next selection reuses the listing the last kill took, less its victim (listed
+    back to back, a new one would show the same): one listing of alive/ per child, not two,
+    and no parent or victim is ever one that this worker already killed."""
+    url = str(tmp_path / "pop")
+    init(url)
+    run(url, 8)                                   # seeded
+    records: list = []
+    worker = open_worker(url, WorkerOptions(max_individuals=60), index=1, on_publish=records.append)
+    listings = []
+    real = worker.store.list_alive
+    worker.store.list_alive = lambda: listings.append(1) or real()
+    worker.run()
+    assert len(records) == 60 and len(listings) <= 60 + 2, len(listings)
+    killed: set = set()
+    for rec in records:
+        assert rec["parent"] not in killed and rec["selected_victim"] not in killed
+        killed.add(rec["killed"])
+    assert len(open_store(url).list_alive()) == 8
