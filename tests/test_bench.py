@@ -235,12 +235,14 @@ def test_inspect_small_measures_every_command_local_and_on_the_emulator(tmp_path
     doc = inspect_bench.run("small", tmp_path / "out", store_dir=str(tmp_path / "runs"))
     results = doc["results"]
     assert results["rollup"]["layout"]["segments"] == 6 and results["rollup"]["layout"]["files"] == 30
-    for where in ("local_files", "local_segments", "gcs_cold", "gcs_warm"):
+    for where in ("local_files", "local_segments", "gcs_cold", "gcs_warm", "local_floor", "gcs_floor_warm"):
         assert results[where], where
         for name, m in results[where].items():
             assert m["exit"] == 0, (where, name, m["stderr"])
             assert m["wall_s"] > 0 and m["peak_rss_mib"] > 10
-    assert (tmp_path / "out" / "inspect-small-cpu.md").read_text().count("| `evo ") == 5   # one table row per command
+    # one row per command in the table, and again in the floor's
+    assert (tmp_path / "out" / "inspect-small-cpu.md").read_text().count("| `evo ") == 2 * 5
+    assert results["local_refresh"]["exit"] == 0 and results["gcs_refresh"]["exit"] == 0
     assert doc["summary"].startswith("P=20, 330 dead: ")
 
 
