@@ -109,7 +109,38 @@ def take_snapshot(url: str, *, read_alive: bool = True, spinner: bool = True, hi
     """
     store, config = population or open_population(url)
     with _reading(url) if spinner else contextlib.nullcontext():
-        return _read(store, config, url, read_alive, history_dna, alive_dna)
+        snap = _read(store, config, url, read_alive, history_dna, alive_dna)
+        # read without the live DNA: the best live one is what users act on (best, export,
+        # retrain), so its DNA is checked now (and the next one's, if it fails)
+        return snap if alive_dna or not read_alive else with_checked_dna(snap, store, 1, alive_only=True)
+
+
+def with_checked_dna(snap: Snapshot, store: Any, k: int, *, alive_only: bool = False) -> Snapshot:
+    """``snap`` once the DNA of its ``k`` fittest individuals (live ones only with
+    ``alive_only``) has been read and checked (``store.dna_of``): those records get their
+    ``dna``; one whose DNA does not check out (or cannot be read) leaves the records for
+    ``broken`` and the next fittest is checked instead."""
+    from dataclasses import replace
+
+    from storage import Broken
+    from storage.records import alive_key, history_key
+
+    records, broken, checked = dict(snap.records), list(snap.broken), 0
+    order = sorted((r for r in records.values() if r.alive or not alive_only), key=lambda r: (-r.fitness, r.birth, r.id))
+    start = 0
+    while checked < k and start < len(order):
+        batch = order[start:start + k - checked]
+        start += len(batch)
+        dnas = store.dna_of([r.id for r in batch])
+        for r in batch:
+            if r.id in dnas:
+                records[r.id] = replace(r, dna=dnas[r.id])
+                checked += 1
+            else:
+                del records[r.id]
+                broken.append(Broken(alive_key(r.id, r.fitness) if r.alive else history_key(r.id),
+                                     "its DNA cannot be read or does not check out"))
+    return replace(snap, records=records, broken=tuple(broken))
 
 
 @contextlib.contextmanager

@@ -64,16 +64,14 @@ def read_report(url: str, top: int, *, spinner: bool = True) -> dict[str, Any]:
     """The report's data (:func:`launch._report_data.report_data`) of the population at
     ``url``: one census without any DNA (validating 20,000 DNAs would be for nothing), then
     the DNA of the ``top`` individuals to draw."""
-    from ._report_data import report_data
-    from ._snapshot import open_population, take_snapshot
+    from ._report_data import MIN_TABLE_ROWS, report_data
+    from ._snapshot import open_population, take_snapshot, with_checked_dna
 
     population = open_population(url)
-    data = report_data(take_snapshot(url, spinner=spinner, history_dna=False, alive_dna=False,
-                                     population=population), top)
-    dnas = population[0].dna_of([row["id"] for row in data["top"][:top]])
-    for row in data["top"][:top]:
-        row["dna"] = dnas.get(row["id"])
-    return data
+    snap = take_snapshot(url, spinner=spinner, history_dna=False, alive_dna=False, population=population)
+    # the rows of the top table, alive or dead, are shown as the run's best: their DNA is
+    # checked (a row whose DNA does not check out is a broken entry, not a row)
+    return report_data(with_checked_dna(snap, population[0], max(top, MIN_TABLE_ROWS)), top)
 
 
 def build_report(url: str, top: int, *, spinner: bool = True) -> tuple[str, dict]:

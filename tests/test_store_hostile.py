@@ -225,8 +225,13 @@ def test_inspection_commands_show_broken_entries_and_go_on(local):
         assert "Traceback" not in done.stderr, (args, done.stderr[-2000:])
         assert done.returncode in ((0, 1) if args[0] == "audit" else (0,)), (args, done.stderr[-1000:])
         assert "1.0000" not in done.stdout and SECRET not in done.stdout
+    # the planted history record whose only fault is its DNA: a death like any other to the
+    # audit (which never reads a DNA), corrupt to evo check (which validates every DNA)
     audit = json.loads(run_evo("audit", str(root), "--json").stdout)
-    assert audit["violations"] == ["unreadable_history"] and audit["unreadable_history"] == 1
+    assert audit["violations"] == [] and audit["unreadable_history"] == 0, audit["violations"]
+    check = json.loads(run_evo("check", str(root), "--json").stdout)
+    assert any(p.startswith("corrupt: history/") and "DNA does not validate" in p for p in check["problems"]), \
+        check["problems"]
 
 
 @needs_no_bypass
