@@ -122,8 +122,7 @@ def with_checked_dna(snap: Snapshot, store: Any, k: int, *, alive_only: bool = F
     ``broken`` and the next fittest is checked instead."""
     from dataclasses import replace
 
-    from storage import Broken
-    from storage.records import alive_key, history_key
+    from storage import Broken, alive_key, history_key
 
     records, broken, checked = dict(snap.records), list(snap.broken), 0
     order = sorted((r for r in records.values() if r.alive or not alive_only), key=lambda r: (-r.fitness, r.birth, r.id))

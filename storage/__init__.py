@@ -39,7 +39,7 @@ from .memory import MemoryBackend
 from .population import PopulationStore
 from .readers import Census
 from .reading import Broken
-from .records import CorruptRecord, Individual, IndividualInfo, birth_of, dna_hash, is_id
+from .records import CorruptRecord, Individual, IndividualInfo, alive_key, birth_of, dna_hash, history_key, is_id
 from .retrain import Claim, RetrainState
 from .retrain_format import is_retrain_id
 from .safetensors_check import safetensors_header_ok, safetensors_problem
@@ -50,7 +50,7 @@ __all__ = [
     "open_store", "open_backend", "PopulationStore", "StoreError", "DnaValidator",
     # what readers get back
     "IndividualInfo", "Individual", "Census", "Broken", "CheckReport", "CorruptRecord",
-    "is_id", "birth_of", "dna_hash", "safetensors_header_ok", "safetensors_problem",
+    "is_id", "birth_of", "dna_hash", "alive_key", "history_key", "safetensors_header_ok", "safetensors_problem",
     # the run's decoded dataset (data/)
     "DataState", "check_data_key",
     # final trainings (evo retrain)
