@@ -394,28 +394,33 @@ class PopulationReaders(StoreCore):
         for info, commit in self.scan_alive(alive, with_dna=True):
             if isinstance(commit, dict):
                 out[info.id] = commit["dna"]
+        segments = None   # listed once, and only if a dead one is asked for
         for ident in idents:
             if ident in out or ident in listed:
                 continue
+            if segments is None:
+                segments = [p for p in map(parse_segment_name, self.backend.list(SEGMENTS)) if p is not None]
             try:
-                rec = self._history_record(ident)
+                rec = self._history_record(ident, segments)
             except (ValueError, UnreadableEntry):
                 continue
             if rec is not None:
                 out[ident] = rec["dna"]
         return out
 
-    def _history_record(self, ident: str) -> Commit | None:
+    def _history_record(self, ident: str, segments: list[SegmentName] | None = None) -> Commit | None:
         """The checked history record of ``ident`` from its file or, once rolled up, from a
-        segment whose name covers it; None if it has none. CorruptRecord/UnreadableEntry
-        when its file is broken."""
+        segment whose name covers it (``segments``: the parsed listing of ``segments/``, if
+        the caller has it); None if it has none. CorruptRecord/UnreadableEntry when its file
+        is broken."""
         try:
             return self.check_history_record(history_key(ident),
                                              loads(self.backend.read(history_key(ident)), "history record"))
         except FileNotFoundError:
             pass
-        covering = [p for p in map(parse_segment_name, self.backend.list(SEGMENTS))
-                    if p is not None and p.first <= ident <= p.last]
+        if segments is None:
+            segments = [p for p in map(parse_segment_name, self.backend.list(SEGMENTS)) if p is not None]
+        covering = [p for p in segments if p.first <= ident <= p.last]
         for dec in self._segments(covering, with_dna=True).values():
             for rec in dec.records:
                 if rec["id"] == ident:
