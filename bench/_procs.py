@@ -203,7 +203,7 @@ def preseed(url: str, threads: int = 8) -> float:
 
     from evo.config import RunConfig
     from evo.spaces import for_config
-    from evo.synthetic import SyntheticEvaluator
+    from evo.train.synthetic import SyntheticEvaluator
 
     from storage import open_store
 

@@ -30,7 +30,7 @@ def build_synthetic_run(url: str, *, population: int, dead: int, workers: int = 
     from bench._procs import evo, preseed
     from evo.config import RunConfig
     from evo.spaces import for_config
-    from evo.synthetic import SyntheticEvaluator
+    from evo.train.synthetic import SyntheticEvaluator
     from storage import open_store
 
     say = progress or (lambda msg: None)

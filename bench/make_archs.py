@@ -37,8 +37,8 @@ def evolve_small(seed: int = 0, individuals: int = 100) -> dna_lib.DNA:
     import torch
 
     from evo.config import RunConfig, TrainSettings
-    from evo.assemble import open_worker
-    from evo.worker import WorkerOptions
+    from evo.search.assemble import open_worker
+    from evo.search.worker import WorkerOptions
     from storage import open_store
 
     torch.set_num_threads(1)

@@ -1,6 +1,6 @@
 """``python -m bench overhead``: where a worker's time goes, child by child, in a real run.
 
-A real digits run in a fresh local population directory, one in-process ``evo.worker.Worker``
+A real digits run in a fresh local population directory, one in-process ``evo.search.worker.Worker``
 driven step by step exactly as ``Worker.run`` does. Each step is timed from the outside
 (``wall``: everything, the final heartbeat included; steps that made no child count too);
 the parts come from what the worker records: ``select_s`` (listing + choosing, which includes
@@ -51,8 +51,8 @@ def calibrate_steps(device: str, target_seconds: float, seed: int = 0) -> tuple[
     import dna
     from dna.build import build
     from evo.config import TrainSettings
-    from evo.data import load_dataset
-    from evo.train import train
+    from evo.data.datasets import load_dataset
+    from evo.train.training import train
 
     data = load_dataset("digits", device)
     probe = 2000
@@ -68,8 +68,8 @@ def calibrate_steps(device: str, target_seconds: float, seed: int = 0) -> tuple[
 
 def run_steps(url: str, device: str, children: int) -> tuple[list[dict[str, Any]], float]:
     """Drive one worker until it has published ``children``; (one row per step, worker start-up s)."""
-    from evo.assemble import open_worker
-    from evo.worker import WorkerOptions
+    from evo.search.assemble import open_worker
+    from evo.search.worker import WorkerOptions
 
     t = time.perf_counter()
     worker = open_worker(url, WorkerOptions(max_individuals=children), device=device, index=0)

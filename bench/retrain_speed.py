@@ -9,7 +9,7 @@ what a retrain with ``data=train+val`` trains on per epoch.
 
 Measured, each on a freshly built model with the same initial weights:
 
-- ``evo``: ``evo.final_train.FinalTraining`` with the paper preset (cosine decay,
+- ``evo``: ``evo.train.final.FinalTraining`` with the paper preset (cosine decay,
   ScheduledDropPath, auxiliary head at weight 0.4, cutout 16, crop + flip, clipping) for one
   epoch of the training images: precision ``auto`` (bf16 + channels_last on CUDA, the step
   captured in a CUDA graph). Reported: the epoch's wall time (build excluded, warm-up and
@@ -72,7 +72,7 @@ def make_data(settings: RetrainSpeedSettings, device: str):
     host float32 normalised training images, host labels)."""
     import torch
 
-    from evo.data import CIFAR_AUGMENT, HostDataset, to_device
+    from evo.data.datasets import CIFAR_AUGMENT, HostDataset, to_device
 
     rng = np.random.default_rng(settings.seed)
     n_val = max(CLASSES, settings.images // 10)
@@ -107,8 +107,8 @@ def build(settings: RetrainSpeedSettings, device: str):
 
 def evo_epoch(settings: RetrainSpeedSettings, data, device: str, *, cuda_graphs: bool) -> dict[str, Any]:
     """One epoch of ``FinalTraining`` with the paper preset; its wall time and steady img/s."""
-    from evo.final_settings import PAPER
-    from evo.final_train import FinalTraining
+    from evo.train.final_settings import PAPER
+    from evo.train.final import FinalTraining
 
     final = PAPER.with_changes(epochs=1, batch_size=settings.batch_size, cuda_graphs=cuda_graphs,
                                seed=settings.seed)
@@ -220,7 +220,7 @@ def run(mode: str = "small", device: str = "cpu", out_dir: str = "bench/results"
                       f"{evo['epoch_seconds']:.1f} s" if evo else "evo not measured")
                    + (f"; naive fp32 eager {nv['steady_img_s']:,.0f} img/s" if nv else "")
                    + (f" ({speedup:.2f}x)" if speedup else ""))
-        notes = ("\n\nevo = evo.final_train.FinalTraining with the paper preset (cosine, ScheduledDropPath, aux head "
+        notes = ("\n\nevo = evo.train.final.FinalTraining with the paper preset (cosine, ScheduledDropPath, aux head "
                  "0.4, cutout 16, crop+flip, clip 5); its epoch time includes warm-up and graph capture, not the "
                  "build. naive = fp32 eager torch.optim.SGD, host-side batches copied per step, same aux loss and "
                  "drop path, no augmentation; its epoch time is extrapolated from the timed steps. "

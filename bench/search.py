@@ -1,7 +1,7 @@
 """``python -m bench search``: evolution (pairwise, aging) against random search at equal budget.
 
 Every run is a real run: its own local population directory, one in-process
-``evo.worker.Worker`` with ``max_individuals`` = the budget, on digits. The three schemes use
+``evo.search.worker.Worker`` with ``max_individuals`` = the budget, on digits. The three schemes use
 identical settings and the same seeds (config seed s, worker index 0), so their seeding phases
 (P copies of the initial DNA) coincide; after it, pairwise and aging mutate a selected parent
 (inheriting its weights), random search trains a fresh random architecture
@@ -68,8 +68,8 @@ def run_config(settings: SearchSettings, scheme: str, seed: int):
 
 def one_run(settings: SearchSettings, scheme: str, seed: int, device: str) -> dict[str, Any]:
     """Fitness of every individual in publishing order, and the run's wall time."""
-    from evo.assemble import open_worker
-    from evo.worker import WorkerOptions
+    from evo.search.assemble import open_worker
+    from evo.search.worker import WorkerOptions
     from storage import open_store
 
     config = run_config(settings, scheme, seed)

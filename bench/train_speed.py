@@ -8,7 +8,7 @@ model (same seed, same initial weights) for one epoch of the training split.
 Measured per architecture and batch size, interleaved A B C D E in each repetition so that
 drifting clocks and neighbours hit every method alike (median of the repetitions):
 
-- A ``evo``: ``evo.train.train`` as a worker runs it (precision ``auto``: bf16 + channels_last
+- A ``evo``: ``evo.train.training.train`` as a worker runs it (precision ``auto``: bf16 + channels_last
   + the step captured in a CUDA graph on CUDA; fp32 on CPU), no augmentation.
 - B ``naive``: the loop a typical user writes (see :func:`naive_train`): fp32, eager,
   ``torch.optim.SGD`` (momentum 0.9, weight decay 1e-4), data in host memory as normalised
@@ -78,7 +78,7 @@ def make_data(settings: SpeedSettings, device: str):
     """(DeviceDataset on ``device``, host float32 normalised images, host int64 labels)."""
     import torch
 
-    from evo.data import CIFAR_AUGMENT, HostDataset, to_device
+    from evo.data.datasets import CIFAR_AUGMENT, HostDataset, to_device
 
     rng = np.random.default_rng(settings.seed)
     n_val = max(CLASSES, settings.images // 45)
@@ -152,9 +152,9 @@ def naive_train(model, x_host, y_host, *, steps: int, batch_size: int, learning_
 
 def evo_train(model, data, *, steps: int, batch_size: int, learning_rate: float, device: str,
               precision: str = "auto", augment: bool = False) -> dict[str, Any]:
-    """Run ``evo.train.train`` as a worker would; returns its result as a dict (seconds, graph...)."""
+    """Run ``evo.train.training.train`` as a worker would; returns its result as a dict (seconds, graph...)."""
     from evo.config import TrainSettings
-    from evo.train import train
+    from evo.train.training import train
 
     settings = TrainSettings(steps=steps, batch_size=batch_size, augment=augment, precision=precision)
     result = train(model, data, settings, learning_rate=learning_rate, seed=0, device=device)
@@ -165,7 +165,7 @@ def evo_train(model, data, *, steps: int, batch_size: int, learning_rate: float,
 
 def measure(settings: SpeedSettings, device: str) -> list[dict[str, Any]]:
     """Every (architecture, batch size) row of the table; see the module docstring."""
-    from evo.train import WARMUP_STEPS
+    from evo.train.training import WARMUP_STEPS
 
     data, x_host, y_host = make_data(settings, device)
     shape = settings.image_shape

@@ -18,7 +18,7 @@ has no data-dependent Python control flow, no ``.item()`` and no host sync: it c
 captured in a CUDA graph. It works on CPU and CUDA, in channels_last memory format and under
 bf16 autocast. The network module itself is ``dna.portable_net.PlanNet`` (torch and the
 standard library only), which ``evo best --export`` copies verbatim beside the weights; this
-module adds validation and seeded initialisation (the trainer, ``evo.train``, owns precision).
+module adds validation and seeded initialisation (the trainer, ``evo.train.training``, owns precision).
 """
 
 from __future__ import annotations

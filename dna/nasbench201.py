@@ -69,7 +69,7 @@ class Nb201DNA(Genome):
 
     def table_key(self) -> str:
         """Six digits, the index in ``OPS`` of each edge's op in edge order (``"333333"`` is all
-        3x3 convolutions): the key of the cell in the benchmark tables ``evo.tabular`` reads."""
+        3x3 convolutions): the key of the cell in the benchmark tables ``evo.train.tabular`` reads."""
         return "".join(str(OPS.index(op)) for op in self.ops)
 
 

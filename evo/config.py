@@ -12,10 +12,10 @@ from typing import Any
 
 from dna.bounds import Bounds
 
-from .config_checks import ConfigError, _choice, _flag, _int, _number
-from .controller_settings import ControllerSettings
+from evo.config_checks import ConfigError, _choice, _flag, _int, _number
+from evo.strategies.controller_settings import ControllerSettings
 
-# NAS-Bench-201's tables (evo.tabular): a cell's fitness is looked up, not trained for.
+# NAS-Bench-201's tables (evo.train.tabular): a cell's fitness is looked up, not trained for.
 TABULAR_DATASETS = ("nb201-cifar10", "nb201-cifar100", "nb201-imagenet16")
 TABULAR_SPACE = "nasbench201"
 DATASETS = ("digits", "cifar10", "cifar100", "synthetic", "imagefolder", "npz", "hf") + TABULAR_DATASETS
@@ -50,7 +50,7 @@ def _registered(name: str, value: Any, module: str, lookup: str) -> Any:
 
 def check_dataset_spec(spec: Any) -> str:
     """The dataset name of a well-formed spec (``digits``, ``cifar10=PATH``, ...); ConfigError
-    (one line) otherwise. Only the form is checked here; :func:`evo.data.check_dataset` checks
+    (one line) otherwise. Only the form is checked here; :func:`evo.data.datasets.check_dataset` checks
     that the files are there."""
     if not isinstance(spec, str):
         raise ConfigError(f"dataset must be a string ({DATASET_SPECS}), got {spec!r}", "dataset")

@@ -70,13 +70,13 @@ OPTIONAL_IMPORTS = frozenset({"PIL"})
 
 
 def read_run_dataset(spec: str, config=None, store=None):
-    """The run's dataset (an ``evo.data.HostDataset``, every split) read for an export, or a
+    """The run's dataset (an ``evo.data.datasets.HostDataset``, every split) read for an export, or a
     one-line UserError. The run's own user dataset comes from its decoded cache in ``store``
     (what the search trained on); another spec is read from its source with the run's data
     settings."""
     from evo.config import USER_DATASETS
-    from evo.data import DatasetError, read_dataset
-    from evo.userdata import prepare_data
+    from evo.data.datasets import DatasetError, read_dataset
+    from evo.data.userdata import prepare_data
 
     if spec.split("=", 1)[0] == "synthetic":
         raise UserError("this run uses the synthetic dataset: its individuals have no trained model to export")
@@ -93,7 +93,7 @@ def dataset_facts(spec: str, host=None) -> dict[str, Any]:
     """Input shape, class count and training-split normalisation of a dataset spec (read
     unless ``host``, the dataset already read, is given), and for user datasets the class
     names and the preprocessing of their images."""
-    from evo.data import channel_stats
+    from evo.data.datasets import channel_stats
 
     host = host if host is not None else read_run_dataset(spec)
     mean, std = channel_stats(host.train_x)
@@ -269,9 +269,9 @@ def write_export(out: Path, files: dict[str, bytes], host, directory: str) -> No
 
 def export_files(request: dict[str, Any], architecture: dict[str, Any], weights: bytes,
                  details: dict[str, Any], data) -> dict[str, bytes]:
-    """The export files of a finished retrain (``evo.retrain``'s exporter): the request's DNA
+    """The export files of a finished retrain (``evo.train.retrain``'s exporter): the request's DNA
     at its size, ``weights`` without what only training uses (the auxiliary head), and the
-    normalisation of ``data`` (an ``evo.data.DeviceDataset``). The model is built and the
+    normalisation of ``data`` (an ``evo.data.datasets.DeviceDataset``). The model is built and the
     weights loaded strictly before anything is returned."""
     from safetensors.torch import load as load_weights
     from safetensors.torch import save as save_weights

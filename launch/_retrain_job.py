@@ -1,6 +1,6 @@
 """The body of a SLURM array task in retrain mode (`evo launch slurm URL -n K --retrain`).
 
-Each task trains the population's pending retrain requests (``evo.retrain.RetrainRunner``),
+Each task trains the population's pending retrain requests (``evo.train.retrain.RetrainRunner``),
 one after another, until none is left; the claims in the store make sure that no two tasks
 train one request. As with workers (``launch.slurm.WorkerJob``), submitit's own signal
 handlers are replaced while the task runs: ``scancel`` (SIGTERM) and the USR2 that SLURM
@@ -27,9 +27,9 @@ class RetrainJob:
         """Train pending requests until none is left or a stop signal comes; return counts."""
         if threads and "OMP_NUM_THREADS" not in os.environ:
             os.environ["OMP_NUM_THREADS"] = str(threads)
-        from evo.heartbeat import scheduler_identity
-        from evo.retrain import RetrainRunner, RunnerOptions
-        from evo.stopping import StopRequested, StopSignals
+        from evo.search.heartbeat import scheduler_identity
+        from evo.train.retrain import RetrainRunner, RunnerOptions
+        from evo.search.stopping import StopRequested, StopSignals
         from storage import open_store
 
         from ._export import export_files
@@ -56,7 +56,7 @@ class RetrainJob:
         result = {status: sum(1 for r in reports if r.status == status)
                   for status in ("done", "busy", "already_done", "stopped", "lost", "failed")}
         result["stopped_by"] = stop.requested
-        log = logging.getLogger("evo.retrain")
+        log = logging.getLogger("evo.train.retrain")
         log.info("retrain task: %s", ", ".join(f"{k} {v}" for k, v in result.items() if k != "stopped_by"))
         if self.requeue and preempt.name in stop.received and callable(submitit_handler):
             log.info("requeueing this task through submitit (--requeue); it resumes from the checkpoint")

@@ -17,7 +17,7 @@ class Printer:
         self._live = False
 
     def __call__(self, rid: str, info: dict[str, Any]) -> None:
-        from evo.retrain import eta_text
+        from evo.train.retrain import eta_text
 
         state = info.get("state")
         if state == "progress":
@@ -66,7 +66,7 @@ class Printer:
 
 def progress_line(store, rids: list[str]) -> str:
     """One line of every retrain's epoch and ETA (or its state), read from the store."""
-    from evo.retrain import eta_text
+    from evo.train.retrain import eta_text
 
     parts = []
     for rid in rids:

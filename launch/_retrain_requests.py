@@ -26,7 +26,7 @@ def settings_from_args(args: argparse.Namespace, dataset_name: str):
     """The FinalSettings the options ask for: the preset (default: by dataset) with the
     options given on top; ConfigError (one line, naming the option) for a bad value."""
     from evo.config import ConfigError
-    from evo.final_settings import default_preset, preset
+    from evo.train.final_settings import default_preset, preset
 
     base = preset(args.preset or default_preset(dataset_name))
     changes = {}
@@ -126,7 +126,7 @@ def _candidates(store, config, args) -> list[dict[str, Any]]:
 
 def build_requests(args: argparse.Namespace, store, config, spec: str) -> list[dict[str, Any]]:
     """The retrain requests the options ask for (not yet written)."""
-    from evo.retrain_request import make_request
+    from evo.train.retrain_request import make_request
 
     settings = settings_from_args(args, spec.split("=", 1)[0])
     init = "weights" if args.from_weights else "scratch"

@@ -46,7 +46,7 @@ class Snapshot:
     quarantined_ids: frozenset[str]
     workers: list[dict[str, Any]]
     broken: tuple[Any, ...] = ()             # storage Broken entries: shown, never used
-    data: dict[str, Any] | None = None       # the run's decoded user dataset (evo.datacache.cache_status)
+    data: dict[str, Any] | None = None       # the run's decoded user dataset (evo.data.cache.cache_status)
     retrains: tuple[Any, ...] = ()           # storage RetrainState of every final training
     policy: Any = None                       # a learned strategy's PolicyReport (evo.strategies.policy_report)
 
@@ -209,7 +209,7 @@ def _data_status(store, config) -> dict[str, Any] | None:
 
     if config.dataset_name not in USER_DATASETS:
         return None
-    from evo.datacache import cache_status
+    from evo.data.cache import cache_status
 
     return cache_status(store, config.dataset, config.data)
 

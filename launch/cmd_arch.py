@@ -116,7 +116,7 @@ def _run_data_shape(url: str, config) -> tuple[tuple[int, int, int], int] | None
 
     if config.dataset_name not in USER_DATASETS:
         return None
-    from evo.datacache import cache_status
+    from evo.data.cache import cache_status
     from storage import open_store
 
     status = cache_status(open_store(url), config.dataset, config.data)

@@ -10,7 +10,7 @@ What to train (one of):
   holds no run.
 
 How: ``--preset`` (``paper`` for CIFAR, ``digits`` for digits by default; ``tiny`` for
-tests) and any setting of ``evo.final_settings.FinalSettings`` as an option. NASNet
+tests) and any setting of ``evo.train.final_settings.FinalSettings`` as an option. NASNet
 individuals are rebuilt at ``--cells N --filters F`` (default: the run's search size). A
 2017-space individual is trained from scratch, or with ``--from-weights`` continues from its
 trained weights (it must be alive, or dead with kept weights).
@@ -45,7 +45,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
 # ----- training -----
 
 def _runner(store, args: argparse.Namespace, stop, progress=None):
-    from evo.retrain import RetrainRunner, RunnerOptions
+    from evo.train.retrain import RetrainRunner, RunnerOptions
 
     from ._export import export_files
 
@@ -57,7 +57,7 @@ def _runner(store, args: argparse.Namespace, stop, progress=None):
 
 def train_here(store, args: argparse.Namespace, rids: list[str] | None) -> tuple[list[Any], str | None]:
     """Train ``rids`` (None: every pending request) in this process; (reports, stop signal)."""
-    from evo.stopping import StopRequested, StopSignals
+    from evo.search.stopping import StopRequested, StopSignals
 
     reports: list[Any] = []
     with StopSignals(STOP_SIGNALS) as stop:
@@ -188,7 +188,7 @@ def _open_pending(url: str):
 
 
 def register(sub) -> None:
-    from evo.final_settings import DATA_SPLITS, PRESETS, SCHEDULES
+    from evo.train.final_settings import DATA_SPLITS, PRESETS, SCHEDULES
 
     p = add_command(sub, "retrain", help="train the best individuals again with the papers' final-training protocol",
                     description="Rebuild the best individuals of a search (or a named architecture, or a DNA file) "

@@ -250,7 +250,7 @@ def format_retrains(rows: list[dict[str, Any]]) -> list[str]:
     """The final-trainings section of the status screen (empty without retrains)."""
     if not rows:
         return []
-    from evo.retrain import eta_text
+    from evo.train.retrain import eta_text
 
     counts = Counter(row["state"] for row in rows)
     lines = [f"final trainings (evo retrain): {len(rows)} ("

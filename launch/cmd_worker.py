@@ -77,11 +77,11 @@ def rollup_settings(text: str) -> tuple[float, float, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evo.assemble import run_worker
+    from evo.search.assemble import run_worker
     from evo.config import ConfigError
-    from evo.observers import EventLogObserver
-    from evo.stopping import StopSignals
-    from evo.worker import WorkerOptions
+    from evo.search.observers import EventLogObserver
+    from evo.search.stopping import StopSignals
+    from evo.search.worker import WorkerOptions
 
     configure_logging(args.quiet)
     index = args.index
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     best = f"{stats.best_fitness:.4f}" if stats.best_fitness is not None else "-"
     how = f"stopped by {stats.stopped_by}" if stats.stopped_by else "done"
-    logging.getLogger("evo.worker").info(
+    logging.getLogger("evo.search.worker").info(
         "worker %s %s: published=%d killed=%d race_losses=%d failures=%d best=%s",
         stats.worker_id, how, stats.published, stats.killed, stats.race_losses, stats.failures, best)
     if stats.stopped_by:

@@ -14,7 +14,7 @@ from .errors import UserError
 def train_images(spec: str, data: DataSettings) -> int:
     """The training-split size of a dataset (for a preset's epochs), from its files' check
     (for the user's datasets: after the validation and test images are carved out)."""
-    from evo.data import DatasetError, check_dataset
+    from evo.data.datasets import DatasetError, check_dataset
 
     try:
         n = check_dataset(spec, data)["train_images"]
@@ -26,7 +26,7 @@ def train_images(spec: str, data: DataSettings) -> int:
 def check_data(config: RunConfig) -> None:
     """UserError (one line) unless the config's dataset files are there and its batch fits
     (for a user dataset: its layout, classes and splits, from a listing; nothing decoded)."""
-    from evo.data import DatasetError, check_dataset
+    from evo.data.datasets import DatasetError, check_dataset
 
     try:
         facts = check_dataset(config.dataset, config.data)
@@ -43,8 +43,8 @@ def decode_data(store, config: RunConfig) -> None:
     with progress on stderr, and print its summary (classes, images, resolution, bytes)."""
     import sys
 
-    from evo.data import DatasetError
-    from evo.userdata import ensure_cache
+    from evo.data.datasets import DatasetError
+    from evo.data.userdata import ensure_cache
 
     if config.dataset_name not in USER_DATASETS:
         return
@@ -53,6 +53,6 @@ def decode_data(store, config: RunConfig) -> None:
                                 progress=lambda line: print(line, file=sys.stderr, flush=True))
     except DatasetError as exc:
         raise UserError(f"--dataset: {exc}") from None
-    from evo.datacache import describe_summary
+    from evo.data.cache import describe_summary
 
     print(f"dataset {config.dataset}: {describe_summary(manifest)}", flush=True)

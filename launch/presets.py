@@ -40,7 +40,7 @@ DATASET_DEFAULTS = {
     "npz": {"population_size": 20, "steps": 2_000, "augment": True},
     "hf": {"population_size": 20, "steps": 2_000, "augment": True},
 }
-# NAS-Bench-201's tables (evo.tabular): the benchmark's regularized-evolution baseline uses
+# NAS-Bench-201's tables (evo.train.tabular): the benchmark's regularized-evolution baseline uses
 # P=10, S=3 (D-X-Y/AutoDL-Projects scripts-search/NAS-Bench-201-algos/R-EA.sh); nothing is trained.
 for _name in TABULAR_DATASETS:
     DATASET_DEFAULTS[_name] = {"population_size": 10, "tournament_size": 3, "steps": 0, "augment": False}

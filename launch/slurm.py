@@ -1,6 +1,6 @@
 """`evo launch slurm URL -n N`: N workers as a SLURM job array, through submitit.
 
-Each array task runs one ordinary worker (``evo.worker``) on the population URL, with its
+Each array task runs one ordinary worker (``evo.search.worker``) on the population URL, with its
 array index as the worker index. The population is usually a directory on NFS that the
 login node and every compute node mount at the same path (or a ``gs://`` bucket). Job files
 and logs go to ``--log-dir`` (default ``URL/logs/submitit``; it must be on a shared file
@@ -81,9 +81,9 @@ class WorkerJob:
         """Run a worker until its limits or a stop signal; return what it did."""
         if threads and "OMP_NUM_THREADS" not in os.environ:
             os.environ["OMP_NUM_THREADS"] = str(threads)  # read by the trainer before torch starts
-        from evo.assemble import run_worker
-        from evo.stopping import StopSignals
-        from evo.worker import WorkerOptions
+        from evo.search.assemble import run_worker
+        from evo.search.stopping import StopSignals
+        from evo.search.worker import WorkerOptions
 
         from .cmd_worker import configure_logging
 
@@ -102,7 +102,7 @@ class WorkerJob:
         result = {"worker": stats.worker_id, "index": index, "published": stats.published,
                   "killed": stats.killed, "race_losses": stats.race_losses, "failures": stats.failures,
                   "best_fitness": stats.best_fitness, "stopped_by": stats.stopped_by}
-        log = logging.getLogger("evo.worker")
+        log = logging.getLogger("evo.search.worker")
         log.info("worker %s %s: published=%d killed=%d failures=%d", stats.worker_id,
                  f"stopped by {stats.stopped_by}" if stats.stopped_by else "done", stats.published,
                  stats.killed, stats.failures)

@@ -16,7 +16,7 @@ and the small manifest, naming each part with its size and SHA-256, is created l
 cache exists exactly when its manifest does, and a reader that finds one finds whole parts
 (and checks them). Storage treats manifests, claims and progress as bounded JSON objects
 and parts as opaque bytes read with the size the manifest states; what they mean is
-``evo.datacache``'s business. Nothing here unpickles anything.
+``evo.data.cache``'s business. Nothing here unpickles anything.
 """
 
 from __future__ import annotations

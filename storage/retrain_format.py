@@ -55,7 +55,7 @@ def check_request(obj: Any, rid: str | None) -> dict[str, Any]:
     The DNA is checked by its own kind, structurally (a request may name an architecture
     from outside the run, e.g. a published cell in a large-scale run's directory, so the
     run's search space and bounds do not apply); the training settings inside are checked
-    by their owner, ``evo.final_settings``.
+    by their owner, ``evo.train.final_settings``.
     """
     if not isinstance(obj, dict):
         raise CorruptRecord("retrain request is not a JSON object")

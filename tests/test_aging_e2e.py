@@ -72,7 +72,7 @@ def test_racing_workers_kill_the_oldest_exactly_once(tmp_path):
     store = open_store(url)
     store.init_config(RunConfig(dataset="synthetic", selection="aging", population_size=4,
                                 synthetic=SyntheticSettings(weight_bytes=64)).to_json())
-    from evo.synthetic import safetensors_blob
+    from evo.train.synthetic import safetensors_blob
     import dna
     for k in range(4):
         store.publish(dna.initial().to_dict(), safetensors_blob(b"x" * 64), parent=None, mutation="initial",

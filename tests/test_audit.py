@@ -19,7 +19,7 @@ import pytest
 import dna
 from evo.audit import EventLog, audit_store, estimate_workers, read_events
 from evo.config import RunConfig, SyntheticSettings
-from evo.synthetic import safetensors_blob
+from evo.train.synthetic import safetensors_blob
 from storage import open_store
 from storage.records import HISTORY
 

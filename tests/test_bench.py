@@ -73,7 +73,7 @@ def test_missing_arch_is_a_one_line_error():
 
 
 def test_fake_cifar_goes_through_the_real_loader(tmp_path):
-    from evo.data import read_dataset
+    from evo.data.datasets import read_dataset
 
     path = write_fake_cifar(tmp_path, train_images=5_010, test_images=7, seed=3)
     data = read_dataset(f"cifar10={path.parent}")

@@ -18,7 +18,7 @@ if str(REPO) not in sys.path:   # bench/ is run from the checkout, not installed
 from bench import __main__ as cli  # noqa: E402
 from bench import search_nb201 as nb  # noqa: E402
 
-tabular = pytest.importorskip("evo.tabular")
+tabular = pytest.importorskip("evo.train.tabular")
 try:
     tabular.table_path("nb201-cifar10")
 except tabular.TableError as exc:

@@ -16,9 +16,9 @@ import pytest
 
 from bench.chaos import ChaosSettings, run_chaos, throughput_around_kills
 from evo.config import RunConfig, SyntheticSettings
-from evo.synthetic import safetensors_blob
-from evo.assemble import open_worker
-from evo.worker import WorkerOptions
+from evo.train.synthetic import safetensors_blob
+from evo.search.assemble import open_worker
+from evo.search.worker import WorkerOptions
 from storage import open_store
 
 

@@ -1,4 +1,4 @@
-"""evo.data: digits and CIFAR loading, splits, normalisation, and refusing bad files."""
+"""evo.data.datasets: digits and CIFAR loading, splits, normalisation, and refusing bad files."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from evo.builtin_data import CIFAR_VALIDATION
-from evo.data import CIFAR_AUGMENT, NO_AUGMENT, DatasetError, channel_stats, check_dataset, load_dataset, read_dataset
+from evo.data.builtin import CIFAR_VALIDATION
+from evo.data.datasets import CIFAR_AUGMENT, NO_AUGMENT, DatasetError, channel_stats, check_dataset, load_dataset, read_dataset
 
 N_PER_BATCH = 1010   # 5 batches: 5050 training images, so 50 train + 5000 validation
 N_TEST = 120
@@ -204,7 +204,7 @@ def test_missing_test_batch(tmp_path):
 
 
 def test_the_search_never_reads_cifars_test_batch(tmp_path):
-    from evo.data import SEARCH_SPLITS, read_dataset
+    from evo.data.datasets import SEARCH_SPLITS, read_dataset
 
     path = make_cifar10(tmp_path)
     with open(os.path.join(path, "test_batch"), "wb") as f:
@@ -268,5 +268,5 @@ def test_bad_specs(spec, words):
 
 
 def test_reading_does_not_import_torch():
-    code = "import evo.data, sys; evo.data.read_dataset('digits'); sys.exit('torch' in sys.modules)"
+    code = "import evo.data.datasets, sys; evo.data.datasets.read_dataset('digits'); sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -1,4 +1,4 @@
-"""Decoded once per run: the data cache in the population directory (evo.datacache over
+"""Decoded once per run: the data cache in the population directory (evo.data.cache over
 storage.datacache). Concurrent processes decode a dataset exactly once; a decoder killed at
 any step, a damaged cache and bad data never leave anything a later worker trusts."""
 
@@ -17,9 +17,9 @@ import pytest
 
 import storage
 from evo.config import DataSettings, RunConfig
-from evo.data import DatasetError, read_dataset, to_device
-from evo.datacache import cache_key, cache_status
-from evo.userdata import prepare_data
+from evo.data.datasets import DatasetError, read_dataset, to_device
+from evo.data.cache import cache_key, cache_status
+from evo.data.userdata import prepare_data
 from helpers_images import make_image_folder
 
 # A process that runs prepare_data on a population and counts every image it decodes (by
@@ -28,7 +28,7 @@ from helpers_images import make_image_folder
 RACER = textwrap.dedent("""
     import hashlib, json, os, sys, time
     url, count_file, go_file = sys.argv[1:4]
-    import evo.decoding as decoding
+    import evo.data.decoding as decoding
     real = decoding.preprocess_image
     def counted(data, prep):
         with open(count_file, "a") as f:
@@ -37,7 +37,7 @@ RACER = textwrap.dedent("""
     decoding.preprocess_image = counted
     import storage
     from evo.config import RunConfig
-    from evo.userdata import prepare_data
+    from evo.data.userdata import prepare_data
     store = storage.open_store(url)
     config = RunConfig.from_json(store.read_config())
     while not os.path.exists(go_file):
@@ -92,7 +92,7 @@ DECODER = textwrap.dedent("""
     import sys
     import storage
     from evo.config import RunConfig
-    from evo.userdata import prepare_data
+    from evo.data.userdata import prepare_data
     url, point = sys.argv[1:3]
     store = storage.open_store(url, fault=storage.crash_hook(point))
     config = RunConfig.from_json(store.read_config())

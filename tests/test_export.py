@@ -30,7 +30,7 @@ import dna.portable as portable
 from dna.portable_net import PlanNet
 from dna.nasnet import nasnet_from_dict
 from dna.nasnet_network import nasnet_parameter_count
-from evo.data import read_dataset
+from evo.data.datasets import read_dataset
 
 EVO = str(Path(sys.executable).with_name("evo")) if Path(sys.executable).with_name("evo").exists() \
     else shutil.which("evo") or "evo"  # the installed console script

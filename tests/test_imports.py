@@ -3,8 +3,8 @@
 import subprocess
 import sys
 
-TORCH_FREE = ["dna", "mutations", "storage", "evo.config", "evo.selection", "evo.spaces", "evo.worker",
-              "evo.synthetic", "launch.cli"]
+TORCH_FREE = ["dna", "mutations", "storage", "evo.config", "evo.strategies.selection", "evo.spaces", "evo.search.worker",
+              "evo.train.synthetic", "launch.cli"]
 
 
 def test_core_packages_do_not_import_torch():

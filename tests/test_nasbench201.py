@@ -114,7 +114,7 @@ def test_the_network_has_the_benchmarks_parameter_count(key, millions):
     model = space().build(from_table_key(key), (3, 32, 32), 10)
     count = sum(p.numel() for p in model.parameters())
     if millions is None:   # read it from the installed table when the test extra has it
-        table = pytest.importorskip("evo.tabular").load_table("nb201-cifar10")
+        table = pytest.importorskip("evo.train.tabular").load_table("nb201-cifar10")
         millions = table.records[key]["model_size"][0]
     assert count == round(millions * 1e6)
     out = model(torch.zeros(2, 3, 32, 32))
@@ -138,7 +138,7 @@ def test_the_network_trains_for_real_on_digits():
     and a skip learns digits in 100 steps; a cell of only ``none`` edges passes nothing on and
     stays at chance. (1x1 convolutions keep this test quick on a shared 2-core CPU.)"""
     torch = pytest.importorskip("torch")
-    from evo.evaluator import TorchEvaluator
+    from evo.train.evaluator import TorchEvaluator
 
     torch.set_num_threads(1)
     config = RunConfig(search_space="nasbench201", dataset="digits", train=TrainSettings(steps=100, augment=False))

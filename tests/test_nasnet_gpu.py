@@ -10,8 +10,8 @@ import torch
 from dna.build_nasnet import build_nasnet
 from dna.nasnet import OPS, Cell, Combination, random_nasnet
 from evo.config import TrainSettings
-from evo.data import load_dataset
-from evo.train import accuracy, train
+from evo.data.datasets import load_dataset
+from evo.train.training import accuracy, train
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

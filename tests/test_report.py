@@ -232,8 +232,8 @@ def test_empty_run_quarantined_parent_and_retrain_results(tmp_path, capsys):
     import storage
     from bench.report_speed import _weights
     from evo.config import RunConfig
-    from evo.final_settings import FinalSettings
-    from evo.retrain_request import make_request
+    from evo.train.final_settings import FinalSettings
+    from evo.train.retrain_request import make_request
 
     url = tmp_path / "pop"
     store = storage.open_store(str(url))

@@ -23,9 +23,9 @@ import torch
 import storage
 from dna.build_nasnet import build_nasnet
 from dna.published import published
-from evo.data import load_dataset
-from evo.final_settings import PAPER, TINY, FinalSettings
-from evo.final_train import FinalTraining, state_from_bytes, state_to_bytes
+from evo.data.datasets import load_dataset
+from evo.train.final_settings import PAPER, TINY, FinalSettings
+from evo.train.final import FinalTraining, state_from_bytes, state_to_bytes
 
 EVO = str(Path(sys.executable).with_name("evo")) if Path(sys.executable).with_name("evo").exists() \
     else shutil.which("evo") or "evo"

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from evo import selection
+from evo.strategies import selection
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import dna
 import mutations
 from evo.config import RunConfig, SyntheticSettings
 from evo.spaces import make_space
-from evo.synthetic import SyntheticEvaluator, safetensors_blob, synthetic_fitness
+from evo.train.synthetic import SyntheticEvaluator, safetensors_blob, synthetic_fitness
 from storage import open_store, safetensors_problem
 
 REPO = Path(__file__).resolve().parent.parent
@@ -160,8 +160,8 @@ def test_init_writes_the_synthetic_options_and_payloads_have_that_size(tmp_path)
 
 @pytest.mark.parametrize("selection", ["pairwise", "aging", "random"])
 def test_every_selection_runs_synthetically(tmp_path, selection):
-    from evo.assemble import open_worker
-    from evo.worker import WorkerOptions
+    from evo.search.assemble import open_worker
+    from evo.search.worker import WorkerOptions
 
     url = str(tmp_path / "pop")
     config = RunConfig(dataset="synthetic", population_size=6, selection=selection,

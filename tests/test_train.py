@@ -1,4 +1,4 @@
-"""evo.train (and evo.batches, evo.sgd, evo.cuda_graph): the trainer learns, is deterministic,
+"""evo.train.training (and evo.train.batches, evo.train.sgd, evo.train.cuda_graph): the trainer learns, is deterministic,
 detects divergence, augments on the device; on CUDA the captured graph matches eager."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from evo import cuda_graph
-from evo.batches import EpochSampler, crop_flip
+from evo.train import cuda_graph
+from evo.train.batches import EpochSampler, crop_flip
 from evo.config import TrainSettings
-from evo.data import CIFAR_AUGMENT, NO_AUGMENT, HostDataset, load_dataset, to_device
-from evo.sgd import MomentumSGD
-from evo.train import DIVERGENCE_CHECK_EVERY, TrainResult, accuracy, resolve_precision, train
+from evo.data.datasets import CIFAR_AUGMENT, NO_AUGMENT, HostDataset, load_dataset, to_device
+from evo.train.sgd import MomentumSGD
+from evo.train.training import DIVERGENCE_CHECK_EVERY, TrainResult, accuracy, resolve_precision, train
 
 CUDA = torch.cuda.is_available()
 gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (torch.cuda.is_available() is False)")

@@ -1,5 +1,5 @@
 """The user's own images: image folders, .npz arrays and Hugging Face datasets become the
-run's arrays (evo.decoding, evo.imagefolder, evo.arraysets, evo.huggingface), and every kind of bad data
+run's arrays (evo.data.decoding, evo.data.imagefolder, evo.data.arrays, evo.data.huggingface), and every kind of bad data
 gets a one-line error naming the file. No torch here."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from PIL import Image
 
 from dna.portable_images import Preprocessing, preprocess_image
 from evo.config import ConfigError, DataSettings, RunConfig
-from evo.data import DatasetError, check_dataset, read_dataset
-from evo.decoding import carve
+from evo.data.datasets import DatasetError, check_dataset, read_dataset
+from evo.data.decoding import carve
 from helpers_images import CLASSES, class_image, lfw_folder, make_hf, make_image_folder, make_npz, save
 
 

@@ -19,7 +19,7 @@ import pytest
 
 import storage
 from evo.config import DataSettings, RunConfig
-from evo.datacache import cache_key
+from evo.data.cache import cache_key
 from helpers_images import lfw_folder, make_hf, make_image_folder, make_npz
 
 
@@ -171,9 +171,9 @@ def test_training_runs_on_user_data_for_every_space(tmp_path):
 
     import toy_space  # noqa: F401
     from evo.config import NasnetSettings, TrainSettings
-    from evo.data import read_dataset, to_device
+    from evo.data.datasets import read_dataset, to_device
     from evo.spaces import make_space
-    from evo.train import accuracy, train
+    from evo.train.training import accuracy, train
 
     root = lfw_folder(tmp_path / "lfw", per_class=20)
     data = to_device(read_dataset(f"imagefolder={root}", splits=("train", "val")), "cpu",
@@ -195,7 +195,7 @@ def test_training_runs_on_user_data_for_every_space(tmp_path):
 WORKER = textwrap.dedent("""
     import sys
     count_file = sys.argv[1]
-    import evo.decoding as decoding
+    import evo.data.decoding as decoding
     real = decoding.preprocess_image
     def counted(data, prep):
         with open(count_file, "a") as f:

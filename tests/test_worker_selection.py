@@ -12,8 +12,8 @@ import pytest
 
 import mutations
 from evo.config import RunConfig, SyntheticSettings, TrainSettings
-from evo.assemble import open_worker
-from evo.worker import WorkerOptions
+from evo.search.assemble import open_worker
+from evo.search.worker import WorkerOptions
 from storage import open_store
 
 

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 
 from evo.config import RunConfig, SyntheticSettings
-from evo.stopping import StopSignals
-from evo.assemble import open_worker
+from evo.search.stopping import StopSignals
+from evo.search.assemble import open_worker
 from evo.spaces import make_space
-from evo.heartbeat import scheduler_identity
-from evo.worker import WorkerOptions
+from evo.search.heartbeat import scheduler_identity
+from evo.search.worker import WorkerOptions
 from storage import open_store
 from test_launchers import EVO, env, evo
 
@@ -135,7 +135,7 @@ class BlockingEvaluator:
         self.entered = threading.Event()
 
     def evaluate(self, child, **kwargs):
-        from evo.synthetic import SyntheticEvaluator
+        from evo.train.synthetic import SyntheticEvaluator
 
         self.entered.set()
         self.release.wait(60)

@@ -13,12 +13,12 @@ import pytest
 import storage
 import toy_space  # noqa: F401  (registers the toy space)
 from evo.config import ConfigError, RunConfig
-from evo.observers import WorkerObserver
-from evo.outcome import Outcome
+from evo.search.observers import WorkerObserver
+from evo.train.outcome import Outcome
 from evo.spaces import make_space
 from evo.strategies import make_strategy
-from evo.synthetic import safetensors_blob
-from evo.worker import Worker, WorkerOptions
+from evo.train.synthetic import safetensors_blob
+from evo.search.worker import Worker, WorkerOptions
 from helpers_store import REPO
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import dna as dna_pkg
 import mutations
 
-from . import SearchSpace, register_space
+from evo.spaces import SearchSpace, register_space
 
 
 @register_space

@@ -3,7 +3,7 @@
 benchmark's regularized-evolution baseline initialises its population with random cells);
 aging evolution by default; no weight inheritance (every child trains from scratch, as the
 benchmark's table was made). Runs on the benchmark's tables (``evo init --dataset
-nb201-cifar10``, :mod:`evo.tabular`) look a cell up instead of training it; on any other
+nb201-cifar10``, :mod:`evo.train.tabular`) look a cell up instead of training it; on any other
 dataset evo trains the benchmark's network for real (``dna.build_nasbench201``)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 from dna import nasbench201 as nb
 
-from . import SearchSpace, register_space
+from evo.spaces import SearchSpace, register_space
 
 # Synthetic mode only: what each op is worth (convolutions beat pooling, identity and zero,
 # as in the benchmark's best cells).

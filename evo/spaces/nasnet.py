@@ -13,7 +13,7 @@ import numpy as np
 
 from dna import nasnet as nas
 
-from . import SearchSpace, register_space
+from evo.spaces import SearchSpace, register_space
 
 # Synthetic mode: how much each op is worth (separable and factorised convolutions beat
 # pooling and identity, as in the papers' cells).

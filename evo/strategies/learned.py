@@ -35,12 +35,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from evo import selection
+from evo.strategies import selection
 from storage import UnreadableEntry
 
-from . import Population, Proposal, Published, Strategy, register_strategy
-from .controllers import IndependentSoftmax, LstmController, adam_ascent
-from .policy_state import MAX_RECENT, PolicyError, PolicyVersion, Update, new_id, parse_policy
+from evo.strategies import Population, Proposal, Published, Strategy, register_strategy
+from evo.strategies.controllers import IndependentSoftmax, LstmController, adam_ascent
+from evo.strategies.policy_state import MAX_RECENT, PolicyError, PolicyVersion, Update, new_id, parse_policy
 
 log = logging.getLogger("evo.strategies")
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from storage import UnreadableEntry
 
-from . import strategy_class
-from .policy_state import PolicyError, PolicyVersion, parse_policy
+from evo.strategies import strategy_class
+from evo.strategies.policy_state import PolicyError, PolicyVersion, parse_policy
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from evo import selection
+from evo.strategies import selection
 
-from . import Population, Proposal, Strategy, register_strategy
+from evo.strategies import Population, Proposal, Strategy, register_strategy
 
 
 @register_strategy

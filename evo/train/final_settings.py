@@ -20,7 +20,7 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from .config import PRECISIONS, ConfigError, _choice, _flag, _int, _number
+from evo.config import PRECISIONS, ConfigError, _choice, _flag, _int, _number
 
 SCHEDULES = ("cosine", "constant")
 DATA_SPLITS = ("train+val", "train")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config_checks import _int, _number
+from evo.config_checks import _int, _number
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from evo.config import SyntheticSettings
-from evo.outcome import Outcome
+from evo.train.outcome import Outcome
 
 
 def synthetic_fitness(dna: Any) -> float:

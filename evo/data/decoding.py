@@ -1,6 +1,6 @@
 """From a user dataset's images to the run's uint8 arrays: splits, preprocessing, decoding.
 
-A reader (:mod:`evo.imagefolder`, :mod:`evo.arraysets`, :mod:`evo.huggingface`) describes a dataset as a
+A reader (:mod:`evo.data.imagefolder`, :mod:`evo.data.arrays`, :mod:`evo.data.huggingface`) describes a dataset as a
 :class:`Source`: for each split it has (``train``, and ``val``/``test`` when the dataset has
 them) the labels and the images, as encoded files (fetched and decoded here with Pillow,
 through ``dna.portable_images``, the code every export carries) or as arrays already. Then:
@@ -15,7 +15,7 @@ through ``dna.portable_images``, the code every export carries) or as arrays alr
    and the run fails (naming the first such file) when they are more than
    ``max_bad_fraction`` of all images;
 4. the result is checked (two classes at least, labels in range, no empty split) and
-   becomes an :class:`evo.data.HostDataset`.
+   becomes an :class:`evo.data.datasets.HostDataset`.
 
 Numpy, fsspec and Pillow; no torch.
 """
@@ -35,7 +35,7 @@ import numpy as np
 from dna.portable_images import ImageProblem, Preprocessing, image_facts, preprocess_image, preprocess_pil
 from evo.config import AUTO_IMAGE_SIZE_CAP, MIN_IMAGE_SIZE, DataSettings
 
-log = logging.getLogger("evo.data")
+log = logging.getLogger("evo.data.datasets")
 
 SPLITS = ("train", "val", "test")
 SAMPLE_IMAGES = 256          # images whose headers decide the automatic size and colour
@@ -50,7 +50,7 @@ Progress = Callable[[str, int, int], None]
 
 class DataProblem(ValueError):
     """Data that cannot become the run's arrays. One line naming the file and the problem;
-    :mod:`evo.data` turns it into a ``DatasetError``."""
+    :mod:`evo.data.datasets` turns it into a ``DatasetError``."""
 
 
 @dataclass
@@ -335,7 +335,7 @@ def _parallel(func: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
 
 
 def _check_host_memory(nbytes: int, source: Source) -> None:
-    from evo.data import available_host_memory, human_bytes
+    from evo.data.datasets import available_host_memory, human_bytes
 
     free = available_host_memory()
     if free is not None and nbytes > free:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .data import NO_AUGMENT, Augment, DeviceDataset
+from evo.data.datasets import NO_AUGMENT, Augment, DeviceDataset
 
 
 def cutout(x: torch.Tensor, centers: torch.Tensor, size: int) -> torch.Tensor:

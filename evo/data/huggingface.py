@@ -1,5 +1,5 @@
 """``hf=URL``: a Hugging Face dataset saved to disk or as parquet, local or ``gs://``, read
-into a :class:`evo.decoding.Source`.
+into a :class:`evo.data.decoding.Source`.
 
 What ``datasets.Dataset.save_to_disk`` / ``DatasetDict.save_to_disk`` writes (Arrow
 stream files, ``state.json``, ``dataset_info.json``, ``dataset_dict.json``) or parquet
@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from .arraysets import as_nchw, pixel_scale
-from .decoding import DataProblem, Part, Source
-from .imagefolder import open_fs
+from evo.data.arrays import as_nchw, pixel_scale
+from evo.data.decoding import DataProblem, Part, Source
+from evo.data.imagefolder import open_fs
 
 HF_SPLITS = {"train": "train", "training": "train", "validation": "val", "valid": "val", "val": "val",
              "dev": "val", "test": "test", "testing": "test"}

@@ -6,7 +6,7 @@ shape, and per split a part's object key, image count, size and SHA-256, plus
 uint8 ``(N, C, H, W)``, ``y`` int64 ``(N,)``: :func:`safetensors_of`). The store is shared
 and untrusted, so a manifest is checked before use (:func:`check_manifest`) and so is each
 part's array (:func:`arrays_of`); what does not check out is :class:`CacheDamaged`. The
-protocol that writes and finds them is :mod:`evo.datacache`. Torch-free.
+protocol that writes and finds them is :mod:`evo.data.cache`. Torch-free.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .decoding import SPLITS
+from evo.data.decoding import SPLITS
 
 FORMAT = 1
 MAX_CLASSES = 1_000_000

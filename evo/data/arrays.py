@@ -1,6 +1,6 @@
 """``npz=URL``: NumPy arrays in an ``.npz``, local or ``gs://``, read into a
-:class:`evo.decoding.Source`; and the pixel-array checks (:func:`pixel_scale`,
-:func:`as_nchw`) that :mod:`evo.huggingface` shares for datasets of pixel arrays.
+:class:`evo.data.decoding.Source`; and the pixel-array checks (:func:`pixel_scale`,
+:func:`as_nchw`) that :mod:`evo.data.huggingface` shares for datasets of pixel arrays.
 
 npz: arrays ``x_train``, ``y_train`` and optionally ``x_val``/``y_val``, ``x_test``/``y_test``
 and ``classes`` (class names). Images are ``(N, H, W)`` (grey), ``(N, H, W, C)`` or
@@ -16,8 +16,8 @@ import io
 
 import numpy as np
 
-from .decoding import DataProblem, Part, Source
-from .imagefolder import open_fs
+from evo.data.decoding import DataProblem, Part, Source
+from evo.data.imagefolder import open_fs
 
 
 def read_npz(url: str) -> Source:

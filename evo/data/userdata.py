@@ -1,11 +1,11 @@
-"""The user's own datasets (``imagefolder=``, ``npz=``, ``hf=``) as :class:`evo.data.HostDataset`.
+"""The user's own datasets (``imagefolder=``, ``npz=``, ``hf=``) as :class:`evo.data.datasets.HostDataset`.
 
-A user dataset is listed by its reader (:mod:`evo.imagefolder`, :mod:`evo.arraysets`,
-:mod:`evo.huggingface`),
-decoded as the run's ``data`` settings say (:mod:`evo.decoding`) and, in a run, decoded once
-into the population directory for every worker (:func:`prepare_data`, :mod:`evo.datacache`);
+A user dataset is listed by its reader (:mod:`evo.data.imagefolder`, :mod:`evo.data.arrays`,
+:mod:`evo.data.huggingface`),
+decoded as the run's ``data`` settings say (:mod:`evo.data.decoding`) and, in a run, decoded once
+into the population directory for every worker (:func:`prepare_data`, :mod:`evo.data.cache`);
 outside a run it is decoded from its source (:func:`read_user`). Decoding problems come out
-as one-line :class:`evo.data.DatasetError`.
+as one-line :class:`evo.data.datasets.DatasetError`.
 """
 
 from __future__ import annotations
@@ -15,33 +15,33 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .config import DataSettings
-from .data import SEARCH_SPLITS, SPLITS, Augment, DatasetError, HostDataset, check_splits
+from evo.config import DataSettings
+from evo.data.datasets import SEARCH_SPLITS, SPLITS, Augment, DatasetError, HostDataset, check_splits
 
 
 def read_source(spec: str, settings: DataSettings):
-    """The user dataset ``spec`` as an ``evo.decoding.Source`` (listed, labels known,
-    nothing decoded). Raises ``evo.decoding.DataProblem``."""
+    """The user dataset ``spec`` as an ``evo.data.decoding.Source`` (listed, labels known,
+    nothing decoded). Raises ``evo.data.decoding.DataProblem``."""
     name, _, path = spec.partition("=")
     if name == "imagefolder":
-        from .imagefolder import scan
+        from evo.data.imagefolder import scan
 
         return scan(path)
     if name == "npz":
-        from .arraysets import read_npz
+        from evo.data.arrays import read_npz
 
         return read_npz(path)
     if name == "hf":
-        from .huggingface import read_hf
+        from evo.data.huggingface import read_hf
 
         return read_hf(path, settings.image_column, settings.label_column)
     raise ValueError(f"not a user dataset: {spec!r}")
 
 
 def decode_user(spec: str, settings: DataSettings, progress: Callable[[str, int, int], None] | None = None):
-    """The user dataset ``spec`` decoded from its source (``evo.decoding.Decoded``).
-    Raises ``evo.decoding.DataProblem``."""
-    from .decoding import decode_source
+    """The user dataset ``spec`` decoded from its source (``evo.data.decoding.Decoded``).
+    Raises ``evo.data.decoding.DataProblem``."""
+    from evo.data.decoding import decode_source
 
     return decode_source(read_source(spec, settings), settings, progress)
 
@@ -56,7 +56,7 @@ def read_user(spec: str, settings: DataSettings, splits: tuple[str, ...],
               progress: Callable[[str, int, int], None] | None = None) -> HostDataset:
     """The user dataset ``spec`` decoded from its source (no cache), ``splits`` kept (the
     others empty). DatasetError (one line) for bad data."""
-    from .decoding import DataProblem
+    from evo.data.decoding import DataProblem
 
     try:
         decoded = decode_user(spec, settings, progress)
@@ -71,7 +71,7 @@ def check_user(spec: str, settings: DataSettings) -> dict[str, Any]:
     """Check the user dataset ``spec`` without decoding an image: its source is listed and
     its splits carved as ``settings`` say. Returns ``{"name", "train_images", "classes",
     "images"}`` (images per split). DatasetError (one line) for bad data."""
-    from .decoding import DataProblem, complete_splits
+    from evo.data.decoding import DataProblem, complete_splits
 
     try:
         source = read_source(spec, settings)
@@ -98,15 +98,15 @@ def prepare_data(spec: str, settings: DataSettings, store: Any, *, splits: tuple
                  worker: str | None = None, progress: Callable[[str], None] | None = None,
                  stale_after: float | None = None) -> HostDataset:
     """The run's user dataset through its cache in ``store`` (decoded once for the whole
-    fleet: :mod:`evo.datacache`), with ``splits`` read (a worker: train and val).
+    fleet: :mod:`evo.data.cache`), with ``splits`` read (a worker: train and val).
 
     ``data_id`` of the result is the SHA-256 identity of the cache every part of it was
-    checked against. ``progress(line)`` gets progress lines (default: the ``evo.data``
+    checked against. ``progress(line)`` gets progress lines (default: the ``evo.data.datasets``
     log). DatasetError (one line) for bad data, the decoder's included.
     """
-    from .cacheformat import CacheDamaged
-    from .datacache import STALE_AFTER_S, open_or_decode
-    from .decoding import DataProblem
+    from evo.data.cacheformat import CacheDamaged
+    from evo.data.cache import STALE_AFTER_S, open_or_decode
+    from evo.data.decoding import DataProblem
 
     check_splits(splits)
     name = spec.partition("=")[0]
@@ -120,11 +120,11 @@ def prepare_data(spec: str, settings: DataSettings, store: Any, *, splits: tuple
         except DataProblem as exc:
             raise DatasetError(str(exc)) from None
         except CacheDamaged as exc:
-            logging.getLogger("evo.data").warning("%s; decoding the dataset again", exc)
+            logging.getLogger("evo.data.datasets").warning("%s; decoding the dataset again", exc)
             damaged.add(cached.generation)
             continue
         m = cached.manifest
-        logging.getLogger("evo.data").info(
+        logging.getLogger("evo.data.datasets").info(
             "dataset %s: %s split(s) of the run's decoded cache (data %s, generation %d%s)", spec,
             "+".join(splits), cached.data_id[:16], cached.generation, ", decoded here" if cached.decoded_here else "")
         return _user_host(name, arrays, tuple(m["class_names"]), m.get("preprocessing"), m["summary"],
@@ -137,8 +137,8 @@ def ensure_cache(spec: str, settings: DataSettings, store: Any, *,
                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Make sure the run's cache of a user dataset exists in ``store`` (decoding it here if
     nobody has), without loading it; returns its manifest (for ``evo init``'s summary)."""
-    from .datacache import open_or_decode
-    from .decoding import DataProblem
+    from evo.data.cache import open_or_decode
+    from evo.data.decoding import DataProblem
 
     try:
         return open_or_decode(store, spec, settings, lambda p: decode_user(spec, settings, p),

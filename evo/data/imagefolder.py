@@ -9,7 +9,7 @@ Two layouts, as people already have them:
 A class is a folder name; its images are the files with an image suffix anywhere under it
 (other files and hidden names are ignored). Classes are sorted by name and numbered from 0.
 :func:`scan` lists the folder (one recursive listing, nothing decoded) and checks the layout;
-:mod:`evo.decoding` decodes the images.
+:mod:`evo.data.decoding` decodes the images.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 
 from dna.portable_images import IMAGE_SUFFIXES, is_image_name
 
-from .decoding import HEADER_BYTES, MAX_FILE_BYTES, DataProblem, Part, Source
+from evo.data.decoding import HEADER_BYTES, MAX_FILE_BYTES, DataProblem, Part, Source
 
 SPLIT_DIRS = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
 _SPLIT_OF_DIR = {d: split for split, dirs in SPLIT_DIRS.items() for d in dirs}

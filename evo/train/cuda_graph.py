@@ -3,7 +3,7 @@
 The recipe is PyTorch's whole-network capture: a few real steps run first on a side stream
 (they warm up cuBLAS/cuDNN handles and the caching allocator), then one step is recorded
 with ``torch.cuda.graph`` and replayed for every remaining step. The step must be pure
-device work at fixed addresses (see ``evo.batches`` and ``evo.sgd``). Recording executes
+device work at fixed addresses (see ``evo.train.batches`` and ``evo.train.sgd``). Recording executes
 nothing, so a failed capture leaves the model and optimizer exactly as they were and the
 caller simply continues eagerly; every such fallback is counted here.
 """

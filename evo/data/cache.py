@@ -1,19 +1,19 @@
 """Decode a user dataset once per run, in the store, for every worker of the fleet.
 
 The first worker (or ``evo init``) to need the dataset claims it (a create-if-absent claim
-in the store: exactly one caller wins), decodes it (:mod:`evo.decoding`), writes each
+in the store: exactly one caller wins), decodes it (:mod:`evo.data.decoding`), writes each
 split's arrays as safetensors under a unique name, then creates the small manifest that
 names them with their sizes and SHA-256 (``storage.datacache`` has the layout). Every other
 worker waits for the manifest, logging the decoder's progress, then reads the parts it
 needs, checks them against the manifest and checks the arrays themselves (dtype, shapes,
-label range: :mod:`evo.cacheformat`) before using them: the store is shared and untrusted.
+label range: :mod:`evo.data.cacheformat`) before using them: the store is shared and untrusted.
 
 - A decoder that dies leaves a claim whose progress record stops changing: after
   ``stale_after`` seconds of silence a waiter claims the next generation and decodes it.
   A decoder stopped by a signal says so, and the next generation starts at once.
 - Parts without a manifest are never read, so a partly written cache is never trusted; a
   manifest or part that does not check out makes the next generation be decoded.
-- Bad data (:class:`evo.decoding.DataProblem`) fails the decoder with its one-line error
+- Bad data (:class:`evo.data.decoding.DataProblem`) fails the decoder with its one-line error
   and is recorded in its progress, so the workers waiting on it fail with the same line
   instead of each decoding the dataset again. A failure older than ``stale_after`` is
   retried (the user may have fixed the data).
@@ -39,11 +39,11 @@ from typing import Any
 
 import numpy as np
 
-from .cacheformat import FORMAT, CacheDamaged, arrays_of, check_manifest, content_id, safetensors_of
-from .config import DataSettings
-from .decoding import SPLITS, DataProblem, Decoded
+from evo.data.cacheformat import FORMAT, CacheDamaged, arrays_of, check_manifest, content_id, safetensors_of
+from evo.config import DataSettings
+from evo.data.decoding import SPLITS, DataProblem, Decoded
 
-log = logging.getLogger("evo.data")
+log = logging.getLogger("evo.data.datasets")
 
 STALE_AFTER_S = 120.0       # a claim whose progress has not changed for this long is abandoned
 PROGRESS_EVERY_S = 2.0      # how often a decoder rewrites its progress (so 60 beats per STALE_AFTER_S)
@@ -100,7 +100,7 @@ def open_or_decode(store: Any, spec: str, settings: DataSettings, decode: Callab
     ``decode(progress)``) after winning the claim, or the one another process decodes
     while this call waits. See the module's docstring for the protocol.
 
-    ``progress(line)`` receives progress lines for people (default: the ``evo.data`` log).
+    ``progress(line)`` receives progress lines for people (default: the ``evo.data.datasets`` log).
     ``damaged``: generations known to be damaged (a caller that found a bad part adds its
     generation and calls again; a new one is then decoded). Raises ``DataProblem`` for bad
     data (this call's or the decoder's it waited on).

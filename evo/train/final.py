@@ -1,9 +1,9 @@
 """Train one final model with the papers' protocol, resumable from a checkpoint at any step.
 
-The search trainer's fast path does the work (``evo.train.TrainingStep`` over
-``evo.batches.EpochSampler`` and ``evo.sgd.MomentumSGD``: the whole data path on the device,
+The search trainer's fast path does the work (``evo.train.training.TrainingStep`` over
+``evo.train.batches.EpochSampler`` and ``evo.train.sgd.MomentumSGD``: the whole data path on the device,
 bf16 + channels_last on CUDA, the step captured in a CUDA graph); this module adds what the
-final training needs around it (``evo.final_settings.FinalSettings``):
+final training needs around it (``evo.train.final_settings.FinalSettings``):
 
 - epochs of the training split, or of train + validation (the papers' choice);
 - single-period cosine decay of the learning rate, set before every step (a device tensor,
@@ -36,12 +36,12 @@ import torch
 
 from dna.numbers import is_finite_number
 
-from . import cuda_graph
-from .batches import EpochSampler
-from .data import Augment, DeviceDataset
-from .final_settings import FinalSettings
-from .sgd import MomentumSGD
-from .train import WARMUP_STEPS, TrainingStep, _resolve_device, accuracy, resolve_precision
+from evo.train import cuda_graph
+from evo.train.batches import EpochSampler
+from evo.data.datasets import Augment, DeviceDataset
+from evo.train.final_settings import FinalSettings
+from evo.train.sgd import MomentumSGD
+from evo.train.training import WARMUP_STEPS, TrainingStep, _resolve_device, accuracy, resolve_precision
 
 STATE_FORMAT = 1
 

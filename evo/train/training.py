@@ -2,12 +2,12 @@
 
 Paper semantics (Real et al. 2017): SGD with momentum, L2 weight decay, cross-entropy,
 batch 50, a fixed number of steps, the learning rate from the DNA. The whole data path is
-on the device (``evo.batches``); the learning rate is a device tensor (``evo.sgd``).
+on the device (``evo.train.batches``); the learning rate is a device tensor (``evo.train.sgd``).
 
 On CUDA the step runs in bf16 autocast with channels_last when the precision resolves to
 bf16, with ``cudnn.benchmark`` off (each child is a new architecture, trained briefly), and
 after ``WARMUP_STEPS`` eager steps the whole step - batch sampling, augmentation, forward,
-loss, backward, update - is captured in one CUDA graph and replayed (``evo.cuda_graph``).
+loss, backward, update - is captured in one CUDA graph and replayed (``evo.train.cuda_graph``).
 If capture fails, training continues eagerly and the reason is returned.
 
 Measured on one H100 (torch 2.11, a 16/32/64-channel 3-conv net, CIFAR-sized images,
@@ -35,11 +35,11 @@ import torch.nn.functional as F
 
 from dna import portable
 
-from . import cuda_graph
-from .batches import EpochSampler
-from .config import PRECISIONS, TrainSettings
-from .data import NO_AUGMENT, DeviceDataset
-from .sgd import MomentumSGD
+from evo.train import cuda_graph
+from evo.train.batches import EpochSampler
+from evo.config import PRECISIONS, TrainSettings
+from evo.data.datasets import NO_AUGMENT, DeviceDataset
+from evo.train.sgd import MomentumSGD
 
 WARMUP_STEPS = 3             # eager steps before capture (PyTorch's recipe uses a few)
 DIVERGENCE_CHECK_EVERY = 200  # steps between the host's looks at the non-finite flag
@@ -169,7 +169,7 @@ def train(model: torch.nn.Module, data: DeviceDataset, settings: TrainSettings, 
 class TrainingStep:
     """One SGD step as device work only: batch, forward, loss, gradients, update, bookkeeping.
 
-    The search trainer uses it as it is; the final-training protocol (``evo.final_train``)
+    The search trainer uses it as it is; the final-training protocol (``evo.train.final``)
     adds ``label_smoothing``, an auxiliary head's loss (a model that returns ``(logits,
     aux_logits)`` in training mode; ``aux_weight`` > 0 weighs it) and ``grad_clip`` (the
     global gradient norm is clipped to it, on the device). Every step writes its loss into

@@ -1,5 +1,5 @@
 """A worker process's own settings (``WorkerOptions``) and what it did (``WorkerStats``);
-plain data, re-exported by :mod:`evo.worker`."""
+plain data, re-exported by :mod:`evo.search.worker`."""
 
 from __future__ import annotations
 

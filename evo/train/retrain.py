@@ -1,7 +1,7 @@
 """Final trainings of a search's best individuals (or named architectures), as restartable,
 claimable jobs in the population directory.
 
-A *request* (:func:`evo.retrain_request.make_request`) says what to train (a DNA, at which size, from scratch or
+A *request* (:func:`evo.train.retrain_request.make_request`) says what to train (a DNA, at which size, from scratch or
 from the individual's trained weights), on which dataset and with which
 ``FinalSettings``; its id is ``{label}-{hash}`` where the hash covers all of it, so the same
 request made twice, from anywhere, is one retrain. :class:`RetrainRunner` trains requests:
@@ -13,7 +13,7 @@ Any number of runners on any machines can work on one population's requests: non
 request another live runner holds, and a request whose runner died is taken over after its
 lease, from its last checkpoint.
 
-Collaborators are passed in: the store, the model builder (:func:`evo.retrain_request.build_model` by default),
+Collaborators are passed in: the store, the model builder (:func:`evo.train.retrain_request.build_model` by default),
 the exporter that turns final weights into the files of a torch-only export (the CLI passes
 ``launch._export.export_files``), the stop signals and a progress callback.
 """
@@ -30,11 +30,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .final_settings import FinalSettings
-from .retrain_request import build_model, export_architecture
-from .stopping import StopRequested, StopSignals
+from evo.train.final_settings import FinalSettings
+from evo.train.retrain_request import build_model, export_architecture
+from evo.search.stopping import StopRequested, StopSignals
 
-log = logging.getLogger("evo.retrain")
+log = logging.getLogger("evo.train.retrain")
 
 DEFAULT_LEASE = 120.0            # seconds a claim stays valid without a heartbeat
 DEFAULT_CHECKPOINT_SECONDS = 300.0
@@ -161,8 +161,8 @@ class RetrainRunner:
     def _train(self, rid: str, request: dict[str, Any], settings: FinalSettings, claim: Any, beat: "_Beat") -> RunReport:
         import torch
 
-        from .evaluator import resolve_device
-        from .final_train import FinalTraining, state_from_bytes, state_to_bytes
+        from evo.train.evaluator import resolve_device
+        from evo.train.final import FinalTraining, state_from_bytes, state_to_bytes
 
         device = resolve_device(self.options.device)
         if device.type == "cpu" and os.environ.get("OMP_NUM_THREADS", "").isdigit():
@@ -255,7 +255,7 @@ class RetrainRunner:
 
     def _load_parent_weights(self, model: Any, request: dict[str, Any]) -> None:
         """Load the trained weights the request continues from (verified by the store)."""
-        from .evaluator import weights_from_bytes
+        from evo.train.evaluator import weights_from_bytes
 
         ident = request["source"].get("id")
         ind = self.store.read_individual(ident) if self.store.find(ident) else None
@@ -268,7 +268,7 @@ class RetrainRunner:
         model.load_state_dict(weights_from_bytes(ind.weights), strict=True)
 
     def _dataset(self, spec: str, device: Any) -> Any:
-        from .data import load_dataset
+        from evo.data.datasets import load_dataset
 
         key = f"{spec}@{device}"
         if key not in self._datasets:
@@ -311,7 +311,7 @@ class _Beat(threading.Thread):
 
 
 def _weights_bytes(model: Any) -> bytes:
-    from .evaluator import weights_to_bytes
+    from evo.train.evaluator import weights_to_bytes
 
     return weights_to_bytes(model)
 

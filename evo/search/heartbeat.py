@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Callable
 
-log = logging.getLogger("evo.worker")
+log = logging.getLogger("evo.search.worker")
 
 
 def make_worker_id() -> str:

@@ -1,7 +1,7 @@
 """Assembling a worker from a population URL: the one place that builds its collaborators.
 
 The CLI (``evo worker``, ``evo launch``'s workers, SLURM array tasks) and benchmarks call
-:func:`open_worker`; tests may build a :class:`~evo.worker.Worker` from fakes instead.
+:func:`open_worker`; tests may build a :class:`~evo.search.worker.Worker` from fakes instead.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from evo.config import RunConfig
-from evo.observers import OnPublish, WorkerObserver
+from evo.search.observers import OnPublish, WorkerObserver
 from evo.spaces import make_space
-from evo.stopping import StopRequested, StopSignals
+from evo.search.stopping import StopRequested, StopSignals
 from evo.strategies import make_strategy
-from evo.worker import Worker, WorkerOptions, WorkerStats
+from evo.search.worker import Worker, WorkerOptions, WorkerStats
 from storage import FaultHook, open_store
 
 
@@ -29,12 +29,12 @@ def make_evaluator(config: RunConfig, space: Any, device: str = "auto", store: A
     the population).
     """
     if config.dataset_name == "synthetic":
-        from evo.synthetic import SyntheticEvaluator
+        from evo.train.synthetic import SyntheticEvaluator
         return SyntheticEvaluator(space, config.synthetic)
     if config.is_tabular:
-        from evo.tabular import TabularEvaluator
+        from evo.train.tabular import TabularEvaluator
         return TabularEvaluator(config.dataset_name, config.tabular)
-    from evo.evaluator import TorchEvaluator
+    from evo.train.evaluator import TorchEvaluator
     return TorchEvaluator(space, config.dataset, config.train, device, data_settings=config.data, store=store)
 
 

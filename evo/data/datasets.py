@@ -11,9 +11,9 @@ Specs (the run config's ``dataset``):
   by a fixed permutation (as in Real et al. 2017); the official test set is the test split.
 - ``imagefolder=PATH``, ``npz=PATH``, ``hf=PATH``: the user's own images (a folder of class
   folders, NumPy arrays, a Hugging Face dataset saved to disk or as parquet; local or
-  ``gs://``), turned into arrays as the run's ``data`` settings say (:mod:`evo.decoding`,
-  :mod:`evo.imagefolder`, :mod:`evo.arraysets`, :mod:`evo.huggingface`). In a run they are decoded once, into the
-  population directory, for every worker (:func:`evo.userdata.prepare_data`, :mod:`evo.datacache`).
+  ``gs://``), turned into arrays as the run's ``data`` settings say (:mod:`evo.data.decoding`,
+  :mod:`evo.data.imagefolder`, :mod:`evo.data.arrays`, :mod:`evo.data.huggingface`). In a run they are decoded once, into the
+  population directory, for every worker (:func:`evo.data.userdata.prepare_data`, :mod:`evo.data.cache`).
 
 The splits depend on ``split_seed`` only, never on the run seed, so every worker of a run
 sees the same validation set. Reading (:func:`read_dataset`) is numpy-only; torch is
@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .config import USER_DATASETS, DataSettings
-from .datacache import human_bytes
+from evo.config import USER_DATASETS, DataSettings
+from evo.data.cache import human_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -147,12 +147,12 @@ def read_dataset(spec: str, *, split_seed: int = 0, settings: DataSettings | Non
     ``splits``: the splits to keep (the others come back empty; CIFAR's test batch is then
     not even read). User datasets are decoded from their source here, with ``settings``
     (the run's ``data`` settings; default: :class:`DataSettings`'s) and ``progress(phase,
-    done, total)``; a run reads them through its cache instead (:func:`evo.userdata.prepare_data`).
+    done, total)``; a run reads them through its cache instead (:func:`evo.data.userdata.prepare_data`).
 
     Raises :class:`DatasetError` (one line, naming the path and the expected layout) for an
     unknown spec or missing/malformed data.
     """
-    from .builtin_data import CIFAR, read_cifar, read_digits
+    from evo.data.builtin import CIFAR, read_cifar, read_digits
 
     check_splits(splits)
     name, _, path = spec.partition("=")
@@ -161,7 +161,7 @@ def read_dataset(spec: str, *, split_seed: int = 0, settings: DataSettings | Non
     if name in CIFAR and path:
         return _only(read_cifar(name, path, split_seed, test="test" in splits), splits)
     if name in USER_DATASETS and path:
-        from .userdata import read_user
+        from evo.data.userdata import read_user
 
         return read_user(spec, settings or DataSettings(), splits, progress)
     if name in USER_DATASETS:
@@ -243,7 +243,7 @@ def check_dataset(spec: str, settings: DataSettings | None = None) -> dict[str, 
 
     Raises :class:`DatasetError` with one line naming the path and what is wrong.
     """
-    from .config import ConfigError, check_dataset_spec
+    from evo.config import ConfigError, check_dataset_spec
 
     try:
         name = check_dataset_spec(spec)
@@ -252,7 +252,7 @@ def check_dataset(spec: str, settings: DataSettings | None = None) -> dict[str, 
     if name == "synthetic":
         return {"name": name, "train_images": None}
     if name.startswith("nb201-"):
-        from .tabular import TableError, table_path
+        from evo.train.tabular import TableError, table_path
 
         try:
             table_path(name)
@@ -260,10 +260,10 @@ def check_dataset(spec: str, settings: DataSettings | None = None) -> dict[str, 
             raise DatasetError(str(exc)) from None
         return {"name": name, "train_images": None}
     if name in USER_DATASETS:
-        from .userdata import check_user
+        from evo.data.userdata import check_user
 
         return check_user(spec, settings or DataSettings())
-    from .builtin_data import check_builtin
+    from evo.data.builtin import check_builtin
 
     return check_builtin(name, spec.partition("=")[2])
 
@@ -275,13 +275,13 @@ def load_dataset(spec: str, device: "torch.device | str", *, split_seed: int = 0
     are empty).
 
     A user dataset is read through the run's cache when ``store`` (the population) is given
-    (:func:`evo.userdata.prepare_data`; pass the run's ``config.data`` as ``settings``), else decoded
+    (:func:`evo.data.userdata.prepare_data`; pass the run's ``config.data`` as ``settings``), else decoded
     from its source. Normalisation statistics come from the training split alone.
     DatasetError when the splits do not fit into the device's free memory.
     """
     name = spec.partition("=")[0]
     if name in USER_DATASETS and store is not None:
-        from .userdata import prepare_data
+        from evo.data.userdata import prepare_data
 
         host = prepare_data(spec, settings or DataSettings(), store, splits=splits)
     else:

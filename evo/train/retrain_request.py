@@ -1,6 +1,6 @@
 """What a final training is: the retrain request record (:func:`make_request`, its id
 ``{label}-{hash}``) and the model that a request names (:func:`build_model`, and the
-``architecture`` object of its export). :mod:`evo.retrain` trains requests; the store keeps
+``architecture`` object of its export). :mod:`evo.train.retrain` trains requests; the store keeps
 them (:mod:`storage.retrain`).
 """
 
@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from .final_settings import FinalSettings
+from evo.train.final_settings import FinalSettings
 
 _LABEL = re.compile(r"[^A-Za-z0-9_.:+=@-]+")
 

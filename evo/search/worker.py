@@ -1,6 +1,6 @@
 """The stateless worker loop: select, make a child, evaluate, publish, kill. No coordinator.
 
-A worker is assembled from collaborators that are passed in (``evo.assemble`` does it from
+A worker is assembled from collaborators that are passed in (``evo.search.assemble`` does it from
 a URL for the CLI; tests pass fakes): the population ``store``, the search ``space`` (what a
 DNA is and how it mutates), the search ``strategy`` (who is the parent, who dies), the
 ``evaluator`` (train and validate a child, or a synthetic stand-in), the ``rng`` and the
@@ -22,8 +22,8 @@ Publishing before killing is deliberate: a worker killed while training leaves t
 whole, a shortfall below P is refilled by children published without a kill, and a worker
 killed at any moment loses at most the child it was making.
 
-Liveness: a background thread (``evo.heartbeat``) writes the heartbeat every
-``heartbeat_interval`` s whatever the main thread does. A stop signal (``evo.stopping``)
+Liveness: a background thread (``evo.search.heartbeat``) writes the heartbeat every
+``heartbeat_interval`` s whatever the main thread does. A stop signal (``evo.search.stopping``)
 abandons the child being made, lets a publish + kill finish, writes a final ``stopped``
 heartbeat and returns. A step the store makes fail costs that step (logged, retried after a
 back-off), never the worker.
@@ -41,14 +41,14 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from evo import selection
-from evo.heartbeat import HeartbeatThread, make_worker_id, scheduler_identity
-from evo.observers import WorkerObserver
-from evo.stopping import StopRequested, StopSignals
+from evo.strategies import selection
+from evo.search.heartbeat import HeartbeatThread, make_worker_id, scheduler_identity
+from evo.search.observers import WorkerObserver
+from evo.search.stopping import StopRequested, StopSignals
 from evo.strategies import Population, Proposal, Published
-from evo.worker_options import WorkerOptions, WorkerStats
+from evo.search.worker_options import WorkerOptions, WorkerStats
 
-log = logging.getLogger("evo.worker")
+log = logging.getLogger("evo.search.worker")
 
 MAX_STEP_BACKOFF_S = 30.0
 MAX_KILL_TRIES = 20
