@@ -15,7 +15,7 @@ from dna.bounds import Bounds
 from evo.config_checks import ConfigError, _choice, _flag, _int, _number
 from evo.strategies.controller_settings import ControllerSettings
 
-# NAS-Bench-201's tables (evo.train.tabular): a cell's fitness is looked up, not trained for.
+# NAS-Bench-201's tables (evo.data.nasbench201_tables): a cell's fitness is looked up, not trained for.
 TABULAR_DATASETS = ("nb201-cifar10", "nb201-cifar100", "nb201-imagenet16")
 TABULAR_SPACE = "nasbench201"
 DATASETS = ("digits", "cifar10", "cifar100", "synthetic", "imagefolder", "npz", "hf") + TABULAR_DATASETS

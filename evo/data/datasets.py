@@ -252,7 +252,7 @@ def check_dataset(spec: str, settings: DataSettings | None = None) -> dict[str, 
     if name == "synthetic":
         return {"name": name, "train_images": None}
     if name.startswith("nb201-"):
-        from evo.train.tabular import TableError, table_path
+        from evo.data.nasbench201_tables import TableError, table_path
 
         try:
             table_path(name)
