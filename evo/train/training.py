@@ -101,7 +101,7 @@ def train(model: torch.nn.Module, data: DeviceDataset, settings: TrainSettings, 
     Raises ValueError (one line) for a learning rate that is not a finite number >= 0, a
     batch larger than the training split, or data on another kind of device.
     """
-    device = _resolve_device(device)
+    device = concrete_device(device)
     if data.device.type != device.type:
         raise ValueError(f"train: data {data.name} is on {data.device}, not on {device}")
     if progress_every < 1:
@@ -257,7 +257,8 @@ class _OnPixels(torch.nn.Module):
         return self.net(self.data.normalize(x_uint8))
 
 
-def _resolve_device(device: torch.device | str) -> torch.device:
+def concrete_device(device: torch.device | str) -> torch.device:
+    """``device`` as a ``torch.device``, a CUDA one with its index (the current device's when none is given)."""
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
