@@ -39,9 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from evo.data.cacheformat import FORMAT, CacheDamaged, arrays_of, check_manifest, content_id, safetensors_of
 from evo.config import DataSettings
-from evo.data.decoding import SPLITS, DataProblem, Decoded
+from evo.data.base import SPLITS, human_bytes
+from evo.data.cacheformat import FORMAT, CacheDamaged, arrays_of, check_manifest, content_id, safetensors_of
+from evo.data.decoding import DataProblem, Decoded
 
 log = logging.getLogger("evo.data.datasets")
 
@@ -269,15 +270,6 @@ def _open(store: Any, key: str, g: int, spec: str) -> CachedData:
 
 
 # ----- for people ------------------------------------------------------------------------
-
-def human_bytes(n: float) -> str:
-    """``1.5 MiB`` style."""
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
 
 def describe_summary(manifest: dict[str, Any]) -> str:
     """One line: classes, images per split, resolution, bytes, unreadable images skipped."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from evo.data.decoding import SPLITS
+from evo.data.base import SPLITS
 
 FORMAT = 1
 MAX_CLASSES = 1_000_000

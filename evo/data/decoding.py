@@ -34,10 +34,10 @@ import numpy as np
 
 from dna.portable_images import ImageProblem, Preprocessing, image_facts, preprocess_image, preprocess_pil
 from evo.config import AUTO_IMAGE_SIZE_CAP, MIN_IMAGE_SIZE, DataSettings
+from evo.data.base import SPLITS, available_host_memory, human_bytes
 
 log = logging.getLogger("evo.data.datasets")
 
-SPLITS = ("train", "val", "test")
 SAMPLE_IMAGES = 256          # images whose headers decide the automatic size and colour
 HEADER_BYTES = 64 * 1024     # enough of a file for Pillow to read its size (else the whole file)
 CHUNK = 256                  # images fetched and decoded per batch
@@ -335,8 +335,6 @@ def _parallel(func: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
 
 
 def _check_host_memory(nbytes: int, source: Source) -> None:
-    from evo.data.datasets import available_host_memory, human_bytes
-
     free = available_host_memory()
     if free is not None and nbytes > free:
         raise DataProblem(f"{source.kind}: {source.where}: decoded, the images take {human_bytes(nbytes)} but this "

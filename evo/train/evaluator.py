@@ -15,10 +15,12 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from evo.config import USER_DATASETS, DataSettings, TrainSettings
-from evo.data.datasets import SEARCH_SPLITS, read_dataset, to_device
+from evo.data.base import SEARCH_SPLITS
+from evo.data.datasets import read_dataset
+from evo.data.device import to_device
+from evo.data.userdata import prepare_data
 from evo.train.outcome import Outcome
 from evo.train.training import accuracy, train
-from evo.data.userdata import prepare_data
 
 
 def resolve_device(device: str) -> torch.device:

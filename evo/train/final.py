@@ -38,7 +38,8 @@ from dna.numbers import is_finite_number
 
 from evo.train import cuda_graph
 from evo.train.batches import EpochSampler
-from evo.data.datasets import Augment, DeviceDataset
+from evo.data.base import Augment
+from evo.data.device import DeviceDataset
 from evo.train.final_settings import FinalSettings
 from evo.train.sgd import MomentumSGD
 from evo.train.training import WARMUP_STEPS, TrainingStep, accuracy, concrete_device, resolve_precision

@@ -38,7 +38,8 @@ from dna import portable
 from evo.train import cuda_graph
 from evo.train.batches import EpochSampler
 from evo.config import PRECISIONS, TrainSettings
-from evo.data.datasets import NO_AUGMENT, DeviceDataset
+from evo.data.base import NO_AUGMENT
+from evo.data.device import DeviceDataset
 from evo.train.sgd import MomentumSGD
 
 WARMUP_STEPS = 3             # eager steps before capture (PyTorch's recipe uses a few)
