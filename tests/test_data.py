@@ -264,7 +264,8 @@ def test_pickle_that_builds_other_objects_is_refused(tmp_path):
     ("imagenet", "unknown dataset 'imagenet'"),
     ("cifar10", "needs a path"),
     ("synthetic", "has no images"),
-    ("digits=/x", "unknown dataset"),
+    ("digits=/x", "takes no path"),
+    ("nb201-cifar10", "has no images"),
 ])
 def test_bad_specs(spec, words):
     assert words in _error(spec)

@@ -15,31 +15,37 @@ Specs (the run config's ``dataset``):
   :mod:`evo.data.imagefolder`, :mod:`evo.data.arrays`, :mod:`evo.data.huggingface`). In a run they are decoded once, into the
   population directory, for every worker (:func:`evo.data.userdata.prepare_data`, :mod:`evo.data.cache`).
 
-The splits depend on ``split_seed`` only, never on the run seed, so every worker of a run
+A spec arrives as a :class:`evo.data.spec.DatasetSpec` (or its text, parsed once on the way
+in). The splits depend on ``split_seed`` only, never on the run seed, so every worker of a run
 sees the same validation set. Reading (:func:`read_dataset`) is numpy-only; torch is
-imported only to put the arrays on a device (:func:`load_dataset`, :mod:`evo.data.device`). The search asks for the
-``train`` and ``val`` splits only: the test split is read by ``evo evaluate``, ``evo best
---export`` and retraining, never by a worker.
+imported only to put the arrays on a device (:func:`load_dataset`, :mod:`evo.data.device`).
+The search asks for the ``train`` and ``val`` splits only: the test split is read by ``evo
+evaluate``, ``evo best --export`` and retraining, never by a worker.
+
+The top of :mod:`evo.data`: it dispatches to the readers (:mod:`evo.data.builtin`,
+:mod:`evo.data.userdata`) and the tables (:mod:`evo.data.nasbench201_tables`), which never
+import it back.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from evo.config import USER_DATASETS, ConfigError, DataSettings, check_dataset_spec
+from evo.config import DataSettings
 from evo.data.base import SPLITS, DatasetError, HostDataset, check_splits, only_splits
 from evo.data.builtin import CIFAR, check_builtin, read_cifar, read_digits
 from evo.data.device import DeviceDataset, to_device
 from evo.data.nasbench201_tables import TableError, table_path
+from evo.data.spec import DatasetSpec
 from evo.data.userdata import check_user, prepare_data, read_user
 
 if TYPE_CHECKING:
     import torch
 
-SPECS = "digits, cifar10=PATH, cifar100=PATH, imagefolder=PATH, npz=PATH, hf=PATH"
+SPECS = "digits, cifar10=PATH, cifar100=PATH, imagefolder=PATH, npz=PATH, hf=PATH"   # the specs with images
 
 
-def read_dataset(spec: str, *, split_seed: int = 0, settings: DataSettings | None = None,
+def read_dataset(spec: DatasetSpec | str, *, split_seed: int = 0, settings: DataSettings | None = None,
                  splits: tuple[str, ...] = SPLITS, progress: Callable[[str, int, int], None] | None = None
                  ) -> HostDataset:
     """Read and split the dataset named by ``spec`` into numpy arrays (no torch).
@@ -49,27 +55,23 @@ def read_dataset(spec: str, *, split_seed: int = 0, settings: DataSettings | Non
     (the run's ``data`` settings; default: :class:`DataSettings`'s) and ``progress(phase,
     done, total)``; a run reads them through its cache instead (:func:`evo.data.userdata.prepare_data`).
 
-    Raises :class:`DatasetError` (one line, naming the path and the expected layout) for an
-    unknown spec or missing/malformed data.
+    Raises :class:`DatasetError` (one line, naming the path and the expected layout) for a
+    malformed spec, one without images, or missing/malformed data.
     """
+    spec = DatasetSpec.of(spec)
     check_splits(splits)
-    name, _, path = spec.partition("=")
-    if name == "digits" and not path:
+    if spec.name == "digits":
         return only_splits(read_digits(split_seed), splits)
-    if name in CIFAR and path:
-        return only_splits(read_cifar(name, path, split_seed, test="test" in splits), splits)
-    if name in USER_DATASETS and path:
+    if spec.is_cifar:
+        return only_splits(read_cifar(spec.name, spec.path, split_seed, test="test" in splits), splits)
+    if spec.is_user:
         return read_user(spec, settings or DataSettings(), splits, progress)
-    if name in USER_DATASETS:
-        raise DatasetError(f"{name}: needs a path, e.g. {name}=/data/my-images")
-    if name in CIFAR:
-        raise DatasetError(f"{name}: needs a path, e.g. {name}=/data/{CIFAR[name].dirname}")
-    if name == "synthetic":
+    if spec.is_synthetic:
         raise DatasetError("synthetic: the synthetic mode trains nothing and has no images")
-    raise DatasetError(f"unknown dataset {spec!r} (choose from {SPECS})")
+    raise DatasetError(f"{spec}: a table of NAS-Bench-201's recorded results has no images (choose from {SPECS})")
 
 
-def check_dataset(spec: str, settings: DataSettings | None = None) -> dict[str, Any]:
+def check_dataset(spec: DatasetSpec | str, settings: DataSettings | None = None) -> dict[str, Any]:
     """Check that ``spec`` names a dataset whose files the loader will find and can read,
     without loading it: the form of the spec, then for CIFAR every batch file, looked up the
     way :func:`read_dataset` looks (local path or fsspec URL, the batch directory or its
@@ -78,24 +80,21 @@ def check_dataset(spec: str, settings: DataSettings | None = None) -> dict[str, 
 
     Raises :class:`DatasetError` with one line naming the path and what is wrong.
     """
-    try:
-        name = check_dataset_spec(spec)
-    except ConfigError as exc:
-        raise DatasetError(str(exc)) from None
-    if name == "synthetic":
-        return {"name": name, "train_images": None}
-    if name.startswith("nb201-"):
+    spec = DatasetSpec.of(spec)
+    if spec.is_synthetic:
+        return {"name": spec.name, "train_images": None}
+    if spec.is_tabular:
         try:
-            table_path(name)
+            table_path(spec.name)
         except TableError as exc:
             raise DatasetError(str(exc)) from None
-        return {"name": name, "train_images": None}
-    if name in USER_DATASETS:
+        return {"name": spec.name, "train_images": None}
+    if spec.is_user:
         return check_user(spec, settings or DataSettings())
-    return check_builtin(name, spec.partition("=")[2])
+    return check_builtin(spec.name, spec.path)
 
 
-def load_dataset(spec: str, device: "torch.device | str", *, split_seed: int = 0,
+def load_dataset(spec: DatasetSpec | str, device: "torch.device | str", *, split_seed: int = 0,
                  settings: DataSettings | None = None, store: Any = None,
                  splits: tuple[str, ...] = SPLITS) -> DeviceDataset:
     """Read ``spec`` (see :func:`read_dataset`) and put ``splits`` on ``device`` (the others
@@ -106,7 +105,8 @@ def load_dataset(spec: str, device: "torch.device | str", *, split_seed: int = 0
     from its source. Normalisation statistics come from the training split alone.
     DatasetError when the splits do not fit into the device's free memory.
     """
-    if spec.partition("=")[0] in USER_DATASETS and store is not None:
+    spec = DatasetSpec.of(spec)
+    if spec.is_user and store is not None:
         host = prepare_data(spec, settings or DataSettings(), store, splits=splits)
     else:
         host = read_dataset(spec, split_seed=split_seed, settings=settings, splits=splits)
