@@ -15,7 +15,7 @@ through ``dna.portable_images``, the code every export carries) or as arrays alr
    and the run fails (naming the first such file) when they are more than
    ``max_bad_fraction`` of all images;
 4. the result is checked (two classes at least, labels in range, no empty split) and
-   becomes an :class:`evo.data.datasets.HostDataset`.
+   becomes an :class:`evo.data.base.HostDataset`.
 
 Numpy, fsspec and Pillow; no torch.
 """
@@ -50,7 +50,7 @@ Progress = Callable[[str, int, int], None]
 
 class DataProblem(ValueError):
     """Data that cannot become the run's arrays. One line naming the file and the problem;
-    :mod:`evo.data.datasets` turns it into a ``DatasetError``."""
+    :mod:`evo.data.userdata` turns it into a ``DatasetError``."""
 
 
 @dataclass
