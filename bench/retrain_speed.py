@@ -72,7 +72,8 @@ def make_data(settings: RetrainSpeedSettings, device: str):
     host float32 normalised training images, host labels)."""
     import torch
 
-    from evo.data.datasets import CIFAR_AUGMENT, HostDataset, to_device
+    from evo.data.base import CIFAR_AUGMENT, HostDataset
+    from evo.data.device import to_device
 
     rng = np.random.default_rng(settings.seed)
     n_val = max(CLASSES, settings.images // 10)

@@ -170,7 +170,7 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
 
 def summarise(runs: list[dict[str, Any]], settings: Nb201Settings, schemes: tuple[Scheme, ...]) -> dict[str, Any]:
     """Per table and scheme: curves (mean, sd), per-seed finals, regret, the paired test vs random."""
-    from evo.train.tabular import load_table
+    from evo.data.nasbench201_tables import load_table
 
     out: dict[str, Any] = {}
     for table_name in settings.tables:
@@ -244,7 +244,7 @@ def run(mode: str = "small", out_dir: str | Path = "bench/results", *, seeds: in
         cells: int | None = None, workers: int | None = None, tables: tuple[str, ...] | None = None,
         ) -> dict[str, Any]:
     """Every table x scheme x seed; writes ``search-nasbench201-{mode}-cpu.{json,md,png}``."""
-    from evo.train.tabular import TableError, load_table
+    from evo.data.nasbench201_tables import TableError, load_table
 
     settings = MODES[mode]
     changes: dict[str, Any] = {}

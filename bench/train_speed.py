@@ -78,7 +78,8 @@ def make_data(settings: SpeedSettings, device: str):
     """(DeviceDataset on ``device``, host float32 normalised images, host int64 labels)."""
     import torch
 
-    from evo.data.datasets import CIFAR_AUGMENT, HostDataset, to_device
+    from evo.data.base import CIFAR_AUGMENT, HostDataset
+    from evo.data.device import to_device
 
     rng = np.random.default_rng(settings.seed)
     n_val = max(CLASSES, settings.images // 45)

@@ -13,16 +13,11 @@ from typing import Any
 from dna.bounds import Bounds
 
 from evo.config_checks import ConfigError, _choice, _flag, _int, _number
+from evo.data.base import DatasetError
+from evo.data.spec import DATASET_SPECS, DATASETS, TABULAR_DATASETS, USER_DATASETS, DatasetSpec  # noqa: F401
 from evo.strategies.controller_settings import ControllerSettings
 
-# NAS-Bench-201's tables (evo.train.tabular): a cell's fitness is looked up, not trained for.
-TABULAR_DATASETS = ("nb201-cifar10", "nb201-cifar100", "nb201-imagenet16")
-TABULAR_SPACE = "nasbench201"
-DATASETS = ("digits", "cifar10", "cifar100", "synthetic", "imagefolder", "npz", "hf") + TABULAR_DATASETS
-# all but digits/synthetic/nb201-* take =PATH
-USER_DATASETS = ("imagefolder", "npz", "hf")   # the user's own images: decoded once per run into the store
-DATASET_SPECS = ("digits, cifar10=PATH, cifar100=PATH, imagefolder=PATH, npz=PATH, hf=PATH, synthetic, "
-                 + ", ".join(TABULAR_DATASETS))
+TABULAR_SPACE = "nasbench201"   # the search space of NAS-Bench-201's tables (TABULAR_DATASETS)
 RESIZES = ("crop", "square")
 COLORS = ("auto", "rgb", "grayscale")
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 4, 1024
@@ -50,24 +45,12 @@ def _registered(name: str, value: Any, module: str, lookup: str) -> Any:
 
 def check_dataset_spec(spec: Any) -> str:
     """The dataset name of a well-formed spec (``digits``, ``cifar10=PATH``, ...); ConfigError
-    (one line) otherwise. Only the form is checked here; :func:`evo.data.datasets.check_dataset` checks
-    that the files are there."""
-    if not isinstance(spec, str):
-        raise ConfigError(f"dataset must be a string ({DATASET_SPECS}), got {spec!r}", "dataset")
-    name, eq, path = spec.partition("=")
-    if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {spec!r} (choose from {DATASET_SPECS})", "dataset")
-    if name in ("cifar10", "cifar100") and not path.strip():
-        raise ConfigError(f"dataset {name} needs a path: {name}=/path/to/data (a local directory or gs://...)",
-                          "dataset")
-    if name in USER_DATASETS and not path.strip():
-        what = {"imagefolder": "a folder of class folders", "npz": "an .npz file",
-                "hf": "a datasets.save_to_disk folder or parquet files"}[name]
-        raise ConfigError(f"dataset {name} needs a path: {name}=PATH ({what}; a local path or gs://...)",
-                          "dataset")
-    if (name in ("digits", "synthetic") or name in TABULAR_DATASETS) and eq:
-        raise ConfigError(f"dataset {name} takes no path (got {spec!r}; {name} is built in)", "dataset")
-    return name
+    (one line) otherwise. Only the form is checked here (:meth:`evo.data.spec.DatasetSpec.parse`);
+    :func:`evo.data.datasets.check_dataset` checks that the files are there."""
+    try:
+        return DatasetSpec.parse(spec).name
+    except DatasetError as exc:
+        raise ConfigError(str(exc), "dataset") from None
 
 
 @dataclass(frozen=True)
@@ -276,9 +259,14 @@ class RunConfig:
         return self.dataset_name in TABULAR_DATASETS
 
     @property
+    def dataset_spec(self) -> DatasetSpec:
+        """The run's ``dataset``, parsed (config.json keeps the text)."""
+        return DatasetSpec.parse(self.dataset)
+
+    @property
     def dataset_name(self) -> str:
         """``cifar10`` for ``cifar10=/data/cifar``; the spec itself otherwise."""
-        return self.dataset.split("=", 1)[0]
+        return self.dataset_spec.name
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict for JSON."""

@@ -41,3 +41,11 @@ def _flag(name: str, value: Any) -> None:
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if not isinstance(value, str) or value not in choices:
         raise ConfigError(f"unknown {name} {value!r} (choose from {', '.join(choices)})", name)
+
+
+# The same checks under public names, for the settings dataclasses outside evo/config.py
+# (evo.train.final_settings); the underscored names stay for the modules that use them.
+int_setting = _int
+number_setting = _number
+flag_setting = _flag
+choice_setting = _choice

@@ -75,7 +75,8 @@ def read_run_dataset(spec: str, config=None, store=None):
     (what the search trained on); another spec is read from its source with the run's data
     settings."""
     from evo.config import USER_DATASETS
-    from evo.data.datasets import DatasetError, read_dataset
+    from evo.data.base import DatasetError
+    from evo.data.datasets import read_dataset
     from evo.data.userdata import prepare_data
 
     if spec.split("=", 1)[0] == "synthetic":
@@ -93,7 +94,7 @@ def dataset_facts(spec: str, host=None) -> dict[str, Any]:
     """Input shape, class count and training-split normalisation of a dataset spec (read
     unless ``host``, the dataset already read, is given), and for user datasets the class
     names and the preprocessing of their images."""
-    from evo.data.datasets import channel_stats
+    from evo.data.device import channel_stats
 
     host = host if host is not None else read_run_dataset(spec)
     mean, std = channel_stats(host.train_x)

@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     import dna.portable as portable
-    from evo.data.datasets import DatasetError, read_dataset
+    from evo.data.base import DatasetError
+    from evo.data.datasets import read_dataset
 
     if os.path.exists(args.dir) and not os.path.isdir(args.dir):
         raise UserError(f"{args.dir} is a file, not an export directory (made by evo best --export DIR)")

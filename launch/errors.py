@@ -18,7 +18,7 @@ def one_line_errors() -> tuple[type[Exception], ...]:
     importing this module imports nothing else."""
     from dna import DNAError
     from evo.config import ConfigError
-    from evo.data.datasets import DatasetError
+    from evo.data.base import DatasetError
     from storage import StoreError
 
     return (UserError, StoreError, ConfigError, DatasetError, DNAError)

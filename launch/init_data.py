@@ -14,7 +14,8 @@ from .errors import UserError
 def train_images(spec: str, data: DataSettings) -> int:
     """The training-split size of a dataset (for a preset's epochs), from its files' check
     (for the user's datasets: after the validation and test images are carved out)."""
-    from evo.data.datasets import DatasetError, check_dataset
+    from evo.data.base import DatasetError
+    from evo.data.datasets import check_dataset
 
     try:
         n = check_dataset(spec, data)["train_images"]
@@ -26,7 +27,8 @@ def train_images(spec: str, data: DataSettings) -> int:
 def check_data(config: RunConfig) -> None:
     """UserError (one line) unless the config's dataset files are there and its batch fits
     (for a user dataset: its layout, classes and splits, from a listing; nothing decoded)."""
-    from evo.data.datasets import DatasetError, check_dataset
+    from evo.data.base import DatasetError
+    from evo.data.datasets import check_dataset
 
     try:
         facts = check_dataset(config.dataset, config.data)
@@ -43,7 +45,7 @@ def decode_data(store, config: RunConfig) -> None:
     with progress on stderr, and print its summary (classes, images, resolution, bytes)."""
     import sys
 
-    from evo.data.datasets import DatasetError
+    from evo.data.base import DatasetError
     from evo.data.userdata import ensure_cache
 
     if config.dataset_name not in USER_DATASETS:

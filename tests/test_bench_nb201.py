@@ -18,10 +18,10 @@ if str(REPO) not in sys.path:   # bench/ is run from the checkout, not installed
 from bench import __main__ as cli  # noqa: E402
 from bench import search_nb201 as nb  # noqa: E402
 
-tabular = pytest.importorskip("evo.train.tabular")
+tables = pytest.importorskip("evo.data.nasbench201_tables")
 try:
-    tabular.table_path("nb201-cifar10")
-except tabular.TableError as exc:
+    tables.table_path("nb201-cifar10")
+except tables.TableError as exc:
     pytest.skip(f"{exc}", allow_module_level=True)
 
 
@@ -65,7 +65,7 @@ def test_small_mode_end_to_end(tmp_path, capsys):
     runs, summary = doc["results"]["runs"], doc["results"]["summary"]["nb201-cifar10"]
     names = [s.name for s in nb.SCHEMES]
     assert sorted((r["scheme"], r["seed"]) for r in runs) == sorted((n, s) for n in names for s in (0, 1))
-    table = tabular.load_table("nb201-cifar10")
+    table = tables.load_table("nb201-cifar10")
     key, best = table.best()
     assert summary["table_best_cell"] == key and summary["table_best_mean_val_acc"] == pytest.approx(best)
     for name in names:

@@ -26,7 +26,8 @@ import pytest
 
 import dna
 from evo.config import ConfigError, NasnetSettings, RunConfig, SyntheticSettings, TrainSettings
-from evo.data.datasets import DatasetError, check_dataset
+from evo.data.base import DatasetError
+from evo.data.datasets import check_dataset
 from helpers_store import publish_random
 from launch import cli
 from launch.cli import main

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from evo.data.builtin import CIFAR_VALIDATION
-from evo.data.datasets import CIFAR_AUGMENT, NO_AUGMENT, DatasetError, channel_stats, check_dataset, load_dataset, read_dataset
+from evo.data.base import CIFAR_AUGMENT, NO_AUGMENT, DatasetError
+from evo.data.datasets import check_dataset, load_dataset, read_dataset
+from evo.data.device import channel_stats
 
 N_PER_BATCH = 1010   # 5 batches: 5050 training images, so 50 train + 5000 validation
 N_TEST = 120
@@ -204,7 +206,8 @@ def test_missing_test_batch(tmp_path):
 
 
 def test_the_search_never_reads_cifars_test_batch(tmp_path):
-    from evo.data.datasets import SEARCH_SPLITS, read_dataset
+    from evo.data.base import SEARCH_SPLITS
+    from evo.data.datasets import read_dataset
 
     path = make_cifar10(tmp_path)
     with open(os.path.join(path, "test_batch"), "wb") as f:
@@ -261,7 +264,8 @@ def test_pickle_that_builds_other_objects_is_refused(tmp_path):
     ("imagenet", "unknown dataset 'imagenet'"),
     ("cifar10", "needs a path"),
     ("synthetic", "has no images"),
-    ("digits=/x", "unknown dataset"),
+    ("digits=/x", "takes no path"),
+    ("nb201-cifar10", "has no images"),
 ])
 def test_bad_specs(spec, words):
     assert words in _error(spec)

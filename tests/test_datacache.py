@@ -17,7 +17,9 @@ import pytest
 
 import storage
 from evo.config import DataSettings, RunConfig
-from evo.data.datasets import DatasetError, read_dataset, to_device
+from evo.data.base import DatasetError
+from evo.data.datasets import read_dataset
+from evo.data.device import to_device
 from evo.data.cache import cache_key, cache_status
 from evo.data.userdata import prepare_data
 from helpers_images import make_image_folder

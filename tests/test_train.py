@@ -16,7 +16,9 @@ from torch import nn
 from evo.train import cuda_graph
 from evo.train.batches import EpochSampler, crop_flip
 from evo.config import TrainSettings
-from evo.data.datasets import CIFAR_AUGMENT, NO_AUGMENT, HostDataset, load_dataset, to_device
+from evo.data.base import CIFAR_AUGMENT, NO_AUGMENT, HostDataset
+from evo.data.datasets import load_dataset
+from evo.data.device import to_device
 from evo.train.sgd import MomentumSGD
 from evo.train.training import DIVERGENCE_CHECK_EVERY, TrainResult, accuracy, resolve_precision, train
 

@@ -15,7 +15,8 @@ from PIL import Image
 
 from dna.portable_images import Preprocessing, preprocess_image
 from evo.config import ConfigError, DataSettings, RunConfig
-from evo.data.datasets import DatasetError, check_dataset, read_dataset
+from evo.data.base import DatasetError
+from evo.data.datasets import check_dataset, read_dataset
 from evo.data.decoding import carve
 from helpers_images import CLASSES, class_image, lfw_folder, make_hf, make_image_folder, make_npz, save
 

@@ -171,7 +171,8 @@ def test_training_runs_on_user_data_for_every_space(tmp_path):
 
     import toy_space  # noqa: F401
     from evo.config import NasnetSettings, TrainSettings
-    from evo.data.datasets import read_dataset, to_device
+    from evo.data.datasets import read_dataset
+    from evo.data.device import to_device
     from evo.spaces import make_space
     from evo.train.training import accuracy, train
 

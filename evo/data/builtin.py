@@ -1,6 +1,6 @@
 """The built-in datasets: scikit-learn's digits and the CIFAR-10/100 python batches.
 
-Both are read into a :class:`evo.data.datasets.HostDataset` (numpy only) and split by a fixed
+Both are read into a :class:`evo.data.base.HostDataset` (numpy only) and split by a fixed
 permutation that depends on ``split_seed`` alone (:func:`split_permutation`): digits 60/20/20
 train/val/test, CIFAR's training set 45,000/5,000 train/validation with the official test
 set as the test split (as in Real et al. 2017). CIFAR batches are read from a local
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from evo.data.datasets import CIFAR_AUGMENT, NO_AUGMENT, DatasetError, HostDataset
+from evo.data.base import CIFAR_AUGMENT, NO_AUGMENT, DatasetError, HostDataset
 from evo.data.safe_pickle import RefusedPickle, load_restricted
 
 CIFAR_VALIDATION = 5_000
@@ -32,7 +32,7 @@ def check_builtin(name: str, path: str) -> dict[str, Any]:
     at ``path``) can be read: scikit-learn importable for digits; for CIFAR every batch file
     found the way :func:`read_cifar` looks (local path or fsspec URL, the batch directory or
     its parent) and its first byte read. Returns ``{"name", "train_images"}`` (nominal for
-    CIFAR). :class:`evo.data.datasets.DatasetError` with one line naming the path and what is wrong.
+    CIFAR). :class:`evo.data.base.DatasetError` with one line naming the path and what is wrong.
     """
     if name == "digits":
         try:

@@ -39,9 +39,11 @@ from typing import Any
 
 import numpy as np
 
-from evo.data.cacheformat import FORMAT, CacheDamaged, arrays_of, check_manifest, content_id, safetensors_of
 from evo.config import DataSettings
-from evo.data.decoding import SPLITS, DataProblem, Decoded
+from evo.data.base import SPLITS, human_bytes
+from evo.data.cacheformat import FORMAT, CacheDamaged, arrays_of, check_manifest, content_id, safetensors_of
+from evo.data.decoding import DataProblem, Decoded
+from evo.data.spec import DatasetSpec
 
 log = logging.getLogger("evo.data.datasets")
 
@@ -50,10 +52,10 @@ PROGRESS_EVERY_S = 2.0      # how often a decoder rewrites its progress (so 60 b
 LOG_EVERY_S = 10.0          # how often a waiting worker logs the decoder's progress
 
 
-def cache_key(spec: str, settings: DataSettings) -> str:
+def cache_key(spec: DatasetSpec | str, settings: DataSettings) -> str:
     """The 16-hex-digit name of the cache of ``spec`` under ``settings`` (what the run's
-    config says; the same for every worker)."""
-    text = json.dumps({"format": FORMAT, "spec": spec, "data": asdict(settings)}, sort_keys=True)
+    config says; the same for every worker). Made of the spec's text, as config.json has it."""
+    text = json.dumps({"format": FORMAT, "spec": str(DatasetSpec.of(spec)), "data": asdict(settings)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -92,7 +94,7 @@ class CachedData:
         return out
 
 
-def open_or_decode(store: Any, spec: str, settings: DataSettings, decode: Callable[[Callable], Decoded], *,
+def open_or_decode(store: Any, spec: DatasetSpec, settings: DataSettings, decode: Callable[[Callable], Decoded], *,
                    worker: str | None = None, stale_after: float = STALE_AFTER_S,
                    poll: float = 0.5, progress: Callable[[str], None] | None = None,
                    damaged: set[int] | None = None, clock: Callable[[], float] = time.monotonic) -> CachedData:
@@ -203,7 +205,7 @@ class _ProgressBeat:
             self._write(**extra)
 
 
-def _decode_and_commit(store: Any, key: str, g: int, spec: str, settings: DataSettings,
+def _decode_and_commit(store: Any, key: str, g: int, spec: DatasetSpec, settings: DataSettings,
                        decode: Callable[[Callable], Decoded], who: dict, say: Callable[[str], None]) -> CachedData:
     beat = _ProgressBeat(store, key, g, who, say)
     t0 = time.perf_counter()
@@ -227,7 +229,7 @@ def _decode_and_commit(store: Any, key: str, g: int, spec: str, settings: DataSe
             written.append(part["key"])
             parts[split] = {**part, "images": int(len(y))}
         manifest = {
-            "format": FORMAT, "key": key, "generation": g, "spec": spec, "settings": asdict(settings),
+            "format": FORMAT, "key": key, "generation": g, "spec": str(spec), "settings": asdict(settings),
             "num_classes": decoded.num_classes, "class_names": list(decoded.class_names),
             "input_shape": [int(d) for d in decoded.splits["train"][0].shape[1:]],
             "preprocessing": decoded.preprocessing.to_dict() if decoded.preprocessing else None,
@@ -256,7 +258,7 @@ def _forget(store: Any, keys: list[str]) -> None:
             pass
 
 
-def _open(store: Any, key: str, g: int, spec: str) -> CachedData:
+def _open(store: Any, key: str, g: int, spec: DatasetSpec) -> CachedData:
     from storage import CorruptRecord
 
     try:
@@ -269,15 +271,6 @@ def _open(store: Any, key: str, g: int, spec: str) -> CachedData:
 
 
 # ----- for people ------------------------------------------------------------------------
-
-def human_bytes(n: float) -> str:
-    """``1.5 MiB`` style."""
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
 
 def describe_summary(manifest: dict[str, Any]) -> str:
     """One line: classes, images per split, resolution, bytes, unreadable images skipped."""
@@ -297,12 +290,13 @@ def describe_summary(manifest: dict[str, Any]) -> str:
     return line
 
 
-def cache_status(store: Any, spec: str, settings: DataSettings) -> dict[str, Any]:
+def cache_status(store: Any, spec: DatasetSpec | str, settings: DataSettings) -> dict[str, Any]:
     """What the store holds of this run's cache, for ``evo status``: ``state`` (``ready``,
     ``decoding``, ``failed``, ``not decoded``), the summary line, input shape and number of
     classes when ready, the progress
     while decoding. Reads one listing and at most two small records; never raises for a
     damaged cache (it says so)."""
+    spec = DatasetSpec.of(spec)
     key = cache_key(spec, settings)
     state = store.data_state(key)
     for g in sorted(state.manifests, reverse=True):

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from evo.data.decoding import SPLITS
+from evo.data.base import SPLITS
+from evo.data.spec import DatasetSpec
 
 FORMAT = 1
 MAX_CLASSES = 1_000_000
@@ -71,7 +72,7 @@ def arrays_of(blob: bytes, part: dict, manifest: dict, split: str) -> tuple[np.n
     return x, y
 
 
-def check_manifest(m: Any, key: str, g: int, spec: str) -> dict[str, Any]:
+def check_manifest(m: Any, key: str, g: int, spec: DatasetSpec) -> dict[str, Any]:
     """``m`` if it is a well-formed manifest of generation ``g`` of cache ``key`` for
     ``spec``; CacheDamaged naming the first problem otherwise."""
     where = f"data/{key}.g{g}.json"
@@ -86,7 +87,7 @@ def check_manifest(m: Any, key: str, g: int, spec: str) -> dict[str, Any]:
     need(isinstance(m, dict), "not a JSON object")
     need(m.get("format") == FORMAT, f"format is not {FORMAT}")
     need(m.get("key") == key and m.get("generation") == g, "names another cache")
-    need(m.get("spec") == spec, "is for another dataset spec")
+    need(m.get("spec") == str(spec), "is for another dataset spec")
     k = m.get("num_classes")
     need(whole(k, 2, MAX_CLASSES), "num_classes must be 2 or more")
     names = m.get("class_names")

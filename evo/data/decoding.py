@@ -15,7 +15,7 @@ through ``dna.portable_images``, the code every export carries) or as arrays alr
    and the run fails (naming the first such file) when they are more than
    ``max_bad_fraction`` of all images;
 4. the result is checked (two classes at least, labels in range, no empty split) and
-   becomes an :class:`evo.data.datasets.HostDataset`.
+   becomes an :class:`evo.data.base.HostDataset`.
 
 Numpy, fsspec and Pillow; no torch.
 """
@@ -34,10 +34,10 @@ import numpy as np
 
 from dna.portable_images import ImageProblem, Preprocessing, image_facts, preprocess_image, preprocess_pil
 from evo.config import AUTO_IMAGE_SIZE_CAP, MIN_IMAGE_SIZE, DataSettings
+from evo.data.base import SPLITS, available_host_memory, human_bytes
 
 log = logging.getLogger("evo.data.datasets")
 
-SPLITS = ("train", "val", "test")
 SAMPLE_IMAGES = 256          # images whose headers decide the automatic size and colour
 HEADER_BYTES = 64 * 1024     # enough of a file for Pillow to read its size (else the whole file)
 CHUNK = 256                  # images fetched and decoded per batch
@@ -50,7 +50,7 @@ Progress = Callable[[str, int, int], None]
 
 class DataProblem(ValueError):
     """Data that cannot become the run's arrays. One line naming the file and the problem;
-    :mod:`evo.data.datasets` turns it into a ``DatasetError``."""
+    :mod:`evo.data.userdata` turns it into a ``DatasetError``."""
 
 
 @dataclass
@@ -335,8 +335,6 @@ def _parallel(func: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
 
 
 def _check_host_memory(nbytes: int, source: Source) -> None:
-    from evo.data.datasets import available_host_memory, human_bytes
-
     free = available_host_memory()
     if free is not None and nbytes > free:
         raise DataProblem(f"{source.kind}: {source.where}: decoded, the images take {human_bytes(nbytes)} but this "

@@ -1,11 +1,13 @@
-"""The user's own datasets (``imagefolder=``, ``npz=``, ``hf=``) as :class:`evo.data.datasets.HostDataset`.
+"""The user's own datasets (``imagefolder=``, ``npz=``, ``hf=``) as :class:`evo.data.base.HostDataset`.
 
 A user dataset is listed by its reader (:mod:`evo.data.imagefolder`, :mod:`evo.data.arrays`,
 :mod:`evo.data.huggingface`),
 decoded as the run's ``data`` settings say (:mod:`evo.data.decoding`) and, in a run, decoded once
 into the population directory for every worker (:func:`prepare_data`, :mod:`evo.data.cache`);
 outside a run it is decoded from its source (:func:`read_user`). Decoding problems come out
-as one-line :class:`evo.data.datasets.DatasetError`.
+as one-line :class:`evo.data.base.DatasetError`. Every function takes the spec parsed
+(:class:`evo.data.spec.DatasetSpec`); the public entry points :func:`prepare_data` and
+:func:`ensure_cache` also take its text.
 """
 
 from __future__ import annotations
@@ -16,33 +18,34 @@ from typing import Any, Callable
 import numpy as np
 
 from evo.config import DataSettings
-from evo.data.datasets import SEARCH_SPLITS, SPLITS, Augment, DatasetError, HostDataset, check_splits
+from evo.data.arrays import read_npz
+from evo.data.base import SEARCH_SPLITS, SPLITS, Augment, DatasetError, HostDataset, check_splits
+from evo.data.cache import STALE_AFTER_S, open_or_decode
+from evo.data.cacheformat import CacheDamaged
+from evo.data.decoding import DataProblem, Decoded, Source, complete_splits, decode_source
+from evo.data.huggingface import read_hf
+from evo.data.imagefolder import scan
+from evo.data.spec import DatasetSpec
+
+log = logging.getLogger("evo.data.datasets")
 
 
-def read_source(spec: str, settings: DataSettings):
+def read_source(spec: DatasetSpec, settings: DataSettings) -> Source:
     """The user dataset ``spec`` as an ``evo.data.decoding.Source`` (listed, labels known,
     nothing decoded). Raises ``evo.data.decoding.DataProblem``."""
-    name, _, path = spec.partition("=")
-    if name == "imagefolder":
-        from evo.data.imagefolder import scan
-
-        return scan(path)
-    if name == "npz":
-        from evo.data.arrays import read_npz
-
-        return read_npz(path)
-    if name == "hf":
-        from evo.data.huggingface import read_hf
-
-        return read_hf(path, settings.image_column, settings.label_column)
-    raise ValueError(f"not a user dataset: {spec!r}")
+    if spec.name == "imagefolder":
+        return scan(spec.path)
+    if spec.name == "npz":
+        return read_npz(spec.path)
+    if spec.name == "hf":
+        return read_hf(spec.path, settings.image_column, settings.label_column)
+    raise ValueError(f"not a user dataset: {str(spec)!r}")
 
 
-def decode_user(spec: str, settings: DataSettings, progress: Callable[[str, int, int], None] | None = None):
+def decode_user(spec: DatasetSpec, settings: DataSettings,
+                progress: Callable[[str, int, int], None] | None = None) -> Decoded:
     """The user dataset ``spec`` decoded from its source (``evo.data.decoding.Decoded``).
     Raises ``evo.data.decoding.DataProblem``."""
-    from evo.data.decoding import decode_source
-
     return decode_source(read_source(spec, settings), settings, progress)
 
 
@@ -52,33 +55,29 @@ def user_augment(input_shape: tuple[int, ...]) -> Augment:
     return Augment(crop_padding=max(1, int(input_shape[-1]) // 8), flip=True)
 
 
-def read_user(spec: str, settings: DataSettings, splits: tuple[str, ...],
+def read_user(spec: DatasetSpec, settings: DataSettings, splits: tuple[str, ...],
               progress: Callable[[str, int, int], None] | None = None) -> HostDataset:
     """The user dataset ``spec`` decoded from its source (no cache), ``splits`` kept (the
     others empty). DatasetError (one line) for bad data."""
-    from evo.data.decoding import DataProblem
-
     try:
         decoded = decode_user(spec, settings, progress)
     except DataProblem as exc:
         raise DatasetError(str(exc)) from None
-    return _user_host(spec.partition("=")[0], decoded.splits, decoded.class_names,
+    return _user_host(spec.name, decoded.splits, decoded.class_names,
                       decoded.preprocessing.to_dict() if decoded.preprocessing else None,
                       decoded.summary, None, splits)
 
 
-def check_user(spec: str, settings: DataSettings) -> dict[str, Any]:
+def check_user(spec: DatasetSpec, settings: DataSettings) -> dict[str, Any]:
     """Check the user dataset ``spec`` without decoding an image: its source is listed and
     its splits carved as ``settings`` say. Returns ``{"name", "train_images", "classes",
     "images"}`` (images per split). DatasetError (one line) for bad data."""
-    from evo.data.decoding import DataProblem, complete_splits
-
     try:
         source = read_source(spec, settings)
         parts = complete_splits(source, settings)
     except DataProblem as exc:
         raise DatasetError(str(exc)) from None
-    return {"name": spec.partition("=")[0], "train_images": len(parts["train"]),
+    return {"name": spec.name, "train_images": len(parts["train"]),
             "classes": len(source.class_names), "images": {s: len(p) for s, p in parts.items()}}
 
 
@@ -94,7 +93,7 @@ def _user_host(name: str, arrays: dict[str, tuple[np.ndarray, np.ndarray]], clas
                        preprocessing=preprocessing, summary=summary, data_id=data_id)
 
 
-def prepare_data(spec: str, settings: DataSettings, store: Any, *, splits: tuple[str, ...] = SEARCH_SPLITS,
+def prepare_data(spec: DatasetSpec | str, settings: DataSettings, store: Any, *, splits: tuple[str, ...] = SEARCH_SPLITS,
                  worker: str | None = None, progress: Callable[[str], None] | None = None,
                  stale_after: float | None = None) -> HostDataset:
     """The run's user dataset through its cache in ``store`` (decoded once for the whole
@@ -104,12 +103,8 @@ def prepare_data(spec: str, settings: DataSettings, store: Any, *, splits: tuple
     checked against. ``progress(line)`` gets progress lines (default: the ``evo.data.datasets``
     log). DatasetError (one line) for bad data, the decoder's included.
     """
-    from evo.data.cacheformat import CacheDamaged
-    from evo.data.cache import STALE_AFTER_S, open_or_decode
-    from evo.data.decoding import DataProblem
-
+    spec = DatasetSpec.of(spec)
     check_splits(splits)
-    name = spec.partition("=")[0]
     damaged: set[int] = set()
     for _ in range(3):   # a part found damaged while reading: the next generation is decoded
         try:
@@ -120,26 +115,24 @@ def prepare_data(spec: str, settings: DataSettings, store: Any, *, splits: tuple
         except DataProblem as exc:
             raise DatasetError(str(exc)) from None
         except CacheDamaged as exc:
-            logging.getLogger("evo.data.datasets").warning("%s; decoding the dataset again", exc)
+            log.warning("%s; decoding the dataset again", exc)
             damaged.add(cached.generation)
             continue
         m = cached.manifest
-        logging.getLogger("evo.data.datasets").info(
+        log.info(
             "dataset %s: %s split(s) of the run's decoded cache (data %s, generation %d%s)", spec,
             "+".join(splits), cached.data_id[:16], cached.generation, ", decoded here" if cached.decoded_here else "")
-        return _user_host(name, arrays, tuple(m["class_names"]), m.get("preprocessing"), m["summary"],
+        return _user_host(spec.name, arrays, tuple(m["class_names"]), m.get("preprocessing"), m["summary"],
                           cached.data_id, splits)
-    raise DatasetError(f"{name}: the run's decoded dataset in {store.url}/data/ was damaged three times over; "
+    raise DatasetError(f"{spec.name}: the run's decoded dataset in {store.url}/data/ was damaged three times over; "
                        "see `evo check`")
 
 
-def ensure_cache(spec: str, settings: DataSettings, store: Any, *,
+def ensure_cache(spec: DatasetSpec | str, settings: DataSettings, store: Any, *,
                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Make sure the run's cache of a user dataset exists in ``store`` (decoding it here if
     nobody has), without loading it; returns its manifest (for ``evo init``'s summary)."""
-    from evo.data.cache import open_or_decode
-    from evo.data.decoding import DataProblem
-
+    spec = DatasetSpec.of(spec)
     try:
         return open_or_decode(store, spec, settings, lambda p: decode_user(spec, settings, p),
                               progress=progress).manifest

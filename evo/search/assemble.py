@@ -35,7 +35,7 @@ def make_evaluator(config: RunConfig, space: Any, device: str = "auto", store: A
         from evo.train.tabular import TabularEvaluator
         return TabularEvaluator(config.dataset_name, config.tabular)
     from evo.train.evaluator import TorchEvaluator
-    return TorchEvaluator(space, config.dataset, config.train, device, data_settings=config.data, store=store)
+    return TorchEvaluator(space, config.dataset_spec, config.train, device, data_settings=config.data, store=store)
 
 
 def open_worker(url: str, options: WorkerOptions = WorkerOptions(), *, device: str = "auto",

@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from evo.data.datasets import NO_AUGMENT, Augment, DeviceDataset
+from evo.data.base import NO_AUGMENT, Augment
+from evo.data.device import DeviceDataset
 
 
 def cutout(x: torch.Tensor, centers: torch.Tensor, size: int) -> torch.Tensor:

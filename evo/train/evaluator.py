@@ -14,11 +14,14 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from evo.config import USER_DATASETS, DataSettings, TrainSettings
-from evo.data.datasets import SEARCH_SPLITS, read_dataset, to_device
+from evo.config import DataSettings, TrainSettings
+from evo.data.base import SEARCH_SPLITS
+from evo.data.datasets import read_dataset
+from evo.data.device import to_device
+from evo.data.spec import DatasetSpec
+from evo.data.userdata import prepare_data
 from evo.train.outcome import Outcome
 from evo.train.training import accuracy, train
-from evo.data.userdata import prepare_data
 
 
 def resolve_device(device: str) -> torch.device:
@@ -53,10 +56,10 @@ class TorchEvaluator:
     child's metrics name the cache (``data``: its SHA-256 identity).
     """
 
-    def __init__(self, space: Any, dataset: str, train_settings: TrainSettings, device: str = "auto", *,
+    def __init__(self, space: Any, dataset: DatasetSpec | str, train_settings: TrainSettings, device: str = "auto", *,
                  data_settings: DataSettings | None = None, store: Any = None):
         self.space = space
-        self.dataset = dataset
+        self.dataset = DatasetSpec.of(dataset)
         self.data_settings = data_settings or DataSettings()
         self.store = store
         self.train_settings = train_settings
@@ -75,11 +78,11 @@ class TorchEvaluator:
         calls do nothing). DatasetError (one line) for data that cannot be used."""
         if self.data is not None:
             return
-        if self.dataset.partition("=")[0] in USER_DATASETS and self.store is not None:
+        if self.dataset.is_user and self.store is not None:
             host = prepare_data(self.dataset, self.data_settings, self.store, splits=SEARCH_SPLITS)
         else:
-            host = read_dataset(self.dataset, settings=self.data_settings
-                                if self.dataset.partition("=")[0] in USER_DATASETS else None, splits=SEARCH_SPLITS)
+            host = read_dataset(self.dataset, settings=self.data_settings if self.dataset.is_user else None,
+                                splits=SEARCH_SPLITS)
         self.data = to_device(host, self.device, splits=SEARCH_SPLITS)
 
     def evaluate(self, child, *, parent_dna=None, parent_weights: bytes | None = None, seed: int = 0,

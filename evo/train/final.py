@@ -38,10 +38,11 @@ from dna.numbers import is_finite_number
 
 from evo.train import cuda_graph
 from evo.train.batches import EpochSampler
-from evo.data.datasets import Augment, DeviceDataset
+from evo.data.base import Augment
+from evo.data.device import DeviceDataset
 from evo.train.final_settings import FinalSettings
 from evo.train.sgd import MomentumSGD
-from evo.train.training import WARMUP_STEPS, TrainingStep, _resolve_device, accuracy, resolve_precision
+from evo.train.training import WARMUP_STEPS, TrainingStep, accuracy, concrete_device, resolve_precision
 
 STATE_FORMAT = 1
 
@@ -89,7 +90,7 @@ class FinalTraining:
 
     def __init__(self, model: torch.nn.Module, data: DeviceDataset, settings: FinalSettings, *,
                  learning_rate: float, seed: int, device: torch.device | str, aux_head: bool = False) -> None:
-        device = _resolve_device(device)
+        device = concrete_device(device)
         if data.device.type != device.type:
             raise ValueError(f"final training: data {data.name} is on {data.device}, not on {device}")
         self.settings = settings

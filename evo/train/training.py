@@ -38,7 +38,8 @@ from dna import portable
 from evo.train import cuda_graph
 from evo.train.batches import EpochSampler
 from evo.config import PRECISIONS, TrainSettings
-from evo.data.datasets import NO_AUGMENT, DeviceDataset
+from evo.data.base import NO_AUGMENT
+from evo.data.device import DeviceDataset
 from evo.train.sgd import MomentumSGD
 
 WARMUP_STEPS = 3             # eager steps before capture (PyTorch's recipe uses a few)
@@ -101,7 +102,7 @@ def train(model: torch.nn.Module, data: DeviceDataset, settings: TrainSettings, 
     Raises ValueError (one line) for a learning rate that is not a finite number >= 0, a
     batch larger than the training split, or data on another kind of device.
     """
-    device = _resolve_device(device)
+    device = concrete_device(device)
     if data.device.type != device.type:
         raise ValueError(f"train: data {data.name} is on {data.device}, not on {device}")
     if progress_every < 1:
@@ -257,7 +258,8 @@ class _OnPixels(torch.nn.Module):
         return self.net(self.data.normalize(x_uint8))
 
 
-def _resolve_device(device: torch.device | str) -> torch.device:
+def concrete_device(device: torch.device | str) -> torch.device:
+    """``device`` as a ``torch.device``, a CUDA one with its index (the current device's when none is given)."""
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
