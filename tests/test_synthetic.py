@@ -21,6 +21,7 @@ import pytest
 import dna
 import mutations
 from evo.config import RunConfig, SyntheticSettings
+from evo.strategies.evolution import AgingSettings
 from evo.spaces import make_space
 from evo.train.synthetic import SyntheticEvaluator, safetensors_blob, synthetic_fitness
 from storage import open_store, safetensors_problem
@@ -165,7 +166,7 @@ def test_every_selection_runs_synthetically(tmp_path, selection):
 
     url = str(tmp_path / "pop")
     config = RunConfig(dataset="synthetic", population_size=6, selection=selection,
-                       tournament_size=2, synthetic=SyntheticSettings(weight_bytes=64))
+                       plugins={"aging": AgingSettings(tournament_size=2)}, synthetic=SyntheticSettings(weight_bytes=64))
     open_store(url).init_config(config.to_json())
     stats = open_worker(url, WorkerOptions(max_individuals=30), index=0).run()
     assert stats.published == 30 and stats.killed == 24

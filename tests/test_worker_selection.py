@@ -12,6 +12,7 @@ import pytest
 
 import mutations
 from evo.config import RunConfig, SyntheticSettings, TrainSettings
+from evo.strategies.evolution import AgingSettings
 from evo.search.assemble import open_worker
 from evo.search.worker import WorkerOptions
 from storage import open_store
@@ -66,7 +67,7 @@ def test_pairwise_kills_the_loser_of_the_pair(tmp_path):
 
 def test_aging_kills_the_oldest(tmp_path):
     url = str(tmp_path / "pop")
-    init(url, selection="aging", tournament_size=3)
+    init(url, selection="aging", plugins={"aging": AgingSettings(tournament_size=3)})
     store = open_store(url)
     checked = 0
 

@@ -1,11 +1,13 @@
-"""Settings of the learned strategies (``selection`` ``rl`` or ``reinforce``), part of the run's
-configuration (``RunConfig.controller``)."""
+"""Settings of the learned strategies (``selection`` ``rl`` or ``reinforce``): their block
+``controller`` of config.json."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from evo.config_checks import _int, _number
+from evo.config_checks import ConfigError, require_int, require_number
+from evo.registry import RunView
 
 
 @dataclass(frozen=True)
@@ -25,14 +27,21 @@ class ControllerSettings:
     ppo_epochs: int = 1
     keep_versions: int = 8
 
+    written_always: ClassVar[bool] = True   # config.json has always carried this block
+
     def __post_init__(self) -> None:
         if self.learning_rate is not None:
-            _number("controller.learning_rate", self.learning_rate, 0, 1, low_open=True)
+            require_number("controller.learning_rate", self.learning_rate, 0, 1, low_open=True)
         if self.entropy_weight is not None:
-            _number("controller.entropy_weight", self.entropy_weight, 0, 1)
+            require_number("controller.entropy_weight", self.entropy_weight, 0, 1)
         if self.baseline_decay is not None:
-            _number("controller.baseline_decay", self.baseline_decay, 0, 1, high_open=True)
-        _int("controller.hidden_size", self.hidden_size, 1, 1024)
-        _number("controller.ppo_clip", self.ppo_clip, 0, 1, low_open=True)
-        _int("controller.ppo_epochs", self.ppo_epochs, 1, 100)
-        _int("controller.keep_versions", self.keep_versions, 2, 1000)
+            require_number("controller.baseline_decay", self.baseline_decay, 0, 1, high_open=True)
+        require_int("controller.hidden_size", self.hidden_size, 1, 1024)
+        require_number("controller.ppo_clip", self.ppo_clip, 0, 1, low_open=True)
+        require_int("controller.ppo_epochs", self.ppo_epochs, 1, 100)
+        require_int("controller.keep_versions", self.keep_versions, 2, 1000)
+
+    def check_run(self, run: RunView) -> None:
+        if not run.uses("controller") and self != ControllerSettings():
+            raise ConfigError(f"controller settings apply to the learned strategies (rl, reinforce), "
+                              f"not selection {run.selection!r}", "controller")

@@ -20,7 +20,8 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from evo.config import PRECISIONS, ConfigError, _choice, _flag, _int, _number
+from evo.config import PRECISIONS, ConfigError
+from evo.config_checks import require_choice, require_flag, require_int, require_number
 
 SCHEDULES = ("cosine", "constant")
 DATA_SPLITS = ("train+val", "train")
@@ -65,27 +66,27 @@ class FinalSettings:
         if isinstance(self.schema, bool) or self.schema != SETTINGS_SCHEMA:
             raise ConfigError(f"unknown final-training settings schema {self.schema!r} "
                               f"(this evo reads {SETTINGS_SCHEMA})", "schema")
-        _int("epochs", self.epochs, 1, 100_000)
-        _int("batch_size", self.batch_size, 1, 1_000_000)
+        require_int("epochs", self.epochs, 1, 100_000)
+        require_int("batch_size", self.batch_size, 1, 1_000_000)
         if self.learning_rate is not None:
-            _number("learning_rate", self.learning_rate, 0, 100, low_open=True)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _number("momentum", self.momentum, 0, 1, high_open=True)
-        _number("weight_decay", self.weight_decay, 0, 1, high_open=True)
-        _number("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
-        _number("grad_clip", self.grad_clip, 0, 1e6)
-        _number("drop_path", self.drop_path, 0, 1, high_open=True)
-        _number("aux_weight", self.aux_weight, 0, 100)
-        _int("cutout", self.cutout, 0, 4096)
+            require_number("learning_rate", self.learning_rate, 0, 100, low_open=True)
+        require_choice("schedule", self.schedule, SCHEDULES)
+        require_number("momentum", self.momentum, 0, 1, high_open=True)
+        require_number("weight_decay", self.weight_decay, 0, 1, high_open=True)
+        require_number("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
+        require_number("grad_clip", self.grad_clip, 0, 1e6)
+        require_number("drop_path", self.drop_path, 0, 1, high_open=True)
+        require_number("aux_weight", self.aux_weight, 0, 100)
+        require_int("cutout", self.cutout, 0, 4096)
         if self.crop_padding is not None:
-            _int("crop_padding", self.crop_padding, 0, 64)
+            require_int("crop_padding", self.crop_padding, 0, 64)
         if self.flip is not None:
-            _flag("flip", self.flip)
-        _choice("data", self.data, DATA_SPLITS)
-        _choice("precision", self.precision, PRECISIONS)
-        _flag("cuda_graphs", self.cuda_graphs)
-        _int("eval_batch_size", self.eval_batch_size, 1, 1_000_000)
-        _int("seed", self.seed, 0, 2**63 - 1)
+            require_flag("flip", self.flip)
+        require_choice("data", self.data, DATA_SPLITS)
+        require_choice("precision", self.precision, PRECISIONS)
+        require_flag("cuda_graphs", self.cuda_graphs)
+        require_int("eval_batch_size", self.eval_batch_size, 1, 1_000_000)
+        require_int("seed", self.seed, 0, 2**63 - 1)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON (every field)."""
