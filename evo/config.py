@@ -3,9 +3,10 @@
 Workers read everything from the population directory, so a worker needs only its URL.
 Unknown keys are an error, never silently ignored. Torch-free.
 
-The run-level settings are fields of :class:`RunConfig`; each search space's and strategy's
-own settings are looked up through the registries (:class:`evo.registry.Plugin`) and held
-by block name (``config.settings_of("nasnet")``): this module names no built-in plug-in.
+The run-level settings are fields of :class:`RunConfig`; each search space's, strategy's
+and fitness mode's (:mod:`evo.train.modes`) own settings are looked up through the
+registries (:class:`evo.registry.Plugin`) and held by block name
+(``config.settings_of("nasnet")``): this module names no built-in plug-in.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from evo.config_checks import (ConfigError, require_choice, require_flag, requir
 from evo.registry import Plugin
 from evo.spaces import space_class, space_names
 from evo.strategies import strategy_class, strategy_names
+from evo.train.modes import mode_class, mode_for_dataset, mode_names
 
 # NAS-Bench-201's tables (evo.train.tabular): a cell's fitness is looked up, not trained for.
 TABULAR_DATASETS = ("nb201-cifar10", "nb201-cifar100", "nb201-imagenet16")
@@ -91,32 +93,6 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
-class SyntheticSettings:
-    """The synthetic-fitness mode: no training, a cheap deterministic fitness of the DNA."""
-
-    train_seconds: float = 0.0    # simulated training time (sleep)
-    weight_bytes: int = 4096      # size of the (random) weight file each individual stores
-    noise: float = 0.01           # sd of the seeded noise added to the fitness
-
-    def __post_init__(self) -> None:
-        require_number("synthetic.train_seconds", self.train_seconds, 0, 86_400)
-        require_int("synthetic.weight_bytes", self.weight_bytes, 0, 2**30)
-        require_number("synthetic.noise", self.noise, 0, 1)
-
-
-@dataclass(frozen=True)
-class TabularSettings:
-    """Runs on NAS-Bench-201's tables (``nb201-*`` datasets): ``time_scale`` is the fraction of a
-    cell's recorded training time a worker sleeps before answering (0: answer at once), so that
-    asynchronous workers interleave as they would if they trained."""
-
-    time_scale: float = 0.0
-
-    def __post_init__(self) -> None:
-        require_number("tabular.time_scale", self.time_scale, 0, 1)
-
-
-@dataclass(frozen=True)
 class DataSettings:
     """How a user dataset (``imagefolder``, ``npz``, ``hf``) becomes the run's arrays.
 
@@ -179,7 +155,8 @@ def _check_data_settings(name: str, data: DataSettings) -> None:
 @dataclass(frozen=True)
 class Block:
     """One block of plug-in settings in config.json: its dataclass, whether its fields stand
-    at the top level, and the plug-ins (``search_space`` or ``selection``, name) that own it."""
+    at the top level, and the plug-ins (kind: ``search_space``, ``selection`` or
+    ``fitness_mode``; name) that own it."""
 
     settings_class: type
     inline: bool
@@ -192,6 +169,7 @@ def plugin_blocks() -> dict[str, Block]:
     found: dict[str, Block] = {}
     plugins: list[tuple[str, type[Plugin]]] = [("search_space", space_class(n)) for n in space_names()]
     plugins += [("selection", strategy_class(n)) for n in strategy_names()]
+    plugins += [("fitness_mode", mode_class(n)) for n in mode_names()]
     for kind, cls in plugins:
         block = cls.settings_block()
         if block is None:
@@ -253,8 +231,6 @@ class RunConfig:
     seed: int = 0
     train: TrainSettings = field(default_factory=TrainSettings)
     bounds: Bounds = field(default_factory=Bounds)
-    synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
-    tabular: TabularSettings = field(default_factory=TabularSettings)
     data: DataSettings = field(default_factory=DataSettings)   # user datasets only
     plugins: Mapping[str, Any] = field(default_factory=PluginSettings)
     schema: int = CONFIG_SCHEMA
@@ -282,8 +258,7 @@ class RunConfig:
                               "inherit_weights")
         require_int("keep_best", self.keep_best, 0, 1_000_000)
         require_int("seed", self.seed, 0, MAX_SEED)
-        for key, kind in (("train", TrainSettings), ("bounds", Bounds), ("synthetic", SyntheticSettings),
-                          ("tabular", TabularSettings), ("data", DataSettings)):
+        for key, kind in (("train", TrainSettings), ("bounds", Bounds), ("data", DataSettings)):
             if not isinstance(getattr(self, key), kind):
                 raise ConfigError(f"{key} must be a {kind.__name__}", key)
         self._set_plugins()
@@ -325,9 +300,11 @@ class RunConfig:
         return self.plugins[block]
 
     def uses(self, block: str) -> bool:
-        """True when the run's search space or strategy keeps its settings in ``block``."""
+        """True when the run's search space, strategy or fitness mode keeps its settings in ``block``."""
+        mode = mode_for_dataset(self.dataset_name)
         return block in (space_class(self.search_space).settings_block(),
-                         strategy_class(self.selection).settings_block())
+                         strategy_class(self.selection).settings_block(),
+                         None if mode is None else mode.settings_block())
 
     @property
     def is_tabular(self) -> bool:
@@ -363,8 +340,7 @@ class RunConfig:
         """Inverse of :meth:`to_dict`; unknown or mistyped keys raise ConfigError."""
         if not isinstance(d, dict):
             raise ConfigError("config must be a JSON object")
-        nested = {"train": TrainSettings, "bounds": Bounds, "synthetic": SyntheticSettings,
-                  "tabular": TabularSettings, "data": DataSettings}
+        nested = {"train": TrainSettings, "bounds": Bounds, "data": DataSettings}
         blocks = plugin_blocks()
         inline_of = {f.name: block for block, info in blocks.items() if info.inline
                      for f in fields(info.settings_class)}

@@ -38,7 +38,7 @@ class RunView(Protocol):
         """The settings object of the plug-ins whose block is ``block``."""
 
     def uses(self, block: str) -> bool:
-        """True when the run's search space or strategy is one whose settings are ``block``."""
+        """True when the run's search space, strategy or fitness mode keeps its settings in ``block``."""
 
 
 class Plugin:

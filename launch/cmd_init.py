@@ -11,8 +11,7 @@ from typing import Any
 
 from dna.bounds import Bounds
 from evo.config import (COLORS, RESIZES, TABULAR_DATASETS, TABULAR_SPACE, USER_DATASETS, ConfigError,
-                        DataSettings, RunConfig, SyntheticSettings, TabularSettings, TrainSettings,
-                        check_dataset_spec, plugin_blocks)
+                        DataSettings, RunConfig, TrainSettings, check_dataset_spec, plugin_blocks)
 
 from evo.spaces import space_class, space_names
 from evo.strategies import strategy_names
@@ -27,8 +26,8 @@ MAX_CONFIG_BYTES = 1 << 20
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
     """Options that define a run (shared by `evo init` and `evo launch`)."""
-    train, bounds, synthetic = TrainSettings(), Bounds(), SyntheticSettings()
-    tabular, data, nasnet = TabularSettings(), DataSettings(), RunConfig().settings_of("nasnet")
+    train, bounds, data, defaults = TrainSettings(), Bounds(), DataSettings(), RunConfig()
+    synthetic, tabular, nasnet = (defaults.settings_of(b) for b in ("synthetic", "tabular", "nasnet"))
     g = p.add_argument_group("run configuration (written once to config.json; with --config FILE, "
                              "options not given keep the file's values)")
     g.add_argument("--dataset", metavar="SPEC",
@@ -111,11 +110,14 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                         "(they were made under a config that is gone: only do this knowingly)")
 
 
+OWNER_KINDS = {"search_space": "space", "selection": "selection", "fitness_mode": "dataset mode"}
+
+
 def _plugin_settings_help() -> str:
     """Each registered plug-in's settings block with its defaults, for ``evo init --help``."""
     lines = []
     for block, info in plugin_blocks().items():
-        owners = ", ".join(f"{'space' if kind == 'search_space' else 'selection'} {name}" for kind, name in info.owners)
+        owners = ", ".join(f"{OWNER_KINDS[kind]} {name}" for kind, name in info.owners)
         where = "at config.json's top level" if info.inline else f"block {block!r}"
         values = "; ".join(_setting_text(f) for f in fields(info.settings_class))
         lines.append(f"{block} ({owners}; {where}): {values}.")
@@ -247,11 +249,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         )
         bounds = replace(base.bounds, max_channels=given("max_channels", base.bounds.max_channels),
                          max_vertices=given("max_vertices", base.bounds.max_vertices))
-        synthetic = replace(base.synthetic, train_seconds=given("synthetic_train_seconds", base.synthetic.train_seconds),
-                            weight_bytes=given("synthetic_weight_bytes", base.synthetic.weight_bytes))
-        tabular = replace(base.tabular, time_scale=given("tabular_time_scale", base.tabular.time_scale))
         plugins = dict(base.plugins)
         plugins["aging"] = replace(aging, tournament_size=tournament)
+        synthetic, tabular = base.settings_of("synthetic"), base.settings_of("tabular")
+        plugins["synthetic"] = replace(synthetic, train_seconds=given("synthetic_train_seconds", synthetic.train_seconds),
+                                       weight_bytes=given("synthetic_weight_bytes", synthetic.weight_bytes))
+        plugins["tabular"] = replace(tabular, time_scale=given("tabular_time_scale", tabular.time_scale))
         plugins["nasnet"] = replace(nasnet, cells_per_stack=given("nasnet_cells", nasnet.cells_per_stack),
                                     filters=given("nasnet_filters", nasnet.filters),
                                     seed_arch=given("seed_arch", nasnet.seed_arch))
@@ -261,7 +264,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         return replace(
             base, dataset=spec, population_size=pop, selection=selection,
             search_space=search_space, train=train, bounds=bounds,
-            synthetic=synthetic, tabular=tabular, data=data, plugins=plugins, inherit_weights=inherit,
+            data=data, plugins=plugins, inherit_weights=inherit,
             keep_best=given("keep_best", base.keep_best), seed=given("seed", base.seed),
         )
     except ConfigError as exc:

@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 
 import dna
-from evo.config import ConfigError, RunConfig, SyntheticSettings, TrainSettings
+from evo.config import ConfigError, RunConfig, TrainSettings
+from evo.train.synthetic import SyntheticSettings
 from evo.spaces.nasnet import NasnetSettings
 from evo.data.datasets import DatasetError, check_dataset
 from helpers_store import publish_random

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,7 @@ def test_the_fixtures_mean_what_they_say():
     assert by_name["strategy-aging"].settings_of("aging").tournament_size == 5
     ctl = by_name["strategy-controller-overrides"].settings_of("controller")
     assert (ctl.learning_rate, ctl.baseline_decay, ctl.hidden_size, ctl.keep_versions) == (0.02, 0.8, 32, 4)
-    assert by_name["dataset-nb201"].tabular.time_scale == 0.01
+    assert by_name["dataset-nb201"].settings_of("tabular").time_scale == 0.01
 
 
 def test_a_space_reads_its_block_and_only_a_run_that_uses_a_block_writes_one_not_always_written():
@@ -101,6 +102,14 @@ def test_every_registered_block_has_owners_and_a_settings_class():
     assert blocks["controller"].owners == (("selection", "reinforce"), ("selection", "rl"))
     assert blocks["aging"].inline and not blocks["nasnet"].inline
     assert blocks["toy"].settings_class is ToySettings
+    assert blocks["synthetic"].owners == (("fitness_mode", "synthetic"),)
+    assert blocks["tabular"].owners == (("fitness_mode", "tabular"),)
+
+
+def test_the_run_config_names_no_plugin():
+    assert {f.name for f in fields(RunConfig)} == {
+        "dataset", "population_size", "selection", "search_space", "inherit_weights", "keep_best", "seed",
+        "train", "bounds", "data", "plugins", "schema"}
 
 
 def test_evo_init_checks_stores_and_lists_the_toy_spaces_setting(tmp_path, capsys):

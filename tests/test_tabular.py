@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from dna.nasbench201 import OPS, from_table_key
-from evo.config import ConfigError, RunConfig, TabularSettings
+from evo.config import ConfigError, RunConfig
+from evo.train.tabular import TabularSettings
 from evo.strategies.evolution import AgingSettings
 from storage import open_store
 
@@ -59,7 +60,7 @@ def test_evo_init_implies_the_space_and_the_benchmarks_rea_settings(tmp_path):
     config = RunConfig.from_json(open_store(url).read_config())
     assert (config.search_space, config.selection, config.population_size, config.settings_of("aging").tournament_size) == \
         ("nasbench201", "aging", 10, 3)
-    assert config.tabular.time_scale == 0.001
+    assert config.settings_of("tabular").time_scale == 0.001
 
 
 @pytest.mark.parametrize("args, message", [

@@ -11,7 +11,8 @@ from collections import Counter
 import pytest
 
 import mutations
-from evo.config import RunConfig, SyntheticSettings, TrainSettings
+from evo.config import RunConfig, TrainSettings
+from evo.train.synthetic import SyntheticSettings
 from evo.strategies.evolution import AgingSettings
 from evo.search.assemble import open_worker
 from evo.search.worker import WorkerOptions
@@ -20,7 +21,7 @@ from storage import open_store
 
 def init(url: str, **overrides) -> RunConfig:
     settings = dict(dataset="synthetic", population_size=8, seed=3,
-                    synthetic=SyntheticSettings(train_seconds=0.0, weight_bytes=256))
+                    plugins={"synthetic": SyntheticSettings(train_seconds=0.0, weight_bytes=256)})
     config = RunConfig(**{**settings, **overrides})
     assert open_store(url).init_config(config.to_json())
     return config
