@@ -111,8 +111,8 @@ def one_run(settings: Nb201Settings, table: str, scheme: Scheme, seed: int) -> d
 
     config = RunConfig(dataset=table, search_space="nasbench201", selection=scheme.selection,
                        population_size=scheme.population_size,
-                       plugins={"aging": AgingSettings(tournament_size=scheme.tournament_size)},
-                       seed=seed, plugins={"tabular": TabularSettings(time_scale=settings.time_scale)})
+                       seed=seed, plugins={"aging": AgingSettings(tournament_size=scheme.tournament_size),
+                                           "tabular": TabularSettings(time_scale=settings.time_scale)})
     shares = [settings.cells // settings.workers + (i < settings.cells % settings.workers)
               for i in range(settings.workers)]
     t = time.perf_counter()
