@@ -74,7 +74,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                    help="a paper's search settings under the options given: "
                         + "; ".join(f"{name}: {describe(p)}" for name, p in PRESETS.items()))
     s = p.add_argument_group(
-        "search spaces' and strategies' own settings (config.json keeps each plug-in's block under its name; "
+        "search spaces', strategies' and dataset modes' own settings (config.json keeps each plug-in's block "
+        "under its name; "
         "set any with --set BLOCK.KEY=VALUE, or in --config FILE)", _plugin_settings_help())
     s.add_argument("--set", action="append", metavar="BLOCK.KEY=VALUE", dest="plugin_settings",
                    help="a plug-in's setting (VALUE is read as JSON, else as text), e.g. --set nasnet.filters=32; "
@@ -127,7 +128,7 @@ def _plugin_settings_help() -> str:
 def _setting_text(f: Any) -> str:
     default = f.default if f.default is not MISSING else f.default_factory()   # type: ignore[misc]
     text = f"{f.name}={json.dumps(default)}"
-    return f"{text} ({f.metadata['help']})" if "help" in f.metadata else text
+    return f"{text} [{f.metadata['help']}]" if "help" in f.metadata else text
 
 
 def _published_names() -> list[str]:

@@ -135,9 +135,10 @@ def test_evo_init_checks_stores_and_lists_the_toy_spaces_setting(tmp_path, capsy
     code, out, _ = run(capsys, "init", "--help")
     assert code == 0
     flat = " ".join(out.split())
-    assert "toy (space toy; block 'toy'): initial_width=8 (width of the first individual's layer, 1..64)" in flat
-    assert "nasnet (space nasnet; block 'nasnet'): cells_per_stack=3; filters=24; seed_arch=null" in flat
-    assert "aging (selection aging; at config.json's top level): tournament_size=2" in flat
+    assert "toy (space toy; block 'toy'): initial_width=8 [width of the first individual's layer, 1..64]" in flat
+    assert "nasnet (space nasnet; block 'nasnet'): cells_per_stack=3 [N, 1..64, --nasnet-cells]; filters=24" in flat
+    assert "aging (selection aging; at config.json's top level): tournament_size=2 [S, 1..P, -S]" in flat
+    assert "synthetic (dataset mode synthetic; block 'synthetic'): train_seconds=0.0" in flat
     assert "controller (selection reinforce, selection rl; block 'controller')" in flat
 
 

@@ -7,7 +7,7 @@ names one (``nasnet.seed_arch``, ``evo init --seed-arch NAME``)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -30,9 +30,9 @@ class NasnetSettings:
     2019 paper's search: N=3, F=24), and ``seed_arch``, a published architecture
     (``dna.published``) that every initial individual is instead of a random one."""
 
-    cells_per_stack: int = 3
-    filters: int = 24
-    seed_arch: str | None = None
+    cells_per_stack: int = field(default=3, metadata={"help": "N, 1..64, --nasnet-cells"})
+    filters: int = field(default=24, metadata={"help": "F, 1..4096, --nasnet-filters"})
+    seed_arch: str | None = field(default=None, metadata={"help": "a published architecture, --seed-arch"})
 
     written_always: ClassVar[bool] = True   # config.json has always carried this block
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from evo.config_checks import ConfigError, require_int, require_number
@@ -19,13 +19,13 @@ class ControllerSettings:
     ``ppo_epochs``: PPO's clipping range and gradient steps per update (rl).
     ``keep_versions``: how many of the newest policy versions stay in the store."""
 
-    learning_rate: float | None = None
-    entropy_weight: float | None = None
-    baseline_decay: float | None = None
-    hidden_size: int = 100
-    ppo_clip: float = 0.2
-    ppo_epochs: int = 1
-    keep_versions: int = 8
+    learning_rate: float | None = field(default=None, metadata={"help": "(0, 1]; null: the strategy's"})
+    entropy_weight: float | None = field(default=None, metadata={"help": "0..1; null: the strategy's"})
+    baseline_decay: float | None = field(default=None, metadata={"help": "[0, 1); null: the strategy's"})
+    hidden_size: int = field(default=100, metadata={"help": "1..1024"})
+    ppo_clip: float = field(default=0.2, metadata={"help": "(0, 1]"})
+    ppo_epochs: int = field(default=1, metadata={"help": "1..100"})
+    keep_versions: int = field(default=8, metadata={"help": "2..1000"})
 
     written_always: ClassVar[bool] = True   # config.json has always carried this block
 

@@ -4,7 +4,7 @@ run's settings."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -37,7 +37,7 @@ class AgingSettings:
     """Aging evolution's sample size S (the 2019 paper: S=25 of P=100). It stands at
     config.json's top level as ``tournament_size``, where it always has."""
 
-    tournament_size: int = 2
+    tournament_size: int = field(default=2, metadata={"help": "S, 1..P, -S"})
 
     written_always: ClassVar[bool] = True
 

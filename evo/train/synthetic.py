@@ -13,7 +13,7 @@ import hashlib
 import json
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -28,9 +28,9 @@ from evo.train.outcome import Outcome
 class SyntheticSettings:
     """The synthetic-fitness mode: no training, a cheap deterministic fitness of the DNA."""
 
-    train_seconds: float = 0.0    # simulated training time (sleep)
-    weight_bytes: int = 4096      # size of the (random) weight file each individual stores
-    noise: float = 0.01           # sd of the seeded noise added to the fitness
+    train_seconds: float = field(default=0.0, metadata={"help": "simulated training time, 0..86400"})
+    weight_bytes: int = field(default=4096, metadata={"help": "size of each stored weight file, 0..2**30"})
+    noise: float = field(default=0.01, metadata={"help": "sd of the seeded noise on the fitness, 0..1"})
 
     written_always: ClassVar[bool] = True   # config.json has always carried this block
 

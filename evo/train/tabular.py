@@ -24,7 +24,7 @@ import os
 import pickle
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -125,7 +125,7 @@ class TabularSettings:
     cell's recorded training time a worker sleeps before answering (0: answer at once), so that
     asynchronous workers interleave as they would if they trained."""
 
-    time_scale: float = 0.0
+    time_scale: float = field(default=0.0, metadata={"help": "0..1, --tabular-time-scale"})
 
     written_always: ClassVar[bool] = True   # config.json has always carried this block
 
