@@ -212,7 +212,7 @@ def preseed(url: str, threads: int = 8) -> float:
     config = RunConfig.from_json(store.read_config())
     space = for_config(config)
     # the same fitness and weights as the workers' seeding, without the simulated training time
-    evaluator = SyntheticEvaluator(space, replace(config.synthetic, train_seconds=0.0))
+    evaluator = SyntheticEvaluator(space, replace(config.settings_of("synthetic"), train_seconds=0.0))
 
     def one(k: int) -> None:
         rng = np.random.default_rng([config.seed, 10**6 + k])

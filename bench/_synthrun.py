@@ -44,7 +44,7 @@ def build_synthetic_run(url: str, *, population: int, dead: int, workers: int = 
     store = open_store(url)
     config = RunConfig.from_json(store.read_config())
     space = for_config(config)
-    evaluator = SyntheticEvaluator(space, replace(config.synthetic, train_seconds=0.0))
+    evaluator = SyntheticEvaluator(space, replace(config.settings_of("synthetic"), train_seconds=0.0))
     rng = np.random.default_rng(seed)
     alive = {i.id: i for i in store.list_alive()}
     dna_of: dict[str, Any] = {}

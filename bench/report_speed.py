@@ -55,9 +55,10 @@ def make_population(url: str, individuals: int, population: int, workers: int, *
     import storage
     from evo.config import RunConfig
     from evo.spaces import for_config
+    from evo.strategies.evolution import AgingSettings
 
     config = RunConfig(dataset="synthetic", population_size=population, selection="aging",
-                       tournament_size=min(5, population), seed=seed)
+                       plugins={"aging": AgingSettings(tournament_size=min(5, population))}, seed=seed)
     start = time.time() - individuals * SECONDS_PER_BIRTH - 600 if start is None else start
     now = [start]
     store = storage.PopulationStore(storage.open_backend(url), clock=lambda: now[0])
@@ -77,7 +78,7 @@ def make_population(url: str, individuals: int, population: int, workers: int, *
         if i < population:
             child, parent_id, fitness = space.initial(rng), None, float(rng.uniform(0.05, 0.15))
         else:
-            sample = [alive[j] for j in rng.choice(len(alive), size=config.tournament_size, replace=False)]
+            sample = [alive[j] for j in rng.choice(len(alive), size=config.settings_of("aging").tournament_size, replace=False)]
             parent = max(sample, key=lambda a: a[2])
             child = space.mutate(parent[1], rng)
             parent_id = parent[0].id

@@ -54,15 +54,18 @@ def tournament_size(population_size: int) -> int:
 
 def run_config(settings: SearchSettings, scheme: str, seed: int):
     """The RunConfig of one run (everything but selection and seed is shared by all runs)."""
-    from evo.config import NasnetSettings, RunConfig, TrainSettings
+    from evo.config import RunConfig, TrainSettings
+    from evo.spaces.nasnet import NasnetSettings
+    from evo.strategies.evolution import AgingSettings
 
     nasnet = settings.search_space == "nasnet"
     return RunConfig(
         dataset=settings.dataset, population_size=settings.population_size, selection=scheme,
-        tournament_size=tournament_size(settings.population_size), search_space=settings.search_space,
+        search_space=settings.search_space,
         inherit_weights=not nasnet,   # the 2019 paper trains every NASNet child from scratch
         seed=seed, train=TrainSettings(steps=settings.steps, augment=False),
-        nasnet=NasnetSettings(cells_per_stack=settings.nasnet_cells, filters=settings.nasnet_filters),
+        plugins={"aging": AgingSettings(tournament_size=tournament_size(settings.population_size)),
+                 "nasnet": NasnetSettings(cells_per_stack=settings.nasnet_cells, filters=settings.nasnet_filters)},
     )
 
 

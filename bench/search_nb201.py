@@ -104,12 +104,15 @@ def one_run(settings: Nb201Settings, table: str, scheme: Scheme, seed: int) -> d
     """Run ``settings.workers`` worker processes on a fresh population until ``cells`` cells
     were evaluated; the cells in birth order (table key, fitness seen) and the wall time."""
     from dna.nasbench201 import nb201_from_dict
-    from evo.config import RunConfig, TabularSettings
+    from evo.config import RunConfig
+    from evo.train.tabular import TabularSettings
+    from evo.strategies.evolution import AgingSettings
     from storage import open_store
 
     config = RunConfig(dataset=table, search_space="nasbench201", selection=scheme.selection,
-                       population_size=scheme.population_size, tournament_size=scheme.tournament_size,
-                       seed=seed, tabular=TabularSettings(time_scale=settings.time_scale))
+                       population_size=scheme.population_size,
+                       seed=seed, plugins={"aging": AgingSettings(tournament_size=scheme.tournament_size),
+                                           "tabular": TabularSettings(time_scale=settings.time_scale)})
     shares = [settings.cells // settings.workers + (i < settings.cells % settings.workers)
               for i in range(settings.workers)]
     t = time.perf_counter()

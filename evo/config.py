@@ -2,20 +2,30 @@
 
 Workers read everything from the population directory, so a worker needs only its URL.
 Unknown keys are an error, never silently ignored. Torch-free.
+
+The run-level settings are fields of :class:`RunConfig`; each search space's, strategy's
+and fitness mode's (:mod:`evo.train.modes`) own settings are looked up through the
+registries (:class:`evo.registry.Plugin`) and held by block name
+(``config.settings_of("nasnet")``): this module names no built-in plug-in.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Iterator
 
 from dna.bounds import Bounds
 
-from evo.config_checks import ConfigError, _choice, _flag, _int, _number
+from evo.config_checks import (ConfigError, require_choice, require_flag, require_int, require_number,
+                               settings_from_dict)
+from evo.registry import Plugin
+from evo.spaces import space_class, space_names
+from evo.strategies import strategy_class, strategy_names
+from evo.train.modes import mode_class, mode_for_dataset, mode_names
 from evo.data.base import DatasetError
 from evo.data.spec import DATASET_SPECS, DATASETS, TABULAR_DATASETS, USER_DATASETS, DatasetSpec  # noqa: F401
-from evo.strategies.controller_settings import ControllerSettings
 
 TABULAR_SPACE = "nasbench201"   # the search space of NAS-Bench-201's tables (TABULAR_DATASETS)
 RESIZES = ("crop", "square")
@@ -29,18 +39,6 @@ MAX_SEED = 2**63 - 1
 BOUNDS_LIMITS = {"max_vertices": 4096, "max_edges": 16384, "max_channels": 65536, "max_filter_size": 31,
                  "max_stride": 64}
 MAX_LEARNING_RATE = 100.0
-
-
-def _registered(name: str, value: Any, module: str, lookup: str) -> Any:
-    """The registered class ``value`` names (a search space or strategy); ConfigError if none."""
-    import importlib
-
-    if not isinstance(value, str):
-        raise ConfigError(f"{name} must be a name, got {value!r}", name)
-    try:
-        return getattr(importlib.import_module(module), lookup)(value)
-    except ValueError as exc:
-        raise ConfigError(str(exc), name) from None
 
 
 def check_dataset_spec(spec: Any) -> str:
@@ -67,61 +65,14 @@ class TrainSettings:
     cuda_graphs: bool = True      # capture the training step in a CUDA graph when on CUDA
 
     def __post_init__(self) -> None:
-        _int("train.steps", self.steps, 0, 10**9)
-        _int("train.batch_size", self.batch_size, 1, 1_000_000)
-        _number("train.momentum", self.momentum, 0, 1, high_open=True)
-        _number("train.weight_decay", self.weight_decay, 0, 1, high_open=True)
-        _int("train.eval_batch_size", self.eval_batch_size, 1, 1_000_000)
-        _flag("train.augment", self.augment)
-        _choice("train.precision", self.precision, PRECISIONS)
-        _flag("train.cuda_graphs", self.cuda_graphs)
-
-
-@dataclass(frozen=True)
-class SyntheticSettings:
-    """The synthetic-fitness mode: no training, a cheap deterministic fitness of the DNA."""
-
-    train_seconds: float = 0.0    # simulated training time (sleep)
-    weight_bytes: int = 4096      # size of the (random) weight file each individual stores
-    noise: float = 0.01           # sd of the seeded noise added to the fitness
-
-    def __post_init__(self) -> None:
-        _number("synthetic.train_seconds", self.train_seconds, 0, 86_400)
-        _int("synthetic.weight_bytes", self.weight_bytes, 0, 2**30)
-        _number("synthetic.noise", self.noise, 0, 1)
-
-
-@dataclass(frozen=True)
-class TabularSettings:
-    """Runs on NAS-Bench-201's tables (``nb201-*`` datasets): ``time_scale`` is the fraction of a
-    cell's recorded training time a worker sleeps before answering (0: answer at once), so that
-    asynchronous workers interleave as they would if they trained."""
-
-    time_scale: float = 0.0
-
-    def __post_init__(self) -> None:
-        _number("tabular.time_scale", self.time_scale, 0, 1)
-
-
-@dataclass(frozen=True)
-class NasnetSettings:
-    """The NASNet space at search time: N cells per stack and F filters of every child (the
-    2019 paper's search: N=3, F=24), and ``seed_arch``, a published architecture
-    (``dna.published``) that every initial individual is instead of a random one."""
-
-    cells_per_stack: int = 3
-    filters: int = 24
-    seed_arch: str | None = None
-
-    def __post_init__(self) -> None:
-        _int("nasnet.cells_per_stack", self.cells_per_stack, 1, 64)
-        _int("nasnet.filters", self.filters, 1, 4096)
-        if self.seed_arch is not None:
-            from dna.published import canonical_name, is_published, unknown_architecture
-
-            if not is_published(self.seed_arch):
-                raise ConfigError(f"nasnet.seed_arch: {unknown_architecture(self.seed_arch)}", "nasnet.seed_arch")
-            object.__setattr__(self, "seed_arch", canonical_name(self.seed_arch))
+        require_int("train.steps", self.steps, 0, 10**9)
+        require_int("train.batch_size", self.batch_size, 1, 1_000_000)
+        require_number("train.momentum", self.momentum, 0, 1, high_open=True)
+        require_number("train.weight_decay", self.weight_decay, 0, 1, high_open=True)
+        require_int("train.eval_batch_size", self.eval_batch_size, 1, 1_000_000)
+        require_flag("train.augment", self.augment)
+        require_choice("train.precision", self.precision, PRECISIONS)
+        require_flag("train.cuda_graphs", self.cuda_graphs)
 
 
 @dataclass(frozen=True)
@@ -153,16 +104,16 @@ class DataSettings:
 
     def __post_init__(self) -> None:
         if self.image_size is not None:
-            _int("data.image_size", self.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
-        _choice("data.resize", self.resize, RESIZES)
-        _choice("data.color", self.color, COLORS)
-        _number("data.val_fraction", self.val_fraction, 0, 1, low_open=True, high_open=True)
-        _number("data.test_fraction", self.test_fraction, 0, 1, high_open=True)
+            require_int("data.image_size", self.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
+        require_choice("data.resize", self.resize, RESIZES)
+        require_choice("data.color", self.color, COLORS)
+        require_number("data.val_fraction", self.val_fraction, 0, 1, low_open=True, high_open=True)
+        require_number("data.test_fraction", self.test_fraction, 0, 1, high_open=True)
         if self.val_fraction + self.test_fraction >= 1:
             raise ConfigError(f"data.val_fraction + data.test_fraction must be below 1 (training needs images), "
                               f"got {self.val_fraction} + {self.test_fraction}", "data.val_fraction")
-        _int("data.split_seed", self.split_seed, 0, MAX_SEED)
-        _number("data.max_bad_fraction", self.max_bad_fraction, 0, 1, high_open=True)
+        require_int("data.split_seed", self.split_seed, 0, MAX_SEED)
+        require_number("data.max_bad_fraction", self.max_bad_fraction, 0, 1, high_open=True)
         for key in ("image_column", "label_column"):
             value = getattr(self, key)
             if value is not None and not (isinstance(value, str) and 0 < len(value) <= 256 and value.isprintable()):
@@ -185,66 +136,118 @@ def _check_data_settings(name: str, data: DataSettings) -> None:
 
 
 @dataclass(frozen=True)
+class Block:
+    """One block of plug-in settings in config.json: its dataclass, whether its fields stand
+    at the top level, and the plug-ins (kind: ``search_space``, ``selection`` or
+    ``fitness_mode``; name) that own it."""
+
+    settings_class: type
+    inline: bool
+    owners: tuple[tuple[str, str], ...]
+
+
+def plugin_blocks() -> dict[str, Block]:
+    """Every registered plug-in's settings block, by block name (from the registries: a
+    plug-in registered later adds its block then)."""
+    found: dict[str, Block] = {}
+    plugins: list[tuple[str, type[Plugin]]] = [("search_space", space_class(n)) for n in space_names()]
+    plugins += [("selection", strategy_class(n)) for n in strategy_names()]
+    plugins += [("fitness_mode", mode_class(n)) for n in mode_names()]
+    for kind, cls in plugins:
+        block = cls.settings_block()
+        if block is None:
+            continue
+        known = found.get(block)
+        if known is not None and (known.settings_class is not cls.settings_class or known.inline != cls.settings_inline):
+            raise ValueError(f"{kind} {cls.name!r} declares settings block {block!r} unlike "
+                             f"{known.owners[0][0]} {known.owners[0][1]!r}")
+        owners = (known.owners if known else ()) + ((kind, cls.name),)
+        found[block] = Block(cls.settings_class, cls.settings_inline, owners)
+    clash = [b for b in found if b in _RUN_FIELDS] + \
+        [f.name for b in found.values() if b.inline for f in fields(b.settings_class) if f.name in _RUN_FIELDS]
+    if clash:
+        raise ValueError(f"plug-in settings {clash[0]!r} clash with a run-level setting of config.json")
+    return found
+
+
+class PluginSettings(Mapping):
+    """Block name -> settings object of every registered plug-in that has settings (a block
+    not given holds its defaults). Immutable and hashable, as the config is."""
+
+    def __init__(self, items: Mapping[str, Any] = ()):  # type: ignore[assignment]
+        self._items = dict(sorted(dict(items).items()))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._items.items()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self._items) == dict(other)
+
+    def __repr__(self) -> str:
+        return f"PluginSettings({self._items!r})"
+
+
+@dataclass(frozen=True)
 class RunConfig:
-    """Everything a worker needs to take part in a run."""
+    """Everything a worker needs to take part in a run.
+
+    ``plugins``: the search spaces' and strategies' own settings by block name (see
+    :class:`evo.registry.Plugin`); blocks not given take their defaults. Read one with
+    :meth:`settings_of`.
+    """
 
     dataset: str = "digits"               # a spec of DATASET_SPECS (check_dataset_spec)
     population_size: int = 10
     selection: str | None = None          # a registered strategy (evo.strategies); None: the space's default
-    tournament_size: int = 2              # S for aging; pairwise always uses 2
     search_space: str = "large_scale"     # a registered search space (evo.spaces)
     inherit_weights: bool | None = None   # None: the space's rule if it has one
     keep_best: int = 0                    # keep the weights of the best K dead individuals
     seed: int = 0
     train: TrainSettings = field(default_factory=TrainSettings)
     bounds: Bounds = field(default_factory=Bounds)
-    synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
-    nasnet: NasnetSettings = field(default_factory=NasnetSettings)
-    tabular: TabularSettings = field(default_factory=TabularSettings)
-    controller: ControllerSettings = field(default_factory=ControllerSettings)   # learned strategies only
     data: DataSettings = field(default_factory=DataSettings)   # user datasets only
+    plugins: Mapping[str, Any] = field(default_factory=PluginSettings)
     schema: int = CONFIG_SCHEMA
 
     def __post_init__(self) -> None:
         if isinstance(self.schema, bool) or self.schema != CONFIG_SCHEMA:
             raise ConfigError(f"unknown config schema {self.schema!r} (this evo reads {CONFIG_SCHEMA})", "schema")
         name = check_dataset_spec(self.dataset)
-        _int("population_size", self.population_size, 2, 1_000_000)
-        space = _registered("search_space", self.search_space, "evo.spaces", "space_class")
+        require_int("population_size", self.population_size, 2, 1_000_000)
+        space = _registered("search_space", self.search_space, space_class)
         if self.selection is None:
             object.__setattr__(self, "selection", space.default_selection)
-        strategy = _registered("selection", self.selection, "evo.strategies", "strategy_class")
+        strategy = _registered("selection", self.selection, strategy_class)
         if getattr(strategy, "needs_decisions", False) and space.decisions is None:
-            from evo.spaces import space_class, space_names
-
             spaces = sorted(n for n in space_names() if space_class(n).decisions is not None)
             raise ConfigError(f"selection {self.selection!r} learns a policy over a search space's decisions; "
                               f"search space {self.search_space!r} has none (use one of {', '.join(spaces)})",
                               "selection")
-        _int("tournament_size", self.tournament_size, 1, self.population_size)  # S <= P
         if self.inherit_weights is None:
             object.__setattr__(self, "inherit_weights", space.inherits_weights)
-        _flag("inherit_weights", self.inherit_weights)
+        require_flag("inherit_weights", self.inherit_weights)
         if self.inherit_weights and not space.inherits_weights:
             raise ConfigError(f"inherit_weights: search space {self.search_space!r} has no weight-inheritance "
                               "rule; every child trains from scratch (set inherit_weights to false)",
                               "inherit_weights")
-        _int("keep_best", self.keep_best, 0, 1_000_000)
-        _int("seed", self.seed, 0, MAX_SEED)
-        for key, kind in (("train", TrainSettings), ("bounds", Bounds), ("synthetic", SyntheticSettings),
-                          ("nasnet", NasnetSettings), ("tabular", TabularSettings), ("controller", ControllerSettings),
-                          ("data", DataSettings)):
+        require_int("keep_best", self.keep_best, 0, 1_000_000)
+        require_int("seed", self.seed, 0, MAX_SEED)
+        for key, kind in (("train", TrainSettings), ("bounds", Bounds), ("data", DataSettings)):
             if not isinstance(getattr(self, key), kind):
                 raise ConfigError(f"{key} must be a {kind.__name__}", key)
-        if not getattr(strategy, "needs_decisions", False) and self.controller != ControllerSettings():
-            raise ConfigError(f"controller settings apply to the learned strategies (rl, reinforce), "
-                              f"not selection {self.selection!r}", "controller")
-        if self.nasnet.seed_arch is not None and self.search_space != "nasnet":
-            raise ConfigError(f"nasnet.seed_arch seeds the nasnet search space; this run's is {self.search_space!r}",
-                              "nasnet.seed_arch")
+        self._set_plugins()
         for key, high in BOUNDS_LIMITS.items():
-            _int(f"bounds.{key}", getattr(self.bounds, key), 1, high)
-        _number("bounds.max_learning_rate", self.bounds.max_learning_rate, 0, MAX_LEARNING_RATE, low_open=True)
+            require_int(f"bounds.{key}", getattr(self.bounds, key), 1, high)
+        require_number("bounds.max_learning_rate", self.bounds.max_learning_rate, 0, MAX_LEARNING_RATE, low_open=True)
         if name in TABULAR_DATASETS and self.search_space != TABULAR_SPACE:
             raise ConfigError(f"dataset {name} is a table of {TABULAR_SPACE} cells; this run's search space is "
                               f"{self.search_space!r} (use --search-space {TABULAR_SPACE})", "search_space")
@@ -252,6 +255,39 @@ class RunConfig:
         if name != "synthetic" and name not in TABULAR_DATASETS and self.train.steps < 1:
             raise ConfigError(f"train.steps must be an integer in 1..{10**9} for {name} "
                               f"(0 would train nothing), got {self.train.steps}", "train.steps")
+
+    def _set_plugins(self) -> None:
+        """Every registered block, given or default, type-checked and checked against the run."""
+        if not isinstance(self.plugins, Mapping):
+            raise ConfigError("plugins must map plug-in settings blocks to their settings", "plugins")
+        blocks = plugin_blocks()
+        unknown = sorted(set(self.plugins) - set(blocks))
+        if unknown:
+            raise ConfigError(f"unknown plug-in settings {unknown[0]!r} (known: {', '.join(blocks)})", unknown[0])
+        held = {}
+        for block, info in blocks.items():
+            settings = self.plugins.get(block)
+            if settings is None:
+                settings = info.settings_class()
+            if not isinstance(settings, info.settings_class):
+                raise ConfigError(f"{block} must be a {info.settings_class.__name__}", block)
+            held[block] = settings
+        object.__setattr__(self, "plugins", PluginSettings(held))
+        for settings in held.values():
+            check = getattr(settings, "check_run", None)
+            if check is not None:
+                check(self)
+
+    def settings_of(self, block: str) -> Any:
+        """The settings object of the plug-ins whose block is ``block`` (KeyError if none)."""
+        return self.plugins[block]
+
+    def uses(self, block: str) -> bool:
+        """True when the run's search space, strategy or fitness mode keeps its settings in ``block``."""
+        mode = mode_for_dataset(self.dataset_name)
+        return block in (space_class(self.search_space).settings_block(),
+                         strategy_class(self.selection).settings_block(),
+                         None if mode is None else mode.settings_block())
 
     @property
     def is_tabular(self) -> bool:
@@ -269,8 +305,19 @@ class RunConfig:
         return self.dataset_spec.name
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict for JSON."""
-        return asdict(self)
+        """Plain nested dict for JSON: the run-level settings, then each plug-in block that the
+        run uses, that differs from its defaults, or that config.json has always carried."""
+        d = {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "plugins"}
+        blocks = plugin_blocks()
+        for block, settings in self.plugins.items():
+            kind = blocks[block].settings_class
+            if getattr(kind, "written_always", False) or self.uses(block) or settings != kind():
+                values = asdict(settings)
+                if blocks[block].inline:
+                    d.update(values)
+                else:
+                    d[block] = values
+        return d
 
     def to_json(self) -> str:
         """Stable, human-readable JSON."""
@@ -281,20 +328,28 @@ class RunConfig:
         """Inverse of :meth:`to_dict`; unknown or mistyped keys raise ConfigError."""
         if not isinstance(d, dict):
             raise ConfigError("config must be a JSON object")
-        nested = {"train": TrainSettings, "bounds": Bounds, "synthetic": SyntheticSettings,
-                  "nasnet": NasnetSettings, "tabular": TabularSettings, "controller": ControllerSettings,
-                  "data": DataSettings}
+        nested = {"train": TrainSettings, "bounds": Bounds, "data": DataSettings}
+        blocks = plugin_blocks()
+        inline_of = {f.name: block for block, info in blocks.items() if info.inline
+                     for f in fields(info.settings_class)}
         kwargs: dict[str, Any] = {}
-        known = {f.name for f in fields(cls)}
+        plugins: dict[str, Any] = {}
+        inline: dict[str, dict[str, Any]] = {}
         for key, value in d.items():
-            if key not in known:
-                raise ConfigError(f"config has unknown key {key!r}")
             if key in nested:
-                kwargs[key] = _nested(nested[key], value, key)
-            else:
+                kwargs[key] = settings_from_dict(nested[key], value, key)
+            elif key in _RUN_FIELDS:
                 kwargs[key] = value
+            elif key in blocks and not blocks[key].inline:
+                plugins[key] = settings_from_dict(blocks[key].settings_class, value, key)
+            elif key in inline_of:
+                inline.setdefault(inline_of[key], {})[key] = value
+            else:
+                raise ConfigError(f"config has unknown key {key!r}")
+        for block, values in inline.items():
+            plugins[block] = settings_from_dict(blocks[block].settings_class, values, block)
         try:
-            return cls(**kwargs)
+            return cls(**kwargs, plugins=plugins)
         except ConfigError:
             raise
         except (TypeError, ValueError) as exc:
@@ -309,24 +364,20 @@ class RunConfig:
             raise ConfigError(f"config is not valid JSON: {exc}") from None
         return cls.from_dict(d)
 
-    def with_overrides(self, **changes: Any) -> "RunConfig":
-        """A copy with top-level fields changed."""
-        return replace(self, **changes)
+
+# The run-level keys of config.json (the plug-ins' blocks are the registries').
+_RUN_FIELDS = frozenset(f.name for f in fields(RunConfig)) - {"plugins"}
 
 
-def _nested(kind: type, value: Any, where: str) -> Any:
-    if not isinstance(value, dict):
-        raise ConfigError(f"config {where} must be an object")
-    known = {f.name for f in fields(kind)}
-    unknown = set(value) - known
-    if unknown:
-        raise ConfigError(f"config {where} has unknown key(s) {', '.join(sorted(unknown))}")
+def _registered(key: str, value: Any, lookup: Any) -> type:
+    """The registered class ``value`` names (a search space or strategy); ConfigError if none."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a name, got {value!r}", key)
     try:
-        return kind(**value)
-    except ConfigError:
-        raise
-    except ValueError as exc:  # Bounds (in dna/, which knows nothing of ConfigError)
-        field_name = str(exc).split(" ", 1)[0]
-        raise ConfigError(str(exc), field_name if field_name.startswith(where + ".") else where) from None
-    except TypeError as exc:
-        raise ConfigError(f"config {where}: {exc}") from None
+        return lookup(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key) from None
+
+
+def _plain(value: Any) -> Any:
+    return asdict(value) if hasattr(value, "__dataclass_fields__") else value

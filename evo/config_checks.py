@@ -1,7 +1,10 @@
-"""The one error of a run configuration and the checks every settings dataclass uses."""
+"""The one error of a run configuration and the checks every settings dataclass uses
+(the run's own and every plug-in's): each raises :class:`ConfigError` with a one-line
+message that names the setting."""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from dna.bounds import check_int, check_number
@@ -19,33 +22,49 @@ class ConfigError(ValueError):
         self.field = field
 
 
-def _int(name: str, value: Any, low: int, high: int) -> None:
+def require_int(name: str, value: Any, low: int, high: int) -> None:
+    """``value`` is an int (not a bool) in ``low..high``."""
     try:
         check_int(name, value, low, high)
     except ValueError as exc:
         raise ConfigError(str(exc), name) from None
 
 
-def _number(name: str, value: Any, low: float, high: float, **open_ends: bool) -> None:
+def require_number(name: str, value: Any, low: float, high: float, **open_ends: bool) -> None:
+    """``value`` is a finite number in ``low..high`` (``low_open``/``high_open``: excluding that end)."""
     try:
         check_number(name, value, low, high, **open_ends)
     except ValueError as exc:
         raise ConfigError(str(exc), name) from None
 
 
-def _flag(name: str, value: Any) -> None:
+def require_flag(name: str, value: Any) -> None:
+    """``value`` is true or false."""
     if not isinstance(value, bool):
         raise ConfigError(f"{name} must be true or false, got {value!r}", name)
 
 
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+def require_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    """``value`` is one of ``choices``."""
     if not isinstance(value, str) or value not in choices:
         raise ConfigError(f"unknown {name} {value!r} (choose from {', '.join(choices)})", name)
 
 
-# The same checks under public names, for the settings dataclasses outside evo/config.py
-# (evo.train.final_settings); the underscored names stay for the modules that use them.
-int_setting = _int
-number_setting = _number
-flag_setting = _flag
-choice_setting = _choice
+def settings_from_dict(kind: type, value: Any, where: str) -> Any:
+    """The settings dataclass ``kind`` from its config.json object ``value`` (the block at
+    ``where``); unknown or mistyped keys and out-of-range values raise ConfigError."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"config {where} must be an object")
+    known = {f.name for f in fields(kind)}
+    unknown = set(value) - known
+    if unknown:
+        raise ConfigError(f"config {where} has unknown key(s) {', '.join(sorted(unknown))}")
+    try:
+        return kind(**value)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # Bounds (in dna/, which knows nothing of ConfigError)
+        field_name = str(exc).split(" ", 1)[0]
+        raise ConfigError(str(exc), field_name if field_name.startswith(where + ".") else where) from None
+    except TypeError as exc:
+        raise ConfigError(f"config {where}: {exc}") from None

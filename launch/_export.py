@@ -198,15 +198,16 @@ def export(individual, config, url: str, directory: str, *, cells: int | None = 
     trained = True
     note = "trained weights, as evolution stored them"
     if kind == "nasnet":
-        n = cells or config.nasnet.cells_per_stack
-        f = filters or config.nasnet.filters
+        searched = config.settings_of("nasnet")
+        n = cells or searched.cells_per_stack
+        f = filters or searched.filters
         architecture = {"kind": "nasnet", "input_shape": list(shape), "num_classes": classes,
                         "cells_per_stack": n, "filters": f}
-        if (n, f) != (config.nasnet.cells_per_stack, config.nasnet.filters):
+        if (n, f) != (searched.cells_per_stack, searched.filters):
             weights = _fresh_nasnet_weights(individual.dna, architecture, seed)
             trained = False
             note = (f"FRESH, UNTRAINED weights: rebuilt at N={n}, F={f} (searched at "
-                    f"N={config.nasnet.cells_per_stack}, F={config.nasnet.filters}); train it before use")
+                    f"N={searched.cells_per_stack}, F={searched.filters}); train it before use")
     else:
         from dna.portable_plan import architecture as plan_of
 

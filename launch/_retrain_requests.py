@@ -86,7 +86,7 @@ def _size(args: argparse.Namespace, kind: str, config) -> dict[str, int] | None:
         paper = PUBLISHED[canonical_name(args.arch)]
         default = (paper.cells_per_stack, paper.filters)
     elif config is not None and config.search_space == "nasnet":
-        default = (config.nasnet.cells_per_stack, config.nasnet.filters)
+        default = (config.settings_of("nasnet").cells_per_stack, config.settings_of("nasnet").filters)
     cells = args.cells or default[0]
     filters = args.filters or default[1]
     if filters < 2:

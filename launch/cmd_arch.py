@@ -104,7 +104,7 @@ def _from_population(url: str, ident: str) -> dict[str, Any]:
         raise UserError(f"{url}: the DNA of {record.id} could not be read (see evo check)")
     config = snap.config
     dna = for_config(config).parse(record.dna)
-    size = (config.nasnet.cells_per_stack, config.nasnet.filters) if config.search_space == "nasnet" else None
+    size = (config.settings_of("nasnet").cells_per_stack, config.settings_of("nasnet").filters) if config.search_space == "nasnet" else None
     return {"dna": dna, "source": f"individual {record.id} of {url} (validation accuracy {record.fitness:.4f})",
             "name": None, "size": size, "dataset": config.dataset_name, "data_shape": _run_data_shape(url, config)}
 

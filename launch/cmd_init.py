@@ -6,12 +6,12 @@ import argparse
 import json
 import math
 import os
-from dataclasses import replace
+from dataclasses import MISSING, fields, replace
+from typing import Any
 
 from dna.bounds import Bounds
 from evo.config import (COLORS, RESIZES, TABULAR_DATASETS, TABULAR_SPACE, USER_DATASETS, ConfigError,
-                        DataSettings, NasnetSettings, RunConfig, SyntheticSettings, TabularSettings,
-                        TrainSettings, check_dataset_spec)
+                        DataSettings, RunConfig, TrainSettings, check_dataset_spec, plugin_blocks)
 
 from evo.spaces import space_class, space_names
 from evo.strategies import strategy_names
@@ -26,8 +26,8 @@ MAX_CONFIG_BYTES = 1 << 20
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
     """Options that define a run (shared by `evo init` and `evo launch`)."""
-    train, bounds, synthetic, nasnet = TrainSettings(), Bounds(), SyntheticSettings(), NasnetSettings()
-    tabular, data = TabularSettings(), DataSettings()
+    train, bounds, data, defaults = TrainSettings(), Bounds(), DataSettings(), RunConfig()
+    synthetic, tabular, nasnet = (defaults.settings_of(b) for b in ("synthetic", "tabular", "nasnet"))
     g = p.add_argument_group("run configuration (written once to config.json; with --config FILE, "
                              "options not given keep the file's values)")
     g.add_argument("--dataset", metavar="SPEC",
@@ -73,6 +73,13 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", choices=list(PRESETS),
                    help="a paper's search settings under the options given: "
                         + "; ".join(f"{name}: {describe(p)}" for name, p in PRESETS.items()))
+    s = p.add_argument_group(
+        "search spaces', strategies' and dataset modes' own settings (config.json keeps each plug-in's block "
+        "under its name; "
+        "set any with --set BLOCK.KEY=VALUE, or in --config FILE)", _plugin_settings_help())
+    s.add_argument("--set", action="append", metavar="BLOCK.KEY=VALUE", dest="plugin_settings",
+                   help="a plug-in's setting (VALUE is read as JSON, else as text), e.g. --set nasnet.filters=32; "
+                        "repeat for more")
     d = p.add_argument_group("your own images (imagefolder, npz, hf datasets; decoded once per run into the "
                              "population directory)")
     d.add_argument("--image-size", type=int, metavar="S",
@@ -102,6 +109,26 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--force-new-config", action="store_true",
                    help="write a config into a directory that holds individuals but no config.json "
                         "(they were made under a config that is gone: only do this knowingly)")
+
+
+OWNER_KINDS = {"search_space": "space", "selection": "selection", "fitness_mode": "dataset mode"}
+
+
+def _plugin_settings_help() -> str:
+    """Each registered plug-in's settings block with its defaults, for ``evo init --help``."""
+    lines = []
+    for block, info in plugin_blocks().items():
+        owners = ", ".join(f"{OWNER_KINDS[kind]} {name}" for kind, name in info.owners)
+        where = "at config.json's top level" if info.inline else f"block {block!r}"
+        values = "; ".join(_setting_text(f) for f in fields(info.settings_class))
+        lines.append(f"{block} ({owners}; {where}): {values}.")
+    return " ".join(lines)
+
+
+def _setting_text(f: Any) -> str:
+    default = f.default if f.default is not MISSING else f.default_factory()   # type: ignore[misc]
+    text = f"{f.name}={json.dumps(default)}"
+    return f"{text} [{f.metadata['help']}]" if "help" in f.metadata else text
 
 
 def _published_names() -> list[str]:
@@ -141,6 +168,11 @@ def _where(field: str | None, args: argparse.Namespace, effective: argparse.Name
     """The option (``--preset``, or --config file) that set ``field``, for the error message."""
     if field is None:
         return args.config
+    for item in getattr(args, "plugin_settings", None) or ():
+        name = item.partition("=")[0].strip()
+        if name == field or field.startswith(name + ".") or field == name.rpartition(".")[2] \
+                or field == name.partition(".")[0]:
+            return f"--set {name}"
     arg = ARG_OF_FIELD.get(field)
     if arg is not None and getattr(args, arg, None) is not None:
         return OPTION_OF_FIELD[field]
@@ -200,7 +232,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         if selection is None:
             selection = space_class(search_space).default_selection
         pop = given("population_size", d.get("population_size", base.population_size))
-        default_s = min(25, max(2, pop // 4)) if selection == "aging" and not args.config else base.tournament_size
+        aging, nasnet = base.settings_of("aging"), base.settings_of("nasnet")
+        default_s = min(25, max(2, pop // 4)) if selection == "aging" and not args.config else aging.tournament_size
         if "tournament_size" in d and args.population_size is None:
             default_s = d["tournament_size"]
         tournament = given("tournament_size", default_s)
@@ -217,18 +250,22 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         )
         bounds = replace(base.bounds, max_channels=given("max_channels", base.bounds.max_channels),
                          max_vertices=given("max_vertices", base.bounds.max_vertices))
-        synthetic = replace(base.synthetic, train_seconds=given("synthetic_train_seconds", base.synthetic.train_seconds),
-                            weight_bytes=given("synthetic_weight_bytes", base.synthetic.weight_bytes))
-        tabular = replace(base.tabular, time_scale=given("tabular_time_scale", base.tabular.time_scale))
-        nasnet = replace(base.nasnet, cells_per_stack=given("nasnet_cells", base.nasnet.cells_per_stack),
-                         filters=given("nasnet_filters", base.nasnet.filters),
-                         seed_arch=given("seed_arch", base.nasnet.seed_arch))
+        plugins = dict(base.plugins)
+        plugins["aging"] = replace(aging, tournament_size=tournament)
+        synthetic, tabular = base.settings_of("synthetic"), base.settings_of("tabular")
+        plugins["synthetic"] = replace(synthetic, train_seconds=given("synthetic_train_seconds", synthetic.train_seconds),
+                                       weight_bytes=given("synthetic_weight_bytes", synthetic.weight_bytes))
+        plugins["tabular"] = replace(tabular, time_scale=given("tabular_time_scale", tabular.time_scale))
+        plugins["nasnet"] = replace(nasnet, cells_per_stack=given("nasnet_cells", nasnet.cells_per_stack),
+                                    filters=given("nasnet_filters", nasnet.filters),
+                                    seed_arch=given("seed_arch", nasnet.seed_arch))
+        plugins = _with_set_options(plugins, getattr(args, "plugin_settings", None) or ())
         # None: the space's rule (the 2019 paper trains every nasnet child from scratch)
         inherit = False if args.no_inherit else (base.inherit_weights if args.config else None)
         return replace(
             base, dataset=spec, population_size=pop, selection=selection,
-            tournament_size=tournament, search_space=search_space, train=train, bounds=bounds,
-            synthetic=synthetic, nasnet=nasnet, tabular=tabular, data=data, inherit_weights=inherit,
+            search_space=search_space, train=train, bounds=bounds,
+            data=data, plugins=plugins, inherit_weights=inherit,
             keep_best=given("keep_best", base.keep_best), seed=given("seed", base.seed),
         )
     except ConfigError as exc:
@@ -238,6 +275,28 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         field = str(exc).split(" ", 1)[0]
         where = _where(field if field in OPTION_OF_FIELD else None, given_args, args)
         raise UserError(f"{where}: {exc}" if where else str(exc)) from None
+
+
+def _with_set_options(plugins: dict[str, Any], items: Any) -> dict[str, Any]:
+    """``plugins`` with each ``--set BLOCK.KEY=VALUE`` applied (ConfigError from the plug-in's
+    own checks; UserError for a block or key that is not there)."""
+    for item in items:
+        name, eq, text = item.partition("=")
+        block, dot, key = name.strip().partition(".")
+        if not eq or not dot or not key:
+            raise UserError(f"--set {item}: give BLOCK.KEY=VALUE (e.g. --set nasnet.filters=32)")
+        if block not in plugins:
+            raise UserError(f"--set {item}: unknown plug-in settings block {block!r} "
+                            f"(known: {', '.join(sorted(plugins))})")
+        known = [f.name for f in fields(plugins[block])]
+        if key not in known:
+            raise UserError(f"--set {item}: {block} has no setting {key!r} (known: {', '.join(known)})")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        plugins[block] = replace(plugins[block], **{key: value})
+    return plugins
 
 
 def _local_path(url: str) -> str | None:
@@ -318,7 +377,7 @@ DATA_OPTIONS = ("image_size", "resize", "color", "val_fraction", "test_fraction"
 CONFIG_OPTIONS = ("population_size", "selection", "tournament_size", "search_space", "steps", "batch_size",
                   "keep_best", "seed", "max_channels", "max_vertices", "synthetic_train_seconds",
                   "synthetic_weight_bytes", "nasnet_cells", "nasnet_filters", "seed_arch", "tabular_time_scale",
-                  "preset", "config", *DATA_OPTIONS)
+                  "plugin_settings", "preset", "config", *DATA_OPTIONS)
 
 
 def has_config_options(args: argparse.Namespace) -> bool:

@@ -13,7 +13,8 @@ import subprocess
 import sys
 import time
 
-from evo.config import RunConfig, SyntheticSettings
+from evo.config import RunConfig
+from evo.train.synthetic import SyntheticSettings
 from storage import open_store
 
 P = 6
@@ -71,7 +72,7 @@ def test_racing_workers_kill_the_oldest_exactly_once(tmp_path):
     url = str(tmp_path / "pop")
     store = open_store(url)
     store.init_config(RunConfig(dataset="synthetic", selection="aging", population_size=4,
-                                synthetic=SyntheticSettings(weight_bytes=64)).to_json())
+                                plugins={"synthetic": SyntheticSettings(weight_bytes=64)}).to_json())
     from evo.train.synthetic import safetensors_blob
     import dna
     for k in range(4):

@@ -18,7 +18,8 @@ import pytest
 
 import dna
 from evo.audit import EventLog, audit_store, estimate_workers, read_events
-from evo.config import RunConfig, SyntheticSettings
+from evo.config import RunConfig
+from evo.train.synthetic import SyntheticSettings
 from evo.train.synthetic import safetensors_blob
 from storage import open_store
 from storage.records import HISTORY
@@ -28,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def init(url: str, population: int = 12) -> None:
     config = RunConfig(dataset="synthetic", population_size=population, seed=1,
-                       synthetic=SyntheticSettings(weight_bytes=128))
+                       plugins={"synthetic": SyntheticSettings(weight_bytes=128)})
     assert open_store(url).init_config(config.to_json())
 
 

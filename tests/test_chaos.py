@@ -15,7 +15,8 @@ import json
 import pytest
 
 from bench.chaos import ChaosSettings, run_chaos, throughput_around_kills
-from evo.config import RunConfig, SyntheticSettings
+from evo.config import RunConfig
+from evo.train.synthetic import SyntheticSettings
 from evo.train.synthetic import safetensors_blob
 from evo.search.assemble import open_worker
 from evo.search.worker import WorkerOptions
@@ -71,7 +72,7 @@ def test_excess_left_by_crashed_workers_drains_back_to_p(tmp_path):
     """A worker SIGKILLed between its publish and its kill leaves one individual too many;
     later steps must drain such excess, not carry it for the rest of the run."""
     url = str(tmp_path / "pop")
-    config = RunConfig(dataset="synthetic", population_size=8, seed=4, synthetic=SyntheticSettings(weight_bytes=64))
+    config = RunConfig(dataset="synthetic", population_size=8, seed=4, plugins={"synthetic": SyntheticSettings(weight_bytes=64)})
     store = open_store(url)
     store.init_config(config.to_json())
     open_worker(url, WorkerOptions(max_individuals=8), index=0).run()     # seeded: exactly P

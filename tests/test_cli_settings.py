@@ -25,9 +25,11 @@ import numpy as np
 import pytest
 
 import dna
-from evo.config import ConfigError, NasnetSettings, RunConfig, SyntheticSettings, TrainSettings
+from evo.config import ConfigError, RunConfig, TrainSettings
 from evo.data.base import DatasetError
 from evo.data.datasets import check_dataset
+from evo.spaces.nasnet import NasnetSettings
+from evo.train.synthetic import SyntheticSettings
 from helpers_store import publish_random
 from launch import cli
 from launch.cli import main
@@ -82,8 +84,8 @@ def fake_cifar10(root: Path, skip=()) -> Path:
 @pytest.mark.parametrize("make, field, words", [
     (lambda: RunConfig(population_size=1), "population_size", "2..1000000, got 1"),
     (lambda: RunConfig(population_size=True), "population_size", "got True"),
-    (lambda: RunConfig(tournament_size=0), "tournament_size", "1..10, got 0"),
-    (lambda: RunConfig(population_size=4, tournament_size=5), "tournament_size", "1..4, got 5"),
+    (lambda: RunConfig.from_dict({"tournament_size": 0}), "tournament_size", "1..10, got 0"),
+    (lambda: RunConfig.from_dict({"population_size": 4, "tournament_size": 5}), "tournament_size", "1..4, got 5"),
     (lambda: RunConfig(seed=-1), "seed", "0..9223372036854775807, got -1"),
     (lambda: RunConfig(seed=1.5), "seed", "integer"),
     (lambda: RunConfig(keep_best=-1), "keep_best", "0..1000000"),
@@ -198,7 +200,7 @@ def test_options_given_are_stored_as_given(capsys, tmp_path):
                          "--steps", "11")
     assert code == 0, err
     stored = RunConfig.from_json((pop / "config.json").read_text())
-    assert (stored.population_size, stored.tournament_size, stored.train.batch_size, stored.train.steps) == (7, 3, 20, 11)
+    assert (stored.population_size, stored.settings_of("aging").tournament_size, stored.train.batch_size, stored.train.steps) == (7, 3, 20, 11)
     assert (stored.bounds.max_channels, stored.bounds.max_vertices, stored.seed) == (9, 5, 0)
 
 

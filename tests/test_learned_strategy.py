@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import storage
-from evo.config import ConfigError, ControllerSettings, RunConfig
+from evo.config import ConfigError, RunConfig
+from evo.strategies.controller_settings import ControllerSettings
 from evo.spaces import make_space
 from evo.strategies import make_strategy
 from evo.strategies.learned import Ppo
@@ -30,7 +31,7 @@ def conv_fraction(dna) -> float:
 
 def setup_run(selection: str, P: int = 4, space: str = "nasbench201", **controller):
     config = RunConfig(dataset="synthetic", search_space=space, population_size=P, selection=selection,
-                       controller=ControllerSettings(**controller))
+                       plugins={"controller": ControllerSettings(**controller)})
     store = storage.open_store(f"memory://learned-{uuid.uuid4().hex}")
     store.init_config(config.to_json())
     sp = make_space(config)
@@ -177,7 +178,7 @@ def test_config_refuses_learned_strategies_where_they_cannot_work():
         RunConfig(dataset="synthetic", selection="rl")     # large_scale: no decision encoding
     with pytest.raises(ConfigError, match="apply to the learned"):
         RunConfig(dataset="synthetic", search_space="nasbench201", selection="aging",
-                  controller=ControllerSettings(learning_rate=0.1))
+                  plugins={"controller": ControllerSettings(learning_rate=0.1)})
     for bad in ({"learning_rate": 0}, {"baseline_decay": 1}, {"hidden_size": 0}, {"keep_versions": 1},
                 {"ppo_clip": -1}, {"entropy_weight": float("nan")}):
         with pytest.raises(ConfigError):

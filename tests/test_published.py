@@ -18,7 +18,8 @@ from dna.genome import DNAError
 from dna.nasnet import nasnet_from_json
 from dna.nasnet_network import nasnet_parameter_count
 from dna.published import PUBLISHED, canonical_name, match, published, published_names
-from evo.config import ConfigError, NasnetSettings, RunConfig
+from evo.config import ConfigError, RunConfig
+from evo.spaces.nasnet import NasnetSettings
 from launch.cli import main
 
 
@@ -204,11 +205,11 @@ def test_seed_arch_is_checked_when_given(capsys, tmp_path):
             words=("--seed-arch", "seeds the nasnet search space"))
     assert not Path(url).exists()
     with pytest.raises(ConfigError, match="nasnet.seed_arch"):
-        RunConfig(search_space="nasnet", nasnet=NasnetSettings(seed_arch="vgg"))
-    assert RunConfig(search_space="nasnet", nasnet=NasnetSettings(seed_arch="NASNet_A")).nasnet.seed_arch == "nasnet-a"
+        RunConfig(search_space="nasnet", plugins={"nasnet": NasnetSettings(seed_arch="vgg")})
+    assert RunConfig(search_space="nasnet", plugins={"nasnet": NasnetSettings(seed_arch="NASNet_A")}).settings_of("nasnet").seed_arch == "nasnet-a"
     old = json.loads(RunConfig(search_space="nasnet").to_json())
     del old["nasnet"]["seed_arch"]                     # a config.json written before seed_arch existed
-    assert RunConfig.from_dict(old).nasnet.seed_arch is None
+    assert RunConfig.from_dict(old).settings_of("nasnet").seed_arch is None
 
 
 # ----- search defaults and presets -----

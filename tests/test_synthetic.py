@@ -20,7 +20,9 @@ import pytest
 
 import dna
 import mutations
-from evo.config import RunConfig, SyntheticSettings
+from evo.config import RunConfig
+from evo.train.synthetic import SyntheticSettings
+from evo.strategies.evolution import AgingSettings
 from evo.spaces import make_space
 from evo.train.synthetic import SyntheticEvaluator, safetensors_blob, synthetic_fitness
 from storage import open_store, safetensors_problem
@@ -34,7 +36,7 @@ MAX_WORKER_PEAK_RSS_MIB = 120
 
 def init_synthetic(url: str, **synthetic) -> RunConfig:
     config = RunConfig(dataset="synthetic", population_size=10, seed=5,
-                       synthetic=SyntheticSettings(**{"train_seconds": 0.0, **synthetic}))
+                       plugins={"synthetic": SyntheticSettings(**{"train_seconds": 0.0, **synthetic})})
     assert open_store(url).init_config(config.to_json())
     return config
 
@@ -109,8 +111,8 @@ def test_synthetic_fitness_is_deterministic_and_rewards_capacity():
 def test_evaluator_is_seeded_and_stores_real_safetensors_of_the_configured_size():
     import safetensors.numpy
 
-    config = RunConfig(dataset="synthetic", synthetic=SyntheticSettings(weight_bytes=10_000, noise=0.05))
-    ev = SyntheticEvaluator(make_space(config), config.synthetic)
+    config = RunConfig(dataset="synthetic", plugins={"synthetic": SyntheticSettings(weight_bytes=10_000, noise=0.05)})
+    ev = SyntheticEvaluator(make_space(config), config.settings_of("synthetic"))
     child = _conv_dna(np.random.default_rng(1))
     a, b, c = (ev.evaluate(child, seed=s) for s in (7, 7, 8))
     assert (a.fitness, a.weights) == (b.fitness, b.weights)
@@ -123,10 +125,10 @@ def test_evaluator_is_seeded_and_stores_real_safetensors_of_the_configured_size(
 
 
 def test_simulated_training_time_is_slept_with_progress_calls():
-    config = RunConfig(dataset="synthetic", synthetic=SyntheticSettings(train_seconds=0.3))
+    config = RunConfig(dataset="synthetic", plugins={"synthetic": SyntheticSettings(train_seconds=0.3)})
     calls = []
     t = time.monotonic()
-    out = SyntheticEvaluator(make_space(config), config.synthetic).evaluate(dna.initial(), seed=0, progress=lambda: calls.append(1))
+    out = SyntheticEvaluator(make_space(config), config.settings_of("synthetic")).evaluate(dna.initial(), seed=0, progress=lambda: calls.append(1))
     assert time.monotonic() - t >= 0.3
     assert out.metrics["train_s"] >= 0.3 and calls
 
@@ -165,7 +167,7 @@ def test_every_selection_runs_synthetically(tmp_path, selection):
 
     url = str(tmp_path / "pop")
     config = RunConfig(dataset="synthetic", population_size=6, selection=selection,
-                       tournament_size=2, synthetic=SyntheticSettings(weight_bytes=64))
+                       plugins={"aging": AgingSettings(tournament_size=2), "synthetic": SyntheticSettings(weight_bytes=64)})
     open_store(url).init_config(config.to_json())
     stats = open_worker(url, WorkerOptions(max_individuals=30), index=0).run()
     assert stats.published == 30 and stats.killed == 24

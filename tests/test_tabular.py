@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from dna.nasbench201 import OPS, from_table_key
-from evo.config import ConfigError, RunConfig, TabularSettings
+from evo.config import ConfigError, RunConfig
+from evo.train.tabular import TabularSettings
+from evo.strategies.evolution import AgingSettings
 from storage import open_store
 
 tabular = pytest.importorskip("evo.train.tabular")
@@ -57,9 +59,9 @@ def test_evo_init_implies_the_space_and_the_benchmarks_rea_settings(tmp_path):
     out = evo("init", url, "--dataset", "nb201-cifar10", "--tabular-time-scale", "0.001")
     assert out.returncode == 0, out.stderr
     config = RunConfig.from_json(open_store(url).read_config())
-    assert (config.search_space, config.selection, config.population_size, config.tournament_size) == \
+    assert (config.search_space, config.selection, config.population_size, config.settings_of("aging").tournament_size) == \
         ("nasbench201", "aging", 10, 3)
-    assert config.tabular.time_scale == 0.001
+    assert config.settings_of("tabular").time_scale == 0.001
 
 
 @pytest.mark.parametrize("args, message", [
@@ -131,7 +133,7 @@ def test_a_tabular_worker_runs_with_torch_unimportable_and_stays_light(tmp_path,
     The RL controller's worker too: its LSTM and PPO are numpy."""
     url = str(tmp_path / "pop")
     config = RunConfig(dataset="nb201-cifar10", search_space="nasbench201", population_size=10,
-                       tournament_size=3, seed=3, selection=selection)
+                       plugins={"aging": AgingSettings(tournament_size=3)}, seed=3, selection=selection)
     assert open_store(url).init_config(config.to_json())
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(f"""

@@ -153,11 +153,11 @@ def test_every_search_space_builds_for_the_datas_shape(space_name, shape, classe
     import torch
 
     import toy_space  # noqa: F401  (registers the toy space)
-    from evo.config import NasnetSettings
+    from evo.spaces.nasnet import NasnetSettings
     from evo.spaces import make_space
 
     config = RunConfig(dataset="imagefolder=/x", search_space=space_name,
-                       nasnet=NasnetSettings(cells_per_stack=1, filters=4))
+                       plugins={"nasnet": NasnetSettings(cells_per_stack=1, filters=4)})
     space = make_space(config)
     rng = np.random.default_rng(0)
     for dna in [space.initial(rng)] + [space.random(rng) for _ in range(3)]:
@@ -170,9 +170,10 @@ def test_training_runs_on_user_data_for_every_space(tmp_path):
     import torch  # noqa: F401
 
     import toy_space  # noqa: F401
-    from evo.config import NasnetSettings, TrainSettings
+    from evo.config import TrainSettings
     from evo.data.datasets import read_dataset
     from evo.data.device import to_device
+    from evo.spaces.nasnet import NasnetSettings
     from evo.spaces import make_space
     from evo.train.training import accuracy, train
 
@@ -184,7 +185,7 @@ def test_training_runs_on_user_data_for_every_space(tmp_path):
     settings = TrainSettings(steps=3, batch_size=8, precision="fp32")
     for name in ("large_scale", "nasnet", "toy"):
         space = make_space(RunConfig(dataset=f"imagefolder={root}", search_space=name,
-                                     nasnet=NasnetSettings(cells_per_stack=1, filters=4)))
+                                     plugins={"nasnet": NasnetSettings(cells_per_stack=1, filters=4)}))
         model = space.build(space.random(np.random.default_rng(1)), data.input_shape, data.num_classes)
         result = train(model, data, settings, learning_rate=0.05, seed=0, device="cpu")
         assert result.steps == 3

@@ -11,7 +11,9 @@ from collections import Counter
 import pytest
 
 import mutations
-from evo.config import RunConfig, SyntheticSettings, TrainSettings
+from evo.config import RunConfig, TrainSettings
+from evo.train.synthetic import SyntheticSettings
+from evo.strategies.evolution import AgingSettings
 from evo.search.assemble import open_worker
 from evo.search.worker import WorkerOptions
 from storage import open_store
@@ -19,7 +21,7 @@ from storage import open_store
 
 def init(url: str, **overrides) -> RunConfig:
     settings = dict(dataset="synthetic", population_size=8, seed=3,
-                    synthetic=SyntheticSettings(train_seconds=0.0, weight_bytes=256))
+                    plugins={"synthetic": SyntheticSettings(train_seconds=0.0, weight_bytes=256)})
     config = RunConfig(**{**settings, **overrides})
     assert open_store(url).init_config(config.to_json())
     return config
@@ -66,7 +68,7 @@ def test_pairwise_kills_the_loser_of_the_pair(tmp_path):
 
 def test_aging_kills_the_oldest(tmp_path):
     url = str(tmp_path / "pop")
-    init(url, selection="aging", tournament_size=3)
+    init(url, selection="aging", plugins={"aging": AgingSettings(tournament_size=3)})
     store = open_store(url)
     checked = 0
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from evo.config import RunConfig, SyntheticSettings
+from evo.config import RunConfig
+from evo.train.synthetic import SyntheticSettings
 from evo.search.stopping import StopSignals
 from evo.search.assemble import open_worker
 from evo.spaces import make_space
@@ -96,7 +97,7 @@ def test_a_signal_stops_a_training_worker_cleanly(tmp_path, sig):
 
 def _synthetic_store(url: str, P: int = 2) -> None:
     config = RunConfig(dataset="synthetic", population_size=P, seed=1,
-                       synthetic=SyntheticSettings(train_seconds=0.0, weight_bytes=64))
+                       plugins={"synthetic": SyntheticSettings(train_seconds=0.0, weight_bytes=64)})
     assert open_store(url).init_config(config.to_json())
 
 
@@ -139,8 +140,8 @@ class BlockingEvaluator:
 
         self.entered.set()
         self.release.wait(60)
-        config = RunConfig(dataset="synthetic", synthetic=SyntheticSettings(train_seconds=0.0, weight_bytes=64))
-        return SyntheticEvaluator(make_space(config), config.synthetic).evaluate(child, **kwargs)
+        config = RunConfig(dataset="synthetic", plugins={"synthetic": SyntheticSettings(train_seconds=0.0, weight_bytes=64)})
+        return SyntheticEvaluator(make_space(config), config.settings_of("synthetic")).evaluate(child, **kwargs)
 
 
 def test_heartbeats_go_on_while_the_main_thread_is_busy(tmp_path):

@@ -13,6 +13,7 @@ import pytest
 import storage
 import toy_space  # noqa: F401  (registers the toy space)
 from evo.config import ConfigError, RunConfig
+from evo.strategies.evolution import AgingSettings
 from evo.search.observers import WorkerObserver
 from evo.train.outcome import Outcome
 from evo.spaces import make_space
@@ -101,7 +102,7 @@ def test_fake_clock_times_everything_and_ends_the_run():
 
 
 def test_aging_kills_the_oldest_and_the_toy_space_plugs_in():
-    worker, store, _ = make_worker(P=3, search_space="toy", selection="aging", tournament_size=2)
+    worker, store, _ = make_worker(P=3, search_space="toy", selection="aging", plugins={"aging": AgingSettings(tournament_size=2)})
     for _ in range(3):
         worker.step()
     oldest = store.list_alive()[0].id

@@ -1,14 +1,17 @@
 """A toy search space, written as a newcomer would add one (docs/design.md walks through it).
 
 The genome is a learning rate and the widths of a small MLP's hidden layers; its two
-mutations widen or narrow one layer and add or drop one. Importing this module registers
-the space ``toy`` and its mutations ``toy/resize`` and ``toy/depth``: nothing else in evo
-changes, and the worker, the config, the store and the mutation contract suite take it.
+mutations widen or narrow one layer and add or drop one. It has one setting of its own,
+``initial_width`` (the width of the individual a run starts from): ``evo init`` checks it,
+config.json keeps it under ``"toy"``, ``evo init --help`` lists it, and the space receives
+it as ``self.settings``. Importing this module registers the space ``toy`` and its mutations
+``toy/resize`` and ``toy/depth``: nothing else in evo changes, and the worker, the config,
+the store and the mutation contract suite take it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -17,6 +20,7 @@ import numpy as np
 import mutations
 from dna import DNAError
 from dna.genome import content_hash_of
+from evo.config_checks import require_int
 from evo.spaces import SearchSpace, register_space
 
 MAX_LAYERS, MAX_WIDTH = 4, 64
@@ -81,18 +85,30 @@ def depth(d: ToyDNA, how: str, rng: np.random.Generator, bounds: Any) -> ToyDNA:
     return d.replace(widths=d.widths + d.widths[-1:] if how == "add" else d.widths[:-1])
 
 
+@dataclass(frozen=True)
+class ToySettings:
+    """The toy space's own settings (config.json: ``"toy": {"initial_width": 8}``)."""
+
+    initial_width: int = field(default=8, metadata={"help": f"width of the first individual's layer, 1..{MAX_WIDTH}"})
+
+    def __post_init__(self) -> None:
+        require_int("toy.initial_width", self.initial_width, 1, MAX_WIDTH)
+
+
 @register_space
 class ToySpace(SearchSpace):
     """An MLP over the flattened image: the smallest space that still learns."""
 
     name = "toy"
     inherits_weights = False
+    settings_class = ToySettings
+    settings: ToySettings
 
     def parse(self, obj: Any) -> ToyDNA:
         return parse_toy(obj)
 
     def initial(self, rng: np.random.Generator) -> ToyDNA:
-        return ToyDNA(0.1, (8,))
+        return ToyDNA(0.1, (self.settings.initial_width,))
 
     def random(self, rng: np.random.Generator) -> ToyDNA:
         layers = int(rng.integers(1, MAX_LAYERS + 1))

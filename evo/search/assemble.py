@@ -14,6 +14,7 @@ import numpy as np
 from evo.config import RunConfig
 from evo.search.observers import OnPublish, WorkerObserver
 from evo.spaces import make_space
+from evo.train.modes import mode_for_dataset
 from evo.search.stopping import StopRequested, StopSignals
 from evo.strategies import make_strategy
 from evo.search.worker import Worker, WorkerOptions, WorkerStats
@@ -28,12 +29,9 @@ def make_evaluator(config: RunConfig, space: Any, device: str = "auto", store: A
     worker calls once it is running; a user dataset through its decoded cache in ``store``,
     the population).
     """
-    if config.dataset_name == "synthetic":
-        from evo.train.synthetic import SyntheticEvaluator
-        return SyntheticEvaluator(space, config.synthetic)
-    if config.is_tabular:
-        from evo.train.tabular import TabularEvaluator
-        return TabularEvaluator(config.dataset_name, config.tabular)
+    mode = mode_for_dataset(config.dataset_name)
+    if mode is not None:
+        return mode.for_run(config, space)
     from evo.train.evaluator import TorchEvaluator
     return TorchEvaluator(space, config.dataset_spec, config.train, device, data_settings=config.data, store=store)
 

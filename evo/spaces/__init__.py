@@ -13,6 +13,9 @@ is also the ``kind`` in its DNA's JSON and the ``search_space`` of a run's confi
 - ``inherit`` (when ``inherits_weights``): copy a parent's weights into a child's model
   where they fit. A space without a rule refuses ``inherit_weights`` at ``evo init``.
 - ``synthetic_fitness``: the cheap stand-in fitness of the synthetic mode.
+- ``settings_class`` (optional): the space's own settings, a frozen dataclass that ``evo
+  init`` validates and config.json stores under the space's name (:class:`evo.registry.Plugin`);
+  the space receives them as ``self.settings``, with the run's bounds as ``self.bounds``.
 - ``decisions`` / ``from_decisions`` / ``to_decisions`` (optional): the space as a sequence of
   categorical decisions, for learned controllers (``--selection rl``/``reinforce``). A space
   without them refuses those strategies at ``evo init``.
@@ -27,18 +30,18 @@ from __future__ import annotations
 
 import abc
 import hashlib
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 import mutations
-from evo.registry import Registry
+from dna.bounds import Bounds
+from evo.registry import Plugin, Registry, RunView
 
-if TYPE_CHECKING:
-    from evo.config import RunConfig
 
-class SearchSpace(abc.ABC):
-    """One genome kind, set up for one run (its bounds and settings come from the config)."""
+class SearchSpace(Plugin, abc.ABC):
+    """One genome kind, set up for one run: its bounds, and its settings (``settings_class``;
+    None when it has none)."""
 
     name: ClassVar[str]
     inherits_weights: ClassVar[bool] = False
@@ -47,9 +50,11 @@ class SearchSpace(abc.ABC):
     #: architecture, in the order it makes them; None: the space has no such encoding.
     decisions: ClassVar[tuple[int, ...] | None] = None
 
-    def __init__(self, config: "RunConfig"):
-        self.config = config
-        self.bounds = config.bounds
+    def __init__(self, bounds: Bounds, settings: Any = None):
+        self.bounds = bounds
+        if settings is None and self.settings_class is not None:
+            settings = self.settings_class()
+        self.settings = settings
 
     @abc.abstractmethod
     def parse(self, obj: Any) -> Any:
@@ -112,11 +117,13 @@ def space_class(name: str) -> type[SearchSpace]:
     return _REGISTRY.get(name)
 
 
-def make_space(config: "RunConfig") -> SearchSpace:
-    """The search space a run config names, set up with the run's bounds and settings."""
-    return space_class(config.search_space)(config)
+def make_space(run: RunView) -> SearchSpace:
+    """The search space a run names, set up with the run's bounds and the space's settings."""
+    cls = space_class(run.search_space)
+    block = cls.settings_block()
+    return cls(run.bounds, None if block is None else run.settings_of(block))
 
 
-def for_config(config: "RunConfig") -> SearchSpace:
+def for_config(run: RunView) -> SearchSpace:
     """Alias of :func:`make_space` (the name earlier code used)."""
-    return make_space(config)
+    return make_space(run)

@@ -8,7 +8,9 @@ the child is published. If that victim is gone by then (another worker killed it
 worker asks :meth:`Strategy.victim` for another. After publishing, :meth:`Strategy.observe`
 sees the child and its fitness.
 
-A strategy gets the run's config and the store's public API (never a backend), so one that
+A strategy gets a view of the run (:class:`evo.registry.RunView`), its own settings
+(``settings_class``, as ``self.settings``: see :class:`evo.registry.Plugin`), the run's search
+space and the store's public API (never a backend), so one that
 keeps shared state (a learned controller) keeps it in the store, with create-if-absent as
 its only mutual exclusion, like everything else in evo.
 
@@ -28,10 +30,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import numpy as np
 
-from evo.registry import Registry
+from evo.registry import Plugin, Registry, RunView
 
 if TYPE_CHECKING:
-    from evo.config import RunConfig
+    from evo.spaces import SearchSpace
     from storage import IndividualInfo, PopulationStore
 
 @dataclass(frozen=True)
@@ -75,16 +77,20 @@ class Published:
     worker: str = "-"
 
 
-class Strategy(abc.ABC):
-    """One way of choosing parents and victims, set up for one run."""
+class Strategy(Plugin, abc.ABC):
+    """One way of choosing parents and victims, set up for one run: ``run`` (what it may
+    read of the run), ``settings`` (its own, or None), ``space`` and ``store``."""
 
     name: ClassVar[str]
 
     needs_decisions: ClassVar[bool] = False   # True: only for spaces with a decision encoding
 
-    def __init__(self, config: "RunConfig", store: "PopulationStore", space: Any = None):
-        self.config = config
+    def __init__(self, run: RunView, store: "PopulationStore", space: "SearchSpace"):
+        self.run = run
         self.store = store
+        self.space = space
+        block = self.settings_block()
+        self.settings = None if block is None else run.settings_of(block)
 
     @abc.abstractmethod
     def propose(self, population: Population, rng: np.random.Generator) -> Proposal:
@@ -115,7 +121,11 @@ def strategy_class(name: str) -> type[Strategy]:
     return _REGISTRY.get(name)
 
 
-def make_strategy(config: "RunConfig", store: "PopulationStore", space: Any = None) -> Strategy:
-    """The strategy a run config names (its ``selection``), with the store's public API and
-    the run's search space (built from the config when not given)."""
-    return strategy_class(config.selection)(config, store, space)
+def make_strategy(run: RunView, store: "PopulationStore", space: "SearchSpace | None" = None) -> Strategy:
+    """The strategy a run names (its ``selection``), with the store's public API and the
+    run's search space (built from the run when not given)."""
+    if space is None:
+        from evo.spaces import make_space
+
+        space = make_space(run)
+    return strategy_class(run.selection)(run, store, space)

@@ -1,11 +1,13 @@
-"""Settings of the learned strategies (``selection`` ``rl`` or ``reinforce``), part of the run's
-configuration (``RunConfig.controller``)."""
+"""Settings of the learned strategies (``selection`` ``rl`` or ``reinforce``): their block
+``controller`` of config.json."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
-from evo.config_checks import _int, _number
+from evo.config_checks import ConfigError, require_int, require_number
+from evo.registry import RunView
 
 
 @dataclass(frozen=True)
@@ -17,22 +19,29 @@ class ControllerSettings:
     ``ppo_epochs``: PPO's clipping range and gradient steps per update (rl).
     ``keep_versions``: how many of the newest policy versions stay in the store."""
 
-    learning_rate: float | None = None
-    entropy_weight: float | None = None
-    baseline_decay: float | None = None
-    hidden_size: int = 100
-    ppo_clip: float = 0.2
-    ppo_epochs: int = 1
-    keep_versions: int = 8
+    learning_rate: float | None = field(default=None, metadata={"help": "(0, 1]; null: the strategy's"})
+    entropy_weight: float | None = field(default=None, metadata={"help": "0..1; null: the strategy's"})
+    baseline_decay: float | None = field(default=None, metadata={"help": "[0, 1); null: the strategy's"})
+    hidden_size: int = field(default=100, metadata={"help": "1..1024"})
+    ppo_clip: float = field(default=0.2, metadata={"help": "(0, 1]"})
+    ppo_epochs: int = field(default=1, metadata={"help": "1..100"})
+    keep_versions: int = field(default=8, metadata={"help": "2..1000"})
+
+    written_always: ClassVar[bool] = True   # config.json has always carried this block
 
     def __post_init__(self) -> None:
         if self.learning_rate is not None:
-            _number("controller.learning_rate", self.learning_rate, 0, 1, low_open=True)
+            require_number("controller.learning_rate", self.learning_rate, 0, 1, low_open=True)
         if self.entropy_weight is not None:
-            _number("controller.entropy_weight", self.entropy_weight, 0, 1)
+            require_number("controller.entropy_weight", self.entropy_weight, 0, 1)
         if self.baseline_decay is not None:
-            _number("controller.baseline_decay", self.baseline_decay, 0, 1, high_open=True)
-        _int("controller.hidden_size", self.hidden_size, 1, 1024)
-        _number("controller.ppo_clip", self.ppo_clip, 0, 1, low_open=True)
-        _int("controller.ppo_epochs", self.ppo_epochs, 1, 100)
-        _int("controller.keep_versions", self.keep_versions, 2, 1000)
+            require_number("controller.baseline_decay", self.baseline_decay, 0, 1, high_open=True)
+        require_int("controller.hidden_size", self.hidden_size, 1, 1024)
+        require_number("controller.ppo_clip", self.ppo_clip, 0, 1, low_open=True)
+        require_int("controller.ppo_epochs", self.ppo_epochs, 1, 100)
+        require_int("controller.keep_versions", self.keep_versions, 2, 1000)
+
+    def check_run(self, run: RunView) -> None:
+        if not run.uses("controller") and self != ControllerSettings():
+            raise ConfigError(f"controller settings apply to the learned strategies (rl, reinforce), "
+                              f"not selection {run.selection!r}", "controller")

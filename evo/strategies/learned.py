@@ -35,7 +35,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from evo.registry import RunView
 from evo.strategies import selection
+from evo.strategies.controller_settings import ControllerSettings
 from storage import UnreadableEntry
 
 from evo.strategies import Population, Proposal, Published, Strategy, register_strategy
@@ -53,15 +55,12 @@ class LearnedStrategy(Strategy):
 
     needs_decisions: ClassVar[bool] = True
     defaults: ClassVar[dict[str, float]]   # learning_rate, entropy_weight, baseline_decay
+    settings_class, settings_key = ControllerSettings, "controller"   # one block for rl and reinforce
+    settings: ControllerSettings
 
-    def __init__(self, config: Any, store: Any, space: Any = None):
-        super().__init__(config, store)
-        if space is None:
-            from evo.spaces import make_space
-
-            space = make_space(config)
-        self.space = space
-        settings = config.controller
+    def __init__(self, run: RunView, store: Any, space: Any):
+        super().__init__(run, store, space)
+        settings = self.settings
         self.learning_rate = _given(settings.learning_rate, self.defaults["learning_rate"])
         self.entropy_weight = _given(settings.entropy_weight, self.defaults["entropy_weight"])
         self.baseline_decay = _given(settings.baseline_decay, self.defaults["baseline_decay"])
@@ -160,7 +159,7 @@ class LearnedStrategy(Strategy):
 
     def first_version(self, version: int) -> PolicyVersion:
         """The untrained policy (the same in every worker of a run: seeded by the run's seed)."""
-        params = self.model.init(np.random.default_rng([self.config.seed, 0x9011C7]))
+        params = self.model.init(np.random.default_rng([self.run.seed, 0x9011C7]))
         return PolicyVersion(self.name, version, None, tuple(self.space.decisions), params, id=new_id())
 
     def _read(self, version: int) -> PolicyVersion | None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from storage import UnreadableEntry
 
-from evo.strategies import strategy_class
+from evo.strategies import make_strategy, strategy_class
 from evo.strategies.policy_state import PolicyError, PolicyVersion, parse_policy
 
 
@@ -55,7 +55,7 @@ def read_policy_report(store: Any, config: Any, space: Any = None) -> PolicyRepo
     """
     if not is_learned(config):
         return None
-    strategy = strategy_class(config.selection)(config, store, space)
+    strategy = make_strategy(config, store, space)
     versions = tuple(store.policy_versions())
     parsed: dict[int, PolicyVersion] = {}
     problems: list[str] = []

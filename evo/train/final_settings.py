@@ -20,8 +20,8 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from evo.config import PRECISIONS
-from evo.config_checks import ConfigError, choice_setting, flag_setting, int_setting, number_setting
+from evo.config import PRECISIONS, ConfigError
+from evo.config_checks import require_choice, require_flag, require_int, require_number
 
 SCHEDULES = ("cosine", "constant")
 DATA_SPLITS = ("train+val", "train")
@@ -66,27 +66,27 @@ class FinalSettings:
         if isinstance(self.schema, bool) or self.schema != SETTINGS_SCHEMA:
             raise ConfigError(f"unknown final-training settings schema {self.schema!r} "
                               f"(this evo reads {SETTINGS_SCHEMA})", "schema")
-        int_setting("epochs", self.epochs, 1, 100_000)
-        int_setting("batch_size", self.batch_size, 1, 1_000_000)
+        require_int("epochs", self.epochs, 1, 100_000)
+        require_int("batch_size", self.batch_size, 1, 1_000_000)
         if self.learning_rate is not None:
-            number_setting("learning_rate", self.learning_rate, 0, 100, low_open=True)
-        choice_setting("schedule", self.schedule, SCHEDULES)
-        number_setting("momentum", self.momentum, 0, 1, high_open=True)
-        number_setting("weight_decay", self.weight_decay, 0, 1, high_open=True)
-        number_setting("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
-        number_setting("grad_clip", self.grad_clip, 0, 1e6)
-        number_setting("drop_path", self.drop_path, 0, 1, high_open=True)
-        number_setting("aux_weight", self.aux_weight, 0, 100)
-        int_setting("cutout", self.cutout, 0, 4096)
+            require_number("learning_rate", self.learning_rate, 0, 100, low_open=True)
+        require_choice("schedule", self.schedule, SCHEDULES)
+        require_number("momentum", self.momentum, 0, 1, high_open=True)
+        require_number("weight_decay", self.weight_decay, 0, 1, high_open=True)
+        require_number("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
+        require_number("grad_clip", self.grad_clip, 0, 1e6)
+        require_number("drop_path", self.drop_path, 0, 1, high_open=True)
+        require_number("aux_weight", self.aux_weight, 0, 100)
+        require_int("cutout", self.cutout, 0, 4096)
         if self.crop_padding is not None:
-            int_setting("crop_padding", self.crop_padding, 0, 64)
+            require_int("crop_padding", self.crop_padding, 0, 64)
         if self.flip is not None:
-            flag_setting("flip", self.flip)
-        choice_setting("data", self.data, DATA_SPLITS)
-        choice_setting("precision", self.precision, PRECISIONS)
-        flag_setting("cuda_graphs", self.cuda_graphs)
-        int_setting("eval_batch_size", self.eval_batch_size, 1, 1_000_000)
-        int_setting("seed", self.seed, 0, 2**63 - 1)
+            require_flag("flip", self.flip)
+        require_choice("data", self.data, DATA_SPLITS)
+        require_choice("precision", self.precision, PRECISIONS)
+        require_flag("cuda_graphs", self.cuda_graphs)
+        require_int("eval_batch_size", self.eval_batch_size, 1, 1_000_000)
+        require_int("seed", self.seed, 0, 2**63 - 1)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON (every field)."""

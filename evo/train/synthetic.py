@@ -13,12 +13,31 @@ import hashlib
 import json
 import struct
 import time
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from evo.config import SyntheticSettings
+from evo.config_checks import require_int, require_number
+from evo.registry import RunView
+from evo.train.modes import FitnessMode, register_mode
 from evo.train.outcome import Outcome
+
+
+@dataclass(frozen=True)
+class SyntheticSettings:
+    """The synthetic-fitness mode: no training, a cheap deterministic fitness of the DNA."""
+
+    train_seconds: float = field(default=0.0, metadata={"help": "simulated training time, 0..86400"})
+    weight_bytes: int = field(default=4096, metadata={"help": "size of each stored weight file, 0..2**30"})
+    noise: float = field(default=0.01, metadata={"help": "sd of the seeded noise on the fitness, 0..1"})
+
+    written_always: ClassVar[bool] = True   # config.json has always carried this block
+
+    def __post_init__(self) -> None:
+        require_number("synthetic.train_seconds", self.train_seconds, 0, 86_400)
+        require_int("synthetic.weight_bytes", self.weight_bytes, 0, 2**30)
+        require_number("synthetic.noise", self.noise, 0, 1)
 
 
 def synthetic_fitness(dna: Any) -> float:
@@ -38,14 +57,21 @@ def safetensors_blob(payload: bytes) -> bytes:
     return struct.pack("<Q", len(header)) + header + payload
 
 
-class SyntheticEvaluator:
+@register_mode
+class SyntheticEvaluator(FitnessMode):
     """Drop-in replacement for the torch evaluator (same ``evaluate`` signature).
 
     ``space`` gives the fitness function (:meth:`~evo.spaces.SearchSpace.synthetic_fitness`);
     ``settings`` the simulated training time, weight size and noise.
     """
 
+    name, datasets = "synthetic", ("synthetic",)
+    settings_class = SyntheticSettings
     device_name = "synthetic"
+
+    @classmethod
+    def for_run(cls, run: RunView, space: Any) -> "SyntheticEvaluator":
+        return cls(space, run.settings_of("synthetic"))
 
     def __init__(self, space: Any, settings: SyntheticSettings):
         self.space = space

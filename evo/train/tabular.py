@@ -21,21 +21,45 @@ Never imports torch: like synthetic workers, tabular workers stay light.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from evo.config import TabularSettings
-from evo.data.nasbench201_tables import Table, load_table
+from evo.config_checks import require_number
+from evo.registry import RunView
+from evo.train.modes import FitnessMode, register_mode
+from evo.data.nasbench201_tables import TABLE_FILES, Table, load_table
 from evo.train.outcome import Outcome
 from evo.train.synthetic import safetensors_blob
 
 
-class TabularEvaluator:
+@dataclass(frozen=True)
+class TabularSettings:
+    """Runs on NAS-Bench-201's tables (``nb201-*`` datasets): ``time_scale`` is the fraction of a
+    cell's recorded training time a worker sleeps before answering (0: answer at once), so that
+    asynchronous workers interleave as they would if they trained."""
+
+    time_scale: float = field(default=0.0, metadata={"help": "0..1, --tabular-time-scale"})
+
+    written_always: ClassVar[bool] = True   # config.json has always carried this block
+
+    def __post_init__(self) -> None:
+        require_number("tabular.time_scale", self.time_scale, 0, 1)
+
+
+@register_mode
+class TabularEvaluator(FitnessMode):
     """Drop-in replacement for the torch evaluator (same ``evaluate`` signature) that looks a
     NAS-Bench-201 cell up in ``dataset``'s table."""
 
+    name, datasets = "tabular", tuple(TABLE_FILES)
+    settings_class = TabularSettings
     device_name = "table"
+
+    @classmethod
+    def for_run(cls, run: RunView, space: Any) -> "TabularEvaluator":
+        return cls(run.dataset_name, run.settings_of("tabular"))
 
     def __init__(self, dataset: str, settings: TabularSettings):
         self.dataset = dataset
