@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from dna.bounds import check_int, check_number
+from evo.errors import SettingsError
 
 
-class ConfigError(ValueError):
+class ConfigError(SettingsError, ValueError):
     """A run configuration that is malformed or inconsistent. One-line message.
 
     ``field`` names the offending setting as a config.json path (``train.batch_size``) when

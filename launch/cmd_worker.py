@@ -105,10 +105,6 @@ def run(args: argparse.Namespace) -> int:
                                stop=stop, fault=args.crash_at)
     except ConfigError as exc:
         raise UserError(f"{args.url}/config.json: {exc}") from None
-    except RuntimeError as exc:
-        if "CUDA" in str(exc) or "device" in str(exc):
-            raise UserError(str(exc)) from None
-        raise
     best = f"{stats.best_fitness:.4f}" if stats.best_fitness is not None else "-"
     how = f"stopped by {stats.stopped_by}" if stats.stopped_by else "done"
     logging.getLogger("evo.search.worker").info(

@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 
 from evo.data.decoding import SPLITS
+from evo.errors import DataError
 
 FORMAT = 1
 MAX_CLASSES = 1_000_000
 MAX_SIDE = 4096
 
 
-class CacheDamaged(ValueError):
+class CacheDamaged(DataError, ValueError):
     """A committed cache generation whose manifest or parts do not check out."""
 
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from evo.config import USER_DATASETS, DataSettings
 from evo.data.cache import human_bytes
+from evo.errors import DataError
 
 if TYPE_CHECKING:
     import torch
@@ -41,7 +42,7 @@ SPLITS = ("train", "val", "test")
 SEARCH_SPLITS = ("train", "val")   # what a worker loads: the search never sees the test split
 
 
-class DatasetError(ValueError):
+class DatasetError(DataError, ValueError):
     """A dataset spec that is unknown, or data that is missing or malformed. One line."""
 
 

