@@ -447,7 +447,10 @@ class Worker:
             log.info("stopping on %s: the child in training (if any) is abandoned", self.stats.stopped_by)
         if self._heart is not None:
             self._heart.halt()
-        self.store.wait_for_roll_up(timeout=30)   # a roll-up cut off at exit is safe, but leaves work
+        try:   # a roll-up cut off at exit is safe, but leaves work for the next one
+            self.store.wait_for_roll_up(timeout=30)
+        except Exception as exc:  # the store may be unreachable at exit: the final heartbeat still goes
+            log.warning("history roll-up not finished: %s", one_line(exc, with_type=True))
         self._state = "failed" if self.stats.failed else "stopped"
         try:
             self._write_beat(final=True)
