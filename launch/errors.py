@@ -51,11 +51,17 @@ def read_user_file(path: str, max_bytes: int, what: str) -> bytes:
 
 def run_reporting(prog: str, func: Callable[[], int | None], errors: tuple[type[BaseException], ...]) -> int:
     """``func()``'s exit code (None counts as 0). An error of a type in ``errors`` is printed as
-    ``PROG: error: MESSAGE`` on stderr (:func:`evo.errors.one_line`; exit code 2); Ctrl-C as ``PROG: interrupted`` (130).
-    Anything else propagates."""
+    ``PROG: error: MESSAGE`` on stderr (:func:`evo.errors.one_line`; exit code 2); Ctrl-C as
+    ``PROG: interrupted`` (130). Anything else propagates.
+
+    The check is ``isinstance``, made when the error arrives: it sees the lower layers' errors
+    registered with an :class:`evo.errors.EvoError` kind by then (their module may be imported
+    by the command itself, after ``errors`` was made), which an ``except`` clause would not."""
     try:
         return int(func() or 0)
-    except errors as exc:
+    except Exception as exc:
+        if not isinstance(exc, errors):
+            raise
         print(f"{prog}: error: {one_line(exc, limit=2000)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
