@@ -205,7 +205,11 @@ def check_common_fields(dna: Any, bounds: Any = None) -> None:
         raise DNAError(f"mutation must be a string, got {type(dna.mutation).__name__}")
 
 
-def _int(value: Any, where: str) -> int:
+# Reading a DNA's JSON fields, for every DNA kind's parser (dna.nasnet, dna.nasbench201): the
+# value, or DNAError (one line) naming ``where`` it was.
+
+def field_int(value: Any, where: str) -> int:
+    """An integer (not a bool) of at most 2**53 in magnitude."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise DNAError(f"{where} must be an integer, got {type(value).__name__}")
     if abs(value) > 2**53:
@@ -213,7 +217,8 @@ def _int(value: Any, where: str) -> int:
     return value
 
 
-def _str(value: Any, where: str, max_len: int = 64) -> str:
+def field_str(value: Any, where: str, max_len: int = 64) -> str:
+    """A string of at most ``max_len`` characters."""
     if not isinstance(value, str):
         raise DNAError(f"{where} must be a string, got {type(value).__name__}")
     if len(value) > max_len:
@@ -221,7 +226,8 @@ def _str(value: Any, where: str, max_len: int = 64) -> str:
     return value
 
 
-def _keys(obj: Any, expected: set[str], where: str) -> dict[str, Any]:
+def field_keys(obj: Any, expected: set[str], where: str) -> dict[str, Any]:
+    """A JSON object with exactly the keys ``expected``."""
     if not isinstance(obj, dict):
         raise DNAError(f"{where} must be an object, got {type(obj).__name__}")
     unknown = set(obj) - expected
@@ -234,7 +240,7 @@ def _keys(obj: Any, expected: set[str], where: str) -> dict[str, Any]:
     return obj
 
 
-def _common_fields(obj: Any, kind: str, keys: set[str]) -> tuple[dict[str, Any], int, float]:
+def common_fields(obj: Any, kind: str, keys: set[str]) -> tuple[dict[str, Any], int, float]:
     """What the JSON object of every DNA kind has: this evo's schema version, ``kind``, exactly
     the fields ``keys``, a finite ``learning_rate``. Returns (the object, schema, learning
     rate); DNAError (one line) for anything else."""
@@ -247,7 +253,7 @@ def _common_fields(obj: Any, kind: str, keys: set[str]) -> tuple[dict[str, Any],
         raise DNAError(f"unknown DNA schema version {schema!r} (this evo reads version {SCHEMA_VERSION})"[:200])
     if obj.get("kind") != kind:
         raise DNAError(f"unknown DNA kind {obj.get('kind')!r} (expected {kind!r})"[:200])
-    obj = _keys(obj, keys, "DNA")
+    obj = field_keys(obj, keys, "DNA")
     lr = obj["learning_rate"]
     if (isinstance(lr, bool) or not isinstance(lr, (int, float))
             or (isinstance(lr, int) and abs(lr) > 2**53) or not math.isfinite(lr)):  # huge int: OverflowError
@@ -261,7 +267,7 @@ def from_dict(obj: Any) -> DNA:
     Raises :class:`DNAError` for anything malformed; does not check graph validity or
     bounds (use :func:`dna.validate` or :func:`from_json`, which does both).
     """
-    obj, schema, lr = _common_fields(obj, "large_scale", _TOP_KEYS)
+    obj, schema, lr = common_fields(obj, "large_scale", _TOP_KEYS)
     vertices_raw, edges_raw = obj["vertices"], obj["edges"]
     if not isinstance(vertices_raw, list) or not isinstance(edges_raw, list):
         raise DNAError("vertices and edges must be lists")
@@ -269,29 +275,29 @@ def from_dict(obj: Any) -> DNA:
         raise DNAError("DNA has far too many vertices or edges")
     vertices = []
     for i, v in enumerate(vertices_raw):
-        v = _keys(v, _VERTEX_KEYS, f"vertex #{i}")
-        kind = _str(v["kind"], f"vertex #{i} kind")
+        v = field_keys(v, _VERTEX_KEYS, f"vertex #{i}")
+        kind = field_str(v["kind"], f"vertex #{i} kind")
         if kind not in VERTEX_KINDS:
             raise DNAError(f"vertex #{i} has unknown kind {kind!r} (known: {', '.join(VERTEX_KINDS)})")
-        vertices.append(Vertex(_int(v["id"], f"vertex #{i} id"), kind))
+        vertices.append(Vertex(field_int(v["id"], f"vertex #{i} id"), kind))
     edges = []
     for i, e in enumerate(edges_raw):
         if not isinstance(e, dict):
             raise DNAError(f"edge #{i} must be an object, got {type(e).__name__}")
-        kind = _str(e.get("kind"), f"edge #{i} kind")
+        kind = field_str(e.get("kind"), f"edge #{i} kind")
         if kind == "identity":
-            e = _keys(e, _IDENTITY_KEYS, f"edge #{i}")
-            edges.append(Edge(_int(e["id"], f"edge #{i} id"), _int(e["src"], f"edge #{i} src"),
-                              _int(e["dst"], f"edge #{i} dst"), "identity"))
+            e = field_keys(e, _IDENTITY_KEYS, f"edge #{i}")
+            edges.append(Edge(field_int(e["id"], f"edge #{i} id"), field_int(e["src"], f"edge #{i} src"),
+                              field_int(e["dst"], f"edge #{i} dst"), "identity"))
         elif kind == "conv":
-            e = _keys(e, _CONV_KEYS, f"edge #{i}")
+            e = field_keys(e, _CONV_KEYS, f"edge #{i}")
             edges.append(Edge(
-                _int(e["id"], f"edge #{i} id"), _int(e["src"], f"edge #{i} src"),
-                _int(e["dst"], f"edge #{i} dst"), "conv",
-                filter_h=_int(e["filter_h"], f"edge #{i} filter_h"),
-                filter_w=_int(e["filter_w"], f"edge #{i} filter_w"),
-                channels=_int(e["channels"], f"edge #{i} channels"),
-                stride=_int(e["stride"], f"edge #{i} stride"),
+                field_int(e["id"], f"edge #{i} id"), field_int(e["src"], f"edge #{i} src"),
+                field_int(e["dst"], f"edge #{i} dst"), "conv",
+                filter_h=field_int(e["filter_h"], f"edge #{i} filter_h"),
+                filter_w=field_int(e["filter_w"], f"edge #{i} filter_w"),
+                channels=field_int(e["channels"], f"edge #{i} channels"),
+                stride=field_int(e["stride"], f"edge #{i} stride"),
             ))
         else:
             raise DNAError(f"edge #{i} has unknown kind {kind!r} (known: {', '.join(EDGE_KINDS)})")
@@ -299,10 +305,10 @@ def from_dict(obj: Any) -> DNA:
         learning_rate=lr,
         vertices=tuple(vertices),
         edges=tuple(edges),
-        input_id=_int(obj["input_id"], "input_id"),
-        output_id=_int(obj["output_id"], "output_id"),
-        next_id=_int(obj["next_id"], "next_id"),
-        mutation=_str(obj["mutation"], "mutation"),
+        input_id=field_int(obj["input_id"], "input_id"),
+        output_id=field_int(obj["output_id"], "output_id"),
+        next_id=field_int(obj["next_id"], "next_id"),
+        mutation=field_str(obj["mutation"], "mutation"),
         schema=schema,
     )
 

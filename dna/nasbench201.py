@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from .bounds import DEFAULT_BOUNDS, Bounds
-from .genome import (INITIAL_LEARNING_RATE, SCHEMA_VERSION, DNAError, Genome, _common_fields, _str, check_common_fields,
-                     parse_dna_json)
+from .genome import (INITIAL_LEARNING_RATE, SCHEMA_VERSION, DNAError, Genome, check_common_fields, common_fields,
+                     field_str, parse_dna_json)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -126,14 +126,14 @@ def nb201_from_dict(obj: Any, bounds: Bounds = DEFAULT_BOUNDS) -> Nb201DNA:
 
     Unknown or missing fields, wrong types, a wrong number of ops and unknown ops are errors.
     """
-    obj, schema, lr = _common_fields(obj, KIND, _TOP_KEYS)
+    obj, schema, lr = common_fields(obj, KIND, _TOP_KEYS)
     raw = obj["ops"]
     if not isinstance(raw, list):
         raise DNAError(f"ops must be a list of {NUM_EDGES} op names, got {type(raw).__name__}")
     if len(raw) != NUM_EDGES:
         raise DNAError(f"ops has {len(raw)} entries; a NAS-Bench-201 cell has exactly {NUM_EDGES}")
-    ops = tuple(_str(op, f"ops[{k}]") for k, op in enumerate(raw))
-    dna = Nb201DNA(ops=ops, learning_rate=lr, mutation=_str(obj["mutation"], "mutation"), schema=schema)
+    ops = tuple(field_str(op, f"ops[{k}]") for k, op in enumerate(raw))
+    dna = Nb201DNA(ops=ops, learning_rate=lr, mutation=field_str(obj["mutation"], "mutation"), schema=schema)
     return validate_nb201(dna, bounds)
 
 

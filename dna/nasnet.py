@@ -43,8 +43,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from .bounds import DEFAULT_BOUNDS, Bounds
-from .genome import (INITIAL_LEARNING_RATE, SCHEMA_VERSION, DNAError, Genome, _common_fields, _int, _keys, _str,
-                     check_common_fields, parse_dna_json)
+from .genome import (INITIAL_LEARNING_RATE, SCHEMA_VERSION, DNAError, Genome, check_common_fields, common_fields,
+                     field_int, field_keys, field_str, parse_dna_json)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -273,10 +273,10 @@ def nasnet_from_dict(obj: Any, bounds: Bounds = DEFAULT_BOUNDS) -> NasnetDNA:
     Unknown or missing fields, wrong types, unknown ops, forward references and a bad
     ``concat`` are errors. A ``concat`` equal to the default rule is dropped.
     """
-    obj, schema, lr = _common_fields(obj, KIND, _TOP_KEYS)
+    obj, schema, lr = common_fields(obj, KIND, _TOP_KEYS)
     cells = {name: _parse_cell(obj[name], name) for name in CELL_NAMES}
     dna = NasnetDNA(learning_rate=lr, normal=cells["normal"], reduction=cells["reduction"],
-                    mutation=_str(obj["mutation"], "mutation"), schema=schema)
+                    mutation=field_str(obj["mutation"], "mutation"), schema=schema)
     validate_nasnet(dna, bounds)
     return dna.replace(normal=dna.normal.normalized(), reduction=dna.reduction.normalized())
 
@@ -288,15 +288,15 @@ def nasnet_from_json(text: str | bytes, bounds: Bounds = DEFAULT_BOUNDS) -> Nasn
 
 def _parse_cell(obj: Any, name: str) -> Cell:
     if isinstance(obj, dict) and "concat" in obj:
-        obj = _keys(obj, {"combinations", "concat"}, f"{name} cell")
+        obj = field_keys(obj, {"combinations", "concat"}, f"{name} cell")
         raw_concat = obj["concat"]
         if not isinstance(raw_concat, list):
             raise DNAError(f"{name} cell concat must be a list of hidden states, got {type(raw_concat).__name__}")
         if len(raw_concat) > NUM_STATES:
             raise DNAError(f"{name} cell concat has {len(raw_concat)} entries; a cell has {NUM_STATES} states")
-        concat: tuple[int, ...] | None = tuple(_int(s, f"{name} cell concat entry") for s in raw_concat)
+        concat: tuple[int, ...] | None = tuple(field_int(s, f"{name} cell concat entry") for s in raw_concat)
     else:
-        obj = _keys(obj, {"combinations"}, f"{name} cell")
+        obj = field_keys(obj, {"combinations"}, f"{name} cell")
         concat = None
     raw = obj["combinations"]
     if not isinstance(raw, list):
@@ -308,6 +308,6 @@ def _parse_cell(obj: Any, name: str) -> Cell:
         where = f"{name} cell combination {k}"
         if not isinstance(c, list) or len(c) != 4:
             raise DNAError(f"{where} must be a list [input_a, op_a, input_b, op_b]")
-        combos.append(Combination(_int(c[0], f"{where} input_a"), _str(c[1], f"{where} op_a"),
-                                  _int(c[2], f"{where} input_b"), _str(c[3], f"{where} op_b")))
+        combos.append(Combination(field_int(c[0], f"{where} input_a"), field_str(c[1], f"{where} op_a"),
+                                  field_int(c[2], f"{where} input_b"), field_str(c[3], f"{where} op_b")))
     return Cell(tuple(combos), concat)

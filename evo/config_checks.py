@@ -8,9 +8,10 @@ from dataclasses import fields
 from typing import Any
 
 from dna.bounds import check_int, check_number
+from evo.errors import SettingsError
 
 
-class ConfigError(ValueError):
+class ConfigError(SettingsError, ValueError):
     """A run configuration that is malformed or inconsistent. One-line message.
 
     ``field`` names the offending setting as a config.json path (``train.batch_size``) when

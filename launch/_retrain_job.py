@@ -16,6 +16,8 @@ import os
 import signal
 from typing import Any
 
+from evo.errors import one_line
+
 
 class RetrainJob:
     """One array task of retrain mode (submitit pickles this object and calls it in the job)."""
@@ -63,7 +65,7 @@ class RetrainJob:
             try:
                 submitit_handler(preempt, None)
             except Exception as exc:  # submitit's "timed-out too many times": the task just ends
-                log.warning("not requeued: %s", str(exc).strip().splitlines()[0][:300] if str(exc) else exc)
+                log.warning("not requeued: %s", one_line(exc))
         return result
 
 

@@ -11,6 +11,8 @@ import argparse
 import json
 import math
 
+from evo.errors import one_line
+
 from .errors import UserError
 from .options import add_command
 
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     except storage.StoreError as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:  # unreachable or forbidden store
-        raise UserError(f"{args.url}: {_first_line(exc)}") from None
+        raise UserError(f"{args.url}: {one_line(exc, with_type=True)}") from None
     config_problem = None
     try:
         config = RunConfig.from_json(config_text)
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         report = store.check(repair=args.repair, grace_seconds=args.grace, deep=args.deep,
                              bounds=config.bounds if config is not None else None)
     except OSError as exc:
-        raise UserError(f"{args.url}: {_first_line(exc)}") from None
+        raise UserError(f"{args.url}: {one_line(exc, with_type=True)}") from None
     result = report.to_dict()
     if config is not None:
         from evo.strategies.policy_report import read_policy_report
@@ -86,11 +88,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_human(result)
     return 0 if result["ok"] else 1
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
 
 
 def _print_human(r: dict) -> None:

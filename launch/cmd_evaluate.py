@@ -18,6 +18,8 @@ import os
 import sys
 import time
 
+from evo.errors import one_line
+
 from .errors import UserError
 from .options import device, positive_int
 
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     except portable.ExportError as exc:
         raise UserError(str(exc)) from None
     except RuntimeError as exc:  # e.g. a CUDA device that is not there
-        raise UserError(f"{args.device}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"{args.device}: {one_line(exc)}") from None
     info = model.info
     spec = args.dataset or info.get("dataset")
     if not spec and not args.images:

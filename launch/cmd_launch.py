@@ -95,6 +95,8 @@ def start_workers(args: argparse.Namespace, log_dir: Path) -> list[tuple[subproc
             cmd += ["--max-seconds", str(args.max_seconds)]
         if args.max_individuals is not None:
             cmd += ["--max-individuals", str(args.max_individuals)]
+        if args.max_failed_children is not None:
+            cmd += ["--max-failed-children", str(args.max_failed_children)]
         log_path = log_dir / f"worker-{args.index_base + i}.log"
         env["EVO_WORKER_LOG"] = str(log_path.resolve())  # shown by evo status
         with open(log_path, "ab") as log:
@@ -183,6 +185,8 @@ def register(sub) -> None:
                    help="each worker stops starting children after T seconds (default: no limit)")
     p.add_argument("--max-individuals", type=positive_int, metavar="K",
                    help="each worker stops after publishing K individuals (default: no limit)")
+    p.add_argument("--max-failed-children", type=positive_int, metavar="K",
+                   help="each worker stops (exit 3) after K children in a row failed (default: evo worker's, 10)")
     p.add_argument("--device", type=device(), default="auto", help="auto (GPUs if present) | cpu | cuda")
     p.add_argument("--workers-per-gpu", type=positive_int, metavar="K",
                    help="K workers share each GPU (default: spread evenly)")

@@ -91,6 +91,7 @@ def status_report(snap: Snapshot, lost_after: float | None = None,
         "workers": workers,
         "workers_active": sum(1 for w in workers if w["status"] == "active"),
         "workers_lost": sum(1 for w in workers if w["status"] == "lost"),
+        "workers_failed": sum(1 for w in workers if w["status"] == "failed"),
         "mutations": dict(sorted(Counter(r.mutation for r in records).items())),
         "broken": len(snap.broken),
         "broken_entries": [{"key": b.key, "problem": b.problem} for b in snap.broken[:MAX_BROKEN_SHOWN]],
@@ -137,7 +138,7 @@ def _worker_row(beat: dict[str, Any], now: float, lost_after: float | None) -> d
     seen = float(beat["time"])
     state = str(info.get("state", "?"))
     limit = lost_after_for(info, lost_after)
-    status = "stopped" if state == "stopped" else ("lost" if now - seen > limit else "active")
+    status = state if state in ("stopped", "failed") else ("lost" if now - seen > limit else "active")
 
     def num(key: str) -> Any:
         v = info.get(key)
@@ -154,6 +155,7 @@ def _worker_row(beat: dict[str, Any], now: float, lost_after: float | None) -> d
         "best_fitness": num("best_fitness"), "device": str(info.get("device", ""))[:32],
         "scheduler": sched, "job": job_label(sched), "log": str(info["log"])[:1024] if info.get("log") else None,
         "stopped_by": str(info["stopped_by"])[:16] if info.get("stopped_by") else None,
+        "reason": " ".join(str(info["reason"]).split())[:300] if info.get("reason") else None,
     }
 
 
@@ -209,8 +211,10 @@ def format_status(r: dict[str, Any]) -> str:
         lines.append("  mutations: " + ", ".join(f"{k} {n}" for k, n in
                                                   sorted(r["mutations"].items(), key=lambda kv: (-kv[1], kv[0]))))
     ws = r["workers"]
+    failed = [w for w in ws if w["status"] == "failed"]
     lines.append(f"workers: {len(ws)} ({r['workers_active']} active, "
-                 f"{sum(1 for w in ws if w['status'] == 'stopped')} stopped, {r['workers_lost']} lost)")
+                 f"{sum(1 for w in ws if w['status'] == 'stopped')} stopped, "
+                 + (f"{len(failed)} FAILED, " if failed else "") + f"{r['workers_lost']} lost)")
     if ws:
         header = ("worker", "host", "pid", "status", "state", "last seen", "done", "kills", "races", "best",
                   "job", "log")
@@ -224,6 +228,7 @@ def format_status(r: dict[str, Any]) -> str:
         widths = [max(len(x) for x in col) for col in zip(header, *rows)]
         for row in [header] + rows:
             lines.append("  " + "  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip())
+        lines += [f"  {w['worker']} failed: {w['reason'] or 'no reason given'}" for w in failed]
     from ._squeue import describe
     for job in r.get("slurm_jobs") or []:
         lines.append(describe(job))
@@ -282,6 +287,8 @@ def format_retrains(rows: list[dict[str, Any]]) -> list[str]:
 def _status_text(w: dict[str, Any]) -> str:
     if w["status"] == "lost":
         return "LOST"
+    if w["status"] == "failed":
+        return "FAILED"
     if w["status"] == "stopped" and w.get("stopped_by"):
         return f"stopped ({w['stopped_by']})"
     return w["status"]

@@ -4,6 +4,12 @@ SIGTERM, SIGINT, SIGHUP and SIGUSR2 stop it cleanly within a second (the child i
 is abandoned, a publish in progress finishes, a final ``stopped`` heartbeat is written);
 it then exits with 128 + the signal's number (143 for SIGTERM), so that a scheduler that
 restarts failed workers (a Kubernetes Job) replaces one that was stopped from outside.
+
+The circuit breaker (``--max-failed-children K``, default 10): after K children in a row
+failed (to be trained, or to be made by the strategy or the space) the worker stops, its final
+heartbeat says ``failed`` and why (``evo status`` shows it), and it exits with
+:data:`EXIT_FAILED` after printing ``evo worker: error: REASON`` on stderr. Errors of the store
+never trip it: an outage is waited out. See :mod:`evo.search.worker`.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ def configure_logging(quiet: bool = False) -> None:
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
+EXIT_FAILED = 3   # the circuit breaker stopped the worker (2 is a one-line error before it started)
 
 
 def own_log_path() -> str | None:
@@ -94,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     if args.rollup:
         rollup = dict(zip(("rollup_min_age", "rollup_interval", "rollup_records"), args.rollup))
     options = WorkerOptions(max_individuals=args.max_individuals, max_seconds=args.max_seconds,
-                            heartbeat_interval=args.heartbeat_seconds, log_path=own_log_path(), **rollup)
+                            heartbeat_interval=args.heartbeat_seconds, log_path=own_log_path(),
+                            max_failed_children=args.max_failed_children, **rollup)
     try:
         observers = [EventLogObserver(args.event_log)] if args.event_log else []
     except OSError as exc:
@@ -105,17 +113,16 @@ def run(args: argparse.Namespace) -> int:
                                stop=stop, fault=args.crash_at)
     except ConfigError as exc:
         raise UserError(f"{args.url}/config.json: {exc}") from None
-    except RuntimeError as exc:
-        if "CUDA" in str(exc) or "device" in str(exc):
-            raise UserError(str(exc)) from None
-        raise
     best = f"{stats.best_fitness:.4f}" if stats.best_fitness is not None else "-"
-    how = f"stopped by {stats.stopped_by}" if stats.stopped_by else "done"
+    how = f"stopped by {stats.stopped_by}" if stats.stopped_by else ("failed" if stats.failed else "done")
     logging.getLogger("evo.search.worker").info(
         "worker %s %s: published=%d killed=%d race_losses=%d failures=%d best=%s",
         stats.worker_id, how, stats.published, stats.killed, stats.race_losses, stats.failures, best)
     if stats.stopped_by:
         return 128 + int(getattr(signal, stats.stopped_by, signal.SIGTERM))
+    if stats.failed:
+        print(f"evo worker: error: {stats.failed}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
     return 0
 
 
@@ -127,6 +134,9 @@ def register(sub) -> None:
     p.add_argument("--device", type=device(), default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--index", type=non_negative_int, help="worker index (seeds its random stream; default: from "
                    "EVO_WORKER_INDEX / JOB_COMPLETION_INDEX / SLURM_ARRAY_TASK_ID, else fresh entropy)")
+    p.add_argument("--max-failed-children", type=positive_int, default=10, metavar="K",
+                   help="stop (exit 3, heartbeat 'failed' with the reason) after K children in a row failed to "
+                        "be made or trained: a broken space, evaluator, dataset or device (default 10)")
     p.add_argument("--heartbeat-seconds", type=_interval, default=10.0, metavar="SECONDS",
                    help="seconds between heartbeats; evo status calls a worker lost after 5 missed (default 10)")
     p.add_argument("--event-log", metavar="FILE",

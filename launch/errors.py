@@ -7,21 +7,24 @@ import stat
 import sys
 from collections.abc import Callable
 
-
-class UserError(Exception):
-    """Bad input or environment the user can fix; the message says what and where."""
+from evo.errors import SettingsError, one_line
 
 
-def one_line_errors() -> tuple[type[Exception], ...]:
-    """The errors a command reports as one line: :class:`UserError` and the packages' own
-    (an invalid DNA, run config, dataset or store). Imported when asked for, so that
-    importing this module imports nothing else."""
-    from dna import DNAError
-    from evo.config import ConfigError
-    from evo.data.base import DatasetError
-    from storage import StoreError
+class UserError(SettingsError):
+    """Bad input or environment the user can fix; the message says what and where (a
+    :class:`evo.errors.SettingsError`)."""
 
-    return (UserError, StoreError, ConfigError, DatasetError, DNAError)
+
+def one_line_errors() -> tuple[type[BaseException], ...]:
+    """The errors a command reports as one line: every :class:`evo.errors.EvoError` (a
+    :class:`UserError`, an invalid run config, dataset, store or DNA, a misbehaving plug-in),
+    the lower layers' included (``storage`` and ``dna`` are imported here, when asked for,
+    so that importing this module imports nothing heavy)."""
+    import dna  # noqa: F401  (registers dna.DNAError with its kind)
+    import storage  # noqa: F401  (registers storage.StoreError, ...)
+    from evo.errors import EvoError, caught
+
+    return caught(EvoError)
 
 
 def read_user_file(path: str, max_bytes: int, what: str) -> bytes:
@@ -46,20 +49,20 @@ def read_user_file(path: str, max_bytes: int, what: str) -> bytes:
     return raw
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of ``exc``'s message, or its type's name when the message is empty."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def run_reporting(prog: str, func: Callable[[], int | None], errors: tuple[type[BaseException], ...]) -> int:
     """``func()``'s exit code (None counts as 0). An error of a type in ``errors`` is printed as
-    ``PROG: error: FIRST LINE`` on stderr (exit code 2); Ctrl-C as ``PROG: interrupted`` (130).
-    Anything else propagates."""
+    ``PROG: error: MESSAGE`` on stderr (:func:`evo.errors.one_line`; exit code 2); Ctrl-C as
+    ``PROG: interrupted`` (130). Anything else propagates.
+
+    The check is ``isinstance``, made when the error arrives: it sees the lower layers' errors
+    registered with an :class:`evo.errors.EvoError` kind by then (their module may be imported
+    by the command itself, after ``errors`` was made), which an ``except`` clause would not."""
     try:
         return int(func() or 0)
-    except errors as exc:
-        print(f"{prog}: error: {first_line(exc)}", file=sys.stderr)
+    except Exception as exc:
+        if not isinstance(exc, errors):
+            raise
+        print(f"{prog}: error: {one_line(exc, limit=2000)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -40,6 +40,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from evo.errors import one_line
+
 from ._slurm_wait import wait_for_array
 from .cmd_init import check_run_options, ensure_run
 from .cmd_worker import _interval
@@ -111,7 +113,7 @@ class WorkerJob:
             try:
                 submitit_handler(preempt, None)  # checkpoint() below, scontrol requeue, then exit
             except Exception as exc:  # submitit's "timed-out too many times": the task just ends
-                log.warning("not requeued: %s", str(exc).strip().splitlines()[0][:300] if str(exc) else exc)
+                log.warning("not requeued: %s", one_line(exc))
         return result
 
 
@@ -236,9 +238,9 @@ def run(args: argparse.Namespace) -> int:
         executor = submitit.AutoExecutor(folder=folder, cluster=args.executor)
         executor.update_parameters(**executor_parameters(args))
     except RuntimeError as exc:  # submitit's "Could not detect srun"
-        raise UserError(f"{str(exc).splitlines()[0]} (rehearse on one machine with --executor local)") from None
+        raise UserError(f"{one_line(exc)} (rehearse on one machine with --executor local)") from None
     except (ValueError, OSError) as exc:
-        raise UserError(f"submitit: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"submitit: {one_line(exc)}") from None
     if args.retrain:
         pending_retrains(args.url)
     else:
@@ -265,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError:
         raise UserError("sbatch not found: run this on a SLURM login node (or rehearse with --executor local)") from None
     except Exception as exc:  # submitit reports sbatch failures as several exception types
-        raise UserError(f"submission failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}") from None
+        raise UserError(f"submission failed: {one_line(exc, with_type=True)}") from None
     ids = [j.job_id for j in jobs]
     array_id = str(ids[0]).split("_")[0]
     store = open_store(args.url)

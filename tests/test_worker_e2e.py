@@ -132,3 +132,38 @@ def test_resume_after_kill_minus_nine(tmp_path):
     new = [r for r in list(alive.values()) + list(dead.values()) if r["id"] not in history_before | alive_before]
     assert len(new) == 8
     assert all(r["mutation"] != "initial" and r["parent"] is not None for r in new)
+
+
+def test_a_worker_whose_children_all_fail_stops_and_status_names_why(tmp_path):
+    """The circuit breaker with real processes: a space whose every child fails to build
+    (tests/broken_space.py); the worker exits non-zero after K failures with one line on
+    stderr, and `evo status` shows the failed worker and the reason."""
+    from pathlib import Path
+
+    import broken_space
+    from evo.config import RunConfig
+
+    url = str(tmp_path / "pop")
+    config = RunConfig(dataset="digits", search_space="broken_toy", population_size=8, seed=1)
+    assert open_store(url).init_config(config.to_json())
+    script = str(Path(broken_space.__file__))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, script, "worker", url, "--device", "cpu", "--max-failed-children", "3",
+                           "--heartbeat-seconds", "0.5"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 3, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == ("evo worker: error: 3 children in a row failed (--max-failed-children 3); the last: "
+                    f"RuntimeError: {broken_space.BUILD_FAILURE}")
+    (beat,) = open_store(url).list_workers()
+    assert beat["info"]["state"] == "failed" and beat["info"]["failures"] == 3
+    status = subprocess.run([sys.executable, script, "status", url], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert "1 FAILED" in status.stdout and "FAILED" in status.stdout.split("workers:")[1]
+    assert f"failed: 3 children in a row failed (--max-failed-children 3); the last: RuntimeError: " \
+           f"{broken_space.BUILD_FAILURE}" in status.stdout
+    as_json = subprocess.run([sys.executable, script, "status", url, "--json"], capture_output=True, text=True,
+                             env=env, timeout=120)
+    report = json.loads(as_json.stdout)
+    assert report["workers_failed"] == 1 and report["workers"][0]["status"] == "failed"
+    assert broken_space.BUILD_FAILURE in report["workers"][0]["reason"]

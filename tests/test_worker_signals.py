@@ -135,6 +135,9 @@ class BlockingEvaluator:
         self.release = threading.Event()
         self.entered = threading.Event()
 
+    def prepare(self):
+        pass
+
     def evaluate(self, child, **kwargs):
         from evo.train.synthetic import SyntheticEvaluator
 

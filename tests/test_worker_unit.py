@@ -43,6 +43,9 @@ class FakeEvaluator:
         self.fitness, self.fail_on = fitness, fail_on
         self.calls: list[dict] = []
 
+    def prepare(self):
+        pass
+
     def evaluate(self, child, *, parent_dna=None, parent_weights=None, seed=0, progress=None):
         self.calls.append({"mutation": child.mutation, "inherited": parent_weights is not None})
         if child.mutation == self.fail_on:
@@ -143,3 +146,99 @@ def test_a_unit_worker_needs_no_torch():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO / "tests", capture_output=True, text=True,
                           timeout=120, env={"PYTHONPATH": f"{REPO}:{REPO / 'tests'}", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+# ----- the circuit breaker, and what does not trip it -----
+
+class FailingEvaluator(FakeEvaluator):
+    """Every child fails to train."""
+
+    def evaluate(self, child, **kwargs):
+        self.calls.append({"mutation": child.mutation})
+        raise RuntimeError("no child can be trained\nsecond line")
+
+
+def run_quickly(worker, monkeypatch) -> list[float]:
+    """Run the worker with its back-off pauses recorded, not slept."""
+    import evo.search.worker as worker_module
+
+    pauses: list[float] = []
+    monkeypatch.setattr(worker_module.time, "sleep", lambda s: pauses.append(s))
+    worker.run()
+    return pauses
+
+
+def test_the_breaker_stops_a_worker_whose_children_all_fail(monkeypatch):
+    worker, store, _ = make_worker(P=8, evaluator=FailingEvaluator())
+    worker.options = WorkerOptions(max_failed_children=3, heartbeat_interval=3600)
+    run_quickly(worker, monkeypatch)
+    assert worker.stats.failures == 3 and worker.stats.published == 0
+    assert worker.stats.failed == ("3 children in a row failed (--max-failed-children 3); "
+                                   "the last: RuntimeError: no child can be trained second line")
+    (beat,) = store.list_workers()
+    assert beat["info"]["state"] == "failed" and beat["info"]["reason"] == worker.stats.failed
+
+
+def test_a_published_child_resets_the_breaker(monkeypatch):
+    evaluator = FakeEvaluator()
+    worker, _, _ = make_worker(P=4, evaluator=evaluator)   # two seeds fail: two are left to select from
+    worker.options = WorkerOptions(max_failed_children=2, max_individuals=6, heartbeat_interval=3600)
+    outcomes = iter([True, False, True, False, True, False, True, True, True, True])
+    real = evaluator.evaluate
+
+    def every_other(child, **kwargs):
+        if not next(outcomes):
+            raise RuntimeError("bad luck")
+        return real(child, **kwargs)
+
+    evaluator.evaluate = every_other
+    run_quickly(worker, monkeypatch)
+    assert worker.stats.failed is None and worker.stats.published == 6 and worker.stats.failures == 3
+
+
+def test_a_strategy_bug_counts_toward_the_breaker_and_backs_off(monkeypatch):
+    worker, store, _ = make_worker(P=2)
+    worker.options = WorkerOptions(max_failed_children=4, heartbeat_interval=3600)
+
+    def propose(population, rng):
+        raise KeyError("no such parent")
+
+    monkeypatch.setattr(worker.strategy, "propose", propose)
+    pauses = run_quickly(worker, monkeypatch)
+    assert worker.stats.published == 2            # the seeds; then every step fails in the strategy
+    assert worker.stats.step_errors == 4 - 1 and pauses == [0.5, 1.0, 2.0]
+    assert worker.stats.failed.startswith("4 children in a row failed") and "KeyError: 'no such parent'" in \
+        worker.stats.failed
+    assert store.list_workers()[0]["info"]["state"] == "failed"
+
+
+class FlakyStore:
+    """A store whose listings fail with ``error`` ``outage`` times, then recover."""
+
+    def __init__(self, store, outage: int, error: Exception):
+        self._store, self.left, self.error = store, outage, error
+
+    def list_alive(self):
+        if self.left > 0:
+            self.left -= 1
+            raise self.error
+        return self._store.list_alive()
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+@pytest.mark.parametrize("error", [OSError("connection reset"), storage.StoreError("bucket unreachable")])
+def test_a_store_outage_backs_off_and_recovers_and_never_trips_the_breaker(monkeypatch, error):
+    worker, store, _ = make_worker(P=2)
+    worker.store = FlakyStore(store, outage=12, error=error)
+    worker.options = WorkerOptions(max_failed_children=2, max_individuals=4, heartbeat_interval=3600)
+    pauses = run_quickly(worker, monkeypatch)
+    assert worker.stats.failed is None and worker.stats.published == 4
+    assert worker.stats.step_errors == 12 and pauses[:3] == [0.5, 1.0, 2.0] and max(pauses) == 30.0
+    assert store.list_workers()[0]["info"]["state"] == "stopped"
+
+
+def test_worker_options_refuse_a_breaker_that_never_counts():
+    with pytest.raises(ValueError, match="max_failed_children"):
+        WorkerOptions(max_failed_children=0)

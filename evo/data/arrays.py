@@ -18,6 +18,7 @@ import numpy as np
 
 from evo.data.decoding import DataProblem, Part, Source
 from evo.data.imagefolder import open_fs
+from evo.errors import one_line
 
 
 def read_npz(url: str) -> Source:
@@ -35,7 +36,7 @@ def read_npz(url: str) -> Source:
     except IsADirectoryError:
         raise DataProblem(f"{kind}: {url} is a folder, not an .npz file") from None
     except Exception as exc:
-        raise DataProblem(f"{kind}: cannot read {url}: {_one_line(exc)}") from None
+        raise DataProblem(f"{kind}: cannot read {url}: {one_line(exc)}") from None
     if raw.startswith(b"\x93NUMPY"):
         raise DataProblem(f"{kind}: {url} is a .npy file (one array); an .npz holds x_train, y_train, ...: "
                           "write it with numpy.savez(path, x_train=..., y_train=...)")
@@ -55,7 +56,7 @@ def read_npz(url: str) -> Source:
     except DataProblem:
         raise
     except Exception as exc:
-        raise DataProblem(f"{kind}: {url} is not an .npz file ({_one_line(exc)})") from None
+        raise DataProblem(f"{kind}: {url} is not an .npz file ({one_line(exc)})") from None
     del raw
     if "x_train" not in arrays or "y_train" not in arrays:
         raise DataProblem(f"{kind}: {url} needs arrays x_train and y_train (has {', '.join(sorted(arrays)) or 'none'})")
@@ -158,7 +159,3 @@ def _class_names(arrays: dict[str, np.ndarray], parts: dict[str, Part], url: str
                               f"labels must be 0..{k - 1} ({k} classes"
                               + (")" if "classes" in arrays or "class_names" in arrays else ", from y_train)"))
     return names
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

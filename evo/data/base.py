@@ -15,11 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from evo.errors import DataError
+
 SPLITS = ("train", "val", "test")
 SEARCH_SPLITS = ("train", "val")   # what a worker loads: the search never sees the test split
 
 
-class DatasetError(ValueError):
+class DatasetError(DataError, ValueError):
     """A dataset spec that is unknown, or data that is missing or malformed. One line."""
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from evo.data.base import CIFAR_AUGMENT, NO_AUGMENT, DatasetError, HostDataset
 from evo.data.safe_pickle import RefusedPickle, load_restricted
+from evo.errors import one_line
 
 CIFAR_VALIDATION = 5_000
 DIGITS_TRAIN = 1078          # 60% of scikit-learn's 1797 digits
@@ -45,7 +46,7 @@ def check_builtin(name: str, path: str) -> dict[str, Any]:
     try:
         is_dir = bool(fs.isdir(root)) if root else False
     except Exception as exc:  # network/permission errors from any fsspec backend
-        raise DatasetError(f"{name}: cannot read {path}: {_one_line(exc)}") from None
+        raise DatasetError(f"{name}: cannot read {path}: {one_line(exc)}") from None
     if not is_dir:
         what = "is a file, not a directory" if _exists(fs, root, name, path) else "does not exist"
         raise DatasetError(f"{name}: {path} {what}; {layout.expected()}")
@@ -58,7 +59,7 @@ def check_builtin(name: str, path: str) -> dict[str, Any]:
             with fs.open(where, "rb") as f:
                 first = f.read(1)
         except Exception as exc:
-            raise DatasetError(f"{name}: cannot read {where}: {_one_line(exc)}") from None
+            raise DatasetError(f"{name}: cannot read {where}: {one_line(exc)}") from None
         if not first:
             raise DatasetError(f"{name}: {where} is empty; {layout.expected()}")
     return {"name": name, "train_images": layout.train_images - CIFAR_VALIDATION}
@@ -144,7 +145,7 @@ def _open_fs(name: str, path: str) -> tuple[Any, str]:
     try:
         fs, root = fsspec.core.url_to_fs(path)
     except (ImportError, ValueError) as exc:
-        raise DatasetError(f"{name}: cannot open {path}: {_one_line(exc)}") from None
+        raise DatasetError(f"{name}: cannot open {path}: {one_line(exc)}") from None
     return fs, root.rstrip("/")
 
 
@@ -160,7 +161,7 @@ def _exists(fs: Any, path: str, name: str, shown: str) -> bool:
     try:
         return bool(fs.isfile(path))
     except Exception as exc:  # network/permission errors from any fsspec backend
-        raise DatasetError(f"{name}: cannot read {shown}: {_one_line(exc)}") from None
+        raise DatasetError(f"{name}: cannot read {shown}: {one_line(exc)}") from None
 
 
 def _read_batch(fs: Any, root: str, filename: str, layout: _CifarLayout,
@@ -172,14 +173,14 @@ def _read_batch(fs: Any, root: str, filename: str, layout: _CifarLayout,
         with fs.open(where, "rb") as f:
             raw = f.read()
     except Exception as exc:
-        raise DatasetError(f"{name}: cannot read {where}: {_one_line(exc)}") from None
+        raise DatasetError(f"{name}: cannot read {where}: {one_line(exc)}") from None
     try:
         batch = load_restricted(raw)
     except RefusedPickle as exc:
         raise DatasetError(f"{name}: {where}: {exc}") from None
     except Exception as exc:  # any malformed stream: EOFError, UnpicklingError, TypeError, ...
         raise DatasetError(f"{name}: {where} is not a CIFAR python batch "
-                           f"({type(exc).__name__}: {_one_line(exc)})") from None
+                           f"({one_line(exc, with_type=True)})") from None
     return _batch_arrays(batch, where, layout, name)
 
 
@@ -204,7 +205,3 @@ def _batch_arrays(batch: Any, where: str, layout: _CifarLayout, name: str) -> tu
         raise DatasetError(f"{name}: {where}: labels must be in 0..{layout.num_classes - 1}, "
                            f"got {y.min()}..{y.max()}")
     return data.reshape(-1, 3, 32, 32), y
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

@@ -18,13 +18,14 @@ import numpy as np
 
 from evo.data.base import SPLITS
 from evo.data.spec import DatasetSpec
+from evo.errors import DataError
 
 FORMAT = 1
 MAX_CLASSES = 1_000_000
 MAX_SIDE = 4096
 
 
-class CacheDamaged(ValueError):
+class CacheDamaged(DataError, ValueError):
     """A committed cache generation whose manifest or parts do not check out."""
 
 

@@ -35,6 +35,7 @@ import numpy as np
 from dna.portable_images import ImageProblem, Preprocessing, image_facts, preprocess_image, preprocess_pil
 from evo.config import AUTO_IMAGE_SIZE_CAP, MIN_IMAGE_SIZE, DataSettings
 from evo.data.base import SPLITS, available_host_memory, human_bytes
+from evo.errors import DataError, one_line
 
 log = logging.getLogger("evo.data.datasets")
 
@@ -48,7 +49,7 @@ Progress = Callable[[str, int, int], None]
 """``progress(phase, done, total)``: called as decoding goes on."""
 
 
-class DataProblem(ValueError):
+class DataProblem(DataError, ValueError):
     """Data that cannot become the run's arrays. One line naming the file and the problem;
     :mod:`evo.data.userdata` turns it into a ``DatasetError``."""
 
@@ -291,7 +292,7 @@ def _decode_one(data: Any, prep: Preprocessing) -> tuple[bytes | None, str | Non
     if data is None:
         return None, "missing"
     if isinstance(data, BaseException):
-        return None, f"cannot read: {_one_line(data)}"
+        return None, f"cannot read: {one_line(data)}"
     if len(data) > MAX_FILE_BYTES:
         return None, f"larger than {MAX_FILE_BYTES // 2**20} MiB"
     if len(data) == 0:
@@ -388,8 +389,3 @@ def summary(decoded: Decoded, source: Source, bad: BadImages | None, how: dict) 
         out["unreadable"] = len(bad.files)
         out["unreadable_files"] = [f"{name}: {why}"[:300] for name, why in bad.files[:MAX_BAD_LISTED]]
     return out
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__

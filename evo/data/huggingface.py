@@ -22,6 +22,7 @@ import numpy as np
 from evo.data.arrays import as_nchw, pixel_scale
 from evo.data.decoding import DataProblem, Part, Source
 from evo.data.imagefolder import open_fs
+from evo.errors import one_line
 
 HF_SPLITS = {"train": "train", "training": "train", "validation": "val", "valid": "val", "val": "val",
              "dev": "val", "test": "test", "testing": "test"}
@@ -46,7 +47,7 @@ def read_hf(url: str, image_column: str | None = None, label_column: str | None 
     except DataProblem:
         raise
     except Exception as exc:
-        raise DataProblem(f"{kind}: cannot read {url}: {_one_line(exc)}") from None
+        raise DataProblem(f"{kind}: cannot read {url}: {one_line(exc)}") from None
     if "train" not in tables:
         raise DataProblem(f"{kind}: {url} has no train split (found {', '.join(sorted(tables)) or 'nothing'})")
     schema = tables["train"].schema
@@ -125,7 +126,7 @@ def _read_parquet(fs: Any, path: str, url: str):
         with fs.open(path, "rb") as f:
             return pq.read_table(f)
     except Exception as exc:
-        raise DataProblem(f"hf: {path} is not a readable parquet file ({_one_line(exc)})") from None
+        raise DataProblem(f"hf: {path} is not a readable parquet file ({one_line(exc)})") from None
 
 
 def _parquet_features(table: Any) -> dict[str, Any]:
@@ -160,7 +161,7 @@ def _saved_split(fs: Any, folder: str, shown: str) -> tuple[Any, dict[str, Any]]
         except FileNotFoundError:
             raise DataProblem(f"hf: {shown}/{name} is missing (listed in state.json)") from None
         except Exception as exc:
-            raise DataProblem(f"hf: {shown}/{name} is not an Arrow stream ({_one_line(exc)})") from None
+            raise DataProblem(f"hf: {shown}/{name} is not an Arrow stream ({one_line(exc)})") from None
     features: dict[str, Any] = {}
     try:
         info = _json(fs, f"{folder}/dataset_info.json", shown)
@@ -271,7 +272,7 @@ def _hf_images(fs: Any, col: Any, labels: np.ndarray, url: str, split: str, colu
             x = np.array(col.to_pylist())
         except Exception as exc:
             raise DataProblem(f"hf: {where}: column {column!r} is not a regular array of pixels "
-                              f"({_one_line(exc)})") from None
+                              f"({one_line(exc)})") from None
         shown = f"{where} column {column!r}"
         return Part(labels=labels, arrays=as_nchw(x, shown, "hf", pixel_scale(x, shown, "hf")))
     raise DataProblem(f"hf: {url}: column {column!r} holds {kind}; expected images (an Image feature, "
@@ -284,7 +285,3 @@ def _fetch_path(path: str) -> bytes:
 
     with fsspec.open(path, "rb") as f:
         return f.read()
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

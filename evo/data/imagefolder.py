@@ -21,6 +21,7 @@ import numpy as np
 from dna.portable_images import IMAGE_SUFFIXES, is_image_name
 
 from evo.data.decoding import HEADER_BYTES, MAX_FILE_BYTES, DataProblem, Part, Source
+from evo.errors import one_line
 
 SPLIT_DIRS = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
 _SPLIT_OF_DIR = {d: split for split, dirs in SPLIT_DIRS.items() for d in dirs}
@@ -38,7 +39,7 @@ def open_fs(kind: str, url: str) -> tuple[Any, str]:
     try:
         fs, root = fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as exc:
-        raise DataProblem(f"{kind}: cannot open {url}: {_one_line(exc)}") from None
+        raise DataProblem(f"{kind}: cannot open {url}: {one_line(exc)}") from None
     return fs, root.rstrip("/") or root
 
 
@@ -65,7 +66,7 @@ def scan(url: str) -> Source:
     except DataProblem:
         raise
     except Exception as exc:  # network/permission errors from any fsspec backend
-        raise DataProblem(f"{kind}: cannot list {url}: {_one_line(exc)}") from None
+        raise DataProblem(f"{kind}: cannot list {url}: {one_line(exc)}") from None
     files: list[tuple[tuple[str, ...], int, str]] = []   # (parts below root, size, full path)
     dirs: set[tuple[str, ...]] = set()
     for path, info in listing.items():
@@ -152,7 +153,3 @@ def scan(url: str) -> Source:
         return fs.cat_file(real[name], start=0, end=HEADER_BYTES)
 
     return Source(kind, url, parts, names, fetch=fetch, fetch_head=fetch_head, facts=facts)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

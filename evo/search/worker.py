@@ -25,8 +25,24 @@ killed at any moment loses at most the child it was making.
 Liveness: a background thread (``evo.search.heartbeat``) writes the heartbeat every
 ``heartbeat_interval`` s whatever the main thread does. A stop signal (``evo.search.stopping``)
 abandons the child being made, lets a publish + kill finish, writes a final ``stopped``
-heartbeat and returns. A step the store makes fail costs that step (logged, retried after a
-back-off), never the worker.
+heartbeat and returns.
+
+What fails, and what it costs (:mod:`evo.errors`):
+
+* The store (``storage.StoreError``, a damaged entry, ``OSError`` from the backend, GCS's
+  ``HttpError``): that step, logged and retried after a back-off (0.5 s doubling to 30 s),
+  however long the outage lasts. Never counted by the breaker.
+* A child that cannot be trained (any exception from ``evaluator.evaluate``: the space's
+  ``build`` included): that child, counted in ``failures``.
+* A step the strategy or the space failed (any other exception, from ``propose``,
+  ``mutate``, ``parse``, ``initial``, ...): that step, logged with its traceback and retried
+  after the same back-off; it counts as a failed child too.
+* The circuit breaker: after ``options.max_failed_children`` failed children in a row (no
+  child published between them) the worker stops: its final heartbeat says ``state:
+  failed`` and the ``reason`` (one line naming the last cause), ``stats.failed`` holds the
+  reason, and ``evo worker`` exits non-zero. One failure is bad luck; K in a row is a broken
+  space, strategy, evaluator, dataset or device, and retrying forever would burn the
+  allocation while the heartbeat looked healthy.
 """
 
 from __future__ import annotations
@@ -34,6 +50,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,6 +58,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from evo.errors import PluginError, StoreFailure, caught, one_line
+from evo.search.seams import Evaluator, SearchSpace, Strategy, WorkerStore
 from evo.strategies import selection
 from evo.search.heartbeat import HeartbeatThread, make_worker_id, scheduler_identity
 from evo.search.observers import WorkerObserver
@@ -54,6 +73,21 @@ MAX_STEP_BACKOFF_S = 30.0
 MAX_KILL_TRIES = 20
 SEEDED = "selection_started"          # the store's marker: every seeding slot was taken
 FORCED_BEAT_MIN_EVAL_S = 1.0          # children that evaluate faster get no forced heartbeats (Worker.beat)
+
+
+class ChildrenFailing(PluginError):
+    """The circuit breaker: ``max_failed_children`` children in a row failed. One line, naming
+    the last cause."""
+
+
+def store_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean the store failed (an outage, a damaged entry): retried, never
+    counted by the circuit breaker."""
+    errors: tuple[type[BaseException], ...] = (*caught(StoreFailure), OSError)
+    retry = sys.modules.get("gcsfs.retry")   # GCS answers 5xx as gcsfs's HttpError (not an OSError)
+    if retry is not None and isinstance(getattr(retry, "HttpError", None), type):
+        errors += (retry.HttpError,)
+    return errors
 
 
 @dataclass
@@ -71,12 +105,12 @@ class Worker:
     """One worker's loop over a population store; every collaborator is passed in.
 
     ``population_size``: P. ``inherit_weights``: children start from the parent's weights
-    where the space has a rule for it. ``evaluator`` needs ``evaluate(child, *, parent_dna,
-    parent_weights, seed, progress) -> Outcome``, and may have ``prepare()`` (load data: run
-    calls it while heartbeats already go on) and ``device_name``.
+    where the space has a rule for it. The collaborators' types are in :mod:`evo.search.seams`
+    (``evaluator.prepare()`` loads the data: run calls it while heartbeats already go on).
     """
 
-    def __init__(self, store: Any, space: Any, strategy: Any, evaluator: Any, rng: np.random.Generator, *,
+    def __init__(self, store: WorkerStore, space: SearchSpace, strategy: Strategy, evaluator: Evaluator,
+                 rng: np.random.Generator, *,
                  population_size: int, inherit_weights: bool = True, clock: Callable[[], float] = time.time,
                  observers: Iterable[WorkerObserver] = (), options: WorkerOptions = WorkerOptions(),
                  stop: StopSignals | None = None):
@@ -98,6 +132,7 @@ class Worker:
         self._seeded = False   # the store's SEEDED marker is known to exist
         self._kill_listing: tuple | None = None   # the last kill's listing, for the next selection
         self._last_eval_s = float("inf")   # how long the last child took to evaluate (see beat)
+        self._failed_in_a_row = 0          # children failed since the last publish (the breaker)
 
     # ----- one step: the paper's loop -----
     def step(self) -> dict | None:
@@ -177,12 +212,21 @@ class Worker:
                                            parent_weights=child.parent.weights if inherit else None,
                                            seed=seed, progress=lambda: self.beat())
         except Exception as exc:
-            self.stats.failures += 1
             log.warning("child of %s (%s) failed: %s", child.parent.id if child.parent else "-",
-                        child.dna.mutation, _one_line(exc))
+                        child.dna.mutation, one_line(exc, with_type=True))
+            self.child_failed(exc)
             return None
         finally:
             self._last_eval_s = time.perf_counter() - t
+
+    def child_failed(self, exc: BaseException) -> None:
+        """Count a failed child; ChildrenFailing once ``max_failed_children`` failed in a row."""
+        self.stats.failures += 1
+        self._failed_in_a_row += 1
+        limit = self.options.max_failed_children
+        if self._failed_in_a_row >= limit:
+            raise ChildrenFailing(f"{self._failed_in_a_row} children in a row failed (--max-failed-children "
+                                  f"{limit}); the last: {one_line(exc, with_type=True)}") from exc
 
     def publish_and_kill(self, child: _Child, outcome: Any, t0: float) -> dict:
         """Publish the child, then kill one individual if the population is above P."""
@@ -196,6 +240,7 @@ class Worker:
         for observer in self.observers:
             observer.born(info.id, parent_id, outcome.fitness, self.worker_id, self.clock())
         self.stats.published += 1
+        self._failed_in_a_row = 0
         if self.stats.best_fitness is None or outcome.fitness > self.stats.best_fitness:
             self.stats.best_fitness = outcome.fitness
         t = time.perf_counter()
@@ -222,16 +267,15 @@ class Worker:
                 self.strategy.observe(Published(info.id, outcome.fitness, child.dna, child.proposal, metrics,
                                                 self.worker_id))
             except Exception as exc:
-                log.warning("strategy %s could not learn from %s: %s", self.strategy.name, info.id, _one_line(exc))
+                log.warning("strategy %s could not learn from %s: %s", self.strategy.name, info.id,
+                            one_line(exc, with_type=True))
         self.beat("idle", force=self._last_eval_s >= FORCED_BEAT_MIN_EVAL_S)
         return record
 
     def _roll_up_soon(self) -> None:
         """Now and then roll sealed history records up, in a background thread (storage.rollup)."""
-        roll = getattr(self.store, "roll_up_soon", None)
-        if roll is not None:
-            o = self.options
-            roll(min_age=o.rollup_min_age, segment_records=o.rollup_records, interval=o.rollup_interval)
+        o = self.options
+        self.store.roll_up_soon(min_age=o.rollup_min_age, segment_records=o.rollup_records, interval=o.rollup_interval)
 
     def _claim_seed_slot(self, start: int) -> bool:
         """Claim one of the P seeding slots (create-if-absent), so that concurrent workers seed
@@ -315,7 +359,7 @@ class Worker:
                 "interval": self.options.heartbeat_interval,
                 "individuals": s.published, "kills": s.killed, "race_losses": s.race_losses,
                 "failures": s.failures, "step_errors": s.step_errors, "best_fitness": s.best_fitness,
-                "device": str(getattr(self.evaluator, "device_name", "?"))[:32],
+                "device": str(self.evaluator.device_name)[:32],
             }
             if self.scheduler:
                 info["scheduler"] = self.scheduler
@@ -323,10 +367,12 @@ class Worker:
                 info["log"] = self.options.log_path
             if s.stopped_by:
                 info["stopped_by"] = s.stopped_by
+            if s.failed:
+                info["reason"] = s.failed
             try:
                 self.store.heartbeat(self.worker_id, info)
             except Exception as exc:  # a heartbeat that cannot be written must not stop the work
-                log.warning("heartbeat not written: %s", _one_line(exc))
+                log.warning("heartbeat not written: %s", one_line(exc, with_type=True))
 
 
     # ----- the loop -----
@@ -334,8 +380,9 @@ class Worker:
         """Loop until a limit is reached, a stop signal arrives (see ``stop``), or forever.
 
         Heartbeats are written by a background thread from the start (while the dataset
-        loads, too) until the final ``stopped`` one. Returns what this worker did;
-        ``stats.stopped_by`` names the signal that stopped it, if one did.
+        loads, too) until the final ``stopped`` one (``failed`` when the circuit breaker
+        stopped it). Returns what this worker did; ``stats.stopped_by`` names the signal that
+        stopped it, if one did; ``stats.failed`` why the breaker did (see the module docstring).
         """
         opts = self.options
         start = self.clock()
@@ -343,10 +390,9 @@ class Worker:
         self._heart = HeartbeatThread(self._write_beat, opts.heartbeat_interval)
         self._heart.start()
         errors_in_a_row = 0
+        store_failed = store_errors()
         try:
-            prepare = getattr(self.evaluator, "prepare", None)
-            if prepare is not None:
-                prepare()   # load the dataset now: heartbeats go on meanwhile
+            self.evaluator.prepare()   # load the dataset now: heartbeats go on meanwhile
             while True:
                 self.stop.check()
                 if opts.max_individuals is not None and self.stats.published >= opts.max_individuals:
@@ -356,16 +402,25 @@ class Worker:
                 try:
                     self.step()
                     errors_in_a_row = 0
-                except Exception as exc:
+                except ChildrenFailing:
+                    raise
+                except store_failed as exc:
                     # The store (or one entry of it) failed this step: an outage or a damaged
                     # folder costs this step, never the worker. Back off, then try again.
                     # (A stop signal is not an Exception: it still ends the loop at once.)
-                    self.stats.step_errors += 1
                     errors_in_a_row += 1
-                    pause = min(MAX_STEP_BACKOFF_S, 0.5 * 2 ** min(errors_in_a_row - 1, 8))
-                    log.warning("step failed (%s); trying again in %.1f s", _one_line(exc), pause)
-                    self.beat("waiting")
-                    time.sleep(pause)
+                    self._step_failed(exc, errors_in_a_row, "the store")
+                except Exception as exc:
+                    # The strategy or the space failed this step (a bug in a plug-in): it costs
+                    # this step and counts as a failed child (the breaker stops a persistent one).
+                    errors_in_a_row += 1
+                    if self.stats.step_errors == 0 or errors_in_a_row == 1:
+                        log.exception("step failed in the strategy or the space")
+                    self.child_failed(exc)
+                    self._step_failed(exc, errors_in_a_row, "a plug-in")
+        except ChildrenFailing as exc:
+            self.stats.failed = one_line(exc)
+            log.error("stopping: %s", self.stats.failed)
         except StopRequested as stop:
             self.stats.stopped_by = stop.signal_name
         finally:
@@ -377,24 +432,27 @@ class Worker:
                     self.stats.stopped_by = self.stats.stopped_by or stop.signal_name
         return self.stats
 
+    def _step_failed(self, exc: BaseException, in_a_row: int, where: str) -> None:
+        """Count a failed step, back off (0.5 s doubling to MAX_STEP_BACKOFF_S)."""
+        self.stats.step_errors += 1
+        pause = min(MAX_STEP_BACKOFF_S, 0.5 * 2 ** min(in_a_row - 1, 8))
+        log.warning("step failed in %s (%s); trying again in %.1f s", where, one_line(exc, with_type=True), pause)
+        self.beat("waiting")
+        time.sleep(pause)
+
     def _finish(self) -> None:
-        """Stop the heartbeat thread and write the final ``stopped`` heartbeat."""
+        """Stop the heartbeat thread and write the final ``stopped`` (or ``failed``) heartbeat."""
         self.stop.close()   # from here on a signal is only recorded
         if self.stats.stopped_by:
             log.info("stopping on %s: the child in training (if any) is abandoned", self.stats.stopped_by)
         if self._heart is not None:
             self._heart.halt()
-        wait = getattr(self.store, "wait_for_roll_up", None)
-        if wait is not None:   # a roll-up cut off at exit is safe, but leaves work for the next one
-            wait(timeout=30)
-        self._state = "stopped"
+        try:   # a roll-up cut off at exit is safe, but leaves work for the next one
+            self.store.wait_for_roll_up(timeout=30)
+        except Exception as exc:  # the store may be unreachable at exit: the final heartbeat still goes
+            log.warning("history roll-up not finished: %s", one_line(exc, with_type=True))
+        self._state = "failed" if self.stats.failed else "stopped"
         try:
             self._write_beat(final=True)
         except Exception as exc:  # the store may be unreachable at exit; the heartbeat just ages
-            log.warning("final heartbeat not written: %s: %s", type(exc).__name__, str(exc).splitlines()[0][:200]
-                        if str(exc) else "")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+            log.warning("final heartbeat not written: %s", one_line(exc, with_type=True))

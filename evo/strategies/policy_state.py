@@ -22,13 +22,14 @@ from typing import Any, Mapping
 import numpy as np
 
 from dna.numbers import is_finite_number
+from evo.errors import StoreFailure
 
 SCHEMA = 1
 KIND = "evo-policy"
 MAX_RECENT = 64      # updates kept in a version for status and audits
 
 
-class PolicyError(ValueError):
+class PolicyError(StoreFailure, ValueError):
     """A policy version that cannot be used (corrupt, foreign, another run's). One line."""
 
 

@@ -20,17 +20,28 @@ from evo.data.datasets import read_dataset
 from evo.data.device import to_device
 from evo.data.spec import DatasetSpec
 from evo.data.userdata import prepare_data
+from evo.errors import SettingsError
 from evo.train.outcome import Outcome
 from evo.train.training import accuracy, train
 
 
+class DeviceError(SettingsError, RuntimeError):
+    """A device that was asked for and is not there (one line)."""
+
+
 def resolve_device(device: str) -> torch.device:
-    """``auto`` is the first CUDA device when there is one, else the CPU."""
+    """``auto`` is the first CUDA device when there is one, else the CPU. DeviceError for a
+    device that is not there."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise DeviceError(f"device {device}: {exc}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device} requested but CUDA is not available")
+        raise DeviceError(f"device {device} requested but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise DeviceError(f"device {device} requested but there are only {torch.cuda.device_count()} CUDA devices")
     return dev
 
 

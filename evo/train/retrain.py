@@ -33,6 +33,7 @@ from typing import Any
 from evo.train.final_settings import FinalSettings
 from evo.train.retrain_request import build_model, export_architecture
 from evo.search.stopping import StopRequested, StopSignals
+from evo.errors import one_line
 
 log = logging.getLogger("evo.train.retrain")
 
@@ -147,7 +148,7 @@ class RetrainRunner:
             return RunReport(rid, "stopped")
         except Exception as exc:  # a failed retrain costs this request, never the runner
             log.exception("retrain %s failed", rid)
-            error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+            error = one_line(exc, with_type=True)
             beat.halt()
             try:  # so that other runners do not retry it forever (evo retrain --retry-failed does)
                 self.store.retrain_beat(claim, {**self.owner, "state": "failed", "error": error})
@@ -251,7 +252,7 @@ class RetrainRunner:
         try:
             self.store.retrain_beat(claim, {**self.owner, **beat.info, "state": "released"})
         except Exception as exc:  # then the lease runs out instead
-            log.warning("retrain %s: claim not released: %s", claim.rid, str(exc).splitlines()[0][:200] if str(exc) else exc)
+            log.warning("retrain %s: claim not released: %s", claim.rid, one_line(exc, with_type=True))
 
     def _load_parent_weights(self, model: Any, request: dict[str, Any]) -> None:
         """Load the trained weights the request continues from (verified by the store)."""
@@ -300,7 +301,7 @@ class _Beat(threading.Thread):
                     return
                 self.store.retrain_beat(self.claim, {**self.owner, **self.info, "interval": self.interval})
             except Exception as exc:  # the store may be briefly unreachable: the next beat retries
-                log.warning("retrain heartbeat not written: %s", str(exc).splitlines()[0][:200] if str(exc) else exc)
+                log.warning("retrain heartbeat not written: %s", one_line(exc, with_type=True))
             if self._halt.wait(self.interval):
                 return
 

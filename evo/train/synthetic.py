@@ -77,6 +77,9 @@ class SyntheticEvaluator(FitnessMode):
         self.space = space
         self.settings = settings
 
+    def prepare(self) -> None:
+        """Nothing to load (the :class:`~evo.search.seams.Evaluator` contract)."""
+
     def evaluate(self, child, *, parent_dna=None, parent_weights: bytes | None = None, seed: int = 0,
                  progress: Callable[[], Any] | None = None) -> Outcome:
         """Fitness = synthetic_fitness(child) + N(0, noise) seeded by (DNA hash, seed)."""
