@@ -179,6 +179,27 @@ def test_the_breaker_stops_a_worker_whose_children_all_fail(monkeypatch):
     assert beat["info"]["state"] == "failed" and beat["info"]["reason"] == worker.stats.failed
 
 
+def test_the_breaker_trips_when_every_seed_failed_and_the_population_stays_empty(monkeypatch):
+    # P=3 < K=10: the seeding slots run out after 3 failed seeds; the population stays empty
+    # and nobody else will refill it, so the worker keeps making initial individuals until
+    # the breaker trips (it used to wait for the population forever)
+    import evo.search.worker as worker_module
+
+    worker, store, _ = make_worker(P=3, evaluator=FailingEvaluator())
+    worker.options = WorkerOptions(max_failed_children=10, heartbeat_interval=3600)
+    waits = []
+
+    def sleep(seconds):
+        waits.append(seconds)
+        assert len(waits) < 100, "the worker waits for a population nobody will make"
+
+    monkeypatch.setattr(worker_module.time, "sleep", sleep)
+    worker.run()
+    assert worker.stats.failures == 10 and worker.stats.published == 0
+    assert worker.stats.failed.startswith("10 children in a row failed")
+    assert {call["mutation"] for call in worker.evaluator.calls} == {"initial"}
+
+
 def test_a_published_child_resets_the_breaker(monkeypatch):
     evaluator = FakeEvaluator()
     worker, _, _ = make_worker(P=4, evaluator=evaluator)   # two seeds fail: two are left to select from

@@ -142,10 +142,17 @@ class Worker:
         if self.seeding(population):
             child = _Child(self.space.initial(self.rng).replace(mutation="initial"), Proposal())
         else:
-            if len(population) < 2:
+            if len(population) < 2 and self._failed_in_a_row:
+                # Nothing to select from, and this worker's own children have been failing: the
+                # seeds may all have failed, so nobody else will refill the population. Make an
+                # initial individual again, so that it either refills it or counts towards the
+                # circuit breaker (waiting here would wait forever).
+                child = _Child(self.space.initial(self.rng).replace(mutation="initial"), Proposal())
+            elif len(population) < 2:
                 time.sleep(0.2)   # the population is being repaired by others; nothing to select from
                 return None
-            child = self.make_child(self.strategy.propose(population, self.rng))
+            else:
+                child = self.make_child(self.strategy.propose(population, self.rng))
             if child is None:
                 return None       # the parent vanished or was quarantined: select again
         child.timings["select_s"] = time.perf_counter() - t0
