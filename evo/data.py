@@ -36,6 +36,8 @@ from .datacache import human_bytes
 if TYPE_CHECKING:
     import torch
 
+    from storage.facets import DataCacheFacet
+
 SPECS = "digits, cifar10=PATH, cifar100=PATH, imagefolder=PATH, npz=PATH, hf=PATH"
 SPLITS = ("train", "val", "test")
 SEARCH_SPLITS = ("train", "val")   # what a worker loads: the search never sees the test split
@@ -269,21 +271,21 @@ def check_dataset(spec: str, settings: DataSettings | None = None) -> dict[str, 
 
 
 def load_dataset(spec: str, device: "torch.device | str", *, split_seed: int = 0,
-                 settings: DataSettings | None = None, store: Any = None,
+                 settings: DataSettings | None = None, cache: "DataCacheFacet | None" = None,
                  splits: tuple[str, ...] = SPLITS) -> DeviceDataset:
     """Read ``spec`` (see :func:`read_dataset`) and put ``splits`` on ``device`` (the others
     are empty).
 
-    A user dataset is read through the run's cache when ``store`` (the population) is given
+    A user dataset is read through the run's cache when ``cache`` (the store's ``datacache``) is given
     (:func:`evo.userdata.prepare_data`; pass the run's ``config.data`` as ``settings``), else decoded
     from its source. Normalisation statistics come from the training split alone.
     DatasetError when the splits do not fit into the device's free memory.
     """
     name = spec.partition("=")[0]
-    if name in USER_DATASETS and store is not None:
+    if name in USER_DATASETS and cache is not None:
         from .userdata import prepare_data
 
-        host = prepare_data(spec, settings or DataSettings(), store, splits=splits)
+        host = prepare_data(spec, settings or DataSettings(), cache, splits=splits)
     else:
         host = read_dataset(spec, split_seed=split_seed, settings=settings, splits=splits)
     return to_device(host, device, splits=splits)

@@ -19,6 +19,7 @@ from evo.data import SEARCH_SPLITS, read_dataset, to_device
 from evo.outcome import Outcome
 from evo.train import accuracy, train
 from evo.userdata import prepare_data
+from storage.facets import DataCacheFacet
 
 
 def resolve_device(device: str) -> torch.device:
@@ -48,17 +49,17 @@ class TorchEvaluator:
     ``space`` builds the model (and inherits weights); ``dataset`` is the run's dataset spec,
     loaded once (by :meth:`prepare`, or the first evaluation) and kept on the device: its
     training and validation splits only (the search never reads the test split). A user
-    dataset (imagefolder, npz, hf) is read through the run's decoded cache in ``store``
+    dataset (imagefolder, npz, hf) is read through the run's decoded cache ``datacache``
     (decoded by the first worker that needs it; ``data_settings`` are the run's), and every
     child's metrics name the cache (``data``: its SHA-256 identity).
     """
 
     def __init__(self, space: Any, dataset: str, train_settings: TrainSettings, device: str = "auto", *,
-                 data_settings: DataSettings | None = None, store: Any = None):
+                 data_settings: DataSettings | None = None, datacache: DataCacheFacet | None = None):
         self.space = space
         self.dataset = dataset
         self.data_settings = data_settings or DataSettings()
-        self.store = store
+        self.datacache = datacache   # the store's datacache facet (user datasets)
         self.train_settings = train_settings
         self.device = resolve_device(device)
         self.device_name = str(self.device)
@@ -75,8 +76,8 @@ class TorchEvaluator:
         calls do nothing). DatasetError (one line) for data that cannot be used."""
         if self.data is not None:
             return
-        if self.dataset.partition("=")[0] in USER_DATASETS and self.store is not None:
-            host = prepare_data(self.dataset, self.data_settings, self.store, splits=SEARCH_SPLITS)
+        if self.dataset.partition("=")[0] in USER_DATASETS and self.datacache is not None:
+            host = prepare_data(self.dataset, self.data_settings, self.datacache, splits=SEARCH_SPLITS)
         else:
             host = read_dataset(self.dataset, settings=self.data_settings
                                 if self.dataset.partition("=")[0] in USER_DATASETS else None, splits=SEARCH_SPLITS)

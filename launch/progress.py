@@ -20,8 +20,8 @@ class Progress:
 
     def snapshot(self) -> dict:
         """alive, born, best fitness and id, from one listing of alive/ and history/."""
-        alive = self.store.list_alive()
-        dead = self.store.count_history()
+        alive = self.store.population.list_alive()
+        dead = self.store.history.count_history()
         best = max(alive, key=lambda p: p.fitness, default=None)
         return {"alive": len(alive), "born": len(alive) + dead, "killed": dead,
                 "best": best.fitness if best else None, "best_id": best.id if best else None}
@@ -64,7 +64,7 @@ def summarize(store, url: str, log_dir, resume: str | None = None) -> str:
 
     ``resume``: the command that starts the workers again (default: the local launcher's).
     """
-    census = store.census()
+    census = store.history.census()
     alive, history = census.listed, census.history
     best = max(alive, key=lambda p: p.fitness, default=None)
     initial = [r["fitness"] for r in history if r["mutation"] == "initial"] or \

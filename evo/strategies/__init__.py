@@ -8,9 +8,10 @@ the child is published. If that victim is gone by then (another worker killed it
 worker asks :meth:`Strategy.victim` for another. After publishing, :meth:`Strategy.observe`
 sees the child and its fitness.
 
-A strategy gets the run's config and the store's public API (never a backend), so one that
-keeps shared state (a learned controller) keeps it in the store, with create-if-absent as
-its only mutual exclusion, like everything else in evo.
+A strategy gets the run's config and the store's policy versions (``store.policy``, a
+:class:`storage.facets.PolicyFacet`; never a backend), so one that keeps shared state (a
+learned controller) keeps it in the store, with create-if-absent as its only mutual
+exclusion, like everything else in evo.
 
 Built-ins: ``pairwise`` (2017: two at random, the fitter is the parent, the other dies),
 ``aging`` (2019: the best of S sampled is the parent, the oldest dies), ``random``
@@ -32,7 +33,8 @@ from evo.registry import Registry
 
 if TYPE_CHECKING:
     from evo.config import RunConfig
-    from storage import IndividualInfo, PopulationStore
+    from storage import IndividualInfo
+    from storage.facets import PolicyFacet
 
 @dataclass(frozen=True)
 class Population:
@@ -82,9 +84,9 @@ class Strategy(abc.ABC):
 
     needs_decisions: ClassVar[bool] = False   # True: only for spaces with a decision encoding
 
-    def __init__(self, config: "RunConfig", store: "PopulationStore", space: Any = None):
+    def __init__(self, config: "RunConfig", policy: "PolicyFacet | None", space: Any = None):
         self.config = config
-        self.store = store
+        self.policy = policy   # the store's policy versions (strategies that learn keep their state there)
 
     @abc.abstractmethod
     def propose(self, population: Population, rng: np.random.Generator) -> Proposal:
@@ -115,7 +117,8 @@ def strategy_class(name: str) -> type[Strategy]:
     return _REGISTRY.get(name)
 
 
-def make_strategy(config: "RunConfig", store: "PopulationStore", space: Any = None) -> Strategy:
-    """The strategy a run config names (its ``selection``), with the store's public API and
-    the run's search space (built from the config when not given)."""
-    return strategy_class(config.selection)(config, store, space)
+def make_strategy(config: "RunConfig", policy: "PolicyFacet | None", space: Any = None) -> Strategy:
+    """The strategy a run config names (its ``selection``), with the store's policy versions
+    (``store.policy``; None for a strategy that keeps no state) and the run's search space
+    (built from the config when not given)."""
+    return strategy_class(config.selection)(config, policy, space)
