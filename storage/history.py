@@ -108,7 +108,7 @@ class History:
         on the same object reads only what is new (``evo status --watch``); remote stores also
         keep them in a local read cache (:mod:`storage.readcache`) across processes.
         """
-        listed = self._core.list_alive()
+        listed = self._population.list_alive()
         commits = {i.id: c for i, c in self._population.scan_alive(listed, with_dna=alive_dna)} if read_alive else {}
         history, broken_history = self.scan_history(with_dna=history_dna)
         quarantine, broken_quarantine = self.scan_quarantine()
@@ -121,7 +121,7 @@ class History:
         """Birth times (unix seconds, sorted) of every individual alive or dead, from one
         listing of ``alive/``, then one of ``history/`` and the ids of the history segments
         (read once per store object)."""
-        ids = {i.id for i in self._core.list_alive()}
+        ids = {i.id for i in self._population.list_alive()}
         ids |= self.dead_ids()
         return sorted(birth_of(i) for i in ids)
 
@@ -277,7 +277,7 @@ class History:
         its history file or the segment that holds it. Ids without such a record are left out.
         For a reader that took its census without DNA and needs a few (``evo report``'s
         drawings)."""
-        listed = {i.id: i for i in self._core.list_alive()}
+        listed = {i.id: i for i in self._population.list_alive()}
         out: dict[str, dict[str, Any]] = {}
         alive = [listed[i] for i in idents if i in listed]
         for info, commit in self._population.scan_alive(alive, with_dna=True):
