@@ -17,8 +17,7 @@ from evo.spaces import make_space
 from evo.stopping import StopRequested, StopSignals
 from evo.strategies import make_strategy
 from evo.worker import Worker, WorkerOptions, WorkerStats
-from storage import FaultHook, open_store
-from storage.facets import DataCacheFacet
+from storage import DataCacheFacet, FaultHook, open_store
 
 
 def make_evaluator(config: RunConfig, space: Any, device: str = "auto",

@@ -36,7 +36,7 @@ from .datacache import human_bytes
 if TYPE_CHECKING:
     import torch
 
-    from storage.facets import DataCacheFacet
+    from storage import DataCacheFacet
 
 SPECS = "digits, cifar10=PATH, cifar100=PATH, imagefolder=PATH, npz=PATH, hf=PATH"
 SPLITS = ("train", "val", "test")

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from storage.facets import DataCacheFacet
+from storage import DataCacheFacet
 
 from .cacheformat import FORMAT, CacheDamaged, arrays_of, check_manifest, content_id, safetensors_of
 from .config import DataSettings

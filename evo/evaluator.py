@@ -19,7 +19,7 @@ from evo.data import SEARCH_SPLITS, read_dataset, to_device
 from evo.outcome import Outcome
 from evo.train import accuracy, train
 from evo.userdata import prepare_data
-from storage.facets import DataCacheFacet
+from storage import DataCacheFacet
 
 
 def resolve_device(device: str) -> torch.device:

@@ -35,8 +35,7 @@ from .retrain_request import build_model, export_architecture
 from .stopping import StopRequested, StopSignals
 
 if TYPE_CHECKING:
-    from storage import PopulationStore
-    from storage.facets import RetrainFacet
+    from storage import PopulationStore, RetrainFacet
 
 log = logging.getLogger("evo.retrain")
 

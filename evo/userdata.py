@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from storage.facets import DataCacheFacet
+from storage import DataCacheFacet
 
 from .config import DataSettings
 from .data import SEARCH_SPLITS, SPLITS, Augment, DatasetError, HostDataset, check_splits

@@ -48,7 +48,7 @@ from evo.observers import WorkerObserver
 from evo.stopping import StopRequested, StopSignals
 from evo.strategies import Population, Proposal, Published
 from evo.worker_options import WorkerOptions, WorkerStats
-from storage.facets import HistoryFacet, PopulationFacet, RunInfoFacet
+from storage import HistoryFacet, PopulationFacet, RunInfoFacet
 
 log = logging.getLogger("evo.worker")
 

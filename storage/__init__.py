@@ -33,6 +33,7 @@ from .check import CheckReport
 from .crash import POINTS as CRASH_POINTS
 from .crash import CrashAt, FaultHook, crash_hook
 from .datacache import DataState, check_data_key
+from .facets import DataCacheFacet, HistoryFacet, PolicyFacet, PopulationFacet, RetrainFacet, RunInfoFacet
 from .local import LocalBackend
 from .memory import MemoryBackend
 from .history import Census
@@ -47,6 +48,8 @@ from .verify import DnaValidator
 __all__ = [
     # opening a store, and the store
     "open_store", "open_backend", "PopulationStore", "StoreError", "DnaValidator",
+    # the store's facets, as protocols (type a collaborator by the facets it receives)
+    "PopulationFacet", "HistoryFacet", "RunInfoFacet", "DataCacheFacet", "RetrainFacet", "PolicyFacet",
     # what readers get back
     "IndividualInfo", "Individual", "Census", "Broken", "CheckReport", "CorruptRecord",
     "is_id", "birth_of", "dna_hash", "alive_key", "history_key", "safetensors_header_ok", "safetensors_problem",

@@ -139,7 +139,7 @@ class RetrainQueue:
         n = claims[-1] + 1 if claims else 0
         if n > 999_999:
             return None
-        record = {"schema": RETRAIN_SCHEMA, "rid": rid, "n": n, "time": self.now(), "lease": float(lease),
+        record = {"schema": RETRAIN_SCHEMA, "rid": rid, "n": n, "time": self._core.now(), "lease": float(lease),
                   "owner": owner}
         if not self._backend.create(retrain_key(rid, f"claim-{n:06d}.json"), dumps(record)):
             return None
@@ -162,12 +162,12 @@ class RetrainQueue:
         if not times:
             entry = self._stat(retrain_key(rid, f"claim-{n:06d}.json"))
             times = [entry.mtime] if entry else []
-        return "alive" if times and self.now() - max(times) < lease else "dead"
+        return "alive" if times and self._core.now() - max(times) < lease else "dead"
 
     def retrain_beat(self, claim: Claim, info: dict[str, Any]) -> None:
         """Write the holder's heartbeat (``time`` now, ``info``: progress and identity)."""
         self._backend.write(retrain_key(claim.rid, f"beat-{claim.n:06d}.json"),
-                           dumps({"schema": RETRAIN_SCHEMA, "n": claim.n, "time": self.now(), "info": info}))
+                           dumps({"schema": RETRAIN_SCHEMA, "n": claim.n, "time": self._core.now(), "info": info}))
 
     def retrain_still_mine(self, claim: Claim) -> bool:
         """True while no later claim exists and the retrain is not done (one listing)."""
@@ -187,7 +187,7 @@ class RetrainQueue:
         nonce = secrets.token_hex(8)
         blob_key = retrain_key(claim.rid, f"ckpt-{step:010d}.{nonce}.safetensors")
         self._backend.write(blob_key, blob)
-        commit = {"schema": RETRAIN_SCHEMA, "step": step, "claim": claim.n, "time": self.now(),
+        commit = {"schema": RETRAIN_SCHEMA, "step": step, "claim": claim.n, "time": self._core.now(),
                   "blob": blob_key.rsplit("/", 1)[1], "sha256": hashlib.sha256(blob).hexdigest(),
                   "size": len(blob), "info": info or {}}
         key = retrain_key(claim.rid, f"ckpt-{step:010d}.json")
@@ -252,7 +252,7 @@ class RetrainQueue:
         for name, data in sorted(files.items()):
             self._backend.write(retrain_key(claim.rid, f"export/{name}"), data)
             listing[name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-        record = {**result, "schema": RETRAIN_SCHEMA, "rid": claim.rid, "claim": claim.n, "time": self.now(),
+        record = {**result, "schema": RETRAIN_SCHEMA, "rid": claim.rid, "claim": claim.n, "time": self._core.now(),
                   "files": listing}
         check_result(record, claim.rid)
         done = self._backend.create(retrain_key(claim.rid, "result.json"), dumps(record))

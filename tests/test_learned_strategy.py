@@ -145,7 +145,7 @@ def test_a_corrupt_newest_version_is_skipped_and_the_chain_goes_on():
 ])
 def test_parse_refuses_what_is_not_this_runs_policy(mangle):
     config, store, space = setup_run("rl")
-    strategy = Ppo(config, store, space)
+    strategy = Ppo(config, store.policy, space)
     policy, _ = strategy.latest()
     d = mangle(json.loads(policy.to_bytes()))
     with pytest.raises(PolicyError):

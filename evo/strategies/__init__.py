@@ -33,8 +33,7 @@ from evo.registry import Registry
 
 if TYPE_CHECKING:
     from evo.config import RunConfig
-    from storage import IndividualInfo
-    from storage.facets import PolicyFacet
+    from storage import IndividualInfo, PolicyFacet
 
 @dataclass(frozen=True)
 class Population:

@@ -36,8 +36,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from evo import selection
-from storage import UnreadableEntry
-from storage.facets import PolicyFacet
+from storage import PolicyFacet, UnreadableEntry
 
 from . import Population, Proposal, Published, Strategy, register_strategy
 from .controllers import IndependentSoftmax, LstmController, adam_ascent

@@ -7,8 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage import UnreadableEntry
-from storage.facets import PolicyFacet
+from storage import PolicyFacet, UnreadableEntry
 
 from . import strategy_class
 from .policy_state import PolicyError, PolicyVersion, parse_policy
