@@ -35,15 +35,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from storage import DataCacheFacet
 
 from .cacheformat import FORMAT, CacheDamaged, arrays_of, check_manifest, content_id, safetensors_of
 from .config import DataSettings
 from .decoding import SPLITS, DataProblem, Decoded
+
+if TYPE_CHECKING:
+    from storage import DataCacheFacet
 
 log = logging.getLogger("evo.data")
 

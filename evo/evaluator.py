@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from safetensors.torch import load as load_safetensors
@@ -19,7 +19,9 @@ from evo.data import SEARCH_SPLITS, read_dataset, to_device
 from evo.outcome import Outcome
 from evo.train import accuracy, train
 from evo.userdata import prepare_data
-from storage import DataCacheFacet
+
+if TYPE_CHECKING:
+    from storage import DataCacheFacet
 
 
 def resolve_device(device: str) -> torch.device:

@@ -11,14 +11,15 @@ as one-line :class:`evo.data.DatasetError`.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from storage import DataCacheFacet
-
 from .config import DataSettings
 from .data import SEARCH_SPLITS, SPLITS, Augment, DatasetError, HostDataset, check_splits
+
+if TYPE_CHECKING:
+    from storage import DataCacheFacet
 
 
 def read_source(spec: str, settings: DataSettings):

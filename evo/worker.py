@@ -38,7 +38,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
@@ -48,7 +48,9 @@ from evo.observers import WorkerObserver
 from evo.stopping import StopRequested, StopSignals
 from evo.strategies import Population, Proposal, Published
 from evo.worker_options import WorkerOptions, WorkerStats
-from storage import HistoryFacet, PopulationFacet, RunInfoFacet
+
+if TYPE_CHECKING:
+    from storage import HistoryFacet, PopulationFacet, RunInfoFacet
 
 log = logging.getLogger("evo.worker")
 

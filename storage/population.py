@@ -54,8 +54,9 @@ class Population:
 
     Contract: ``list_alive`` lists without reading; ``read_individual`` returns a whole,
     verified individual or None (a corrupt one is quarantined on the way); ``publish`` makes
-    an individual visible whole or not at all; ``kill`` succeeds for exactly one caller;
-    nothing here ever raises for a damaged entry (it is quarantined instead).
+    an individual visible whole or not at all; ``kill`` succeeds for exactly one caller.
+    Reading and killing never raise for a damaged entry (it is quarantined instead); only
+    ``verify_commit``, the check ``evo check`` uses, raises CorruptRecord.
     """
 
     def __init__(self, core: StoreCore):
