@@ -140,7 +140,8 @@ def prepare_data(spec: str, settings: DataSettings, cache: DataCacheFacet, *, sp
 def ensure_cache(spec: str, settings: DataSettings, cache: DataCacheFacet, *,
                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Make sure the run's cache of a user dataset exists in ``cache`` (the store's
-    ``datacache`` facet; decoding it here if nobody has), without loading it; returns its manifest (for ``evo init``'s summary)."""
+    ``datacache`` facet; decoding it here if nobody has), without loading it; returns its
+    manifest (for ``evo init``'s summary)."""
     from .datacache import open_or_decode
     from .decoding import DataProblem
 

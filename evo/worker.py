@@ -76,8 +76,8 @@ class Worker:
 
     ``population`` and ``runinfo``: the store's facets it lists, reads, publishes and kills
     in, and marks and beats in; ``history`` (optional): where it rolls the history up now
-    and then (without it, it never does). ``population_size``: P. ``inherit_weights``: children start from the parent's weights
-    where the space has a rule for it. ``evaluator`` needs ``evaluate(child, *, parent_dna,
+    and then (without it, it never does). ``population_size``: P. ``inherit_weights``:
+    children start from the parent's weights where the space has a rule for it. ``evaluator`` needs ``evaluate(child, *, parent_dna,
     parent_weights, seed, progress) -> Outcome``, and may have ``prepare()`` (load data: run
     calls it while heartbeats already go on) and ``device_name``.
     """
@@ -238,7 +238,8 @@ class Worker:
         """Now and then roll sealed history records up, in a background thread (storage.rollup)."""
         if self.history is not None:
             o = self.options
-            self.history.roll_up_soon(min_age=o.rollup_min_age, segment_records=o.rollup_records, interval=o.rollup_interval)
+            self.history.roll_up_soon(min_age=o.rollup_min_age, segment_records=o.rollup_records,
+                                      interval=o.rollup_interval)
 
     def _claim_seed_slot(self, start: int) -> bool:
         """Claim one of the P seeding slots (create-if-absent), so that concurrent workers seed

@@ -19,8 +19,9 @@ log = logging.getLogger("evo.storage")
 
 def quarantine(core: StoreCore, info: IndividualInfo, reason: str, raw: bytes | None = None,
                unusable: bool = False) -> bool:
-    """Move a live individual to ``quarantine/``: record ``reason`` in ``quarantine/{id}.json``, then take the commit off ``alive/``
-    (see the module docstring); True iff this call created the record."""
+    """Move a live individual to ``quarantine/``: record ``reason`` in
+    ``quarantine/{id}.json``, then take the commit off ``alive/`` (see the module
+    docstring); True iff this call created the record."""
     if raw is None and not unusable:
         try:
             raw = core.backend.read(info.key)

@@ -122,7 +122,8 @@ class Rollups:
                 if done.records:
                     log.info("%s: rolled %d history records up into a segment", core.url, done.records)
             except (OSError, UnreadableEntry, ValueError, RuntimeError) as exc:
-                log.warning("%s: history roll-up failed: %s", core.url, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+                log.warning("%s: history roll-up failed: %s", core.url,
+                            str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
             finally:
                 core.memo.pop("history", None)   # a worker has no use for what it read
                 core.memo.pop("segments", None)
