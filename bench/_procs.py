@@ -190,7 +190,7 @@ def births_from_listing(url: str) -> list[float]:
     (no reads): what both benchmarks count births per second from."""
     from storage import open_store
 
-    return open_store(url).births()
+    return open_store(url).history.births()
 
 
 def preseed(url: str, threads: int = 8) -> float:
@@ -209,7 +209,7 @@ def preseed(url: str, threads: int = 8) -> float:
 
     t = time.time()
     store = open_store(url)
-    config = RunConfig.from_json(store.read_config())
+    config = RunConfig.from_json(store.runinfo.read_config())
     space = for_config(config)
     # the same fitness and weights as the workers' seeding, without the simulated training time
     evaluator = SyntheticEvaluator(space, replace(config.settings_of("synthetic"), train_seconds=0.0))
@@ -218,12 +218,12 @@ def preseed(url: str, threads: int = 8) -> float:
         rng = np.random.default_rng([config.seed, 10**6 + k])
         child = space.initial(rng).replace(mutation="initial")
         out = evaluator.evaluate(child, seed=k)
-        store.publish(child.to_dict(), out.weights, parent=None, mutation="initial", fitness=out.fitness,
+        store.population.publish(child.to_dict(), out.weights, parent=None, mutation="initial", fitness=out.fitness,
                       worker="preseed", metrics=out.metrics)
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(one, range(config.population_size)))
-    store.mark("selection_started")
+    store.runinfo.mark("selection_started")
     return time.time() - t
 
 

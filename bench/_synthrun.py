@@ -4,8 +4,8 @@ written through the store API by one process (no worker loop, no training, no sl
 What it writes is what real workers write: ``evo init`` (dataset ``synthetic``), P initial
 individuals (``bench._procs.preseed``), then pairwise tournaments: the fitter of two random
 live individuals is the parent, its DNA is mutated by the run's search space, the child gets
-its synthetic fitness and weights and is published (``store.publish``), and the other one is
-killed (``store.kill``: the history record). Worker names rotate over ``workers`` names and
+its synthetic fitness and weights and is published (``store.population.publish``), and the other one is
+killed (``store.population.kill``: the history record). Worker names rotate over ``workers`` names and
 each writes a heartbeat, so ``evo status`` shows W workers. Used by ``bench inspect``.
 """
 
@@ -42,13 +42,13 @@ def build_synthetic_run(url: str, *, population: int, dead: int, workers: int = 
         raise RuntimeError(f"evo init failed: {init.stderr.strip()[-300:]}")
     preseed(url)
     store = open_store(url)
-    config = RunConfig.from_json(store.read_config())
+    config = RunConfig.from_json(store.runinfo.read_config())
     space = for_config(config)
     evaluator = SyntheticEvaluator(space, replace(config.settings_of("synthetic"), train_seconds=0.0))
     rng = np.random.default_rng(seed)
-    alive = {i.id: i for i in store.list_alive()}
+    alive = {i.id: i for i in store.population.list_alive()}
     dna_of: dict[str, Any] = {}
-    for info, commit in store.scan_alive(list(alive.values())):
+    for info, commit in store.population.scan_alive(list(alive.values())):
         dna_of[info.id] = space.parse(commit["dna"])
     names = [f"synth-{k}" for k in range(workers)]
     counts = {n: {"individuals": 0, "kills": 0} for n in names}
@@ -72,9 +72,9 @@ def build_synthetic_run(url: str, *, population: int, dead: int, workers: int = 
             busy.add(victim.id)
             child = space.mutate(dna_of[parent.id], np.random.default_rng([seed, k]))
         out = evaluator.evaluate(child, seed=seed * 10**7 + k)
-        info = store.publish(child.to_dict(), out.weights, parent=parent.id, mutation=child.mutation,
+        info = store.population.publish(child.to_dict(), out.weights, parent=parent.id, mutation=child.mutation,
                              fitness=out.fitness, worker=worker, metrics=out.metrics)
-        killed = store.kill(victim, worker=worker)
+        killed = store.population.kill(victim, worker=worker)
         with lock:
             counts[worker]["individuals"] += 1
             counts[worker]["kills"] += int(killed)
@@ -92,7 +92,7 @@ def build_synthetic_run(url: str, *, population: int, dead: int, workers: int = 
         list(pool.map(one, range(dead)))
     now = time.time()
     for n in names:
-        store.heartbeat(n, {"state": "stopped", "started": started, "interval": 10.0, "host": "synthetic",
+        store.runinfo.heartbeat(n, {"state": "stopped", "started": started, "interval": 10.0, "host": "synthetic",
                             "pid": 0, **counts[n]})
     return {"url": url, "population": population, "dead": dead, "workers": workers,
             "seconds": round(now - t0, 1)}

@@ -192,9 +192,9 @@ def _run(s: ChaosSettings, url: str, work: Path, env: dict[str, str], events_pat
                     restarts.append((now + s.restart_delay, victim.index))
             if now >= next_sample:
                 next_sample += s.sample_interval
-                samples.append((now, len(store.list_alive()), len(running)))
+                samples.append((now, len(store.population.list_alive()), len(running)))
                 if s.min_births and now >= t_end:
-                    births_past_p = samples[-1][1] + store.count_history() - s.population
+                    births_past_p = samples[-1][1] + store.history.count_history() - s.population
             if now >= next_memory:
                 next_memory += s.memory_interval
                 memory.sample(pool.pids(), pss=memory.samples % 6 == 0)
@@ -210,7 +210,7 @@ def _run(s: ChaosSettings, url: str, work: Path, env: dict[str, str], events_pat
     mem = memory.summary()
     say(f"stopped after {t_stopped - t_start:.0f} s; {len(kills)} SIGKILLs; checking the store")
 
-    rollups = store.history_layout()   # what the workers' roll-ups made during the chaos
+    rollups = store.history.history_layout()   # what the workers' roll-ups made during the chaos
     check_before = _json_of(evo(["check", url, "--json", "--grace", "0"], env))
     audit_run = evo(["audit", url, "--json", "--workers", str(s.workers), "--events", str(events_path)], env)
     audit = _json_of(audit_run)
@@ -222,7 +222,7 @@ def _run(s: ChaosSettings, url: str, work: Path, env: dict[str, str], events_pat
     kill_times = [k["time"] for k in kills]
     chaos_end = max(t_end, last_loop)   # later than planned when min_births extended it
     steady = throughput_around_kills(births, kill_times, max(seeding_end, chaos_start), chaos_end)
-    heartbeats = {b["info"].get("pid"): b["info"].get("state") for b in store.list_workers()
+    heartbeats = {b["info"].get("pid"): b["info"].get("state") for b in store.runinfo.list_workers()
                   if isinstance(b.get("info"), dict)}
     killed_in_state: dict[str, int] = {}
     for k in kills:
@@ -307,7 +307,7 @@ def _policy_audit(url: str) -> dict[str, Any] | None:
     from evo.strategies.policy_report import audit_policy
 
     store = open_store(url)
-    return audit_policy(store, RunConfig.from_json(store.read_config()))
+    return audit_policy(store, RunConfig.from_json(store.runinfo.read_config()))
 
 
 def _json_of(proc) -> dict[str, Any]:

@@ -139,9 +139,9 @@ def roll_up(url: str, records: int, tail: int) -> dict[str, Any]:
 
     store, _ = open_population(url)
     t = time.perf_counter()
-    done = store.roll_up(min_age=0, segment_records=records)
+    done = store.history.roll_up(min_age=0, segment_records=records)
     return {"seconds": round(time.perf_counter() - t, 1), "segments": done.segments, "records": done.records,
-            "layout": store.history_layout(), "tail_asked": tail}
+            "layout": store.history.history_layout(), "tail_asked": tail}
 
 
 def upload(local: Path, emulator_url: str, bucket: str, prefix: str, say) -> float:
@@ -183,7 +183,7 @@ def run(mode: str, out_dir: str | Path, *, store_dir: str | None = None, gcs: bo
         url = str(path)
         all_names = tuple(name for name, _ in COMMANDS)
         from storage import open_store
-        if not open_store(url).history_layout()["segments"]:   # not rolled up yet
+        if not open_store(url).history.history_layout()["segments"]:   # not rolled up yet
             say("measuring with every record in history/ (files)")
             results["local_files"] = run_commands(url, env, all_names, str(work))   # once: slow, no target
             results["rollup"] = roll_up(url, records, tail)

@@ -46,12 +46,12 @@ def evolve_small(seed: int = 0, individuals: int = 100) -> dna_lib.DNA:
                        train=TrainSettings(steps=200, augment=False))
     with tempfile.TemporaryDirectory(prefix="evo-archs-") as tmp:
         store = open_store(tmp)
-        store.init_config(config.to_json())
+        store.runinfo.init_config(config.to_json())
         say(f"evolving on digits: {individuals} individuals, P=10, 200 steps each")
         open_worker(tmp, WorkerOptions(max_individuals=individuals), device="cpu", index=0).run()
-        records = list(store.read_history())
-        for info in store.list_alive():
-            ind = store.read_individual(info, bounds=config.bounds)
+        records = list(store.history.read_history())
+        for info in store.population.list_alive():
+            ind = store.population.read_individual(info, bounds=config.bounds)
             if ind is not None:
                 records.append({"fitness": ind.fitness, "dna": ind.dna, "birth": info.birth})
     best = max(records, key=lambda r: (r["fitness"], r.get("birth", 0.0)))

@@ -133,7 +133,7 @@ def run(mode: str = "small", device: str = "cpu", out_dir: str = "bench/results"
     config = RunConfig(dataset="digits", population_size=s.population_size, selection="pairwise", seed=s.seed,
                        train=TrainSettings(steps=steps, augment=False))
     with tempfile.TemporaryDirectory(prefix="evo-overhead-", dir=store_dir) as url:
-        open_store(url).init_config(config.to_json())
+        open_store(url).runinfo.init_config(config.to_json())
         say(f"overhead {mode}: {children} children, P={s.population_size}, {steps} steps each, store {url}")
         rows, startup = run_steps(url, device, children)
     totals = {p: sum(r[p] for r in rows) for p in PARTS}

@@ -78,7 +78,7 @@ def _wait_all_published(store, procs, k: int, timeout: float) -> float:
     start = time.monotonic()
     while True:
         _check_alive(procs)
-        beats = store.list_workers()
+        beats = store.runinfo.list_workers()
         if len(beats) >= k and all((b["info"].get("individuals") or 0) >= 1 for b in beats):
             return time.monotonic() - start
         if time.monotonic() - start > timeout:
@@ -90,9 +90,9 @@ def _wait_all_published(store, procs, k: int, timeout: float) -> float:
 def births(store, bounds) -> list[dict[str, Any]]:
     """Birth time, metrics and worker of every individual the run made (alive and dead)."""
     out = [{"birth": r["birth"], "metrics": r.get("metrics") or {}, "worker": r.get("worker")}
-           for r in store.read_history()]
-    for info in store.list_alive():
-        ind = store.read_individual(info, bounds=bounds)
+           for r in store.history.read_history()]
+    for info in store.population.list_alive():
+        ind = store.population.read_individual(info, bounds=bounds)
         if ind is not None:
             out.append({"birth": ind.birth, "metrics": ind.metrics, "worker": ind.worker})
     return out
@@ -107,7 +107,7 @@ def run_k(k: int, settings: PackingSettings, dataset: str, device: str, work: Pa
     config = RunConfig(dataset=dataset, population_size=settings.population_size, selection="pairwise", seed=k,
                        train=TrainSettings(steps=settings.steps, batch_size=50, augment=True))
     store = open_store(url)
-    store.init_config(config.to_json())
+    store.runinfo.init_config(config.to_json())
     procs = start_workers(url, k, device, work)
     try:
         startup = _wait_all_published(store, procs, k, settings.startup_timeout_s)

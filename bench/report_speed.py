@@ -62,7 +62,7 @@ def make_population(url: str, individuals: int, population: int, workers: int, *
     start = time.time() - individuals * SECONDS_PER_BIRTH - 600 if start is None else start
     now = [start]
     store = storage.PopulationStore(storage.open_backend(url), clock=lambda: now[0])
-    if not store.init_config(config.to_json()):
+    if not store.runinfo.init_config(config.to_json()):
         raise ValueError(f"{url} already holds a population")
     space = for_config(config)
     rng = np.random.default_rng(seed)
@@ -86,18 +86,18 @@ def make_population(url: str, individuals: int, population: int, workers: int, *
             fitness = float(np.clip(parent[2] + gain, 0.0, 0.999))
             if policy:
                 metrics.update(policy="reinforce", policy_version=(i - population) // 200)
-        info = store.publish(child.to_dict(), weights, parent=parent_id, mutation=child.mutation,
+        info = store.population.publish(child.to_dict(), weights, parent=parent_id, mutation=child.mutation,
                              fitness=fitness, worker=worker, metrics=metrics)
         made[worker] += 1
         alive.append((info, child, fitness))
         if len(alive) > population:
-            store.kill(alive.pop(0)[0], worker=worker, reason="aging")
+            store.population.kill(alive.pop(0)[0], worker=worker, reason="aging")
         if (i + 1) % 5000 == 0:
             progress(f"generated {i + 1}/{individuals} individuals ({time.perf_counter() - t0:.0f}s)")
     for k, worker in enumerate(names):
         lost = k == workers - 1 and workers > 1
         now[0] = start + (individuals * SECONDS_PER_BIRTH) * (0.6 if lost else 1.0)
-        store.heartbeat(worker, {"worker": worker, "host": "generator", "pid": 1000 + k,
+        store.runinfo.heartbeat(worker, {"worker": worker, "host": "generator", "pid": 1000 + k,
                                  "state": "training" if lost else "stopped", "started": start,
                                  "interval": 10, "individuals": made[worker], "kills": 0, "race_losses": k % 3,
                                  "failures": k % 2})
@@ -163,7 +163,7 @@ def run(mode: str, out_dir: str, *, individuals: int | None = None, store_dir: s
             url = population
             import storage
 
-            n = len(storage.open_store(url).births())
+            n = len(storage.open_store(url).history.births())
             made = {"individuals": n, "given": url}
             say(f"timing evo report on {url} ({n} individuals; {reps} cold runs)")
         else:
@@ -174,7 +174,7 @@ def run(mode: str, out_dir: str, *, individuals: int | None = None, store_dir: s
             # as the workers of a run this size would have: the dead in history segments
             import storage
 
-            rolled = storage.open_store(url).roll_up(min_age=0)
+            rolled = storage.open_store(url).history.roll_up(min_age=0)
             made["rolled_up"] = {"segments": rolled.segments, "records": rolled.records}
             say(f"history rolled up: {rolled.segments} segments, {rolled.records} records")
             say(f"generated in {made['generate_s']:.0f}s; timing evo report ({reps} cold runs)")

@@ -81,7 +81,7 @@ def one_run(settings: SearchSettings, scheme: str, seed: int, device: str) -> di
     failures = 0
     t = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"evo-search-{scheme}-") as url:
-        open_store(url).init_config(config.to_json())
+        open_store(url).runinfo.init_config(config.to_json())
         worker = open_worker(url, WorkerOptions(max_individuals=settings.individuals), device=device, index=0,
                              on_publish=lambda r: (fitness.append(r["fitness"]), made_by.append(r["mutation"])))
         stats = worker.run()

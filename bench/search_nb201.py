@@ -117,7 +117,7 @@ def one_run(settings: Nb201Settings, table: str, scheme: Scheme, seed: int) -> d
               for i in range(settings.workers)]
     t = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"evo-nb201-{scheme.name}-") as url:
-        open_store(url).init_config(config.to_json())
+        open_store(url).runinfo.init_config(config.to_json())
         procs = [subprocess.Popen([sys.executable, "-m", "launch", "worker", url, "--max-individuals", str(k),
                                    "--index", str(i), "--quiet", "--heartbeat-seconds", "60"],
                                   cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -131,7 +131,7 @@ def one_run(settings: Nb201Settings, table: str, scheme: Scheme, seed: int) -> d
             raise BenchError(f"{table} {scheme.name} seed {seed}: a worker failed: {errors[0]}"[:300])
         from launch._snapshot import open_population
 
-        census = open_population(url)[0].census()
+        census = open_population(url)[0].history.census()
         records = [c for c in census.commits.values() if isinstance(c, dict)] + list(census.history)
     records.sort(key=lambda r: (r["birth"], r["id"]))
     cells = [(nb201_from_dict(r["dna"]).table_key(), float(r["fitness"])) for r in records]

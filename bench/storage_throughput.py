@@ -128,8 +128,8 @@ def measure_point(backend: str, w: int, seconds: float, work: Path, *, populatio
                 raise MemoryError(f"W={w}: only {available_memory_mib():.0f} MiB left after starting {i} "
                                   f"workers; stopped to protect the machine's other users")
             pool.start(i)
-        ready = _wait_until(lambda: len(store.list_workers()) >= w and store.has_mark("selection_started")
-                            and len(store.list_alive()) >= population, timeout=300 + 2 * w)
+        ready = _wait_until(lambda: len(store.runinfo.list_workers()) >= w and store.runinfo.has_mark("selection_started")
+                            and len(store.population.list_alive()) >= population, timeout=300 + 2 * w)
         if not ready:
             raise RuntimeError(f"W={w}: workers did not all start and seed within the time limit")
         time.sleep(warmup)

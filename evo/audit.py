@@ -169,7 +169,7 @@ def _collect(store: PopulationStore, problems: list[str]) -> tuple[dict[str, _Li
     Every record is read bounded and checked by the store (all but the DNA, which the audit
     never uses: ``evo check`` validates it); a broken history record still proves that its id died, but not when or from which parent.
     """
-    census = store.census(history_dna=False, alive_dna=False)   # the audit never looks at a DNA
+    census = store.history.census(history_dna=False, alive_dna=False)   # the audit never looks at a DNA
     listed, commits = census.listed, census.commits
 
     lives: dict[str, _Life] = {}
@@ -199,7 +199,7 @@ def _collect(store: PopulationStore, problems: list[str]) -> tuple[dict[str, _Li
                              float(when) if _finite(when) else None)
 
     # still listed now, although dead (re-checked: on a live store most were unlisted meanwhile)
-    zombies = {i.id for i in listed if i.id in lives and store.still_listed(i)}
+    zombies = {i.id for i in listed if i.id in lives and store.population.still_listed(i)}
     listed_ids = set()
     for info in listed:
         if info.id in lives:
@@ -274,7 +274,7 @@ def audit_store(store: PopulationStore, *, population_size: int, workers: int | 
 
     # --- population size over time ---
     P = population_size
-    heartbeats = store.list_workers()
+    heartbeats = store.runinfo.list_workers()
     if workers is not None:
         W, source = workers, "given"
     else:

@@ -69,11 +69,11 @@ TEST_DATA_FILE = "test.npz"
 OPTIONAL_IMPORTS = frozenset({"PIL"})
 
 
-def read_run_dataset(spec: str, config=None, store=None):
-    """The run's dataset (an ``evo.data.datasets.HostDataset``, every split) read for an export, or a
-    one-line UserError. The run's own user dataset comes from its decoded cache in ``store``
-    (what the search trained on); another spec is read from its source with the run's data
-    settings."""
+def read_run_dataset(spec: str, config=None, datacache=None):
+    """The run's dataset (an ``evo.data.base.HostDataset``, every split) read for an export, or a
+    one-line UserError. The run's own user dataset comes from its decoded cache ``datacache``
+    (the store's facet; what the search trained on); another spec is read from its source
+    with the run's data settings."""
     from evo.config import USER_DATASETS
     from evo.data.base import DatasetError
     from evo.data.datasets import read_dataset
@@ -83,8 +83,8 @@ def read_run_dataset(spec: str, config=None, store=None):
         raise UserError("this run uses the synthetic dataset: its individuals have no trained model to export")
     user = spec.split("=", 1)[0] in USER_DATASETS
     try:
-        if user and store is not None and config is not None and spec == config.dataset:
-            return prepare_data(spec, config.data, store, splits=("train", "val", "test"))
+        if user and datacache is not None and config is not None and spec == config.dataset:
+            return prepare_data(spec, config.data, datacache, splits=("train", "val", "test"))
         return read_dataset(spec, settings=config.data if user and config is not None else None)
     except DatasetError as exc:
         raise UserError(str(exc)) from None
@@ -191,7 +191,7 @@ def export(individual, config, url: str, directory: str, *, cells: int | None = 
     spec = dataset or config.dataset
     from storage import open_store
 
-    host = read_run_dataset(spec, config, open_store(url))
+    host = read_run_dataset(spec, config, open_store(url).datacache)
     facts = dataset_facts(spec, host)
     shape, classes = tuple(facts["input_shape"]), facts["num_classes"]
     weights = individual.weights

@@ -70,7 +70,7 @@ def progress_line(store, rids: list[str]) -> str:
 
     parts = []
     for rid in rids:
-        s = store.retrain_state(rid)
+        s = store.retrains.retrain_state(rid)
         info = (s.beat or {}).get("info") or {}
         if s.state == "training" and "epoch" in info:
             parts.append(f"{rid[:24]} {info['epoch']}/{info['epochs']} ETA {eta_text(info.get('eta_seconds'))}")
@@ -83,7 +83,7 @@ def report_table(store, rids: list[str]) -> list[dict[str, Any]]:
     """One row per retrain: source, searched validation accuracy, state and test accuracy."""
     rows = []
     for rid in rids:
-        s = store.retrain_state(rid)
+        s = store.retrains.retrain_state(rid)
         req = s.request or {}
         src = req.get("source") or {}
         res = s.result or {}

@@ -49,13 +49,13 @@ def open_target(url: str, dataset: str | None):
 
     try:
         store = storage.open_store(url)
-        has_config = store.has_config()
+        has_config = store.runinfo.has_config()
     except storage.StoreError as exc:
         raise UserError(str(exc)) from None
     config = None
     if has_config:
         try:
-            config = RunConfig.from_json(store.read_config())
+            config = RunConfig.from_json(store.runinfo.read_config())
         except (ConfigError, storage.StoreError) as exc:
             raise UserError(f"{url}/config.json: {exc}") from None
         store = store.with_run(keep_best=config.keep_best, bounds=config.bounds,
@@ -98,7 +98,7 @@ def _candidates(store, config, args) -> list[dict[str, Any]]:
     """The individuals to retrain, best first: ``{id, fitness, dna, dna_hash, weights}``."""
     if config is None:
         raise UserError(f"{store.url} holds no run: --top/--id need a population (or use --arch/--dna)")
-    census = store.census(read_alive=True)
+    census = store.history.census(read_alive=True)
     people: dict[str, dict[str, Any]] = {}
     for h in census.history:
         people[h["id"]] = {"id": h["id"], "fitness": float(h["fitness"]), "dna": h["dna"], "dna_hash": h["dna_hash"],
@@ -115,7 +115,7 @@ def _candidates(store, config, args) -> list[dict[str, Any]]:
         return [people[i] for i in args.id]
     best: dict[str, dict[str, Any]] = {}
     for p in sorted(people.values(), key=lambda p: (-p["fitness"], p["id"])):
-        if args.from_weights and not p["alive"] and store.read_kept(p["id"]) is None:
+        if args.from_weights and not p["alive"] and store.history.read_kept(p["id"]) is None:
             continue
         best.setdefault(p["dna_hash"], p)   # one per architecture: its best-scoring individual
     ranked = list(best.values())[:args.top]
@@ -145,7 +145,7 @@ def build_requests(args: argparse.Namespace, store, config, spec: str) -> list[d
                             "individuals are retrained from scratch (as in the 2019 paper)")
         source = {"kind": "individual", "id": p["id"], "fitness": p["fitness"], "run": store.url}
         if args.from_weights:
-            ind = store.read_individual(p["id"]) if p["alive"] else store.read_kept(p["id"])
+            ind = store.population.read_individual(p["id"]) if p["alive"] else store.history.read_kept(p["id"])
             if ind is None:
                 raise UserError(f"{p['id']}: its weights are gone (it died, or they did not verify)")
             source["payload_sha256"] = _sha256(ind.weights)

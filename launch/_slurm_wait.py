@@ -23,7 +23,7 @@ def wait_for_array(args: argparse.Namespace, store, jobs, array_id: str, folder:
     from . import _squeue
     from .progress import Progress, summarize
 
-    progress = Progress(store, interval=args.progress_interval)
+    progress = Progress(store.population, store.history, interval=args.progress_interval)
     use_squeue = args.executor == "slurm"
     ended: set[str] = set()
     next_queue_check = 0.0
@@ -83,7 +83,7 @@ def wait_for_array(args: argparse.Namespace, store, jobs, array_id: str, folder:
     if stops:
         print("workers stopped cleanly by " + ", ".join(
             f"{sig} ({STOP_CAUSES.get(sig, 'a signal')}): {n}" for sig, n in sorted(stops.items())), flush=True)
-    print(summarize(store, args.url, folder, resume=resume), flush=True)
+    print(summarize(store.history, args.url, folder, resume=resume), flush=True)
     if failed:
         job_id, tail = failed[0]
         print(f"{len(failed)} job(s) failed; job {job_id}: {tail[:300]} (logs in {folder}/)", file=sys.stderr)

@@ -83,7 +83,7 @@ def open_population(url: str):
 
     try:
         store = storage.open_store(url)
-        text = store.read_config()
+        text = store.runinfo.read_config()
     except storage.StoreError as exc:
         raise UserError(str(exc)) from None
     try:
@@ -117,7 +117,7 @@ def take_snapshot(url: str, *, read_alive: bool = True, spinner: bool = True, hi
 
 def with_checked_dna(snap: Snapshot, store: Any, k: int, *, alive_only: bool = False) -> Snapshot:
     """``snap`` once the DNA of its ``k`` fittest individuals (live ones only with
-    ``alive_only``) has been read and checked (``store.dna_of``): those records get their
+    ``alive_only``) has been read and checked (``store.history.dna_of``): those records get their
     ``dna``; one whose DNA does not check out (or cannot be read) leaves the records for
     ``broken`` and the next fittest is checked instead."""
     from dataclasses import replace
@@ -130,7 +130,7 @@ def with_checked_dna(snap: Snapshot, store: Any, k: int, *, alive_only: bool = F
     while checked < k and start < len(order):
         batch = order[start:start + k - checked]
         start += len(batch)
-        dnas = store.dna_of([r.id for r in batch])
+        dnas = store.history.dna_of([r.id for r in batch])
         for r in batch:
             if r.id in dnas:
                 records[r.id] = replace(r, dna=dnas[r.id])
@@ -161,7 +161,7 @@ def _reading(url: str):
 def _read(store, config, url: str, read_alive: bool, history_dna: bool = True, alive_dna: bool = True) -> Snapshot:
     from storage import Broken
 
-    census = store.census(read_alive=read_alive, history_dna=history_dna, alive_dna=alive_dna)
+    census = store.history.census(read_alive=read_alive, history_dna=history_dna, alive_dna=alive_dna)
     broken = list(census.broken_history + census.broken_quarantine + census.foreign)
     quarantined = census.quarantined_ids
     records: dict[str, Record] = {}
@@ -187,10 +187,10 @@ def _read(store, config, url: str, read_alive: bool, history_dna: bool = True, a
                 id=info.id, parent=commit["parent"], mutation=commit["mutation"],
                 fitness=float(commit["fitness"]), birth=float(commit["birth"]), alive=True,
                 worker=commit["worker"], dna=commit.get("dna"), metrics=commit["metrics"])
-    retrains = tuple(store.retrain_states())
+    retrains = tuple(store.retrains.retrain_states())
     broken += [b for r in retrains for b in r.broken]
     return Snapshot(url=url, taken=time.time(), config=config, records=records,
-                    quarantined_ids=frozenset(quarantined), workers=store.list_workers(),
+                    quarantined_ids=frozenset(quarantined), workers=store.runinfo.list_workers(),
                     broken=tuple(broken), data=_data_status(store, config), retrains=retrains,
                     policy=_policy(store, config))
 
@@ -200,7 +200,7 @@ def _policy(store, config) -> Any:
         return None
     from evo.strategies.policy_report import read_policy_report
 
-    return read_policy_report(store, config)
+    return read_policy_report(store.policy, config)
 
 
 def _data_status(store, config) -> dict[str, Any] | None:
@@ -211,7 +211,7 @@ def _data_status(store, config) -> dict[str, Any] | None:
         return None
     from evo.data.cache import cache_status
 
-    return cache_status(store, config.dataset, config.data)
+    return cache_status(store.datacache, config.dataset, config.data)
 
 
 def find_record(snapshot: Snapshot, ident: str) -> Record:

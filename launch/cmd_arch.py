@@ -119,7 +119,7 @@ def _run_data_shape(url: str, config) -> tuple[tuple[int, int, int], int] | None
     from evo.data.cache import cache_status
     from storage import open_store
 
-    status = cache_status(open_store(url), config.dataset, config.data)
+    status = cache_status(open_store(url).datacache, config.dataset, config.data)
     if status["state"] != "ready":
         return None
     return tuple(status["input_shape"]), int(status["num_classes"])

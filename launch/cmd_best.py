@@ -26,22 +26,22 @@ def best_individual(store, config, ident: str | None = None):
     parse = for_config(config).parse
     if ident is not None:
         try:
-            info = store.find(ident)
+            info = store.population.find(ident)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-        ind = store.read_individual(info, bounds=config.bounds, dna_validator=parse) if info else None
+        ind = store.population.read_individual(info, bounds=config.bounds, dna_validator=parse) if info else None
         if ind is None:
-            ind = store.read_kept(ident)
+            ind = store.history.read_kept(ident)
         if ind is None:
             raise UserError(f"{store.url}: {ident} is neither a readable live individual nor a dead one "
                             "with kept weights (run with --keep-best K to keep the best dead)")
         return ind
     for _ in range(5):  # the best may die between the listing and the read: look again
-        alive = sorted(store.list_alive(), key=lambda i: (-i.fitness, i.birth))
+        alive = sorted(store.population.list_alive(), key=lambda i: (-i.fitness, i.birth))
         if not alive:
             raise UserError(f"{store.url}: no live individuals yet")
         for info in alive:
-            ind = store.read_individual(info, bounds=config.bounds, dna_validator=parse)
+            ind = store.population.read_individual(info, bounds=config.bounds, dna_validator=parse)
             if ind is not None:
                 return ind
     raise UserError(f"{store.url}: no live individual could be read (see `evo check`)")
@@ -82,7 +82,7 @@ def retrained_rows(store) -> list[dict[str, Any]]:
     """The finished final trainings of the store, by searched validation accuracy (never by
     test accuracy: choosing on the test split would make its number optimistic)."""
     rows = []
-    for state in store.retrain_states():
+    for state in store.retrains.retrain_states():
         if state.state != "done" or state.request is None:
             continue
         src, res = state.request.get("source") or {}, state.result or {}
@@ -124,7 +124,7 @@ def export_retrained(store, args: argparse.Namespace, rows: list[dict[str, Any]]
     from storage import CorruptRecord
 
     try:
-        found = store.read_retrain_export(rid)
+        found = store.retrains.read_retrain_export(rid)
     except CorruptRecord as exc:
         raise UserError(f"{store.url}: {exc}") from None
     result, files = found

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--grace must be a number of seconds >= 0, got {args.grace}")
     try:
         store = storage.open_store(args.url)
-        config_text = store.read_config()
+        config_text = store.runinfo.read_config()
     except storage.StoreError as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:  # unreachable or forbidden store
@@ -67,16 +67,16 @@ def run(args: argparse.Namespace) -> int:
     if config is not None:
         from evo.strategies.policy_report import read_policy_report
 
-        policy = read_policy_report(store, config)
+        policy = read_policy_report(store.policy, config)
         if policy is not None and args.repair:
             for version in policy.unusable:
                 try:
-                    store.move_policy_aside(version)
+                    store.policy.move_policy_aside(version)
                     result["repaired"]["unusable policy versions"] = result["repaired"].get(
                         "unusable policy versions", 0) + 1
                 except OSError as exc:
                     result["problems"].append(f"policy: version {version} could not be moved aside: {exc}")
-            policy = read_policy_report(store, config)
+            policy = read_policy_report(store.policy, config)
         if policy is not None and policy.problems:
             result["ok"] = False
             result["problems"] += [f"policy: {p}" for p in policy.problems]

@@ -335,16 +335,16 @@ def init_run(url: str, config: RunConfig, *, force_new_config: bool = False,
     _check_location(url)
     try:
         store = open_store(url)
-        if not store.has_config():
-            if store.has_individuals() and not force_new_config:
+        if not store.runinfo.has_config():
+            if store.population.has_individuals() and not force_new_config:
                 raise UserError(f"{url} holds individuals but no config.json (deleted?); writing a new one "
                                 "would change the run under them: use --force-new-config if you mean it")
             check_data(config)
             if decode:
                 decode_data(store, config)
-            if store.init_config(config.to_json()):
+            if store.runinfo.init_config(config.to_json()):
                 return config, True
-        existing_text = store.read_config()
+        existing_text = store.runinfo.read_config()
     except StoreError as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:
@@ -403,7 +403,7 @@ def ensure_run(url: str, args: argparse.Namespace) -> None:
 
     _check_location(url)
     try:
-        exists = open_store(url).has_config()
+        exists = open_store(url).runinfo.has_config()
     except StoreError as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:

@@ -144,7 +144,7 @@ def run_local(args: argparse.Namespace) -> int:
     stopped_by = None
     try:
         procs = start_workers(args, log_dir)
-        progress = Progress(store, interval=args.progress_interval)
+        progress = Progress(store.population, store.history, interval=args.progress_interval)
         while any(p.poll() is None for p, _ in procs):
             progress.update([p for p, _ in procs])
             time.sleep(0.5)
@@ -164,7 +164,7 @@ def run_local(args: argparse.Namespace) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
     failed = [(p.returncode, log) for p, log in procs if p.returncode not in CLEAN_EXITS]
-    print(summarize(store, args.url, log_dir), flush=True)
+    print(summarize(store.history, args.url, log_dir), flush=True)
     if failed and stopped_by is None:
         code, log = failed[0]
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []

@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     rids = []
     for req in requests:
         try:
-            new = store.put_retrain_request(req["rid"], req)
+            new = store.retrains.put_retrain_request(req["rid"], req)
         except ValueError as exc:
             raise UserError(f"{req['rid']}: {exc}") from None
         rids.append(req["rid"])
@@ -180,7 +180,7 @@ def _open_pending(url: str):
 
     try:
         store = storage.open_store(url)
-        if not store.list_retrains():
+        if not store.retrains.list_retrains():
             raise UserError(f"{url}: no retrain requests (make them with evo retrain {url} --top K --no-train)")
     except storage.StoreError as exc:
         raise UserError(str(exc)) from None

@@ -306,7 +306,7 @@ def slurm_jobs(url: str) -> list[dict[str, Any]] | None:
     if shutil.which("squeue") is None:
         return None
     try:
-        launches = open_store(url).list_launches()
+        launches = open_store(url).runinfo.list_launches()
     except (StoreError, OSError):
         return None
     ids = [str(rec["info"].get("job_id")) for rec in sorted(launches, key=lambda r: r["time"])

@@ -51,7 +51,7 @@ def decode_data(store, config: RunConfig) -> None:
     if config.dataset_name not in USER_DATASETS:
         return
     try:
-        manifest = ensure_cache(config.dataset, config.data, store,
+        manifest = ensure_cache(config.dataset, config.data, store.datacache,
                                 progress=lambda line: print(line, file=sys.stderr, flush=True))
     except DatasetError as exc:
         raise UserError(f"--dataset: {exc}") from None

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from storage import HistoryFacet, PopulationFacet
 
 
 class Progress:
     """Prints one status line every ``interval`` seconds (a live line on a terminal)."""
 
-    def __init__(self, store, interval: float = 5.0, stream=None):
-        self.store = store
+    def __init__(self, population: PopulationFacet, history: HistoryFacet, interval: float = 5.0, stream=None):
+        self.population, self.history = population, history   # the store's facets it reads
         self.interval = interval
         self.stream = stream or sys.stdout
         self.start = time.time()
@@ -20,8 +24,8 @@ class Progress:
 
     def snapshot(self) -> dict:
         """alive, born, best fitness and id, from one listing of alive/ and history/."""
-        alive = self.store.list_alive()
-        dead = self.store.count_history()
+        alive = self.population.list_alive()
+        dead = self.history.count_history()
         best = max(alive, key=lambda p: p.fitness, default=None)
         return {"alive": len(alive), "born": len(alive) + dead, "killed": dead,
                 "best": best.fitness if best else None, "best_id": best.id if best else None}
@@ -59,12 +63,13 @@ def _clock(seconds: float) -> str:
     return f"{m:02d}:{s:02d}"
 
 
-def summarize(store, url: str, log_dir, resume: str | None = None) -> str:
-    """Where the results are and how to inspect them, with the run's headline numbers.
+def summarize(history: HistoryFacet, url: str, log_dir, resume: str | None = None) -> str:
+    """Where the results are and how to inspect them, with the run's headline numbers (from
+    one census of ``history``, the store's facet).
 
     ``resume``: the command that starts the workers again (default: the local launcher's).
     """
-    census = store.census()
+    census = history.census()
     alive, history = census.listed, census.history
     best = max(alive, key=lambda p: p.fitness, default=None)
     initial = [r["fitness"] for r in history if r["mutation"] == "initial"] or \

@@ -213,7 +213,7 @@ def pending_retrains(url: str) -> list[str]:
     from storage import StoreError, open_store
 
     try:
-        rids = open_store(url).list_retrains()
+        rids = open_store(url).retrains.list_retrains()
     except StoreError as exc:
         raise UserError(str(exc)) from None
     if not rids:
@@ -272,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
     array_id = str(ids[0]).split("_")[0]
     store = open_store(args.url)
     if args.executor == "slurm":
-        store.record_launch(f"slurm-{array_id}", {
+        store.runinfo.record_launch(f"slurm-{array_id}", {
             "kind": "slurm", "job_id": array_id, "tasks": n, "log_dir": str(folder),
             "command": resume_command(args)})
     limit = "" if args.max_seconds is not None or args.retrain else (

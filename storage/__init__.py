@@ -2,24 +2,23 @@
 workers read and write without a coordinator or locks.
 
     store = storage.open_store("gs://bucket/run1")      # or /path, file:///path, memory://x
-    for info in store.list_alive(): ...                  # one listing, no reads
-    ind = store.read_individual(info, bounds=bounds)     # verified, or None
-    store.kill(info, worker=me)                          # True for exactly one caller
-    store.publish(child.to_dict(), weights, parent=ind.id, mutation=..., fitness=..., worker=me)
+    pop = store.population
+    for info in pop.list_alive(): ...                    # one listing, no reads
+    ind = pop.read_individual(info, bounds=bounds)       # verified, or None
+    pop.kill(info, worker=me)                            # True for exactly one caller
+    pop.publish(child.to_dict(), weights, parent=ind.id, mutation=..., fitness=..., worker=me)
 
-The run's decoded dataset lives in ``data/`` (:mod:`storage.datacache`): ``data_state``,
-``claim_data``, ``write_data_part``, ``commit_data``, ``read_data_manifest``,
-``read_data_part`` and the decoder's progress record.
-
-Readers of the whole population (status, plots, audits, benchmarks) use the store's reading
-API, never the backend or the record formats: ``census()`` (every individual, one consistent
-pass), ``scan_alive()``, ``scan_history()``, ``scan_quarantine()``, ``births()``,
-``list_workers()``; broken entries come back as :class:`Broken`, never raised. The history
-is read from segments (``roll_up()``, :mod:`storage.segments`) plus the unsealed tail in
+The store's facets (:mod:`storage.store`; their protocols in :mod:`storage.facets`):
+``population`` (the live individuals), ``history`` (everyone alive and dead: ``census()``,
+``scan_history()``, ``scan_quarantine()``, ``births()``, roll-ups, kept weights),
+``runinfo`` (``config.json``, heartbeats, marks, launch records), ``datacache`` (the run's
+decoded dataset in ``data/``), ``retrains`` (final trainings, ``evo retrain``:
+:mod:`storage.retrain`) and ``policy`` (the learned strategy's versions). Readers of the
+whole population (status, plots, audits, benchmarks) use the history facet, never the
+backend or the record formats; broken entries come back as :class:`Broken`, never raised.
+The history is read from segments (:mod:`storage.segments`) plus the unsealed tail in
 ``history/``, each record once; a store object remembers what it read, and ``gs://`` stores
-keep a local read cache (:mod:`storage.readcache`). Final
-trainings (``evo retrain``) have their own records under ``retrain/`` (``claim_retrain``,
-``save_retrain_checkpoint``, ``finish_retrain``, ``retrain_states``, ...: :mod:`storage.retrain`).
+keep a local read cache (:mod:`storage.readcache`).
 
 Torch-free (weights are opaque safetensors bytes here). See docs/layout.md for the files and
 protocols. ``open_store`` imports gcsfs only for ``gs://`` URLs.
@@ -34,10 +33,11 @@ from .check import CheckReport
 from .crash import POINTS as CRASH_POINTS
 from .crash import CrashAt, FaultHook, crash_hook
 from .datacache import DataState, check_data_key
+from .facets import DataCacheFacet, HistoryFacet, PolicyFacet, PopulationFacet, RetrainFacet, RunInfoFacet
 from .local import LocalBackend
 from .memory import MemoryBackend
-from .population import PopulationStore
-from .readers import Census
+from .history import Census
+from .store import PopulationStore
 from .reading import Broken
 from .records import CorruptRecord, Individual, IndividualInfo, alive_key, birth_of, dna_hash, history_key, is_id
 from .retrain import Claim, RetrainState
@@ -48,6 +48,8 @@ from .verify import DnaValidator
 __all__ = [
     # opening a store, and the store
     "open_store", "open_backend", "PopulationStore", "StoreError", "DnaValidator",
+    # the store's facets, as protocols (type a collaborator by the facets it receives)
+    "PopulationFacet", "HistoryFacet", "RunInfoFacet", "DataCacheFacet", "RetrainFacet", "PolicyFacet",
     # what readers get back
     "IndividualInfo", "Individual", "Census", "Broken", "CheckReport", "CorruptRecord",
     "is_id", "birth_of", "dna_hash", "alive_key", "history_key", "safetensors_header_ok", "safetensors_problem",

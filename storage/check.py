@@ -311,4 +311,4 @@ def _keep_after_crash(store: AuditedStore, ident: str, name: str) -> bool:
         check_history(record, ident)
     except CorruptRecord:
         return False
-    return store.keep_weights_if_best(record)
+    return store.population.keep_weights_if_best(record)

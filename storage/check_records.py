@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import dna as dna_lib
 
 from .backend import TEMP_PREFIX, Backend, Entry, UnreadableEntry
+from .facets import HistoryFacet, PopulationFacet
 from .reading import Broken, read_json
 from .records import (
     ALIVE, HISTORY, KEPT, PAYLOAD, CorruptRecord, IndividualInfo, dumps, history_key, loads,
@@ -23,11 +24,17 @@ CHECK_BATCH = 64   # records read at once: bounds memory on a store full of maxi
 
 
 class AuditedStore(Protocol):
-    """What ``check`` uses of a store: its backend's primitives and these public methods
-    (:class:`storage.PopulationStore` has them all)."""
+    """What ``check`` uses of a store: its backend's primitives, its settings and two of its
+    facets (:class:`storage.PopulationStore` has them all)."""
 
-    backend: Backend
-    keep_best: int
+    population: PopulationFacet
+    history: HistoryFacet
+
+    @property
+    def backend(self) -> Backend: ...
+
+    @property
+    def keep_best(self) -> int: ...
 
     @property
     def url(self) -> str: ...
@@ -36,18 +43,6 @@ class AuditedStore(Protocol):
 
     def with_run(self, *, bounds: dna_lib.Bounds | None = None,
                  dna_validator: DnaValidator | None = None) -> "AuditedStore": ...
-
-    def verify_commit(self, info: IndividualInfo, raw: bytes) -> dict[str, Any]: ...
-
-    def check_history_record(self, key: str, rec: Any) -> dict[str, Any]: ...
-
-    def quarantine(self, target: IndividualInfo, reason: str, *, raw: bytes | None = None,
-                   unusable: bool = False) -> bool: ...
-
-    def keep_weights_if_best(self, record: dict[str, Any]) -> bool: ...
-
-    def roll_up(self, *, min_age: float, segment_records: int = SEGMENT_RECORDS,
-                max_segments: int | None = None) -> Any: ...
 
 
 class Findings:
@@ -140,7 +135,7 @@ class RecordAudits(Findings):
             except UnreadableEntry as exc:
                 bad.append((key, exc.problem, "unreadable", (), entry.mtime))
                 continue
-            dec = decode_segment(parsed, raw, self.store.check_history_record)
+            dec = decode_segment(parsed, raw, self.store.history.check_history_record)
             if dec.problem:
                 bad.append((key, f"history segment {dec.problem}", "corrupt", dec.ids, entry.mtime))
                 continue
@@ -184,7 +179,7 @@ class RecordAudits(Findings):
     def roll_up(self) -> None:
         """Repair's last step: roll sealed records older than the grace period up into segments."""
         try:
-            done = self.store.roll_up(min_age=self.grace)
+            done = self.store.history.roll_up(min_age=self.grace)
         except (OSError, UnreadableEntry) as exc:
             self.could_not("roll the history up into segments", exc)
             return
@@ -203,7 +198,7 @@ class RecordAudits(Findings):
                 problem, kind = obj.problem, obj.kind
             else:
                 try:
-                    self.store.check_history_record(key, obj)
+                    self.store.history.check_history_record(key, obj)
                     continue
                 except CorruptRecord as exc:
                     problem, kind = str(exc), "corrupt"
@@ -291,7 +286,7 @@ class RecordAudits(Findings):
                     self._repair_quarantine("unreadable", info, f"commit {raw.problem}", None)
                 continue
             try:
-                commit = self.store.verify_commit(info, raw)
+                commit = self.store.population.verify_commit(info, raw)
             except CorruptRecord as exc:
                 self._quarantine("corrupt", info, str(exc), raw)
                 continue
@@ -333,7 +328,7 @@ class RecordAudits(Findings):
 
     def _repair_quarantine(self, kind: str, info: IndividualInfo, reason: str, raw: bytes | None) -> None:
         try:
-            self.store.quarantine(info, reason, raw=raw, unusable=raw is None)
+            self.store.population.quarantine(info, reason, raw=raw, unusable=raw is None)
         except OSError as exc:
             self.could_not(f"quarantine {info.key}", exc)
             return

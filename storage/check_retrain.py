@@ -19,7 +19,7 @@ from .check_records import Findings
 from .reading import Broken, read_json
 from .records import CorruptRecord, loads
 from .retrain_format import (
-    _BEAT, _CKPT, _CKPT_BLOB, _CLAIM, RETRAIN, check_request, check_result, is_retrain_id,
+    BEAT_NAME, CKPT_NAME, CKPT_BLOB_NAME, CLAIM_NAME, RETRAIN, check_request, check_result, is_retrain_id,
 )
 
 _EXPORT_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}")
@@ -75,11 +75,11 @@ class RetrainAudits(Findings):
         for name in sorted(by_name):
             if name.startswith(TEMP_PREFIX):
                 self._temp(folder, name)
-            elif m := _CKPT.fullmatch(name):
+            elif m := CKPT_NAME.fullmatch(name):
                 commits[int(m.group(1))] = name
-            elif m := _CKPT_BLOB.fullmatch(name):
+            elif m := CKPT_BLOB_NAME.fullmatch(name):
                 blobs.setdefault(int(m.group(1)), []).append(name)
-            elif not (_CLAIM.fullmatch(name) or _BEAT.fullmatch(name) or name in ("metrics.json", "result.json")):
+            elif not (CLAIM_NAME.fullmatch(name) or BEAT_NAME.fullmatch(name) or name in ("metrics.json", "result.json")):
                 self.problem("stray", f"{folder}/{name} is not part of a retrain")
         done = "result.json" in by_name
         result = None

@@ -1,5 +1,5 @@
-"""What every part of the population store stands on: the backend, the run's settings, the
-clock, the fault hook, the config and the live listing (see :mod:`storage.population`)."""
+"""What every facet of a store stands on: the backend, the run's settings, the clock, the
+fault hook, the memo of immutable records and the live listing (see :mod:`storage.store`)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,15 @@ import bisect
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
 
 import dna as dna_lib
 
-from .backend import TEMP_PREFIX, Backend, StoreError, UnreadableEntry
+from .backend import Backend
 from .crash import FaultHook, no_fault
 from .readcache import cache_for
-from .records import ALIVE, CONFIG_KEY, HISTORY, MAX_CONFIG_BYTES, IndividualInfo, check_id, parse_alive_name
-from .segments import SEGMENTS
+from .records import ALIVE, IndividualInfo, check_id, parse_alive_name
 from .verify import DnaValidator
 
-Store = TypeVar("Store", bound="StoreCore")
 # Listings that differ from the one before in more names than this are parsed and sorted
 # afresh; fewer changes (the usual case: a few births and deaths between a worker's two
 # listings) are merged into the sorted view.
@@ -63,7 +60,9 @@ class LiveNames:
 
 
 class StoreCore:
-    """One population directory; safe to use from many processes and machines at once.
+    """What every facet of a store shares (never handed to collaborators): the backend, the
+    run's settings, the clock, the fault hook, what this store object has read of objects
+    that never change (``memo``, ``read_cache``) and the latest live listing.
 
     ``keep_best``: keep the weights of the best K dead individuals (by fitness, higher is
     better). ``bounds`` and ``dna_validator``: the run's DNA bounds, and the check of DNA of
@@ -83,11 +82,11 @@ class StoreCore:
         self.dna_validator = dna_validator
         self.bounds = bounds
         self.fault = fault or no_fault
-        self._clock = clock
-        # What this object has read of objects that never change (see storage.readers), and
+        self.clock = clock
+        # What this object has read of objects that never change (see storage.immutable), and
         # the local read cache of a remote store (None: local stores, or the cache is off).
-        self._memo: dict[str, dict] = {}
-        self._read_cache = cache_for(backend.url)
+        self.memo: dict[str, dict] = {}
+        self.read_cache = cache_for(backend.url)
         self._live = LiveNames()   # the latest alive/ listing, parsed (see list_alive)
 
     @property
@@ -97,68 +96,17 @@ class StoreCore:
 
     def now(self) -> float:
         """The store's clock (unix seconds): what it writes as times of births and deaths."""
-        return self._clock()
+        return self.clock()
 
-    def with_run(self: Store, *, keep_best: int | None = None, bounds: dna_lib.Bounds | None = None,
-                 dna_validator: DnaValidator | None = None) -> Store:
-        """The same store with the run's settings (from its config); None keeps the current."""
-        return type(self)(
-            self.backend, keep_best=self.keep_best if keep_best is None else keep_best,
-            dna_validator=dna_validator or self.dna_validator, bounds=bounds or self.bounds,
-            clock=self._clock, fault=self.fault)
-
-    def with_keep_best(self: Store, keep_best: int) -> Store:
-        """The same store with another ``keep_best`` (e.g. from the run config)."""
-        return self.with_run(keep_best=keep_best)
-
-    # ----- the run's config -----
-    def init_config(self, text: str) -> bool:
-        """Store ``config.json`` if there is none yet; True iff this call stored it."""
-        return self.backend.create(CONFIG_KEY, text.encode("utf-8"))
-
-    def has_config(self) -> bool:
-        """True if something has the name ``config.json`` (one stat; nothing is read)."""
-        return self.backend.exists(CONFIG_KEY)
-
-    def read_config(self) -> str:
-        """The text of ``config.json``; StoreError if this is not a population directory."""
-        try:
-            raw = self.backend.read(CONFIG_KEY, MAX_CONFIG_BYTES)
-        except FileNotFoundError:
-            raise StoreError(f"{self.url}: no config.json "
-                             "(not a population directory; run 'evo init')") from None
-        except UnreadableEntry as exc:
-            raise StoreError(f"{self.url}/{exc}") from None
-        except OSError as exc:  # the store itself is unreachable or forbidden
-            raise StoreError(f"{self.url}: cannot read config.json: {exc.strerror or exc}") from None
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise StoreError(f"{self.url}/config.json is not UTF-8 text") from None
-
-    # ----- the live population -----
     def list_alive(self) -> list[IndividualInfo]:
-        """Live individuals (id, fitness, birth), oldest first, from ONE listing; reads nothing.
-
-        May include a *zombie* (killed by a worker that crashed before cleaning up): killing
-        it again returns False and removes it from the listing.
-        """
+        """Live individuals (id, fitness, birth), oldest first, from ONE listing; reads nothing."""
         return self._live.update(self.backend.list(ALIVE))
-
-    def has_individuals(self) -> bool:
-        """True if ``alive/``, ``history/`` or ``segments/`` holds anything but temp files
-        (three listings): the store has (had) individuals, whatever state their names are in."""
-        return any(not name.startswith(TEMP_PREFIX)
-                   for folder in (ALIVE, HISTORY, SEGMENTS) for name in self.backend.list(folder))
-
-    def still_listed(self, info: IndividualInfo) -> bool:
-        """True if ``info``'s commit is still in ``alive/`` now (one stat, no listing)."""
-        return self.backend.exists(info.key)
 
     def find(self, ident: str) -> IndividualInfo | None:
         """The listing entry of a live individual, or None (costs one listing)."""
         check_id(ident)
         return next((i for i in self.list_alive() if i.id == ident), None)
 
-    def _resolve(self, target: IndividualInfo | str) -> IndividualInfo | None:
+    def resolve(self, target: IndividualInfo | str) -> IndividualInfo | None:
+        """``target`` itself when it is a listing entry, else the live individual of that id."""
         return target if isinstance(target, IndividualInfo) else self.find(target)

@@ -85,14 +85,33 @@ def parse_data_name(name: str) -> tuple[str, int, str] | None:
     return m.group(1), int(m.group(2)), what
 
 
-class DataCaches(StoreCore):
-    """The ``data/`` objects of :class:`storage.PopulationStore` (see this module's docstring)."""
+class DataCache:
+    """The run's decoded datasets in ``data/`` (the store's ``datacache`` facet; this module's
+    docstring has the protocol).
+
+    Contract: exactly one caller wins the claim of a generation and decodes it; a generation
+    exists exactly when its manifest does, and the manifest names only parts already whole;
+    every part is read bounded by its stated size and checked against its SHA-256.
+    """
+
+    def __init__(self, core: StoreCore):
+        self._core = core
+        self._backend = core.backend
+
+    @property
+    def url(self) -> str:
+        """The store's URL (no credentials), for messages about its cache."""
+        return self._core.url
+
+    def now(self) -> float:
+        """The store's clock (unix seconds): what claims and progress records are stamped with."""
+        return self._core.now()
 
     def data_state(self, key: str) -> DataState:
         """Generations of cache ``key`` that have a manifest, a claim or progress (one listing)."""
         check_data_key(key)
         manifests, claims, progress, parts = set(), set(), set(), {}
-        for name in self.backend.list(DATA):
+        for name in self._backend.list(DATA):
             parsed = parse_data_name(name)
             if parsed is None or parsed[0] != key:
                 continue
@@ -107,9 +126,9 @@ class DataCaches(StoreCore):
         """Create the claim on generation ``generation`` of cache ``key`` if nobody has; True
         iff this call did (then this caller decodes it)."""
         key = f"{DATA}/{check_data_key(key)}.g{_generation(generation)}.claim.json"
-        won = self.backend.create(key, dumps({**info, "time": self._clock()}))
+        won = self._backend.create(key, dumps({**info, "time": self._core.now()}))
         if won:
-            self.fault("data:after_claim")
+            self._core.fault("data:after_claim")
         return won
 
     def read_data_claim(self, key: str, generation: int) -> dict[str, Any] | None:
@@ -119,8 +138,8 @@ class DataCaches(StoreCore):
 
     def write_data_progress(self, key: str, generation: int, info: dict[str, Any]) -> None:
         """Overwrite the decoder's progress record of a generation (``info`` + ``time``)."""
-        self.backend.write(f"{DATA}/{check_data_key(key)}.g{_generation(generation)}.progress.json",
-                           dumps({**info, "time": self._clock()}))
+        self._backend.write(f"{DATA}/{check_data_key(key)}.g{_generation(generation)}.progress.json",
+                           dumps({**info, "time": self._core.now()}))
 
     def read_data_progress(self, key: str, generation: int) -> dict[str, Any] | None:
         """The latest progress record of a generation, or None (absent, unreadable, not a
@@ -136,25 +155,25 @@ class DataCaches(StoreCore):
         if len(blob) > MAX_PART_BYTES:
             raise ValueError(f"data part of {len(blob)} bytes is larger than the store takes ({MAX_PART_BYTES})")
         name = f"{DATA}/{check_data_key(key)}.g{_generation(generation)}.{part}.{secrets.token_hex(8)}.safetensors"
-        self.backend.write(name, blob)
-        self.fault("data:after_part")
+        self._backend.write(name, blob)
+        self._core.fault("data:after_part")
         return {"key": name, "size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
 
     def commit_data(self, key: str, generation: int, manifest: dict[str, Any]) -> bool:
         """Create the manifest of a generation (only if absent): the cache exists from now
         on. True iff this call created it."""
-        self.fault("data:before_commit")
+        self._core.fault("data:before_commit")
         text = dumps(manifest)
         if len(text) > MAX_MANIFEST_BYTES:
             raise ValueError(f"data manifest of {len(text)} bytes is larger than {MAX_MANIFEST_BYTES}")
-        return self.backend.create(f"{DATA}/{check_data_key(key)}.g{_generation(generation)}.json", text)
+        return self._backend.create(f"{DATA}/{check_data_key(key)}.g{_generation(generation)}.json", text)
 
     def read_data_manifest(self, key: str, generation: int) -> dict[str, Any] | None:
         """The manifest of a generation as a JSON object; None if absent. CorruptRecord (one
         line) when it exists but is unreadable, oversized, not JSON or not an object."""
         name = f"{DATA}/{check_data_key(key)}.g{_generation(generation)}.json"
         try:
-            raw = self.backend.read(name, MAX_MANIFEST_BYTES)
+            raw = self._backend.read(name, MAX_MANIFEST_BYTES)
         except FileNotFoundError:
             return None
         except UnreadableEntry as exc:
@@ -179,7 +198,7 @@ class DataCaches(StoreCore):
         if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
             raise CorruptRecord(f"{name}: the manifest states no SHA-256")
         try:
-            blob = self.backend.read(name, size)
+            blob = self._backend.read(name, size)
         except FileNotFoundError:
             raise CorruptRecord(f"{name} is missing") from None
         except UnreadableEntry as exc:
@@ -195,11 +214,11 @@ class DataCaches(StoreCore):
         parsed = parse_data_name(part_key.split("/", 1)[1]) if part_key.startswith(DATA + "/") else None
         if parsed is None or parsed[2] != "part":
             raise ValueError(f"not a data part: {part_key!r}")
-        self.backend.delete(part_key)
+        self._backend.delete(part_key)
 
     def _small_json(self, name: str, what: str, bound: int) -> dict[str, Any] | None:
         try:
-            obj = loads(self.backend.read(name, bound), what)
+            obj = loads(self._backend.read(name, bound), what)
         except (FileNotFoundError, UnreadableEntry, CorruptRecord):
             return None
         return obj if isinstance(obj, dict) else None

@@ -39,13 +39,31 @@ def parse_policy_name(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-class PolicyRecords(StoreCore):
-    """The ``policy/`` part of :class:`storage.PopulationStore`."""
+class PolicyVersions:
+    """The learned strategy's policy versions, ``policy/v{n}.json`` (the store's ``policy``
+    facet).
+
+    Contract: a version number is created by exactly one of many racing writers and never
+    changes after; versions are read bounded; pruning removes only older versions.
+    """
+
+    def __init__(self, core: StoreCore):
+        self._core = core
+        self._backend = core.backend
+
+    @property
+    def url(self) -> str:
+        """The store's URL (no credentials), for messages about its versions."""
+        return self._core.url
+
+    def now(self) -> float:
+        """The store's clock (unix seconds): what a writer stamps the updates of a version with."""
+        return self._core.now()
 
     def policy_versions(self) -> list[int]:
         """The policy versions present, ascending (one listing; names of other forms are
         ignored; ``evo check`` reports them)."""
-        return sorted(v for v in (parse_policy_name(n) for n in self.backend.list(POLICY)) if v is not None)
+        return sorted(v for v in (parse_policy_name(n) for n in self._backend.list(POLICY)) if v is not None)
 
     def read_policy(self, version: int) -> bytes | None:
         """Version ``version``'s bytes, or None if it is absent (never created, or pruned).
@@ -54,7 +72,7 @@ class PolicyRecords(StoreCore):
         ``MAX_POLICY_BYTES`` (the caller skips that version).
         """
         try:
-            return self.backend.read(policy_key(version), MAX_POLICY_BYTES)
+            return self._backend.read(policy_key(version), MAX_POLICY_BYTES)
         except FileNotFoundError:
             return None
 
@@ -63,16 +81,16 @@ class PolicyRecords(StoreCore):
         created it (exactly one of many racing callers does)."""
         if len(data) > MAX_POLICY_BYTES:
             raise ValueError(f"policy version of {len(data)} bytes is over the {MAX_POLICY_BYTES}-byte limit")
-        self.fault("policy:before_create")
-        created = self.backend.create(policy_key(version), data)
+        self._core.fault("policy:before_create")
+        created = self._backend.create(policy_key(version), data)
         if created:
-            self.fault("policy:after_create")
+            self._core.fault("policy:after_create")
         return created
 
     def delete_policy(self, version: int) -> None:
         """Remove version ``version`` (a writer withdrawing an orphan it just created)."""
         try:
-            self.backend.delete(policy_key(version))
+            self._backend.delete(policy_key(version))
         except (OSError, UnreadableEntry):
             pass
 
@@ -80,7 +98,7 @@ class PolicyRecords(StoreCore):
         """Move an unusable version (corrupt, foreign, planted) as it is into
         ``quarantine/moved/`` (``evo check --repair``); its new key. OSError if the store does
         not allow it."""
-        return self.backend.move_aside(POLICY, policy_key(version).split("/", 1)[1])
+        return self._backend.move_aside(POLICY, policy_key(version).split("/", 1)[1])
 
     def prune_policies(self, below: int) -> int:
         """Delete the versions numbered below ``below`` (the caller keeps the newest few);
@@ -90,7 +108,7 @@ class PolicyRecords(StoreCore):
             if version >= below:
                 break
             try:
-                deleted += bool(self.backend.delete(policy_key(version)))
+                deleted += bool(self._backend.delete(policy_key(version)))
             except (OSError, UnreadableEntry):
                 pass
         return deleted

@@ -17,76 +17,63 @@ from .records import ALIVE, CorruptRecord, IndividualInfo, dumps, loads, quarant
 log = logging.getLogger("evo.storage")
 
 
-class Quarantining(StoreCore):
-    """The quarantine step of :class:`storage.PopulationStore`."""
-
-    def quarantine(self, target: IndividualInfo | str, reason: str, *, raw: bytes | None = None,
-                   unusable: bool = False) -> bool:
-        """Move a live individual to ``quarantine/`` with ``reason``; True iff this call did.
-
-        Its weights stay (for inspection); it leaves the live listing. ``raw``: its commit
-        bytes when the caller has read them already; ``unusable``: its commit cannot be read
-        as it is (it is then moved aside, never read or copied).
-        """
-        info = self._resolve(target)
-        return False if info is None else self._quarantine(info, reason, raw=raw, unusable=unusable)
-
-    def _quarantine(self, info: IndividualInfo, reason: str, raw: bytes | None = None,
-                    unusable: bool = False) -> bool:
-        """Record ``reason`` in ``quarantine/{id}.json``, then take the commit off ``alive/``
-        (see the module docstring); True iff this call created the record."""
-        if raw is None and not unusable:
-            try:
-                raw = self.backend.read(info.key)
-            except FileNotFoundError:
-                return False
-            except UnreadableEntry:
-                unusable = True
-        commit = None
-        if raw is not None:
-            try:
-                parsed = loads(raw, "commit")
-            except CorruptRecord:
-                parsed = None
-            commit = parsed if isinstance(parsed, dict) else None
-        name = info.key.split("/", 1)[1]
-        moved_to = None if commit is not None else moved_key(ALIVE, name)
-        record = {
-            "schema": 1, "id": info.id, "reason": reason[:500], "time": self._clock(),
-            "alive_key": info.key, "commit": commit, "moved_to": moved_to,
-        }
+def quarantine(core: StoreCore, info: IndividualInfo, reason: str, raw: bytes | None = None,
+               unusable: bool = False) -> bool:
+    """Move a live individual to ``quarantine/``: record ``reason`` in
+    ``quarantine/{id}.json``, then take the commit off ``alive/`` (see the module
+    docstring); True iff this call created the record."""
+    if raw is None and not unusable:
         try:
-            created = self.backend.create(quarantine_key(info.id), dumps(record))
-        except (OSError, UnreadableEntry) as exc:
-            # A reader without write access (or a damaged quarantine/ folder): the entry stays
-            # where it is, unused; evo check names it. Never a reason to stop the reader.
-            log.warning("%s: could not quarantine individual %s (%s): %s", self.url, info.id, reason,
-                        getattr(exc, "strerror", None) or exc)
-            return False
-        self.fault("quarantine:after_record")
-        if not created and moved_to is not None:  # finish a quarantine whose writer died
-            moved_to = self._recorded_move(info.id) or moved_to
-        try:
-            if moved_to is None:
-                self.backend.delete(info.key)
-            else:
-                self.backend.move_aside(ALIVE, name, moved_to)
+            raw = core.backend.read(info.key)
         except FileNotFoundError:
-            pass  # someone else finished it
-        except (OSError, UnreadableEntry) as exc:
-            log.warning("%s: could not take %s off the live listing: %s", self.url, info.key,
-                        getattr(exc, "strerror", None) or exc)
-        if created:
-            log.warning("%s: quarantined individual %s: %s", self.url, info.id, reason)
-        else:
-            log.debug("%s: individual %s was already quarantined", self.url, info.id)
-        return created
-
-    def _recorded_move(self, ident: str) -> str | None:
-        """Where an existing quarantine record says the entry was moved, if it says so."""
+            return False
+        except UnreadableEntry:
+            unusable = True
+    commit = None
+    if raw is not None:
         try:
-            rec = loads(self.backend.read(quarantine_key(ident)), "quarantine record")
-        except (FileNotFoundError, UnreadableEntry, CorruptRecord):
-            return None
-        where = rec.get("moved_to") if isinstance(rec, dict) else None
-        return where if isinstance(where, str) and where.startswith(MOVED_DIR + "/") and is_key(where) else None
+            parsed = loads(raw, "commit")
+        except CorruptRecord:
+            parsed = None
+        commit = parsed if isinstance(parsed, dict) else None
+    name = info.key.split("/", 1)[1]
+    moved_to = None if commit is not None else moved_key(ALIVE, name)
+    record = {
+        "schema": 1, "id": info.id, "reason": reason[:500], "time": core.now(),
+        "alive_key": info.key, "commit": commit, "moved_to": moved_to,
+    }
+    try:
+        created = core.backend.create(quarantine_key(info.id), dumps(record))
+    except (OSError, UnreadableEntry) as exc:
+        # A reader without write access (or a damaged quarantine/ folder): the entry stays
+        # where it is, unused; evo check names it. Never a reason to stop the reader.
+        log.warning("%s: could not quarantine individual %s (%s): %s", core.url, info.id, reason,
+                    getattr(exc, "strerror", None) or exc)
+        return False
+    core.fault("quarantine:after_record")
+    if not created and moved_to is not None:  # finish a quarantine whose writer died
+        moved_to = _recorded_move(core, info.id) or moved_to
+    try:
+        if moved_to is None:
+            core.backend.delete(info.key)
+        else:
+            core.backend.move_aside(ALIVE, name, moved_to)
+    except FileNotFoundError:
+        pass  # someone else finished it
+    except (OSError, UnreadableEntry) as exc:
+        log.warning("%s: could not take %s off the live listing: %s", core.url, info.key,
+                    getattr(exc, "strerror", None) or exc)
+    if created:
+        log.warning("%s: quarantined individual %s: %s", core.url, info.id, reason)
+    else:
+        log.debug("%s: individual %s was already quarantined", core.url, info.id)
+    return created
+
+def _recorded_move(core: StoreCore, ident: str) -> str | None:
+    """Where an existing quarantine record says the entry was moved, if it says so."""
+    try:
+        rec = loads(core.backend.read(quarantine_key(ident)), "quarantine record")
+    except (FileNotFoundError, UnreadableEntry, CorruptRecord):
+        return None
+    where = rec.get("moved_to") if isinstance(rec, dict) else None
+    return where if isinstance(where, str) and where.startswith(MOVED_DIR + "/") and is_key(where) else None

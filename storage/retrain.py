@@ -39,7 +39,7 @@ from .core import StoreCore
 from .reading import Broken, read_json
 from .records import MAX_PAYLOAD_BYTES, CorruptRecord, dumps, loads
 from .retrain_format import (
-    _CKPT, _CKPT_BLOB, _CLAIM, _EXPORT_NAME, MAX_EXPORT_FILES, MAX_LEASE, MIN_LEASE, RETRAIN, RETRAIN_SCHEMA,
+    CKPT_NAME, CKPT_BLOB_NAME, CLAIM_NAME, EXPORT_FILE_NAME, MAX_EXPORT_FILES, MAX_LEASE, MIN_LEASE, RETRAIN, RETRAIN_SCHEMA,
     check_request, check_result, check_retrain_id, is_retrain_id, request_key, retrain_key,
 )
 
@@ -76,8 +76,18 @@ class RetrainState:
 
 
 
-class RetrainRecords(StoreCore):
-    """The retrain records of :class:`storage.PopulationStore` (see the module docstring)."""
+class RetrainQueue:
+    """The final trainings of a run, ``retrain/`` (the store's ``retrains`` facet; this
+    module's docstring has the protocol).
+
+    Contract: a request is created once; at most one live holder trains it at a time (a
+    claim whose holder went silent for its lease is taken over); checkpoints and the result
+    are readable only once whole and verified; reads never raise for a damaged record.
+    """
+
+    def __init__(self, core: StoreCore):
+        self._core = core
+        self._backend = core.backend
 
     # ----- requests -----
     def put_retrain_request(self, rid: str, request: dict[str, Any]) -> bool:
@@ -89,11 +99,11 @@ class RetrainRecords(StoreCore):
             check_request(request, rid)
         except CorruptRecord as exc:
             raise ValueError(str(exc)) from None
-        return self.backend.create(request_key(rid), dumps(request))
+        return self._backend.create(request_key(rid), dumps(request))
 
     def read_retrain_request(self, rid: str) -> dict[str, Any] | Broken | None:
         """The checked request of ``rid``, a Broken naming its problem, or None if absent."""
-        for _, obj in read_json(self.backend, [request_key(rid)], "retrain request"):
+        for _, obj in read_json(self._backend, [request_key(rid)], "retrain request"):
             if isinstance(obj, Broken):
                 return obj
             try:
@@ -104,7 +114,7 @@ class RetrainRecords(StoreCore):
 
     def list_retrains(self) -> list[str]:
         """Ids of every retrain with a request (one listing), sorted."""
-        return sorted(n[:-len(".json")] for n in self.backend.list(RETRAIN)
+        return sorted(n[:-len(".json")] for n in self._backend.list(RETRAIN)
                       if n.endswith(".json") and is_retrain_id(n[:-len(".json")]))
 
     # ----- claims and heartbeats -----
@@ -118,10 +128,10 @@ class RetrainRecords(StoreCore):
         """
         if not MIN_LEASE <= lease <= MAX_LEASE:
             raise ValueError(f"lease must be in [{MIN_LEASE:g}, {MAX_LEASE:g}] seconds, got {lease!r}")
-        names = self.backend.list(f"{RETRAIN}/{check_retrain_id(rid)}")
+        names = self._backend.list(f"{RETRAIN}/{check_retrain_id(rid)}")
         if "result.json" in names:
             return None
-        claims = sorted(int(m.group(1)) for m in map(_CLAIM.fullmatch, names) if m)
+        claims = sorted(int(m.group(1)) for m in map(CLAIM_NAME.fullmatch, names) if m)
         if claims:
             status = self._holder_status(rid, claims[-1])
             if status == "alive" or (status == "failed" and not retry_failed):
@@ -129,9 +139,9 @@ class RetrainRecords(StoreCore):
         n = claims[-1] + 1 if claims else 0
         if n > 999_999:
             return None
-        record = {"schema": RETRAIN_SCHEMA, "rid": rid, "n": n, "time": self.now(), "lease": float(lease),
+        record = {"schema": RETRAIN_SCHEMA, "rid": rid, "n": n, "time": self._core.now(), "lease": float(lease),
                   "owner": owner}
-        if not self.backend.create(retrain_key(rid, f"claim-{n:06d}.json"), dumps(record)):
+        if not self._backend.create(retrain_key(rid, f"claim-{n:06d}.json"), dumps(record)):
             return None
         return Claim(rid, n, float(lease))
 
@@ -152,19 +162,19 @@ class RetrainRecords(StoreCore):
         if not times:
             entry = self._stat(retrain_key(rid, f"claim-{n:06d}.json"))
             times = [entry.mtime] if entry else []
-        return "alive" if times and self.now() - max(times) < lease else "dead"
+        return "alive" if times and self._core.now() - max(times) < lease else "dead"
 
     def retrain_beat(self, claim: Claim, info: dict[str, Any]) -> None:
         """Write the holder's heartbeat (``time`` now, ``info``: progress and identity)."""
-        self.backend.write(retrain_key(claim.rid, f"beat-{claim.n:06d}.json"),
-                           dumps({"schema": RETRAIN_SCHEMA, "n": claim.n, "time": self.now(), "info": info}))
+        self._backend.write(retrain_key(claim.rid, f"beat-{claim.n:06d}.json"),
+                           dumps({"schema": RETRAIN_SCHEMA, "n": claim.n, "time": self._core.now(), "info": info}))
 
     def retrain_still_mine(self, claim: Claim) -> bool:
         """True while no later claim exists and the retrain is not done (one listing)."""
-        names = self.backend.list(f"{RETRAIN}/{claim.rid}")
+        names = self._backend.list(f"{RETRAIN}/{claim.rid}")
         if "result.json" in names:
             return False
-        return all(int(m.group(1)) <= claim.n for m in map(_CLAIM.fullmatch, names) if m)
+        return all(int(m.group(1)) <= claim.n for m in map(CLAIM_NAME.fullmatch, names) if m)
 
     # ----- checkpoints -----
     def save_retrain_checkpoint(self, claim: Claim, step: int, blob: bytes, info: dict[str, Any] | None = None,
@@ -176,19 +186,19 @@ class RetrainRecords(StoreCore):
             raise ValueError(f"bad checkpoint step {step!r}")
         nonce = secrets.token_hex(8)
         blob_key = retrain_key(claim.rid, f"ckpt-{step:010d}.{nonce}.safetensors")
-        self.backend.write(blob_key, blob)
-        commit = {"schema": RETRAIN_SCHEMA, "step": step, "claim": claim.n, "time": self.now(),
+        self._backend.write(blob_key, blob)
+        commit = {"schema": RETRAIN_SCHEMA, "step": step, "claim": claim.n, "time": self._core.now(),
                   "blob": blob_key.rsplit("/", 1)[1], "sha256": hashlib.sha256(blob).hexdigest(),
                   "size": len(blob), "info": info or {}}
         key = retrain_key(claim.rid, f"ckpt-{step:010d}.json")
-        if not self.backend.create(key, dumps(commit)):
-            self.backend.delete(blob_key)
+        if not self._backend.create(key, dumps(commit)):
+            self._backend.delete(blob_key)
         self.prune_retrain_checkpoints(claim.rid, keep)
         return key
 
     def _checkpoint_commits(self, rid: str) -> list[tuple[int, str]]:
-        names = self.backend.list(f"{RETRAIN}/{check_retrain_id(rid)}")
-        return sorted(((int(m.group(1)), m.group(0)) for m in map(_CKPT.fullmatch, names) if m), reverse=True)
+        names = self._backend.list(f"{RETRAIN}/{check_retrain_id(rid)}")
+        return sorted(((int(m.group(1)), m.group(0)) for m in map(CKPT_NAME.fullmatch, names) if m), reverse=True)
 
     def load_retrain_checkpoint(self, rid: str) -> tuple[dict[str, Any], bytes] | None:
         """``(commit, blob)`` of the newest checkpoint whose blob verifies, or None.
@@ -199,12 +209,12 @@ class RetrainRecords(StoreCore):
         for step, name in self._checkpoint_commits(rid):
             commit = self._read_small(retrain_key(rid, name))
             if not (isinstance(commit, dict) and commit.get("step") == step and isinstance(commit.get("blob"), str)
-                    and (m := _CKPT_BLOB.fullmatch(commit["blob"])) and int(m.group(1)) == step
+                    and (m := CKPT_BLOB_NAME.fullmatch(commit["blob"])) and int(m.group(1)) == step
                     and isinstance(commit.get("size"), int) and 0 <= commit["size"] <= MAX_PAYLOAD_BYTES
                     and isinstance(commit.get("sha256"), str)):
                 continue
             try:
-                blob = self.backend.read(retrain_key(rid, commit["blob"]), max_bytes=commit["size"])
+                blob = self._backend.read(retrain_key(rid, commit["blob"]), max_bytes=commit["size"])
             except (FileNotFoundError, UnreadableEntry):
                 continue
             if len(blob) == commit["size"] and hashlib.sha256(blob).hexdigest() == commit["sha256"]:
@@ -216,36 +226,36 @@ class RetrainRecords(StoreCore):
         returns how many were deleted. Also deletes the done retrain's last ones when
         ``keep`` is 0."""
         commits = self._checkpoint_commits(rid)
-        names = self.backend.list(f"{RETRAIN}/{rid}")
+        names = self._backend.list(f"{RETRAIN}/{rid}")
         deleted = 0
         for step, name in commits[max(keep, 0):]:
-            self.backend.delete(retrain_key(rid, name))
+            self._backend.delete(retrain_key(rid, name))
             for blob in names:
-                m = _CKPT_BLOB.fullmatch(blob)
+                m = CKPT_BLOB_NAME.fullmatch(blob)
                 if m and int(m.group(1)) == step:
-                    self.backend.delete(retrain_key(rid, blob))
+                    self._backend.delete(retrain_key(rid, blob))
             deleted += 1
         return deleted
 
     # ----- metrics, export and result -----
     def write_retrain_metrics(self, claim: Claim, metrics: list[dict[str, Any]]) -> None:
         """Overwrite ``metrics.json`` with the per-epoch metrics so far."""
-        self.backend.write(retrain_key(claim.rid, "metrics.json"), dumps({"schema": RETRAIN_SCHEMA, "epochs": metrics}))
+        self._backend.write(retrain_key(claim.rid, "metrics.json"), dumps({"schema": RETRAIN_SCHEMA, "epochs": metrics}))
 
     def finish_retrain(self, claim: Claim, files: dict[str, bytes], result: dict[str, Any]) -> bool:
         """Write the exported model's ``files`` under ``export/``, then create ``result.json``
         (``result`` plus each file's SHA-256 and size). True iff this call made the result.
         ValueError for a file name the layout does not allow (nothing is written then)."""
-        if not files or len(files) > MAX_EXPORT_FILES or not all(_EXPORT_NAME.fullmatch(n) for n in files):
+        if not files or len(files) > MAX_EXPORT_FILES or not all(EXPORT_FILE_NAME.fullmatch(n) for n in files):
             raise ValueError("bad exported file names")
         listing = {}
         for name, data in sorted(files.items()):
-            self.backend.write(retrain_key(claim.rid, f"export/{name}"), data)
+            self._backend.write(retrain_key(claim.rid, f"export/{name}"), data)
             listing[name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-        record = {**result, "schema": RETRAIN_SCHEMA, "rid": claim.rid, "claim": claim.n, "time": self.now(),
+        record = {**result, "schema": RETRAIN_SCHEMA, "rid": claim.rid, "claim": claim.n, "time": self._core.now(),
                   "files": listing}
         check_result(record, claim.rid)
-        done = self.backend.create(retrain_key(claim.rid, "result.json"), dumps(record))
+        done = self._backend.create(retrain_key(claim.rid, "result.json"), dumps(record))
         if done:
             self.prune_retrain_checkpoints(claim.rid, keep=0)
         return done
@@ -263,7 +273,7 @@ class RetrainRecords(StoreCore):
         for name, spec in result["files"].items():
             key = retrain_key(rid, f"export/{name}")
             try:
-                data = self.backend.read(key, max_bytes=spec["size"])
+                data = self._backend.read(key, max_bytes=spec["size"])
             except FileNotFoundError:
                 raise CorruptRecord(f"{key} is missing") from None
             except UnreadableEntry as exc:
@@ -275,7 +285,7 @@ class RetrainRecords(StoreCore):
 
     def read_retrain_result(self, rid: str) -> dict[str, Any] | Broken | None:
         """The checked result of ``rid``, a Broken, or None when it is not done."""
-        for key, obj in read_json(self.backend, [retrain_key(rid, "result.json")], "retrain result"):
+        for key, obj in read_json(self._backend, [retrain_key(rid, "result.json")], "retrain result"):
             if isinstance(obj, Broken):
                 return obj
             try:
@@ -287,7 +297,7 @@ class RetrainRecords(StoreCore):
     def retrain_state(self, rid: str) -> RetrainState:
         """Everything :class:`RetrainState` says about ``rid``, from one listing and a few
         bounded reads."""
-        names = set(self.backend.list(f"{RETRAIN}/{check_retrain_id(rid)}"))
+        names = set(self._backend.list(f"{RETRAIN}/{check_retrain_id(rid)}"))
         broken: list[Broken] = []
         request = self.read_retrain_request(rid)
         if isinstance(request, Broken):
@@ -297,7 +307,7 @@ class RetrainRecords(StoreCore):
         if isinstance(result, Broken):
             broken.append(result)
             result = None
-        claims = sorted(int(m.group(1)) for m in map(_CLAIM.fullmatch, names) if m)
+        claims = sorted(int(m.group(1)) for m in map(CLAIM_NAME.fullmatch, names) if m)
         beat = None
         if claims:
             raw = self._read_small(retrain_key(rid, f"beat-{claims[-1]:06d}.json"))
@@ -305,7 +315,7 @@ class RetrainRecords(StoreCore):
         metrics_obj = self._read_small(retrain_key(rid, "metrics.json")) if "metrics.json" in names else None
         metrics = metrics_obj.get("epochs") if isinstance(metrics_obj, dict) else None
         metrics = [m for m in metrics if isinstance(m, dict)] if isinstance(metrics, list) else []
-        steps = [int(m.group(1)) for m in map(_CKPT.fullmatch, names) if m]
+        steps = [int(m.group(1)) for m in map(CKPT_NAME.fullmatch, names) if m]
         if result is not None:
             state = "done"
         elif claims:
@@ -324,13 +334,13 @@ class RetrainRecords(StoreCore):
     def _read_small(self, key: str) -> Any:
         """The JSON at ``key`` (bounded read), or None when absent, unreadable or not JSON."""
         try:
-            return loads(self.backend.read(key, MAX_RECORD_BYTES), "retrain record")
+            return loads(self._backend.read(key, MAX_RECORD_BYTES), "retrain record")
         except (FileNotFoundError, UnreadableEntry, CorruptRecord):
             return None
 
     def _stat(self, key: str):
         try:
-            return self.backend.stat(key)
+            return self._backend.stat(key)
         except UnreadableEntry:
             return None
 

@@ -16,11 +16,11 @@ from .verify import check_dna
 RETRAIN = "retrain"
 RETRAIN_SCHEMA = 1
 _RID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+=@-]{0,110}-[0-9a-f]{12}")
-_CLAIM = re.compile(r"claim-(\d{6})\.json")
-_BEAT = re.compile(r"beat-(\d{6})\.json")
-_CKPT = re.compile(r"ckpt-(\d{10})\.json")
-_CKPT_BLOB = re.compile(r"ckpt-(\d{10})\.([0-9a-f]{16})\.safetensors")
-_EXPORT_NAME = re.compile(r"(evo_model/)?[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}")
+CLAIM_NAME = re.compile(r"claim-(\d{6})\.json")
+BEAT_NAME = re.compile(r"beat-(\d{6})\.json")
+CKPT_NAME = re.compile(r"ckpt-(\d{10})\.json")
+CKPT_BLOB_NAME = re.compile(r"ckpt-(\d{10})\.([0-9a-f]{16})\.safetensors")
+EXPORT_FILE_NAME = re.compile(r"(evo_model/)?[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 FIXED_NAMES = ("metrics.json", "result.json")
 MIN_LEASE, MAX_LEASE = 5.0, 24 * 3600.0
@@ -90,7 +90,7 @@ def check_result(obj: Any, rid: str) -> dict[str, Any]:
     if not isinstance(files, dict) or not files or len(files) > MAX_EXPORT_FILES:
         raise CorruptRecord("retrain result has no list of exported files")
     for name, spec in files.items():
-        if not (isinstance(name, str) and _EXPORT_NAME.fullmatch(name) and isinstance(spec, dict)
+        if not (isinstance(name, str) and EXPORT_FILE_NAME.fullmatch(name) and isinstance(spec, dict)
                 and isinstance(spec.get("sha256"), str) and _HEX64.fullmatch(spec["sha256"])
                 and isinstance(spec.get("size"), int) and not isinstance(spec.get("size"), bool)
                 and 0 <= spec["size"] <= MAX_PAYLOAD_BYTES):

@@ -23,7 +23,7 @@ A segment that fails any of that is *broken*: none of its records are used; they
 wherever else they still are (their ``history/`` files, another segment) and otherwise counted
 as broken entries of the history, by id as far as the segment could be parsed.
 
-Pure functions here; :mod:`storage.readers` reads, :mod:`storage.rollup` writes.
+Pure functions here; :mod:`storage.immutable` and :mod:`storage.history` read, :mod:`storage.rollup` writes.
 """
 
 from __future__ import annotations

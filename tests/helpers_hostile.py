@@ -130,7 +130,7 @@ def plant_everything(store: storage.PopulationStore, root: Path, outside: Path,
     if victims is None:
         rng = np.random.default_rng(4)
         infos = [publish_random(store, rng, fitness=f)[0] for f in (0.2, 0.4, 0.6, 0.8)]
-        store.kill(infos[0], worker="w")
+        store.population.kill(infos[0], worker="w")
     else:
         infos = [None] + list(victims)
     for folder in ("alive", "history", "workers"):

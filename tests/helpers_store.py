@@ -47,7 +47,7 @@ def publish_random(store: storage.PopulationStore, rng: np.random.Generator, wor
     """Publish one random individual; return its info, weights and DNA."""
     weights = weights_blob(rng)
     d = dna_dict(rng)
-    info = store.publish(d, weights, parent=parent, mutation="initial",
+    info = store.population.publish(d, weights, parent=parent, mutation="initial",
                          fitness=float(rng.uniform(0, 1)) if fitness is None else fitness,
                          worker=worker, metrics={"steps": 0})
     return info, weights, d
@@ -232,12 +232,12 @@ def all_payload_names(store: storage.PopulationStore) -> set[str]:
 
 def referenced_payloads(store: storage.PopulationStore) -> set[str]:
     """Payload names in use: named by live commits or kept markers, or of a quarantined id."""
-    quarantined = {q["id"] for q in store.list_quarantine()}
+    quarantined = {q["id"] for q in store.history.list_quarantine()}
     names = {n for n in store.backend.list("payload") if parse_payload_name(n) in quarantined}
-    for info in store.list_alive():
+    for info in store.population.list_alive():
         commit = json.loads(store.backend.read(info.key))
         names.add(commit["payload"].split("/", 1)[1])
-    for info in store.list_kept():
+    for info in store.history.list_kept():
         marker = json.loads(store.backend.read(info.key))
         names.add(marker["payload"].split("/", 1)[1])
     return names

@@ -37,7 +37,7 @@ def publish(url: str, count: str, primitive: str = "correct") -> int:
 
 def kill(url: str, ident: str, keep_best: str = "0") -> int:
     store = storage.open_store(url, keep_best=int(keep_best), fault=FAULT)
-    print(store.kill(ident, worker="crash-killer"), flush=True)
+    print(store.population.kill(ident, worker="crash-killer"), flush=True)
     return 0
 
 
@@ -47,12 +47,12 @@ def churn(url: str, seed: str) -> int:
     rng = np.random.default_rng(int(seed))
     step = 0
     while True:
-        alive = store.list_alive()
+        alive = store.population.list_alive()
         parent = alive[int(rng.integers(len(alive)))].id if alive else None
         publish_random(store, rng, worker=f"churn-{seed}", parent=parent)
         if len(alive) >= 8:
-            store.kill(alive[0], worker=f"churn-{seed}", reason="aging")
-        store.heartbeat(f"churn-{seed}", {"step": step})
+            store.population.kill(alive[0], worker=f"churn-{seed}", reason="aging")
+        store.runinfo.heartbeat(f"churn-{seed}", {"step": step})
         if step == 0:
             print("ready", flush=True)
         step += 1
@@ -65,18 +65,18 @@ def worker(url: str, seed: str, steps: str) -> int:
     counts = {"steps": 0, "unreadable": 0, "kills": 0, "children": 0}
     for _ in range(int(steps)):
         counts["steps"] += 1
-        alive = store.list_alive()
+        alive = store.population.list_alive()
         if len(alive) < 2:
             break
         a, b = (alive[i] for i in rng.choice(len(alive), size=2, replace=False))
-        ia, ib = store.read_individual(a), store.read_individual(b)
+        ia, ib = store.population.read_individual(a), store.population.read_individual(b)
         if ia is None or ib is None:
             counts["unreadable"] += 1
             continue
         worse, better = sorted((ia, ib), key=lambda i: i.fitness)
-        if store.kill(worse.id, worker=f"worker-{seed}"):
+        if store.population.kill(worse.id, worker=f"worker-{seed}"):
             counts["kills"] += 1
-            store.publish(dna_dict(rng, "identity"), weights_blob(rng), parent=better.id,
+            store.population.publish(dna_dict(rng, "identity"), weights_blob(rng), parent=better.id,
                           mutation="identity", fitness=float(rng.uniform(0, 1)),
                           worker=f"worker-{seed}", metrics={})
             counts["children"] += 1
@@ -86,7 +86,7 @@ def worker(url: str, seed: str, steps: str) -> int:
 
 def rollup(url: str, records: str) -> int:
     """Roll every sealed history record up into segments of RECORDS."""
-    done = storage.open_store(url, fault=FAULT).roll_up(min_age=0, segment_records=int(records))
+    done = storage.open_store(url, fault=FAULT).history.roll_up(min_age=0, segment_records=int(records))
     print(json.dumps({"segments": done.segments, "records": done.records, "joined": done.joined}), flush=True)
     return 0
 

@@ -31,7 +31,7 @@ def main(spec_path: str, index: str) -> int:
     store = open_test_store(spec["url"], spec["primitive"])
     victims = [IndividualInfo(i, f, birth_of(i), alive_key(i, f)) for i, f in spec["victims"]]
     rng = np.random.default_rng(1000 + int(index))
-    store.list_alive()  # warm the connection before the start
+    store.population.list_alive()  # warm the connection before the start
     Path(spec["out_dir"], f"{index}.ready").touch()
     go = Path(spec["go"])
     while not go.exists():
@@ -40,19 +40,19 @@ def main(spec_path: str, index: str) -> int:
     wins, children, vanished, reads = [], [], [], 0
     for step, vi in enumerate(spec["sequence"]):
         victim = victims[vi]
-        if store.kill(victim, worker=worker):
+        if store.population.kill(victim, worker=worker):
             wins.append(victim.id)
             weights = weights_blob(rng)
-            child = store.publish(dna_dict(rng, "race"), weights, parent=victim.id, mutation="race",
+            child = store.population.publish(dna_dict(rng, "race"), weights, parent=victim.id, mutation="race",
                                   fitness=float(rng.uniform(0, 1)), worker=worker,
                                   metrics={"step": step})
             children.append({"id": child.id, "key": child.key, "sha256": sha256(weights),
                              "parent": victim.id})
         if step % spec["read_every"] == 0:
-            listed = store.list_alive()
+            listed = store.population.list_alive()
             if listed:
                 pick = listed[int(rng.integers(len(listed)))]
-                if store.read_individual(pick) is None:
+                if store.population.read_individual(pick) is None:
                     vanished.append(pick.id)
                 reads += 1
     Path(spec["out_dir"], f"{index}.json").write_text(json.dumps(

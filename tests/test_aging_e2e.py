@@ -28,7 +28,7 @@ def test_aging_run_in_nasnet_space_kills_in_birth_order(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     store = open_store(url)
-    config = RunConfig.from_json(store.read_config())
+    config = RunConfig.from_json(store.runinfo.read_config())
     assert config.selection == "aging" and not config.inherit_weights   # the 2019 paper's defaults
 
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -39,7 +39,7 @@ def test_aging_run_in_nasnet_space_kills_in_birth_order(tmp_path):
     deadline = time.time() + 300
     while any(p.poll() is None for p in procs):
         assert time.time() < deadline
-        n = len(store.list_alive())
+        n = len(store.population.list_alive())
         if sizes or n >= P:   # from the moment seeding has filled the population
             sizes.append(n)
         time.sleep(0.05)
@@ -47,8 +47,8 @@ def test_aging_run_in_nasnet_space_kills_in_birth_order(tmp_path):
         assert p.returncode == 0, p.stderr.read()[-2000:]
     assert sizes and P <= min(sizes) and max(sizes) <= P + WORKERS
 
-    history = sorted(store.read_history(), key=lambda r: r["death"])
-    alive = store.list_alive()
+    history = sorted(store.history.read_history(), key=lambda r: r["death"])
+    alive = store.population.list_alive()
     assert len(history) + len(alive) == WORKERS * 6
     assert all(r["dna"]["kind"] == "nasnet" for r in history)
     births = {r["id"]: r["birth"] for r in history} | {i.id: i.birth for i in alive}
@@ -63,22 +63,22 @@ def test_aging_run_in_nasnet_space_kills_in_birth_order(tmp_path):
 
 def _kill_oldest(url: str, barrier, results) -> None:
     store = open_store(url)
-    oldest = min(store.list_alive(), key=lambda i: i.id)
+    oldest = min(store.population.list_alive(), key=lambda i: i.id)
     barrier.wait()
-    results.put((oldest.id, store.kill(oldest, worker=f"racer-{os.getpid()}", reason="aging")))
+    results.put((oldest.id, store.population.kill(oldest, worker=f"racer-{os.getpid()}", reason="aging")))
 
 
 def test_racing_workers_kill_the_oldest_exactly_once(tmp_path):
     url = str(tmp_path / "pop")
     store = open_store(url)
-    store.init_config(RunConfig(dataset="synthetic", selection="aging", population_size=4,
+    store.runinfo.init_config(RunConfig(dataset="synthetic", selection="aging", population_size=4,
                                 plugins={"synthetic": SyntheticSettings(weight_bytes=64)}).to_json())
     from evo.train.synthetic import safetensors_blob
     import dna
     for k in range(4):
-        store.publish(dna.initial().to_dict(), safetensors_blob(b"x" * 64), parent=None, mutation="initial",
+        store.population.publish(dna.initial().to_dict(), safetensors_blob(b"x" * 64), parent=None, mutation="initial",
                       fitness=0.1 * k, worker="seed")
-    oldest = min(store.list_alive(), key=lambda i: i.id).id
+    oldest = min(store.population.list_alive(), key=lambda i: i.id).id
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(8), ctx.Queue()
     procs = [ctx.Process(target=_kill_oldest, args=(url, barrier, results)) for _ in range(8)]
@@ -89,4 +89,4 @@ def test_racing_workers_kill_the_oldest_exactly_once(tmp_path):
         p.join()
     assert {victim for victim, _ in outcomes} == {oldest}
     assert sum(won for _, won in outcomes) == 1
-    assert [r["id"] for r in store.read_history()] == [oldest]
+    assert [r["id"] for r in store.history.read_history()] == [oldest]

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 def init(url: str, population: int = 12) -> None:
     config = RunConfig(dataset="synthetic", population_size=population, seed=1,
                        plugins={"synthetic": SyntheticSettings(weight_bytes=128)})
-    assert open_store(url).init_config(config.to_json())
+    assert open_store(url).runinfo.init_config(config.to_json())
 
 
 def run_workers(url: str, n: int, each: int, events: Path, extra_args: tuple[str, ...] = ()) -> list[int]:
@@ -83,7 +83,7 @@ def test_human_output_and_worker_estimate_from_heartbeats(clean_run):
 def test_a_vanished_individual_is_reported_lost(clean_run):
     url, events = clean_run
     store = open_store(url)
-    victim = store.list_alive()[0]
+    victim = store.population.list_alive()[0]
     store.backend.delete(victim.key)          # gone without a history record
     out = evo_audit(url, "--json", "--workers", "3", "--events", str(events))
     r = json.loads(out.stdout)
@@ -93,7 +93,7 @@ def test_a_vanished_individual_is_reported_lost(clean_run):
 
 def test_a_second_winning_killer_is_a_double_kill(clean_run):
     url, events = clean_run
-    dead = open_store(url).read_history()[0]
+    dead = open_store(url).history.read_history()[0]
     EventLog(events).write("kill", id=dead["id"], worker="intruder-1", time=dead["death"])
     r = json.loads(evo_audit(url, "--json", "--events", str(events)).stdout)
     assert not r["ok"] and r["events"]["double_kills"] == 1 and "double_kill" in r["violations"]
@@ -101,7 +101,7 @@ def test_a_second_winning_killer_is_a_double_kill(clean_run):
 
 def test_a_logged_kill_without_a_record_is_a_phantom_kill(clean_run):
     url, events = clean_run
-    alive = open_store(url).list_alive()[0]
+    alive = open_store(url).population.list_alive()[0]
     EventLog(events).write("kill", id=alive.id, worker="liar-1", time=0.0)
     r = json.loads(evo_audit(url, "--json", "--events", str(events)).stdout)
     assert not r["ok"] and r["events"]["phantom_kills"] == 1
@@ -110,11 +110,11 @@ def test_a_logged_kill_without_a_record_is_a_phantom_kill(clean_run):
 def test_a_parent_that_never_existed_is_reported(clean_run):
     url, _ = clean_run
     store = open_store(url)
-    history = store.read_history()
-    children = [r for r in history + [{"parent": store.read_individual(i).parent} for i in store.list_alive()]
+    history = store.history.read_history()
+    children = [r for r in history + [{"parent": store.population.read_individual(i).parent} for i in store.population.list_alive()]
                 if r["parent"]]
     parent = children[0]["parent"]
-    assert store.backend.delete(f"{HISTORY}/{parent}.json") or store.backend.delete(store.find(parent).key)
+    assert store.backend.delete(f"{HISTORY}/{parent}.json") or store.backend.delete(store.population.find(parent).key)
     r = json.loads(evo_audit(url, "--json").stdout)
     assert not r["ok"] and r["missing_parents"] >= 1 and "missing_parent" in r["violations"]
 
@@ -127,7 +127,7 @@ def test_population_bounds_are_checked_after_seeding():
 
     def publish():
         clock[0] += 1.0
-        return store.publish(dna.initial().to_dict(), safetensors_blob(b"\0" * 16), parent=None,
+        return store.population.publish(dna.initial().to_dict(), safetensors_blob(b"\0" * 16), parent=None,
                              mutation="initial", fitness=0.5, worker="w")
 
     for _ in range(10):       # seeding: 10 individuals, never counted against the bounds
@@ -138,9 +138,9 @@ def test_population_bounds_are_checked_after_seeding():
     tight = audit_store(store, population_size=10, workers=4)
     assert loose.ok and (loose.population_min, loose.population_max) == (10, 15)
     assert not tight.ok and tight.violations == ("population_out_of_bounds",)
-    first = store.list_alive()[0]
+    first = store.population.list_alive()[0]
     clock[0] += 1.0
-    assert store.kill(first, worker="w")
+    assert store.population.kill(first, worker="w")
     after = audit_store(store, population_size=10, workers=5)
     assert after.population_final == 14 and after.dead == 1 and after.seeding_end is not None
 

@@ -74,19 +74,19 @@ def test_excess_left_by_crashed_workers_drains_back_to_p(tmp_path):
     url = str(tmp_path / "pop")
     config = RunConfig(dataset="synthetic", population_size=8, seed=4, plugins={"synthetic": SyntheticSettings(weight_bytes=64)})
     store = open_store(url)
-    store.init_config(config.to_json())
+    store.runinfo.init_config(config.to_json())
     open_worker(url, WorkerOptions(max_individuals=8), index=0).run()     # seeded: exactly P
     import dna
     for _ in range(3):   # what three workers killed right after publishing leave behind
-        store.publish(dna.initial().to_dict(), safetensors_blob(b"x" * 64), parent=None, mutation="initial",
+        store.population.publish(dna.initial().to_dict(), safetensors_blob(b"x" * 64), parent=None, mutation="initial",
                       fitness=0.1, worker="crashed")
-    assert len(store.list_alive()) == 11
+    assert len(store.population.list_alive()) == 11
     records: list = []
     open_worker(url, WorkerOptions(max_individuals=3), index=1, on_publish=records.append).run()
-    assert len(store.list_alive()) == 8
+    assert len(store.population.list_alive()) == 8
     assert all(r["killed"] for r in records)
     open_worker(url, WorkerOptions(max_individuals=5), index=2).run()    # and it stays at P
-    assert len(store.list_alive()) == 8
+    assert len(store.population.list_alive()) == 8
 
 
 def test_throughput_around_kills_counts_windows_and_gaps():

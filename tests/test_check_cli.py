@@ -23,7 +23,7 @@ def evo(*args: str) -> subprocess.CompletedProcess:
 
 def _population(url: str, **config) -> tuple[storage.PopulationStore, list[storage.IndividualInfo]]:
     store = storage.open_store(url)
-    assert store.init_config(RunConfig(**config).to_json())
+    assert store.runinfo.init_config(RunConfig(**config).to_json())
     rng = np.random.default_rng(0)
     return store, [publish_random(store, rng)[0] for _ in range(3)]
 
@@ -41,7 +41,7 @@ def url(request, tmp_path):
 
 def test_healthy_population_exits_0_with_the_promised_json(url):
     store, infos = _population(url)
-    store.kill(infos[0], worker="w")
+    store.population.kill(infos[0], worker="w")
     r = evo("check", url, "--json")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
@@ -80,7 +80,7 @@ def test_zombie_and_human_output(url):
     assert "PROBLEMS" in r.stdout and "zombies 1" in r.stdout and "killed but still listed" in r.stdout
     r = evo("check", url, "--repair", "--grace", "0")
     assert r.returncode == 0 and "repaired:" in r.stdout
-    assert victim not in store.list_alive()
+    assert victim not in store.population.list_alive()
 
 
 def test_deep_check_reads_the_weights(tmp_path):
@@ -100,7 +100,7 @@ def test_check_uses_the_run_bounds_from_config(tmp_path):
     _population(url)
     assert evo("check", url).returncode == 0
     tight = storage.open_store(str(tmp_path / "tight"))
-    tight.init_config(RunConfig(bounds=dna.Bounds(min_learning_rate=1e-4, max_learning_rate=1e-3)).to_json())
+    tight.runinfo.init_config(RunConfig(bounds=dna.Bounds(min_learning_rate=1e-4, max_learning_rate=1e-3)).to_json())
     publish_random(tight, np.random.default_rng(1))
     r = evo("check", str(tmp_path / "tight"), "--json")
     assert r.returncode == 1 and "outside bounds" in " ".join(json.loads(r.stdout)["problems"])
@@ -121,7 +121,7 @@ def test_user_errors_are_one_line_with_exit_2(tmp_path, args, message):
 
 def test_broken_config_is_a_problem_not_a_crash(tmp_path):
     url = str(tmp_path / "pop")
-    storage.open_store(url).init_config('{"population_size": "many"')
+    storage.open_store(url).runinfo.init_config('{"population_size": "many"')
     r = evo("check", url, "--json")
     assert r.returncode == 1 and json.loads(r.stdout)["ok"] is False
     assert "config.json does not parse" in json.loads(r.stdout)["problems"][0]

@@ -125,10 +125,10 @@ def test_silent_worker_is_shown_as_lost_and_quarantine_is_counted(tmp_path, popu
     shutil.copytree(population, url)
     backend = storage.open_backend(url)
     old = storage.PopulationStore(backend, clock=lambda: time.time() - 5000)
-    old.heartbeat("ghost-1", {"host": "gone", "pid": 4242, "state": "training", "individuals": 3})
+    old.runinfo.heartbeat("ghost-1", {"host": "gone", "pid": 4242, "state": "training", "individuals": 3})
     store = storage.open_store(url)
-    victim = min(store.list_alive(), key=lambda i: i.fitness)
-    assert store.quarantine(victim, "test: damaged on purpose")
+    victim = min(store.population.list_alive(), key=lambda i: i.fitness)
+    assert store.population.quarantine(victim, "test: damaged on purpose")
     report = json.loads(ok("status", url, "--json", "--lost-after", "600").stdout)
     ghost = next(w for w in report["workers"] if w["worker"] == "ghost-1")
     assert ghost["status"] == "lost" and ghost["silent_s"] > 4000 and ghost["pid"] == 4242

@@ -448,7 +448,7 @@ def test_check_rep_does_not_repair(capsys, tmp_path):
     refused(capsys, "check", str(pop), "--rep", words=("evo check: error: unrecognized arguments: --rep",
                                                         "(see 'evo check --help')"))
     assert orphan.exists()
-    assert storage.open_store(str(pop)).read_config()
+    assert storage.open_store(str(pop)).runinfo.read_config()
 
 
 def test_help_shows_every_default_once_and_no_noise():

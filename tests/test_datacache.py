@@ -41,10 +41,10 @@ RACER = textwrap.dedent("""
     from evo.config import RunConfig
     from evo.data.userdata import prepare_data
     store = storage.open_store(url)
-    config = RunConfig.from_json(store.read_config())
+    config = RunConfig.from_json(store.runinfo.read_config())
     while not os.path.exists(go_file):
         time.sleep(0.01)
-    host = prepare_data(config.dataset, config.data, store)
+    host = prepare_data(config.dataset, config.data, store.datacache)
     arrays = b"".join(a.tobytes() for a in (host.train_x, host.train_y, host.val_x, host.val_y))
     print(json.dumps({"data_id": host.data_id, "arrays": hashlib.sha256(arrays).hexdigest(),
                       "test": len(host.test_y)}))
@@ -53,7 +53,7 @@ RACER = textwrap.dedent("""
 
 def init(url: str, spec: str, **data) -> RunConfig:
     config = RunConfig(dataset=spec, data=DataSettings(**data), population_size=4)
-    assert storage.open_store(url).init_config(config.to_json())
+    assert storage.open_store(url).runinfo.init_config(config.to_json())
     return config
 
 
@@ -80,11 +80,11 @@ def test_eight_processes_decode_an_image_folder_in_a_bucket_exactly_once(tmp_pat
     assert len({r["data_id"] for r in results}) == 1 and len({r["arrays"] for r in results}) == 1
     assert all(r["test"] == 0 for r in results), "the search never reads the test split"
     store = storage.open_store(gcs_bucket_url)
-    state = store.data_state(cache_key(config.dataset, config.data))
+    state = store.datacache.data_state(cache_key(config.dataset, config.data))
     assert state.claims == {0} and state.manifests == {0}
-    assert cache_status(store, config.dataset, config.data)["data_sha256"] == results[0]["data_id"]
+    assert cache_status(store.datacache, config.dataset, config.data)["data_sha256"] == results[0]["data_id"]
     direct = read_dataset(f"imagefolder={local}")
-    host = prepare_data(config.dataset, config.data, store, splits=("train", "val", "test"))
+    host = prepare_data(config.dataset, config.data, store.datacache, splits=("train", "val", "test"))
     for split in ("train", "val", "test"):
         assert np.array_equal(getattr(host, f"{split}_x"), getattr(direct, f"{split}_x")), split
     assert store.check(grace_seconds=0).ok
@@ -97,8 +97,8 @@ DECODER = textwrap.dedent("""
     from evo.data.userdata import prepare_data
     url, point = sys.argv[1:3]
     store = storage.open_store(url, fault=storage.crash_hook(point))
-    config = RunConfig.from_json(store.read_config())
-    prepare_data(config.dataset, config.data, store)
+    config = RunConfig.from_json(store.runinfo.read_config())
+    prepare_data(config.dataset, config.data, store.datacache)
 """)
 
 
@@ -111,13 +111,13 @@ def test_a_decoder_killed_at_any_step_leaves_nothing_trusted(tmp_path, point):
     assert killed.returncode == -9, killed.stderr[-2000:]
     store = storage.open_store(url)
     key = cache_key(config.dataset, config.data)
-    state = store.data_state(key)
+    state = store.datacache.data_state(key)
     assert state.claims == {0} and not state.manifests, "claimed, never committed"
-    assert cache_status(store, config.dataset, config.data)["state"] == "decoding"
+    assert cache_status(store.datacache, config.dataset, config.data)["state"] == "decoding"
     t0 = time.monotonic()
-    host = prepare_data(config.dataset, config.data, store, stale_after=1.0)   # the decoder went silent
+    host = prepare_data(config.dataset, config.data, store.datacache, stale_after=1.0)   # the decoder went silent
     assert time.monotonic() - t0 >= 1.0
-    state = store.data_state(key)
+    state = store.datacache.data_state(key)
     assert state.manifests == {1} and state.claims == {0, 1}
     direct = read_dataset(config.dataset)
     assert np.array_equal(host.train_x, direct.train_x) and np.array_equal(host.val_y, direct.val_y)
@@ -126,7 +126,7 @@ def test_a_decoder_killed_at_any_step_leaves_nothing_trusted(tmp_path, point):
     assert report.orphans == len(orphans) and (report.ok is (not orphans)), report.problems
     if orphans:
         assert store.check(repair=True, grace_seconds=0).ok
-        assert store.data_state(key).parts.get(0, ()) == ()
+        assert store.datacache.data_state(key).parts.get(0, ()) == ()
 
 
 def test_a_damaged_cache_is_decoded_again_never_used(tmp_path):
@@ -134,22 +134,22 @@ def test_a_damaged_cache_is_decoded_again_never_used(tmp_path):
     url = str(tmp_path / "pop")
     config = init(url, f"imagefolder={root}")
     store = storage.open_store(url)
-    first = prepare_data(config.dataset, config.data, store)
+    first = prepare_data(config.dataset, config.data, store.datacache)
     key = cache_key(config.dataset, config.data)
-    manifest = store.read_data_manifest(key, 0)
+    manifest = store.datacache.read_data_manifest(key, 0)
     part = Path(url) / manifest["parts"]["train"]["key"]
     blob = bytearray(part.read_bytes())
     blob[-1] ^= 0xFF       # one flipped bit of pixel data: same size, another SHA-256
     part.write_bytes(bytes(blob))
-    again = prepare_data(config.dataset, config.data, store)
-    assert store.data_state(key).manifests == {0, 1}
+    again = prepare_data(config.dataset, config.data, store.datacache)
+    assert store.datacache.data_state(key).manifests == {0, 1}
     assert again.data_id == first.data_id, "decoding is deterministic: the new generation holds the same data"
     assert np.array_equal(again.train_x, first.train_x)
     # a planted manifest that names other data is not trusted either
-    planted = dict(store.read_data_manifest(key, 1), generation=2)   # it names generation 1's parts
-    assert store.commit_data(key, 2, planted)
-    third = prepare_data(config.dataset, config.data, store)
-    assert third.data_id == first.data_id and store.data_state(key).manifests == {0, 1, 2}, \
+    planted = dict(store.datacache.read_data_manifest(key, 1), generation=2)   # it names generation 1's parts
+    assert store.datacache.commit_data(key, 2, planted)
+    third = prepare_data(config.dataset, config.data, store.datacache)
+    assert third.data_id == first.data_id and store.datacache.data_state(key).manifests == {0, 1, 2}, \
         "generation 2 does not check out: generation 1, whole, is used"
 
 
@@ -159,19 +159,19 @@ def test_bad_data_fails_the_decoder_and_its_waiters_with_one_line(tmp_path):
     config = init(url, f"imagefolder={root}")
     store = storage.open_store(url)
     with pytest.raises(DatasetError) as first:
-        prepare_data(config.dataset, config.data, store)
+        prepare_data(config.dataset, config.data, store.datacache)
     assert "broken0.jpg" in str(first.value) and "\n" not in str(first.value)
     with pytest.raises(DatasetError) as waiter:   # the failure is recent: reported, not decoded again
-        prepare_data(config.dataset, config.data, store)
+        prepare_data(config.dataset, config.data, store.datacache)
     assert str(first.value) in str(waiter.value) and "which decoded the dataset" in str(waiter.value)
     key = cache_key(config.dataset, config.data)
-    assert store.data_state(key).claims == {0} and not store.data_state(key).parts
-    assert cache_status(store, config.dataset, config.data)["state"] == "failed"
+    assert store.datacache.data_state(key).claims == {0} and not store.datacache.data_state(key).parts
+    assert cache_status(store.datacache, config.dataset, config.data)["state"] == "failed"
     for f in (root / "train" / "cat").glob("broken*"):
         f.unlink()   # the user fixes the data; a later worker retries once the failure is old
     later = storage.PopulationStore(store.backend, clock=lambda: time.time() + 3600)
-    host = prepare_data(config.dataset, config.data, later)
-    assert later.data_state(key).manifests == {1} and len(host.train_y) == 12
+    host = prepare_data(config.dataset, config.data, later.datacache)
+    assert later.datacache.data_state(key).manifests == {1} and len(host.train_y) == 12
 
 
 def test_the_cache_is_named_by_the_runs_settings(tmp_path):
@@ -197,7 +197,7 @@ def test_evo_check_knows_the_data_folder(tmp_path):
     url = str(tmp_path / "pop")
     config = init(url, f"imagefolder={root}")
     store = storage.open_store(url)
-    prepare_data(config.dataset, config.data, store)
+    prepare_data(config.dataset, config.data, store.datacache)
     report = store.check(grace_seconds=0)
     assert report.ok and report.stray == 0 and report.foreign == 0, report.problems
     (Path(url) / "data" / "notes.txt").write_text("hello")
@@ -212,8 +212,8 @@ def test_the_store_reads_only_what_a_manifest_may_name(tmp_path):
 
     store = storage.open_store(str(tmp_path / "pop"))
     key = "0123456789abcdef"
-    part = store.write_data_part(key, 0, "train", b"some arrays")
-    assert store.read_data_part(part) == b"some arrays"
+    part = store.datacache.write_data_part(key, 0, "train", b"some arrays")
+    assert store.datacache.read_data_part(part) == b"some arrays"
     (tmp_path / "pop" / "alive").mkdir()
     (tmp_path / "pop" / "alive" / "secret.json").write_text("{}")
     for bad, words in [({**part, "key": "alive/secret.json"}, "names a bad part"),
@@ -224,16 +224,16 @@ def test_the_store_reads_only_what_a_manifest_may_name(tmp_path):
                        ({**part, "sha256": "0" * 64}, "SHA-256 does not match"),
                        ({**part, "sha256": "nope"}, "states no SHA-256")]:
         with pytest.raises(CorruptRecord, match=words):
-            store.read_data_part(bad)
+            store.datacache.read_data_part(bad)
     target = tmp_path / "outside"
     target.write_bytes(b"some arrays")
     link = tmp_path / "pop" / "data" / f"{key}.g0.val.0123456789abcdef.safetensors"
     link.symlink_to(target)
     with pytest.raises(CorruptRecord, match="symbolic link"):
-        store.read_data_part({**part, "key": f"data/{link.name}"})
+        store.datacache.read_data_part({**part, "key": f"data/{link.name}"})
     (tmp_path / "pop" / "data" / f"{key}.g1.json").write_bytes(b"{" * (2**20 + 10))
     with pytest.raises(CorruptRecord, match="too large"):
-        store.read_data_manifest(key, 1)
+        store.datacache.read_data_manifest(key, 1)
     with pytest.raises(ValueError, match="bad data cache key"):
-        store.data_state("../x")
+        store.datacache.data_state("../x")
     assert storage.check_data_key(key) == key

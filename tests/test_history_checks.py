@@ -72,15 +72,15 @@ def test_a_record_with_a_huge_integer_costs_that_record_not_the_reader(tmp_path)
     raises OverflowError on it. It must make the record corrupt, for every reader."""
     url = str(tmp_path / "pop")
     store = storage.open_store(url)
-    store.init_config("{}")
+    store.runinfo.init_config("{}")
     rng = np.random.default_rng(3)
     infos = [publish_random(store, rng)[0] for _ in range(3)]
-    assert store.kill(infos[0], worker="w")
+    assert store.population.kill(infos[0], worker="w")
     key = f"history/{infos[0].id}.json"
     text = store.backend.read(key).decode()
     store.backend.delete(key)
     store.backend.write(key, re.sub(r'"birth":[0-9.e+-]+', '"birth":1' + "0" * 400, text).encode())
     for with_dna in (True, False):
-        records, broken = storage.open_store(url).scan_history(with_dna=with_dna)
+        records, broken = storage.open_store(url).history.scan_history(with_dna=with_dna)
         assert records == [] and [b.key for b in broken] == [key]
     assert storage.open_store(url).check(grace_seconds=0).corrupt == 1

@@ -44,7 +44,7 @@ def _start(url: str, logs: Path) -> list[tuple[subprocess.Popen, Path]]:
 
 
 def _born(store: storage.PopulationStore) -> int:
-    return len(store.list_alive()) + store.count_history()
+    return len(store.population.list_alive()) + store.history.count_history()
 
 
 def _wait_for(predicate, procs, timeout: float, what: str) -> None:
@@ -91,9 +91,9 @@ def _after(url: str, store: storage.PopulationStore, planted: int) -> None:
     record (for the instant between its id's time and its own). The audit's bound on the
     population is then P + W + planted.
     """
-    _, broken = store.scan_history()
+    _, broken = store.history.scan_history()
     assert all(b.problem for b in broken)
-    for record in store.list_quarantine():
+    for record in store.history.list_quarantine():
         text = json.dumps(record)
         assert SECRET not in text and "root:x:0:0" not in text
     repaired = run_evo("check", url, "--repair", "--json")
@@ -102,7 +102,7 @@ def _after(url: str, store: storage.PopulationStore, planted: int) -> None:
     assert audit.returncode == 0, audit.stdout[-3000:]
     report = json.loads(audit.stdout)
     assert report["ok"] and report["born"] >= 10 + MORE_BIRTHS
-    records, broken = store.scan_history()
+    records, broken = store.history.scan_history()
     assert broken == [] and all(r["mutation"] != "planted" for r in records)
 
 
@@ -112,7 +112,7 @@ def test_local_workers_survive_every_hostile_entry(tmp_path):
     outside = tmp_path / "outside"
     write_secret(outside)
     logs = _run_fleet(str(root), tmp_path,
-                      lambda store: plant_everything(store, root, outside, victims=store.list_alive()))
+                      lambda store: plant_everything(store, root, outside, victims=store.population.list_alive()))
     assert logs.count("quarantined individual") >= 1
     store = storage.open_store(str(root)).with_run(bounds=dna.DEFAULT_BOUNDS)
     _after(str(root), store, planted=3)  # the sparse commit, the absurd DNA, the absurd history

@@ -30,7 +30,7 @@ def init(url: str, *extra: str) -> None:
 
 def audit(url: str) -> dict:
     store = open_store(url)
-    return audit_policy(store, RunConfig.from_json(store.read_config()))
+    return audit_policy(store, RunConfig.from_json(store.runinfo.read_config()))
 
 
 @pytest.mark.parametrize("point,lost", [("policy:before_create", 1), ("policy:after_create", 0)])

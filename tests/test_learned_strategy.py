@@ -33,13 +33,13 @@ def setup_run(selection: str, P: int = 4, space: str = "nasbench201", **controll
     config = RunConfig(dataset="synthetic", search_space=space, population_size=P, selection=selection,
                        plugins={"controller": ControllerSettings(**controller)})
     store = storage.open_store(f"memory://learned-{uuid.uuid4().hex}")
-    store.init_config(config.to_json())
+    store.runinfo.init_config(config.to_json())
     sp = make_space(config)
     return config, store.with_run(bounds=config.bounds, dna_validator=sp.parse), sp
 
 
 def worker_on(config, store, space, seed: int, fitness=conv_fraction, n: int = 10_000):
-    return Worker(store, space, make_strategy(config, store, space), FakeEvaluator(fitness),
+    return Worker(store.population, store.runinfo, space, make_strategy(config, store.policy, space), FakeEvaluator(fitness),
                   np.random.default_rng(seed), population_size=config.population_size, inherit_weights=False,
                   clock=FakeClock(), options=WorkerOptions(max_individuals=n, heartbeat_interval=3600,
                                                            worker_id=f"w{seed}"))
@@ -47,8 +47,8 @@ def worker_on(config, store, space, seed: int, fitness=conv_fraction, n: int = 1
 
 def read_versions(store, strategy):
     out = {}
-    for v in store.policy_versions():
-        out[v] = parse_policy(store.read_policy(v), strategy=strategy.name, decisions=strategy.space.decisions,
+    for v in store.policy.policy_versions():
+        out[v] = parse_policy(store.policy.read_policy(v), strategy=strategy.name, decisions=strategy.space.decisions,
                               shapes=strategy.shapes, version=v)
     return out
 
@@ -80,7 +80,7 @@ def test_versions_form_one_chain_and_old_ones_are_pruned():
         assert policy.parent == v - 1 and policy.updates == v
     children = [u.child for u in versions[16].recent]
     assert len(children) == len(set(children)) == 16
-    census = store.census(read_alive=False)
+    census = store.history.census(read_alive=False)
     known = {i.id for i in census.listed} | census.dead_ids
     assert set(children) <= known
 
@@ -107,7 +107,7 @@ def test_racing_workers_rebase_and_apply_every_update_once():
         t.join()
     assert not errors
     strategy = workers[0].strategy
-    top = max(store.policy_versions())
+    top = max(store.policy.policy_versions())
     latest = read_versions(store, strategy)[top]
     applied = [u.child for u in latest.recent]
     assert len(applied) == len(set(applied))
@@ -120,14 +120,14 @@ def test_a_corrupt_newest_version_is_skipped_and_the_chain_goes_on():
     worker = worker_on(config, store, space, 2)
     for _ in range(6):
         worker.step()
-    top = max(store.policy_versions())
+    top = max(store.policy.policy_versions())
     store.backend.write(f"policy/v{top + 1:010d}.json", b'{"kind": "evo-policy", "schema": 1}')
     store.backend.write(f"policy/v{top + 2:010d}.json", b"\x00" * 100)
     other = worker_on(config, store, space, 3)    # a fresh worker: nothing cached
     other.step()
-    versions = store.policy_versions()
+    versions = store.policy.policy_versions()
     assert versions[-1] == top + 3
-    data = store.read_policy(top + 3)
+    data = store.policy.read_policy(top + 3)
     policy = parse_policy(data, strategy="reinforce", decisions=space.decisions,
                           shapes=other.strategy.shapes, version=top + 3)
     assert policy.parent == top
@@ -146,7 +146,7 @@ def test_a_corrupt_newest_version_is_skipped_and_the_chain_goes_on():
 ])
 def test_parse_refuses_what_is_not_this_runs_policy(mangle):
     config, store, space = setup_run("rl")
-    strategy = Ppo(config, store, space)
+    strategy = Ppo(config, store.policy, space)
     policy, _ = strategy.latest()
     d = mangle(json.loads(policy.to_bytes()))
     with pytest.raises(PolicyError):
@@ -156,7 +156,7 @@ def test_parse_refuses_what_is_not_this_runs_policy(mangle):
 
 def test_non_finite_parameters_are_refused():
     config, store, space = setup_run("reinforce")
-    strategy = make_strategy(config, store, space)
+    strategy = make_strategy(config, store.policy, space)
     policy, _ = strategy.latest()
     bad = {**policy.params, "logits": np.full_like(policy.params["logits"], np.inf)}
     from dataclasses import replace
@@ -170,7 +170,7 @@ def test_nasnet_space_works_with_the_lstm_controller():
     worker = worker_on(config, store, space, 4, fitness=space.synthetic_fitness)
     records = [worker.step() for _ in range(8)]
     assert records[-1]["mutation"] == "controller" and len(records[-1]["metrics"]["policy_choices"]) == 40
-    assert max(store.policy_versions()) == 4
+    assert max(store.policy.policy_versions()) == 4
 
 
 def test_config_refuses_learned_strategies_where_they_cannot_work():
@@ -192,7 +192,7 @@ def test_a_slow_writer_that_recreates_a_pruned_version_withdraws_it_and_rebases(
     from evo.strategies import Proposal, Published
 
     config, store, space = setup_run("reinforce", keep_versions=3)
-    slow, fast = make_strategy(config, store, space), make_strategy(config, store, space)
+    slow, fast = make_strategy(config, store.policy, space), make_strategy(config, store.policy, space)
     rng = np.random.default_rng(7)
 
     def child(strategy, name):
@@ -203,14 +203,14 @@ def test_a_slow_writer_that_recreates_a_pruned_version_withdraws_it_and_rebases(
         return Published(name, 0.5, space.from_decisions(choices), Proposal(note=note), {}, "w")
 
     slow.observe(child(slow, "c-slow-0"))                 # version 1, cached by the slow worker
-    k = max(store.policy_versions())
+    k = max(store.policy.policy_versions())
     stale = child(slow, "c-slow-1")
     for i in range(5):
         fast.observe(child(fast, f"c-fast-{i}"))
-    assert store.policy_versions() == [k + 3, k + 4, k + 5]
+    assert store.policy.policy_versions() == [k + 3, k + 4, k + 5]
     listings = iter([[k]])
-    real = store.policy_versions
-    slow.store.policy_versions = lambda: next(listings, None) or real()   # one stale listing
+    real = store.policy.policy_versions
+    slow.policy.policy_versions = lambda: next(listings, None) or real()   # one stale listing
     slow.observe(stale)
     versions = read_versions(store, fast)
     newest = versions[max(versions)]

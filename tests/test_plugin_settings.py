@@ -170,13 +170,13 @@ def test_a_workers_space_receives_its_settings(tmp_path):
     url = str(tmp_path / "pop")
     config = RunConfig(dataset="synthetic", search_space="toy", population_size=3,
                        plugins={"toy": ToySettings(initial_width=16)})
-    assert open_store(url).init_config(config.to_json())
+    assert open_store(url).runinfo.init_config(config.to_json())
     records: list[dict] = []
     worker = open_worker(url, WorkerOptions(max_individuals=3), index=0, on_publish=records.append)
     assert worker.space.settings == ToySettings(initial_width=16)
     worker.run()
     store = open_store(url).with_run(bounds=config.bounds, dna_validator=make_space(config).parse)
-    assert [store.read_individual(store.find(r["id"])).dna["widths"] for r in records] == [[16]] * 3
+    assert [store.population.read_individual(store.population.find(r["id"])).dna["widths"] for r in records] == [[16]] * 3
 
 
 def test_spaces_and_strategies_do_not_import_the_run_config():

@@ -155,13 +155,13 @@ def test_store_strings_are_escaped_and_odd_metrics_ignored(tmp_path, capsys):
 
     url = tmp_path / "pop"
     store = storage.open_store(str(url))
-    store.init_config(RunConfig(dataset="synthetic", population_size=2).to_json())
+    store.runinfo.init_config(RunConfig(dataset="synthetic", population_size=2).to_json())
     evil = "<script>alert(1)</script>"
     d = __import__("dna").initial(0.1).to_dict()
-    a = store.publish(d, _weights(), parent=None, mutation="initial", fitness=0.5, worker=evil[:30])
-    store.publish(d, _weights(), parent=a.id, mutation=evil, fitness=0.6, worker="w",
+    a = store.population.publish(d, _weights(), parent=None, mutation="initial", fitness=0.5, worker=evil[:30])
+    store.population.publish(d, _weights(), parent=a.id, mutation=evil, fitness=0.6, worker="w",
                   metrics={"params": 10, "policy": evil, "policy_version": 0})
-    store.publish(d, _weights(), parent=a.id, mutation="identity", fitness=0.4, worker="w",
+    store.population.publish(d, _weights(), parent=a.id, mutation="identity", fitness=0.4, worker="w",
                   metrics={"params": True, "policy_version": 2**40})   # neither is taken as a number
     out = tmp_path / "r.html"
     code, _, err = run(capsys, "report", str(url), "-o", str(out), "--top", "1")
@@ -237,22 +237,22 @@ def test_empty_run_quarantined_parent_and_retrain_results(tmp_path, capsys):
 
     url = tmp_path / "pop"
     store = storage.open_store(str(url))
-    store.init_config(RunConfig(dataset="synthetic", population_size=2).to_json())
+    store.runinfo.init_config(RunConfig(dataset="synthetic", population_size=2).to_json())
     out = tmp_path / "r.html"
     code, stdout, err = run(capsys, "report", str(url), "-o", str(out))
     assert code == 0 and "0 individuals" in stdout and "no individual yet" in stdout, err
     assert "No individual has been published yet." in out.read_text()
 
     d = dna.initial(0.1).to_dict()
-    gone = store.publish(d, _weights(), parent=None, mutation="initial", fitness=0.2, worker="w")
-    child = store.publish(d, _weights(), parent=gone.id, mutation="identity", fitness=0.3, worker="w")
+    gone = store.population.publish(d, _weights(), parent=None, mutation="initial", fitness=0.2, worker="w")
+    child = store.population.publish(d, _weights(), parent=gone.id, mutation="identity", fitness=0.3, worker="w")
     store.backend.delete(gone.key)  # its record is gone (as if quarantined and cleaned away)
     request = make_request(label=child.id, source={"kind": "individual", "id": child.id, "fitness": 0.3,
                                                    "run": str(url)}, dna=d, dna_hash=storage.dna_hash(d),
                            dataset="synthetic", settings=FinalSettings(), size=None)
-    assert store.put_retrain_request(request["rid"], request)
-    claim = store.claim_retrain(request["rid"], {"host": "h"}, 60)
-    assert store.finish_retrain(claim, {"dna.json": b"{}"}, {"test_accuracy": 0.8125, "parameters": 1234})
+    assert store.retrains.put_retrain_request(request["rid"], request)
+    claim = store.retrains.claim_retrain(request["rid"], {"host": "h"}, 60)
+    assert store.retrains.finish_retrain(claim, {"dna.json": b"{}"}, {"test_accuracy": 0.8125, "parameters": 1234})
     code, _, err = run(capsys, "report", str(url), "-o", str(out), "--top", "1")
     assert code == 0, err
     page = out.read_text()

@@ -71,13 +71,13 @@ def wait_until(predicate, what: str, deadline: float = DEADLINE, every: float = 
 
 
 def only_rid(url: str) -> str:
-    rids = storage.open_store(url).list_retrains()
+    rids = storage.open_store(url).retrains.list_retrains()
     assert len(rids) == 1, rids
     return rids[0]
 
 
 def export_weights(url: str, rid: str) -> bytes:
-    result, files = storage.open_store(url).read_retrain_export(rid)
+    result, files = storage.open_store(url).retrains.read_retrain_export(rid)
     return files["weights.safetensors"]
 
 
@@ -160,7 +160,7 @@ def test_retrain_of_a_runs_best_with_every_feature_end_to_end(nasnet_run, tmp_pa
     assert "epoch 2/2" in r.stdout and "ETA" in r.stdout
     rid = only_rid(nasnet_run)
     store = storage.open_store(nasnet_run)
-    state = store.retrain_state(rid)
+    state = store.retrains.retrain_state(rid)
     assert state.state == "done" and state.claims == 1
     result = state.result
     assert 0 <= result["test_accuracy"] <= 1 and result["steps"] == result["total_steps"] == 88
@@ -229,7 +229,7 @@ def test_sigkill_mid_epoch_resumes_from_the_checkpoint_with_the_same_steps_and_w
     store = storage.open_store(killed)
 
     def mid_epoch_checkpoint():
-        step = store.retrain_state(rid).checkpoint_step
+        step = store.retrains.retrain_state(rid).checkpoint_step
         return step if step is not None and step > spe and step % spe else None
 
     try:
@@ -238,18 +238,18 @@ def test_sigkill_mid_epoch_resumes_from_the_checkpoint_with_the_same_steps_and_w
     finally:
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    at_kill = store.retrain_state(rid)
+    at_kill = store.retrains.retrain_state(rid)
     assert at_kill.state in ("training", "stalled") and at_kill.result is None
     # Once the dead holder's lease has run out, the next process takes it over from the checkpoint.
-    wait_until(lambda: store.retrain_state(rid).state in ("stalled", "done"), "the lease to run out", every=0.5)
+    wait_until(lambda: store.retrains.retrain_state(rid).state in ("stalled", "done"), "the lease to run out", every=0.5)
     resumed = ok("retrain", killed, "--pending", "--device", "cpu")
     assert "resumed from the checkpoint at step" in resumed.stdout, resumed.stdout
-    ref, got = (storage.open_store(u).read_retrain_result(rid) for u in (reference, killed))
+    ref, got = (storage.open_store(u).retrains.read_retrain_result(rid) for u in (reference, killed))
     assert got["resumed_from"] is not None and got["resumed_from"] % spe != 0
     assert got["steps"] == ref["steps"] == got["total_steps"]
     assert export_weights(killed, rid) == export_weights(reference, rid)
     assert got["test_accuracy"] == ref["test_accuracy"]
-    assert storage.open_store(killed).retrain_state(rid).claims == 2
+    assert storage.open_store(killed).retrains.retrain_state(rid).claims == 2
     assert not [n for n in os.listdir(Path(killed) / "retrain" / rid) if n.startswith("ckpt-")]
 
 
@@ -261,7 +261,7 @@ def test_two_processes_on_one_request_train_it_once(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], outs
     trained = [o for o in outs if "1 trained here" in o]
     assert len(trained) == 1, outs
-    state = storage.open_store(url).retrain_state(rid)
+    state = storage.open_store(url).retrains.retrain_state(rid)
     assert state.state == "done" and state.claims == 1
 
 
@@ -276,7 +276,7 @@ def test_sigterm_checkpoints_and_exits_and_the_next_process_resumes_at_once(tmp_
                                     stderr=subprocess.STDOUT, text=True, env=env())
         try:
             wait_until(lambda: f"{rid}: training" in log.read_text(), "training to start")
-            wait_until(lambda: ((store.retrain_state(rid).beat or {}).get("info") or {}).get("step", 0) > 0
+            wait_until(lambda: ((store.retrains.retrain_state(rid).beat or {}).get("info") or {}).get("step", 0) > 0
                        or "epoch 1/" in log.read_text(), "a first step", every=0.1)
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=120)
@@ -288,12 +288,12 @@ def test_sigterm_checkpoints_and_exits_and_the_next_process_resumes_at_once(tmp_
     code, out = start_and_stop(tmp_path / "first.log")
     assert code == 128 + signal.SIGTERM, out
     assert "stopped by SIGTERM" in out and "checkpoint saved" in out, out
-    stopped = store.retrain_state(rid)
+    stopped = store.retrains.retrain_state(rid)
     assert stopped.state == "stopped" and stopped.checkpoint_step and stopped.result is None
     # Released: the next process takes it over at once (no lease to wait out) from that checkpoint.
     code, out = start_and_stop(tmp_path / "second.log")
     assert f"resumed from the checkpoint at step {stopped.checkpoint_step}" in out, out
-    assert code == 128 + signal.SIGTERM and store.retrain_state(rid).claims == 2
+    assert code == 128 + signal.SIGTERM and store.retrains.retrain_state(rid).claims == 2
 
 
 # ----- cluster launchers in retrain mode -----
@@ -305,7 +305,7 @@ def test_slurm_retrain_tasks_train_the_pending_request_once(tmp_path):
             "--progress-interval", "1", timeout=DEADLINE)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "submitted 2 retrain task(s)" in r.stdout
-    state = storage.open_store(url).retrain_state(rid)
+    state = storage.open_store(url).retrains.retrain_state(rid)
     assert state.state == "done" and state.claims == 1
     none = evo("launch", "slurm", str(tmp_path / "empty"), "-n", "1", "--executor", "local", "--retrain")
     assert none.returncode != 0 and "no retrain requests" in none.stderr and len(none.stderr.strip().splitlines()) == 1

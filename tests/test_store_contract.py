@@ -110,12 +110,12 @@ def test_threads_racing_to_create_one_key_have_exactly_one_winner(backend):
 def test_a_second_instance_sees_a_publish_at_once(store_url):
     rng = np.random.default_rng(0)
     writer, reader = storage.open_store(store_url), storage.open_store(store_url)
-    assert reader.list_alive() == []
+    assert reader.population.list_alive() == []
     info, weights, _ = publish_random(writer, rng)
-    assert reader.list_alive() == [info]
-    assert reader.read_individual(info).weights == weights
-    assert reader.kill(info, worker="reader") is True
-    assert writer.list_alive() == []
+    assert reader.population.list_alive() == [info]
+    assert reader.population.read_individual(info).weights == weights
+    assert reader.population.kill(info, worker="reader") is True
+    assert writer.population.list_alive() == []
 
 
 # --------------------------------------------------------------------------------------
@@ -129,10 +129,10 @@ def store(store_url):
 
 def test_config_is_created_once(store):
     with pytest.raises(storage.StoreError, match="no config.json"):
-        store.read_config()
-    assert store.init_config('{"population_size": 10}') is True
-    assert store.init_config('{"population_size": 99}') is False
-    assert json.loads(store.read_config()) == {"population_size": 10}
+        store.runinfo.read_config()
+    assert store.runinfo.init_config('{"population_size": 10}') is True
+    assert store.runinfo.init_config('{"population_size": 99}') is False
+    assert json.loads(store.runinfo.read_config()) == {"population_size": 10}
 
 
 def test_publish_then_read_round_trips_everything(store):
@@ -140,12 +140,12 @@ def test_publish_then_read_round_trips_everything(store):
     child = dna.initial(0.05).replace(mutation="alter_learning_rate")
     weights = weights_blob(rng)
     before = time.time()
-    info = store.publish(child.to_dict(), weights, parent=None, mutation="alter_learning_rate",
+    info = store.population.publish(child.to_dict(), weights, parent=None, mutation="alter_learning_rate",
                          fitness=0.8125, worker="w-1", metrics={"train_seconds": 1.5, "steps": 100})
-    assert store.list_alive() == [info]
+    assert store.population.list_alive() == [info]
     assert info.fitness == 0.8125 and info.key.startswith("alive/" + info.id)
     assert before - 1e-3 <= info.birth <= time.time() and info.birth == birth_of(info.id)
-    ind = store.read_individual(info, bounds=dna.DEFAULT_BOUNDS)
+    ind = store.population.read_individual(info, bounds=dna.DEFAULT_BOUNDS)
     assert ind is not None
     assert ind.id == info.id and ind.parent is None and ind.mutation == "alter_learning_rate"
     assert dna.from_dict(ind.dna) == child
@@ -154,22 +154,22 @@ def test_publish_then_read_round_trips_everything(store):
     assert ind.metrics == {"train_seconds": 1.5, "steps": 100}
     assert ind.weights == weights
     assert set(load_safetensors(ind.weights)) == {"edges.e2.weight", "classifier.bias"}
-    assert store.read_individual(info.id) == ind  # by id too
+    assert store.population.read_individual(info.id) == ind  # by id too
     assert temp_files(store) == []
 
 
 def test_exact_fitness_is_kept_while_the_listing_rounds_it(store):
     rng = np.random.default_rng(2)
-    info = store.publish(dna_dict(rng), weights_blob(rng), parent=None, mutation="initial",
+    info = store.population.publish(dna_dict(rng), weights_blob(rng), parent=None, mutation="initial",
                          fitness=1 / 3, worker="w", metrics={})
     assert info.fitness == 0.333333
-    assert store.read_individual(info).fitness == 1 / 3
+    assert store.population.read_individual(info).fitness == 1 / 3
 
 
 def test_ids_sort_by_birth_and_listing_is_oldest_first(store):
     rng = np.random.default_rng(3)
     infos = [publish_random(store, rng)[0] for _ in range(5)]
-    listed = store.list_alive()
+    listed = store.population.list_alive()
     assert listed == sorted(infos, key=lambda i: i.birth)
     assert [i.id for i in listed] == sorted(i.id for i in infos)
     assert all(storage.is_id(i.id) for i in listed)
@@ -182,7 +182,7 @@ def test_listing_the_population_reads_nothing(store_url):
     for _ in range(6):
         publish_random(store, rng)
     counting.calls.clear()
-    listed = store.list_alive()
+    listed = store.population.list_alive()
     assert len(listed) == 6
     assert dict(counting.calls) == {"list": 1}
 
@@ -190,9 +190,9 @@ def test_listing_the_population_reads_nothing(store_url):
 def test_parent_and_child_and_lineage_fields(store):
     rng = np.random.default_rng(5)
     parent, _, _ = publish_random(store, rng, worker="a")
-    child = store.publish(dna_dict(rng, "identity"), weights_blob(rng), parent=parent.id,
+    child = store.population.publish(dna_dict(rng, "identity"), weights_blob(rng), parent=parent.id,
                           mutation="identity", fitness=0.5, worker="b", metrics={"inherited": 1.0})
-    ind = store.read_individual(child)
+    ind = store.population.read_individual(child)
     assert ind.parent == parent.id and ind.mutation == "identity" and ind.worker == "b"
 
 
@@ -200,17 +200,17 @@ def test_kill_succeeds_once_and_leaves_a_history_record(store):
     rng = np.random.default_rng(6)
     victim, _, d = publish_random(store, rng, worker="publisher")
     other, _, _ = publish_random(store, rng)
-    assert store.kill(victim, worker="killer-1") is True
-    assert store.kill(victim, worker="killer-2") is False
-    assert store.kill(victim.id, worker="killer-3") is False
-    assert store.list_alive() == [other]
-    assert store.read_individual(victim) is None
-    assert store.list_quarantine() == []  # gone is not corrupt
-    (rec,) = store.read_history()
+    assert store.population.kill(victim, worker="killer-1") is True
+    assert store.population.kill(victim, worker="killer-2") is False
+    assert store.population.kill(victim.id, worker="killer-3") is False
+    assert store.population.list_alive() == [other]
+    assert store.population.read_individual(victim) is None
+    assert store.history.list_quarantine() == []  # gone is not corrupt
+    (rec,) = store.history.read_history()
     assert rec["id"] == victim.id and rec["killer"] == "killer-1" and rec["reason"] == "selection"
     assert rec["worker"] == "publisher" and rec["dna"] == d and rec["parent"] is None
     assert rec["birth"] == victim.birth <= rec["death"] <= time.time()
-    assert store.count_history() == 1
+    assert store.history.count_history() == 1
     # the weights of the dead are deleted
     other_payload = json.loads(store.backend.read(other.key))["payload"]
     assert store.backend.list("payload") == [other_payload.split("/")[1]]
@@ -223,75 +223,75 @@ def test_threads_racing_to_kill_one_individual_have_one_winner(store):
 
     def attempt(i):
         barrier.wait()
-        return store.kill(victim, worker=f"t{i}")
+        return store.population.kill(victim, worker=f"t{i}")
 
     with ThreadPoolExecutor(12) as pool:
         results = list(pool.map(attempt, range(12)))
     assert results.count(True) == 1
-    assert store.read_history()[0]["killer"] == f"t{results.index(True)}"
-    assert store.list_alive() == [] and store.backend.list("payload") == []
+    assert store.history.read_history()[0]["killer"] == f"t{results.index(True)}"
+    assert store.population.list_alive() == [] and store.backend.list("payload") == []
 
 
 def test_kill_by_id_and_of_unknown_ids(store):
     rng = np.random.default_rng(7)
     victim, _, _ = publish_random(store, rng)
-    assert store.kill("20200101T000000.000000Z-00000000", worker="w") is False
-    assert store.kill(victim.id, worker="w", reason="aging") is True
-    assert store.read_history()[0]["reason"] == "aging"
+    assert store.population.kill("20200101T000000.000000Z-00000000", worker="w") is False
+    assert store.population.kill(victim.id, worker="w", reason="aging") is True
+    assert store.history.read_history()[0]["reason"] == "aging"
     with pytest.raises(ValueError):
-        store.kill("../etc/passwd", worker="w")
+        store.population.kill("../etc/passwd", worker="w")
 
 
 def test_keep_best_keeps_the_weights_of_the_best_dead(store_url):
     rng = np.random.default_rng(8)
     store = storage.open_store(store_url, keep_best=2)
-    store.init_config("{}")
+    store.runinfo.init_config("{}")
     published = {}
     for fitness in (0.3, 0.9, 0.1, 0.7, 0.8):
         info, weights, _ = publish_random(store, rng, fitness=fitness)
         published[info.id] = (info, weights)
     for info, _ in published.values():
-        assert store.kill(info, worker="w") is True
-    kept = store.list_kept()
+        assert store.population.kill(info, worker="w") is True
+    kept = store.history.list_kept()
     assert [k.fitness for k in kept] == [0.9, 0.8]
     for k in kept:
-        ind = store.read_kept(k)
+        ind = store.history.read_kept(k)
         assert ind is not None and ind.weights == published[k.id][1] and ind.fitness == k.fitness
     # exactly the kept weights remain
     assert len(store.backend.list("payload")) == 2
     assert store.check(grace_seconds=0).ok
-    assert len(store.read_history()) == 5
+    assert len(store.history.read_history()) == 5
 
 
 def test_heartbeats_overwrite_and_list(store):
-    store.heartbeat("host-1:123", {"step": 1})
-    store.heartbeat("host-2:456", {"step": 5})
-    store.heartbeat("host-1:123", {"step": 2})
-    beats = {b["worker"]: b for b in store.list_workers()}
+    store.runinfo.heartbeat("host-1:123", {"step": 1})
+    store.runinfo.heartbeat("host-2:456", {"step": 5})
+    store.runinfo.heartbeat("host-1:123", {"step": 2})
+    beats = {b["worker"]: b for b in store.runinfo.list_workers()}
     assert set(beats) == {"host-1:123", "host-2:456"}
     assert beats["host-1:123"]["info"] == {"step": 2}
     assert abs(beats["host-2:456"]["time"] - time.time()) < 60
     with pytest.raises(ValueError):
-        store.heartbeat("../evil", {})
+        store.runinfo.heartbeat("../evil", {})
 
 
 def test_markers_are_created_once(store):
-    assert not store.has_mark("selection_started")
-    assert store.mark("selection_started") is True
-    assert store.mark("selection_started") is False
-    assert store.has_mark("selection_started")
+    assert not store.runinfo.has_mark("selection_started")
+    assert store.runinfo.mark("selection_started") is True
+    assert store.runinfo.mark("selection_started") is False
+    assert store.runinfo.has_mark("selection_started")
     with pytest.raises(ValueError):
-        store.mark("a/b")
+        store.runinfo.mark("a/b")
 
 
 def test_quarantine_moves_an_individual_aside_with_its_reason(store):
     rng = np.random.default_rng(9)
-    store.init_config("{}")
+    store.runinfo.init_config("{}")
     info, _, _ = publish_random(store, rng)
-    assert store.quarantine(info, "looked at it funny") is True
-    assert store.quarantine(info, "again") is False
-    assert store.list_alive() == []
-    (rec,) = store.list_quarantine()
+    assert store.population.quarantine(info, "looked at it funny") is True
+    assert store.population.quarantine(info, "again") is False
+    assert store.population.list_alive() == []
+    (rec,) = store.history.list_quarantine()
     assert rec["id"] == info.id and rec["reason"] == "looked at it funny"
     assert rec["commit"]["id"] == info.id
     report = store.check(grace_seconds=0)
@@ -300,18 +300,18 @@ def test_quarantine_moves_an_individual_aside_with_its_reason(store):
 
 def test_census_reads_every_individual_once_and_names_what_is_broken(store):
     rng = np.random.default_rng(12)
-    assert not store.has_config() and not store.has_individuals()
-    store.init_config("{}")
-    assert store.has_config() and not store.has_individuals()
+    assert not store.runinfo.has_config() and not store.population.has_individuals()
+    store.runinfo.init_config("{}")
+    assert store.runinfo.has_config() and not store.population.has_individuals()
     dead, quarantined, broken, whole = (publish_random(store, rng)[0] for _ in range(4))
-    assert store.has_individuals()
-    store.kill(dead, worker="w")
-    store.quarantine(quarantined, "test")
+    assert store.population.has_individuals()
+    store.population.kill(dead, worker="w")
+    store.population.quarantine(quarantined, "test")
     store.backend.write(broken.key, b"{not json")
     lost = "20250101T000000.000000Z-0badf00d"
     store.backend.write(f"history/{lost}.json", b"[]")  # a history entry that is no record
 
-    census = store.census()
+    census = store.history.census()
     assert census.listed == (broken, whole)
     assert census.commits[whole.id]["id"] == whole.id
     assert isinstance(census.commits[broken.id], storage.Broken)
@@ -320,9 +320,9 @@ def test_census_reads_every_individual_once_and_names_what_is_broken(store):
     assert [q["id"] for q in census.quarantine] == [quarantined.id]
     assert [b.id for b in census.broken_history] == [lost] and census.broken_quarantine == ()
     assert census.dead_ids == {dead.id, lost} and census.quarantined_ids == {quarantined.id}
-    assert store.list_alive() == [broken, whole]  # a census reads; it quarantines nothing
-    assert store.census(read_alive=False).commits == {}
-    assert store.births() == sorted(birth_of(i) for i in (dead.id, lost, broken.id, whole.id))
+    assert store.population.list_alive() == [broken, whole]  # a census reads; it quarantines nothing
+    assert store.history.census(read_alive=False).commits == {}
+    assert store.history.births() == sorted(birth_of(i) for i in (dead.id, lost, broken.id, whole.id))
 
 
 class _KillsAfterTheListing(DelegatingBackend):
@@ -337,7 +337,7 @@ class _KillsAfterTheListing(DelegatingBackend):
         names = self.inner.list(dirname)
         if dirname == "alive" and self.victim is not None:
             victim, self.victim = self.victim, None
-            assert storage.PopulationStore(self.inner).kill(victim, worker="meanwhile")
+            assert storage.PopulationStore(self.inner).population.kill(victim, worker="meanwhile")
         return names
 
 
@@ -345,7 +345,7 @@ def test_an_individual_killed_during_a_census_is_dead_never_missing(store_url):
     rng = np.random.default_rng(13)
     store = storage.open_store(store_url)
     victim, other = (publish_random(store, rng)[0] for _ in range(2))
-    census = storage.PopulationStore(_KillsAfterTheListing(store.backend, victim)).census()
+    census = storage.PopulationStore(_KillsAfterTheListing(store.backend, victim)).history.census()
     assert census.listed == (victim, other)
     assert census.commits[victim.id] is None  # gone before its commit was read...
     assert victim.id in census.dead_ids       # ...and found in the history listed after
@@ -368,16 +368,16 @@ def test_publish_rejects_bad_arguments_and_writes_nothing(store, bad, match):
                 fitness=0.5, worker="w", metrics={})
     args.update(bad)
     with pytest.raises(ValueError, match=match):
-        store.publish(args.pop("dna"), args.pop("weights"), **args)
-    assert store.backend.list("payload") == [] and store.list_alive() == []
+        store.population.publish(args.pop("dna"), args.pop("weights"), **args)
+    assert store.backend.list("payload") == [] and store.population.list_alive() == []
 
 
 def test_check_of_a_healthy_store(store):
     rng = np.random.default_rng(11)
-    store.init_config("{}")
+    store.runinfo.init_config("{}")
     infos = [publish_random(store, rng)[0] for _ in range(4)]
-    store.kill(infos[0], worker="w")
-    store.heartbeat("w", {})
+    store.population.kill(infos[0], worker="w")
+    store.runinfo.heartbeat("w", {})
     report = store.check(grace_seconds=0)
     assert report.ok, report.problems
     assert (report.alive, report.history, report.torn, report.orphans, report.zombies,

@@ -90,7 +90,7 @@ CORRUPTIONS = {  # case: (how to corrupt (store, info), what the reason must say
 @pytest.fixture
 def population(store_url):
     store = storage.open_store(store_url)
-    store.init_config("{}")
+    store.runinfo.init_config("{}")
     rng = np.random.default_rng(0)
     infos = [publish_random(store, rng, fitness=f)[0] for f in (0.1, 0.4, 0.7)]
     return store, infos
@@ -104,21 +104,21 @@ def test_corrupt_individual_is_quarantined_with_its_reason(population, case, cap
 
     before = store.check(grace_seconds=0, deep=True)  # check sees it without touching it
     assert not before.ok and before.corrupt + before.torn == 1, before.problems
-    assert victim in store.list_alive()
+    assert victim in store.population.list_alive()
 
     with caplog.at_level(logging.DEBUG, logger="evo.storage"):
-        assert store.read_individual(victim, bounds=dna.DEFAULT_BOUNDS) is None
+        assert store.population.read_individual(victim, bounds=dna.DEFAULT_BOUNDS) is None
         other = storage.open_store(store.url)
-        assert other.read_individual(victim) is None  # a second reader: gone, not re-logged
+        assert other.population.read_individual(victim) is None  # a second reader: gone, not re-logged
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and victim.id in warnings[0].getMessage()
     assert reason in warnings[0].getMessage()
 
-    assert store.list_alive() == [healthy1, healthy2]
-    (q,) = store.list_quarantine()
+    assert store.population.list_alive() == [healthy1, healthy2]
+    (q,) = store.history.list_quarantine()
     assert q["id"] == victim.id and reason in q["reason"] and q["alive_key"] == victim.key
     for h in (healthy1, healthy2):
-        assert store.read_individual(h) is not None
+        assert store.population.read_individual(h) is not None
     after = store.check(grace_seconds=0)
     assert after.ok and after.quarantined == 1, after.problems
     assert set(store.backend.list("payload")) == referenced_payloads(store)
@@ -130,24 +130,24 @@ def test_check_repair_quarantines_corrupt_individuals(population, case):
     CORRUPTIONS[case][0](store, victim)
     report = store.check(repair=True, grace_seconds=0)
     assert report.ok and report.quarantined == 1 and report.alive == 2, report.problems
-    assert store.list_alive() == [healthy1, healthy2]
-    assert CORRUPTIONS[case][1] in store.list_quarantine()[0]["reason"]
+    assert store.population.list_alive() == [healthy1, healthy2]
+    assert CORRUPTIONS[case][1] in store.history.list_quarantine()[0]["reason"]
 
 
 def test_kill_of_a_corrupt_individual_quarantines_it(population):
     store, (_, victim, _) = population
     store.backend.write(victim.key, b"garbage")
-    assert store.kill(victim, worker="w") is False
-    assert [q["id"] for q in store.list_quarantine()] == [victim.id]
-    assert store.read_history() == []
+    assert store.population.kill(victim, worker="w") is False
+    assert [q["id"] for q in store.history.list_quarantine()] == [victim.id]
+    assert store.history.read_history() == []
 
 
 def test_run_bounds_are_enforced_when_given(population):
     store, (_, victim, _) = population
     tight = dna.Bounds(max_learning_rate=1e-3, min_learning_rate=1e-4)
-    assert store.read_individual(victim) is not None  # structure only: fine
-    assert store.read_individual(victim, bounds=tight) is None
-    assert "outside bounds" in store.list_quarantine()[0]["reason"]
+    assert store.population.read_individual(victim) is not None  # structure only: fine
+    assert store.population.read_individual(victim, bounds=tight) is None
+    assert "outside bounds" in store.history.list_quarantine()[0]["reason"]
 
 
 def test_other_dna_kinds_go_through_the_given_validator(store_url):
@@ -160,29 +160,29 @@ def test_other_dna_kinds_go_through_the_given_validator(store_url):
         if d.get("cells") != 5:
             raise ValueError("nasnet DNA needs 5 cells")
 
-    good = store.publish({"kind": "nasnet", "schema": 1, "cells": 5}, weights_blob(rng), parent=None,
+    good = store.population.publish({"kind": "nasnet", "schema": 1, "cells": 5}, weights_blob(rng), parent=None,
                          mutation="initial", fitness=0.5, worker="w", metrics={})
-    bad = store.publish({"kind": "nasnet", "schema": 1, "cells": 4}, weights_blob(rng), parent=None,
+    bad = store.population.publish({"kind": "nasnet", "schema": 1, "cells": 4}, weights_blob(rng), parent=None,
                         mutation="initial", fitness=0.6, worker="w", metrics={})
-    assert store.read_individual(good, dna_validator=validate_nasnet).dna["cells"] == 5
-    assert store.read_individual(bad, dna_validator=validate_nasnet) is None
-    assert store.list_quarantine()[0]["reason"] == "DNA does not validate: nasnet DNA needs 5 cells"
+    assert store.population.read_individual(good, dna_validator=validate_nasnet).dna["cells"] == 5
+    assert store.population.read_individual(bad, dna_validator=validate_nasnet) is None
+    assert store.history.list_quarantine()[0]["reason"] == "DNA does not validate: nasnet DNA needs 5 cells"
     assert seen == ["nasnet", "nasnet"]
     # the store-wide validator applies too, and large_scale DNA still gets its own checks
     with_validator = storage.open_store(store_url, dna_validator=validate_nasnet)
-    assert with_validator.read_individual(good) is not None
+    assert with_validator.population.read_individual(good) is not None
 
 
 def test_unreadable_history_and_heartbeat_records_are_skipped(population, caplog):
     store, (a, b, _) = population
-    store.kill(a, worker="w")
-    store.kill(b, worker="w")
+    store.population.kill(a, worker="w")
+    store.population.kill(b, worker="w")
     store.backend.write(f"history/{b.id}.json", b"\x00garbage")
-    store.heartbeat("ok-worker", {})
+    store.runinfo.heartbeat("ok-worker", {})
     store.backend.write("workers/bad.json", b"[1, 2")
     with caplog.at_level(logging.WARNING, logger="evo.storage"):
-        assert [h["id"] for h in store.read_history()] == [a.id]
-    assert [w["worker"] for w in store.list_workers()] == ["ok-worker"]
+        assert [h["id"] for h in store.history.read_history()] == [a.id]
+    assert [w["worker"] for w in store.runinfo.list_workers()] == ["ok-worker"]
     assert any(b.id in r.getMessage() for r in caplog.records)
 
 
@@ -193,14 +193,14 @@ def test_stray_files_are_reported_not_deleted(population):
     report = store.check(repair=True, grace_seconds=0)
     assert not report.ok and report.stray == 2
     assert store.backend.read("alive/notes.txt") == b"hello"
-    assert len(store.list_alive()) == 3
+    assert len(store.population.list_alive()) == 3
 
 
 def test_workers_keep_running_among_corrupt_individuals(tmp_path):
     """Two real worker processes run tournaments over a population with corrupt members."""
     url = str(tmp_path / "pop")
     store = storage.open_store(url)
-    store.init_config("{}")
+    store.runinfo.init_config("{}")
     rng = np.random.default_rng(3)
     infos = [publish_random(store, rng)[0] for _ in range(14)]
     broken = {}
@@ -221,7 +221,7 @@ def test_workers_keep_running_among_corrupt_individuals(tmp_path):
     assert sum(json.loads(out)["unreadable"] for out, _ in outputs) >= 1
     # Whatever the workers did not stumble on, check --repair quarantines; nothing else is.
     store.check(repair=True, grace_seconds=0)
-    assert {q["id"] for q in store.list_quarantine()} == set(broken)
+    assert {q["id"] for q in store.history.list_quarantine()} == set(broken)
     assert store.check(grace_seconds=0).ok
-    for info in store.list_alive():
-        assert store.read_individual(info) is not None
+    for info in store.population.list_alive():
+        assert store.population.read_individual(info) is not None

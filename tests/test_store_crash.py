@@ -31,7 +31,7 @@ def _url(kind: str, request: pytest.FixtureRequest, tmp_path) -> str:
 
 def _fresh_store(url: str, **kwargs) -> tuple[storage.PopulationStore, list[storage.IndividualInfo]]:
     store = storage.open_store(url, **kwargs)
-    store.init_config("{}")
+    store.runinfo.init_config("{}")
     rng = np.random.default_rng(0)
     return store, [publish_random(store, rng, fitness=f)[0] for f in (0.2, 0.5, 0.8)]
 
@@ -44,9 +44,9 @@ def _run_crashing(point: str, *args: str) -> None:
 
 
 def _assert_all_listed_are_whole(store: storage.PopulationStore, quarantined: int = 0) -> None:
-    for info in store.list_alive():
-        assert store.read_individual(info) is not None, f"{info.id} is listed but not whole"
-    assert len(store.list_quarantine()) == quarantined
+    for info in store.population.list_alive():
+        assert store.population.read_individual(info) is not None, f"{info.id} is listed but not whole"
+    assert len(store.history.list_quarantine()) == quarantined
 
 
 def _assert_repair_cleans(store: storage.PopulationStore, quarantined: int = 0) -> None:
@@ -70,34 +70,34 @@ def test_the_fault_hook_sees_every_point_in_protocol_order(tmp_path):
         reached.add(point)
 
     store = storage.open_store(str(tmp_path / "pop"), keep_best=1, fault=hook)
-    store.init_config("{}")
+    store.runinfo.init_config("{}")
     rng = np.random.default_rng(0)
     seen.clear()
     victim, _, _ = publish_random(store, rng)
     assert seen == ["write:after_temp", "publish:after_payload", "publish:before_commit",
                     "create:after_temp", "create:after_link", "publish:after_commit"]
     seen.clear()
-    assert store.with_run(keep_best=1).kill(victim, worker="w")  # with_run keeps the hook
+    assert store.with_run(keep_best=1).population.kill(victim, worker="w")  # with_run keeps the hook
     assert [p for p in seen if not p.startswith("create:")] == \
         ["kill:after_claim", "kill:after_keep", "kill:after_unlist"]
     corrupt, _, _ = publish_random(store, rng)
     store.backend.write(corrupt.key, b"{not json")
     seen.clear()
-    assert store.read_individual(corrupt) is None
+    assert store.population.read_individual(corrupt) is None
     assert "quarantine:after_record" in seen
     seen.clear()   # the decoded dataset's cache (storage.datacache)
     key = "0123456789abcdef"
-    assert store.claim_data(key, 0, {"worker": "w"})
-    store.write_data_part(key, 0, "train", b"arrays")
-    assert store.commit_data(key, 0, {"parts": {}})
+    assert store.datacache.claim_data(key, 0, {"worker": "w"})
+    store.datacache.write_data_part(key, 0, "train", b"arrays")
+    assert store.datacache.commit_data(key, 0, {"parts": {}})
     assert [p for p in seen if p.startswith("data:")] == ["data:after_claim", "data:after_part", "data:before_commit"]
     seen.clear()   # a history roll-up (storage.rollup)
-    for info in store.list_alive():
-        store.kill(info, worker="w")
-    assert store.roll_up(min_age=0, segment_records=1, max_segments=1).segments == 1
+    for info in store.population.list_alive():
+        store.population.kill(info, worker="w")
+    assert store.history.roll_up(min_age=0, segment_records=1, max_segments=1).segments == 1
     assert [p for p in seen if p.startswith("rollup:")] == ["rollup:after_segment", "rollup:after_first_delete"]
     seen.clear()   # a learned strategy's next policy version (storage.policy)
-    assert store.create_policy(0, b"{}") and not store.create_policy(0, b"{}")
+    assert store.policy.create_policy(0, b"{}") and not store.policy.create_policy(0, b"{}")
     assert [p for p in seen if p.startswith("policy:")] == ["policy:before_create", "policy:after_create",
                                                            "policy:before_create"]
     assert reached == set(POINTS) and len(set(POINTS)) == len(POINTS)
@@ -126,7 +126,7 @@ def test_a_crash_at_the_nth_hit_lets_the_first_ones_finish(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL, err[-2000:]
     assert len(out.split()) == 1  # the first publish returned; the second died once visible
-    assert len(store.list_alive()) == len(before) + 2
+    assert len(store.population.list_alive()) == len(before) + 2
     _assert_all_listed_are_whole(store)
     assert store.check(grace_seconds=0).ok
 
@@ -138,7 +138,7 @@ def test_publisher_killed_at_each_step(kind, point, request, tmp_path):
     store, before = _fresh_store(url)
     _run_crashing(point, "publish", url, "1")
 
-    listed = store.list_alive()
+    listed = store.population.list_alive()
     assert len(listed) == len(before) + (1 if point in VISIBLE_AFTER else 0)
     _assert_all_listed_are_whole(store)
     # Young leftovers may belong to a publish in progress: only reported as pending.
@@ -153,7 +153,7 @@ def test_publisher_killed_at_each_step(kind, point, request, tmp_path):
     assert young.pending == report.orphans
     assert report.torn == report.corrupt == report.zombies == 0
     _assert_repair_cleans(store)
-    assert len(store.list_alive()) == len(listed)
+    assert len(store.population.list_alive()) == len(listed)
 
 
 @pytest.mark.parametrize("kind", ["local", "gcs"])
@@ -164,12 +164,12 @@ def test_negative_control_commit_before_weights_is_caught(kind, request, tmp_pat
     store, before = _fresh_store(url)
     _run_crashing("publish:after_commit", "publish", url, "1", "weights_after_commit")
 
-    assert len(store.list_alive()) == len(before) + 1
+    assert len(store.population.list_alive()) == len(before) + 1
     report = store.check(grace_seconds=0)
     assert not report.ok and report.torn == 1
     with pytest.raises(AssertionError, match="listed but not whole"):
         _assert_all_listed_are_whole(store)
-    (q,) = store.list_quarantine()  # the reader quarantined it
+    (q,) = store.history.list_quarantine()  # the reader quarantined it
     assert q["reason"] == "weights are missing"
 
 
@@ -179,14 +179,14 @@ def test_killer_killed_after_claiming_leaves_a_zombie(kind, request, tmp_path):
     store, (victim, *others) = _fresh_store(url)
     _run_crashing("kill:after_claim", "kill", url, victim.id)
 
-    assert victim in store.list_alive()  # dead (history exists) but still listed
-    assert store.read_individual(victim) is not None  # and still whole
+    assert victim in store.population.list_alive()  # dead (history exists) but still listed
+    assert store.population.read_individual(victim) is not None  # and still whole
     report = store.check(grace_seconds=0)
     assert not report.ok and report.zombies == 1 and report.alive == len(others)
     # A worker that picks it learns it is already dead, and unlists it.
-    assert store.kill(victim, worker="other") is False
-    assert victim not in store.list_alive()
-    (rec,) = store.read_history()
+    assert store.population.kill(victim, worker="other") is False
+    assert victim not in store.population.list_alive()
+    (rec,) = store.history.read_history()
     assert rec["id"] == victim.id and rec["killer"] == "crash-killer"
     report = store.check(grace_seconds=0)
     assert report.zombies == 0 and report.orphans == 1  # its weights
@@ -199,7 +199,7 @@ def test_zombie_is_unlisted_by_repair(kind, request, tmp_path):
     store, (victim, *others) = _fresh_store(url)
     _run_crashing("kill:after_claim", "kill", url, victim.id)
     _assert_repair_cleans(store)
-    assert store.list_alive() == others
+    assert store.population.list_alive() == others
 
 
 @pytest.mark.parametrize("kind", ["local", "gcs"])
@@ -208,13 +208,13 @@ def test_killer_killed_after_unlisting_leaves_orphan_weights(kind, request, tmp_
     store, (victim, *others) = _fresh_store(url)
     _run_crashing("kill:after_unlist", "kill", url, victim.id)
 
-    assert store.list_alive() == others
+    assert store.population.list_alive() == others
     young = store.check(grace_seconds=3600)  # grace counts from the death
     assert young.ok and young.pending == 1
     report = store.check(grace_seconds=0)
     assert not report.ok and report.orphans == 1
     _assert_repair_cleans(store)
-    assert len(store.read_history()) == 1
+    assert len(store.history.read_history()) == 1
 
 
 @pytest.mark.parametrize("kind", ["local", "gcs"])
@@ -223,11 +223,11 @@ def test_killer_killed_after_keeping_weights(kind, request, tmp_path):
     store, (low, mid, high) = _fresh_store(url, keep_best=1)
     _run_crashing("kill:after_keep", "kill", url, high.id, "1")
 
-    assert [k.id for k in store.list_kept()] == [high.id]
+    assert [k.id for k in store.history.list_kept()] == [high.id]
     assert store.check(grace_seconds=0).zombies == 1
     _assert_repair_cleans(store)
-    assert store.list_alive() == [low, mid]
-    kept = store.read_kept(high)
+    assert store.population.list_alive() == [low, mid]
+    kept = store.history.read_kept(high)
     assert kept is not None and kept.fitness == high.fitness
 
 
@@ -240,8 +240,8 @@ def test_reader_killed_while_quarantining(kind, request, tmp_path):
 
     assert store.check(grace_seconds=0).zombies == 1  # quarantined but still listed
     _assert_repair_cleans(store, quarantined=1)
-    assert store.list_alive() == others
-    assert [q["id"] for q in store.list_quarantine()] == [victim.id]
+    assert store.population.list_alive() == others
+    assert [q["id"] for q in store.history.list_quarantine()] == [victim.id]
 
 
 @pytest.mark.parametrize("kind, rounds", [("local", 12), ("gcs", 6)])
@@ -260,12 +260,12 @@ def test_random_sigkills_never_leave_a_torn_individual(kind, rounds, request, tm
         proc.communicate()
         assert proc.returncode == -signal.SIGKILL
         _assert_all_listed_are_whole(store)
-        for info in store.list_kept():
-            assert store.read_kept(info) is not None
+        for info in store.history.list_kept():
+            assert store.history.read_kept(info) is not None
     report = store.check(grace_seconds=0)
     assert report.torn == report.corrupt == 0
     _assert_repair_cleans(store)
-    history = store.read_history()
-    assert len(history) == store.count_history() and all(h["reason"] == "aging" for h in history)
-    assert len(store.list_kept()) >= min(2, len(history))
-    assert json.loads(store.read_config()) == {}
+    history = store.history.read_history()
+    assert len(history) == store.history.count_history() and all(h["reason"] == "aging" for h in history)
+    assert len(store.history.list_kept()) >= min(2, len(history))
+    assert json.loads(store.runinfo.read_config()) == {}

@@ -38,7 +38,7 @@ def local(tmp_path):
     """(store, root path, a folder outside the store holding the secret)."""
     root = tmp_path / "pop"
     store = storage.open_store(str(root))
-    store.init_config(RunConfig(dataset="synthetic").to_json())
+    store.runinfo.init_config(RunConfig(dataset="synthetic").to_json())
     for folder in ("alive", "history", "workers"):
         (root / folder).mkdir()
     outside = tmp_path / "outside"
@@ -63,7 +63,7 @@ def test_symlinks_are_never_followed(local, target):
     assert [f.what for f in store.backend.list_foreign("alive")] == ["a symbolic link"]
     with pytest.raises(UnreadableEntry, match="symbolic link"):
         store.backend.read(f"alive/{name}")
-    assert len(store.list_alive()) == 1
+    assert len(store.population.list_alive()) == 1
 
 
 def test_a_fifo_neither_blocks_nor_is_listed(local):
@@ -150,38 +150,38 @@ def test_oversized_objects_are_refused_per_entry(store_url):
 
 def test_a_non_json_commit_is_moved_aside_whole_and_never_copied(store_url):
     store = storage.open_store(store_url)
-    store.init_config("{}")
+    store.runinfo.init_config("{}")
     info, _, _ = publish_random(store, np.random.default_rng(2))
     garbage = b"\xff\xfe not json " + SECRET.encode()
     store.backend.write(info.key, garbage)
-    assert store.read_individual(info) is None
-    (record,) = store.list_quarantine()
+    assert store.population.read_individual(info) is None
+    (record,) = store.history.list_quarantine()
     assert record["commit"] is None and "not valid JSON" in record["reason"]
     assert SECRET not in json.dumps(record)
     assert store.backend.read(record["moved_to"]) == garbage  # kept, as it was
-    assert store.list_alive() == []
+    assert store.population.list_alive() == []
 
 
 def test_a_victim_with_an_absurd_dna_is_quarantined_not_buried(store_url):
     store = storage.open_store(store_url).with_run(bounds=dna.DEFAULT_BOUNDS)
-    store.init_config("{}")
+    store.runinfo.init_config("{}")
     ident = plant_commit(store, absurd_dna(), 0.01)
-    (victim,) = store.list_alive()
-    assert store.kill(victim, worker="w") is False
-    assert store.read_history() == []
-    (record,) = store.list_quarantine()
+    (victim,) = store.population.list_alive()
+    assert store.population.kill(victim, worker="w") is False
+    assert store.history.read_history() == []
+    (record,) = store.history.list_quarantine()
     assert record["id"] == ident and "channels=1000000000 outside" in record["reason"]
 
 
 def test_history_records_are_validated_before_anyone_ranks_them(store_url):
     store = storage.open_store(store_url).with_run(bounds=dna.DEFAULT_BOUNDS)
-    store.init_config("{}")
+    store.runinfo.init_config("{}")
     rng = np.random.default_rng(3)
     info, _, _ = publish_random(store, rng, fitness=0.5)
-    store.kill(info, worker="w")
+    store.population.kill(info, worker="w")
     planted = plant_commit(store, absurd_dna(), 1.0, history=True)
     store.backend.write("history/20261130T000000.000000Z-00000000.json", b"\x80\x81 not utf-8")
-    records, broken = store.scan_history()
+    records, broken = store.history.scan_history()
     assert [r["id"] for r in records] == [info.id]
     assert {b.key for b in broken} == {f"history/{planted}.json", "history/20261130T000000.000000Z-00000000.json"}
     assert all(SECRET not in b.problem for b in broken)
@@ -255,13 +255,13 @@ def test_an_unreadable_commit_is_quarantined_by_moving_it(local):
     os.chmod(root / info.key, 0)
     code = ("import sys, json, storage\n"
             "s = storage.open_store(sys.argv[1])\n"
-            "(info,) = s.list_alive()\n"
-            "print(json.dumps([s.read_individual(info) is None, s.list_alive() == []]))\n")
+            "(info,) = s.population.list_alive()\n"
+            "print(json.dumps([s.population.read_individual(info) is None, s.population.list_alive() == []]))\n")
     done = subprocess.run([*WITHOUT_BYPASS, sys.executable, "-c", code, str(root)], cwd=REPO,
                           env=subprocess_env(), capture_output=True, text=True, timeout=60)
     assert json.loads(done.stdout) == [True, True], done.stderr
     assert "permission denied" in done.stderr and done.stderr.count("quarantined") == 1
-    (record,) = store.list_quarantine()
+    (record,) = store.history.list_quarantine()
     assert record["commit"] is None and record["moved_to"].startswith("quarantine/moved/")
     assert stat.S_IMODE(os.lstat(root / record["moved_to"]).st_mode) == 0  # as it was
 

@@ -45,7 +45,7 @@ def run_race(url: str, workdir: Path, primitive: str, *, procs: int = PROCS,
              timeout: float = 240) -> RaceOutcome:
     """Populate ``url``, run ``procs`` racing processes, return what they reported."""
     store = storage.open_store(url)
-    store.init_config("{}")
+    store.runinfo.init_config("{}")
     rng = np.random.default_rng(seed)
     n_victims = victims
     victims = [publish_random(store, rng, worker="setup")[0] for _ in range(n_victims)]
@@ -86,28 +86,28 @@ def race_violations(o: RaceOutcome) -> list[str]:
     for v in sorted(o.targeted):
         if wins[v] != 1:
             bad.append(f"victim {v} was killed {wins[v]} times")
-    history = {rec["id"]: rec for rec in o.store.read_history()}
+    history = {rec["id"]: rec for rec in o.store.history.read_history()}
     if set(history) != o.targeted:
         bad.append(f"history has {len(history)} records for {len(o.targeted)} victims")
     for v, rec in history.items():
         if winner.get(v) != rec["killer"]:
             bad.append(f"history of {v} names killer {rec['killer']}, the winner was {winner.get(v)}")
     children = [c for r in o.results for c in r["children"]]
-    alive = {i.id: i for i in o.store.list_alive()}
+    alive = {i.id: i for i in o.store.population.list_alive()}
     expected = {i.id for i in o.bystanders} | {c["id"] for c in children} | \
         ({v.id for v in o.victims} - o.targeted)
     if set(alive) != expected:
         bad.append(f"alive: {len(set(alive) - expected)} unexpected, {len(expected - set(alive))} lost")
     for c in children:
-        ind = o.store.read_individual(c["id"]) if c["id"] in alive else None
+        ind = o.store.population.read_individual(c["id"]) if c["id"] in alive else None
         if ind is None or sha256(ind.weights) != c["sha256"] or ind.parent != c["parent"]:
             bad.append(f"child {c['id']} is not visible whole")
     for r in o.results:
         for v in r["vanished"]:
             if v not in history:
                 bad.append(f"{r['worker']} could not read {v}, which never died")
-    if o.store.list_quarantine():
-        bad.append(f"{len(o.store.list_quarantine())} individuals were quarantined")
+    if o.store.history.list_quarantine():
+        bad.append(f"{len(o.store.history.list_quarantine())} individuals were quarantined")
     report = o.store.check(grace_seconds=0)
     if not report.ok:
         bad.append(f"check: {report.problems[:5]}")

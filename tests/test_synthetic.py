@@ -37,7 +37,7 @@ MAX_WORKER_PEAK_RSS_MIB = 120
 def init_synthetic(url: str, **synthetic) -> RunConfig:
     config = RunConfig(dataset="synthetic", population_size=10, seed=5,
                        plugins={"synthetic": SyntheticSettings(**{"train_seconds": 0.0, **synthetic})})
-    assert open_store(url).init_config(config.to_json())
+    assert open_store(url).runinfo.init_config(config.to_json())
     return config
 
 
@@ -60,7 +60,7 @@ def test_a_synthetic_worker_runs_with_torch_unimportable(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split("\n")[0] == "0 []", out.stdout + out.stderr[-2000:]
     store = open_store(url)
-    assert len(store.list_alive()) + store.count_history() == 40
+    assert len(store.population.list_alive()) + store.history.count_history() == 40
 
 
 def test_the_torch_blocker_has_teeth():
@@ -168,7 +168,7 @@ def test_every_selection_runs_synthetically(tmp_path, selection):
     url = str(tmp_path / "pop")
     config = RunConfig(dataset="synthetic", population_size=6, selection=selection,
                        plugins={"aging": AgingSettings(tournament_size=2), "synthetic": SyntheticSettings(weight_bytes=64)})
-    open_store(url).init_config(config.to_json())
+    open_store(url).runinfo.init_config(config.to_json())
     stats = open_worker(url, WorkerOptions(max_individuals=30), index=0).run()
     assert stats.published == 30 and stats.killed == 24
-    assert len(open_store(url).list_alive()) == 6
+    assert len(open_store(url).population.list_alive()) == 6

@@ -58,7 +58,7 @@ def test_evo_init_implies_the_space_and_the_benchmarks_rea_settings(tmp_path):
     url = str(tmp_path / "pop")
     out = evo("init", url, "--dataset", "nb201-cifar10", "--tabular-time-scale", "0.001")
     assert out.returncode == 0, out.stderr
-    config = RunConfig.from_json(open_store(url).read_config())
+    config = RunConfig.from_json(open_store(url).runinfo.read_config())
     assert (config.search_space, config.selection, config.population_size, config.settings_of("aging").tournament_size) == \
         ("nasbench201", "aging", 10, 3)
     assert config.settings_of("tabular").time_scale == 0.001
@@ -134,7 +134,7 @@ def test_a_tabular_worker_runs_with_torch_unimportable_and_stays_light(tmp_path,
     url = str(tmp_path / "pop")
     config = RunConfig(dataset="nb201-cifar10", search_space="nasbench201", population_size=10,
                        plugins={"aging": AgingSettings(tournament_size=3)}, seed=3, selection=selection)
-    assert open_store(url).init_config(config.to_json())
+    assert open_store(url).runinfo.init_config(config.to_json())
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(f"""
         import sys
@@ -157,7 +157,7 @@ def test_a_tabular_worker_runs_with_torch_unimportable_and_stays_light(tmp_path,
     assert 5 < peak_mib < MAX_WORKER_PEAK_RSS_MIB
     from launch._snapshot import open_population
 
-    census = open_population(url)[0].census()
+    census = open_population(url)[0].history.census()
     records = [c for c in census.commits.values() if isinstance(c, dict)] + list(census.history)
     assert len(census.listed) == 10 and len(records) == 60
     table = tables.load_table("nb201-cifar10")

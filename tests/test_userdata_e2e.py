@@ -45,16 +45,16 @@ def worker(url: str, n: int = 2) -> subprocess.CompletedProcess:
 def individuals(url: str) -> list[dict]:
     """Every individual that lived (alive or dead): ``fitness`` and ``metrics`` of each."""
     store = storage.open_store(url)
-    alive = [store.read_individual(i) for i in store.list_alive()]
+    alive = [store.population.read_individual(i) for i in store.population.list_alive()]
     return [{"fitness": i.fitness, "metrics": i.metrics} for i in alive] + \
-        [{"fitness": r["fitness"], "metrics": r["metrics"]} for r in store.read_history()]
+        [{"fitness": r["fitness"], "metrics": r["metrics"]} for r in store.history.read_history()]
 
 
 def manifest_of(url: str) -> dict:
     store = storage.open_store(url)
-    config = RunConfig.from_json(store.read_config())
+    config = RunConfig.from_json(store.runinfo.read_config())
     key = cache_key(config.dataset, config.data)
-    return store.read_data_manifest(key, max(store.data_state(key).manifests))
+    return store.datacache.read_data_manifest(key, max(store.datacache.data_state(key).manifests))
 
 
 def test_image_folder_run_end_to_end(tmp_path, capsys):

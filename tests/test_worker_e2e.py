@@ -42,11 +42,11 @@ def init_digits(url: str, steps: int = 12) -> None:
 def all_records(store) -> tuple[dict[str, dict], dict[str, dict]]:
     """(alive id -> commit-derived record, dead id -> history record)."""
     alive = {}
-    for info in store.list_alive():
-        ind = store.read_individual(info)
+    for info in store.population.list_alive():
+        ind = store.population.read_individual(info)
         assert ind is not None, f"live individual {info.id} unreadable (torn?)"
         alive[info.id] = {"id": ind.id, "parent": ind.parent, "mutation": ind.mutation, "fitness": ind.fitness}
-    dead = {r["id"]: r for r in store.read_history()}
+    dead = {r["id"]: r for r in store.history.read_history()}
     return alive, dead
 
 
@@ -81,7 +81,7 @@ def test_three_workers_share_one_population(population_url):
     deadline = time.time() + 240
     while any(p.poll() is None for p in procs):
         assert time.time() < deadline, "workers did not finish in time"
-        n = len(store.list_alive())
+        n = len(store.population.list_alive())
         if sizes or n >= P:   # from the moment seeding has filled the population
             sizes.append(n)
         time.sleep(0.05)
@@ -108,24 +108,24 @@ def test_resume_after_kill_minus_nine(tmp_path):
     store = open_store(url)
     procs = [start_worker(url, i) for i in range(2)]
     deadline = time.time() + 180
-    while len(store.list_alive()) + store.count_history() < P + 6:
+    while len(store.population.list_alive()) + store.history.count_history() < P + 6:
         assert time.time() < deadline, "run made no progress"
         assert all(p.poll() is None for p in procs), "a worker exited early"
         time.sleep(0.1)
     for p in procs:
         p.send_signal(signal.SIGKILL)
         p.wait()
-    best_before = max(i.fitness for i in store.list_alive())
-    born_before = len(store.list_alive()) + store.count_history()
-    history_before = {r["id"] for r in store.read_history()}
-    alive_before = {i.id for i in store.list_alive()}
+    best_before = max(i.fitness for i in store.population.list_alive())
+    born_before = len(store.population.list_alive()) + store.history.count_history()
+    history_before = {r["id"] for r in store.history.read_history()}
+    alive_before = {i.id for i in store.population.list_alive()}
 
     procs = [start_worker(url, 10 + i, "--max-individuals", "4") for i in range(2)]
     for p in procs:
         assert p.wait(timeout=240) == 0, p.stderr.read()[-2000:]
     alive, dead = audit(url)
     # best never goes backwards (both read from the listing, where fitness has 6 decimals)
-    assert max(i.fitness for i in store.list_alive()) >= best_before
+    assert max(i.fitness for i in store.population.list_alive()) >= best_before
     assert len(alive) + len(dead) >= born_before + 8                  # births kept rising
     assert history_before <= set(dead)                                # nothing from before was lost
     # the resumed workers selected parents from the stored population: no new seeding
@@ -145,7 +145,7 @@ def test_a_worker_whose_children_all_fail_stops_and_status_names_why(tmp_path):
 
     url = str(tmp_path / "pop")
     config = RunConfig(dataset="digits", search_space="broken_toy", population_size=8, seed=1)
-    assert open_store(url).init_config(config.to_json())
+    assert open_store(url).runinfo.init_config(config.to_json())
     script = str(Path(broken_space.__file__))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run([sys.executable, script, "worker", url, "--device", "cpu", "--max-failed-children", "3",
@@ -154,7 +154,7 @@ def test_a_worker_whose_children_all_fail_stops_and_status_names_why(tmp_path):
     last = done.stderr.strip().splitlines()[-1]
     assert last == ("evo worker: error: 3 children in a row failed (--max-failed-children 3); the last: "
                     f"RuntimeError: {broken_space.BUILD_FAILURE}")
-    (beat,) = open_store(url).list_workers()
+    (beat,) = open_store(url).runinfo.list_workers()
     assert beat["info"]["state"] == "failed" and beat["info"]["failures"] == 3
     status = subprocess.run([sys.executable, script, "status", url], capture_output=True, text=True, env=env,
                             timeout=120)

@@ -23,7 +23,7 @@ def init(url: str, **overrides) -> RunConfig:
     settings = dict(dataset="synthetic", population_size=8, seed=3,
                     plugins={"synthetic": SyntheticSettings(train_seconds=0.0, weight_bytes=256)})
     config = RunConfig(**{**settings, **overrides})
-    assert open_store(url).init_config(config.to_json())
+    assert open_store(url).runinfo.init_config(config.to_json())
     return config
 
 
@@ -42,7 +42,7 @@ def test_seeding_fills_population_with_initial_individuals_then_selects(tmp_path
     assert [r["mutation"] for r in records[:8]] == ["initial"] * 8
     assert all(r["parent"] is None and r["killed"] is None for r in records[:8])
     assert all(r["parent"] is not None and r["killed"] is not None for r in records[8:])
-    assert len(open_store(url).list_alive()) == 8
+    assert len(open_store(url).population.list_alive()) == 8
 
 
 def test_pairwise_kills_the_loser_of_the_pair(tmp_path):
@@ -63,7 +63,7 @@ def test_pairwise_kills_the_loser_of_the_pair(tmp_path):
 
     open_worker(url, WorkerOptions(max_individuals=80), index=0, on_publish=on_publish).run()
     assert checked == 80 - 8
-    assert len(store.list_alive()) == 8
+    assert len(store.population.list_alive()) == 8
 
 
 def test_aging_kills_the_oldest(tmp_path):
@@ -75,7 +75,7 @@ def test_aging_kills_the_oldest(tmp_path):
     def on_publish(rec):
         nonlocal checked
         if rec["killed"]:
-            alive = [p.id for p in store.list_alive()]
+            alive = [p.id for p in store.population.list_alive()]
             assert rec["killed"] not in alive
             assert rec["killed"] < min(alive)   # ids sort by birth: the victim was the oldest
             checked += 1
@@ -83,8 +83,8 @@ def test_aging_kills_the_oldest(tmp_path):
     open_worker(url, WorkerOptions(max_individuals=60), index=0, on_publish=on_publish).run()
     assert checked == 60 - 8
     # the survivors are exactly the newest P individuals
-    history = store.read_history()
-    assert max(r["id"] for r in history) < min(p.id for p in store.list_alive())
+    history = store.history.read_history()
+    assert max(r["id"] for r in history) < min(p.id for p in store.population.list_alive())
 
 
 def test_random_search_never_copies_a_parent(tmp_path):
@@ -96,7 +96,7 @@ def test_random_search_never_copies_a_parent(tmp_path):
     assert after_seeding and all(r["parent"] is None for r in after_seeding)
     assert all(r["mutation"] == "random" for r in after_seeding)
     assert len({r["dna_hash"] for r in after_seeding}) > len(after_seeding) // 2   # really random architectures
-    stored = open_store(url).read_history()
+    stored = open_store(url).history.read_history()
     assert all(r["parent"] is None for r in stored)
 
 
@@ -105,9 +105,9 @@ def test_every_mutation_is_exercised_in_a_run(tmp_path):
     init(url, population_size=10)
     run(url, 400)
     store = open_store(url)
-    counts = Counter(r["mutation"] for r in store.read_history())
-    for info in store.list_alive():
-        counts[store.read_individual(info).mutation] += 1
+    counts = Counter(r["mutation"] for r in store.history.read_history())
+    for info in store.population.list_alive():
+        counts[store.population.read_individual(info).mutation] += 1
     missing = set(mutations.MUTATION_NAMES) - set(counts)
     assert not missing, f"mutations never used in 400 children: {missing}; counts {dict(counts)}"
 
@@ -119,7 +119,7 @@ def test_single_worker_run_is_reproducible_with_a_seed(tmp_path):
     for name in ("a", "b"):
         url = str(tmp_path / name)
         config = RunConfig(dataset="digits", population_size=3, seed=11, train=TrainSettings(steps=15, augment=False))
-        open_store(url).init_config(config.to_json())
+        open_store(url).runinfo.init_config(config.to_json())
         records: list = []
         open_worker(url, WorkerOptions(max_individuals=8), index=0, device="cpu", on_publish=records.append).run()
         sequences.append([(r["mutation"], r["dna_hash"], round(r["fitness"], 6)) for r in records])
@@ -148,12 +148,12 @@ def test_a_zero_cost_child_costs_one_listing_and_never_picks_the_dead(tmp_path):
     records: list = []
     worker = open_worker(url, WorkerOptions(max_individuals=60), index=1, on_publish=records.append)
     listings = []
-    real = worker.store.list_alive
-    worker.store.list_alive = lambda: listings.append(1) or real()
+    real = worker.population.list_alive
+    worker.population.list_alive = lambda: listings.append(1) or real()
     worker.run()
     assert len(records) == 60 and len(listings) <= 60 + 2, len(listings)
     killed: set = set()
     for rec in records:
         assert rec["parent"] not in killed and rec["selected_victim"] not in killed
         killed.add(rec["killed"])
-    assert len(open_store(url).list_alive()) == 8
+    assert len(open_store(url).population.list_alive()) == 8

@@ -98,7 +98,7 @@ def test_a_signal_stops_a_training_worker_cleanly(tmp_path, sig):
 def _synthetic_store(url: str, P: int = 2) -> None:
     config = RunConfig(dataset="synthetic", population_size=P, seed=1,
                        plugins={"synthetic": SyntheticSettings(train_seconds=0.0, weight_bytes=64)})
-    assert open_store(url).init_config(config.to_json())
+    assert open_store(url).runinfo.init_config(config.to_json())
 
 
 def test_a_signal_between_publish_and_kill_waits_for_the_kill(tmp_path):
@@ -108,7 +108,7 @@ def test_a_signal_between_publish_and_kill_waits_for_the_kill(tmp_path):
     _synthetic_store(url)
     with StopSignals([signal.SIGUSR1]) as stop:
         worker = open_worker(url, WorkerOptions(max_individuals=50, heartbeat_interval=0.5), stop=stop)
-        real_kill = worker.store.kill
+        real_kill = worker.population.kill
 
         def kill_after_a_signal(*args, **kwargs):
             if not stop.received:
@@ -116,13 +116,13 @@ def test_a_signal_between_publish_and_kill_waits_for_the_kill(tmp_path):
                 assert stop.received == ["SIGUSR1"]
             return real_kill(*args, **kwargs)
 
-        worker.store.kill = kill_after_a_signal
+        worker.population.kill = kill_after_a_signal
         stats = worker.run()
     assert stats.stopped_by == "SIGUSR1"
     assert stats.published == 3 and stats.killed == 1    # 2 seeds, then one child and its victim's kill
     store = open_store(url)
-    assert len(store.list_alive()) == 2 and store.count_history() == 1
-    assert store.list_workers()[0]["info"]["state"] == "stopped"
+    assert len(store.population.list_alive()) == 2 and store.history.count_history() == 1
+    assert store.runinfo.list_workers()[0]["info"]["state"] == "stopped"
 
 
 class BlockingEvaluator:
@@ -160,7 +160,7 @@ def test_heartbeats_go_on_while_the_main_thread_is_busy(tmp_path):
         seen = set()
 
         def beats_while_training():
-            for b in store.list_workers():
+            for b in store.runinfo.list_workers():
                 if b["info"]["state"] == "training":
                     seen.add(b["time"])
             return len(seen) >= 4
@@ -169,7 +169,7 @@ def test_heartbeats_go_on_while_the_main_thread_is_busy(tmp_path):
     finally:
         evaluator.release.set()
         runner.join(30)
-    (beat,) = store.list_workers()
+    (beat,) = store.runinfo.list_workers()
     assert beat["info"]["state"] == "stopped" and beat["info"]["interval"] == 0.2
     assert beat["info"]["individuals"] == 1 and not runner.is_alive()
 
@@ -252,16 +252,16 @@ def _gone(pid: int) -> bool:
 
 def test_launch_records_round_trip_on_every_backend(store_url):
     store = open_store(store_url)
-    assert store.list_launches() == []
-    store.record_launch("slurm-123", {"kind": "slurm", "job_id": "123", "tasks": 2})
-    store.record_launch("slurm-124", {"kind": "slurm", "job_id": "124", "tasks": 1})
-    store.record_launch("slurm-123", {"kind": "slurm", "job_id": "123", "tasks": 4})   # overwrites
-    recs = store.list_launches()
+    assert store.runinfo.list_launches() == []
+    store.runinfo.record_launch("slurm-123", {"kind": "slurm", "job_id": "123", "tasks": 2})
+    store.runinfo.record_launch("slurm-124", {"kind": "slurm", "job_id": "124", "tasks": 1})
+    store.runinfo.record_launch("slurm-123", {"kind": "slurm", "job_id": "123", "tasks": 4})   # overwrites
+    recs = store.runinfo.list_launches()
     assert [(r["name"], r["info"]["tasks"]) for r in recs] == [("slurm-123", 4), ("slurm-124", 1)]
     store.backend.write("launches/broken.json", b"{not json")
-    assert len(store.list_launches()) == 2                 # an unreadable record is skipped
+    assert len(store.runinfo.list_launches()) == 2                 # an unreadable record is skipped
     with pytest.raises(ValueError):
-        store.record_launch("../escape", {})
+        store.runinfo.record_launch("../escape", {})
 
 
 def test_pending_reasons_that_never_clear():

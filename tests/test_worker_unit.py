@@ -70,11 +70,11 @@ class Recorder(WorkerObserver):
 def make_worker(P: int = 4, evaluator=None, clock=None, **config):
     config = RunConfig(dataset="synthetic", population_size=P, **config)
     store = storage.open_store(f"memory://unit-{uuid.uuid4().hex}")
-    store.init_config(config.to_json())
+    store.runinfo.init_config(config.to_json())
     space = make_space(config)
     store = store.with_run(bounds=config.bounds, dna_validator=space.parse)
     recorder = Recorder()
-    worker = Worker(store, space, make_strategy(config, store), evaluator or FakeEvaluator(),
+    worker = Worker(store.population, store.runinfo, space, make_strategy(config, store.policy), evaluator or FakeEvaluator(),
                     np.random.default_rng(0), population_size=P, inherit_weights=config.inherit_weights,
                     clock=clock or FakeClock(), observers=[recorder],
                     options=WorkerOptions(max_individuals=12, heartbeat_interval=5))
@@ -86,7 +86,7 @@ def test_seeds_exactly_p_then_keeps_the_population_at_p():
     records = [worker.step() for _ in range(12)]
     assert [r["mutation"] for r in records[:4]] == ["initial"] * 4
     assert all(r["parent"] for r in records[4:])
-    assert len(store.list_alive()) == 4 and store.count_history() == 8
+    assert len(store.population.list_alive()) == 4 and store.history.count_history() == 8
     kills = [e for e in recorder.events if e[0] == "kill"]
     assert len(kills) == 8 and [e[0] for e in recorder.events].count("publish") == 12
     for r in records[4:]:   # pairwise: the parent was the fitter of the pair, the other died
@@ -100,7 +100,7 @@ def test_fake_clock_times_everything_and_ends_the_run():
     stats = worker.run()
     assert 0 < stats.published < 30      # each step reads the clock: the fake minutes ran out
     assert all(t > 1.8e9 for _, _, t in recorder.events)
-    (beat,) = store.list_workers()
+    (beat,) = store.runinfo.list_workers()
     assert beat["info"]["state"] == "stopped" and beat["info"]["individuals"] == stats.published
 
 
@@ -108,17 +108,17 @@ def test_aging_kills_the_oldest_and_the_toy_space_plugs_in():
     worker, store, _ = make_worker(P=3, search_space="toy", selection="aging", plugins={"aging": AgingSettings(tournament_size=2)})
     for _ in range(3):
         worker.step()
-    oldest = store.list_alive()[0].id
+    oldest = store.population.list_alive()[0].id
     record = worker.step()
     assert record["killed"] == oldest and record["mutation"] in ("resize", "depth")
-    assert store.read_individual(store.find(record["id"])).dna["kind"] == "toy"
+    assert store.population.read_individual(store.population.find(record["id"])).dna["kind"] == "toy"
 
 
 def test_a_child_that_fails_costs_that_child_only():
     evaluator = FakeEvaluator(fail_on="initial")
     worker, store, _ = make_worker(P=2, evaluator=evaluator)
     assert worker.step() is None and worker.stats.failures == 1
-    assert store.list_alive() == []
+    assert store.population.list_alive() == []
 
 
 def test_random_search_makes_fresh_children_and_inherits_nothing():
@@ -142,7 +142,7 @@ def test_a_unit_worker_needs_no_torch():
             "import test_worker_unit as t\n"
             "w, s, _ = t.make_worker(P=3)\n"
             "[w.step() for _ in range(6)]\n"
-            "assert len(s.list_alive()) == 3, s.list_alive()\n")
+            "assert len(s.population.list_alive()) == 3, s.population.list_alive()\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO / "tests", capture_output=True, text=True,
                           timeout=120, env={"PYTHONPATH": f"{REPO}:{REPO / 'tests'}", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr[-2000:]
@@ -175,7 +175,7 @@ def test_the_breaker_stops_a_worker_whose_children_all_fail(monkeypatch):
     assert worker.stats.failures == 3 and worker.stats.published == 0
     assert worker.stats.failed == ("3 children in a row failed (--max-failed-children 3); "
                                    "the last: RuntimeError: no child can be trained second line")
-    (beat,) = store.list_workers()
+    (beat,) = store.runinfo.list_workers()
     assert beat["info"]["state"] == "failed" and beat["info"]["reason"] == worker.stats.failed
 
 
@@ -230,34 +230,34 @@ def test_a_strategy_bug_counts_toward_the_breaker_and_backs_off(monkeypatch):
     assert worker.stats.step_errors == 4 - 1 and pauses == [0.5, 1.0, 2.0]
     assert worker.stats.failed.startswith("4 children in a row failed") and "KeyError: 'no such parent'" in \
         worker.stats.failed
-    assert store.list_workers()[0]["info"]["state"] == "failed"
+    assert store.runinfo.list_workers()[0]["info"]["state"] == "failed"
 
 
-class FlakyStore:
-    """A store whose listings fail with ``error`` ``outage`` times, then recover."""
+class FlakyPopulation:
+    """A population facet whose listings fail with ``error`` ``outage`` times, then recover."""
 
-    def __init__(self, store, outage: int, error: Exception):
-        self._store, self.left, self.error = store, outage, error
+    def __init__(self, population, outage: int, error: Exception):
+        self._population, self.left, self.error = population, outage, error
 
     def list_alive(self):
         if self.left > 0:
             self.left -= 1
             raise self.error
-        return self._store.list_alive()
+        return self._population.list_alive()
 
     def __getattr__(self, name):
-        return getattr(self._store, name)
+        return getattr(self._population, name)
 
 
 @pytest.mark.parametrize("error", [OSError("connection reset"), storage.StoreError("bucket unreachable")])
 def test_a_store_outage_backs_off_and_recovers_and_never_trips_the_breaker(monkeypatch, error):
     worker, store, _ = make_worker(P=2)
-    worker.store = FlakyStore(store, outage=12, error=error)
+    worker.population = FlakyPopulation(store.population, outage=12, error=error)
     worker.options = WorkerOptions(max_failed_children=2, max_individuals=4, heartbeat_interval=3600)
     pauses = run_quickly(worker, monkeypatch)
     assert worker.stats.failed is None and worker.stats.published == 4
     assert worker.stats.step_errors == 12 and pauses[:3] == [0.5, 1.0, 2.0] and max(pauses) == 30.0
-    assert store.list_workers()[0]["info"]["state"] == "stopped"
+    assert store.runinfo.list_workers()[0]["info"]["state"] == "stopped"
 
 
 def test_worker_options_refuse_a_breaker_that_never_counts():

@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from evo.data.base import SPLITS, human_bytes
 from evo.data.cacheformat import FORMAT, CacheDamaged, arrays_of, check_manifest, content_id, safetensors_of
 from evo.data.decoding import DataProblem, Decoded
 from evo.data.spec import DatasetSpec
+
+if TYPE_CHECKING:
+    from storage import DataCacheFacet
 
 log = logging.getLogger("evo.data.datasets")
 
@@ -64,7 +67,7 @@ class CachedData:
     """A committed cache generation whose manifest checked out; :meth:`arrays` reads and
     checks its parts. ``decoded`` holds the arrays when this process decoded them."""
 
-    store: Any
+    cache: DataCacheFacet
     key: str
     generation: int
     manifest: dict[str, Any]
@@ -86,7 +89,7 @@ class CachedData:
         for split in splits:
             part = self.manifest["parts"][split]
             try:
-                blob = self.store.read_data_part(part)
+                blob = self.cache.read_data_part(part)
             except CorruptRecord as exc:
                 raise CacheDamaged(str(exc)) from None
             out[split] = arrays_of(blob, part, self.manifest, split)
@@ -94,7 +97,7 @@ class CachedData:
         return out
 
 
-def open_or_decode(store: Any, spec: DatasetSpec, settings: DataSettings, decode: Callable[[Callable], Decoded], *,
+def open_or_decode(cache: DataCacheFacet, spec: DatasetSpec, settings: DataSettings, decode: Callable[[Callable], Decoded], *,
                    worker: str | None = None, stale_after: float = STALE_AFTER_S,
                    poll: float = 0.5, progress: Callable[[str], None] | None = None,
                    damaged: set[int] | None = None, clock: Callable[[], float] = time.monotonic) -> CachedData:
@@ -116,29 +119,29 @@ def open_or_decode(store: Any, spec: DatasetSpec, settings: DataSettings, decode
     last_said = -float("inf")
     delay = poll
     while True:
-        state = store.data_state(key)
+        state = cache.data_state(key)
         for g in sorted(state.manifests - damaged, reverse=True):
             try:
-                return _open(store, key, g, spec)
+                return _open(cache, key, g, spec)
             except CacheDamaged as exc:
                 log.warning("data cache generation %d is damaged (%s); it will be decoded again", g, exc)
                 damaged.add(g)
         g = state.latest
         if g >= 0 and g not in state.manifests:   # someone claimed g and has not committed it
-            record = store.read_data_progress(key, g)
+            record = cache.read_data_progress(key, g)
             seen, since = watched.get(g, (object(), clock()))
             if record != seen:
                 since = clock()
             watched[g] = (record, since)
             failed = isinstance(record, dict) and isinstance(record.get("failed"), str)
             abandoned = isinstance(record, dict) and record.get("abandoned") is True
-            if failed and not _old(store, record, stale_after):
-                claim = store.read_data_claim(key, g) or {}
+            if failed and not _old(cache, record, stale_after):
+                claim = cache.read_data_claim(key, g) or {}
                 raise DataProblem(f"{record['failed'][:1000]} (found by {str(claim.get('worker', 'the worker'))[:80]}, "
                                   "which decoded the dataset)")
             if not failed and not abandoned and clock() - since < stale_after:
                 if clock() - last_said >= LOG_EVERY_S:
-                    say(_waiting_line(store, key, g, record))
+                    say(_waiting_line(cache, key, g, record))
                     last_said = clock()
                 time.sleep(delay)
                 delay = min(2.0, delay * 1.5)
@@ -147,18 +150,18 @@ def open_or_decode(store: Any, spec: DatasetSpec, settings: DataSettings, decode
                 log.warning("the decoder of data cache generation %d has been silent for %.0f s; taking over", g,
                             clock() - since)
         nxt = g + 1
-        if store.claim_data(key, nxt, who):
-            return _decode_and_commit(store, key, nxt, spec, settings, decode, who, say)
+        if cache.claim_data(key, nxt, who):
+            return _decode_and_commit(cache, key, nxt, spec, settings, decode, who, say)
         delay = poll   # lost the claim race: wait on the winner
 
 
-def _old(store: Any, record: dict, stale_after: float) -> bool:
+def _old(cache: DataCacheFacet, record: dict, stale_after: float) -> bool:
     when = record.get("time")
-    return isinstance(when, (int, float)) and store.now() - when > stale_after
+    return isinstance(when, (int, float)) and cache.now() - when > stale_after
 
 
-def _waiting_line(store: Any, key: str, g: int, record: Any) -> str:
-    claim = store.read_data_claim(key, g) or {}
+def _waiting_line(cache: DataCacheFacet, key: str, g: int, record: Any) -> str:
+    claim = cache.read_data_claim(key, g) or {}
     who = str(claim.get("worker", "another worker"))[:80]
     if isinstance(record, dict) and isinstance(record.get("done"), int) and isinstance(record.get("total"), int):
         return (f"waiting for the dataset: {who} is decoding it ({str(record.get('phase', ''))[:20]} "
@@ -170,8 +173,8 @@ class _ProgressBeat:
     """The decoder's progress record, rewritten every PROGRESS_EVERY_S by a thread (so that
     waiters can tell a live decoder from a dead one) and at the end."""
 
-    def __init__(self, store: Any, key: str, g: int, who: dict, say: Callable[[str], None]):
-        self.store, self.key, self.g, self.who, self.say = store, key, g, who, say
+    def __init__(self, cache: DataCacheFacet, key: str, g: int, who: dict, say: Callable[[str], None]):
+        self.cache, self.key, self.g, self.who, self.say = cache, key, g, who, say
         self.state: dict[str, Any] = {"phase": "listing", "done": 0, "total": 0}
         self.beats = 0
         self._stop = threading.Event()
@@ -190,7 +193,7 @@ class _ProgressBeat:
     def _write(self, **extra: Any) -> None:
         self.beats += 1
         try:
-            self.store.write_data_progress(self.key, self.g, {**self.who, **self.state, "beat": self.beats, **extra})
+            self.cache.write_data_progress(self.key, self.g, {**self.who, **self.state, "beat": self.beats, **extra})
         except Exception as exc:  # progress is advisory; the decode goes on
             log.warning("data progress not written: %s", exc)
 
@@ -205,9 +208,9 @@ class _ProgressBeat:
             self._write(**extra)
 
 
-def _decode_and_commit(store: Any, key: str, g: int, spec: DatasetSpec, settings: DataSettings,
+def _decode_and_commit(cache: DataCacheFacet, key: str, g: int, spec: DatasetSpec, settings: DataSettings,
                        decode: Callable[[Callable], Decoded], who: dict, say: Callable[[str], None]) -> CachedData:
-    beat = _ProgressBeat(store, key, g, who, say)
+    beat = _ProgressBeat(cache, key, g, who, say)
     t0 = time.perf_counter()
     try:
         decoded = decode(beat.update)
@@ -224,7 +227,7 @@ def _decode_and_commit(store: Any, key: str, g: int, spec: DatasetSpec, settings
         for split in SPLITS:
             x, y = decoded.splits[split]
             blob = safetensors_of(x, y)
-            part = store.write_data_part(key, g, split, blob)
+            part = cache.write_data_part(key, g, split, blob)
             del blob
             written.append(part["key"])
             parts[split] = {**part, "images": int(len(y))}
@@ -235,39 +238,39 @@ def _decode_and_commit(store: Any, key: str, g: int, spec: DatasetSpec, settings
             "preprocessing": decoded.preprocessing.to_dict() if decoded.preprocessing else None,
             "parts": parts, "data_sha256": content_id(parts),
             "summary": {**decoded.summary, "decode_seconds": round(seconds, 3)},
-            "decoded_by": who, "decoded_at": store.now(),
+            "decoded_by": who, "decoded_at": cache.now(),
         }
-        committed = store.commit_data(key, g, manifest)
+        committed = cache.commit_data(key, g, manifest)
     except BaseException:
         beat.finish(abandoned=True)
-        _forget(store, written)
+        _forget(cache, written)
         raise
     beat.finish(phase="committed" if committed else "lost", done=beat.state["total"], total=beat.state["total"])
     if not committed:   # cannot happen while claims are exclusive; then trust only what is committed
-        _forget(store, written)
+        _forget(cache, written)
         raise CacheDamaged(f"data cache generation {g} was committed by someone else")
     log.info("decoded the dataset in %.1f s: %s", seconds, describe_summary(manifest))
-    return CachedData(store, key, g, check_manifest(manifest, key, g, spec), decoded, decoded_here=True)
+    return CachedData(cache, key, g, check_manifest(manifest, key, g, spec), decoded, decoded_here=True)
 
 
-def _forget(store: Any, keys: list[str]) -> None:
+def _forget(cache: DataCacheFacet, keys: list[str]) -> None:
     for k in keys:
         try:
-            store.delete_data_part(k)
+            cache.delete_data_part(k)
         except Exception:  # an orphaned part is only debris (evo check --repair removes it)
             pass
 
 
-def _open(store: Any, key: str, g: int, spec: DatasetSpec) -> CachedData:
+def _open(cache: DataCacheFacet, key: str, g: int, spec: DatasetSpec) -> CachedData:
     from storage import CorruptRecord
 
     try:
-        manifest = store.read_data_manifest(key, g)
+        manifest = cache.read_data_manifest(key, g)
     except CorruptRecord as exc:
         raise CacheDamaged(str(exc)) from None
     if manifest is None:
         raise CacheDamaged(f"data cache generation {g} vanished")
-    return CachedData(store, key, g, check_manifest(manifest, key, g, spec))
+    return CachedData(cache, key, g, check_manifest(manifest, key, g, spec))
 
 
 # ----- for people ------------------------------------------------------------------------
@@ -290,7 +293,7 @@ def describe_summary(manifest: dict[str, Any]) -> str:
     return line
 
 
-def cache_status(store: Any, spec: DatasetSpec | str, settings: DataSettings) -> dict[str, Any]:
+def cache_status(cache: DataCacheFacet, spec: DatasetSpec | str, settings: DataSettings) -> dict[str, Any]:
     """What the store holds of this run's cache, for ``evo status``: ``state`` (``ready``,
     ``decoding``, ``failed``, ``not decoded``), the summary line, input shape and number of
     classes when ready, the progress
@@ -298,10 +301,10 @@ def cache_status(store: Any, spec: DatasetSpec | str, settings: DataSettings) ->
     damaged cache (it says so)."""
     spec = DatasetSpec.of(spec)
     key = cache_key(spec, settings)
-    state = store.data_state(key)
+    state = cache.data_state(key)
     for g in sorted(state.manifests, reverse=True):
         try:
-            cached = _open(store, key, g, spec)
+            cached = _open(cache, key, g, spec)
         except CacheDamaged as exc:
             return {"state": "damaged", "key": key, "generation": g, "problem": str(exc)[:300]}
         m = cached.manifest
@@ -312,7 +315,7 @@ def cache_status(store: Any, spec: DatasetSpec | str, settings: DataSettings) ->
     g = state.latest
     if g < 0:
         return {"state": "not decoded", "key": key}
-    record = store.read_data_progress(key, g) or {}
+    record = cache.read_data_progress(key, g) or {}
     if isinstance(record.get("failed"), str):
         return {"state": "failed", "key": key, "generation": g, "problem": record["failed"][:300]}
-    return {"state": "decoding", "key": key, "generation": g, "line": _waiting_line(store, key, g, record)}
+    return {"state": "decoding", "key": key, "generation": g, "line": _waiting_line(cache, key, g, record)}

@@ -42,6 +42,8 @@ from evo.data.userdata import check_user, prepare_data, read_user
 if TYPE_CHECKING:
     import torch
 
+    from storage import DataCacheFacet
+
 SPECS = "digits, cifar10=PATH, cifar100=PATH, imagefolder=PATH, npz=PATH, hf=PATH"   # the specs with images
 
 
@@ -95,19 +97,19 @@ def check_dataset(spec: DatasetSpec | str, settings: DataSettings | None = None)
 
 
 def load_dataset(spec: DatasetSpec | str, device: "torch.device | str", *, split_seed: int = 0,
-                 settings: DataSettings | None = None, store: Any = None,
+                 settings: DataSettings | None = None, cache: "DataCacheFacet | None" = None,
                  splits: tuple[str, ...] = SPLITS) -> DeviceDataset:
     """Read ``spec`` (see :func:`read_dataset`) and put ``splits`` on ``device`` (the others
     are empty).
 
-    A user dataset is read through the run's cache when ``store`` (the population) is given
+    A user dataset is read through the run's cache when ``cache`` (the store's ``datacache``) is given
     (:func:`evo.data.userdata.prepare_data`; pass the run's ``config.data`` as ``settings``), else decoded
     from its source. Normalisation statistics come from the training split alone.
     DatasetError when the splits do not fit into the device's free memory.
     """
     spec = DatasetSpec.of(spec)
-    if spec.is_user and store is not None:
-        host = prepare_data(spec, settings or DataSettings(), store, splits=splits)
+    if spec.is_user and cache is not None:
+        host = prepare_data(spec, settings or DataSettings(), cache, splits=splits)
     else:
         host = read_dataset(spec, split_seed=split_seed, settings=settings, splits=splits)
     return to_device(host, device, splits=splits)

@@ -13,7 +13,7 @@ as one-line :class:`evo.data.base.DatasetError`. Every function takes the spec p
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from evo.data.imagefolder import scan
 from evo.data.spec import DatasetSpec
 
 log = logging.getLogger("evo.data.datasets")
+
+if TYPE_CHECKING:
+    from storage import DataCacheFacet
 
 
 def read_source(spec: DatasetSpec, settings: DataSettings) -> Source:
@@ -93,11 +96,11 @@ def _user_host(name: str, arrays: dict[str, tuple[np.ndarray, np.ndarray]], clas
                        preprocessing=preprocessing, summary=summary, data_id=data_id)
 
 
-def prepare_data(spec: DatasetSpec | str, settings: DataSettings, store: Any, *, splits: tuple[str, ...] = SEARCH_SPLITS,
+def prepare_data(spec: DatasetSpec | str, settings: DataSettings, cache: DataCacheFacet, *, splits: tuple[str, ...] = SEARCH_SPLITS,
                  worker: str | None = None, progress: Callable[[str], None] | None = None,
                  stale_after: float | None = None) -> HostDataset:
-    """The run's user dataset through its cache in ``store`` (decoded once for the whole
-    fleet: :mod:`evo.data.cache`), with ``splits`` read (a worker: train and val).
+    """The run's user dataset through its decoded cache (``cache``: the store's ``datacache``
+    facet; decoded once for the whole fleet: :mod:`evo.data.cache`), with ``splits`` read (a worker: train and val).
 
     ``data_id`` of the result is the SHA-256 identity of the cache every part of it was
     checked against. ``progress(line)`` gets progress lines (default: the ``evo.data.datasets``
@@ -108,7 +111,7 @@ def prepare_data(spec: DatasetSpec | str, settings: DataSettings, store: Any, *,
     damaged: set[int] = set()
     for _ in range(3):   # a part found damaged while reading: the next generation is decoded
         try:
-            cached = open_or_decode(store, spec, settings, lambda p: decode_user(spec, settings, p),
+            cached = open_or_decode(cache, spec, settings, lambda p: decode_user(spec, settings, p),
                                     worker=worker, progress=progress, damaged=damaged,
                                     stale_after=STALE_AFTER_S if stale_after is None else stale_after)
             arrays = cached.arrays(splits)
@@ -124,17 +127,18 @@ def prepare_data(spec: DatasetSpec | str, settings: DataSettings, store: Any, *,
             "+".join(splits), cached.data_id[:16], cached.generation, ", decoded here" if cached.decoded_here else "")
         return _user_host(spec.name, arrays, tuple(m["class_names"]), m.get("preprocessing"), m["summary"],
                           cached.data_id, splits)
-    raise DatasetError(f"{spec.name}: the run's decoded dataset in {store.url}/data/ was damaged three times over; "
+    raise DatasetError(f"{spec.name}: the run's decoded dataset in {cache.url}/data/ was damaged three times over; "
                        "see `evo check`")
 
 
-def ensure_cache(spec: DatasetSpec | str, settings: DataSettings, store: Any, *,
+def ensure_cache(spec: DatasetSpec | str, settings: DataSettings, cache: DataCacheFacet, *,
                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Make sure the run's cache of a user dataset exists in ``store`` (decoding it here if
+    """Make sure the run's cache of a user dataset exists in ``cache`` (the store's
+    ``datacache`` facet; decoding it here if
     nobody has), without loading it; returns its manifest (for ``evo init``'s summary)."""
     spec = DatasetSpec.of(spec)
     try:
-        return open_or_decode(store, spec, settings, lambda p: decode_user(spec, settings, p),
+        return open_or_decode(cache, spec, settings, lambda p: decode_user(spec, settings, p),
                               progress=progress).manifest
     except DataProblem as exc:
         raise DatasetError(str(exc)) from None

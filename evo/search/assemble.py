@@ -18,22 +18,23 @@ from evo.train.modes import mode_for_dataset
 from evo.search.stopping import StopRequested, StopSignals
 from evo.strategies import make_strategy
 from evo.search.worker import Worker, WorkerOptions, WorkerStats
-from storage import FaultHook, open_store
+from storage import DataCacheFacet, FaultHook, open_store
 
 
-def make_evaluator(config: RunConfig, space: Any, device: str = "auto", store: Any = None) -> Any:
+def make_evaluator(config: RunConfig, space: Any, device: str = "auto",
+                   datacache: DataCacheFacet | None = None) -> Any:
     """The object that turns a child DNA into (fitness, weights, metrics) for this run.
 
     The synthetic and tabular (NAS-Bench-201 table) modes never import torch; every other
     dataset trains for real (the data is loaded by the evaluator's ``prepare``, which the
-    worker calls once it is running; a user dataset through its decoded cache in ``store``,
-    the population).
+    worker calls once it is running; a user dataset through its decoded cache in
+    ``datacache``, the store's facet).
     """
     mode = mode_for_dataset(config.dataset_name)
     if mode is not None:
         return mode.for_run(config, space)
     from evo.train.evaluator import TorchEvaluator
-    return TorchEvaluator(space, config.dataset_spec, config.train, device, data_settings=config.data, store=store)
+    return TorchEvaluator(space, config.dataset_spec, config.train, device, data_settings=config.data, datacache=datacache)
 
 
 def open_worker(url: str, options: WorkerOptions = WorkerOptions(), *, device: str = "auto",
@@ -50,17 +51,17 @@ def open_worker(url: str, options: WorkerOptions = WorkerOptions(), *, device: s
     ConfigError (one line) when the population or its config cannot be used.
     """
     store = open_store(url, fault=fault)
-    config = RunConfig.from_json(store.read_config())
+    config = RunConfig.from_json(store.runinfo.read_config())
     space = make_space(config)
     store = store.with_run(keep_best=config.keep_best, bounds=config.bounds, dna_validator=space.parse)
-    strategy = make_strategy(config, store, space)
+    strategy = make_strategy(config, store.policy, space)
     if evaluator is None:
-        evaluator = make_evaluator(config, space, device, store)
+        evaluator = make_evaluator(config, space, device, store.datacache)
     entropy = [config.seed, index] if index is not None else None
     watchers = list(observers) + ([OnPublish(on_publish)] if on_publish else [])
-    return Worker(store, space, strategy, evaluator, np.random.default_rng(entropy),
+    return Worker(store.population, store.runinfo, space, strategy, evaluator, np.random.default_rng(entropy),
                   population_size=config.population_size, inherit_weights=config.inherit_weights,
-                  clock=clock, observers=watchers, options=options, stop=stop)
+                  clock=clock, observers=watchers, options=options, stop=stop, history=store.history)
 
 
 def run_worker(url: str, options: WorkerOptions = WorkerOptions(), *, stop: StopSignals | None = None,

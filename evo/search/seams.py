@@ -6,8 +6,8 @@
   without probing.
 * :class:`~evo.spaces.SearchSpace` and :class:`~evo.strategies.Strategy`: the plug-in base
   classes (abstract base classes; a plug-in subclasses them), re-exported here.
-* :class:`WorkerStore`: the store methods the worker calls (a local protocol; the store's own
-  facets live in ``storage``).
+* The store: the worker receives the store's facets it uses (``storage.PopulationFacet``,
+  ``storage.RunInfoFacet``, ``storage.HistoryFacet``), typed by their protocols in ``storage``.
 
 Torch-free: importing this module imports neither torch nor any evaluator.
 """
@@ -22,7 +22,7 @@ from evo.strategies import Strategy
 if TYPE_CHECKING:
     from evo.train.outcome import Outcome
 
-__all__ = ["Evaluator", "SearchSpace", "Strategy", "WorkerStore"]
+__all__ = ["Evaluator", "SearchSpace", "Strategy"]
 
 
 @runtime_checkable
@@ -45,25 +45,3 @@ class Evaluator(Protocol):
 
     def evaluate(self, child: Any, *, parent_dna: Any = None, parent_weights: bytes | None = None,
                  seed: int = 0, progress: Callable[[], Any] | None = None) -> Outcome: ...
-
-
-class WorkerStore(Protocol):
-    """The population store methods a worker calls (``storage.PopulationStore`` has them)."""
-
-    def list_alive(self) -> Any: ...
-
-    def mark(self, name: str) -> bool: ...
-
-    def has_mark(self, name: str) -> bool: ...
-
-    def read_individual(self, info: Any) -> Any: ...
-
-    def publish(self, dna: dict, weights: bytes, **kwargs: Any) -> Any: ...
-
-    def kill(self, victim: Any, **kwargs: Any) -> bool: ...
-
-    def heartbeat(self, worker_id: str, info: dict[str, Any] | None = None) -> None: ...
-
-    def roll_up_soon(self, **kwargs: Any) -> None: ...
-
-    def wait_for_roll_up(self, timeout: float | None = None) -> None: ...

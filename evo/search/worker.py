@@ -1,7 +1,8 @@
 """The stateless worker loop: select, make a child, evaluate, publish, kill. No coordinator.
 
 A worker is assembled from collaborators that are passed in (``evo.search.assemble`` does it from
-a URL for the CLI; tests pass fakes): the population ``store``, the search ``space`` (what a
+a URL for the CLI; tests pass fakes): the store's ``population`` and ``runinfo`` facets
+(and its ``history``, for roll-ups), the search ``space`` (what a
 DNA is and how it mutates), the search ``strategy`` (who is the parent, who dies), the
 ``evaluator`` (train and validate a child, or a synthetic stand-in), the ``rng`` and the
 ``clock``, plus ``observers`` (an event log, a benchmark) and the ``stop`` signals in force.
@@ -54,18 +55,21 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
 from evo.errors import PluginError, StoreFailure, caught, one_line
-from evo.search.seams import Evaluator, SearchSpace, Strategy, WorkerStore
+from evo.search.seams import Evaluator, SearchSpace, Strategy
 from evo.strategies import selection
 from evo.search.heartbeat import HeartbeatThread, make_worker_id, scheduler_identity
 from evo.search.observers import WorkerObserver
 from evo.search.stopping import StopRequested, StopSignals
 from evo.strategies import Population, Proposal, Published
 from evo.search.worker_options import WorkerOptions, WorkerStats
+
+if TYPE_CHECKING:
+    from storage import HistoryFacet, PopulationFacet, RunInfoFacet
 
 log = logging.getLogger("evo.search.worker")
 
@@ -104,17 +108,21 @@ class _Child:
 class Worker:
     """One worker's loop over a population store; every collaborator is passed in.
 
-    ``population_size``: P. ``inherit_weights``: children start from the parent's weights
-    where the space has a rule for it. The collaborators' types are in :mod:`evo.search.seams`
-    (``evaluator.prepare()`` loads the data: run calls it while heartbeats already go on).
+    ``population`` and ``runinfo``: the store's facets it lists, reads, publishes and kills
+    in, and marks and beats in; ``history`` (optional): where it rolls the history up now
+    and then (without it, it never does). ``population_size``: P. ``inherit_weights``:
+    children start from the parent's weights where the space has a rule for it. The other
+    collaborators' types are in :mod:`evo.search.seams` (``evaluator.prepare()`` loads the
+    data: run calls it while heartbeats already go on).
     """
 
-    def __init__(self, store: WorkerStore, space: SearchSpace, strategy: Strategy, evaluator: Evaluator,
-                 rng: np.random.Generator, *,
-                 population_size: int, inherit_weights: bool = True, clock: Callable[[], float] = time.time,
+    def __init__(self, population: PopulationFacet, runinfo: RunInfoFacet, space: SearchSpace, strategy: Strategy,
+                 evaluator: Evaluator, rng: np.random.Generator, *, population_size: int,
+                 inherit_weights: bool = True, clock: Callable[[], float] = time.time,
                  observers: Iterable[WorkerObserver] = (), options: WorkerOptions = WorkerOptions(),
-                 stop: StopSignals | None = None):
-        self.store, self.space, self.strategy, self.evaluator = store, space, strategy, evaluator
+                 stop: StopSignals | None = None, history: HistoryFacet | None = None):
+        self.population, self.runinfo, self.history = population, runinfo, history
+        self.space, self.strategy, self.evaluator = space, strategy, evaluator
         self.rng, self.clock = rng, clock
         self.population_size = population_size
         self.inherit_weights = inherit_weights and space.inherits_weights
@@ -138,7 +146,7 @@ class Worker:
     def step(self) -> dict | None:
         """Make, evaluate and publish one individual; its log record (None if skipped)."""
         t0 = time.perf_counter()
-        population = self.population()
+        population = self.current_population()
         if self.seeding(population):
             child = _Child(self.space.initial(self.rng).replace(mutation="initial"), Proposal())
         else:
@@ -162,12 +170,12 @@ class Worker:
         with self.stop.critical():   # a stop signal now waits until the kill is done
             return self.publish_and_kill(child, outcome, t0)
 
-    def population(self) -> Population:
+    def current_population(self) -> Population:
         """The live population, oldest first, from one listing: the last kill's (less its
         victims) if none was taken since; back to back, a new one would show the same."""
         members, self._kill_listing = self._kill_listing, None
         if members is None:
-            members = tuple(self.store.list_alive())
+            members = tuple(self.population.list_alive())
         return Population(members, self.population_size)
 
     def seeding(self, population: Population) -> bool:
@@ -179,10 +187,10 @@ class Worker:
         if self._seeded:
             return False
         if len(population) >= self.population_size:
-            self.store.mark(SEEDED)
+            self.runinfo.mark(SEEDED)
             self._seeded = True
             return False
-        if self.store.has_mark(SEEDED) or not self._claim_seed_slot(len(population)):
+        if self.runinfo.has_mark(SEEDED) or not self._claim_seed_slot(len(population)):
             self._seeded = True
             return False
         self.beat("seeding")
@@ -197,7 +205,7 @@ class Worker:
         if proposal.parent is None:
             return _Child(self.space.random(self.rng).replace(mutation="random"), proposal)
         t = time.perf_counter()
-        parent = self.store.read_individual(proposal.parent)
+        parent = self.population.read_individual(proposal.parent)
         read_s = time.perf_counter() - t
         if parent is None:
             return None
@@ -240,7 +248,7 @@ class Worker:
         metrics = {**outcome.metrics, **child.timings, **dict(child.proposal.note)}
         parent_id = child.parent.id if child.parent is not None else None
         t = time.perf_counter()
-        info = self.store.publish(child.dna.to_dict(), outcome.weights, parent=parent_id,
+        info = self.population.publish(child.dna.to_dict(), outcome.weights, parent=parent_id,
                                   mutation=child.dna.mutation, fitness=outcome.fitness,
                                   worker=self.worker_id, metrics=metrics)
         publish_s = time.perf_counter() - t
@@ -281,8 +289,10 @@ class Worker:
 
     def _roll_up_soon(self) -> None:
         """Now and then roll sealed history records up, in a background thread (storage.rollup)."""
-        o = self.options
-        self.store.roll_up_soon(min_age=o.rollup_min_age, segment_records=o.rollup_records, interval=o.rollup_interval)
+        if self.history is not None:
+            o = self.options
+            self.history.roll_up_soon(min_age=o.rollup_min_age, segment_records=o.rollup_records,
+                                      interval=o.rollup_interval)
 
     def _claim_seed_slot(self, start: int) -> bool:
         """Claim one of the P seeding slots (create-if-absent), so that concurrent workers seed
@@ -292,9 +302,9 @@ class Worker:
         publishes after seeding then add children without killing until it is back at P.
         """
         for k in range(start, self.population_size):
-            if self.store.mark(f"seed-{k:06d}"):
+            if self.runinfo.mark(f"seed-{k:06d}"):
                 return True
-        self.store.mark(SEEDED)
+        self.runinfo.mark(SEEDED)
         return False
 
     def _kill_one(self, victim: Any, exclude: str) -> str | None:
@@ -307,7 +317,7 @@ class Worker:
         P = self.population_size
         first = None
         for _ in range(MAX_KILL_TRIES):
-            self._kill_listing = tuple(self.store.list_alive())
+            self._kill_listing = tuple(self.population.list_alive())
             members = selection.without_id(self._kill_listing, exclude)
             if len(members) + 1 <= P:
                 return first
@@ -315,7 +325,7 @@ class Worker:
                 victim = self.strategy.victim(Population(members, P), self.rng)
                 if victim is None:
                     return first
-            if self.store.kill(victim, worker=self.worker_id, reason=self.strategy.name):
+            if self.population.kill(victim, worker=self.worker_id, reason=self.strategy.name):
                 self._kill_listing = selection.without_id(self._kill_listing, victim.id)
                 self.stats.killed += 1
                 for observer in self.observers:
@@ -377,7 +387,7 @@ class Worker:
             if s.failed:
                 info["reason"] = s.failed
             try:
-                self.store.heartbeat(self.worker_id, info)
+                self.runinfo.heartbeat(self.worker_id, info)
             except Exception as exc:  # a heartbeat that cannot be written must not stop the work
                 log.warning("heartbeat not written: %s", one_line(exc, with_type=True))
 
@@ -454,10 +464,11 @@ class Worker:
             log.info("stopping on %s: the child in training (if any) is abandoned", self.stats.stopped_by)
         if self._heart is not None:
             self._heart.halt()
-        try:   # a roll-up cut off at exit is safe, but leaves work for the next one
-            self.store.wait_for_roll_up(timeout=30)
-        except Exception as exc:  # the store may be unreachable at exit: the final heartbeat still goes
-            log.warning("history roll-up not finished: %s", one_line(exc, with_type=True))
+        if self.history is not None:   # a roll-up cut off at exit is safe, but leaves work for the next one
+            try:
+                self.history.wait_for_roll_up(timeout=30)
+            except Exception as exc:  # the store may be unreachable at exit: the final heartbeat still goes
+                log.warning("history roll-up not finished: %s", one_line(exc, with_type=True))
         self._state = "failed" if self.stats.failed else "stopped"
         try:
             self._write_beat(final=True)

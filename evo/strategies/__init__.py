@@ -10,9 +10,9 @@ sees the child and its fitness.
 
 A strategy gets a view of the run (:class:`evo.registry.RunView`), its own settings
 (``settings_class``, as ``self.settings``: see :class:`evo.registry.Plugin`), the run's search
-space and the store's public API (never a backend), so one that
-keeps shared state (a learned controller) keeps it in the store, with create-if-absent as
-its only mutual exclusion, like everything else in evo.
+space and the store's policy versions (``store.policy``, a :class:`storage.PolicyFacet`;
+never a backend), so one that keeps shared state (a learned controller) keeps it in the
+store, with create-if-absent as its only mutual exclusion, like everything else in evo.
 
 Built-ins: ``pairwise`` (2017: two at random, the fitter is the parent, the other dies),
 ``aging`` (2019: the best of S sampled is the parent, the oldest dies), ``random``
@@ -34,7 +34,7 @@ from evo.registry import Plugin, Registry, RunView
 
 if TYPE_CHECKING:
     from evo.spaces import SearchSpace
-    from storage import IndividualInfo, PopulationStore
+    from storage import IndividualInfo, PolicyFacet
 
 @dataclass(frozen=True)
 class Population:
@@ -79,15 +79,15 @@ class Published:
 
 class Strategy(Plugin, abc.ABC):
     """One way of choosing parents and victims, set up for one run: ``run`` (what it may
-    read of the run), ``settings`` (its own, or None), ``space`` and ``store``."""
+    read of the run), ``settings`` (its own, or None), ``space`` and ``policy`` (the store's policy versions, or None)."""
 
     name: ClassVar[str]
 
     needs_decisions: ClassVar[bool] = False   # True: only for spaces with a decision encoding
 
-    def __init__(self, run: RunView, store: "PopulationStore", space: "SearchSpace"):
+    def __init__(self, run: RunView, policy: "PolicyFacet | None", space: "SearchSpace"):
         self.run = run
-        self.store = store
+        self.policy = policy   # the store's policy versions (strategies that learn keep their state there)
         self.space = space
         block = self.settings_block()
         self.settings = None if block is None else run.settings_of(block)
@@ -121,11 +121,12 @@ def strategy_class(name: str) -> type[Strategy]:
     return _REGISTRY.get(name)
 
 
-def make_strategy(run: RunView, store: "PopulationStore", space: "SearchSpace | None" = None) -> Strategy:
-    """The strategy a run names (its ``selection``), with the store's public API and the
-    run's search space (built from the run when not given)."""
+def make_strategy(run: RunView, policy: "PolicyFacet | None", space: "SearchSpace | None" = None) -> Strategy:
+    """The strategy a run names (its ``selection``), with the store's policy versions
+    (``store.policy``; None for a strategy that keeps no state) and the run's search space
+    (built from the run when not given)."""
     if space is None:
         from evo.spaces import make_space
 
         space = make_space(run)
-    return strategy_class(run.selection)(run, store, space)
+    return strategy_class(run.selection)(run, policy, space)

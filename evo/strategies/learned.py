@@ -38,7 +38,7 @@ import numpy as np
 from evo.registry import RunView
 from evo.strategies import selection
 from evo.strategies.controller_settings import ControllerSettings
-from storage import UnreadableEntry
+from storage import PolicyFacet, UnreadableEntry
 
 from evo.strategies import Population, Proposal, Published, Strategy, register_strategy
 from evo.strategies.controllers import IndependentSoftmax, LstmController, adam_ascent
@@ -58,8 +58,8 @@ class LearnedStrategy(Strategy):
     settings_class, settings_key = ControllerSettings, "controller"   # one block for rl and reinforce
     settings: ControllerSettings
 
-    def __init__(self, run: RunView, store: Any, space: Any):
-        super().__init__(run, store, space)
+    def __init__(self, run: RunView, policy: PolicyFacet, space: Any):
+        super().__init__(run, policy, space)
         settings = self.settings
         self.learning_rate = _given(settings.learning_rate, self.defaults["learning_rate"])
         self.entropy_weight = _given(settings.entropy_weight, self.defaults["entropy_weight"])
@@ -105,21 +105,21 @@ class LearnedStrategy(Strategy):
             new = self.updated(base, choices, float(note["policy_logp"]), int(note["policy_version"]),
                                float(child.fitness), child.id, child.worker)
             new = replace(new, version=top + 1)
-            if not self.store.create_policy(new.version, new.to_bytes()):
+            if not self.policy.create_policy(new.version, new.to_bytes()):
                 continue    # another worker made that version first: rebase onto it
             if self._in_chain(new, child.id):
                 self._current = new
-                self.store.prune_policies(new.version + 1 - self.keep_versions)
+                self.policy.prune_policies(new.version + 1 - self.keep_versions)
                 return
             # An orphan: between our read and our create, that number was made, built on and
             # pruned by others (a slow worker), so the chain went on without this version.
-            self.store.delete_policy(new.version)
+            self.policy.delete_policy(new.version)
         log.warning("policy update for %s given up after %d lost races", child.id, MAX_REBASES)
 
     def _in_chain(self, mine: PolicyVersion, child: str) -> bool:
         """True unless the version this worker just created is an orphan: a newer version
         exists that was not built on it."""
-        newer = [v for v in self.store.policy_versions() if v > mine.version]
+        newer = [v for v in self.policy.policy_versions() if v > mine.version]
         if not newer:
             return True
         successor = self._read(mine.version + 1)
@@ -139,7 +139,7 @@ class LearnedStrategy(Strategy):
         """The newest usable policy version, and the highest version number in the store
         (the next version is that plus one). Creates the first version when there is none."""
         for _ in range(MAX_REBASES):
-            versions = self.store.policy_versions()
+            versions = self.policy.policy_versions()
             gone = False
             for version in reversed(versions):
                 policy = self._read(version)
@@ -152,10 +152,10 @@ class LearnedStrategy(Strategy):
                 continue
             first = versions[-1] + 1 if versions else 0
             policy = self.first_version(first)
-            if self.store.create_policy(first, policy.to_bytes()):
+            if self.policy.create_policy(first, policy.to_bytes()):
                 self._current = policy
                 return policy, first
-        raise RuntimeError(f"{self.store.url}: no usable policy version after {MAX_REBASES} tries")
+        raise RuntimeError(f"{self.policy.url}: no usable policy version after {MAX_REBASES} tries")
 
     def first_version(self, version: int) -> PolicyVersion:
         """The untrained policy (the same in every worker of a run: seeded by the run's seed)."""
@@ -168,13 +168,13 @@ class LearnedStrategy(Strategy):
         if version in self._bad:
             return None
         try:
-            data = self.store.read_policy(version)
+            data = self.policy.read_policy(version)
             if data is None:
                 return None
             policy = parse_policy(data, strategy=self.name, decisions=tuple(self.space.decisions),
                                   shapes=self.shapes, version=version)
         except (UnreadableEntry, PolicyError) as exc:
-            log.warning("%s: policy version %d skipped: %s", self.store.url, version, exc)
+            log.warning("%s: policy version %d skipped: %s", self.policy.url, version, exc)
             self._bad.add(version)
             return None
         self._current = policy
@@ -190,7 +190,7 @@ class LearnedStrategy(Strategy):
             steps += 1
             grads = self.gradient(params, choices, logp_sampled, advantage)
             params, moments = adam_ascent(params, moments, grads, steps, self.learning_rate)
-        update = Update(child, reward, advantage, sampled, worker[:200] or "-", self.store.now())
+        update = Update(child, reward, advantage, sampled, worker[:200] or "-", self.policy.now())
         return replace(policy, parent=base.version, id=new_id(), parent_id=base.id, params=params,
                        moments=moments, steps=steps,
                        updates=policy.updates + 1, recent=(policy.recent + (update,))[-MAX_RECENT:])

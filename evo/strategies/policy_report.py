@@ -1,13 +1,13 @@
 """What a learned strategy's policy looks like in a store, for people and audits: the newest
 version, its recent rewards, and whether the versions present form one consistent chain.
-Torch-free; reads only ``policy/`` (through the store's API)."""
+Torch-free; reads only ``policy/`` (through the store's ``policy`` facet)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage import UnreadableEntry
+from storage import PolicyFacet, UnreadableEntry
 
 from evo.strategies import make_strategy, strategy_class
 from evo.strategies.policy_state import PolicyError, PolicyVersion, parse_policy
@@ -45,8 +45,9 @@ def is_learned(config: Any) -> bool:
     return bool(getattr(strategy_class(config.selection), "needs_decisions", False))
 
 
-def read_policy_report(store: Any, config: Any, space: Any = None) -> PolicyReport | None:
-    """The report of the run's policy (None when the run's strategy is not a learned one).
+def read_policy_report(policy: PolicyFacet, config: Any, space: Any = None) -> PolicyReport | None:
+    """The report of the run's policy in ``policy`` (the store's facet; None when the run's
+    strategy is not a learned one).
 
     Reads every version present (at most ``controller.keep_versions`` plus what crashed
     workers left), checks each, and checks the chain: each version's parent is an earlier
@@ -55,14 +56,14 @@ def read_policy_report(store: Any, config: Any, space: Any = None) -> PolicyRepo
     """
     if not is_learned(config):
         return None
-    strategy = make_strategy(config, store, space)
-    versions = tuple(store.policy_versions())
+    strategy = make_strategy(config, policy, space)
+    versions = tuple(policy.policy_versions())
     parsed: dict[int, PolicyVersion] = {}
     problems: list[str] = []
     unusable: list[int] = []
     for v in versions:
         try:
-            data = store.read_policy(v)
+            data = policy.read_policy(v)
             if data is None:
                 continue
             parsed[v] = parse_policy(data, strategy=strategy.name, decisions=tuple(strategy.space.decisions),
@@ -98,13 +99,13 @@ def audit_policy(store: Any, config: Any) -> dict[str, Any] | None:
     created). More updates than controller children would mean a child was learned from
     twice: that, any problem of the chain, and a learned-from child the store does not
     know, are listed in ``problems``."""
-    report = read_policy_report(store, config)
+    report = read_policy_report(store.policy, config)
     if report is None:
         return None
     from evo.spaces import make_space
 
     store = store.with_run(bounds=config.bounds, dna_validator=make_space(config).parse)
-    census = store.census(read_alive=True)
+    census = store.history.census(read_alive=True)
     known = {info.id for info in census.listed} | census.dead_ids | census.quarantined_ids
     proposed = {r["id"] for r in census.history if r.get("metrics", {}).get("policy") == report.strategy}
     proposed |= {ident for ident, c in census.commits.items()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from safetensors.torch import load as load_safetensors
@@ -27,6 +27,9 @@ from evo.train.training import accuracy, train
 
 class DeviceError(SettingsError, RuntimeError):
     """A device that was asked for and is not there (one line)."""
+
+if TYPE_CHECKING:
+    from storage import DataCacheFacet
 
 
 def resolve_device(device: str) -> torch.device:
@@ -62,17 +65,17 @@ class TorchEvaluator:
     ``space`` builds the model (and inherits weights); ``dataset`` is the run's dataset spec,
     loaded once (by :meth:`prepare`, or the first evaluation) and kept on the device: its
     training and validation splits only (the search never reads the test split). A user
-    dataset (imagefolder, npz, hf) is read through the run's decoded cache in ``store``
+    dataset (imagefolder, npz, hf) is read through the run's decoded cache ``datacache``
     (decoded by the first worker that needs it; ``data_settings`` are the run's), and every
     child's metrics name the cache (``data``: its SHA-256 identity).
     """
 
     def __init__(self, space: Any, dataset: DatasetSpec | str, train_settings: TrainSettings, device: str = "auto", *,
-                 data_settings: DataSettings | None = None, store: Any = None):
+                 data_settings: DataSettings | None = None, datacache: DataCacheFacet | None = None):
         self.space = space
         self.dataset = DatasetSpec.of(dataset)
         self.data_settings = data_settings or DataSettings()
-        self.store = store
+        self.datacache = datacache   # the store's datacache facet (user datasets)
         self.train_settings = train_settings
         self.device = resolve_device(device)
         self.device_name = str(self.device)
@@ -89,8 +92,8 @@ class TorchEvaluator:
         calls do nothing). DatasetError (one line) for data that cannot be used."""
         if self.data is not None:
             return
-        if self.dataset.is_user and self.store is not None:
-            host = prepare_data(self.dataset, self.data_settings, self.store, splits=SEARCH_SPLITS)
+        if self.dataset.is_user and self.datacache is not None:
+            host = prepare_data(self.dataset, self.data_settings, self.datacache, splits=SEARCH_SPLITS)
         else:
             host = read_dataset(self.dataset, settings=self.data_settings if self.dataset.is_user else None,
                                 splits=SEARCH_SPLITS)

@@ -28,12 +28,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evo.train.final_settings import FinalSettings
 from evo.train.retrain_request import build_model, export_architecture
 from evo.search.stopping import StopRequested, StopSignals
 from evo.errors import one_line
+
+if TYPE_CHECKING:
+    from storage import PopulationStore, RetrainFacet
 
 log = logging.getLogger("evo.train.retrain")
 
@@ -83,7 +86,7 @@ class RetrainRunner:
     state change; ``stop``: the process's stop signals (checked between steps).
     """
 
-    def __init__(self, store: Any, *, exporter: Callable[..., dict[str, bytes]],
+    def __init__(self, store: PopulationStore, *, exporter: Callable[..., dict[str, bytes]],
                  options: RunnerOptions | None = None, build: Callable[..., tuple[Any, bool]] = build_model,
                  progress: ProgressCallback | None = None, stop: StopSignals | None = None,
                  bounds: Any = None) -> None:
@@ -103,7 +106,7 @@ class RetrainRunner:
         by a live runner, one after another, until none is left or a stop signal comes.
         Reports are appended to ``done`` (a list the caller keeps if a signal interrupts)."""
         reports = done if done is not None else []
-        for rid in rids if rids is not None else self.store.list_retrains():
+        for rid in rids if rids is not None else self.store.retrains.list_retrains():
             self.stop.check()
             report = self.run(rid)
             reports.append(report)
@@ -115,7 +118,7 @@ class RetrainRunner:
     def run(self, rid: str) -> RunReport:
         """Claim and train request ``rid`` to the end (or until stopped); never raises for a
         bad request or a failed training: the report says what happened."""
-        request = self.store.read_retrain_request(rid)
+        request = self.store.retrains.read_retrain_request(rid)
         if request is None or not isinstance(request, dict):
             problem = getattr(request, "problem", "no such request")
             return RunReport(rid, "failed", error=f"{rid}: {problem}")
@@ -123,10 +126,10 @@ class RetrainRunner:
             settings = FinalSettings.from_dict(request["settings"])
         except ValueError as exc:
             return RunReport(rid, "failed", error=f"{rid}: {exc}")
-        claim = self.store.claim_retrain(rid, self.owner, self.options.lease,
+        claim = self.store.retrains.claim_retrain(rid, self.owner, self.options.lease,
                                          retry_failed=self.options.retry_failed)
         if claim is None:
-            state = self.store.retrain_state(rid)
+            state = self.store.retrains.retrain_state(rid)
             if state.state == "done":
                 return RunReport(rid, "already_done", result=state.result)
             if state.state == "failed":
@@ -134,7 +137,7 @@ class RetrainRunner:
                 return RunReport(rid, "failed_before", error=f"{rid}: failed before ({error}); --retry-failed tries again")
             return RunReport(rid, "busy")
         self._say(rid, {"state": "claimed", "claim": claim.n})
-        beat = _Beat(self.store, claim, self.owner, self.options.lease)
+        beat = _Beat(self.store.retrains, claim, self.owner, self.options.lease)
         beat.start()
         try:
             with self.stop.critical():
@@ -151,7 +154,7 @@ class RetrainRunner:
             error = one_line(exc, with_type=True)
             beat.halt()
             try:  # so that other runners do not retry it forever (evo retrain --retry-failed does)
-                self.store.retrain_beat(claim, {**self.owner, "state": "failed", "error": error})
+                self.store.retrains.retrain_beat(claim, {**self.owner, "state": "failed", "error": error})
             except Exception:
                 pass
             self._say(rid, {"state": "failed", "error": error})
@@ -178,7 +181,7 @@ class RetrainRunner:
         training = FinalTraining(model, data, settings, learning_rate=float(request["dna"].get("learning_rate", 0.1)),
                                  seed=settings.seed, device=device, aux_head=has_aux)
         resumed = None
-        found = self.store.load_retrain_checkpoint(rid)
+        found = self.store.retrains.load_retrain_checkpoint(rid)
         if found is not None:
             commit, blob = found
             try:
@@ -198,7 +201,7 @@ class RetrainRunner:
             saved_step[0] = t.step
             tensors, meta = t.state()
             meta["resumed_from"] = resumed
-            self.store.save_retrain_checkpoint(claim, t.step, state_to_bytes(tensors, meta),
+            self.store.retrains.save_retrain_checkpoint(claim, t.step, state_to_bytes(tensors, meta),
                                                {"epoch": t.step // t.steps_per_epoch})
             last_ckpt[0] = time.monotonic()
             self._say(rid, {"state": "checkpoint", "step": t.step})
@@ -207,7 +210,7 @@ class RetrainRunner:
             info = p.to_dict()
             beat.info = {"state": "training", **info}
             if p.epoch_done and beat.mine:
-                self.store.write_retrain_metrics(claim, training.metrics)
+                self.store.retrains.write_retrain_metrics(claim, training.metrics)
             self._say(rid, {"state": "progress", **info})
 
         outcome = training.run(
@@ -237,9 +240,9 @@ class RetrainRunner:
         info = {"id": rid, "source": request["source"], "dataset": request["dataset"],
                 "test_accuracy": test, "settings": settings.to_dict(), "size": request.get("size")}
         files = self.exporter(request, arch, weights, info, data)
-        self.store.write_retrain_metrics(claim, training.metrics)
-        if not self.store.finish_retrain(claim, files, result):
-            return RunReport(rid, "already_done", result=self.store.read_retrain_result(rid))
+        self.store.retrains.write_retrain_metrics(claim, training.metrics)
+        if not self.store.retrains.finish_retrain(claim, files, result):
+            return RunReport(rid, "already_done", result=self.store.retrains.read_retrain_result(rid))
         self._say(rid, {"state": "done", "test_accuracy": test})
         return RunReport(rid, "done", result=result, resumed_from=resumed)
 
@@ -250,7 +253,7 @@ class RetrainRunner:
         if not beat.mine:
             return
         try:
-            self.store.retrain_beat(claim, {**self.owner, **beat.info, "state": "released"})
+            self.store.retrains.retrain_beat(claim, {**self.owner, **beat.info, "state": "released"})
         except Exception as exc:  # then the lease runs out instead
             log.warning("retrain %s: claim not released: %s", claim.rid, one_line(exc, with_type=True))
 
@@ -259,9 +262,9 @@ class RetrainRunner:
         from evo.train.evaluator import weights_from_bytes
 
         ident = request["source"].get("id")
-        ind = self.store.read_individual(ident) if self.store.find(ident) else None
+        ind = self.store.population.read_individual(ident) if self.store.population.find(ident) else None
         if ind is None:
-            ind = self.store.read_kept(ident)
+            ind = self.store.history.read_kept(ident)
         if ind is None:
             raise ValueError(f"the weights of {ident} are gone (it died without kept weights)")
         if ind.dna_hash != request["dna_hash"]:
@@ -285,9 +288,9 @@ class _Beat(threading.Thread):
     """The claim holder's heartbeat: every lease / 4 seconds it writes ``info`` (progress)
     and checks that no later claim exists; ``mine`` turns False once one does."""
 
-    def __init__(self, store: Any, claim: Any, owner: dict[str, Any], lease: float) -> None:
+    def __init__(self, retrains: RetrainFacet, claim: Any, owner: dict[str, Any], lease: float) -> None:
         super().__init__(name="evo-retrain-beat", daemon=True)
-        self.store, self.claim, self.owner = store, claim, owner
+        self.retrains, self.claim, self.owner = retrains, claim, owner
         self.interval = max(1.0, lease / 4)
         self.info: dict[str, Any] = {"state": "starting"}
         self.mine = True
@@ -296,10 +299,10 @@ class _Beat(threading.Thread):
     def run(self) -> None:
         while True:
             try:
-                if not self.store.retrain_still_mine(self.claim):
+                if not self.retrains.retrain_still_mine(self.claim):
                     self.mine = False
                     return
-                self.store.retrain_beat(self.claim, {**self.owner, **self.info, "interval": self.interval})
+                self.retrains.retrain_beat(self.claim, {**self.owner, **self.info, "interval": self.interval})
             except Exception as exc:  # the store may be briefly unreachable: the next beat retries
                 log.warning("retrain heartbeat not written: %s", one_line(exc, with_type=True))
             if self._halt.wait(self.interval):

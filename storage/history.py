@@ -1,5 +1,7 @@
-"""Reading the population as a whole: the one API of every reader outside ``storage/``
-(status, plot, lineage, best, audit, benchmarks) and of ``evo check``.
+"""The history of a store: every individual it knows of, alive and dead (the store's
+``history`` facet): the census, the history of the dead and its roll-ups, the quarantine,
+the kept weights of the best dead. The one reading API of every reader outside
+``storage/`` (status, plot, lineage, best, audit, benchmarks) and of ``evo check``.
 
 Every record is read bounded, in batches, and checked like the worker checks it (DNA
 against the run's bounds included); what does not check out comes back as a
@@ -10,21 +12,24 @@ never written anywhere by a reader.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import dna as dna_lib
-
-from .backend import MAX_RECORD_BYTES, UnreadableEntry
+from .backend import UnreadableEntry
 from .core import StoreCore
-from .reading import READ_BATCH, Broken, read_checked
-from .records import (
-    ALIVE, HISTORY, KEPT, QUARANTINE, CorruptRecord, Individual, IndividualInfo, birth_of, check_commit,
-    check_history, check_id, history_key, individual_from, loads, parse_kept_name, parse_record_name,
+from .immutable import (
+    check_history_record, history_checker, history_record, list_segments, read_immutable, read_segments, record_id,
 )
-from .segments import MAX_SEGMENT_BYTES, SEGMENTS, DecodedSegment, SegmentName, decode_segment, parse_segment_name
-from .verify import DnaValidator, check_dna, verify_weights
+from .population import Population
+from .reading import Broken, read_checked
+from .records import (
+    ALIVE, HISTORY, KEPT, QUARANTINE, CorruptRecord, Individual, IndividualInfo, birth_of, check_id,
+    individual_from, parse_kept_name, parse_record_name,
+)
+from .rollup import ROLLUP_INTERVAL, RollupResult, Rollups, roll_up
+from .segments import SEGMENT_RECORDS, SEGMENTS, WORKER_MIN_AGE, parse_segment_name
+from .verify import verify_weights
 
 log = logging.getLogger("evo.storage")
 Commit = dict[str, Any]
@@ -32,7 +37,7 @@ Commit = dict[str, Any]
 
 @dataclass(frozen=True)
 class Census:
-    """Every individual a store knows of, from one pass over it (:meth:`PopulationReaders.census`).
+    """Every individual a store knows of, from one pass over it (:meth:`History.census`).
 
     ``listed``: the ``alive/`` listing, oldest first, taken before anything else, so that an
     individual killed or quarantined while the census ran is found listed *and* in the
@@ -71,8 +76,23 @@ def _ids(broken: Iterable[Broken]) -> frozenset[str]:
     return frozenset(b.id for b in broken if b.id is not None)
 
 
-class PopulationReaders(StoreCore):
-    """The reading side of :class:`storage.PopulationStore`."""
+class History:
+    """Every individual a store knows of, alive and dead: the census, the history of the dead
+    (``history/`` and its roll-ups into ``segments/``), the quarantine and the kept weights
+    (the store's ``history`` facet).
+
+    Contract: every record is read bounded and checked like the worker checks it (DNA
+    against the run's bounds included); what does not check out comes back as a
+    :class:`~storage.reading.Broken` (or is left out and logged, by the ``read_``/``list_``
+    forms), never raises, and no reader writes anything. Each history record is returned
+    once, whether it is in ``history/`` or in a segment, also while roll-ups run.
+    """
+
+    def __init__(self, core: StoreCore, population: Population):
+        self._core = core
+        self._backend = core.backend
+        self._population = population
+        self._rollups = Rollups(core)
 
     def census(self, *, read_alive: bool = True, history_dna: bool = True, alive_dna: bool = True) -> Census:
         """One consistent read of every individual (see :class:`Census`): one listing of
@@ -88,12 +108,12 @@ class PopulationReaders(StoreCore):
         on the same object reads only what is new (``evo status --watch``); remote stores also
         keep them in a local read cache (:mod:`storage.readcache`) across processes.
         """
-        listed = self.list_alive()
-        commits = {i.id: c for i, c in self.scan_alive(listed, with_dna=alive_dna)} if read_alive else {}
+        listed = self._population.list_alive()
+        commits = {i.id: c for i, c in self._population.scan_alive(listed, with_dna=alive_dna)} if read_alive else {}
         history, broken_history = self.scan_history(with_dna=history_dna)
         quarantine, broken_quarantine = self.scan_quarantine()
         foreign = tuple(Broken(f"{d}/{f.name}", f"is {f.what}; nothing is read through it", "foreign")
-                        for d in (ALIVE, HISTORY) for f in self.backend.list_foreign(d))
+                        for d in (ALIVE, HISTORY) for f in self._backend.list_foreign(d))
         return Census(tuple(listed), commits, tuple(history), tuple(quarantine),
                       tuple(broken_history), tuple(broken_quarantine), foreign)
 
@@ -101,7 +121,7 @@ class PopulationReaders(StoreCore):
         """Birth times (unix seconds, sorted) of every individual alive or dead, from one
         listing of ``alive/``, then one of ``history/`` and the ids of the history segments
         (read once per store object)."""
-        ids = {i.id for i in self.list_alive()}
+        ids = {i.id for i in self._population.list_alive()}
         ids |= self.dead_ids()
         return sorted(birth_of(i) for i in ids)
 
@@ -109,9 +129,9 @@ class PopulationReaders(StoreCore):
         """Where the history is kept (for benchmarks and audits): ``segments`` (valid ones),
         ``broken_segments``, ``in_segments`` (distinct ids they hold), ``files`` (records
         in ``history/``) and ``files_also_in_segments`` (left by a roll-up that died)."""
-        files = {i for i in map(parse_record_name, self.backend.list(HISTORY)) if i}
-        names = [p for p in map(parse_segment_name, self.backend.list(SEGMENTS)) if p is not None]
-        decoded = self._segments(names, with_dna=False)
+        files = {i for i in map(parse_record_name, self._backend.list(HISTORY)) if i}
+        names = [p for p in map(parse_segment_name, self._backend.list(SEGMENTS)) if p is not None]
+        decoded = read_segments(self._core, names, with_dna=False)
         held = set().union(*(d.ids for d in decoded.values() if d.problem is None))
         return {"segments": sum(1 for d in decoded.values() if d.problem is None),
                 "broken_segments": sum(1 for d in decoded.values() if d.problem is not None),
@@ -120,45 +140,12 @@ class PopulationReaders(StoreCore):
     def dead_ids(self) -> set[str]:
         """Ids with a history record: the names in ``history/`` and the ids the valid
         segments hold (each segment read once per store object, without its DNA)."""
-        ids = {i for i in map(parse_record_name, self.backend.list(HISTORY)) if i}
-        for name in self.backend.list(SEGMENTS):
+        ids = {i for i in map(parse_record_name, self._backend.list(HISTORY)) if i}
+        for name in self._backend.list(SEGMENTS):
             parsed = parse_segment_name(name)
             if parsed is not None:
-                ids.update(self._segments([parsed], with_dna=False)[parsed.key].ids)
+                ids.update(read_segments(self._core, [parsed], with_dna=False)[parsed.key].ids)
         return ids
-
-    # ----- live commits -----
-    def scan_alive(self, infos: list[IndividualInfo] | None = None, *, with_dna: bool = True,
-                   ) -> Iterator[tuple[IndividualInfo, Commit | Broken | None]]:
-        """For each live individual (``infos``, default: one listing), its checked commit
-        (DNA validated against the run's bounds), a Broken naming its problem, or None if it
-        left the listing meanwhile. Reads in bounded batches; quarantines nothing.
-        ``with_dna=False``: the DNA is neither checked nor returned."""
-        infos = self.list_alive() if infos is None else infos
-        by_key = {i.key: i for i in infos}
-
-        def check(key: str, obj: Any) -> Commit:
-            commit = check_commit(obj, by_key[key], with_dna=with_dna)
-            if with_dna:
-                check_dna(commit["dna"], self.bounds, self.dna_validator)
-            return commit
-
-        # A commit object is created once under a name never reused: what was read under a
-        # name stays true (the listing, asked afresh each time, says whether it still exists).
-        for start in range(0, len(infos), READ_BATCH):
-            batch = infos[start:start + READ_BATCH]
-            got = self._read_immutable([i.key for i in batch], "commit", check,
-                                       "commit" if with_dna else "commit-nodna")
-            for info in batch:
-                yield info, got.get(info.key)
-
-    def verify_commit(self, info: IndividualInfo, raw: bytes, bounds: dna_lib.Bounds | None = None,
-                      dna_validator: DnaValidator | None = None) -> Commit:
-        """The commit object ``raw`` of ``info``, checked field by field and its DNA validated
-        (against ``bounds``/``dna_validator``, else the store's); CorruptRecord if not."""
-        commit = check_commit(loads(raw, "commit"), info)
-        check_dna(commit["dna"], bounds or self.bounds, dna_validator or self.dna_validator)
-        return commit
 
     # ----- history -----
     def read_history(self) -> list[Commit]:
@@ -169,7 +156,7 @@ class PopulationReaders(StoreCore):
         skipped with a warning; :meth:`scan_history` also returns them.
         """
         records, broken = self.scan_history()
-        _warn(self.url, broken)
+        _warn(self._core.url, broken)
         return records
 
     def scan_history(self, *, with_dna: bool = True) -> tuple[list[Commit], list[Broken]]:
@@ -190,17 +177,17 @@ class PopulationReaders(StoreCore):
         return sorted(found.values(), key=lambda r: (r["death"], r["id"])), broken
 
     def _history(self, with_dna: bool) -> tuple[dict[str, Commit], list[Broken]]:
-        names = sorted(n for n in self.backend.list(HISTORY) if parse_record_name(n))
+        names = sorted(n for n in self._backend.list(HISTORY) if parse_record_name(n))
         found: dict[str, Commit] = {}
         broken_segments: list[Broken] = []
         only_in_broken: dict[str, str] = {}     # id -> the broken segment that held it
         seen: set[str] = set()
 
         def take_segments() -> None:
-            new = [p for p in map(parse_segment_name, self.backend.list(SEGMENTS))
+            new = [p for p in map(parse_segment_name, self._backend.list(SEGMENTS))
                    if p is not None and p.key not in seen]
             seen.update(p.key for p in new)
-            for key, dec in sorted(self._segments(new, with_dna).items()):
+            for key, dec in sorted(read_segments(self._core, new, with_dna).items()):
                 if dec.problem:
                     broken_segments.append(Broken(key, f"history segment {dec.problem}"))
                     for ident in dec.ids:
@@ -210,8 +197,7 @@ class PopulationReaders(StoreCore):
 
         take_segments()
         keys = [f"{HISTORY}/{n}" for n in names if parse_record_name(n) not in found]
-        got = self._read_immutable(keys, "history record",
-                                   self.check_history_record if with_dna else self._checked_without_dna,
+        got = read_immutable(self._core, keys, "history record", history_checker(self._core, with_dna),
                                    "history" if with_dna else "history-nodna")
         broken_files = []
         vanished = False
@@ -232,108 +218,11 @@ class PopulationReaders(StoreCore):
                    for ident, key in sorted(only_in_broken.items()) if ident not in found and ident not in named]
         return found, broken
 
-    def _segments(self, names: list[SegmentName], with_dna: bool) -> dict[str, DecodedSegment]:
-        """Each named segment, decoded and checked (remembered per store object, kept in the
-        read cache when it checked out); a segment gone meanwhile decodes as empty.
-        ``with_dna=False``: only the first half of each segment (the records without their
-        DNA) is inflated, parsed and checked."""
-        memo = self._memo.setdefault("segments", {})
-        out: dict[str, DecodedSegment] = {}
-        todo = []
-        for p in names:
-            dec = memo.get((p.key, with_dna)) or memo.get((p.key, True))
-            if dec is not None:
-                out[p.key] = dec
-            else:
-                todo.append(p)
-        cache = self._read_cache
-        rest = []
-        for p in todo:
-            raw = cache.get(p.key, MAX_SEGMENT_BYTES) if cache else None
-            if raw is not None:
-                dec = self._decode_segment(p, raw, with_dna)
-                if dec.problem is None:
-                    out[p.key] = memo[(p.key, with_dna)] = dec
-                    continue
-                cache.drop(p.key)
-            rest.append(p)
-        by_key = {p.key: p for p in rest}
-        for start in range(0, len(rest), 16):   # 16 segments (at most 8 MiB each) at a time
-            batch = [p.key for p in rest[start:start + 16]]
-            for key, raw in self.backend.read_many(batch, MAX_SEGMENT_BYTES).items():
-                if raw is None:
-                    dec = DecodedSegment([])
-                elif isinstance(raw, UnreadableEntry):
-                    dec = DecodedSegment([], raw.problem)
-                else:
-                    dec = self._decode_segment(by_key[key], raw, with_dna)
-                    if dec.problem is None:
-                        memo[(key, with_dna)] = dec
-                        if cache:
-                            cache.put(key, raw)
-                out[key] = dec
-        return out
-
-    def _decode_segment(self, name: SegmentName, raw: bytes, with_dna: bool) -> DecodedSegment:
-        check = self.check_history_record if with_dna else \
-            (lambda key, rec: self.check_history_record(key, rec, with_dna=False))
-        return decode_segment(name, raw, check, with_dna=with_dna)
-
-    def _checked_without_dna(self, key: str, rec: Any) -> Commit:
-        """A history record checked like :meth:`check_history_record`, without its DNA."""
-        return self.check_history_record(key, rec, with_dna=False)
-
-    def _read_immutable(self, keys: list[str], what: str, check: Any, tag: str,
-                        max_bytes: int = MAX_RECORD_BYTES) -> dict[str, Any]:
-        """``{key: checked record, Broken, or None if absent}`` for objects that never
-        change once created (history records, commits): remembered per store object, and
-        kept in the read cache once they checked out; read in bounded batches."""
-        memo = self._memo.setdefault(tag, {})
-        out: dict[str, Any] = {}
-        todo = []
-        for key in keys:
-            if key in memo:
-                out[key] = memo[key]
-            else:
-                todo.append(key)
-        cache = self._read_cache
-        if cache is not None and todo:
-            rest = []
-            for key in todo:
-                raw = cache.get(key, max_bytes)
-                if raw is not None:
-                    try:
-                        out[key] = memo[key] = check(key, loads(raw, what))
-                        continue
-                    except ValueError:
-                        cache.drop(key)
-                rest.append(key)
-            todo = rest
-        for start in range(0, len(todo), READ_BATCH):
-            for key, raw in self.backend.read_many(todo[start:start + READ_BATCH], max_bytes).items():
-                if raw is None:
-                    out[key] = None
-                    continue
-                if isinstance(raw, UnreadableEntry):
-                    out[key] = Broken(key, raw.problem, "unreadable")
-                    continue
-                try:
-                    out[key] = memo[key] = check(key, loads(raw, what))
-                except ValueError as exc:
-                    out[key] = Broken(key, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
-                    continue
-                if cache is not None:
-                    cache.put(key, raw)
-        return out
-
     def check_history_record(self, key: str, rec: Any, *, with_dna: bool = True) -> Commit:
         """``rec`` (parsed from ``key``) if it is a valid history record, DNA validated against
         the run's bounds; CorruptRecord naming the problem if not. ``with_dna=False``: all
         but the DNA is checked, and the result has no ``dna``."""
-        rec = check_history(rec, _record_id(key), with_dna=with_dna)
-        if with_dna:
-            check_dna(rec["dna"], self.bounds, self.dna_validator)
-        return rec
+        return check_history_record(self._core, key, rec, with_dna=with_dna)
 
     def count_history(self) -> int:
         """How many individuals have died (the ids of :meth:`dead_ids`)."""
@@ -344,40 +233,40 @@ class PopulationReaders(StoreCore):
         """Quarantine records (id, reason, time, the original commit), by id; unreadable
         ones are skipped with a warning."""
         records, broken = self.scan_quarantine()
-        _warn(self.url, broken)
+        _warn(self._core.url, broken)
         return records
 
     def scan_quarantine(self) -> tuple[list[dict[str, Any]], list[Broken]]:
         """(quarantine records by id, the entries of ``quarantine/`` that are broken)."""
         def check(key: str, rec: Any) -> dict[str, Any]:
-            if not isinstance(rec, dict) or rec.get("id") != _record_id(key):
+            if not isinstance(rec, dict) or rec.get("id") != record_id(key):
                 raise CorruptRecord("not a quarantine record of that id")
             return rec
-        return _split_broken(read_checked(self.backend, self._record_keys(QUARANTINE),
+        return _split_broken(read_checked(self._backend, self._record_keys(QUARANTINE),
                                           "quarantine record", check))
 
     def _record_keys(self, dirname: str) -> list[str]:
-        return sorted(f"{dirname}/{n}" for n in self.backend.list(dirname) if parse_record_name(n))
+        return sorted(f"{dirname}/{n}" for n in self._backend.list(dirname) if parse_record_name(n))
 
     # ----- kept weights of the dead -----
     def list_kept(self) -> list[IndividualInfo]:
         """Dead individuals whose weights are kept, best first (``keep_best``)."""
-        infos = [parse_kept_name(n) for n in self.backend.list(KEPT)]
+        infos = [parse_kept_name(n) for n in self._backend.list(KEPT)]
         return sorted((i for i in infos if i is not None), key=lambda i: (i.fitness, i.id), reverse=True)
 
     def read_kept(self, target: IndividualInfo | str) -> Individual | None:
         """A dead individual with kept weights, verified like a live one; None if unavailable."""
         ident = target.id if isinstance(target, IndividualInfo) else check_id(target)
         try:
-            record = self._history_record(ident)
+            record = history_record(self._core, ident)
             if record is None:
                 return None
-            weights = self.backend.read(record["payload"], max_bytes=record["payload_size"])
+            weights = self._backend.read(record["payload"], max_bytes=record["payload_size"])
             verify_weights(record, weights)
         except FileNotFoundError:
             return None
         except (CorruptRecord, UnreadableEntry) as exc:
-            log.warning("%s: kept individual %s is unreadable: %s", self.url, ident, exc)
+            log.warning("%s: kept individual %s is unreadable: %s", self._core.url, ident, exc)
             return None
         return individual_from(record, weights)
 
@@ -388,10 +277,10 @@ class PopulationReaders(StoreCore):
         its history file or the segment that holds it. Ids without such a record are left out.
         For a reader that took its census without DNA and needs a few (``evo report``'s
         drawings)."""
-        listed = {i.id: i for i in self.list_alive()}
+        listed = {i.id: i for i in self._population.list_alive()}
         out: dict[str, dict[str, Any]] = {}
         alive = [listed[i] for i in idents if i in listed]
-        for info, commit in self.scan_alive(alive, with_dna=True):
+        for info, commit in self._population.scan_alive(alive, with_dna=True):
             if isinstance(commit, dict):
                 out[info.id] = commit["dna"]
         segments = None   # listed once, and only if a dead one is asked for
@@ -399,37 +288,33 @@ class PopulationReaders(StoreCore):
             if ident in out or ident in listed:
                 continue
             if segments is None:
-                segments = [p for p in map(parse_segment_name, self.backend.list(SEGMENTS)) if p is not None]
+                segments = list_segments(self._core)
             try:
-                rec = self._history_record(ident, segments)
+                rec = history_record(self._core, ident, segments)
             except (ValueError, UnreadableEntry):
                 continue
             if rec is not None:
                 out[ident] = rec["dna"]
         return out
 
-    def _history_record(self, ident: str, segments: list[SegmentName] | None = None) -> Commit | None:
-        """The checked history record of ``ident`` from its file or, once rolled up, from a
-        segment whose name covers it (``segments``: the parsed listing of ``segments/``, if
-        the caller has it); None if it has none. CorruptRecord/UnreadableEntry when its file
-        is broken."""
-        try:
-            return self.check_history_record(history_key(ident),
-                                             loads(self.backend.read(history_key(ident)), "history record"))
-        except FileNotFoundError:
-            pass
-        if segments is None:
-            segments = [p for p in map(parse_segment_name, self.backend.list(SEGMENTS)) if p is not None]
-        covering = [p for p in segments if p.first <= ident <= p.last]
-        for dec in self._segments(covering, with_dna=True).values():
-            for rec in dec.records:
-                if rec["id"] == ident:
-                    return rec
-        return None
+    # ----- roll-ups -----
+    def roll_up(self, *, min_age: float = WORKER_MIN_AGE, segment_records: int = SEGMENT_RECORDS,
+                max_segments: int | None = None) -> RollupResult:
+        """Roll the oldest sealed history records up into segments of ``segment_records``
+        (full segments only), at most ``max_segments`` of them (:mod:`storage.rollup`).
+        Safe with any number of concurrent rollers, readers and killers."""
+        return roll_up(self._core, min_age=min_age, segment_records=segment_records, max_segments=max_segments)
 
+    def roll_up_soon(self, *, min_age: float = WORKER_MIN_AGE, segment_records: int = SEGMENT_RECORDS,
+                     interval: float = ROLLUP_INTERVAL) -> bool:
+        """What a worker calls after its kills: at most once per ``interval`` seconds (with
+        jitter) start one roll-up of at most one segment in a background thread, unless one
+        still runs. True if it started one. Never raises."""
+        return self._rollups.soon(min_age=min_age, segment_records=segment_records, interval=interval)
 
-def _record_id(key: str) -> str | None:
-    return parse_record_name(key.rsplit("/", 1)[-1])
+    def wait_for_roll_up(self, timeout: float | None = None) -> None:
+        """Wait for a background roll-up started by :meth:`roll_up_soon` to finish."""
+        self._rollups.wait(timeout)
 
 
 def _warn(url: str, broken: list[Broken]) -> None:
