@@ -25,13 +25,12 @@ from evo.spaces import space_class, space_names
 from evo.strategies import strategy_class, strategy_names
 from evo.train.modes import mode_class, mode_for_dataset, mode_names
 from evo.data.base import DatasetError
+from evo.data.settings import (AUTO_IMAGE_SIZE_CAP, COLORS, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE,  # noqa: F401
+                               RESIZES, DataSettings, check_data_settings)
 from evo.data.spec import DATASET_SPECS, DATASETS, TABULAR_DATASETS, USER_DATASETS, DatasetSpec  # noqa: F401
+from evo.train.settings import PRECISIONS, TrainSettings  # noqa: F401
 
 TABULAR_SPACE = "nasbench201"   # the search space of NAS-Bench-201's tables (TABULAR_DATASETS)
-RESIZES = ("crop", "square")
-COLORS = ("auto", "rgb", "grayscale")
-MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 4, 1024
-PRECISIONS = ("auto", "fp32", "bf16")
 CONFIG_SCHEMA = 1
 MAX_SEED = 2**63 - 1
 # What a run may set its DNA bounds to (dna.Bounds itself only refuses what has no meaning):
@@ -49,90 +48,6 @@ def check_dataset_spec(spec: Any) -> str:
         return DatasetSpec.parse(spec).name
     except DatasetError as exc:
         raise ConfigError(str(exc), "dataset") from None
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """How each child is trained (paper: SGD, momentum 0.9, wd 1e-4, batch 50, 25,600 steps)."""
-
-    steps: int = 25_600
-    batch_size: int = 50
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    eval_batch_size: int = 1000
-    augment: bool = True          # random crop + flip (only where the dataset defines it)
-    precision: str = "auto"       # "auto" (bf16 on CUDA, fp32 on CPU) | "fp32" | "bf16"
-    cuda_graphs: bool = True      # capture the training step in a CUDA graph when on CUDA
-
-    def __post_init__(self) -> None:
-        require_int("train.steps", self.steps, 0, 10**9)
-        require_int("train.batch_size", self.batch_size, 1, 1_000_000)
-        require_number("train.momentum", self.momentum, 0, 1, high_open=True)
-        require_number("train.weight_decay", self.weight_decay, 0, 1, high_open=True)
-        require_int("train.eval_batch_size", self.eval_batch_size, 1, 1_000_000)
-        require_flag("train.augment", self.augment)
-        require_choice("train.precision", self.precision, PRECISIONS)
-        require_flag("train.cuda_graphs", self.cuda_graphs)
-
-
-@dataclass(frozen=True)
-class DataSettings:
-    """How a user dataset (``imagefolder``, ``npz``, ``hf``) becomes the run's arrays.
-
-    ``image_size`` S: images become S x S pixels (None: for image files, the median shorter
-    side of a sample of the images, at most :data:`AUTO_IMAGE_SIZE_CAP`; for arrays, the
-    size they have). ``resize``: ``crop`` scales the shorter side to S and keeps the centre
-    (the aspect ratio is kept); ``square`` scales the whole image to S x S. ``color``:
-    ``rgb``, ``grayscale``, or ``auto`` (grayscale when every sampled image is). A split the
-    dataset lacks is carved from its training images, stratified by class, with
-    ``split_seed``: ``val_fraction`` for validation, ``test_fraction`` for test.
-    ``max_bad_fraction``: unreadable images are skipped (and counted) up to this fraction
-    of the images; more fail the run. ``image_column``/``label_column``: the columns of an
-    ``hf`` dataset (None: found from the dataset's features). The built-in datasets take
-    none of these.
-    """
-
-    image_size: int | None = None
-    resize: str = "crop"
-    color: str = "auto"
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    split_seed: int = 0
-    max_bad_fraction: float = 0.05
-    image_column: str | None = None
-    label_column: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.image_size is not None:
-            require_int("data.image_size", self.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
-        require_choice("data.resize", self.resize, RESIZES)
-        require_choice("data.color", self.color, COLORS)
-        require_number("data.val_fraction", self.val_fraction, 0, 1, low_open=True, high_open=True)
-        require_number("data.test_fraction", self.test_fraction, 0, 1, high_open=True)
-        if self.val_fraction + self.test_fraction >= 1:
-            raise ConfigError(f"data.val_fraction + data.test_fraction must be below 1 (training needs images), "
-                              f"got {self.val_fraction} + {self.test_fraction}", "data.val_fraction")
-        require_int("data.split_seed", self.split_seed, 0, MAX_SEED)
-        require_number("data.max_bad_fraction", self.max_bad_fraction, 0, 1, high_open=True)
-        for key in ("image_column", "label_column"):
-            value = getattr(self, key)
-            if value is not None and not (isinstance(value, str) and 0 < len(value) <= 256 and value.isprintable()):
-                raise ConfigError(f"data.{key} must be a column name, got {value!r}", f"data.{key}")
-
-
-AUTO_IMAGE_SIZE_CAP = 64   # the automatic image size never exceeds this (search runs at CIFAR-like sizes)
-
-
-def _check_data_settings(name: str, data: DataSettings) -> None:
-    """Refuse settings that do not apply to dataset ``name`` (a setting is checked when given)."""
-    default = DataSettings()
-    given = [f.name for f in fields(DataSettings) if getattr(data, f.name) != getattr(default, f.name)]
-    if name not in USER_DATASETS and given:
-        raise ConfigError(f"data.{given[0]} applies only to {', '.join(USER_DATASETS)} datasets, "
-                          f"not {name}", f"data.{given[0]}")
-    for key in ("image_column", "label_column"):
-        if name != "hf" and getattr(data, key) is not None:
-            raise ConfigError(f"data.{key} applies only to hf datasets, not {name}", f"data.{key}")
 
 
 @dataclass(frozen=True)
@@ -251,7 +166,7 @@ class RunConfig:
         if name in TABULAR_DATASETS and self.search_space != TABULAR_SPACE:
             raise ConfigError(f"dataset {name} is a table of {TABULAR_SPACE} cells; this run's search space is "
                               f"{self.search_space!r} (use --search-space {TABULAR_SPACE})", "search_space")
-        _check_data_settings(name, self.data)
+        check_data_settings(name, self.data)
         if name != "synthetic" and name not in TABULAR_DATASETS and self.train.steps < 1:
             raise ConfigError(f"train.steps must be an integer in 1..{10**9} for {name} "
                               f"(0 would train nothing), got {self.train.steps}", "train.steps")

@@ -31,7 +31,7 @@ class RetrainJob:
             os.environ["OMP_NUM_THREADS"] = str(threads)
         from evo.search.heartbeat import scheduler_identity
         from evo.train.retrain import RetrainRunner, RunnerOptions
-        from evo.search.stopping import StopRequested, StopSignals
+        from evo.stopping import StopRequested, StopSignals
         from storage import open_store
 
         from ._export import export_files

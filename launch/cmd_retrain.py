@@ -57,7 +57,7 @@ def _runner(store, args: argparse.Namespace, stop, progress=None):
 
 def train_here(store, args: argparse.Namespace, rids: list[str] | None) -> tuple[list[Any], str | None]:
     """Train ``rids`` (None: every pending request) in this process; (reports, stop signal)."""
-    from evo.search.stopping import StopRequested, StopSignals
+    from evo.stopping import StopRequested, StopSignals
 
     reports: list[Any] = []
     with StopSignals(STOP_SIGNALS) as stop:

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from evo.search.assemble import run_worker
     from evo.config import ConfigError
     from evo.search.observers import EventLogObserver
-    from evo.search.stopping import StopSignals
+    from evo.stopping import StopSignals
     from evo.search.worker import WorkerOptions
 
     configure_logging(args.quiet)

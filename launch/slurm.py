@@ -84,7 +84,7 @@ class WorkerJob:
         if threads and "OMP_NUM_THREADS" not in os.environ:
             os.environ["OMP_NUM_THREADS"] = str(threads)  # read by the trainer before torch starts
         from evo.search.assemble import run_worker
-        from evo.search.stopping import StopSignals
+        from evo.stopping import StopSignals
         from evo.search.worker import WorkerOptions
 
         from .cmd_worker import configure_logging

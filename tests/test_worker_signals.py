@@ -22,7 +22,7 @@ import pytest
 
 from evo.config import RunConfig
 from evo.train.synthetic import SyntheticSettings
-from evo.search.stopping import StopSignals
+from evo.stopping import StopSignals
 from evo.search.assemble import open_worker
 from evo.spaces import make_space
 from evo.search.heartbeat import scheduler_identity

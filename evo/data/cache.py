@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from evo.config import DataSettings
+from evo.data.settings import DataSettings
 from evo.data.base import SPLITS, human_bytes
 from evo.data.cacheformat import FORMAT, CacheDamaged, arrays_of, check_manifest, content_id, safetensors_of
 from evo.data.decoding import DataProblem, Decoded

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from evo.config import DataSettings
+from evo.data.settings import DataSettings
 from evo.data.base import SPLITS, DatasetError, HostDataset, check_splits, only_splits
 from evo.data.builtin import CIFAR, check_builtin, read_cifar, read_digits
 from evo.data.device import DeviceDataset, to_device

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from dna.portable_images import ImageProblem, Preprocessing, image_facts, preprocess_image, preprocess_pil
-from evo.config import AUTO_IMAGE_SIZE_CAP, MIN_IMAGE_SIZE, DataSettings
+from evo.data.settings import AUTO_IMAGE_SIZE_CAP, MIN_IMAGE_SIZE, DataSettings
 from evo.data.base import SPLITS, available_host_memory, human_bytes
 from evo.errors import DataError, one_line
 
@@ -159,7 +159,7 @@ def complete_splits(source: Source, settings: DataSettings) -> dict[str, Part]:
 def resolve(source: Source, train: Part, settings: DataSettings) -> tuple[Preprocessing | None, dict]:
     """The preprocessing of this run's images, from the settings and (for what they leave
     automatic) a seeded sample of up to :data:`SAMPLE_IMAGES` training images: the median
-    shorter side, rounded, at most :data:`evo.config.AUTO_IMAGE_SIZE_CAP`; grey when every
+    shorter side, rounded, at most :data:`evo.data.settings.AUTO_IMAGE_SIZE_CAP`; grey when every
     sampled image is. Arrays keep their size unless a size is set (then None: as stored)."""
     how: dict[str, Any] = {}
     if train.arrays is not None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from evo.config import DataSettings
+from evo.data.settings import DataSettings
 from evo.data.arrays import read_npz
 from evo.data.base import SEARCH_SPLITS, SPLITS, Augment, DatasetError, HostDataset, check_splits
 from evo.data.cache import STALE_AFTER_S, open_or_decode

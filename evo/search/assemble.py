@@ -15,7 +15,7 @@ from evo.config import RunConfig
 from evo.search.observers import OnPublish, WorkerObserver
 from evo.spaces import make_space
 from evo.train.modes import mode_for_dataset
-from evo.search.stopping import StopRequested, StopSignals
+from evo.stopping import StopRequested, StopSignals
 from evo.strategies import make_strategy
 from evo.search.worker import Worker, WorkerOptions, WorkerStats
 from storage import DataCacheFacet, FaultHook, open_store

@@ -24,7 +24,7 @@ whole, a shortfall below P is refilled by children published without a kill, and
 killed at any moment loses at most the child it was making.
 
 Liveness: a background thread (``evo.search.heartbeat``) writes the heartbeat every
-``heartbeat_interval`` s whatever the main thread does. A stop signal (``evo.search.stopping``)
+``heartbeat_interval`` s whatever the main thread does. A stop signal (``evo.stopping``)
 abandons the child being made, lets a publish + kill finish, writes a final ``stopped``
 heartbeat and returns.
 
@@ -64,7 +64,7 @@ from evo.search.seams import Evaluator, SearchSpace, Strategy
 from evo.strategies import selection
 from evo.search.heartbeat import HeartbeatThread, make_worker_id, scheduler_identity
 from evo.search.observers import WorkerObserver
-from evo.search.stopping import StopRequested, StopSignals
+from evo.stopping import StopRequested, StopSignals
 from evo.strategies import Population, Proposal, Published
 from evo.search.worker_options import WorkerOptions, WorkerStats
 

@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from evo.config import DataSettings, TrainSettings
+from evo.data.settings import DataSettings
+from evo.train.settings import TrainSettings
 from evo.data.base import SEARCH_SPLITS
 from evo.data.datasets import read_dataset
 from evo.data.device import to_device

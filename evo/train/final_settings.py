@@ -20,7 +20,8 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from evo.config import PRECISIONS, ConfigError
+from evo.config_checks import ConfigError
+from evo.train.settings import PRECISIONS
 from evo.config_checks import require_choice, require_flag, require_int, require_number
 
 SCHEDULES = ("cosine", "constant")

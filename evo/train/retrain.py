@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from evo.train.final_settings import FinalSettings
 from evo.train.retrain_request import build_model, export_architecture
-from evo.search.stopping import StopRequested, StopSignals
+from evo.stopping import StopRequested, StopSignals
 from evo.errors import one_line
 
 if TYPE_CHECKING:

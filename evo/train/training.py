@@ -37,7 +37,7 @@ from dna import portable
 
 from evo.train import cuda_graph
 from evo.train.batches import EpochSampler
-from evo.config import PRECISIONS, TrainSettings
+from evo.train.settings import PRECISIONS, TrainSettings
 from evo.data.base import NO_AUGMENT
 from evo.data.device import DeviceDataset
 from evo.train.sgd import MomentumSGD
