@@ -9,7 +9,7 @@ local executor: a real rehearsal of the SLURM path on one machine.
 
 By default the launcher returns once the array is queued (SLURM) and waits for the
 workers with a progress line (local executor); ``--wait``/``--no-wait`` override that.
-While waiting (``launch._slurm_wait``), Ctrl-C cancels the jobs; an array that stays
+While waiting (``launch.clusters.slurm_wait``), Ctrl-C cancels the jobs; an array that stays
 pending for a reason that never clears (``PartitionConfig``: a request larger than any
 node, ...) ends the wait with one line naming the reason. The array's job id is recorded in the store
 (``launches/slurm-{id}.json``) so that ``evo status`` can ask squeue about it.
@@ -24,7 +24,7 @@ through submitit's own requeue (``scontrol requeue`` of that task, up to 3 times
 time limit); the requeued worker resumes from the store like any new one.
 
 ``--retrain``: the tasks train the population's final-training requests instead
-(``launch._retrain_job``; write them with ``evo retrain URL --top K --no-train``): each task
+(``launch.clusters.retrain_job``; write them with ``evo retrain URL --top K --no-train``): each task
 claims one request at a time, checkpoints every ``--checkpoint-seconds`` and on
 scancel/time limit, and a requeued or new task resumes from the checkpoint.
 """
@@ -40,11 +40,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._slurm_wait import wait_for_array
-from .cmd_init import check_run_options, ensure_run
-from .cmd_worker import _interval
-from .errors import UserError
-from .options import add_command, device, lease_seconds, non_negative_int, positive_int, positive_seconds
+from .slurm_wait import wait_for_array
+from ..commands.init import check_run_options, ensure_run
+from ..commands.worker import _interval
+from ..errors import UserError
+from ..options import add_command, device, lease_seconds, non_negative_int, positive_int, positive_seconds
 
 
 # Default --max-seconds: the time limit minus this margin. SLURM sends USR2 90 s before the
@@ -85,7 +85,7 @@ class WorkerJob:
         from evo.search.stopping import StopSignals
         from evo.search.worker import WorkerOptions
 
-        from .cmd_worker import configure_logging
+        from ..commands.worker import configure_logging
 
         configure_logging()
         _log_submitit_once()
@@ -226,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("evo launch slurm needs submitit: pip install 'evo[launch]'") from None
     from storage import open_store
 
-    from .cmd_launch import default_log_dir
+    from ..commands.launch import default_log_dir
 
     if args.n < 1:
         raise UserError("-n must be at least 1")
@@ -252,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
     n = args.n
     try:
         if args.retrain:
-            from ._retrain_job import RequeueingRetrainJob, RetrainJob
+            from .retrain_job import RequeueingRetrainJob, RetrainJob
 
             job = RequeueingRetrainJob() if args.requeue else RetrainJob()
             jobs = executor.map_array(job, [args.url] * n, [device] * n, [threads] * n, [args.lease] * n,
@@ -287,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from .cmd_init import add_config_arguments
+    from ..commands.init import add_config_arguments
 
     p = add_command(sub, "launch-slurm", prog="evo launch slurm",
                     description="Start N workers as a SLURM job array through submitit. The population "

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 STOP_CAUSES = {"SIGTERM": "scancel or preemption", "SIGUSR2": "the time limit or preemption",
                "SIGINT": "interrupted", "SIGHUP": "hang-up"}
@@ -20,8 +20,8 @@ STOP_CAUSES = {"SIGTERM": "scancel or preemption", "SIGUSR2": "the time limit or
 def wait_for_array(args: argparse.Namespace, store, jobs, array_id: str, folder: Path, resume: str) -> int:
     """Show progress until every task has ended; one line and exit 1 if the array can never start.
     ``resume``: the command that starts the launch again (named in the final summary)."""
-    from . import _squeue
-    from .progress import Progress, summarize
+    from . import squeue as queue_reader
+    from ..views.progress import Progress, summarize
 
     progress = Progress(store, interval=args.progress_interval)
     use_squeue = args.executor == "slurm"
@@ -41,22 +41,22 @@ def wait_for_array(args: argparse.Namespace, store, jobs, array_id: str, folder:
             queue = None
             if use_squeue and time.monotonic() >= next_queue_check:
                 next_queue_check = time.monotonic() + 2.0
-                queue = _squeue.squeue([array_id])
+                queue = queue_reader.squeue([array_id])
             listed = {t.job_id: t for t in queue or []}
             for j in jobs:
                 if j.job_id in ended:
                     continue
                 task = listed.get(j.job_id)
                 if j.paths.result_pickle.exists() or (queue is not None and (task is None
-                                                                              or task.state in _squeue.FINISHED)):
+                                                                              or task.state in queue_reader.FINISHED)):
                     ended.add(j.job_id)
                 elif not use_squeue and j.done():
                     ended.add(j.job_id)
-            stuck = [t for t in listed.values() if t.state == "PENDING" and _squeue.never_starts(t.reason)]
+            stuck = [t for t in listed.values() if t.state == "PENDING" and queue_reader.never_starts(t.reason)]
             if stuck:
                 t = stuck[0]
                 raise UserError(f"slurm job {array_id}: {len(stuck)} task(s) pending with reason {t.reason}, "
-                                f"which never clears: {_squeue.never_starts(t.reason)}; stopped waiting "
+                                f"which never clears: {queue_reader.never_starts(t.reason)}; stopped waiting "
                                 f"(the job stays queued: scancel {array_id})")
             progress.update(handles)
             time.sleep(0.5)

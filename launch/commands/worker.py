@@ -14,8 +14,8 @@ import os
 import signal
 import sys
 
-from .errors import UserError
-from .options import device, non_negative_int, positive_int, positive_seconds
+from ..errors import UserError
+from ..options import device, non_negative_int, positive_int, positive_seconds
 
 
 def configure_logging(quiet: bool = False) -> None:

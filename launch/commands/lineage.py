@@ -11,8 +11,8 @@ import argparse
 import json
 from typing import Any
 
-from ._snapshot import Snapshot, find_record, take_snapshot, utc
-from .options import add_command
+from ..views.snapshot import Snapshot, find_record, take_snapshot, utc
+from ..options import add_command
 
 
 def lineage(snap: Snapshot, ident: str) -> dict[str, Any]:

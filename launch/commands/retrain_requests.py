@@ -1,7 +1,7 @@
 """What `evo retrain` trains: the retrain requests its options ask for (the individuals of
 a run, best first, one per architecture; or a published architecture or a DNA file), with
 the final-training settings of ``--preset`` and the options on top. Nothing is written here:
-``launch.cmd_retrain`` writes the requests and trains them.
+``launch.commands.retrain`` writes the requests and trains them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from ..errors import UserError
 
 SETTING_OPTIONS = {  # option dest -> FinalSettings field
     "epochs": "epochs", "batch_size": "batch_size", "lr": "learning_rate", "schedule": "schedule",

@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from .cmd_init import add_config_arguments, ensure_run
-from .errors import UserError
-from .options import add_command, device, non_negative_int, positive_int, positive_seconds
+from .init import add_config_arguments, ensure_run
+from ..errors import UserError
+from ..options import add_command, device, non_negative_int, positive_int, positive_seconds
 
 # Exit codes of a worker that stopped as it should: done, or stopped by a signal we send
 # (128 + SIGTERM) or that the user's terminal sent (SIGINT, SIGHUP), or killed by one.
@@ -126,7 +126,7 @@ def stop_workers(procs, grace: float = 10.0) -> None:
 def run_local(args: argparse.Namespace) -> int:
     from storage import open_store
 
-    from .progress import Progress, summarize
+    from ..views.progress import Progress, summarize
 
     if args.n < 1:
         raise UserError("-n must be at least 1")

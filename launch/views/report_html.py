@@ -1,4 +1,4 @@
-"""`evo report`'s page: :func:`render` turns :func:`launch._report_data.report_data` into one
+"""`evo report`'s page: :func:`render` turns :func:`launch.views.report_data.report_data` into one
 self-contained HTML file (plotly.js, the figures' data, the architecture drawings and the
 click-to-lineage script all inside it: it opens offline, from any laptop, with no server).
 
@@ -16,7 +16,7 @@ import json
 import time
 from typing import Any
 
-from .errors import UserError
+from ..errors import UserError
 
 # A trace with more points than this is drawn with WebGL (scattergl), as plotly advises.
 WEBGL_POINTS = 5000
@@ -64,7 +64,7 @@ def fmt(x: float | None, digits: int = 4) -> str:
 
 def duration(seconds: float) -> str:
     """A short duration (``42s``, ``5m07s``, ``3h12m``), as the other commands write them."""
-    from ._snapshot import ago
+    from .snapshot import ago
 
     return ago(seconds)
 
@@ -220,10 +220,10 @@ def strategy_figure(s: dict[str, Any]) -> dict[str, Any]:
 # ----- architecture drawings -----
 
 def architecture_figure(dna: dict[str, Any], title: str) -> dict[str, Any]:
-    """A drawing of ``dna`` as a plotly figure: launch._drawing's graph (vertices and the
-    convolutions on edges; NASNet: the two cells) at launch._drawing's layout, nodes as boxes,
+    """A drawing of ``dna`` as a plotly figure: launch.views.drawing's graph (vertices and the
+    convolutions on edges; NASNet: the two cells) at launch.views.drawing's layout, nodes as boxes,
     edges as arrows with their labels. UserError when the DNA is of a kind it cannot draw."""
-    from ._drawing import architecture_graph, layout
+    from .drawing import architecture_graph, layout
 
     graph = architecture_graph(dna)
     pos, width, depth = layout(graph)
@@ -374,7 +374,7 @@ def _lineage_tree(lin: dict[str, Any]) -> str:
 
 
 def render(data: dict[str, Any], arch: list[dict[str, Any]]) -> str:
-    """The whole page for ``data`` (:func:`launch._report_data.report_data`) and the drawings
+    """The whole page for ``data`` (:func:`launch.views.report_data.report_data`) and the drawings
     ``arch`` (:func:`architecture_figures`), as one HTML string with every asset inside."""
     pio, offline = plotly_modules()
     s = data["summary"]

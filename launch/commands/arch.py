@@ -20,8 +20,8 @@ import os
 import re
 from typing import Any
 
-from .errors import UserError, read_user_file
-from .options import positive_int
+from ..errors import UserError, read_user_file
+from ..options import positive_int
 
 MAX_DNA_BYTES = 1 << 20
 CIFAR_SHAPE, CIFAR_CLASSES = (3, 32, 32), 10
@@ -96,7 +96,7 @@ def _parse_any(obj: Any):
 def _from_population(url: str, ident: str) -> dict[str, Any]:
     from evo.spaces import for_config
 
-    from ._snapshot import find_record, take_snapshot
+    from ..views.snapshot import find_record, take_snapshot
 
     snap = take_snapshot(url)
     record = find_record(snap, ident)
@@ -267,8 +267,8 @@ def input_shape(text: str) -> tuple[int, int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ._drawing import ARCH_FORMATS, draw_architecture
-    from .cmd_plot import check_extension
+    from ..views.drawing import ARCH_FORMATS, draw_architecture
+    from .plot import check_extension
 
     if args.output:
         check_extension(args.output, "-o", ARCH_FORMATS)

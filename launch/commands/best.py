@@ -14,9 +14,9 @@ import argparse
 import json
 from typing import Any
 
-from ._snapshot import ago, open_population, utc
-from .errors import UserError
-from .options import add_command, non_negative_int, positive_int
+from ..views.snapshot import ago, open_population, utc
+from ..errors import UserError
+from ..options import add_command, non_negative_int, positive_int
 
 
 def best_individual(store, config, ident: str | None = None):
@@ -113,7 +113,7 @@ def export_retrained(store, args: argparse.Namespace, rows: list[dict[str, Any]]
     (verified against its result's SHA-256) and the test split, and check that it loads."""
     import dna.portable as portable
 
-    from ._export import prepare_directory, read_run_dataset, write_export
+    from ..export import prepare_directory, read_run_dataset, write_export
 
     rid = args.retrained if args.retrained != "best" else (rows[0]["rid"] if rows else None)
     if rid is None:
@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.url}: this run looked fitness up in NAS-Bench-201's table ({config.dataset}); its "
                         f"individuals have no trained weights to export (`evo arch {args.url} {ind.id}` describes "
                         "the cell)")
-    from ._export import export
+    from ..export import export
 
     info = export(ind, config, args.url, args.export, cells=args.cells, filters=args.filters,
                   dataset=args.dataset, seed=args.seed, force=args.force)

@@ -14,9 +14,9 @@ import json
 import os
 from typing import Any
 
-from ._snapshot import Snapshot, take_snapshot
-from .errors import UserError
-from .options import add_command
+from ..views.snapshot import Snapshot, take_snapshot
+from ..errors import UserError
+from ..options import add_command
 
 
 def progress_data(snap: Snapshot) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def draw_progress(data: dict[str, Any], path: str) -> None:
     """Render :func:`progress_data` to a PNG at ``path``."""
     import numpy as np
 
-    from ._plotting import pyplot
+    from ..views.plotting import pyplot
 
     plt = pyplot()
     span = max((p["t"] for p in data["points"]), default=0.0)
@@ -124,14 +124,14 @@ def check_extension(path: str, option: str, formats: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ._plotting import pyplot
+    from ..views.plotting import pyplot
 
     plt = pyplot()  # fail in one line, before reading the store, when matplotlib is missing
     # the format comes from the extension: refuse a wrong one before reading the store
     check_extension(args.output, "-o", sorted(plt.figure().canvas.get_supported_filetypes()))
     plt.close("all")
     if args.arch:
-        from ._drawing import ARCH_FORMATS
+        from ..views.drawing import ARCH_FORMATS
 
         check_extension(args.arch, "--arch", ARCH_FORMATS)
     data_path = args.data or default_data_path(args.output)
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         best = snap.best_alive()
         if best is None or best.dna is None:
             raise UserError(f"{args.url}: no readable live individual to draw")
-        from ._drawing import draw_architecture
+        from ..views.drawing import draw_architecture
 
         try:
             how = draw_architecture(best.dna, args.arch, title=f"{best.id}\nvalidation accuracy {best.fitness:.4f}")

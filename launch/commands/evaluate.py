@@ -18,8 +18,8 @@ import os
 import sys
 import time
 
-from .errors import UserError
-from .options import device, positive_int
+from ..errors import UserError
+from ..options import device, positive_int
 
 
 def run(args: argparse.Namespace) -> int:

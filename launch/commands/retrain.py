@@ -34,10 +34,10 @@ import sys
 import time
 from typing import Any
 
-from ._retrain_report import Printer, print_table, progress_line, report_table
-from ._retrain_requests import build_requests, open_target
-from .errors import UserError
-from .options import add_command, device, lease_seconds, non_negative_int, number, positive_int, positive_seconds
+from ..views.retrain_report import Printer, print_table, progress_line, report_table
+from .retrain_requests import build_requests, open_target
+from ..errors import UserError
+from ..options import add_command, device, lease_seconds, non_negative_int, number, positive_int, positive_seconds
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
 
@@ -47,7 +47,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
 def _runner(store, args: argparse.Namespace, stop, progress=None):
     from evo.train.retrain import RetrainRunner, RunnerOptions
 
-    from ._export import export_files
+    from ..export import export_files
 
     options = RunnerOptions(device=args.device, lease=args.lease, checkpoint_seconds=args.checkpoint_seconds,
                             retry_failed=args.retry_failed)
@@ -72,7 +72,7 @@ def train_here(store, args: argparse.Namespace, rids: list[str] | None) -> tuple
 def train_in_processes(args: argparse.Namespace, rids: list[str]) -> int:
     """Train ``rids`` with ``args.jobs`` local processes (`evo retrain URL --pending --rid ...`),
     showing their progress from the store; Ctrl-C stops (and checkpoints) them."""
-    from .cmd_launch import _die_with_parent, default_log_dir, stop_workers
+    from .launch import _die_with_parent, default_log_dir, stop_workers
 
     log_dir = default_log_dir(args.url) / "retrain"
     log_dir.mkdir(parents=True, exist_ok=True)

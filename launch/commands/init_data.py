@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from evo.config import USER_DATASETS, DataSettings, RunConfig
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def train_images(spec: str, data: DataSettings) -> int:

@@ -2,7 +2,7 @@
 
 Each task trains the population's pending retrain requests (``evo.train.retrain.RetrainRunner``),
 one after another, until none is left; the claims in the store make sure that no two tasks
-train one request. As with workers (``launch.slurm.WorkerJob``), submitit's own signal
+train one request. As with workers (``launch.clusters.slurm.WorkerJob``), submitit's own signal
 handlers are replaced while the task runs: ``scancel`` (SIGTERM) and the USR2 that SLURM
 sends before the time limit or on preemption make the runner write a checkpoint and stop at
 the next step; with ``--requeue`` a USR2 stop then goes through submitit's requeue, and the
@@ -32,9 +32,9 @@ class RetrainJob:
         from evo.search.stopping import StopRequested, StopSignals
         from storage import open_store
 
-        from ._export import export_files
-        from ._retrain_report import Printer
-        from .cmd_worker import configure_logging
+        from ..export import export_files
+        from ..views.retrain_report import Printer
+        from ..commands.worker import configure_logging
         from .slurm import _log_submitit_once, _preempt_signal
 
         configure_logging()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .errors import UserError
+from ..errors import UserError
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ def layout(graph: Graph) -> tuple[dict[str, tuple[float, float]], float, int]:
 
 
 def _draw_matplotlib(graph: Graph, path: str, title: str) -> None:
-    from ._plotting import pyplot
+    from .plotting import pyplot
 
     plt = pyplot()
     clusters = list(graph.clusters.items())

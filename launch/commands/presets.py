@@ -13,7 +13,7 @@ from typing import Any
 
 from evo.config import TABULAR_DATASETS
 
-from .errors import UserError
+from ..errors import UserError
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from .errors import UserError
-from .options import add_command
+from ..errors import UserError
+from ..options import add_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the audit; return 0 if every invariant holds, 1 if not."""
     from evo.audit import audit_store, read_events
 
-    from ._snapshot import open_population
+    from ..views.snapshot import open_population
 
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")

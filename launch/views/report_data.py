@@ -1,8 +1,8 @@
-"""What `evo report` shows, as plain data computed from one :class:`~launch._snapshot.Snapshot`.
+"""What `evo report` shows, as plain data computed from one :class:`~launch.views.snapshot.Snapshot`.
 
 Nothing here draws or writes: :func:`report_data` turns the snapshot (read through the
 store's public reading API by ``take_snapshot``) into JSON-ready sections that
-``launch._report_html`` renders. Every individual is kept (the progress figure and the
+``launch.views.report_html`` renders. Every individual is kept (the progress figure and the
 click-to-lineage need them all), as compact columns: one entry per individual in each list,
 parents and mutations as indices, times and fitness rounded.
 """
@@ -13,7 +13,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from ._snapshot import Record, Snapshot
+from .snapshot import Record, Snapshot
 
 # Rows of the top-individuals table: at least this many, or --top K when larger.
 MIN_TABLE_ROWS = 20
@@ -75,7 +75,7 @@ def lineage_steps(snap: Snapshot, ident: str) -> dict[str, Any]:
     mutation, fitness, its change from the parent (``delta``; None for the first), birth (``t``
     since the chain's start), whether it is alive; ``complete`` False (and ``missing`` the id)
     when an ancestor has no record."""
-    from .cmd_lineage import lineage
+    from ..commands.lineage import lineage
 
     result = lineage(snap, ident)
     prev = None
@@ -209,7 +209,7 @@ def report_data(snap: Snapshot, top: int) -> dict[str, Any]:
     least :data:`MIN_TABLE_ROWS` rows; the first ``top`` are drawn), ``improvements``,
     ``health`` (:func:`worker_health`), ``retrains`` (``status_report``'s rows; empty when none)
     and ``strategy`` (:func:`strategy_state`; None when no learned strategy ran)."""
-    from .cmd_status import status_report
+    from ..commands.status import status_report
 
     status = status_report(snap)
     cols = columns(snap)

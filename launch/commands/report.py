@@ -19,8 +19,8 @@ import tempfile
 import time
 from typing import Any
 
-from .errors import UserError
-from .options import add_command, positive_int, positive_seconds
+from ..errors import UserError
+from ..options import add_command, positive_int, positive_seconds
 
 DEFAULT_TOP = 5
 
@@ -61,11 +61,11 @@ def write_atomically(path: str, text: str) -> None:
 
 
 def read_report(url: str, top: int, *, spinner: bool = True) -> dict[str, Any]:
-    """The report's data (:func:`launch._report_data.report_data`) of the population at
+    """The report's data (:func:`launch.views.report_data.report_data`) of the population at
     ``url``: one census without any DNA (validating 20,000 DNAs would be for nothing), then
     the DNA of the ``top`` individuals to draw."""
-    from ._report_data import MIN_TABLE_ROWS, report_data
-    from ._snapshot import open_population, take_snapshot, with_checked_dna
+    from ..views.report_data import MIN_TABLE_ROWS, report_data
+    from ..views.snapshot import open_population, take_snapshot, with_checked_dna
 
     population = open_population(url)
     snap = take_snapshot(url, spinner=spinner, history_dna=False, alive_dna=False, population=population)
@@ -76,7 +76,7 @@ def read_report(url: str, top: int, *, spinner: bool = True) -> dict[str, Any]:
 
 def build_report(url: str, top: int, *, spinner: bool = True) -> tuple[str, dict]:
     """(the HTML page of the population at ``url``, its data): one read of the store."""
-    from ._report_html import architecture_figures, render
+    from ..views.report_html import architecture_figures, render
 
     data = read_report(url, top, spinner=spinner)
     return render(data, architecture_figures(data["top"], top)), data
@@ -97,8 +97,8 @@ def write_report(args: argparse.Namespace, *, spinner: bool = True) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ._report_html import plotly_modules
-    from ._snapshot import open_population
+    from ..views.report_html import plotly_modules
+    from ..views.snapshot import open_population
 
     check_output(args.output)
     open_population(args.url)  # not a population: one line, before anything is imported or drawn

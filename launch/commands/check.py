@@ -11,8 +11,8 @@ import argparse
 import json
 import math
 
-from .errors import UserError
-from .options import add_command
+from ..errors import UserError
+from ..options import add_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

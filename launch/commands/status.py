@@ -18,9 +18,9 @@ import time
 from collections import Counter
 from typing import Any
 
-from ._snapshot import Snapshot, ago, open_population, take_snapshot, utc
-from .errors import UserError
-from .options import add_command, non_negative_int, positive_seconds
+from ..views.snapshot import Snapshot, ago, open_population, take_snapshot, utc
+from ..errors import UserError
+from ..options import add_command, non_negative_int, positive_seconds
 
 HOUR = 3600.0
 MAX_BROKEN_SHOWN = 10
@@ -51,7 +51,7 @@ def status_report(snap: Snapshot, lost_after: float | None = None,
     age when it is younger). A worker is ``lost`` when it did not say it stopped and its
     last heartbeat is older than ``lost_after`` seconds (default: 5 of its heartbeat
     intervals). ``slurm_jobs``: what squeue said about the run's recorded arrays
-    (``launch._squeue.summarize_jobs``; None when squeue was not asked).
+    (``launch.clusters.squeue.summarize_jobs``; None when squeue was not asked).
     """
     now = snap.taken
     alive = snap.alive
@@ -224,7 +224,7 @@ def format_status(r: dict[str, Any]) -> str:
         widths = [max(len(x) for x in col) for col in zip(header, *rows)]
         for row in [header] + rows:
             lines.append("  " + "  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip())
-    from ._squeue import describe
+    from ..clusters.squeue import describe
     for job in r.get("slurm_jobs") or []:
         lines.append(describe(job))
     lines += format_retrains(r.get("retrains") or [])
@@ -294,7 +294,7 @@ def slurm_jobs(url: str) -> list[dict[str, Any]] | None:
 
     from storage import StoreError, open_store
 
-    from . import _squeue
+    from ..clusters import squeue as queue_reader
 
     if shutil.which("squeue") is None:
         return None
@@ -306,8 +306,8 @@ def slurm_jobs(url: str) -> list[dict[str, Any]] | None:
            if rec["info"].get("kind") == "slurm"][-RECENT_LAUNCHES:]
     if not ids:
         return None
-    tasks = _squeue.squeue(ids)
-    return None if tasks is None else _squeue.summarize_jobs(tasks)
+    tasks = queue_reader.squeue(ids)
+    return None if tasks is None else queue_reader.summarize_jobs(tasks)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -32,8 +32,8 @@ import subprocess
 import sys
 from typing import Any
 
-from .errors import UserError
-from .options import add_command, device, non_negative_int, positive_int, positive_seconds
+from ..errors import UserError
+from ..options import add_command, device, non_negative_int, positive_int, positive_seconds
 
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?")
 # Label keys: an optional DNS-subdomain prefix and "/", then a name of up to 63 characters.
@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.url.startswith("gs://"):
         print(f"warning: {args.url} is not a gs:// URL: every pod must see it at that path", file=sys.stderr)
-    from ._snapshot import open_population
+    from ..views.snapshot import open_population
 
     open_population(args.url)  # a population with a config, or a one-line error
     kubectl = shutil.which("kubectl")
