@@ -74,7 +74,8 @@ def measure(args: list[str], env: dict[str, str]) -> dict[str, Any]:
 
 _REFRESH = ("import sys, time\n"
             "from launch.views.snapshot import open_population, take_snapshot\n"
-            "from launch.commands.status import format_status, status_report\n"
+            "from launch.commands.status import format_status\n"
+            "from launch.views.status import status_report\n"
             "url = sys.argv[1]\n"
             "population = open_population(url)\n"
             "def refresh():\n"

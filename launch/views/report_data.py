@@ -13,7 +13,9 @@ import math
 from collections import Counter
 from typing import Any
 
+from .lineage import lineage
 from .snapshot import Record, Snapshot
+from .status import status_report
 
 # Rows of the top-individuals table: at least this many, or --top K when larger.
 MIN_TABLE_ROWS = 20
@@ -75,8 +77,6 @@ def lineage_steps(snap: Snapshot, ident: str) -> dict[str, Any]:
     mutation, fitness, its change from the parent (``delta``; None for the first), birth (``t``
     since the chain's start), whether it is alive; ``complete`` False (and ``missing`` the id)
     when an ancestor has no record."""
-    from ..commands.lineage import lineage
-
     result = lineage(snap, ident)
     prev = None
     for step in result["steps"]:
@@ -209,8 +209,6 @@ def report_data(snap: Snapshot, top: int) -> dict[str, Any]:
     least :data:`MIN_TABLE_ROWS` rows; the first ``top`` are drawn), ``improvements``,
     ``health`` (:func:`worker_health`), ``retrains`` (``status_report``'s rows; empty when none)
     and ``strategy`` (:func:`strategy_state`; None when no learned strategy ran)."""
-    from ..commands.status import status_report
-
     status = status_report(snap)
     cols = columns(snap)
     order = ranked(snap)
