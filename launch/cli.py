@@ -1,4 +1,4 @@
-"""The ``evo`` command: one subcommand per module in ``launch/``.
+"""The ``evo`` command: one subcommand per module in ``launch/commands/``.
 
 Each command module exposes ``register(subparsers)`` (adds its parser and sets
 ``func``); ``main`` dispatches. Expected failures (bad input, missing files) raise
@@ -29,8 +29,8 @@ COMMANDS = {
     "best": "launch.commands.best",
     "evaluate": "launch.commands.evaluate",
     "retrain": "launch.commands.retrain",
-    "launch-slurm": "launch.clusters.slurm",   # `evo launch slurm ...` (hidden: reached through route())
-    "launch-k8s": "launch.clusters.k8s",       # `evo launch k8s ...`
+    "launch-slurm": "launch.commands.launch_slurm",   # `evo launch slurm ...` (hidden: reached through route())
+    "launch-k8s": "launch.commands.launch_k8s",       # `evo launch k8s ...`
 }
 COMMAND_MODULES = list(COMMANDS.values())
 

@@ -91,3 +91,14 @@ def lease_seconds(text: str) -> float:
     if not 5 <= value <= 86400:
         raise argparse.ArgumentTypeError(f"must be a number of seconds in [5, 86400], got {text!r}")
     return value
+
+
+def heartbeat_seconds(text: str) -> float:
+    """``type=`` for ``--heartbeat-seconds``: seconds in (0, 3600]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 3600:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a number of seconds in (0, 3600], got {text!r}")
+    return value

@@ -34,12 +34,12 @@ class RetrainJob:
 
         from ..export import export_files
         from ..views.retrain_report import Printer
-        from ..commands.worker import configure_logging
-        from .slurm import _log_submitit_once, _preempt_signal
+        from ..logs import configure_logging
+        from .submitit_task import log_submitit_once, preempt_signal
 
         configure_logging()
-        _log_submitit_once()
-        preempt = _preempt_signal()
+        log_submitit_once()
+        preempt = preempt_signal()
         submitit_handler = signal.getsignal(preempt)
         stop = StopSignals((signal.SIGTERM, signal.SIGINT, signal.SIGHUP, preempt))
         reports: list[Any] = []

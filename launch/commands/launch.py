@@ -39,7 +39,7 @@ def _stop_launcher(signum, frame):
     raise LauncherStopped(signum)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the worker (before exec): get SIGTERM when the launcher dies (Linux prctl)."""
     try:
         import ctypes
@@ -99,7 +99,7 @@ def start_workers(args: argparse.Namespace, log_dir: Path) -> list[tuple[subproc
         env["EVO_WORKER_LOG"] = str(log_path.resolve())  # shown by evo status
         with open(log_path, "ab") as log:
             procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                           start_new_session=True, preexec_fn=_die_with_parent), log_path))
+                                           start_new_session=True, preexec_fn=die_with_parent), log_path))
     return procs
 
 

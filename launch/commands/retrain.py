@@ -72,7 +72,7 @@ def train_here(store, args: argparse.Namespace, rids: list[str] | None) -> tuple
 def train_in_processes(args: argparse.Namespace, rids: list[str]) -> int:
     """Train ``rids`` with ``args.jobs`` local processes (`evo retrain URL --pending --rid ...`),
     showing their progress from the store; Ctrl-C stops (and checkpoints) them."""
-    from .launch import _die_with_parent, default_log_dir, stop_workers
+    from .launch import default_log_dir, die_with_parent, stop_workers
 
     log_dir = default_log_dir(args.url) / "retrain"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -87,7 +87,7 @@ def train_in_processes(args: argparse.Namespace, rids: list[str]) -> int:
             cmd += ["--rid", rid]
         log = open(log_dir / f"retrain-{i}.log", "ab")
         procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                       preexec_fn=_die_with_parent), log_dir / f"retrain-{i}.log"))
+                                       preexec_fn=die_with_parent), log_dir / f"retrain-{i}.log"))
         log.close()
     print(f"training {len(rids)} retrain(s) with {args.jobs} process(es); logs in {log_dir}/", flush=True)
     from storage import open_store

@@ -12,18 +12,10 @@ import argparse
 import logging
 import os
 import signal
-import sys
 
 from ..errors import UserError
-from ..options import device, non_negative_int, positive_int, positive_seconds
-
-
-def configure_logging(quiet: bool = False) -> None:
-    """One line per event on stderr, prefixed with time and pid."""
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format=f"%(asctime)s [{os.getpid()}] %(message)s", datefmt="%H:%M:%S", stream=sys.stderr,
-    )
+from ..logs import configure_logging
+from ..options import device, heartbeat_seconds, non_negative_int, positive_int, positive_seconds
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
@@ -41,16 +33,6 @@ def own_log_path() -> str | None:
     except OSError:
         pass
     return None
-
-
-def _interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 3600:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"must be a number of seconds in (0, 3600], got {text!r}")
-    return value
 
 
 def crash_point(text: str):
@@ -127,7 +109,7 @@ def register(sub) -> None:
     p.add_argument("--device", type=device(), default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--index", type=non_negative_int, help="worker index (seeds its random stream; default: from "
                    "EVO_WORKER_INDEX / JOB_COMPLETION_INDEX / SLURM_ARRAY_TASK_ID, else fresh entropy)")
-    p.add_argument("--heartbeat-seconds", type=_interval, default=10.0, metavar="SECONDS",
+    p.add_argument("--heartbeat-seconds", type=heartbeat_seconds, default=10.0, metavar="SECONDS",
                    help="seconds between heartbeats; evo status calls a worker lost after 5 missed (default 10)")
     p.add_argument("--event-log", metavar="FILE",
                    help="append one JSON line per publish, kill and lost kill race to FILE (many workers may "
