@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import json
 from dataclasses import asdict
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -328,13 +327,3 @@ def model_package_files() -> dict[str, bytes]:
     out = {name: (src / name).read_bytes() for name in files}
     out["__init__.py"] = PACKAGE_INIT.format(files=", ".join(sorted(files))).encode()
     return out
-
-
-def copy_model_package(package: Path) -> list[str]:
-    """Copy :func:`model_package_files` into the folder ``package``; returns the copied
-    module names (without ``__init__.py``)."""
-    files = model_package_files()
-    package.mkdir(exist_ok=True)
-    for name, data in files.items():
-        (package / name).write_bytes(data)
-    return [n for n in files if n != "__init__.py"]
