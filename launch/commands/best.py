@@ -14,9 +14,9 @@ import argparse
 import json
 from typing import Any
 
-from ..views.snapshot import ago, open_population, utc
 from ..errors import UserError
 from ..options import add_command, non_negative_int, positive_int
+from ..views.snapshot import ago, open_population, utc
 
 
 def best_individual(store, config, ident: str | None = None):

@@ -17,8 +17,8 @@ from evo.spaces import space_class, space_names
 from evo.strategies import strategy_names
 
 from ..errors import UserError, read_user_file
-from .init_data import check_data, decode_data, train_images
 from ..options import add_command
+from .init_data import check_data, decode_data, train_images
 from .presets import DATASET_DEFAULTS, PRESETS, apply_preset, defaults_text, describe
 
 MAX_CONFIG_BYTES = 1 << 20

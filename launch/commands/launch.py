@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from .init import add_config_arguments, ensure_run
 from ..errors import UserError
 from ..options import add_command, device, non_negative_int, positive_int, positive_seconds
+from .init import add_config_arguments, ensure_run
 
 # Exit codes of a worker that stopped as it should: done, or stopped by a signal we send
 # (128 + SIGTERM) or that the user's terminal sent (SIGINT, SIGHUP), or killed by one.

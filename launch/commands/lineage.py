@@ -11,9 +11,9 @@ import argparse
 import json
 from typing import Any
 
+from ..options import add_command
 from ..views.lineage import lineage
 from ..views.snapshot import take_snapshot, utc
-from ..options import add_command
 
 
 def format_lineage(result: dict[str, Any]) -> str:

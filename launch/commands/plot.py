@@ -14,9 +14,9 @@ import json
 import os
 from typing import Any
 
-from ..views.snapshot import Snapshot, take_snapshot
 from ..errors import UserError
 from ..options import add_command
+from ..views.snapshot import Snapshot, take_snapshot
 
 
 def progress_data(snap: Snapshot) -> dict[str, Any]:

@@ -34,10 +34,10 @@ import sys
 import time
 from typing import Any
 
-from ..views.retrain_report import Printer, print_table, progress_line, report_table
-from .retrain_requests import build_requests, open_target
 from ..errors import UserError
 from ..options import add_command, device, lease_seconds, non_negative_int, number, positive_int, positive_seconds
+from ..views.retrain_report import Printer, print_table, progress_line, report_table
+from .retrain_requests import build_requests, open_target
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
 

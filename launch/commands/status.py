@@ -17,10 +17,10 @@ import time
 from collections import Counter
 from typing import Any
 
-from ..views.snapshot import Snapshot, ago, open_population, take_snapshot, utc
-from ..views.status import status_report
 from ..errors import UserError
 from ..options import add_command, non_negative_int, positive_seconds
+from ..views.snapshot import Snapshot, ago, open_population, take_snapshot, utc
+from ..views.status import status_report
 
 RECENT_LAUNCHES = 20   # squeue is asked about this many of the latest recorded launches
 
