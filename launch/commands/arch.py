@@ -21,7 +21,7 @@ import re
 from typing import Any
 
 from ..errors import UserError, read_user_file
-from ..options import positive_int
+from ..options import check_extension, positive_int
 
 MAX_DNA_BYTES = 1 << 20
 CIFAR_SHAPE, CIFAR_CLASSES = (3, 32, 32), 10
@@ -268,7 +268,6 @@ def input_shape(text: str) -> tuple[int, int, int]:
 
 def run(args: argparse.Namespace) -> int:
     from ..views.drawing import ARCH_FORMATS, draw_architecture
-    from .plot import check_extension
 
     if args.output:
         check_extension(args.output, "-o", ARCH_FORMATS)

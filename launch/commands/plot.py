@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 from ..errors import UserError
-from ..options import add_command
+from ..options import add_command, check_extension
 from ..views.snapshot import Snapshot, take_snapshot
 
 
@@ -113,14 +113,6 @@ def default_data_path(png: str) -> str:
     """``progress.png`` -> ``progress.json`` (beside the figure)."""
     root, _ = os.path.splitext(png)
     return root + ".json"
-
-
-def check_extension(path: str, option: str, formats: list[str]) -> None:
-    """UserError (one line) unless ``path`` ends in ``.FORMAT`` for one of ``formats``."""
-    ext = os.path.splitext(path)[1].lower().lstrip(".")
-    if ext not in formats:
-        raise UserError(f"{path}: unsupported file type for {option} (the extension picks the format); "
-                        f"use one of {', '.join('.' + f for f in formats)}")
 
 
 def run(args: argparse.Namespace) -> int:
