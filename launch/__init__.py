@@ -9,6 +9,6 @@ Layers, each importing only the ones below it:
   wait for them, ``squeue``, the Kubernetes manifest.
 - ``views/``: reading a run for people: the snapshot, status and lineage as data, the
   report's data and HTML, figures, drawings, progress lines.
-- ``export.py`` (the torch-only model directory), ``errors.py``, ``options.py`` and
-  ``logs.py``: what the layers above share.
+- ``export.py`` (the torch-only model directory), ``processes.py`` (local child processes),
+  ``errors.py``, ``options.py`` and ``logs.py``: what the layers above share.
 """

@@ -1,10 +1,12 @@
 """`evo launch URL -n N`: start N local worker processes with a live progress display.
 
-Also dispatches `evo launch slurm ...` and `evo launch k8s ...` to their launchers. Workers
-are ordinary `evo worker` processes: stopping the launcher (Ctrl-C, SIGTERM or SIGHUP) stops
-them cleanly (each gets SIGTERM: it abandons the child in training and writes a final
+Workers are ordinary `evo worker` processes: stopping the launcher (Ctrl-C, SIGTERM or
+SIGHUP) stops them cleanly (each gets SIGTERM: it abandons the child in training and writes a final
 heartbeat), and on Linux a worker also gets SIGTERM when its launcher dies without cleaning
 up (SIGKILL); starting the launcher again resumes the run from the store.
+
+`evo launch slurm ...` and `evo launch k8s ...` are other commands (``launch_slurm``,
+``launch_k8s``), which ``launch.cli`` routes to.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..options import add_command, device, non_negative_int, positive_int, positive_seconds
+from ..processes import default_log_dir, die_with_parent, stop_workers
 from .init import add_config_arguments, ensure_run
 
 # Exit codes of a worker that stopped as it should: done, or stopped by a signal we send
@@ -37,17 +40,6 @@ class LauncherStopped(Exception):
 
 def _stop_launcher(signum, frame):
     raise LauncherStopped(signum)
-
-
-def die_with_parent() -> None:
-    """In the worker (before exec): get SIGTERM when the launcher dies (Linux prctl)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: the worker just runs until its own limits
 
 
 def gpu_count() -> int:
@@ -72,13 +64,6 @@ def worker_devices(n: int, device: str, workers_per_gpu: int | None, gpus: int) 
     return [f"cuda:{(i // k) % gpus}" for i in range(n)]
 
 
-def default_log_dir(url: str) -> Path:
-    """Worker logs go beside a local population, else under ./evo-logs."""
-    if "://" not in url or url.startswith("file://"):
-        return Path(url.removeprefix("file://")) / "logs"
-    return Path("evo-logs")
-
-
 def start_workers(args: argparse.Namespace, log_dir: Path) -> list[tuple[subprocess.Popen, Path]]:
     """Spawn the worker processes; each writes its log to log_dir/worker-<i>.log."""
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -101,26 +86,6 @@ def start_workers(args: argparse.Namespace, log_dir: Path) -> list[tuple[subproc
             procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                            start_new_session=True, preexec_fn=die_with_parent), log_path))
     return procs
-
-
-def stop_workers(procs, grace: float = 10.0) -> None:
-    """SIGTERM every worker, then SIGKILL what is still running after ``grace`` seconds."""
-    for p, _ in procs:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    deadline = time.time() + grace
-    for p, _ in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait()
 
 
 def run_local(args: argparse.Namespace) -> int:

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("evo launch slurm needs submitit: pip install 'evo[launch]'") from None
     from storage import open_store
 
-    from .launch import default_log_dir
+    from ..processes import default_log_dir
 
     if args.n < 1:
         raise UserError("-n must be at least 1")

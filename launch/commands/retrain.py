@@ -72,7 +72,7 @@ def train_here(store, args: argparse.Namespace, rids: list[str] | None) -> tuple
 def train_in_processes(args: argparse.Namespace, rids: list[str]) -> int:
     """Train ``rids`` with ``args.jobs`` local processes (`evo retrain URL --pending --rid ...`),
     showing their progress from the store; Ctrl-C stops (and checkpoints) them."""
-    from .launch import default_log_dir, die_with_parent, stop_workers
+    from ..processes import default_log_dir, die_with_parent, stop_workers
 
     log_dir = default_log_dir(args.url) / "retrain"
     log_dir.mkdir(parents=True, exist_ok=True)
