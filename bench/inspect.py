@@ -73,8 +73,9 @@ def measure(args: list[str], env: dict[str, str]) -> dict[str, Any]:
 
 
 _REFRESH = ("import sys, time\n"
-            "from launch._snapshot import open_population, take_snapshot\n"
-            "from launch.cmd_status import format_status, status_report\n"
+            "from launch.views.snapshot import open_population, take_snapshot\n"
+            "from launch.commands.status import format_status\n"
+            "from launch.views.status import status_report\n"
             "url = sys.argv[1]\n"
             "population = open_population(url)\n"
             "def refresh():\n"
@@ -135,7 +136,7 @@ def build(store_dir: Path, population: int, dead: int, say) -> tuple[Path, bool]
 def roll_up(url: str, records: int, tail: int) -> dict[str, Any]:
     """Roll all but about ``tail`` of the dead up into segments of ``records`` (what the workers'
     roll-ups leave on a running population: full segments, and the newest records as files)."""
-    from launch._snapshot import open_population
+    from launch.views.snapshot import open_population
 
     store, _ = open_population(url)
     t = time.perf_counter()

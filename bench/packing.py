@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from launch.cmd_launch import stop_workers  # the same SIGTERM-then-SIGKILL as evo launch
+from launch.processes import stop_workers  # the same SIGTERM-then-SIGKILL as evo launch
 
 from ._report import REPO, BenchError, device_kind, markdown_table, say, write_report
 

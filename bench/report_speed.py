@@ -132,8 +132,8 @@ def time_report(url: str, out: str, top: int = 5) -> dict[str, Any]:
 PHASES = """
 import json, sys, time
 t0 = time.perf_counter()
-from launch._report_html import architecture_figures, render
-from launch.cmd_report import read_report, write_atomically
+from launch.views.report_html import architecture_figures, render
+from launch.commands.report import read_report, write_atomically
 t1 = time.perf_counter(); data = read_report(sys.argv[1], 5, spinner=False)
 t2 = time.perf_counter(); page = render(data, architecture_figures(data["top"], 5))
 t3 = time.perf_counter(); write_atomically(sys.argv[2], page)

@@ -129,7 +129,7 @@ def one_run(settings: Nb201Settings, table: str, scheme: Scheme, seed: int) -> d
                 errors.append(err.strip().splitlines()[-1] if err.strip() else f"exit {p.returncode}")
         if errors:
             raise BenchError(f"{table} {scheme.name} seed {seed}: a worker failed: {errors[0]}"[:300])
-        from launch._snapshot import open_population
+        from launch.views.snapshot import open_population
 
         census = open_population(url)[0].history.census()
         records = [c for c in census.commits.values() if isinstance(c, dict)] + list(census.history)
@@ -275,7 +275,7 @@ def run(mode: str = "small", out_dir: str | Path = "bench/results", *, seeds: in
         f"tables {', '.join(settings.tables)}")
     from concurrent.futures import ThreadPoolExecutor
 
-    from launch._snapshot import open_population  # noqa: F401  (imported once, before the threads)
+    from launch.views.snapshot import open_population  # noqa: F401  (imported once, before the threads)
 
     specs = [(table, scheme, seed) for table in settings.tables for seed in settings.seeds for scheme in schemes]
     runs: list[dict[str, Any]] = []

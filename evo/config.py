@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from dna.bounds import Bounds
 
-from evo.config_checks import (ConfigError, require_choice, require_flag, require_int, require_number,
+from evo.config_checks import (ConfigError, require_flag, require_int, require_number,
                                settings_from_dict)
 from evo.registry import Plugin
 from evo.spaces import space_class, space_names

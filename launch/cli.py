@@ -1,4 +1,4 @@
-"""The ``evo`` command: one subcommand per module in ``launch/``.
+"""The ``evo`` command: one subcommand per module in ``launch/commands/``.
 
 Each command module exposes ``register(subparsers)`` (adds its parser and sets
 ``func``); ``main`` dispatches. Expected failures (bad input, missing files) raise
@@ -16,21 +16,21 @@ from .errors import one_line_errors, run_reporting
 
 # Each command and the module that registers it, in the order `evo --help` lists them.
 COMMANDS = {
-    "init": "launch.cmd_init",
-    "worker": "launch.cmd_worker",
-    "launch": "launch.cmd_launch",
-    "check": "launch.cmd_check",
-    "audit": "launch.cmd_audit",
-    "status": "launch.cmd_status",
-    "plot": "launch.cmd_plot",
-    "report": "launch.cmd_report",
-    "lineage": "launch.cmd_lineage",
-    "arch": "launch.cmd_arch",
-    "best": "launch.cmd_best",
-    "evaluate": "launch.cmd_evaluate",
-    "retrain": "launch.cmd_retrain",
-    "launch-slurm": "launch.slurm",   # `evo launch slurm ...` (hidden: reached through route())
-    "launch-k8s": "launch.k8s",       # `evo launch k8s ...`
+    "init": "launch.commands.init",
+    "worker": "launch.commands.worker",
+    "launch": "launch.commands.launch",
+    "check": "launch.commands.check",
+    "audit": "launch.commands.audit",
+    "status": "launch.commands.status",
+    "plot": "launch.commands.plot",
+    "report": "launch.commands.report",
+    "lineage": "launch.commands.lineage",
+    "arch": "launch.commands.arch",
+    "best": "launch.commands.best",
+    "evaluate": "launch.commands.evaluate",
+    "retrain": "launch.commands.retrain",
+    "launch-slurm": "launch.commands.launch_slurm",   # `evo launch slurm ...` (hidden: reached through route())
+    "launch-k8s": "launch.commands.launch_k8s",       # `evo launch k8s ...`
 }
 COMMAND_MODULES = list(COMMANDS.values())
 

@@ -1,4 +1,5 @@
-"""Value checks for command-line options, as argparse ``type=`` functions.
+"""Value checks for command-line options, as argparse ``type=`` functions (and
+:func:`check_extension` for an output file whose extension picks its format).
 
 A value outside its range is refused when the command line is parsed, in one line that
 names the option, the valid range and the value (``evo worker: error: argument
@@ -10,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 from typing import Any, Callable
+
+from .errors import UserError
 
 URL_HELP = "population directory: PATH, file://PATH, gs://BUCKET/PREFIX"
 
@@ -91,3 +95,22 @@ def lease_seconds(text: str) -> float:
     if not 5 <= value <= 86400:
         raise argparse.ArgumentTypeError(f"must be a number of seconds in [5, 86400], got {text!r}")
     return value
+
+
+def heartbeat_seconds(text: str) -> float:
+    """``type=`` for ``--heartbeat-seconds``: seconds in (0, 3600]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 3600:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a number of seconds in (0, 3600], got {text!r}")
+    return value
+
+
+def check_extension(path: str, option: str, formats: list[str]) -> None:
+    """UserError (one line) unless ``path`` ends in ``.FORMAT`` for one of ``formats``."""
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if ext not in formats:
+        raise UserError(f"{path}: unsupported file type for {option} (the extension picks the format); "
+                        f"use one of {', '.join('.' + f for f in formats)}")

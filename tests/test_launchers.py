@@ -200,7 +200,7 @@ def test_k8s_preemptions_do_not_exhaust_the_job_and_spot_options():
 def test_worker_exit_codes_match_the_pod_failure_policy(tmp_path):
     """The exit codes the policy names are the ones evo worker really gives: 143 after a
     clean SIGTERM stop, 2 for a population that does not exist."""
-    from launch import k8s
+    from launch.clusters import k8s
 
     r = evo("worker", str(tmp_path / "none"))
     assert r.returncode == k8s.EXIT_USER_ERROR and r.stderr.count("\n") == 1

@@ -163,7 +163,7 @@ def test_evo_arch_draws_the_cells(capsys, tmp_path):
     code, text, err = run(capsys, "arch", "amoebanet-a", "--cells", "2", "--filters", "8", "-o", str(out))
     assert code == 0 and f"wrote {out}" in text
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    from launch._drawing import architecture_graph
+    from launch.views.drawing import architecture_graph
 
     graph = architecture_graph(json.loads(published("amoebanet-a").to_json()))
     into_normal_output = sorted(s for s, d, _ in graph.edges if d == "normal:out")
@@ -180,7 +180,7 @@ def test_a_run_seeded_with_a_published_architecture_starts_from_it(capsys, tmp_p
     assert (config["search_space"], config["nasnet"]["seed_arch"]) == ("nasnet", "amoebanet-a")
     code, out, err = run(capsys, "worker", url, "--max-individuals", "5")
     assert code == 0, err
-    from launch._snapshot import take_snapshot
+    from launch.views.snapshot import take_snapshot
 
     records = take_snapshot(url, spinner=False).records.values()
     initial = [r for r in records if r.mutation == "initial"]

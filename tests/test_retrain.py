@@ -312,7 +312,7 @@ def test_slurm_retrain_tasks_train_the_pending_request_once(tmp_path):
 
 
 def test_k8s_retrain_pods_run_the_pending_requests():
-    from launch.k8s import job_manifest
+    from launch.clusters.k8s import job_manifest
 
     manifest = job_manifest("gs://b/p", 3, "evo:gpu", gpus_per_worker=1, retrain=True)
     (container,) = manifest["spec"]["template"]["spec"]["containers"]

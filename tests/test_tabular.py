@@ -155,7 +155,7 @@ def test_a_tabular_worker_runs_with_torch_unimportable_and_stays_light(tmp_path,
     peak_mib = int(rss_kib) / 1024
     print(f"tabular worker peak RSS: {peak_mib:.1f} MiB")
     assert 5 < peak_mib < MAX_WORKER_PEAK_RSS_MIB
-    from launch._snapshot import open_population
+    from launch.views.snapshot import open_population
 
     census = open_population(url)[0].history.census()
     records = [c for c in census.commits.values() if isinstance(c, dict)] + list(census.history)

@@ -15,7 +15,7 @@ from evo.config import RunConfig, TrainSettings
 from evo.train.synthetic import SyntheticSettings
 from evo.strategies.evolution import AgingSettings
 from evo.search.assemble import open_worker
-from evo.search.worker import WorkerOptions
+from evo.search.worker import Worker, WorkerOptions
 from storage import open_store
 
 

@@ -265,7 +265,7 @@ def test_launch_records_round_trip_on_every_backend(store_url):
 
 
 def test_pending_reasons_that_never_clear():
-    from launch._squeue import describe, never_starts, summarize_jobs, QueuedTask
+    from launch.clusters.squeue import describe, never_starts, summarize_jobs, QueuedTask
 
     for reason in ("PartitionConfig", "PartitionTimeLimit", "BadConstraints", "InvalidQOS",
                    "QOSMaxWallDurationPerJobLimit", "AssocMaxCpuPerJobLimit", "QOSMinGRES"):

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from evo.data.settings import DataSettings
 from evo.data.base import SPLITS, DatasetError, HostDataset, check_splits, only_splits
-from evo.data.builtin import CIFAR, check_builtin, read_cifar, read_digits
+from evo.data.builtin import check_builtin, read_cifar, read_digits
 from evo.data.device import DeviceDataset, to_device
 from evo.data.nasbench201_tables import TableError, table_path
 from evo.data.spec import DatasetSpec

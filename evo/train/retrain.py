@@ -15,7 +15,7 @@ lease, from its last checkpoint.
 
 Collaborators are passed in: the store, the model builder (:func:`evo.train.retrain_request.build_model` by default),
 the exporter that turns final weights into the files of a torch-only export (the CLI passes
-``launch._export.export_files``), the stop signals and a progress callback.
+``launch.export.export_files``), the stop signals and a progress callback.
 """
 
 from __future__ import annotations

@@ -32,7 +32,6 @@ from evo.train.modes import FitnessMode, register_mode
 from evo.data.nasbench201_tables import TABLE_FILES, Table, load_table
 from evo.train.outcome import Outcome
 from evo.train.synthetic import safetensors_blob
-from evo.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,102 @@
+"""``evo check URL [--repair] [--grace SECONDS] [--deep] [--json]``: audit a population directory.
+
+Reports live, torn, corrupt and zombie individuals, orphaned weights and temp files, and
+quarantine/history counts; ``--repair`` fixes what it can (see ``storage.check``). Exit code
+0 when everything is fine (or was repaired), 1 when problems remain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from evo.errors import one_line
+
+from ..errors import UserError
+from ..options import add_command
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``check`` subcommand."""
+    p = add_command(subparsers, "check", help="audit a population directory (and repair it with --repair)",
+                    description="Audit a population directory: torn, corrupt or zombie individuals, "
+                                "orphaned weights and temp files. Exit code 0 when ok, 1 when problems remain.")
+    p.add_argument("--repair", action="store_true",
+                   help="quarantine torn/corrupt individuals, unlist zombies, "
+                        "delete orphans older than --grace")
+    p.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
+                   help="leave unreferenced files younger than this alone: they may belong to a "
+                        "publish in progress (default 3600; must exceed the longest publish)")
+    p.add_argument("--deep", action="store_true",
+                   help="also read every live individual's weights and verify their sha256")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the audit; return 0 if ok, 1 if problems remain."""
+    import storage
+    from evo.config import ConfigError, RunConfig
+
+    if not math.isfinite(args.grace) or args.grace < 0:
+        raise UserError(f"--grace must be a number of seconds >= 0, got {args.grace}")
+    try:
+        store = storage.open_store(args.url)
+        config_text = store.runinfo.read_config()
+    except storage.StoreError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:  # unreachable or forbidden store
+        raise UserError(f"{args.url}: {one_line(exc, with_type=True)}") from None
+    config_problem = None
+    try:
+        config = RunConfig.from_json(config_text)
+    except ConfigError as exc:
+        config, config_problem = None, f"config: config.json does not parse: {exc}"
+    if config is not None:   # the run's search space checks its DNA (not only large_scale's)
+        from evo.spaces import make_space
+
+        store = store.with_run(keep_best=config.keep_best, bounds=config.bounds,
+                               dna_validator=make_space(config).parse)
+    try:
+        report = store.check(repair=args.repair, grace_seconds=args.grace, deep=args.deep,
+                             bounds=config.bounds if config is not None else None)
+    except OSError as exc:
+        raise UserError(f"{args.url}: {one_line(exc, with_type=True)}") from None
+    result = report.to_dict()
+    if config is not None:
+        from evo.strategies.policy_report import read_policy_report
+
+        policy = read_policy_report(store.policy, config)
+        if policy is not None and args.repair:
+            for version in policy.unusable:
+                try:
+                    store.policy.move_policy_aside(version)
+                    result["repaired"]["unusable policy versions"] = result["repaired"].get(
+                        "unusable policy versions", 0) + 1
+                except OSError as exc:
+                    result["problems"].append(f"policy: version {version} could not be moved aside: {exc}")
+            policy = read_policy_report(store.policy, config)
+        if policy is not None and policy.problems:
+            result["ok"] = False
+            result["problems"] += [f"policy: {p}" for p in policy.problems]
+    if config_problem:
+        result["ok"] = False
+        result["problems"] = [config_problem] + result["problems"]
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        _print_human(result)
+    return 0 if result["ok"] else 1
+
+
+def _print_human(r: dict) -> None:
+    print(f"{r['url']}: {'ok' if r['ok'] else 'PROBLEMS'}")
+    print(f"  alive {r['alive']}, history {r['history']}, quarantined {r['quarantined']}, "
+          f"kept {r['kept']}, workers {r['workers']}" + (f", final trainings {r['retrains']}" if r.get('retrains') else ""))
+    print(f"  torn {r['torn']}, corrupt {r['corrupt']}, zombies {r['zombies']}, "
+          f"orphans {r['orphans']}, stray {r['stray']}, pending {r['pending']}")
+    for line in r["problems"]:
+        print(f"  - {line}")
+    if r["repaired"]:
+        print("  repaired: " + ", ".join(f"{k} {n}" for k, n in sorted(r["repaired"].items())))
