@@ -5,30 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-EVO = str(Path(sys.executable).with_name("evo")) if Path(sys.executable).with_name("evo").exists() \
-    else shutil.which("evo") or "evo"  # the installed console script
-
-
-def env(**extra: str) -> dict[str, str]:
-    e = dict(os.environ)
-    e["OMP_NUM_THREADS"] = "1"
-    for name in ("PYTHONPATH", "EVO_WORKER_INDEX", "JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID"):
-        e.pop(name, None)  # a worker index from the caller's environment would defeat the index test
-    e.update(extra)
-    return e
-
-
-def evo(*args: str, timeout: float = 300, **extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([EVO, *args], capture_output=True, text=True, timeout=timeout, env=env(**extra))
-
+from helpers_cli import EVO, env, evo
 
 def records(path: Path, folder: str) -> list[dict]:
     d = path / folder

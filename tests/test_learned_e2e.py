@@ -14,7 +14,7 @@ from evo.config import RunConfig
 from evo.strategies.policy_report import audit_policy
 from helpers_store import REPO
 from storage import open_store
-from test_chaos import assert_run_is_whole
+from helpers_chaos import assert_run_is_whole
 
 
 def evo(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

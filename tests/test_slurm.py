@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from test_launchers import EVO, env
-from test_worker_signals import beats, wait_for
+from helpers_cli import EVO, beats, env, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -27,29 +26,9 @@ from evo.spaces import make_space
 from evo.heartbeat import scheduler_identity
 from evo.worker import WorkerOptions
 from storage import open_store
-from test_launchers import EVO, env, evo
+from helpers_cli import EVO, beats, env, evo, wait_for
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def wait_for(condition, seconds: float, what: str):
-    """Poll ``condition`` until it returns something truthy (which is returned)."""
-    deadline = time.monotonic() + seconds
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out after {seconds} s waiting for {what}"
-        time.sleep(0.05)
-    return value
-
-
-def beats(pop: Path) -> dict[str, dict]:
-    """worker id -> heartbeat info, read from the population directory."""
-    d = pop / "workers"
-    out = {}
-    for p in sorted(d.glob("*.json")) if d.exists() else []:
-        if not p.name.startswith("."):
-            b = json.loads(p.read_text())
-            out[b["worker"]] = b["info"]
-    return out
 
 
 def born(pop: Path) -> int:
