@@ -56,6 +56,7 @@ def clean_run(tmp_path):
     return url, events
 
 
+@pytest.mark.slow  # real worker processes
 def test_a_clean_concurrent_run_passes(clean_run):
     url, events = clean_run
     out = evo_audit(url, "--json", "--workers", "3", "--events", str(events))
@@ -70,6 +71,7 @@ def test_a_clean_concurrent_run_passes(clean_run):
     assert r["seeding_end"] is not None and r["births_after_seeding"] > 0
 
 
+@pytest.mark.slow  # real worker processes
 def test_human_output_and_worker_estimate_from_heartbeats(clean_run):
     url, _ = clean_run
     out = evo_audit(url)
@@ -79,6 +81,7 @@ def test_human_output_and_worker_estimate_from_heartbeats(clean_run):
     assert r["workers_source"] == "heartbeats" and 1 <= r["workers"] <= 3 and r["workers_seen"] == 3
 
 
+@pytest.mark.slow  # real worker processes
 def test_a_vanished_individual_is_reported_lost(clean_run):
     url, events = clean_run
     store = open_store(url)
@@ -90,6 +93,7 @@ def test_a_vanished_individual_is_reported_lost(clean_run):
     assert any(victim.id in p for p in r["problems"])
 
 
+@pytest.mark.slow  # real worker processes
 def test_a_second_winning_killer_is_a_double_kill(clean_run):
     url, events = clean_run
     dead = open_store(url).read_history()[0]
@@ -98,6 +102,7 @@ def test_a_second_winning_killer_is_a_double_kill(clean_run):
     assert not r["ok"] and r["events"]["double_kills"] == 1 and "double_kill" in r["violations"]
 
 
+@pytest.mark.slow  # real worker processes
 def test_a_logged_kill_without_a_record_is_a_phantom_kill(clean_run):
     url, events = clean_run
     alive = open_store(url).list_alive()[0]
@@ -106,6 +111,7 @@ def test_a_logged_kill_without_a_record_is_a_phantom_kill(clean_run):
     assert not r["ok"] and r["events"]["phantom_kills"] == 1
 
 
+@pytest.mark.slow  # real worker processes
 def test_a_parent_that_never_existed_is_reported(clean_run):
     url, _ = clean_run
     store = open_store(url)
@@ -154,6 +160,7 @@ def test_workers_are_estimated_from_overlapping_heartbeats():
     assert estimate_workers([]) == 0
 
 
+@pytest.mark.slow  # real worker processes
 def test_event_lines_of_many_processes_never_interleave(tmp_path):
     path = tmp_path / "events.jsonl"
     code = ("import sys; from evo.audit import EventLog; log = EventLog(sys.argv[1]); "
@@ -166,6 +173,7 @@ def test_event_lines_of_many_processes_never_interleave(tmp_path):
     assert {(e["worker"], e["n"]) for e in events} == {(f"w{i}", n) for i in range(6) for n in range(1500)}
 
 
+@pytest.mark.slow  # real worker processes
 def test_a_torn_event_line_is_a_violation(clean_run):
     url, events = clean_run
     with open(events, "ab") as f:
@@ -174,6 +182,7 @@ def test_a_torn_event_line_is_a_violation(clean_run):
     assert not r["ok"] and r["events"]["bad_lines"] == 1 and "bad_event_lines" in r["violations"]
 
 
+@pytest.mark.slow  # real worker processes
 def test_a_zombie_left_by_a_crashed_killer_is_debris_not_a_violation(tmp_path):
     url = str(tmp_path / "pop")
     init(url, population=5)
@@ -190,6 +199,7 @@ def test_a_zombie_left_by_a_crashed_killer_is_debris_not_a_violation(tmp_path):
     assert r["ok"] and r["born"] == 11
 
 
+@pytest.mark.slow  # real worker processes on the GCS emulator
 def test_gcs_store_audits_too(gcs_bucket_url, tmp_path):
     init(gcs_bucket_url, population=6)
     events = tmp_path / "events.jsonl"

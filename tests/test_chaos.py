@@ -23,6 +23,7 @@ from storage import open_store
 from helpers_chaos import assert_run_is_whole
 
 
+@pytest.mark.slow  # kill -9 of real worker processes
 def test_small_chaos_on_a_local_directory(tmp_path):
     report = run_chaos(ChaosSettings(workers=4, population=20, duration=8, train_seconds=0.1,
                                      kill_interval=0.5, restart_delay=0.3, stagger=1, seed=1), tmp_path)
@@ -87,6 +88,7 @@ def test_settings_are_checked():
         ChaosSettings(kill_interval=0).check()
 
 
+@pytest.mark.slow  # real worker processes
 def test_storage_throughput_sweep_writes_its_report(tmp_path):
     from bench.storage_throughput import run
 
@@ -98,6 +100,7 @@ def test_storage_throughput_sweep_writes_its_report(tmp_path):
         run("s3", [1], 1.0, tmp_path)
 
 
+@pytest.mark.slow  # real worker processes
 def test_a_worker_that_exits_on_its_own_is_reported_with_the_end_of_its_log(tmp_path):
     """The harness must say why a worker died unasked (its log's last lines), not only that it did."""
     import os

@@ -280,6 +280,7 @@ def test_unreadable_batch_is_refused_without_roots_bypass(tmp_path):
     assert not (tmp_path / "pop").exists()
 
 
+@pytest.mark.slow  # the GCS emulator
 def test_cifar_in_a_bucket_is_checked_like_the_loader_reads_it(capsys, gcs_bucket_url):
     bucket = gcs_bucket_url.rsplit("/", 1)[0]
     fs = fsspec.filesystem("gs")

@@ -148,6 +148,7 @@ def test_cifar_pickle_protocols(tmp_path, protocol):
     assert len(ds.test_y) == N_TEST
 
 
+@pytest.mark.slow  # the GCS emulator
 def test_cifar_from_a_bucket(tmp_path, gcs_bucket_url):
     import fsspec
 

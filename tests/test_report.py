@@ -201,6 +201,7 @@ def test_unwritable_output_folder_is_refused_before_reading(runs, tmp_path):
     assert os.listdir(folder) == []
 
 
+@pytest.mark.slow  # a real `evo report --watch` process, interrupted
 def test_watch_rewrites_atomically_until_ctrl_c(runs, tmp_path):
     out = tmp_path / "w.html"
     proc = subprocess.Popen([sys.executable, "-m", "launch", "report", str(runs["plain"]), "-o", str(out),

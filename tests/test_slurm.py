@@ -21,7 +21,7 @@ import pytest
 
 from helpers_cli import EVO, beats, env, wait_for
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # a real SLURM cluster
 
 
 def evo_on(cluster, *args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:

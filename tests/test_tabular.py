@@ -123,6 +123,7 @@ def test_the_time_scale_sleeps_that_fraction_with_progress_calls():
     assert calls
 
 
+@pytest.mark.slow  # a real worker process
 @pytest.mark.parametrize("selection", ["aging", "rl"])
 def test_a_tabular_worker_runs_with_torch_unimportable_and_stays_light(tmp_path, selection):
     """Peak RSS of one tabular worker process with torch made unimportable, measured from its

@@ -50,6 +50,7 @@ def start_worker(pop: Path, *args: str, log: Path | None = None, **extra: str) -
             out.close()
 
 
+@pytest.mark.slow  # real worker processes and signals
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGUSR2])
 def test_a_signal_stops_a_training_worker_cleanly(tmp_path, sig):
     pop = tmp_path / "pop"
@@ -155,6 +156,7 @@ def status_of(pop: Path, worker_id: str) -> dict:
     return next(w for w in json.loads(r.stdout)["workers"] if w["worker"] == worker_id)
 
 
+@pytest.mark.slow  # real worker processes and signals
 def test_a_killed_worker_is_lost_after_a_few_missed_heartbeats(tmp_path):
     pop = tmp_path / "pop"
     init_synthetic(pop, train_seconds=60)
@@ -187,6 +189,7 @@ def test_scheduler_identity_from_the_environment():
         {"kind": "kubernetes", "pod": "evo-workers-2-x7k", "index": "2"}
 
 
+@pytest.mark.slow  # real worker processes and signals
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP", "SIGKILL"])
 def test_stopping_the_local_launcher_stops_its_workers(tmp_path, how):
     """SIGTERM/SIGHUP: the launcher stops its workers and exits 128+signal. SIGKILL: it
