@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -46,14 +47,22 @@ def evo_audit(*args: str, env: dict | None = None) -> subprocess.CompletedProces
                           cwd=REPO, env=env, timeout=120)
 
 
+@pytest.fixture(scope="module")
+def clean_run_once(tmp_path_factory) -> Path:
+    """A finished run of 3 concurrent worker processes with an event log, made once per module."""
+    folder = tmp_path_factory.mktemp("clean-run")
+    init(str(folder / "pop"))
+    assert run_workers(str(folder / "pop"), 3, 30, folder / "events.jsonl") == [0, 0, 0]
+    return folder
+
+
 @pytest.fixture
-def clean_run(tmp_path):
-    """A finished run of 3 concurrent worker processes with an event log."""
-    url = str(tmp_path / "pop")
-    init(url)
-    events = tmp_path / "events.jsonl"
-    assert run_workers(url, 3, 30, events) == [0, 0, 0]
-    return url, events
+def clean_run(clean_run_once, tmp_path):
+    """A finished run of 3 concurrent worker processes with an event log: this test's own copy
+    (tests damage it), so the workers run once for all of them."""
+    shutil.copytree(clean_run_once / "pop", tmp_path / "pop", symlinks=True)
+    shutil.copy2(clean_run_once / "events.jsonl", tmp_path / "events.jsonl")
+    return str(tmp_path / "pop"), tmp_path / "events.jsonl"
 
 
 @pytest.mark.slow  # real worker processes
