@@ -234,6 +234,7 @@ def test_export_refusals_are_one_line(population, exported, tmp_path):
     assert (damaged / "weights.safetensors").read_bytes() == (out / "weights.safetensors").read_bytes()
 
 
+@pytest.mark.slow  # a real worker process
 def test_synthetic_runs_have_nothing_to_export(tmp_path):
     url = str(tmp_path / "syn")
     ok("init", url, "--dataset", "synthetic", "-P", "3")
