@@ -85,6 +85,7 @@ def test_zombie_and_human_output(url):
     assert victim not in store.list_alive()
 
 
+@pytest.mark.slow  # several evo processes (~5 s on a loaded 2-core machine)
 def test_deep_check_reads_the_weights(tmp_path):
     url = str(tmp_path / "pop")
     store, (a, *_) = _population(url)
@@ -97,6 +98,7 @@ def test_deep_check_reads_the_weights(tmp_path):
     assert r.returncode == 1 and json.loads(r.stdout)["corrupt"] == 1
 
 
+@pytest.mark.slow  # several evo processes (~5 s on a loaded 2-core machine)
 def test_check_uses_the_run_bounds_from_config(tmp_path):
     url = str(tmp_path / "pop")
     _population(url)

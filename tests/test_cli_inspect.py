@@ -159,6 +159,7 @@ def test_status_on_a_gcs_population(gcs_bucket_url):
     assert report["workers"][0]["individuals"] == 9
 
 
+@pytest.mark.slow  # four evo processes (~11 s on a loaded 2-core machine)
 def test_not_a_population_is_one_line(tmp_path):
     for cmd in (["status"], ["plot"], ["lineage", "x"], ["best"]):
         r = evo(cmd[0], str(tmp_path / "nothing"), *cmd[1:])

@@ -482,6 +482,7 @@ def test_version_and_hidden_commands(capsys):
 
 # ----- what the terminal gets -----
 
+@pytest.mark.slow  # a dozen evo processes (~18 s on a loaded 2-core machine)
 def test_a_user_sees_one_line_and_no_traceback(tmp_path):
     (tmp_path / "afile").write_text("x")
     for args, words in [

@@ -268,6 +268,7 @@ def test_bad_specs(spec, words):
     assert words in _error(spec)
 
 
+@pytest.mark.slow  # a fresh process that imports scikit-learn (~6-12 s on a loaded 2-core machine)
 def test_reading_does_not_import_torch():
     code = "import evo.data, sys; evo.data.read_dataset('digits'); sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
