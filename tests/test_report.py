@@ -266,6 +266,7 @@ def test_empty_run_quarantined_parent_and_retrain_results(tmp_path, capsys):
     assert retrain[0][6] == "1,234"
 
 
+@pytest.mark.slow  # a small benchmark report (~5 s on a loaded 2-core machine)
 def test_bench_report_small_writes_its_numbers(tmp_path):
     from bench import report_speed
 

@@ -110,6 +110,7 @@ def constant_lr() -> float:
     return _tiny_training(schedule="constant").learning_rate_at(7)
 
 
+@pytest.mark.slow  # trains a NASNet twice over (~50 s on a loaded 2-core machine)
 def test_checkpoint_mid_epoch_restores_exactly():
     """state() at a mid-epoch step, restored into a fresh object, ends with the same weights."""
     torch.set_num_threads(1)
