@@ -44,6 +44,7 @@ def test_chaos_8_workers_30_seconds_local(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the chaos may go on for up to 10 minutes (max_duration) to reach min_births
 def test_chaos_8_workers_on_the_gcs_emulator(tmp_path):
     # min_births: on a loaded CI machine seeding alone can take the whole 30 s; chaos then
     # goes on (up to 10 minutes) until the run is well past seeding
