@@ -159,7 +159,7 @@ def test_status_on_a_gcs_population(gcs_bucket_url):
     assert report["workers"][0]["individuals"] == 9
 
 
-@pytest.mark.slow  # four evo processes (~11 s on a loaded 2-core machine)
+# in the quick tier (four evo processes, a few seconds): this module's one test without workers
 def test_not_a_population_is_one_line(tmp_path):
     for cmd in (["status"], ["plot"], ["lineage", "x"], ["best"]):
         r = evo(cmd[0], str(tmp_path / "nothing"), *cmd[1:])
