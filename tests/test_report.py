@@ -206,7 +206,10 @@ def test_watch_rewrites_atomically_until_ctrl_c(runs, tmp_path):
     out = tmp_path / "w.html"
     proc = subprocess.Popen([sys.executable, "-m", "launch", "report", str(runs["plain"]), "-o", str(out),
                              "--watch", "0.1", "--top", "1"], cwd=REPO, env=subprocess_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a suite started in the background (nohup, `&`) ignores SIGINT, and
+                            # the child would inherit that: give it the default, as a terminal would
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     inodes = set()
     deadline = time.monotonic() + 120
     try:
