@@ -65,9 +65,10 @@ def gcs_bucket_url(gcs_emulator: str, monkeypatch: pytest.MonkeyPatch, tmp_path:
     return f"gs://{bucket}/pop"
 
 
-@pytest.fixture(params=["memory", "local", "gcs"])
+@pytest.fixture(params=["memory", "local", pytest.param("gcs", marks=pytest.mark.slow)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty store URL on each backend (the emulator starts only for ``gcs``)."""
+    """A fresh, empty store URL on each backend (the emulator starts only for ``gcs``, which is
+    marked slow: the quick tier, ``-m "not slow"``, runs memory and local)."""
     if request.param == "memory":
         from storage.memory import drop_memory_store
 

@@ -13,18 +13,24 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from evo.config import RunConfig
 from evo.train.synthetic import SyntheticSettings
 from storage import open_store
 
+# Every test here starts real processes (evo workers, spawned killers).
+pytestmark = pytest.mark.slow
+
 P = 6
 WORKERS = 3
+PER_WORKER = 4   # 12 births, 6 of them after seeding: 6 deaths to order
 
 
 def test_aging_run_in_nasnet_space_kills_in_birth_order(tmp_path):
     url = str(tmp_path / "pop")
     out = subprocess.run([sys.executable, "-m", "launch", "init", url, "--search-space", "nasnet", "-P", str(P),
-                          "-S", "3", "--steps", "8", "--nasnet-cells", "1", "--nasnet-filters", "4"],
+                          "-S", "3", "--steps", "2", "--nasnet-cells", "1", "--nasnet-filters", "4"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     store = open_store(url)
@@ -33,7 +39,7 @@ def test_aging_run_in_nasnet_space_kills_in_birth_order(tmp_path):
 
     env = dict(os.environ, OMP_NUM_THREADS="1")
     procs = [subprocess.Popen([sys.executable, "-m", "launch", "worker", url, "--index", str(i), "--device", "cpu",
-                               "--max-individuals", "6"], stderr=subprocess.PIPE, text=True, env=env)
+                               "--max-individuals", str(PER_WORKER)], stderr=subprocess.PIPE, text=True, env=env)
              for i in range(WORKERS)]
     sizes = []
     deadline = time.time() + 300
@@ -49,7 +55,7 @@ def test_aging_run_in_nasnet_space_kills_in_birth_order(tmp_path):
 
     history = sorted(store.history.read_history(), key=lambda r: r["death"])
     alive = store.population.list_alive()
-    assert len(history) + len(alive) == WORKERS * 6
+    assert len(history) + len(alive) == WORKERS * PER_WORKER
     assert all(r["dna"]["kind"] == "nasnet" for r in history)
     births = {r["id"]: r["birth"] for r in history} | {i.id: i.birth for i in alive}
     deaths = {r["id"]: r["death"] for r in history}

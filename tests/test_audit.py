@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -47,16 +48,25 @@ def evo_audit(*args: str, env: dict | None = None) -> subprocess.CompletedProces
                           cwd=REPO, env=env, timeout=120)
 
 
+@pytest.fixture(scope="module")
+def clean_run_once(tmp_path_factory) -> Path:
+    """A finished run of 3 concurrent worker processes with an event log, made once per module."""
+    folder = tmp_path_factory.mktemp("clean-run")
+    init(str(folder / "pop"))
+    assert run_workers(str(folder / "pop"), 3, 30, folder / "events.jsonl") == [0, 0, 0]
+    return folder
+
+
 @pytest.fixture
-def clean_run(tmp_path):
-    """A finished run of 3 concurrent worker processes with an event log."""
-    url = str(tmp_path / "pop")
-    init(url)
-    events = tmp_path / "events.jsonl"
-    assert run_workers(url, 3, 30, events) == [0, 0, 0]
-    return url, events
+def clean_run(clean_run_once, tmp_path):
+    """A finished run of 3 concurrent worker processes with an event log: this test's own copy
+    (tests damage it), so the workers run once for all of them."""
+    shutil.copytree(clean_run_once / "pop", tmp_path / "pop", symlinks=True)
+    shutil.copy2(clean_run_once / "events.jsonl", tmp_path / "events.jsonl")
+    return str(tmp_path / "pop"), tmp_path / "events.jsonl"
 
 
+@pytest.mark.slow  # real worker processes
 def test_a_clean_concurrent_run_passes(clean_run):
     url, events = clean_run
     out = evo_audit(url, "--json", "--workers", "3", "--events", str(events))
@@ -71,6 +81,7 @@ def test_a_clean_concurrent_run_passes(clean_run):
     assert r["seeding_end"] is not None and r["births_after_seeding"] > 0
 
 
+@pytest.mark.slow  # real worker processes
 def test_human_output_and_worker_estimate_from_heartbeats(clean_run):
     url, _ = clean_run
     out = evo_audit(url)
@@ -80,6 +91,7 @@ def test_human_output_and_worker_estimate_from_heartbeats(clean_run):
     assert r["workers_source"] == "heartbeats" and 1 <= r["workers"] <= 3 and r["workers_seen"] == 3
 
 
+@pytest.mark.slow  # real worker processes
 def test_a_vanished_individual_is_reported_lost(clean_run):
     url, events = clean_run
     store = open_store(url)
@@ -91,6 +103,7 @@ def test_a_vanished_individual_is_reported_lost(clean_run):
     assert any(victim.id in p for p in r["problems"])
 
 
+@pytest.mark.slow  # real worker processes
 def test_a_second_winning_killer_is_a_double_kill(clean_run):
     url, events = clean_run
     dead = open_store(url).history.read_history()[0]
@@ -99,6 +112,7 @@ def test_a_second_winning_killer_is_a_double_kill(clean_run):
     assert not r["ok"] and r["events"]["double_kills"] == 1 and "double_kill" in r["violations"]
 
 
+@pytest.mark.slow  # real worker processes
 def test_a_logged_kill_without_a_record_is_a_phantom_kill(clean_run):
     url, events = clean_run
     alive = open_store(url).population.list_alive()[0]
@@ -107,6 +121,7 @@ def test_a_logged_kill_without_a_record_is_a_phantom_kill(clean_run):
     assert not r["ok"] and r["events"]["phantom_kills"] == 1
 
 
+@pytest.mark.slow  # real worker processes
 def test_a_parent_that_never_existed_is_reported(clean_run):
     url, _ = clean_run
     store = open_store(url)
@@ -155,6 +170,7 @@ def test_workers_are_estimated_from_overlapping_heartbeats():
     assert estimate_workers([]) == 0
 
 
+@pytest.mark.slow  # real worker processes
 def test_event_lines_of_many_processes_never_interleave(tmp_path):
     path = tmp_path / "events.jsonl"
     code = ("import sys; from evo.audit import EventLog; log = EventLog(sys.argv[1]); "
@@ -167,6 +183,7 @@ def test_event_lines_of_many_processes_never_interleave(tmp_path):
     assert {(e["worker"], e["n"]) for e in events} == {(f"w{i}", n) for i in range(6) for n in range(1500)}
 
 
+@pytest.mark.slow  # real worker processes
 def test_a_torn_event_line_is_a_violation(clean_run):
     url, events = clean_run
     with open(events, "ab") as f:
@@ -175,6 +192,7 @@ def test_a_torn_event_line_is_a_violation(clean_run):
     assert not r["ok"] and r["events"]["bad_lines"] == 1 and "bad_event_lines" in r["violations"]
 
 
+@pytest.mark.slow  # real worker processes
 def test_a_zombie_left_by_a_crashed_killer_is_debris_not_a_violation(tmp_path):
     url = str(tmp_path / "pop")
     init(url, population=5)
@@ -191,6 +209,7 @@ def test_a_zombie_left_by_a_crashed_killer_is_debris_not_a_violation(tmp_path):
     assert r["ok"] and r["born"] == 11
 
 
+@pytest.mark.slow  # real worker processes on the GCS emulator
 def test_gcs_store_audits_too(gcs_bucket_url, tmp_path):
     init(gcs_bucket_url, population=6)
     events = tmp_path / "events.jsonl"

@@ -112,6 +112,7 @@ def test_search_summary_pairs_seeds_against_random():
     assert out["random"]["final"] == (pytest.approx(0.65), pytest.approx(math.sqrt(0.005)))
 
 
+@pytest.mark.slow  # a small benchmark run (several seconds)
 def test_naive_loop_trains_the_model():
     from bench.train_speed import naive_train
 
@@ -147,6 +148,7 @@ def test_cli_storage_delegates_to_storage_throughput(capsys, tmp_path):
 
 # ----- small modes end to end ------------------------------------------------------------
 
+@pytest.mark.slow  # a small benchmark run (several seconds)
 def test_train_speed_small(tmp_path):
     from bench import train_speed
 
@@ -161,6 +163,7 @@ def test_train_speed_small(tmp_path):
     assert row["cuda_graph"] is False   # CPU: no graph
 
 
+@pytest.mark.slow  # a small benchmark run (several seconds)
 def test_overhead_small(tmp_path):
     from bench import overhead
 
@@ -174,6 +177,7 @@ def test_overhead_small(tmp_path):
     assert [r["mutation"] for r in made[:3]] == ["initial"] * 3 and all(r["train"] > 0 for r in made)
 
 
+@pytest.mark.slow  # a small benchmark run (several seconds)
 def test_search_small_same_seeding_phase_in_every_scheme(tmp_path):
     from bench import search
 
@@ -211,6 +215,7 @@ def test_storage_small_runs_through_the_suite(tmp_path, capsys):
     assert [p["workers"] for p in report["points"]] == [1, 2]
 
 
+@pytest.mark.slow  # a small benchmark run (several seconds)
 def test_retrain_speed_small(tmp_path):
     from bench import retrain_speed
 
@@ -246,6 +251,7 @@ def test_inspect_small_measures_every_command_local_and_on_the_emulator(tmp_path
     assert doc["summary"].startswith("P=20, 330 dead: ")
 
 
+@pytest.mark.slow  # a small benchmark run (several seconds)
 def test_storage_compare_optuna_small_side_by_side(tmp_path, capsys):
     """The tiny comparison: evo and Optuna's journal, W = 1 and 2, in one run, alternating."""
     pytest.importorskip("optuna", reason="bench storage --compare optuna needs the bench extra (optuna)")

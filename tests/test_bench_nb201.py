@@ -56,6 +56,7 @@ def test_cli_refuses_options_that_do_not_apply(capsys):
     assert "--seeds must be at least 2" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a small benchmark run (~20-50 s)
 def test_small_mode_end_to_end(tmp_path, capsys):
     assert cli.main(["search", "--space", "nasbench201", "--mode", "small", "--out", str(tmp_path)]) == 0
     assert "bench search: NAS-Bench-201" in capsys.readouterr().out

@@ -34,7 +34,7 @@ def _crash_publisher(url: str) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-@pytest.fixture(params=["local", "gcs"])
+@pytest.fixture(params=["local", pytest.param("gcs", marks=pytest.mark.slow)])
 def url(request, tmp_path):
     return str(tmp_path / "pop") if request.param == "local" else request.getfixturevalue("gcs_bucket_url")
 
@@ -51,6 +51,7 @@ def test_healthy_population_exits_0_with_the_promised_json(url):
     assert all(isinstance(report[k], int) for k in ("alive", "torn", "orphans", "quarantined"))
 
 
+@pytest.mark.slow  # processes killed mid-step
 def test_crash_leftovers_are_reported_then_repaired(url):
     store, _ = _population(url)
     _crash_publisher(url)
@@ -71,6 +72,7 @@ def test_crash_leftovers_are_reported_then_repaired(url):
     assert r.returncode == 0 and ": ok" in r.stdout.splitlines()[0]
 
 
+@pytest.mark.slow  # processes killed mid-step
 def test_zombie_and_human_output(url):
     store, (victim, *_) = _population(url)
     proc = start_helper("helpers_store_crash.py", "--crash-at", "kill:after_claim", "kill", url, victim.id)
@@ -83,6 +85,7 @@ def test_zombie_and_human_output(url):
     assert victim not in store.population.list_alive()
 
 
+@pytest.mark.slow  # several evo processes (~5 s on a loaded 2-core machine)
 def test_deep_check_reads_the_weights(tmp_path):
     url = str(tmp_path / "pop")
     store, (a, *_) = _population(url)
@@ -95,6 +98,7 @@ def test_deep_check_reads_the_weights(tmp_path):
     assert r.returncode == 1 and json.loads(r.stdout)["corrupt"] == 1
 
 
+@pytest.mark.slow  # several evo processes (~5 s on a loaded 2-core machine)
 def test_check_uses_the_run_bounds_from_config(tmp_path):
     url = str(tmp_path / "pop")
     _population(url)

@@ -81,6 +81,7 @@ def on_disk(path: Path) -> dict:
 
 # ----- status -----
 
+@pytest.mark.slow  # the population fixture runs real worker processes
 def test_status_json_agrees_with_the_store(population):
     facts = on_disk(population)
     report = json.loads(ok("status", str(population), "--json").stdout)
@@ -109,6 +110,7 @@ def test_status_json_agrees_with_the_store(population):
     assert sum(w["kills"] for w in report["workers"]) == len(dead)
 
 
+@pytest.mark.slow  # the population fixture runs real worker processes
 def test_status_screen_names_the_numbers(population):
     report = json.loads(ok("status", str(population), "--json").stdout)
     text = ok("status", str(population)).stdout
@@ -120,6 +122,7 @@ def test_status_screen_names_the_numbers(population):
         assert f"{name} {n}" in text
 
 
+@pytest.mark.slow  # the population fixture runs real worker processes
 def test_silent_worker_is_shown_as_lost_and_quarantine_is_counted(tmp_path, population):
     url = str(tmp_path / "copy")
     shutil.copytree(population, url)
@@ -139,6 +142,7 @@ def test_silent_worker_is_shown_as_lost_and_quarantine_is_counted(tmp_path, popu
     assert "LOST" in ok("status", url).stdout
 
 
+@pytest.mark.slow  # the population fixture runs real worker processes
 def test_watch_refreshes_until_count(population):
     r = ok("status", str(population), "--watch", "--interval", "0.2", "--count", "3", "--json")
     lines = [json.loads(x) for x in r.stdout.strip().splitlines()]
@@ -146,6 +150,7 @@ def test_watch_refreshes_until_count(population):
     assert lines[0]["time"] < lines[-1]["time"]
 
 
+@pytest.mark.slow  # the GCS emulator
 def test_status_on_a_gcs_population(gcs_bucket_url):
     ok("init", gcs_bucket_url, "--dataset", "synthetic", "-P", "5")
     ok("worker", gcs_bucket_url, "--max-individuals", "9", "--index", "0", "--quiet")
@@ -154,6 +159,7 @@ def test_status_on_a_gcs_population(gcs_bucket_url):
     assert report["workers"][0]["individuals"] == 9
 
 
+# in the quick tier (four evo processes, a few seconds): this module's one test without workers
 def test_not_a_population_is_one_line(tmp_path):
     for cmd in (["status"], ["plot"], ["lineage", "x"], ["best"]):
         r = evo(cmd[0], str(tmp_path / "nothing"), *cmd[1:])
@@ -163,6 +169,7 @@ def test_not_a_population_is_one_line(tmp_path):
 
 # ----- plot -----
 
+@pytest.mark.slow  # the population fixture runs real worker processes
 def test_plot_draws_every_individual(population, tmp_path):
     png = tmp_path / "progress.png"
     arch = tmp_path / "arch.png"
@@ -180,12 +187,14 @@ def test_plot_draws_every_individual(population, tmp_path):
     assert best == sorted(best) and best[-1] == max(c["fitness"] for c in everyone)
 
 
+@pytest.mark.slow  # the population fixture runs real worker processes
 def test_plot_data_path_option(population, tmp_path):
     ok("plot", str(population), "-o", str(tmp_path / "a.png"), "--data", str(tmp_path / "d.json"))
     assert json.loads((tmp_path / "d.json").read_text())["count"] == WORKERS * PER_WORKER
     assert not (tmp_path / "a.json").exists()
 
 
+@pytest.mark.slow  # the population fixture runs real worker processes
 def test_plot_without_matplotlib_is_one_line(population, tmp_path):
     code = ("import sys; sys.modules['matplotlib'] = None\n"
             "from launch.cli import main\n"
@@ -212,6 +221,7 @@ def _check_chain(result: dict, ident: str, facts: dict) -> None:
         assert (step["mutation"], step["fitness"], step["birth"]) == (rec["mutation"], rec["fitness"], rec["birth"])
 
 
+@pytest.mark.slow  # the population fixture runs real worker processes
 def test_lineage_of_the_best_reaches_the_initial_model(population):
     facts = on_disk(population)
     best = max(facts["alive"], key=lambda c: c["fitness"])
@@ -221,6 +231,7 @@ def test_lineage_of_the_best_reaches_the_initial_model(population):
     assert best["id"] in text and "initial" in text
 
 
+@pytest.mark.slow  # the population fixture runs real worker processes
 def test_lineage_of_dead_individuals(population):
     facts = on_disk(population)
     dead = [h for h in facts["history"] if h["parent"] is not None] or facts["history"]
@@ -231,6 +242,7 @@ def test_lineage_of_dead_individuals(population):
         assert result["steps"][-1]["alive"] is False
 
 
+@pytest.mark.slow  # the population fixture runs real worker processes
 def test_lineage_errors(population):
     r = evo("lineage", str(population), "20990101T000000.000000Z-00000000")
     assert r.returncode == 2 and "no individual" in r.stderr and r.stderr.count("\n") == 1
@@ -238,6 +250,7 @@ def test_lineage_errors(population):
 
 # ----- best -----
 
+@pytest.mark.slow  # the population fixture runs real worker processes
 def test_best_is_the_fittest_live_individual(population):
     facts = on_disk(population)
     best = max(facts["alive"], key=lambda c: c["fitness"])

@@ -283,6 +283,7 @@ def test_unreadable_batch_is_refused_without_roots_bypass(tmp_path):
     assert not (tmp_path / "pop").exists()
 
 
+@pytest.mark.slow  # the GCS emulator
 def test_cifar_in_a_bucket_is_checked_like_the_loader_reads_it(capsys, gcs_bucket_url):
     bucket = gcs_bucket_url.rsplit("/", 1)[0]
     fs = fsspec.filesystem("gs")
@@ -484,6 +485,7 @@ def test_version_and_hidden_commands(capsys):
 
 # ----- what the terminal gets -----
 
+@pytest.mark.slow  # a dozen evo processes (~18 s on a loaded 2-core machine)
 def test_a_user_sees_one_line_and_no_traceback(tmp_path):
     (tmp_path / "afile").write_text("x")
     for args, words in [

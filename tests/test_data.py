@@ -150,6 +150,7 @@ def test_cifar_pickle_protocols(tmp_path, protocol):
     assert len(ds.test_y) == N_TEST
 
 
+@pytest.mark.slow  # the GCS emulator
 def test_cifar_from_a_bucket(tmp_path, gcs_bucket_url):
     import fsspec
 
@@ -271,6 +272,7 @@ def test_bad_specs(spec, words):
     assert words in _error(spec)
 
 
+@pytest.mark.slow  # a fresh process that imports scikit-learn (~6-12 s on a loaded 2-core machine)
 def test_reading_does_not_import_torch():
     code = "import evo.data.datasets, sys; evo.data.datasets.read_dataset('digits'); sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

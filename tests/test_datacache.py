@@ -57,6 +57,7 @@ def init(url: str, spec: str, **data) -> RunConfig:
     return config
 
 
+@pytest.mark.slow  # 8 real processes on the GCS emulator
 def test_eight_processes_decode_an_image_folder_in_a_bucket_exactly_once(tmp_path, gcs_bucket_url):
     import gcsfs
 
@@ -102,6 +103,7 @@ DECODER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # processes killed mid-step
 @pytest.mark.parametrize("point", ["data:after_claim", "data:after_part#2", "data:before_commit"])
 def test_a_decoder_killed_at_any_step_leaves_nothing_trusted(tmp_path, point):
     root = make_image_folder(tmp_path / "imgs", per_class=4, corrupt=0)

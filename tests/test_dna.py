@@ -195,6 +195,7 @@ def _parse_or_dna_error(text) -> DNA | None:
     return parsed
 
 
+@pytest.mark.slow  # hundreds of examples (~10 s on a loaded 2-core machine)
 @settings(deadline=None, max_examples=300)
 @given(json_values)
 def test_from_json_fuzz_arbitrary_json(value):
@@ -254,6 +255,7 @@ def mangled_dna_texts(draw):
     return json.dumps(d)
 
 
+@pytest.mark.slow  # hundreds of examples (~10 s on a loaded 2-core machine)
 @settings(deadline=None, max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(mangled_dna_texts())
 def test_from_json_fuzz_mangled_valid_dna(text):

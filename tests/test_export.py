@@ -145,6 +145,7 @@ def exported(population, tmp_path_factory) -> tuple[Path, dict]:
 
 # ----- large-scale -----
 
+@pytest.mark.slow  # its population fixture is a real training run (a worker process)
 def test_export_writes_verbatim_code_dna_and_stored_weights(population, exported):
     out, info = exported
     commit = best_commit(population)
@@ -163,6 +164,7 @@ def test_export_writes_verbatim_code_dna_and_stored_weights(population, exported
     assert model["architecture"]["input_shape"] == [1, 8, 8] and model["architecture"]["num_classes"] == 10
 
 
+@pytest.mark.slow  # its population fixture is a real training run (a worker process)
 def test_exported_model_runs_with_torch_alone_and_reproduces_validation_accuracy(population, exported, tmp_path):
     out, _ = exported
     n = save_split(tmp_path / "val.npz", "val")
@@ -173,6 +175,7 @@ def test_exported_model_runs_with_torch_alone_and_reproduces_validation_accuracy
     assert result["parameters"] == commit["metrics"]["params"]
 
 
+@pytest.mark.slow  # its population fixture is a real training run (a worker process)
 def test_evaluate_reports_test_accuracy_that_the_export_reproduces(population, exported, tmp_path):
     """README's `cd best && python load.py --data test.npz` works: the export holds the run's
     test split, and load.py (torch alone) prints the accuracy `evo evaluate` prints."""
@@ -198,6 +201,7 @@ def test_evaluate_reports_test_accuracy_that_the_export_reproduces(population, e
     assert f"val accuracy {best_commit(population)['fitness']:.4f}" in val
 
 
+@pytest.mark.slow  # its population fixture is a real training run (a worker process)
 def test_the_printed_hint_runs(population, tmp_path):
     r = subprocess.run([EVO, "best", population, "--export", "best"], cwd=tmp_path, capture_output=True,
                        text=True, timeout=300, env=env())
@@ -209,6 +213,7 @@ def test_the_printed_hint_runs(population, tmp_path):
     assert done.returncode == 0 and "accuracy on test.npz: " in done.stdout, done.stderr
 
 
+@pytest.mark.slow  # its population fixture is a real training run (a worker process)
 def test_export_refusals_are_one_line(population, exported, tmp_path):
     out, _ = exported
     damaged = tmp_path / "damaged"
@@ -229,6 +234,7 @@ def test_export_refusals_are_one_line(population, exported, tmp_path):
     assert (damaged / "weights.safetensors").read_bytes() == (out / "weights.safetensors").read_bytes()
 
 
+@pytest.mark.slow  # a real worker process
 def test_synthetic_runs_have_nothing_to_export(tmp_path):
     url = str(tmp_path / "syn")
     ok("init", url, "--dataset", "synthetic", "-P", "3")
@@ -239,6 +245,7 @@ def test_synthetic_runs_have_nothing_to_export(tmp_path):
 
 # ----- NASNet -----
 
+@pytest.mark.slow  # its population fixture is a real training run (a worker process)
 def test_nasnet_export_at_search_size_keeps_trained_weights(nasnet_population, tmp_path):
     out = tmp_path / "nas"
     info = json.loads(ok("best", nasnet_population, "--export", str(out), "--json").stdout)
@@ -251,6 +258,7 @@ def test_nasnet_export_at_search_size_keeps_trained_weights(nasnet_population, t
     assert result["accuracy"] == commit["fitness"] and result["kind"] == "nasnet"
 
 
+@pytest.mark.slow  # its population fixture is a real training run (a worker process)
 def test_nasnet_export_at_another_size_has_fresh_weights(nasnet_population, tmp_path):
     out = tmp_path / "nas-big"
     r = ok("best", nasnet_population, "--export", str(out), "--cells", "2", "--filters", "6")

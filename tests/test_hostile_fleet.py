@@ -23,6 +23,9 @@ from helpers_hostile import (
 )
 from helpers_store import POLL_SECONDS, REPO, subprocess_env
 
+# Every test here runs fleets of real worker processes among hostile store entries.
+pytestmark = pytest.mark.slow
+
 WORKERS = 2
 MORE_BIRTHS = 25   # births required after the planting, with every worker still running
 

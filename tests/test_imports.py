@@ -1,6 +1,7 @@
 """The torch-free core: hundreds of lightweight workers must fit on one machine."""
 
 import subprocess
+from pathlib import Path
 import sys
 
 TORCH_FREE = ["dna", "mutations", "storage", "evo.config", "evo.strategies.selection", "evo.spaces", "evo.search.worker",
@@ -60,7 +61,7 @@ def test_readers_outside_storage_use_only_its_public_api():
 PRODUCT = ("dna", "mutations", "storage", "evo", "launch", "bench")
 
 
-def _modules(repo) -> dict[str, "Path"]:
+def _modules(repo: Path) -> dict[str, Path]:
     """Every product module by dotted name (a package by its own name)."""
     found = {}
     for package in PRODUCT:

@@ -5,30 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-EVO = str(Path(sys.executable).with_name("evo")) if Path(sys.executable).with_name("evo").exists() \
-    else shutil.which("evo") or "evo"  # the installed console script
-
-
-def env(**extra: str) -> dict[str, str]:
-    e = dict(os.environ)
-    e["OMP_NUM_THREADS"] = "1"
-    for name in ("PYTHONPATH", "EVO_WORKER_INDEX", "JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID"):
-        e.pop(name, None)  # a worker index from the caller's environment would defeat the index test
-    e.update(extra)
-    return e
-
-
-def evo(*args: str, timeout: float = 300, **extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([EVO, *args], capture_output=True, text=True, timeout=timeout, env=env(**extra))
-
+from helpers_cli import EVO, env, evo
 
 def records(path: Path, folder: str) -> list[dict]:
     d = path / folder
@@ -37,6 +20,7 @@ def records(path: Path, folder: str) -> list[dict]:
 
 # ----- SLURM through submitit -----
 
+@pytest.mark.slow  # real worker processes
 def test_slurm_local_executor_runs_two_workers_that_publish_children(tmp_path):
     pop = tmp_path / "pop"
     r = evo("launch", "slurm", str(pop), "-n", "2", "--executor", "local", "--dataset", "synthetic",
@@ -59,6 +43,7 @@ def test_slurm_local_executor_runs_two_workers_that_publish_children(tmp_path):
     assert len(logs) == 2  # one per submitit job: they really ran as jobs
 
 
+@pytest.mark.slow  # real worker processes
 def test_slurm_rejoins_an_existing_run_and_refuses_a_different_config(tmp_path):
     pop = tmp_path / "pop"
     assert evo("init", str(pop), "--dataset", "synthetic", "-P", "4").returncode == 0
@@ -152,6 +137,7 @@ def test_k8s_cpu_workers_to_stdout():
     assert job.spec.completions == job.spec.parallelism == 3
 
 
+@pytest.mark.slow  # real worker processes
 def test_k8s_worker_really_reads_its_index_from_job_completion_index(tmp_path):
     """The manifest's command, run as Kubernetes runs pod 1 (JOB_COMPLETION_INDEX=1), twice:
     the same index gives the same seed stream (the same fitness noise); no index, fresh entropy."""
@@ -197,6 +183,7 @@ def test_k8s_preemptions_do_not_exhaust_the_job_and_spot_options():
     assert pod.containers[0].resources.requests["ephemeral-storage"] == "20Gi"
 
 
+@pytest.mark.slow  # real worker processes
 def test_worker_exit_codes_match_the_pod_failure_policy(tmp_path):
     """The exit codes the policy names are the ones evo worker really gives: 143 after a
     clean SIGTERM stop, 2 for a population that does not exist."""

@@ -14,7 +14,7 @@ from evo.config import RunConfig
 from evo.strategies.policy_report import audit_policy
 from helpers_store import REPO
 from storage import open_store
-from test_chaos import assert_run_is_whole
+from helpers_chaos import assert_run_is_whole
 
 
 def evo(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -33,6 +33,7 @@ def audit(url: str) -> dict:
     return audit_policy(store, RunConfig.from_json(store.runinfo.read_config()))
 
 
+@pytest.mark.slow  # processes killed mid-step
 @pytest.mark.parametrize("point,lost", [("policy:before_create", 1), ("policy:after_create", 0)])
 def test_a_worker_killed_at_any_step_of_an_update_leaves_the_policy_whole(tmp_path, point, lost):
     url = str(tmp_path / "pop")
@@ -49,6 +50,7 @@ def test_a_worker_killed_at_any_step_of_an_update_leaves_the_policy_whole(tmp_pa
     assert check.returncode == 0, check.stdout
 
 
+@pytest.mark.slow  # real worker processes
 def test_status_plot_and_check_show_the_policy(tmp_path):
     url = str(tmp_path / "pop")
     init(url, "--selection", "reinforce")

@@ -19,7 +19,7 @@ from evo.strategies import make_strategy
 from evo.strategies.learned import Ppo
 from evo.strategies.policy_state import PolicyError, parse_policy
 from evo.search.worker import Worker, WorkerOptions
-from test_worker_unit import FakeClock, FakeEvaluator
+from helpers_worker import FakeClock, FakeEvaluator
 
 CONV3 = "nor_conv_3x3"
 

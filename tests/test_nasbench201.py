@@ -133,6 +133,7 @@ def test_a_cell_of_only_none_edges_gives_zeros_to_the_head():
     assert torch.equal(skip(x), x)    # node 3 <- node 0 by identity
 
 
+@pytest.mark.slow  # trains two networks (~13 s on a loaded 2-core machine)
 def test_the_network_trains_for_real_on_digits():
     """evo's trainer on the benchmark's full skeleton (C=16, N=5): a cell of 1x1 convolutions
     and a skip learns digits in 100 steps; a cell of only ``none`` edges passes nothing on and

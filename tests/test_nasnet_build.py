@@ -141,6 +141,7 @@ SETTINGS = [  # (input shape, N, F): the digits size and the CIFAR size
 ]
 
 
+@pytest.mark.slow  # builds and trains 15 networks per shape (~8 s each on a loaded 2-core machine)
 @pytest.mark.parametrize("input_shape,n,f", SETTINGS)
 @settings(deadline=None, max_examples=15)
 @given(seed=st.integers(0, 2**32 - 1), length=st.integers(0, 40))

@@ -201,11 +201,15 @@ def test_unwritable_output_folder_is_refused_before_reading(runs, tmp_path):
     assert os.listdir(folder) == []
 
 
+@pytest.mark.slow  # a real `evo report --watch` process, interrupted
 def test_watch_rewrites_atomically_until_ctrl_c(runs, tmp_path):
     out = tmp_path / "w.html"
     proc = subprocess.Popen([sys.executable, "-m", "launch", "report", str(runs["plain"]), "-o", str(out),
                              "--watch", "0.1", "--top", "1"], cwd=REPO, env=subprocess_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a suite started in the background (nohup, `&`) ignores SIGINT, and
+                            # the child would inherit that: give it the default, as a terminal would
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     inodes = set()
     deadline = time.monotonic() + 120
     try:
@@ -265,6 +269,7 @@ def test_empty_run_quarantined_parent_and_retrain_results(tmp_path, capsys):
     assert retrain[0][6] == "1,234"
 
 
+@pytest.mark.slow  # a small benchmark report (~5 s on a loaded 2-core machine)
 def test_bench_report_small_writes_its_numbers(tmp_path):
     from bench import report_speed
 

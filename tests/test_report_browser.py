@@ -21,9 +21,10 @@ pytest.importorskip("plotly", reason="evo report needs plotly (pip install -e '.
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                                reason="Debian's chromium and chromium-driver are not installed "
-                                       "(apt-get install chromium chromium-driver; .ci/run does)")
+pytestmark = [pytest.mark.slow,  # a real headless browser
+              pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                                 reason="Debian's chromium and chromium-driver are not installed "
+                                        "(apt-get install chromium chromium-driver; .ci/run does)")]
 POLL, DEADLINE = 0.05, 60.0
 FIGURES = ["progress-figure", "lineage-figure", "improvements-figure", "health-figure", "workers-figure",
            "strategy-figure", "arch-figure-1", "arch-figure-2"]

@@ -110,6 +110,7 @@ def constant_lr() -> float:
     return _tiny_training(schedule="constant").learning_rate_at(7)
 
 
+@pytest.mark.slow  # trains a NASNet twice over (~50 s on a loaded 2-core machine)
 def test_checkpoint_mid_epoch_restores_exactly():
     """state() at a mid-epoch step, restored into a fresh object, ends with the same weights."""
     torch.set_num_threads(1)
@@ -153,6 +154,7 @@ def nasnet_run(tmp_path_factory) -> str:
     return url
 
 
+@pytest.mark.slow  # the nasnet_run fixture runs a real worker
 def test_retrain_of_a_runs_best_with_every_feature_end_to_end(nasnet_run, tmp_path, capsys):
     r = ok("retrain", nasnet_run, "--top", "1", "--preset", "tiny", *SMALL, "--device", "cpu")
     assert "queued" in r.stdout and "protocol: cosine, drop_path, aux_head, cutout, label_smoothing, grad_clip" \
@@ -189,6 +191,7 @@ def test_retrain_of_a_runs_best_with_every_feature_end_to_end(nasnet_run, tmp_pa
     assert evaluated["accuracy"] == pytest.approx(result["test_accuracy"])
 
 
+@pytest.mark.slow  # the nasnet_run fixture runs a real worker
 def test_retrain_refusals_are_one_line(nasnet_run, tmp_path):
     cases = [
         (["retrain", nasnet_run, "--arch", "amoebanet-z"], "unknown architecture"),
@@ -218,6 +221,7 @@ def _pending(url: str, *extra: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
 
 
+@pytest.mark.slow  # real retrain processes, killed or racing
 def test_sigkill_mid_epoch_resumes_from_the_checkpoint_with_the_same_steps_and_weights(tmp_path):
     reference, killed = str(tmp_path / "reference"), str(tmp_path / "killed")
     rid = _queue(reference)
@@ -253,6 +257,7 @@ def test_sigkill_mid_epoch_resumes_from_the_checkpoint_with_the_same_steps_and_w
     assert not [n for n in os.listdir(Path(killed) / "retrain" / rid) if n.startswith("ckpt-")]
 
 
+@pytest.mark.slow  # real retrain processes, killed or racing
 def test_two_processes_on_one_request_train_it_once(tmp_path):
     url = str(tmp_path / "pop")
     rid = _queue(url)
@@ -265,6 +270,7 @@ def test_two_processes_on_one_request_train_it_once(tmp_path):
     assert state.state == "done" and state.claims == 1
 
 
+@pytest.mark.slow  # real retrain processes, killed or racing
 def test_sigterm_checkpoints_and_exits_and_the_next_process_resumes_at_once(tmp_path):
     url = str(tmp_path / "pop")
     rid = _queue(url, "--epochs", "200")   # long enough that the signal comes mid-training
@@ -298,6 +304,7 @@ def test_sigterm_checkpoints_and_exits_and_the_next_process_resumes_at_once(tmp_
 
 # ----- cluster launchers in retrain mode -----
 
+@pytest.mark.slow  # real retrain tasks (submitit's local executor)
 def test_slurm_retrain_tasks_train_the_pending_request_once(tmp_path):
     url = str(tmp_path / "pop")
     rid = _queue(url, "--epochs", "1")

@@ -70,6 +70,7 @@ def test_kept_weights_of_a_rolled_up_individual_stay_readable(tmp_path):
     assert kept and all(store.history.read_kept(i) is not None for i in kept)
 
 
+@pytest.mark.slow  # processes killed mid-step
 @pytest.mark.parametrize("point", ["rollup:after_segment", "rollup:after_first_delete"])
 def test_a_roll_up_killed_at_each_step_leaves_every_record_readable_once(tmp_path, point):
     url = str(tmp_path / "pop")
@@ -186,6 +187,7 @@ def test_segment_names_state_their_content():
         assert parse_segment_name(bad) is None
 
 
+@pytest.mark.slow  # the GCS emulator
 def test_the_read_cache_of_a_gcs_store_saves_the_gets(gcs_bucket_url, tmp_path, monkeypatch):
     monkeypatch.setenv("EVO_CACHE_DIR", str(tmp_path / "cache"))
     store, dead = _dead_store(gcs_bucket_url, 12)
@@ -209,6 +211,7 @@ def test_the_read_cache_of_a_gcs_store_saves_the_gets(gcs_bucket_url, tmp_path, 
     assert storage.readcache.cache_for(gcs_bucket_url) is None
 
 
+@pytest.mark.slow  # real worker processes
 def test_workers_roll_up_in_passing(tmp_path):
     """Real worker processes with the hidden --rollup setting make segments while they run."""
     import subprocess

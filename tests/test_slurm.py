@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from test_launchers import EVO, env
-from test_worker_signals import beats, wait_for
+from helpers_cli import EVO, beats, env, wait_for
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # a real SLURM cluster
 
 
 def evo_on(cluster, *args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:

@@ -409,6 +409,7 @@ def test_url_forms(tmp_path, monkeypatch):
             storage.open_backend(bad)
 
 
+@pytest.mark.slow  # the GCS emulator
 def test_gs_url_opens_against_the_emulator(gcs_bucket_url):
     backend = storage.open_backend(gcs_bucket_url + "/")
     assert backend.url == gcs_bucket_url
@@ -433,6 +434,7 @@ def _raw_gcsfs(emulator_url):
                          skip_instance_cache=True)
 
 
+@pytest.mark.slow  # the GCS emulator
 def test_emulator_refuses_a_second_generation_match_zero_create(gcs_bucket_url, gcs_emulator):
     fs = _raw_gcsfs(gcs_emulator)
     path = gcs_bucket_url[len("gs://"):] + "/claim"
@@ -442,6 +444,7 @@ def test_emulator_refuses_a_second_generation_match_zero_create(gcs_bucket_url, 
     assert fs.cat_file(path) == b"first"
 
 
+@pytest.mark.slow  # the GCS emulator
 def test_emulator_has_one_winner_among_concurrent_creates(gcs_bucket_url, gcs_emulator):
     fs = _raw_gcsfs(gcs_emulator)
     path = gcs_bucket_url[len("gs://"):] + "/race"
@@ -461,6 +464,7 @@ def test_emulator_has_one_winner_among_concurrent_creates(gcs_bucket_url, gcs_em
     assert fs.cat_file(path) == str(results.index(True)).encode()
 
 
+@pytest.mark.slow  # the GCS emulator
 @pytest.mark.xfail(strict=True, reason="fake-gcs-server v1.54.0 ignores ifGenerationMatch=0 on "
                    "resumable uploads (real GCS enforces it); the store only creates small objects "
                    "with single-request uploads")
@@ -473,6 +477,7 @@ def test_emulator_enforces_generation_match_on_resumable_uploads(gcs_bucket_url,
             f.write(b"second")
 
 
+@pytest.mark.slow  # the GCS emulator
 @pytest.mark.xfail(strict=True, reason="fake-gcs-server v1.54.0 does not enforce ifGenerationMatch "
                    "on DELETE (real GCS does); the store never depends on a conditional delete")
 def test_emulator_enforces_conditional_delete(gcs_bucket_url, gcs_emulator):
@@ -484,6 +489,7 @@ def test_emulator_enforces_conditional_delete(gcs_bucket_url, gcs_emulator):
         fs.call("DELETE", "b/{}/o/{}", bucket, f"{prefix}/obj", ifGenerationMatch=str(generation + 1))
 
 
+@pytest.mark.slow  # the GCS emulator
 def test_gcs_create_whose_reply_was_lost_still_wins(gcs_bucket_url, gcs_emulator):
     """gcsfs retries a create whose first try landed; the retry gets 412. The nonce wins it."""
     from helpers_store_proxy import LosingProxy

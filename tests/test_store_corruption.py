@@ -196,6 +196,7 @@ def test_stray_files_are_reported_not_deleted(population):
     assert len(store.population.list_alive()) == 3
 
 
+@pytest.mark.slow  # real worker processes
 def test_workers_keep_running_among_corrupt_individuals(tmp_path):
     """Two real worker processes run tournaments over a population with corrupt members."""
     url = str(tmp_path / "pop")

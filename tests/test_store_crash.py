@@ -119,6 +119,7 @@ def test_crash_hook_takes_a_point_and_a_hit_count():
         assert "\n" not in str(info.value)
 
 
+@pytest.mark.slow  # processes killed mid-step
 def test_a_crash_at_the_nth_hit_lets_the_first_ones_finish(tmp_path):
     url = str(tmp_path / "pop")
     store, before = _fresh_store(url)
@@ -131,6 +132,7 @@ def test_a_crash_at_the_nth_hit_lets_the_first_ones_finish(tmp_path):
     assert store.check(grace_seconds=0).ok
 
 
+@pytest.mark.slow  # processes killed mid-step
 @pytest.mark.parametrize("kind, point", [("local", p) for p in PUBLISH_POINTS] +
                          [("gcs", p) for p in PUBLISH_POINTS if p not in LOCAL_ONLY])
 def test_publisher_killed_at_each_step(kind, point, request, tmp_path):
@@ -156,6 +158,7 @@ def test_publisher_killed_at_each_step(kind, point, request, tmp_path):
     assert len(store.population.list_alive()) == len(listed)
 
 
+@pytest.mark.slow  # processes killed mid-step
 @pytest.mark.parametrize("kind", ["local", "gcs"])
 def test_negative_control_commit_before_weights_is_caught(kind, request, tmp_path):
     """Proof the crash test has teeth: a publish that commits before its weights are
@@ -173,6 +176,7 @@ def test_negative_control_commit_before_weights_is_caught(kind, request, tmp_pat
     assert q["reason"] == "weights are missing"
 
 
+@pytest.mark.slow  # processes killed mid-step
 @pytest.mark.parametrize("kind", ["local", "gcs"])
 def test_killer_killed_after_claiming_leaves_a_zombie(kind, request, tmp_path):
     url = _url(kind, request, tmp_path)
@@ -193,6 +197,7 @@ def test_killer_killed_after_claiming_leaves_a_zombie(kind, request, tmp_path):
     _assert_repair_cleans(store)
 
 
+@pytest.mark.slow  # processes killed mid-step
 @pytest.mark.parametrize("kind", ["local", "gcs"])
 def test_zombie_is_unlisted_by_repair(kind, request, tmp_path):
     url = _url(kind, request, tmp_path)
@@ -202,6 +207,7 @@ def test_zombie_is_unlisted_by_repair(kind, request, tmp_path):
     assert store.population.list_alive() == others
 
 
+@pytest.mark.slow  # processes killed mid-step
 @pytest.mark.parametrize("kind", ["local", "gcs"])
 def test_killer_killed_after_unlisting_leaves_orphan_weights(kind, request, tmp_path):
     url = _url(kind, request, tmp_path)
@@ -217,6 +223,7 @@ def test_killer_killed_after_unlisting_leaves_orphan_weights(kind, request, tmp_
     assert len(store.history.read_history()) == 1
 
 
+@pytest.mark.slow  # processes killed mid-step
 @pytest.mark.parametrize("kind", ["local", "gcs"])
 def test_killer_killed_after_keeping_weights(kind, request, tmp_path):
     url = _url(kind, request, tmp_path)
@@ -231,6 +238,7 @@ def test_killer_killed_after_keeping_weights(kind, request, tmp_path):
     assert kept is not None and kept.fitness == high.fitness
 
 
+@pytest.mark.slow  # processes killed mid-step
 @pytest.mark.parametrize("kind", ["local", "gcs"])
 def test_reader_killed_while_quarantining(kind, request, tmp_path):
     url = _url(kind, request, tmp_path)
@@ -244,6 +252,7 @@ def test_reader_killed_while_quarantining(kind, request, tmp_path):
     assert [q["id"] for q in store.history.list_quarantine()] == [victim.id]
 
 
+@pytest.mark.slow  # processes killed mid-step
 @pytest.mark.parametrize("kind, rounds", [("local", 12), ("gcs", 6)])
 def test_random_sigkills_never_leave_a_torn_individual(kind, rounds, request, tmp_path):
     url = _url(kind, request, tmp_path)

@@ -189,6 +189,7 @@ def test_history_records_are_validated_before_anyone_ranks_them(store_url):
 
 # ----- the CLI on a store holding every hostile entry -----
 
+@pytest.mark.slow  # several evo processes (5-9 s on a loaded 2-core machine)
 @needs_no_bypass
 def test_check_reports_every_hostile_entry_in_bounded_memory_and_repairs(local):
     store, root, outside = local
@@ -214,6 +215,7 @@ def test_check_reports_every_hostile_entry_in_bounded_memory_and_repairs(local):
     assert os.path.islink(next(p for p in (root / "quarantine" / "moved").iterdir() if "~0.999999" in p.name))
 
 
+@pytest.mark.slow  # several evo processes (5-9 s on a loaded 2-core machine)
 @needs_no_bypass
 def test_inspection_commands_show_broken_entries_and_go_on(local):
     store, root, outside = local

@@ -46,6 +46,7 @@ def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
                           cwd=REPO, timeout=timeout)
 
 
+@pytest.mark.slow  # a real worker process
 def test_a_synthetic_worker_runs_with_torch_unimportable(tmp_path):
     url = str(tmp_path / "pop")
     init_synthetic(url)
@@ -76,6 +77,7 @@ def test_the_torch_blocker_has_teeth():
     assert out.stdout.strip() == "blocked", out.stdout + out.stderr
 
 
+@pytest.mark.slow  # a real worker process
 def test_synthetic_worker_peak_memory_is_small(tmp_path):
     """Peak RSS of one synthetic worker process, measured from its parent (RUSAGE_CHILDREN)."""
     url = str(tmp_path / "pop")

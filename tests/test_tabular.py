@@ -126,6 +126,7 @@ def test_the_time_scale_sleeps_that_fraction_with_progress_calls():
     assert calls
 
 
+@pytest.mark.slow  # a real worker process
 @pytest.mark.parametrize("selection", ["aging", "rl"])
 def test_a_tabular_worker_runs_with_torch_unimportable_and_stays_light(tmp_path, selection):
     """Peak RSS of one tabular worker process with torch made unimportable, measured from its
@@ -166,6 +167,7 @@ def test_a_tabular_worker_runs_with_torch_unimportable_and_stays_light(tmp_path,
         assert r["fitness"] in accs and r["metrics"]["table_trial"] in range(len(accs))
 
 
+@pytest.mark.slow  # a real worker process and four evo processes
 def test_best_and_arch_describe_a_cell_and_export_says_why_it_cannot(tmp_path):
     url = str(tmp_path / "pop")
     assert evo("init", url, "--dataset", "nb201-cifar10", "-P", "4").returncode == 0

@@ -152,6 +152,7 @@ def test_momentum_sgd_matches_torch_sgd():
 
 # --- training on CPU ------------------------------------------------------------------
 
+@pytest.mark.slow  # trains to an accuracy (6-9 s per seed on a loaded 2-core machine)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_learns_digits(digits, seed):
     model = small_cnn(seed=seed)

@@ -56,6 +56,7 @@ def manifest_of(url: str) -> dict:
     return store.datacache.read_data_manifest(key, max(store.datacache.data_state(key).manifests))
 
 
+@pytest.mark.slow  # real worker processes
 def test_image_folder_run_end_to_end(tmp_path, capsys):
     root = make_image_folder(tmp_path / "pets", per_class=8)
     url = str(tmp_path / "pop")
@@ -96,6 +97,7 @@ def test_image_folder_run_end_to_end(tmp_path, capsys):
     assert len(predictions) == 3 and {p["name"] for p in predictions} <= {"cat", "dog", "fish"}
 
 
+@pytest.mark.slow  # real worker processes
 @pytest.mark.parametrize("kind", ["npz", "hf"])
 def test_arrays_and_hugging_face_runs(tmp_path, kind):
     path = make_npz(tmp_path / "d.npz", layout="nchw") if kind == "npz" else make_hf(tmp_path / "hf")
@@ -113,6 +115,7 @@ def test_arrays_and_hugging_face_runs(tmp_path, kind):
     assert manifest["input_shape"] == [3, 16, 16] and manifest["class_names"] == ["cat", "dog", "fish"]
 
 
+@pytest.mark.slow  # real worker processes
 def test_real_photographs_run(tmp_path):
     root = lfw_folder(tmp_path / "lfw", per_class=40)
     url = str(tmp_path / "pop")
@@ -125,6 +128,7 @@ def test_real_photographs_run(tmp_path):
     assert all(0.0 <= p["fitness"] <= 1.0 for p in individuals(url))
 
 
+@pytest.mark.slow  # real worker processes
 def test_bad_data_is_one_line_at_init_and_in_the_worker(tmp_path, capsys):
     root = make_image_folder(tmp_path / "pets", per_class=4, corrupt=3)
     url = str(tmp_path / "pop")

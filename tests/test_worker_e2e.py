@@ -19,6 +19,9 @@ import pytest
 
 from storage import open_store
 
+# Every test here runs real `evo worker` processes (one kill -9).
+pytestmark = pytest.mark.slow
+
 P = 5
 WORKERS = 3
 

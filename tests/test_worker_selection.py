@@ -100,6 +100,7 @@ def test_random_search_never_copies_a_parent(tmp_path):
     assert all(r["parent"] is None for r in stored)
 
 
+@pytest.mark.slow  # a long in-process run (~13 s on a loaded 2-core machine)
 def test_every_mutation_is_exercised_in_a_run(tmp_path):
     url = str(tmp_path / "pop")
     init(url, population_size=10)

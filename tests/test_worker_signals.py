@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -28,29 +27,9 @@ from evo.spaces import make_space
 from evo.search.heartbeat import scheduler_identity
 from evo.search.worker import WorkerOptions
 from storage import open_store
-from test_launchers import EVO, env, evo
+from helpers_cli import EVO, beats, env, evo, wait_for
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def wait_for(condition, seconds: float, what: str):
-    """Poll ``condition`` until it returns something truthy (which is returned)."""
-    deadline = time.monotonic() + seconds
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out after {seconds} s waiting for {what}"
-        time.sleep(0.05)
-    return value
-
-
-def beats(pop: Path) -> dict[str, dict]:
-    """worker id -> heartbeat info, read from the population directory."""
-    d = pop / "workers"
-    out = {}
-    for p in sorted(d.glob("*.json")) if d.exists() else []:
-        if not p.name.startswith("."):
-            b = json.loads(p.read_text())
-            out[b["worker"]] = b["info"]
-    return out
 
 
 def born(pop: Path) -> int:
@@ -72,6 +51,7 @@ def start_worker(pop: Path, *args: str, log: Path | None = None, **extra: str) -
             out.close()
 
 
+@pytest.mark.slow  # real worker processes and signals
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGUSR2])
 def test_a_signal_stops_a_training_worker_cleanly(tmp_path, sig):
     pop = tmp_path / "pop"
@@ -180,6 +160,7 @@ def status_of(pop: Path, worker_id: str) -> dict:
     return next(w for w in json.loads(r.stdout)["workers"] if w["worker"] == worker_id)
 
 
+@pytest.mark.slow  # real worker processes and signals
 def test_a_killed_worker_is_lost_after_a_few_missed_heartbeats(tmp_path):
     pop = tmp_path / "pop"
     init_synthetic(pop, train_seconds=60)
@@ -212,6 +193,7 @@ def test_scheduler_identity_from_the_environment():
         {"kind": "kubernetes", "pod": "evo-workers-2-x7k", "index": "2"}
 
 
+@pytest.mark.slow  # real worker processes and signals
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP", "SIGKILL"])
 def test_stopping_the_local_launcher_stops_its_workers(tmp_path, how):
     """SIGTERM/SIGHUP: the launcher stops its workers and exits 128+signal. SIGKILL: it

@@ -5,80 +5,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 
-import numpy as np
 import pytest
 
 import storage
 import toy_space  # noqa: F401  (registers the toy space)
 from evo.config import ConfigError, RunConfig
 from evo.strategies.evolution import AgingSettings
-from evo.search.observers import WorkerObserver
-from evo.train.outcome import Outcome
-from evo.spaces import make_space
-from evo.strategies import make_strategy
-from evo.train.synthetic import safetensors_blob
-from evo.search.worker import Worker, WorkerOptions
+from evo.search.worker import WorkerOptions
 from helpers_store import REPO
-
-
-class FakeClock:
-    """Time that moves only when told (or by ``tick`` per call)."""
-
-    def __init__(self, start: float = 1.8e9, tick: float = 0.0):
-        self.now, self.tick = start, tick
-
-    def __call__(self) -> float:
-        self.now += self.tick
-        return self.now
-
-
-class FakeEvaluator:
-    """Fitness from a function of the DNA; records what it was asked."""
-
-    device_name = "fake"
-
-    def __init__(self, fitness=lambda dna: 0.5, fail_on: str | None = None):
-        self.fitness, self.fail_on = fitness, fail_on
-        self.calls: list[dict] = []
-
-    def prepare(self):
-        pass
-
-    def evaluate(self, child, *, parent_dna=None, parent_weights=None, seed=0, progress=None):
-        self.calls.append({"mutation": child.mutation, "inherited": parent_weights is not None})
-        if child.mutation == self.fail_on:
-            raise RuntimeError("this child cannot be trained")
-        return Outcome(fitness=float(self.fitness(child)), weights=safetensors_blob(b"w"), metrics={"train_s": 0.0})
-
-
-class Recorder(WorkerObserver):
-    def __init__(self):
-        self.events: list[tuple] = []
-
-    def born(self, ident, parent, fitness, worker, time):
-        self.events.append(("publish", ident, time))
-
-    def killed(self, victim, worker, time):
-        self.events.append(("kill", victim, time))
-
-    def lost_race(self, victim, worker, time):
-        self.events.append(("race_loss", victim, time))
-
-
-def make_worker(P: int = 4, evaluator=None, clock=None, **config):
-    config = RunConfig(dataset="synthetic", population_size=P, **config)
-    store = storage.open_store(f"memory://unit-{uuid.uuid4().hex}")
-    store.runinfo.init_config(config.to_json())
-    space = make_space(config)
-    store = store.with_run(bounds=config.bounds, dna_validator=space.parse)
-    recorder = Recorder()
-    worker = Worker(store.population, store.runinfo, space, make_strategy(config, store.policy), evaluator or FakeEvaluator(),
-                    np.random.default_rng(0), population_size=P, inherit_weights=config.inherit_weights,
-                    clock=clock or FakeClock(), observers=[recorder],
-                    options=WorkerOptions(max_individuals=12, heartbeat_interval=5))
-    return worker, store, recorder
+from helpers_worker import FakeClock, FakeEvaluator, make_worker
 
 
 def test_seeds_exactly_p_then_keeps_the_population_at_p():
@@ -139,7 +75,7 @@ def test_a_space_without_an_inheritance_rule_refuses_inheritance():
 
 def test_a_unit_worker_needs_no_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import test_worker_unit as t\n"
+            "import helpers_worker as t\n"
             "w, s, _ = t.make_worker(P=3)\n"
             "[w.step() for _ in range(6)]\n"
             "assert len(s.population.list_alive()) == 3, s.population.list_alive()\n")
