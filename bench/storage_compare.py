@@ -36,7 +36,7 @@ from typing import Any
 
 from bench._procs import MemoryStats, WorkerPool, available_memory_mib, machine_info, remove_tree
 from bench.storage_throughput import (
-    MIN_FREE_MIB, _cpu_times, _loadavg, _proc_cpu_seconds, _wait_until, measure_point,
+    MIN_FREE_MIB, cpu_times, loadavg, proc_cpu_seconds, wait_until, measure_point,
 )
 
 STUDY = "bench"
@@ -112,13 +112,13 @@ def measure_optuna_point(w: int, seconds: float, work: Path, *, warmup: float = 
                                    f"{' | '.join(exit_['log_tail'])}")
             return sum(1 for _ in ready.iterdir()) >= w
 
-        if not _wait_until(all_ready, timeout=300 + 2 * w):
+        if not wait_until(all_ready, timeout=300 + 2 * w):
             raise RuntimeError(f"W={w}: Optuna workers did not all complete a trial within the time limit")
         time.sleep(warmup)
-        busy0, total0 = _cpu_times()
+        busy0, total0 = cpu_times()
         pids = pool.pids()
-        cpu0 = sum(_proc_cpu_seconds(pid) for pid in pids)
-        load_before = _loadavg()
+        cpu0 = sum(proc_cpu_seconds(pid) for pid in pids)
+        load_before = loadavg()
         start = time.time()
         next_mem = start + min(2.0, seconds / 2)
         while (now := time.time()) < start + seconds:
@@ -127,8 +127,8 @@ def measure_optuna_point(w: int, seconds: float, work: Path, *, warmup: float = 
                 next_mem += 10.0
             time.sleep(0.1)
         end = time.time()
-        busy1, total1 = _cpu_times()
-        cpu1 = sum(_proc_cpu_seconds(pid) for pid in pids)
+        busy1, total1 = cpu_times()
+        cpu1 = sum(proc_cpu_seconds(pid) for pid in pids)
         running_after = len(pool.running())
     finally:
         pool.stop()

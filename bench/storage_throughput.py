@@ -44,7 +44,7 @@ MIN_FREE_MIB = 4096   # never start another worker with less memory available th
 OPTUNA_JOURNAL = {"tpe": {1: 86, 8: 109, 32: 93, 128: 72, 250: 49}, "random": {1: 430, 8: 349, 128: 181}}
 
 
-def _cpu_times() -> tuple[float, float]:
+def cpu_times() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine, from /proc/stat."""
     with open("/proc/stat") as f:
         parts = [int(x) for x in f.readline().split()[1:]]
@@ -52,7 +52,7 @@ def _cpu_times() -> tuple[float, float]:
     return sum(parts) - idle, sum(parts)
 
 
-def _proc_cpu_seconds(pid: int) -> float:
+def proc_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds used so far by one process (0 if gone)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -62,7 +62,7 @@ def _proc_cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def _loadavg() -> float:
+def loadavg() -> float:
     with open("/proc/loadavg") as f:
         return float(f.read().split()[0])
 
@@ -80,7 +80,7 @@ def _count_events(path: Path, start: float, end: float) -> dict[str, int]:
     return counts
 
 
-def _wait_until(condition, timeout: float, interval: float = 0.25) -> bool:
+def wait_until(condition, timeout: float, interval: float = 0.25) -> bool:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if condition():
@@ -128,17 +128,17 @@ def measure_point(backend: str, w: int, seconds: float, work: Path, *, populatio
                 raise MemoryError(f"W={w}: only {available_memory_mib():.0f} MiB left after starting {i} "
                                   f"workers; stopped to protect the machine's other users")
             pool.start(i)
-        ready = _wait_until(lambda: len(store.runinfo.list_workers()) >= w and store.runinfo.has_mark("selection_started")
+        ready = wait_until(lambda: len(store.runinfo.list_workers()) >= w and store.runinfo.has_mark("selection_started")
                             and len(store.population.list_alive()) >= population, timeout=300 + 2 * w)
         if not ready:
             raise RuntimeError(f"W={w}: workers did not all start and seed within the time limit")
         time.sleep(warmup)
         running_before = len(pool.running())
-        busy0, total0 = _cpu_times()
-        emu_cpu0 = _proc_cpu_seconds(emulator.process.pid) if emulator else 0.0
+        busy0, total0 = cpu_times()
+        emu_cpu0 = proc_cpu_seconds(emulator.process.pid) if emulator else 0.0
         worker_pids = pool.pids()
-        workers_cpu0 = sum(_proc_cpu_seconds(pid) for pid in worker_pids)
-        load_before = _loadavg()
+        workers_cpu0 = sum(proc_cpu_seconds(pid) for pid in worker_pids)
+        load_before = loadavg()
         start = time.time()
         next_mem = start + min(2.0, seconds / 2)
         while (now := time.time()) < start + seconds:
@@ -147,9 +147,9 @@ def measure_point(backend: str, w: int, seconds: float, work: Path, *, populatio
                 next_mem += 10.0
             time.sleep(0.1)
         end = time.time()
-        busy1, total1 = _cpu_times()
-        emu_cpu1 = _proc_cpu_seconds(emulator.process.pid) if emulator else 0.0
-        workers_cpu1 = sum(_proc_cpu_seconds(pid) for pid in worker_pids)
+        busy1, total1 = cpu_times()
+        emu_cpu1 = proc_cpu_seconds(emulator.process.pid) if emulator else 0.0
+        workers_cpu1 = sum(proc_cpu_seconds(pid) for pid in worker_pids)
         running_after = len(pool.running())
     finally:
         pool.stop()
