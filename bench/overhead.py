@@ -81,7 +81,7 @@ def run_steps(url: str, device: str, children: int) -> tuple[list[dict[str, Any]
         t = time.perf_counter()
         record = worker.step()
         wall = time.perf_counter() - t
-        rows.append(_breakdown(record, wall))
+        rows.append(breakdown(record, wall))
         if record is not None:
             say(f"child {worker.stats.published}/{children}: {record['mutation']}, "
                 f"fitness {record['fitness']:.3f}, train {record['train_s']:.2f}s, wall {wall:.2f}s")
@@ -91,7 +91,9 @@ def run_steps(url: str, device: str, children: int) -> tuple[list[dict[str, Any]
     return rows, startup
 
 
-def _breakdown(record: dict[str, Any] | None, wall: float) -> dict[str, Any]:
+def breakdown(record: dict[str, Any] | None, wall: float) -> dict[str, Any]:
+    """One step's row: the child's time in each of :data:`PARTS` (from its record's metrics)
+    out of ``wall`` seconds, the rest ``other``."""
     if record is None:   # a step that made no child (vanished parent, failed child): all overhead
         return {"child": None, "wall": wall, **{p: 0.0 for p in PARTS[:-1]}, "other": wall}
     m = record["metrics"]

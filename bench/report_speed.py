@@ -37,7 +37,9 @@ SECONDS_PER_BIRTH = 2.0        # the generator's store clock advances this much 
 TARGET_SECONDS, TARGET_MB = 10.0, 10.0
 
 
-def _weights() -> bytes:
+def placeholder_weights() -> bytes:
+    """A tiny safetensors file standing in for an individual's weights (what the report reads
+    is the records; the weights only have to be there)."""
     from safetensors.numpy import save
 
     return save({"classifier.bias": np.zeros(10, dtype=np.float32)})
@@ -66,7 +68,7 @@ def make_population(url: str, individuals: int, population: int, workers: int, *
         raise ValueError(f"{url} already holds a population")
     space = for_config(config)
     rng = np.random.default_rng(seed)
-    weights = _weights()
+    weights = placeholder_weights()
     names = [f"gen-{w:03d}" for w in range(workers)]
     alive: list[tuple[Any, Any, float]] = []    # (info, DNA, fitness), oldest first
     made = {w: 0 for w in names}

@@ -140,7 +140,7 @@ def make_op(op: str, filters: int, stride: int, in_channels: int | None = None) 
     raise ValueError(f"unknown op {op!r}")
 
 
-def _drop_path(x: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
+def drop_path(x: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
     """Zero whole examples of ``x`` with probability ``prob`` (a 0-d tensor), scale the rest by
     ``1 / (1 - prob)``."""
     keep = 1.0 - prob
@@ -194,7 +194,7 @@ class NasnetCell(nn.Module):
             for j, s in ((2 * k, a), (2 * k + 1, b)):
                 y = self.ops[j](states[s])
                 if drop and self.droppable[j]:
-                    y = _drop_path(y, self.drop_path_prob)
+                    y = drop_path(y, self.drop_path_prob)
                 outs.append(y)
             states.append(outs[0] + outs[1])
         return torch.cat([fin(states[s]) for fin, s in zip(self.finalize, self.outputs)], dim=1)

@@ -40,12 +40,12 @@ BOUNDS_LIMITS = {"max_vertices": 4096, "max_edges": 16384, "max_channels": 65536
 MAX_LEARNING_RATE = 100.0
 
 
-def check_dataset_spec(spec: Any) -> str:
-    """The dataset name of a well-formed spec (``digits``, ``cifar10=PATH``, ...); ConfigError
-    (one line) otherwise. Only the form is checked here (:meth:`evo.data.spec.DatasetSpec.parse`);
+def check_dataset_spec(spec: Any) -> DatasetSpec:
+    """A well-formed spec (``digits``, ``cifar10=PATH``, ...), parsed; ConfigError (field
+    ``dataset``, one line) otherwise. Only the form is checked here (:meth:`evo.data.spec.DatasetSpec.parse`);
     :func:`evo.data.datasets.check_dataset` checks that the files are there."""
     try:
-        return DatasetSpec.parse(spec).name
+        return DatasetSpec.parse(spec)
     except DatasetError as exc:
         raise ConfigError(str(exc), "dataset") from None
 
@@ -136,7 +136,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         if isinstance(self.schema, bool) or self.schema != CONFIG_SCHEMA:
             raise ConfigError(f"unknown config schema {self.schema!r} (this evo reads {CONFIG_SCHEMA})", "schema")
-        name = check_dataset_spec(self.dataset)
+        name = check_dataset_spec(self.dataset).name
         require_int("population_size", self.population_size, 2, 1_000_000)
         space = _registered("search_space", self.search_space, space_class)
         if self.selection is None:

@@ -68,28 +68,39 @@ TEST_DATA_FILE = "test.npz"
 OPTIONAL_IMPORTS = frozenset({"PIL"})
 
 
-def read_run_dataset(spec: str, config=None, datacache=None):
+def parse_dataset(text: Any):
+    """The dataset spec ``text`` (``--dataset``, or model.json's ``dataset``) parsed into an
+    :class:`evo.data.spec.DatasetSpec`, or a one-line UserError."""
+    from evo.data.base import DatasetError
+    from evo.data.spec import DatasetSpec
+
+    try:
+        return DatasetSpec.parse(text)
+    except DatasetError as exc:
+        raise UserError(str(exc)) from None
+
+
+def read_run_dataset(spec, config=None, datacache=None):
     """The run's dataset (an ``evo.data.base.HostDataset``, every split) read for an export, or a
-    one-line UserError. The run's own user dataset comes from its decoded cache ``datacache``
-    (the store's facet; what the search trained on); another spec is read from its source
-    with the run's data settings."""
-    from evo.config import USER_DATASETS
+    one-line UserError; ``spec`` is a parsed :class:`evo.data.spec.DatasetSpec`. The run's own
+    user dataset comes from its decoded cache ``datacache`` (the store's facet; what the search
+    trained on); another spec is read from its source with the run's data settings."""
     from evo.data.base import DatasetError
     from evo.data.datasets import read_dataset
     from evo.data.userdata import prepare_data
 
-    if spec.split("=", 1)[0] == "synthetic":
+    if spec.is_synthetic:
         raise UserError("this run uses the synthetic dataset: its individuals have no trained model to export")
-    user = spec.split("=", 1)[0] in USER_DATASETS
+    user = spec.is_user
     try:
-        if user and datacache is not None and config is not None and spec == config.dataset:
+        if user and datacache is not None and config is not None and spec == config.dataset_spec:
             return prepare_data(spec, config.data, datacache, splits=("train", "val", "test"))
         return read_dataset(spec, settings=config.data if user and config is not None else None)
     except DatasetError as exc:
         raise UserError(str(exc)) from None
 
 
-def dataset_facts(spec: str, host=None) -> dict[str, Any]:
+def dataset_facts(spec, host=None) -> dict[str, Any]:
     """Input shape, class count and training-split normalisation of a dataset spec (read
     unless ``host``, the dataset already read, is given), and for user datasets the class
     names and the preprocessing of their images."""
@@ -97,7 +108,7 @@ def dataset_facts(spec: str, host=None) -> dict[str, Any]:
 
     host = host if host is not None else read_run_dataset(spec)
     mean, std = channel_stats(host.train_x)
-    return {"spec": spec, "name": host.name, "input_shape": list(host.input_shape),
+    return {"spec": str(spec), "name": host.name, "input_shape": list(host.input_shape),
             "num_classes": host.num_classes, "mean": list(mean), "std": list(std),
             "classes": list(host.class_names) or None, "preprocessing": host.preprocessing,
             "data_id": host.data_id}
@@ -170,7 +181,7 @@ def prepare_directory(directory: str, force: bool) -> Path:
 
 
 def export(individual, config, url: str, directory: str, *, cells: int | None = None,
-           filters: int | None = None, dataset: str | None = None, seed: int = 0,
+           filters: int | None = None, dataset=None, seed: int = 0,
            force: bool = False) -> dict[str, Any]:
     """Write ``individual`` (a verified ``storage.Individual``) to ``directory``; returns model.json.
 
@@ -179,7 +190,8 @@ def export(individual, config, url: str, directory: str, *, cells: int | None = 
 
     Large-scale individuals keep their trained weights. NASNet individuals keep them at the
     run's N and F; at another ``cells``/``filters`` the model is rebuilt at that size with
-    fresh (untrained, seeded) weights, and model.json says ``"trained": false``.
+    fresh (untrained, seeded) weights, and model.json says ``"trained": false``. ``dataset``
+    (a parsed :class:`evo.data.spec.DatasetSpec`; :func:`parse_dataset`) overrides the run's.
     """
     import dna as dna_lib
     import dna.portable as portable
@@ -187,7 +199,7 @@ def export(individual, config, url: str, directory: str, *, cells: int | None = 
     kind = individual.dna.get("kind", "large_scale")
     if kind != "nasnet" and (cells or filters):
         raise UserError("--cells/--filters apply only to NASNet individuals")
-    spec = dataset or config.dataset
+    spec = dataset or config.dataset_spec
     from storage import open_store
 
     host = read_run_dataset(spec, config, open_store(url).datacache)

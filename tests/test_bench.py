@@ -20,7 +20,7 @@ from bench import __main__ as cli  # noqa: E402
 from bench._archs import ARCH_NAMES, conv_macs, describe, load_arch  # noqa: E402
 from bench._fakecifar import write_fake_cifar  # noqa: E402
 from bench._report import BenchError, fmt, markdown_table  # noqa: E402
-from bench.overhead import PARTS, _breakdown  # noqa: E402
+from bench.overhead import PARTS, breakdown  # noqa: E402
 from bench.search import SCHEMES, best_so_far, summarise, SearchSettings  # noqa: E402
 
 torch = pytest.importorskip("torch")
@@ -92,10 +92,10 @@ def test_breakdown_parts_add_up_to_the_wall():
     record = {"id": "x", "mutation": "identity", "publish_s": 0.02, "kill_s": 0.01,
               "metrics": {"select_s": 0.05, "read_parent_s": 0.02, "mutate_s": 0.01, "build_s": 0.1,
                           "inherit_s": 0.03, "train_s": 2.0, "eval_s": 0.2}}
-    row = _breakdown(record, 2.5)
+    row = breakdown(record, 2.5)
     assert row["select"] == pytest.approx(0.02)
     assert sum(row[p] for p in PARTS) == pytest.approx(2.5)
-    skipped = _breakdown(None, 0.3)
+    skipped = breakdown(None, 0.3)
     assert skipped["other"] == 0.3 and sum(skipped[p] for p in PARTS) == pytest.approx(0.3)
 
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import storage
 from helpers_store import publish_random
+from dna.numbers import is_finite_number
 from storage.records import CorruptRecord, check_commit, check_history, HISTORY_EXTRA
 
 _GOOD = {
@@ -33,7 +34,7 @@ def _full(obj, ident):
     rec = check_commit(obj, extra=HISTORY_EXTRA, with_dna=False)
     if ident is not None and rec["id"] != ident:
         raise CorruptRecord("other id")
-    if not storage.records._finite(rec.get("death")):
+    if not is_finite_number(rec.get("death")):
         raise CorruptRecord("death")
     if not isinstance(rec.get("killer"), str) or not isinstance(rec.get("reason"), str) \
             or len(rec["killer"]) > 256 or len(rec["reason"]) > 64:

@@ -54,6 +54,44 @@ def test_slurm_rejoins_an_existing_run_and_refuses_a_different_config(tmp_path):
     assert r.returncode == 2 and "different config" in r.stderr and r.stderr.count("\n") == 1
 
 
+def test_slurm_workers_get_the_circuit_breaker(tmp_path, monkeypatch):
+    """--max-failed-children reaches each array task's WorkerOptions (the job submitit ran,
+    unpickled and called again here with the worker stubbed), and a tripped breaker is in the
+    task's result."""
+    import inspect
+    import pickle
+    import signal
+
+    from evo.search import assemble
+    from evo.search.worker import WorkerStats
+
+    pop = tmp_path / "pop"
+    r = evo("launch", "slurm", str(pop), "-n", "1", "--executor", "local", "--dataset", "synthetic", "-P", "2",
+            "--max-individuals", "2", "--max-failed-children", "3")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "--max-failed-children 3" in r.stdout  # the resume command keeps it
+    (submitted,) = (pop / "logs" / "submitit").glob("*_submitted.pkl")
+    with open(submitted, "rb") as f:
+        job = pickle.load(f)   # submitit's DelayedSubmission: the WorkerJob and its arguments
+    bound = inspect.signature(job.function).bind(*job.args, **job.kwargs)
+    assert bound.arguments["max_failed_children"] == 3
+    seen = []
+
+    def fake_run_worker(url, options, **kwargs):
+        seen.append(options)
+        return WorkerStats(worker_id="w", failed="3 children in a row failed (--max-failed-children 3)")
+
+    monkeypatch.setattr(assemble, "run_worker", fake_run_worker)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)}
+    try:
+        result = job.function(*job.args, **job.kwargs)
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    assert seen[0].max_failed_children == 3
+    assert result["failed"] == "3 children in a row failed (--max-failed-children 3)"
+
+
 def test_slurm_without_a_cluster_is_one_line(tmp_path):
     r = evo("launch", "slurm", str(tmp_path / "pop"), "-n", "2", "--dataset", "synthetic",
             PATH=str(tmp_path))  # no srun/sbatch on this PATH
@@ -124,6 +162,18 @@ def test_k8s_manifest_is_a_valid_indexed_job(tmp_path):
     assert {e.name: e.value for e in c.env}["EVO_POPULATION"] == url
     # the worker takes its index from JOB_COMPLETION_INDEX (set by Kubernetes in Indexed Jobs)
     assert "--index" not in c.command
+
+
+def test_k8s_workers_get_the_circuit_breaker():
+    r = evo("launch", "k8s", "gs://b/p", "-n", "2", "--image", "x", "--gpus-per-worker", "0",
+            "--max-failed-children", "3", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    command = json.loads(r.stdout)["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:3] == ["evo", "worker", "gs://b/p"]
+    assert command[command.index("--max-failed-children") + 1] == "3"
+    r = evo("launch", "k8s", "gs://b/p", "-n", "2", "--image", "x", "--dry-run", "--retrain",
+            "--max-failed-children", "3")
+    assert r.returncode == 2 and "not --retrain pods" in r.stderr and r.stderr.count("\n") == 1
 
 
 def test_k8s_cpu_workers_to_stdout():

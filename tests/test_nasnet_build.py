@@ -258,10 +258,10 @@ def test_the_aux_head_sits_before_the_second_reduction_and_only_trains(input_sha
 
 
 def test_drop_path_drops_whole_examples_of_every_op_but_identity_and_only_in_training():
-    from dna.build_nasnet import _drop_path
+    from dna.build_nasnet import drop_path
 
     torch.manual_seed(0)
-    out = _drop_path(torch.ones(4000, 2, 3, 3), torch.tensor(0.25))
+    out = drop_path(torch.ones(4000, 2, 3, 3), torch.tensor(0.25))
     per_example = out.flatten(1)
     assert ((per_example == 0).all(1) | (per_example == 1 / 0.75).all(1)).all()  # whole examples, rescaled
     assert 0.2 < (per_example[:, 0] == 0).float().mean().item() < 0.3              # 1000 +- 27 of 4000 expected

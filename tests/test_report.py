@@ -150,7 +150,7 @@ def test_learned_strategy_state_is_drawn_when_children_carry_a_policy_version(ru
 
 def test_store_strings_are_escaped_and_odd_metrics_ignored(tmp_path, capsys):
     import storage
-    from bench.report_speed import _weights
+    from bench.report_speed import placeholder_weights
     from evo.config import RunConfig
 
     url = tmp_path / "pop"
@@ -158,10 +158,11 @@ def test_store_strings_are_escaped_and_odd_metrics_ignored(tmp_path, capsys):
     store.runinfo.init_config(RunConfig(dataset="synthetic", population_size=2).to_json())
     evil = "<script>alert(1)</script>"
     d = __import__("dna").initial(0.1).to_dict()
-    a = store.population.publish(d, _weights(), parent=None, mutation="initial", fitness=0.5, worker=evil[:30])
-    store.population.publish(d, _weights(), parent=a.id, mutation=evil, fitness=0.6, worker="w",
+    a = store.population.publish(d, placeholder_weights(), parent=None, mutation="initial", fitness=0.5,
+                                 worker=evil[:30])
+    store.population.publish(d, placeholder_weights(), parent=a.id, mutation=evil, fitness=0.6, worker="w",
                   metrics={"params": 10, "policy": evil, "policy_version": 0})
-    store.population.publish(d, _weights(), parent=a.id, mutation="identity", fitness=0.4, worker="w",
+    store.population.publish(d, placeholder_weights(), parent=a.id, mutation="identity", fitness=0.4, worker="w",
                   metrics={"params": True, "policy_version": 2**40})   # neither is taken as a number
     out = tmp_path / "r.html"
     code, _, err = run(capsys, "report", str(url), "-o", str(out), "--top", "1")
@@ -234,7 +235,7 @@ def test_empty_run_quarantined_parent_and_retrain_results(tmp_path, capsys):
     gone still shows (its chain stops there); a finished retrain appears with its test accuracy."""
     import dna
     import storage
-    from bench.report_speed import _weights
+    from bench.report_speed import placeholder_weights
     from evo.config import RunConfig
     from evo.train.final_settings import FinalSettings
     from evo.train.retrain_request import make_request
@@ -248,8 +249,9 @@ def test_empty_run_quarantined_parent_and_retrain_results(tmp_path, capsys):
     assert "No individual has been published yet." in out.read_text()
 
     d = dna.initial(0.1).to_dict()
-    gone = store.population.publish(d, _weights(), parent=None, mutation="initial", fitness=0.2, worker="w")
-    child = store.population.publish(d, _weights(), parent=gone.id, mutation="identity", fitness=0.3, worker="w")
+    gone = store.population.publish(d, placeholder_weights(), parent=None, mutation="initial", fitness=0.2, worker="w")
+    child = store.population.publish(d, placeholder_weights(), parent=gone.id, mutation="identity", fitness=0.3,
+                                     worker="w")
     store.backend.delete(gone.key)  # its record is gone (as if quarantined and cleaned away)
     request = make_request(label=child.id, source={"kind": "individual", "id": child.id, "fitness": 0.3,
                                                    "run": str(url)}, dna=d, dna_hash=storage.dna_hash(d),

@@ -16,7 +16,9 @@ up; a ``podFailurePolicy`` keeps disruptions from counting: a pod with the
 ``DisruptionTarget`` condition (Spot preemption, eviction, node drain or shutdown) or one
 whose worker stopped cleanly on SIGTERM (exit 143) is simply replaced, and a worker that
 exits with 2 (a bad population URL or config: retrying cannot help) fails its index at
-once. ``--spot`` schedules on GKE Spot nodes (node selector and toleration),
+once. A worker whose circuit breaker tripped (exit 3: ``--max-failed-children`` children in a
+row failed) counts as an ordinary failure: the fault may be its node's (a bad GPU), so the
+index is retried on a new pod, at most ``backoffLimitPerIndex`` times. ``--spot`` schedules on GKE Spot nodes (node selector and toleration),
 ``--node-selector`` adds any selector, ``--ephemeral-storage`` requests local disk.
 """
 
@@ -41,7 +43,7 @@ def job_manifest(url: str, n: int, image: str, *, name: str = "evo-workers", nam
                  gpus_per_worker: int = 1, device: str = "auto", cpu: str | None = "4", memory: str | None = "16Gi",
                  service_account: str | None = None, accelerator: str | None = None,
                  max_seconds: float | None = None, max_individuals: int | None = None,
-                 backoff_limit_per_index: int = 4, spot: bool = False,
+                 max_failed_children: int | None = None, backoff_limit_per_index: int = 4, spot: bool = False,
                  node_selector: dict[str, str] | None = None, ephemeral_storage: str | None = None,
                  env: dict[str, str] | None = None, ttl_seconds: int | None = 86400,
                  retrain: bool = False) -> dict[str, Any]:
@@ -55,6 +57,8 @@ def job_manifest(url: str, n: int, image: str, *, name: str = "evo-workers", nam
     ``ephemeral_storage``: local disk requested per pod (e.g. ``20Gi``). ``retrain``: each
     pod runs ``evo retrain URL --pending`` (the final trainings ``evo retrain ... --no-train``
     queued; a replaced pod resumes from their checkpoints) instead of a worker.
+    ``max_seconds``, ``max_individuals``, ``max_failed_children``: each worker's limits and
+    circuit breaker (``evo worker``'s options; None: its defaults).
     Raises UserError for values Kubernetes would refuse.
     """
     if n < 1:
@@ -81,8 +85,9 @@ def job_manifest(url: str, n: int, image: str, *, name: str = "evo-workers", nam
     if device == "auto":
         device = "cuda" if gpus_per_worker > 0 else "cpu"
     if retrain:
-        if max_seconds is not None or max_individuals is not None:
-            raise UserError("--max-seconds/--max-individuals limit search workers, not --retrain pods")
+        if max_seconds is not None or max_individuals is not None or max_failed_children is not None:
+            raise UserError("--max-seconds/--max-individuals/--max-failed-children limit search workers, "
+                            "not --retrain pods")
         command = ["evo", "retrain", url, "--pending", "--device", device]
     else:
         command = ["evo", "worker", url, "--device", device]
@@ -90,6 +95,8 @@ def job_manifest(url: str, n: int, image: str, *, name: str = "evo-workers", nam
         command += ["--max-seconds", f"{max_seconds:g}"]
     if max_individuals is not None:
         command += ["--max-individuals", str(max_individuals)]
+    if max_failed_children is not None:
+        command += ["--max-failed-children", str(max_failed_children)]
     limits: dict[str, str] = {}
     requests: dict[str, str] = {}
     if cpu:

@@ -58,8 +58,9 @@ class WorkerJob:
 
     def __call__(self, url: str, index: int, device: str, max_seconds: float | None,
                  max_individuals: int | None, threads: int | None, log_path: str | None = None,
-                 heartbeat_seconds: float = 10.0) -> dict[str, Any]:
-        """Run a worker until its limits or a stop signal; return what it did."""
+                 heartbeat_seconds: float = 10.0, max_failed_children: int | None = None) -> dict[str, Any]:
+        """Run a worker until its limits, its circuit breaker (``max_failed_children`` children
+        in a row failed; None: the worker's default) or a stop signal; return what it did."""
         if threads and "OMP_NUM_THREADS" not in os.environ:
             os.environ["OMP_NUM_THREADS"] = str(threads)  # read by the trainer before torch starts
         from evo.search.assemble import run_worker
@@ -70,8 +71,9 @@ class WorkerJob:
         log_submitit_once()
         preempt = preempt_signal()
         submitit_handler = signal.getsignal(preempt)
+        breaker = {} if max_failed_children is None else {"max_failed_children": max_failed_children}
         options = WorkerOptions(max_seconds=max_seconds, max_individuals=max_individuals,
-                                log_path=_job_log_path(log_path), heartbeat_interval=heartbeat_seconds)
+                                log_path=_job_log_path(log_path), heartbeat_interval=heartbeat_seconds, **breaker)
         stop = StopSignals((signal.SIGTERM, signal.SIGINT, signal.SIGHUP, preempt))
         with stop:
             # Keep ours after the worker returns: submitit's USR2 handler would otherwise
@@ -80,11 +82,13 @@ class WorkerJob:
             stats = run_worker(url, options, device=device, index=index, stop=stop)
         result = {"worker": stats.worker_id, "index": index, "published": stats.published,
                   "killed": stats.killed, "race_losses": stats.race_losses, "failures": stats.failures,
-                  "best_fitness": stats.best_fitness, "stopped_by": stats.stopped_by}
+                  "best_fitness": stats.best_fitness, "stopped_by": stats.stopped_by, "failed": stats.failed}
         log = logging.getLogger("evo.search.worker")
         log.info("worker %s %s: published=%d killed=%d failures=%d", stats.worker_id,
                  f"stopped by {stats.stopped_by}" if stats.stopped_by else "done", stats.published,
                  stats.killed, stats.failures)
+        if stats.failed:
+            log.error("worker %s failed: %s", stats.worker_id, stats.failed)
         if self.requeue and preempt.name in stop.received and callable(submitit_handler):
             log.info("requeueing this task through submitit (--requeue)")
             try:
@@ -158,6 +162,8 @@ def resume_command(args: argparse.Namespace) -> str:
     for name, default in (("gpus_per_worker", 0), ("cpus_per_worker", 4), ("mem_gb", 16), ("time_min", 1440)):
         if getattr(args, name) != default:
             parts += [f"--{name.replace('_', '-')}", f"{getattr(args, name):g}"]
+    if getattr(args, "max_failed_children", None) is not None:
+        parts += ["--max-failed-children", str(args.max_failed_children)]
     for item in args.sbatch or []:
         parts += ["--sbatch", item]
     if args.requeue:

@@ -112,14 +112,12 @@ def _from_population(url: str, ident: str) -> dict[str, Any]:
 def _run_data_shape(url: str, config) -> tuple[tuple[int, int, int], int] | None:
     """(input shape, classes) of a run on the user's own images, from its decoded dataset's
     manifest (None for the built-in datasets or while it is not decoded)."""
-    from evo.config import USER_DATASETS
-
-    if config.dataset_name not in USER_DATASETS:
+    if not config.dataset_spec.is_user:
         return None
     from evo.data.cache import cache_status
     from storage import open_store
 
-    status = cache_status(open_store(url).datacache, config.dataset, config.data)
+    status = cache_status(open_store(url).datacache, config.dataset_spec, config.data)
     if status["state"] != "ready":
         return None
     return tuple(status["input_shape"]), int(status["num_classes"])

@@ -113,7 +113,7 @@ def export_retrained(store, args: argparse.Namespace, rows: list[dict[str, Any]]
     (verified against its result's SHA-256) and the test split, and check that it loads."""
     import dna.portable as portable
 
-    from ..export import prepare_directory, read_run_dataset, write_export
+    from ..export import parse_dataset, prepare_directory, read_run_dataset, write_export
 
     rid = args.retrained if args.retrained != "best" else (rows[0]["rid"] if rows else None)
     if rid is None:
@@ -133,7 +133,7 @@ def export_retrained(store, args: argparse.Namespace, rows: list[dict[str, Any]]
             [r for r in rows if r["rid"] == rid])))
         return 0
     info = json.loads(files[portable.MODEL_FILE])
-    host = read_run_dataset(args.dataset or info["dataset"])
+    host = read_run_dataset(parse_dataset(args.dataset or info["dataset"]))
     out = prepare_directory(args.export, args.force)
     write_export(out, files, host, args.export)
     try:
@@ -176,10 +176,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.url}: this run looked fitness up in NAS-Bench-201's table ({config.dataset}); its "
                         f"individuals have no trained weights to export (`evo arch {args.url} {ind.id}` describes "
                         "the cell)")
-    from ..export import export
+    from ..export import export, parse_dataset
 
     info = export(ind, config, args.url, args.export, cells=args.cells, filters=args.filters,
-                  dataset=args.dataset, seed=args.seed, force=args.force)
+                  dataset=parse_dataset(args.dataset) if args.dataset else None, seed=args.seed, force=args.force)
     if args.json:
         print(json.dumps({"export": args.export, **info}, sort_keys=True))
         return 0

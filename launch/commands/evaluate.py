@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     import dna.portable as portable
     from evo.data.base import DatasetError
     from evo.data.datasets import read_dataset
+    from evo.data.spec import DatasetSpec
 
     if os.path.exists(args.dir) and not os.path.isdir(args.dir):
         raise UserError(f"{args.dir} is a file, not an export directory (made by evo best --export DIR)")
@@ -51,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         x, y, spec = _test_npz(args, portable, info)
     else:
         try:
-            host = read_dataset(spec, settings=_data_settings(spec, info),
+            dataset = DatasetSpec.parse(spec)
+            host = read_dataset(dataset, settings=_data_settings(dataset, info),
                                 splits=("train", args.split))
         except DatasetError as exc:
             raise UserError(str(exc)) from None
@@ -85,12 +87,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _data_settings(spec: str, info: dict):
-    """The run's data settings (model.json) for a user dataset spec, with the size and colour
-    the run resolved, so that its images become what the model was trained on."""
-    from evo.config import USER_DATASETS, ConfigError, DataSettings
+def _data_settings(spec, info: dict):
+    """The run's data settings (model.json) for a user dataset ``spec`` (a parsed
+    :class:`evo.data.spec.DatasetSpec`), with the size and colour the run resolved, so that
+    its images become what the model was trained on."""
+    from evo.config import ConfigError, DataSettings
 
-    if spec.partition("=")[0] not in USER_DATASETS:
+    if not spec.is_user:
         return None
     saved = info.get("data_settings") if isinstance(info.get("data_settings"), dict) else {}
     prep = info.get("preprocessing") if isinstance(info.get("preprocessing"), dict) else {}
@@ -108,11 +111,15 @@ def _data_settings(spec: str, info: dict):
 
 def _use_test_npz(args: argparse.Namespace, info: dict) -> bool:
     """A user-dataset run's own test split is the export's test.npz (exactly what its cache held)."""
-    from evo.config import USER_DATASETS
+    from evo.data.base import DatasetError
+    from evo.data.spec import DatasetSpec
 
-    spec = info.get("dataset") or ""
-    return (not args.dataset and args.split == "test" and spec.partition("=")[0] in USER_DATASETS
-            and os.path.isfile(os.path.join(args.dir, "test.npz")))
+    if args.dataset or args.split != "test" or not os.path.isfile(os.path.join(args.dir, "test.npz")):
+        return False
+    try:
+        return DatasetSpec.parse(info.get("dataset")).is_user
+    except DatasetError:
+        return False
 
 
 def _test_npz(args: argparse.Namespace, portable, info: dict):

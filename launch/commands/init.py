@@ -10,8 +10,9 @@ from dataclasses import MISSING, fields, replace
 from typing import Any
 
 from dna.bounds import Bounds
-from evo.config import (COLORS, RESIZES, TABULAR_DATASETS, TABULAR_SPACE, USER_DATASETS, ConfigError,
+from evo.config import (COLORS, RESIZES, TABULAR_DATASETS, TABULAR_SPACE, ConfigError,
                         DataSettings, RunConfig, TrainSettings, check_dataset_spec, plugin_blocks)
+from evo.data.spec import DatasetSpec
 
 from evo.spaces import space_class, space_names
 from evo.strategies import strategy_names
@@ -193,11 +194,10 @@ def _read_config_file(path: str) -> RunConfig:
         raise UserError(f"{path}: {exc}") from None
 
 
-def _absolute_data_path(spec: str) -> str:
+def _absolute_data_path(spec: DatasetSpec) -> DatasetSpec:
     """``cifar10=data/c10`` -> ``cifar10=/abs/data/c10``: workers may start in another directory."""
-    name, eq, path = spec.partition("=")
-    if name in ("cifar10", "cifar100", *USER_DATASETS) and path.strip() and "://" not in path:
-        return f"{name}={os.path.abspath(os.path.expanduser(path))}"
+    if (spec.is_cifar or spec.is_user) and spec.path.strip() and "://" not in spec.path:
+        return DatasetSpec(spec.name, os.path.abspath(os.path.expanduser(spec.path)))
     return spec
 
 
@@ -216,10 +216,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.dataset in TABULAR_DATASETS and args.search_space is None and not args.config:
         args.search_space = TABULAR_SPACE
     try:
-        spec = args.dataset if args.dataset is not None else (base.dataset if args.config else "digits")
-        check_dataset_spec(spec)
-        spec = _absolute_data_path(spec)
-        name = spec.split("=", 1)[0]
+        text = args.dataset if args.dataset is not None else (base.dataset if args.config else "digits")
+        spec = _absolute_data_path(check_dataset_spec(text))
+        name = spec.name
         d = DATASET_DEFAULTS[name] if not args.config else {}
 
         def given(arg: str, default):
@@ -263,7 +262,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         # None: the space's rule (the 2019 paper trains every nasnet child from scratch)
         inherit = False if args.no_inherit else (base.inherit_weights if args.config else None)
         return replace(
-            base, dataset=spec, population_size=pop, selection=selection,
+            base, dataset=str(spec), population_size=pop, selection=selection,
             search_space=search_space, train=train, bounds=bounds,
             data=data, plugins=plugins, inherit_weights=inherit,
             keep_best=given("keep_best", base.keep_best), seed=given("seed", base.seed),
@@ -423,7 +422,7 @@ def run(args: argparse.Namespace) -> int:
     if created:
         print(f"initialised {args.url}: dataset={config.dataset} P={config.population_size} "
               f"selection={config.selection} steps={config.train.steps} search_space={config.search_space}")
-        if config.dataset_name in USER_DATASETS and args.defer_decode:
+        if config.dataset_spec.is_user and args.defer_decode:
             print("  the dataset is decoded by the first worker (--defer-decode); `evo status` shows it")
     else:
         if not args.defer_decode:   # a decode that failed or was deferred before is done now

@@ -6,12 +6,13 @@ Every problem is a one-line :class:`launch.errors.UserError` naming the option a
 
 from __future__ import annotations
 
-from evo.config import USER_DATASETS, DataSettings, RunConfig
+from evo.config import DataSettings, RunConfig
+from evo.data.spec import DatasetSpec
 
 from ..errors import UserError
 
 
-def train_images(spec: str, data: DataSettings) -> int:
+def train_images(spec: DatasetSpec, data: DataSettings) -> int:
     """The training-split size of a dataset (for a preset's epochs), from its files' check
     (for the user's datasets: after the validation and test images are carved out)."""
     from evo.data.base import DatasetError
@@ -31,7 +32,7 @@ def check_data(config: RunConfig) -> None:
     from evo.data.datasets import check_dataset
 
     try:
-        facts = check_dataset(config.dataset, config.data)
+        facts = check_dataset(config.dataset_spec, config.data)
     except DatasetError as exc:
         raise UserError(f"--dataset: {exc}") from None
     n = facts["train_images"]
@@ -48,10 +49,10 @@ def decode_data(store, config: RunConfig) -> None:
     from evo.data.base import DatasetError
     from evo.data.userdata import ensure_cache
 
-    if config.dataset_name not in USER_DATASETS:
+    if not config.dataset_spec.is_user:
         return
     try:
-        manifest = ensure_cache(config.dataset, config.data, store.datacache,
+        manifest = ensure_cache(config.dataset_spec, config.data, store.datacache,
                                 progress=lambda line: print(line, file=sys.stderr, flush=True))
     except DatasetError as exc:
         raise UserError(f"--dataset: {exc}") from None

@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         gpus_per_worker=args.gpus_per_worker, device=args.device, cpu=args.cpu or None,
         memory=args.memory or None, service_account=args.service_account, accelerator=args.accelerator,
         max_seconds=args.max_seconds, max_individuals=args.max_individuals,
+        max_failed_children=args.max_failed_children,
         backoff_limit_per_index=args.backoff_limit_per_index, spot=args.spot,
         node_selector=_selector_pairs(args.node_selector), ephemeral_storage=args.ephemeral_storage or None,
         env=_env_pairs(args.env), retrain=args.retrain)
@@ -98,6 +99,8 @@ def register(sub) -> None:
                    help="each worker stops starting children after T seconds (default: no limit)")
     p.add_argument("--max-individuals", type=positive_int, metavar="K",
                    help="each worker stops after publishing K individuals (default: no limit)")
+    p.add_argument("--max-failed-children", type=positive_int, metavar="K",
+                   help="each worker stops (exit 3) after K children in a row failed (default: evo worker's, 10)")
     p.add_argument("--backoff-limit-per-index", type=non_negative_int, default=4, metavar="K",
                    help="failures (crashes, not preemptions) of one worker index before it is given up")
     p.add_argument("--spot", action="store_true",

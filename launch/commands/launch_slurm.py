@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             job = RequeueingWorkerJob() if args.requeue else WorkerJob()
             jobs = executor.map_array(job, [args.url] * n, indices, [device] * n, [max_seconds] * n,
                                       [args.max_individuals] * n, [threads] * n, [None] * n,
-                                      [args.heartbeat_seconds] * n)
+                                      [args.heartbeat_seconds] * n, [args.max_failed_children] * n)
     except FileNotFoundError:
         raise UserError("sbatch not found: run this on a SLURM login node (or rehearse with --executor local)") from None
     except Exception as exc:  # submitit reports sbatch failures as several exception types
@@ -141,6 +141,8 @@ def register(sub) -> None:
                    help="seconds between worker heartbeats")
     p.add_argument("--max-individuals", type=positive_int, metavar="K",
                    help="each worker stops after publishing K individuals (default: no limit)")
+    p.add_argument("--max-failed-children", type=positive_int, metavar="K",
+                   help="each worker stops after K children in a row failed (default: evo worker's, 10)")
     p.add_argument("--index-base", type=non_negative_int, default=0, help="first worker index (seed streams)")
     p.add_argument("--log-dir", help="submitit job files and logs (default URL/logs/submitit; must be shared)")
     p.add_argument("--wait", dest="wait", action="store_true", default=None,

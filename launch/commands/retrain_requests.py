@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from evo.data.spec import DatasetSpec
 
 SETTING_OPTIONS = {  # option dest -> FinalSettings field
     "epochs": "epochs", "batch_size": "batch_size", "lr": "learning_rate", "schedule": "schedule",
@@ -42,7 +45,7 @@ def settings_from_args(args: argparse.Namespace, dataset_name: str):
 
 
 def open_target(url: str, dataset: str | None):
-    """(store, config or None, dataset spec): a population, or any directory with --dataset."""
+    """(store, config or None, dataset spec, parsed): a population, or any directory with --dataset."""
     import storage
     from evo.config import ConfigError, RunConfig, check_dataset_spec
     from evo.spaces import for_config
@@ -60,14 +63,14 @@ def open_target(url: str, dataset: str | None):
             raise UserError(f"{url}/config.json: {exc}") from None
         store = store.with_run(keep_best=config.keep_best, bounds=config.bounds,
                                dna_validator=for_config(config).parse)
-    spec = dataset or (config.dataset if config else None)
-    if spec is None:
+    text = dataset or (config.dataset if config else None)
+    if text is None:
         raise UserError(f"{url} holds no run (no config.json): give --dataset (digits, cifar10=PATH, ...)")
     try:
-        name = check_dataset_spec(spec)
+        spec = check_dataset_spec(text)
     except ConfigError as exc:
         raise UserError(f"--dataset: {exc}") from None
-    if name == "synthetic":
+    if spec.is_synthetic:
         raise UserError("the synthetic dataset has no images to train on; give --dataset digits or cifar10=PATH")
     return store, config, spec
 
@@ -124,18 +127,18 @@ def _candidates(store, config, args) -> list[dict[str, Any]]:
     return ranked
 
 
-def build_requests(args: argparse.Namespace, store, config, spec: str) -> list[dict[str, Any]]:
+def build_requests(args: argparse.Namespace, store, config, spec: DatasetSpec) -> list[dict[str, Any]]:
     """The retrain requests the options ask for (not yet written)."""
     from evo.train.retrain_request import make_request
 
-    settings = settings_from_args(args, spec.split("=", 1)[0])
+    settings = settings_from_args(args, spec.name)
     init = "weights" if args.from_weights else "scratch"
     if args.arch or args.dna:
         if args.from_weights:
             raise UserError("--from-weights needs individuals of a run (--top/--id): a bare architecture has no weights")
         label, source, dna = _named_dna(args)
         kind = dna.get("kind", "large_scale")
-        return [make_request(label=label, source=source, dna=dna, dna_hash=_dna_hash(dna), dataset=spec,
+        return [make_request(label=label, source=source, dna=dna, dna_hash=_dna_hash(dna), dataset=str(spec),
                              settings=settings, size=_size(args, kind, config), init="scratch")]
     requests = []
     for p in _candidates(store, config, args):
@@ -150,7 +153,7 @@ def build_requests(args: argparse.Namespace, store, config, spec: str) -> list[d
                 raise UserError(f"{p['id']}: its weights are gone (it died, or they did not verify)")
             source["payload_sha256"] = _sha256(ind.weights)
         requests.append(make_request(label=p["id"], source=source, dna=p["dna"], dna_hash=p["dna_hash"],
-                                     dataset=spec, settings=settings, size=_size(args, kind, config), init=init))
+                                     dataset=str(spec), settings=settings, size=_size(args, kind, config), init=init))
     return requests
 
 

@@ -205,13 +205,11 @@ def _policy(store, config) -> Any:
 
 def _data_status(store, config) -> dict[str, Any] | None:
     """Where the run's user dataset stands in the store (None for the built-in datasets)."""
-    from evo.config import USER_DATASETS
-
-    if config.dataset_name not in USER_DATASETS:
+    if not config.dataset_spec.is_user:
         return None
     from evo.data.cache import cache_status
 
-    return cache_status(store.datacache, config.dataset, config.data)
+    return cache_status(store.datacache, config.dataset_spec, config.data)
 
 
 def find_record(snapshot: Snapshot, ident: str) -> Record:
