@@ -287,7 +287,18 @@ def main(argv: list[str] | None = None, default_dir: str | None = None) -> int:
     except ExportError as exc:
         print(f"load.py: error: {exc}", file=sys.stderr)
         return 2
-    if args.json:
+    try:
+        print_result(result, info, as_json=args.json)
+        sys.stdout.flush()
+    except BrokenPipeError:   # the reader stopped early (`load.py --images DIR | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def print_result(result: dict[str, Any], info: dict[str, Any], *, as_json: bool) -> None:
+    """Print what :func:`main` found: one JSON object, or the summary line, the accuracy and
+    one ``FILE<TAB>CLASS`` line per predicted image."""
+    if as_json:
         print(json.dumps(result, sort_keys=True))
     else:
         val, test = result["validation_accuracy"], info.get("test_accuracy")
@@ -303,7 +314,6 @@ def main(argv: list[str] | None = None, default_dir: str | None = None) -> int:
                   + (f", {result['skipped']} unreadable skipped)" if result.get("skipped") else ")"))
         for row in result.get("predictions", []):
             print(f"{row['file']}\t{row['name']}")
-    return 0
 
 
 if __name__ == "__main__":

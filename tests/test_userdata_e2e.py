@@ -95,6 +95,16 @@ def test_image_folder_run_end_to_end(tmp_path, capsys):
     assert load.returncode == 0, load.stderr
     predictions = json.loads(load.stdout)["predictions"]
     assert len(predictions) == 3 and {p["name"] for p in predictions} <= {"cat", "dog", "fish"}
+    # a reader that stops early (`load.py --images DIR | head -1`) is no error and no traceback:
+    # here the reader has gone before load.py writes at all
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        gone = subprocess.run([sys.executable, str(best / "load.py"), "--images", str(root / "test" / "dog")],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120, cwd=tmp_path)
+    finally:
+        os.close(write_end)
+    assert gone.returncode == 0 and gone.stderr == "", gone.stderr
 
 
 @pytest.mark.slow  # real worker processes
