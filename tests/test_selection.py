@@ -69,3 +69,18 @@ def test_errors_on_tiny_populations():
         selection.pairwise([Info("a", 0.1, 0.0)], rng)
     with pytest.raises(ValueError):
         selection.tournament([], rng, 3)
+
+
+def test_population_without_and_has_agree_with_a_plain_search():
+    from types import SimpleNamespace
+
+    from evo.strategies import Population
+
+    members = tuple(SimpleNamespace(id=f"2026{i:04d}") for i in range(0, 40, 3))
+    population = Population(members, 10)
+    for ident in [f"2026{i:04d}" for i in range(-1, 42)]:
+        listed = any(m.id == ident for m in members)
+        assert population.has(ident) is listed
+        assert population.without(ident).members == tuple(m for m in members if m.id != ident)
+        assert population.without(ident).size == 10
+    assert population.without("nobody") is population

@@ -61,7 +61,6 @@ import numpy as np
 
 from evo.errors import PluginError, StoreFailure, caught, one_line
 from evo.search.seams import Evaluator, SearchSpace, Strategy
-from evo.strategies import selection
 from evo.search.heartbeat import HeartbeatThread, make_worker_id, scheduler_identity
 from evo.search.observers import WorkerObserver
 from evo.stopping import StopRequested, StopSignals
@@ -138,7 +137,7 @@ class Worker:
         self._heart: HeartbeatThread | None = None
         self._final_beat = False
         self._seeded = False   # the store's SEEDED marker is known to exist
-        self._kill_listing: tuple | None = None   # the last kill's listing, for the next selection
+        self._kill_listing: Population | None = None   # the last kill's listing, for the next selection
         self._last_eval_s = float("inf")   # how long the last child took to evaluate (see beat)
         self._failed_in_a_row = 0          # children failed since the last publish (the breaker)
 
@@ -173,10 +172,10 @@ class Worker:
     def current_population(self) -> Population:
         """The live population, oldest first, from one listing: the last kill's (less its
         victims) if none was taken since; back to back, a new one would show the same."""
-        members, self._kill_listing = self._kill_listing, None
-        if members is None:
-            members = tuple(self.population.list_alive())
-        return Population(members, self.population_size)
+        listing, self._kill_listing = self._kill_listing, None
+        if listing is None:
+            listing = Population(tuple(self.population.list_alive()), self.population_size)
+        return listing
 
     def seeding(self, population: Population) -> bool:
         """True when this step makes one of the P initial individuals (a slot was claimed).
@@ -317,16 +316,16 @@ class Worker:
         P = self.population_size
         first = None
         for _ in range(MAX_KILL_TRIES):
-            self._kill_listing = tuple(self.population.list_alive())
-            members = selection.without_id(self._kill_listing, exclude)
+            self._kill_listing = Population(tuple(self.population.list_alive()), P)
+            members = self._kill_listing.without(exclude)
             if len(members) + 1 <= P:
                 return first
-            if victim is None or not selection.has_id(members, victim.id):
-                victim = self.strategy.victim(Population(members, P), self.rng)
+            if victim is None or not members.has(victim.id):
+                victim = self.strategy.victim(members, self.rng)
                 if victim is None:
                     return first
             if self.population.kill(victim, worker=self.worker_id, reason=self.strategy.name):
-                self._kill_listing = selection.without_id(self._kill_listing, victim.id)
+                self._kill_listing = self._kill_listing.without(victim.id)
                 self.stats.killed += 1
                 for observer in self.observers:
                     observer.killed(victim.id, self.worker_id, self.clock())

@@ -25,6 +25,8 @@ can register more through the ``evo.search_strategies`` entry-point group.
 from __future__ import annotations
 
 import abc
+import bisect
+import operator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
@@ -38,13 +40,29 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Population:
-    """What a strategy sees: the live individuals (oldest first) and the target size P."""
+    """What a strategy sees: the live individuals (oldest first: a listing is sorted by id,
+    and ids begin with the birth time) and the target size P."""
 
     members: tuple["IndividualInfo", ...]
     size: int
 
     def __len__(self) -> int:
         return len(self.members)
+
+    def without(self, ident: str) -> "Population":
+        """The same population less the individual ``ident`` (itself if it is not listed)."""
+        i = bisect.bisect_left(self.members, ident, key=_by_id)
+        if i < len(self.members) and self.members[i].id == ident:
+            return Population(self.members[:i] + self.members[i + 1:], self.size)
+        return self
+
+    def has(self, ident: str) -> bool:
+        """True if the individual ``ident`` is listed."""
+        i = bisect.bisect_left(self.members, ident, key=_by_id)
+        return i < len(self.members) and self.members[i].id == ident
+
+
+_by_id = operator.attrgetter("id")
 
 
 @dataclass(frozen=True)

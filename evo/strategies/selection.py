@@ -8,8 +8,6 @@ a given generator state.
 
 from __future__ import annotations
 
-import bisect
-import operator
 from typing import Sequence, TypeVar
 
 import numpy as np
@@ -48,18 +46,3 @@ def oldest(population: Sequence[T]) -> T:
     if not population:
         raise ValueError("empty population")
     return min(population, key=lambda p: (p.birth, p.id))
-
-
-_by_id = operator.attrgetter("id")
-
-
-def without_id(members: tuple, ident: str) -> tuple:
-    """``members`` (sorted by id) less the one with id ``ident``, if listed."""
-    i = bisect.bisect_left(members, ident, key=_by_id)
-    return members[:i] + members[i + 1:] if i < len(members) and members[i].id == ident else members
-
-
-def has_id(members: tuple, ident: str) -> bool:
-    """True if ``members`` (sorted by id) has one with id ``ident``."""
-    i = bisect.bisect_left(members, ident, key=_by_id)
-    return i < len(members) and members[i].id == ident
