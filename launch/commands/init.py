@@ -171,8 +171,8 @@ def _where(field: str | None, args: argparse.Namespace, effective: argparse.Name
         return args.config
     for item in getattr(args, "plugin_settings", None) or ():
         name = item.partition("=")[0].strip()
-        if name == field or field.startswith(name + ".") or field == name.rpartition(".")[2] \
-                or field == name.partition(".")[0]:
+        if (name == field or field.startswith(name + ".") or field == name.rpartition(".")[2]
+                or field == name.partition(".")[0]):
             return f"--set {name}"
     arg = ARG_OF_FIELD.get(field)
     if arg is not None and getattr(args, arg, None) is not None:
