@@ -89,6 +89,17 @@ positive_seconds = number(0.0)       # durations and intervals: > 0, finite
 non_negative_seconds = number(0.0, low_open=False)
 
 
+def add_worker_limits(p: argparse.ArgumentParser, *, max_seconds_help: str =
+                      "each worker stops starting children after T seconds (default: no limit)") -> None:
+    """The limits every launcher passes on to its workers: ``--max-seconds``,
+    ``--max-individuals`` and ``--max-failed-children`` (the circuit breaker)."""
+    p.add_argument("--max-seconds", type=positive_seconds, metavar="T", help=max_seconds_help)
+    p.add_argument("--max-individuals", type=positive_int, metavar="K",
+                   help="each worker stops after publishing K individuals (default: no limit)")
+    p.add_argument("--max-failed-children", type=positive_int, metavar="K",
+                   help="each worker stops (exit 3) after K children in a row failed (default: evo worker's, 10)")
+
+
 def lease_seconds(text: str) -> float:
     """``type=`` for a claim's lease: seconds in [5, 86400] (``storage.retrain``'s range)."""
     value = number(0.0)(text)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
-from ..options import add_command, device, non_negative_int, positive_int, positive_seconds
+from ..options import add_command, add_worker_limits, device, non_negative_int, positive_int, positive_seconds
 from ..processes import default_log_dir, die_with_parent, stop_workers
 from .init import add_config_arguments, ensure_run
 
@@ -146,12 +146,7 @@ def register(sub) -> None:
     p = add_command(sub, "launch", help="start N local workers with a live progress display "
                                         "(also: `evo launch slurm ...`, `evo launch k8s ...`)")
     p.add_argument("-n", type=positive_int, default=2, help="number of worker processes")
-    p.add_argument("--max-seconds", type=positive_seconds, metavar="T",
-                   help="each worker stops starting children after T seconds (default: no limit)")
-    p.add_argument("--max-individuals", type=positive_int, metavar="K",
-                   help="each worker stops after publishing K individuals (default: no limit)")
-    p.add_argument("--max-failed-children", type=positive_int, metavar="K",
-                   help="each worker stops (exit 3) after K children in a row failed (default: evo worker's, 10)")
+    add_worker_limits(p)
     p.add_argument("--device", type=device(), default="auto", help="auto (GPUs if present) | cpu | cuda")
     p.add_argument("--workers-per-gpu", type=positive_int, metavar="K",
                    help="K workers share each GPU (default: spread evenly)")

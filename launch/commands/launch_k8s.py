@@ -17,7 +17,7 @@ import sys
 
 from ..clusters.k8s import SPOT_LABEL, job_manifest
 from ..errors import UserError
-from ..options import add_command, device, non_negative_int, positive_int, positive_seconds
+from ..options import add_command, add_worker_limits, device, non_negative_int, positive_int
 
 
 def _selector_pairs(items: list[str] | None) -> dict[str, str]:
@@ -95,12 +95,7 @@ def register(sub) -> None:
     p.add_argument("--memory", default="16Gi", help="memory request and limit per pod")
     p.add_argument("--service-account", help="Kubernetes service account (Workload Identity to GCS)")
     p.add_argument("--env", action="append", metavar="NAME=VALUE", help="extra environment variable (repeatable)")
-    p.add_argument("--max-seconds", type=positive_seconds, metavar="T",
-                   help="each worker stops starting children after T seconds (default: no limit)")
-    p.add_argument("--max-individuals", type=positive_int, metavar="K",
-                   help="each worker stops after publishing K individuals (default: no limit)")
-    p.add_argument("--max-failed-children", type=positive_int, metavar="K",
-                   help="each worker stops (exit 3) after K children in a row failed (default: evo worker's, 10)")
+    add_worker_limits(p)
     p.add_argument("--backoff-limit-per-index", type=non_negative_int, default=4, metavar="K",
                    help="failures (crashes, not preemptions) of one worker index before it is given up")
     p.add_argument("--spot", action="store_true",

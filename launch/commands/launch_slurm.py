@@ -33,8 +33,8 @@ from ..clusters.slurm import (MAX_SECONDS_MARGIN, MIN_LIMIT_FOR_DEFAULT, Requeue
                               default_max_seconds, executor_parameters, pending_retrains, resume_command)
 from ..clusters.slurm_wait import wait_for_array
 from ..errors import UserError
-from ..options import (add_command, device, heartbeat_seconds, lease_seconds, non_negative_int, positive_int,
-                       positive_seconds)
+from ..options import (add_command, add_worker_limits, device, heartbeat_seconds, lease_seconds, non_negative_int,
+                       positive_int, positive_seconds)
 from .init import check_run_options, ensure_run
 
 
@@ -131,18 +131,14 @@ def register(sub) -> None:
     p.add_argument("--time-min", type=positive_int, default=24 * 60, help="job time limit in minutes")
     p.add_argument("--job-name", default="evo-worker", help="SLURM job name")
     p.add_argument("--device", type=device(), default="auto", help="auto (cuda with GPUs, else cpu) | cpu | cuda")
-    p.add_argument("--max-seconds", type=positive_seconds, metavar="T",
-                   help="each worker stops starting children after T seconds (default: --time-min less "
-                        f"{MAX_SECONDS_MARGIN // 60} minutes; none below {MIN_LIMIT_FOR_DEFAULT // 60} minutes)")
+    add_worker_limits(p, max_seconds_help="each worker stops starting children after T seconds (default: "
+                      f"--time-min less {MAX_SECONDS_MARGIN // 60} minutes; none below "
+                      f"{MIN_LIMIT_FOR_DEFAULT // 60} minutes)")
     p.add_argument("--requeue", action="store_true",
                    help="requeue a task stopped by preemption or its time limit (submitit's requeue; "
                         "default: it ends, and you launch again to resume)")
     p.add_argument("--heartbeat-seconds", type=heartbeat_seconds, default=10.0, metavar="SECONDS",
                    help="seconds between worker heartbeats")
-    p.add_argument("--max-individuals", type=positive_int, metavar="K",
-                   help="each worker stops after publishing K individuals (default: no limit)")
-    p.add_argument("--max-failed-children", type=positive_int, metavar="K",
-                   help="each worker stops after K children in a row failed (default: evo worker's, 10)")
     p.add_argument("--index-base", type=non_negative_int, default=0, help="first worker index (seed streams)")
     p.add_argument("--log-dir", help="submitit job files and logs (default URL/logs/submitit; must be shared)")
     p.add_argument("--wait", dest="wait", action="store_true", default=None,
