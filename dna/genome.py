@@ -22,6 +22,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from .strict_json import UntrustedJSONError, parse_json
+
 SCHEMA_VERSION = 1
 VERTEX_KINDS = ("linear", "bn_relu")
 EDGE_KINDS = ("identity", "conv")
@@ -314,10 +316,9 @@ def from_dict(obj: Any) -> DNA:
 
 
 def parse_dna_json(text: str | bytes) -> Any:
-    """``json.loads`` that turns every failure (bad UTF-8, syntax, deep nesting) into DNAError."""
+    """Bounded, strict JSON (:func:`dna.strict_json.parse_json`); every failure (bad UTF-8,
+    syntax, deep nesting, numbers out of range, too large) is a one-line DNAError."""
     try:
-        if isinstance(text, bytes):
-            text = text.decode("utf-8")
-        return json.loads(text)
-    except (ValueError, RecursionError, TypeError) as exc:
-        raise DNAError(f"not valid JSON: {str(exc).splitlines()[0][:160]}") from None
+        return parse_json(text, "DNA")
+    except UntrustedJSONError as exc:
+        raise DNAError(str(exc)) from None

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
 from dna.numbers import is_finite_number
+from dna.strict_json import UntrustedJSONError, parse_json
 from storage import Broken, PopulationStore, birth_of, is_id
 
 EVENT_KINDS = ("publish", "kill", "race_loss")
@@ -73,8 +74,8 @@ def read_events(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], int
         with open(path, "rb") as f:
             for raw in f:
                 try:
-                    ev = json.loads(raw)
-                except ValueError:
+                    ev = parse_json(raw, "event")
+                except UntrustedJSONError:
                     bad += 1
                     continue
                 if isinstance(ev, dict) and ev.get("event") in EVENT_KINDS and is_id(ev.get("id")) \

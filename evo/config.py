@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterator
 
 from dna.bounds import Bounds
+from dna.strict_json import UntrustedJSONError, parse_json
 
 from evo.config_checks import (ConfigError, require_flag, require_int, require_number,
                                settings_from_dict)
@@ -33,6 +34,7 @@ from evo.train.settings import PRECISIONS, TrainSettings  # noqa: F401
 TABULAR_SPACE = "nasbench201"   # the search space of NAS-Bench-201's tables (TABULAR_DATASETS)
 CONFIG_SCHEMA = 1
 MAX_SEED = 2**63 - 1
+MAX_CONFIG_TEXT_BYTES = 2**20   # as the store reads config.json
 # What a run may set its DNA bounds to (dna.Bounds itself only refuses what has no meaning):
 # wide enough for any real search, narrow enough that a typo cannot ask for absurd networks.
 BOUNDS_LIMITS = {"max_vertices": 4096, "max_edges": 16384, "max_channels": 65536, "max_filter_size": 31,
@@ -274,9 +276,9 @@ class RunConfig:
     def from_json(cls, text: str | bytes) -> "RunConfig":
         """Parse ``config.json`` text."""
         try:
-            d = json.loads(text)
-        except ValueError as exc:
-            raise ConfigError(f"config is not valid JSON: {exc}") from None
+            d = parse_json(text, "config", max_bytes=MAX_CONFIG_TEXT_BYTES)
+        except UntrustedJSONError as exc:
+            raise ConfigError(str(exc)) from None
         return cls.from_dict(d)
 
 

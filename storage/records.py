@@ -17,6 +17,7 @@ from typing import Any
 
 from dna.genome import content_hash_of
 from dna.numbers import is_finite_number
+from dna.strict_json import MAX_DEPTH, UntrustedJSONError, parse_json
 
 from .backend import MAX_RECORD_BYTES
 
@@ -218,34 +219,27 @@ def dumps(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_no_constants)   # one for all: building one costs more than a record
-
-
 def loads_many(lines: list[bytes], what: str) -> list[Any]:
     """Parse many untrusted JSON lines (each already bounded) in one call, as :func:`loads`
     would one by one; CorruptRecord if any does not parse (or they do not make one value
     each: a line may not open or close what another started)."""
+    joined = b"[" + b",".join(lines) + b"]"
     try:
-        values = _DECODER.decode("[" + ",".join(line.decode("utf-8") for line in lines) + "]")
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise CorruptRecord(f"{what} is not valid JSON: {str(exc).splitlines()[0][:120]}") from None
-    if len(values) != len(lines):
+        values = parse_json(joined, what, max_bytes=len(joined), max_depth=MAX_DEPTH + 1)
+    except UntrustedJSONError as exc:
+        raise CorruptRecord(str(exc)) from None
+    if not isinstance(values, list) or len(values) != len(lines):
         raise CorruptRecord(f"{what}s are not one JSON value each")
     return values
 
 
-def loads(raw: bytes, what: str) -> Any:
-    """Parse untrusted JSON bytes; CorruptRecord('<what> is not valid JSON: ...') on failure."""
-    if len(raw) > MAX_RECORD_BYTES:
-        raise CorruptRecord(f"{what} is too large ({len(raw)} bytes)")
+def loads(raw: bytes, what: str, max_bytes: int = MAX_RECORD_BYTES) -> Any:
+    """Parse untrusted JSON bytes with :func:`dna.strict_json.parse_json` (bounded in size,
+    depth and numbers); CorruptRecord('<what> is ...: reason') on failure."""
     try:
-        return _DECODER.decode(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise CorruptRecord(f"{what} is not valid JSON: {str(exc).splitlines()[0][:120]}") from None
+        return parse_json(raw, what, max_bytes=max_bytes)
+    except UntrustedJSONError as exc:
+        raise CorruptRecord(str(exc)) from None
 
 
 def dna_hash(dna: dict[str, Any]) -> str:

@@ -9,9 +9,10 @@ in order, with no gap, overlap or slack, as the safetensors library itself deman
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
+
+from dna.strict_json import UntrustedJSONError, parse_json
 
 MAX_HEADER_BYTES = 100 * 2**20  # the safetensors library's own limit
 
@@ -42,8 +43,8 @@ def safetensors_problem(blob: bytes) -> str | None:
     if 8 + n > len(blob):
         return f"truncated: header needs {8 + n} bytes, file has {len(blob)}"
     try:
-        header = json.loads(bytes(blob[8:8 + n]).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        header = parse_json(bytes(blob[8:8 + n]), "header", max_bytes=n)
+    except UntrustedJSONError:
         return "header is not valid JSON"
     if not isinstance(header, dict):
         return "header is not a JSON object"

@@ -155,7 +155,7 @@ def test_config_json_is_validated_like_options():
             RunConfig.from_json(json.dumps(d))
     d = json.loads(text)
     d["synthetic"]["noise"] = float("nan")  # json writes NaN; it must not pass
-    with pytest.raises(ConfigError, match="synthetic.noise"):
+    with pytest.raises(ConfigError, match="NaN is not allowed"):
         RunConfig.from_json(json.dumps(d))
 
 

@@ -14,10 +14,11 @@ Splits: ``train``; ``validation``/``valid``/``val``; ``test``.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
+
+from dna.strict_json import UntrustedJSONError, parse_json
 
 from evo.data.arrays import as_nchw, pixel_scale
 from evo.data.decoding import DataProblem, Part, Source
@@ -134,9 +135,9 @@ def _parquet_features(table: Any) -> dict[str, Any]:
     if not meta:
         return {}
     try:
-        info = json.loads(meta)
+        info = parse_json(meta, "huggingface metadata")
         features = info.get("info", {}).get("features", {})
-    except (ValueError, AttributeError):
+    except (UntrustedJSONError, AttributeError):
         return {}
     return features if isinstance(features, dict) else {}
 
@@ -181,8 +182,8 @@ def _json(fs: Any, path: str, shown: str) -> dict[str, Any]:
     if len(raw) > MAX_JSON_BYTES:
         raise DataProblem(f"hf: {shown}/{name} is larger than {MAX_JSON_BYTES // 2**20} MiB")
     try:
-        obj = json.loads(raw)
-    except ValueError:
+        obj = parse_json(raw, name, max_bytes=MAX_JSON_BYTES)
+    except UntrustedJSONError:
         raise DataProblem(f"hf: {shown}/{name} is not JSON") from None
     if not isinstance(obj, dict):
         raise DataProblem(f"hf: {shown}/{name} is not a JSON object")

@@ -22,10 +22,12 @@ from typing import Any, Mapping
 import numpy as np
 
 from dna.numbers import is_finite_number
+from dna.strict_json import UntrustedJSONError, parse_json
 from evo.errors import StoreFailure
 
 SCHEMA = 1
 KIND = "evo-policy"
+MAX_POLICY_BYTES = 4 * 2**20   # as storage.policy reads them
 MAX_RECENT = 64      # updates kept in a version for status and audits
 
 
@@ -160,9 +162,9 @@ def parse_policy(data: bytes, *, strategy: str, decisions: tuple[int, ...],
     """The policy version in ``data`` (the object named for ``version``), checked against
     what this run expects; :class:`PolicyError` (one line) for anything else."""
     try:
-        d = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise PolicyError("not JSON") from None
+        d = parse_json(data, "policy version", max_bytes=MAX_POLICY_BYTES)
+    except UntrustedJSONError as exc:
+        raise PolicyError(str(exc)) from None
     if not isinstance(d, dict) or d.get("kind") != KIND:
         raise PolicyError("not a policy version")
     if d.get("schema") != SCHEMA:

@@ -10,6 +10,7 @@ from dataclasses import MISSING, fields, replace
 from typing import Any
 
 from dna.bounds import Bounds
+from dna.strict_json import UntrustedJSONError, parse_json
 from evo.config import (COLORS, RESIZES, TABULAR_DATASETS, TABULAR_SPACE, ConfigError,
                         DataSettings, RunConfig, TrainSettings, check_dataset_spec, plugin_blocks)
 from evo.data.spec import DatasetSpec
@@ -291,8 +292,8 @@ def _with_set_options(plugins: dict[str, Any], items: Any) -> dict[str, Any]:
         if key not in known:
             raise UserError(f"--set {item}: {block} has no setting {key!r} (known: {', '.join(known)})")
         try:
-            value = json.loads(text)
-        except ValueError:
+            value = parse_json(text, "value", max_bytes=4096)
+        except UntrustedJSONError:
             value = text
         plugins[block] = replace(plugins[block], **{key: value})
     return plugins

@@ -7,10 +7,10 @@ the final-training settings of ``--preset`` and the options on top. Nothing is w
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dna.strict_json import UntrustedJSONError, parse_json
 from ..errors import UserError
 
 if TYPE_CHECKING:
@@ -175,9 +175,9 @@ def _named_dna(args: argparse.Namespace) -> tuple[str, dict[str, Any], dict[str,
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{args.dna}: cannot read the DNA file: {getattr(exc, 'strerror', None) or exc}") from None
     try:
-        obj = json.loads(text)
-    except ValueError as exc:
-        raise UserError(f"{args.dna}: not JSON: {str(exc)[:120]}") from None
+        obj = parse_json(text, "DNA file")
+    except UntrustedJSONError as exc:
+        raise UserError(f"{args.dna}: {exc}") from None
     if isinstance(obj, dict) and isinstance(obj.get("dna"), dict):
         obj = obj["dna"]   # a commit or history record, or an export's model record
     try:
