@@ -291,7 +291,7 @@ def build_nasnet(dna: NasnetDNA, input_shape: tuple[int, int, int], num_classes:
     ``aux_head``: add the auxiliary classifier (for final training; see the module docstring);
     ``model.drop_path_prob`` starts at 0. ``stem``: ``"cifar"`` (default: the model as it has
     always been built), ``"imagenet"``, or ``"auto"`` (:func:`dna.nasnet_network.choose_stem`:
-    ImageNet above 64 px); ``model.stem_type`` says which was built. Raises DNAError for an
+    ImageNet above 64 px if ``filters >= 8``); ``model.stem_type`` says which was built. Raises DNAError for an
     invalid DNA and a one-line ValueError for bad settings (``cells_per_stack >= 1``,
     ``filters >= 2``, ``num_classes >= 1``, positive input dims; the ImageNet stem needs
     ``filters >= 8`` and images of at least 3x3). Any image size works: each reduction maps H
@@ -304,6 +304,6 @@ def build_nasnet(dna: NasnetDNA, input_shape: tuple[int, int, int], num_classes:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"nasnet: num_classes must be an integer >= 1, got {num_classes!r}")
     outer_plan(cells_per_stack, filters)  # raises on bad N or F
-    chosen = choose_stem(stem, shape)
+    chosen = choose_stem(stem, shape, filters)
     check_stem(chosen, filters, shape[1], shape[2])
     return NasnetModel(dna, shape, num_classes, cells_per_stack, filters, aux_head=bool(aux_head), stem=chosen)

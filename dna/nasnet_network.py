@@ -19,7 +19,8 @@ same ImageNet stem):
   the first normal cell at 28 px, the last stack at 7 px (NASNet-A mobile: N=4, F=44).
 
 ``auto`` picks by input size (:func:`choose_stem`): the ImageNet stem when both the height and
-the width are above :data:`AUTO_IMAGENET_ABOVE` (64) pixels, else the CIFAR stem; so the
+the width are above :data:`AUTO_IMAGENET_ABOVE` (64) pixels (and ``F >= 8``, which its first
+cell needs), else the CIFAR stem; so the
 built-in datasets (8 to 32 px) and every run capped at 64 px keep the CIFAR stem. The
 auxiliary head is the same in both (the references' ``_build_aux_head``, "used for all models
 across all datasets"), on the last normal cell of the middle stack; with the ImageNet stem it
@@ -41,15 +42,18 @@ IMAGENET_STEM_CELLS = 2         # reduction cells in the ImageNet stem, at F // 
 IMAGENET_STEM_MIN_FILTERS = 8   # the first stem cell's F // 4 filters must be >= 2 (factorized reduction)
 
 
-def choose_stem(stem: str, input_shape: tuple[int, int, int]) -> str:
+def choose_stem(stem: str, input_shape: tuple[int, int, int], filters: int) -> str:
     """``"cifar"`` or ``"imagenet"``: ``stem`` itself, or for ``"auto"`` the ImageNet stem when
     the input's height and width (``input_shape`` is channels, height, width) are both above
-    :data:`AUTO_IMAGENET_ABOVE` pixels. ValueError (one line) for any other ``stem``."""
+    :data:`AUTO_IMAGENET_ABOVE` pixels and ``filters`` is at least
+    :data:`IMAGENET_STEM_MIN_FILTERS` (else the CIFAR stem). ValueError (one line) for any
+    other ``stem``."""
     if stem not in STEM_CHOICES:
         raise ValueError(f"nasnet: stem must be one of {', '.join(STEM_CHOICES)}, got {stem!r}"[:200])
     if stem != AUTO:
         return stem
-    return IMAGENET if min(input_shape[1], input_shape[2]) > AUTO_IMAGENET_ABOVE else CIFAR
+    large = min(input_shape[1], input_shape[2]) > AUTO_IMAGENET_ABOVE
+    return IMAGENET if large and filters >= IMAGENET_STEM_MIN_FILTERS else CIFAR
 
 
 def check_stem(stem: str, filters: int, height: int, width: int) -> None:
