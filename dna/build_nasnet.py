@@ -7,16 +7,19 @@ Zoph et al. 2018) and tensorflow/tpu ``models/official/amoeba_net/model_builder.
 NASNet-A (N=6, F=32) has 3.35M parameters and AmoebaNet-A (N=6, F=36) 3.22M without the
 auxiliary head; the papers report 3.3M and 3.2M.
 
-Network: stem (3x3 conv to ``3 * F`` channels, BN; the reference's CIFAR stem), then the
-cells of :func:`dna.nasnet_network.outer_plan` (N normal, reduction, N normal, reduction, N normal;
-filters F, 2F, 4F), then ReLU, global average pooling and a linear classifier. The stem has no
-ReLU because every cell starts its ops with one.
+Network: a stem, then the cells of :func:`dna.nasnet_network.outer_plan` (N normal, reduction,
+N normal, reduction, N normal; filters F, 2F, 4F), then ReLU, global average pooling and a
+linear classifier. The stem (``stem=``, see :mod:`dna.nasnet_network`) is the reference's CIFAR
+stem (3x3 conv to ``3 * F`` channels, BN) or its ImageNet stem (3x3 stride-2 unpadded conv to 32
+channels, BN, then the DNA's reduction cell at ``F // 4`` and at ``F // 2`` filters: the first
+two entries of ``model.cells``). The stem convolution has no ReLU because every cell starts
+its ops with one.
 
 Inside a cell (``f`` filters; :func:`dna.nasnet_network.network_wiring` says which case applies):
 
 - state 0 (h_i, the previous cell's output) goes through ReLU, 1x1 conv, BN to ``f`` channels;
-- state 1 (h_{i-1}) is, in the first cell, the stem's output itself (``3F`` channels, no
-  ReLU, no conv: the reference's ``_reduce_prev_layer`` returns the current input when there
+- state 1 (h_{i-1}) is, in the first cell, the stem convolution's output itself (``3F`` or 32
+  channels, no ReLU, no conv: the reference's ``_reduce_prev_layer`` returns the current input when there
   is no earlier cell); after a reduction it goes through ReLU and a factorized reduction
   (two 1x1 stride-2 convs on inputs offset by one pixel, concatenated, BN); when only its
   channel count differs, through ReLU, 1x1 conv, BN; else nothing;
@@ -55,15 +58,14 @@ data-dependent Python control flow, so a CUDA graph can capture it. This module 
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .nasnet import NUM_CELL_INPUTS, STEM_MULTIPLIER, Cell, NasnetDNA, validate_nasnet
-from .nasnet_network import (AUX_HEAD_CHANNELS, AUX_HEAD_PROJECTION, AUX_HEAD_STRIDE, CellWiring, aux_head_pool,
-                             aux_head_position, network_wiring, outer_plan)
+from .nasnet import NUM_CELL_INPUTS, Cell, NasnetDNA, validate_nasnet
+from .nasnet_network import (AUX_HEAD_CHANNELS, AUX_HEAD_PROJECTION, AUX_HEAD_STRIDE, CIFAR, IMAGENET, CellWiring,
+                             aux_head_pool, aux_head_position, check_stem, choose_stem, feature_size, network_wiring,
+                             outer_plan, stem_channels)
 
 
 def _relu_conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
@@ -219,22 +221,27 @@ class AuxHead(nn.Module):
 
 class NasnetModel(nn.Module):
     """Stem, the cells of the outer plan, ReLU, global average pooling, linear classifier; and,
-    when built with ``aux_head=True``, the auxiliary head (training mode only)."""
+    when built with ``aux_head=True``, the auxiliary head (training mode only). ``stem_type``
+    is ``"cifar"`` or ``"imagenet"``; with the ImageNet stem, ``cells`` starts with its two
+    reduction cells."""
 
     def __init__(self, dna: NasnetDNA, input_shape: tuple[int, int, int], num_classes: int,
-                 cells_per_stack: int, filters: int, aux_head: bool = False) -> None:
+                 cells_per_stack: int, filters: int, aux_head: bool = False, stem: str = CIFAR) -> None:
         super().__init__()
-        stem = STEM_MULTIPLIER * filters
-        self.stem = nn.Sequential(nn.Conv2d(input_shape[0], stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem))
-        wiring = network_wiring(dna, cells_per_stack, filters)
+        conv0 = stem_channels(stem, filters)
+        self.stem_type = stem
+        self.stem = (nn.Sequential(nn.Conv2d(input_shape[0], conv0, 3, 2, 0, bias=False), nn.BatchNorm2d(conv0))
+                     if stem == IMAGENET else
+                     nn.Sequential(nn.Conv2d(input_shape[0], conv0, 3, 1, 1, bias=False), nn.BatchNorm2d(conv0)))
+        wiring = network_wiring(dna, cells_per_stack, filters, stem)
         self.cells = nn.ModuleList(NasnetCell(dna.reduction if w.slot.reduction else dna.normal, w) for w in wiring)
         self.classifier = nn.Linear(wiring[-1].out_channels, num_classes)
-        self.aux_position = aux_head_position(cells_per_stack) if aux_head else -1
+        self.aux_position = aux_head_position(cells_per_stack, stem) if aux_head else -1
         if aux_head:
             feeding = wiring[self.aux_position]
-            down = 2 ** (feeding.level + feeding.slot.reduction)
-            self.aux_head = AuxHead(feeding.out_channels, math.ceil(input_shape[1] / down),
-                                    math.ceil(input_shape[2] / down), num_classes)
+            level = feeding.level + feeding.slot.reduction
+            self.aux_head = AuxHead(feeding.out_channels, feature_size(stem, input_shape[1], level),
+                                    feature_size(stem, input_shape[2], level), num_classes)
         self._drop_path_prob = 0.0
 
     @property
@@ -277,14 +284,18 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
 
 
 def build_nasnet(dna: NasnetDNA, input_shape: tuple[int, int, int], num_classes: int,
-                 cells_per_stack: int = 3, filters: int = 24, aux_head: bool = False) -> NasnetModel:
+                 cells_per_stack: int = 3, filters: int = 24, aux_head: bool = False,
+                 stem: str = CIFAR) -> NasnetModel:
     """A freshly initialised model for ``dna`` on images of ``input_shape`` (channels, height, width).
 
     ``aux_head``: add the auxiliary classifier (for final training; see the module docstring);
-    ``model.drop_path_prob`` starts at 0. Raises DNAError for an invalid DNA and a one-line
-    ValueError for bad settings (``cells_per_stack >= 1``, ``filters >= 2``,
-    ``num_classes >= 1``, positive input dims). Any image size works: each reduction maps H to
-    ceil(H / 2) (8x8 ends at 2x2).
+    ``model.drop_path_prob`` starts at 0. ``stem``: ``"cifar"`` (default: the model as it has
+    always been built), ``"imagenet"``, or ``"auto"`` (:func:`dna.nasnet_network.choose_stem`:
+    ImageNet above 64 px if ``filters >= 8``); ``model.stem_type`` says which was built. Raises DNAError for an
+    invalid DNA and a one-line ValueError for bad settings (``cells_per_stack >= 1``,
+    ``filters >= 2``, ``num_classes >= 1``, positive input dims; the ImageNet stem needs
+    ``filters >= 8`` and images of at least 3x3). Any image size works: each reduction maps H
+    to ceil(H / 2) (8x8 ends at 2x2).
     """
     validate_nasnet(dna, bounds=None)
     shape = tuple(input_shape)
@@ -293,4 +304,6 @@ def build_nasnet(dna: NasnetDNA, input_shape: tuple[int, int, int], num_classes:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"nasnet: num_classes must be an integer >= 1, got {num_classes!r}")
     outer_plan(cells_per_stack, filters)  # raises on bad N or F
-    return NasnetModel(dna, shape, num_classes, cells_per_stack, filters, aux_head=bool(aux_head))
+    chosen = choose_stem(stem, shape, filters)
+    check_stem(chosen, filters, shape[1], shape[2])
+    return NasnetModel(dna, shape, num_classes, cells_per_stack, filters, aux_head=bool(aux_head), stem=chosen)

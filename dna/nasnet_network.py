@@ -4,21 +4,95 @@ Which cells a network of ``N`` cells per stack and ``F`` filters has (:func:`out
 each cell reads (:func:`network_wiring`), where the auxiliary head sits
 (:func:`aux_head_position`), and parameter counts that match :mod:`dna.build_nasnet` exactly
 (a test builds and counts both). The genome itself is :mod:`dna.nasnet`.
+
+Two stems, as in the reference code (tensorflow/models ``research/slim/nets/nasnet/nasnet.py``:
+``_cifar_stem`` and ``_imagenet_stem``; tensorflow/tpu ``amoeba_net/model_builder.py`` has the
+same ImageNet stem):
+
+- ``cifar``: a 3x3 stride-1 convolution to ``3 * F`` channels and BN; every cell then runs at
+  the input's full size (the papers' CIFAR-10 networks);
+- ``imagenet``: a 3x3 stride-2 convolution without padding to 32 channels and BN
+  (``conv0``: NASNet-A mobile's ``int(32 * stem_multiplier)`` with multiplier 1, AmoebaNet's
+  ``stem_reduction_size`` 32), then two *stem cells*: the DNA's reduction cell at ``F // 4``
+  and then ``F // 2`` filters (the references' filter scaling ``1 / 2**2`` doubled per stem
+  cell, truncated to an integer as they do), each halving the size. A 224-px image reaches
+  the first normal cell at 28 px, the last stack at 7 px (NASNet-A mobile: N=4, F=44).
+
+``auto`` picks by input size (:func:`choose_stem`): the ImageNet stem when both the height and
+the width are above :data:`AUTO_IMAGENET_ABOVE` (64) pixels (and ``F >= 8``, which its first
+cell needs), else the CIFAR stem; so the
+built-in datasets (8 to 32 px) and every run capped at 64 px keep the CIFAR stem. The
+auxiliary head is the same in both (the references' ``_build_aux_head``, "used for all models
+across all datasets"), on the last normal cell of the middle stack; with the ImageNet stem it
+sees a 14x14 map at 224 px instead of 112x112.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from .nasnet import NUM_CELL_INPUTS, STEM_MULTIPLIER, NasnetDNA, validate_nasnet
 
+CIFAR, IMAGENET, AUTO = "cifar", "imagenet", "auto"
+STEMS = (CIFAR, IMAGENET)
+STEM_CHOICES = (CIFAR, IMAGENET, AUTO)
+AUTO_IMAGENET_ABOVE = 64        # auto: the ImageNet stem when height and width are both above this
+IMAGENET_STEM_CHANNELS = 32     # conv0 of the references' ImageNet stem
+IMAGENET_STEM_CELLS = 2         # reduction cells in the ImageNet stem, at F // 4 and F // 2 filters
+IMAGENET_STEM_MIN_FILTERS = 8   # the first stem cell's F // 4 filters must be >= 2 (factorized reduction)
+
+
+def choose_stem(stem: str, input_shape: tuple[int, int, int], filters: int) -> str:
+    """``"cifar"`` or ``"imagenet"``: ``stem`` itself, or for ``"auto"`` the ImageNet stem when
+    the input's height and width (``input_shape`` is channels, height, width) are both above
+    :data:`AUTO_IMAGENET_ABOVE` pixels and ``filters`` is at least
+    :data:`IMAGENET_STEM_MIN_FILTERS` (else the CIFAR stem). ValueError (one line) for any
+    other ``stem``."""
+    if stem not in STEM_CHOICES:
+        raise ValueError(f"nasnet: stem must be one of {', '.join(STEM_CHOICES)}, got {stem!r}"[:200])
+    if stem != AUTO:
+        return stem
+    large = min(input_shape[1], input_shape[2]) > AUTO_IMAGENET_ABOVE
+    return IMAGENET if large and filters >= IMAGENET_STEM_MIN_FILTERS else CIFAR
+
+
+def check_stem(stem: str, filters: int, height: int, width: int) -> None:
+    """ValueError (one line) unless ``stem`` (``cifar`` or ``imagenet``) can be built with
+    ``filters`` for a ``height`` x ``width`` input: the ImageNet stem needs ``F >= 8`` and an
+    image of at least 3x3 (its unpadded first convolution)."""
+    if stem not in STEMS:
+        raise ValueError(f"nasnet: stem must be cifar or imagenet here, got {stem!r}"[:200])
+    if stem == IMAGENET:
+        if filters < IMAGENET_STEM_MIN_FILTERS:
+            raise ValueError(f"nasnet: the imagenet stem needs filters >= {IMAGENET_STEM_MIN_FILTERS} "
+                             f"(its first cell has F // 4 >= 2), got {filters}")
+        if min(height, width) < 3:
+            raise ValueError(f"nasnet: the imagenet stem needs images of at least 3x3 pixels, got {height}x{width}")
+
+
+def stem_channels(stem: str, filters: int) -> int:
+    """Output channels of the stem's convolution: ``3 * F`` (CIFAR) or 32 (ImageNet)."""
+    return IMAGENET_STEM_CHANNELS if stem == IMAGENET else STEM_MULTIPLIER * filters
+
+
+def feature_size(stem: str, size: int, level: int) -> int:
+    """The height (or width) of a map after the stem's convolution and ``level`` stride-2 steps
+    (stem cells and reduction cells alike), for an input ``size`` pixels high: the ImageNet
+    stem's convolution maps ``s`` to ``(s - 3) // 2 + 1``, each reduction ``s`` to ``ceil(s / 2)``."""
+    s = (size - 3) // 2 + 1 if stem == IMAGENET else size
+    for _ in range(level):
+        s = -(-s // 2)
+    return s
+
+
 @dataclass(frozen=True)
 class CellSlot:
-    """One cell of the network: which kind, and its filter count (channels per hidden state)."""
+    """One cell of the network: which kind, its filter count (channels per hidden state), and
+    whether it is one of the ImageNet stem's cells (always a reduction cell)."""
 
     reduction: bool
     filters: int
+    stem: bool = False
 
 
 def outer_plan(cells_per_stack: int, filters: int) -> tuple[CellSlot, ...]:
@@ -39,6 +113,22 @@ def outer_plan(cells_per_stack: int, filters: int) -> tuple[CellSlot, ...]:
     return tuple(plan)
 
 
+def network_plan(cells_per_stack: int, filters: int, stem: str = CIFAR) -> tuple[CellSlot, ...]:
+    """Every cell after the stem's convolution, in order: with the ImageNet stem, its two
+    reduction cells (``F // 4``, ``F // 2`` filters) and then :func:`outer_plan`; with the CIFAR
+    stem, :func:`outer_plan` alone."""
+    plan = outer_plan(cells_per_stack, filters)
+    if stem == IMAGENET:
+        if filters < IMAGENET_STEM_MIN_FILTERS:
+            raise ValueError(f"nasnet: the imagenet stem needs filters >= {IMAGENET_STEM_MIN_FILTERS} "
+                             f"(its first cell has F // 4 >= 2), got {filters}")
+        scaled = [filters * 2**k // 2**IMAGENET_STEM_CELLS for k in range(IMAGENET_STEM_CELLS)]
+        plan = tuple(CellSlot(True, f, stem=True) for f in scaled) + plan
+    elif stem != CIFAR:
+        raise ValueError(f"nasnet: stem must be cifar or imagenet here, got {stem!r}"[:200])
+    return plan
+
+
 AUX_HEAD_POOL, AUX_HEAD_STRIDE, AUX_HEAD_PROJECTION, AUX_HEAD_CHANNELS = 5, 3, 128, 768
 
 
@@ -46,13 +136,13 @@ AUX_HEAD_POOL, AUX_HEAD_STRIDE, AUX_HEAD_PROJECTION, AUX_HEAD_CHANNELS = 5, 3, 1
 class CellWiring:
     """How one cell of the network is wired: what its two inputs are and what it outputs.
 
-    ``prev`` says how state 1 (h_{i-1}) is made: ``"stem"`` (the first cell: the stem's
-    output itself, ``3F`` channels, untouched, as the reference's ``_reduce_prev_layer``
-    does when there is no earlier cell), ``"factorized"`` (h_{i-1} is twice the size of h_i:
+    ``prev`` says how state 1 (h_{i-1}) is made: ``"stem"`` (the first cell: the stem
+    convolution's output itself, ``3F`` or 32 channels, untouched, as the reference's
+    ``_reduce_prev_layer`` does when there is no earlier cell), ``"factorized"`` (h_{i-1} is twice the size of h_i:
     ReLU, factorized reduction), ``"conv1x1"`` (ReLU, 1x1 conv, BN: only its channel count
     differs) or ``"identity"``. ``state_channels`` are the channels of states 0 and 1 as the
     ops see them; every combination state has ``slot.filters``. ``level`` counts the
-    reductions before the cell (its inputs are at ``ceil(H / 2**level)``).
+    stride-2 cells before the cell (its input is ``feature_size(stem, H, level)`` high).
     """
 
     slot: CellSlot
@@ -64,14 +154,17 @@ class CellWiring:
     level: int
 
 
-def network_wiring(dna: NasnetDNA, cells_per_stack: int, filters: int) -> tuple[CellWiring, ...]:
-    """The wiring of every cell of :func:`outer_plan`, in order (the reference's CIFAR network:
-    ``_build_nasnet_base`` in tensorflow/models nasnet.py with the CIFAR stem, which is also
-    ``_build_network_base`` in tensorflow/tpu amoeba_net/model_builder.py with a basic stem)."""
-    stem = STEM_MULTIPLIER * filters
-    cur, prev = (stem, 0), None          # (channels, level) of the last two outputs
+def network_wiring(dna: NasnetDNA, cells_per_stack: int, filters: int,
+                   stem: str = CIFAR) -> tuple[CellWiring, ...]:
+    """The wiring of every cell of :func:`network_plan`, in order (the references' networks:
+    ``_build_nasnet_base`` in tensorflow/models nasnet.py, ``_build_network_base`` in
+    tensorflow/tpu amoeba_net/model_builder.py, with ``stem`` ``"cifar"`` or ``"imagenet"``).
+    With the ImageNet stem the first normal cell reads the second stem cell's output (h_i) and
+    the first stem cell's (h_{i-1}, twice as large: factorized reduction), as the references'
+    ``cell_outputs[-2]`` does."""
+    cur, prev = (stem_channels(stem, filters), 0), None   # (channels, level) of the last two outputs
     wiring = []
-    for slot in outer_plan(cells_per_stack, filters):
+    for slot in network_plan(cells_per_stack, filters, stem):
         f = slot.filters
         if prev is None:
             how, state1 = "stem", cur[0]
@@ -88,12 +181,13 @@ def network_wiring(dna: NasnetDNA, cells_per_stack: int, filters: int) -> tuple[
     return tuple(wiring)
 
 
-def aux_head_position(cells_per_stack: int) -> int:
-    """Index (in :func:`outer_plan`) of the cell whose output feeds the auxiliary head: the last
-    normal cell of the middle stack, the input of the second reduction cell, as in the
+def aux_head_position(cells_per_stack: int, stem: str = CIFAR) -> int:
+    """Index (in :func:`network_plan`) of the cell whose output feeds the auxiliary head: the
+    last normal cell of the middle stack, the input of the second reduction cell, as in the
     references (``aux_head_cell_idxes = [reduction_indices[1] - 1]``: tensorflow/models
-    nasnet.py, tensorflow/tpu amoeba_net/model_builder.py)."""
-    return 2 * cells_per_stack
+    nasnet.py, tensorflow/tpu amoeba_net/model_builder.py); the ImageNet stem's two cells
+    come before it."""
+    return 2 * cells_per_stack + (IMAGENET_STEM_CELLS if stem == IMAGENET else 0)
 
 
 def aux_head_pool(height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -129,16 +223,17 @@ def op_parameter_count(op: str, filters: int, stride: int, in_channels: int | No
 
 def nasnet_parameter_count(dna: NasnetDNA, input_channels: int, num_classes: int,
                            cells_per_stack: int, filters: int, *, aux_head: bool = False,
-                           image_size: tuple[int, int] = (32, 32)) -> int:
+                           image_size: tuple[int, int] = (32, 32), stem: str = CIFAR) -> int:
     """Trainable parameters of the model ``dna.build_nasnet.build_nasnet`` makes, without torch.
 
     With ``aux_head`` the auxiliary head's are included; its last conv covers the pooled map,
-    so its size depends on ``image_size`` (height, width), which nothing else does.
+    so its size depends on ``image_size`` (height, width), which nothing else does. ``stem``:
+    ``"cifar"`` or ``"imagenet"`` (resolve ``"auto"`` with :func:`choose_stem` first).
     """
     validate_nasnet(dna, bounds=None)
-    stem = STEM_MULTIPLIER * filters
-    total = 9 * input_channels * stem + 2 * stem
-    wiring = network_wiring(dna, cells_per_stack, filters)
+    conv0 = stem_channels(stem, filters)
+    total = 9 * input_channels * conv0 + 2 * conv0
+    wiring = network_wiring(dna, cells_per_stack, filters, stem)
     for w in wiring:
         f = w.slot.filters
         cell = dna.reduction if w.slot.reduction else dna.normal
@@ -155,8 +250,8 @@ def nasnet_parameter_count(dna: NasnetDNA, input_channels: int, num_classes: int
                 total += channels[s] * f + 2 * f  # factorized reduction, or 1x1 conv + BN
     total += wiring[-1].out_channels * num_classes + num_classes
     if aux_head:
-        feeding = wiring[aux_head_position(cells_per_stack)]
-        h, w_ = (math.ceil(d / 2 ** (feeding.level + feeding.slot.reduction)) for d in image_size)
+        feeding = wiring[aux_head_position(cells_per_stack, stem)]
+        h, w_ = (feature_size(stem, d, feeding.level + feeding.slot.reduction) for d in image_size)
         _, (ph, pw) = aux_head_pool(h, w_)
         p, c = AUX_HEAD_PROJECTION, AUX_HEAD_CHANNELS
         total += feeding.out_channels * p + 2 * p + p * c * ph * pw + 2 * c + c * num_classes + num_classes

@@ -10,7 +10,8 @@ the standard library and each other, relatively.
 
 An export directory holds:
 
-- ``model.json``: what to build (``architecture``), how inputs are normalised, provenance
+- ``model.json``: what to build (``architecture``; a NASNet one names its ``stem``, ``cifar``
+  or ``imagenet``, and is CIFAR without one), how inputs are normalised, provenance
   (individual id, run, validation accuracy) and whether the weights are trained;
 - ``dna.json``: the individual's DNA, exactly as evolution stored it;
 - ``weights.safetensors``: the weights (read with torch alone; never pickle);
@@ -94,9 +95,13 @@ def build_network(info: dict[str, Any], dna: dict[str, Any]) -> nn.Module:
         from .build_nasnet import build_nasnet
         from .nasnet import nasnet_from_dict
 
+        stem = arch.get("stem", "cifar")  # exports written before the ImageNet stem have none: CIFAR
+        if stem not in ("cifar", "imagenet"):
+            raise ExportError(f"{MODEL_FILE}: architecture stem must be cifar or imagenet, got {stem!r}"[:200])
         try:
             return build_nasnet(nasnet_from_dict(dna), tuple(arch["input_shape"]), int(arch["num_classes"]),
-                                cells_per_stack=int(arch["cells_per_stack"]), filters=int(arch["filters"]))
+                                cells_per_stack=int(arch["cells_per_stack"]), filters=int(arch["filters"]),
+                                stem=stem)
         except (KeyError, TypeError, ValueError) as exc:
             raise ExportError(f"cannot build the NASNet model: {exc}") from None
     raise ExportError(f"{MODEL_FILE}: unknown architecture kind {kind!r}")

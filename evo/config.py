@@ -229,7 +229,7 @@ class RunConfig:
         for block, settings in self.plugins.items():
             kind = blocks[block].settings_class
             if getattr(kind, "written_always", False) or self.uses(block) or settings != kind():
-                values = asdict(settings)
+                values = _written_values(settings)
                 if blocks[block].inline:
                     d.update(values)
                 else:
@@ -294,6 +294,17 @@ def _registered(key: str, value: Any, lookup: Any) -> type:
         return lookup(value)
     except ValueError as exc:
         raise ConfigError(str(exc), key) from None
+
+
+def _written_values(settings: Any) -> dict[str, Any]:
+    """A plug-in's settings as config.json holds them: every field, except a field whose
+    metadata has ``omit_default`` while it holds its default (a setting added after
+    config.json files existed: those files are written back byte for byte)."""
+    values = asdict(settings)
+    for f in fields(settings):
+        if f.metadata.get("omit_default") and values[f.name] == f.default:
+            del values[f.name]
+    return values
 
 
 def _plain(value: Any) -> Any:

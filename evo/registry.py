@@ -52,7 +52,8 @@ class Plugin:
     block if they share the class. ``settings_inline``: the fields stand at config.json's
     top level instead of in a block of their own. A block is written to config.json when
     the run uses it, when it differs from its defaults, or when its class sets
-    ``written_always`` (the blocks config.json has always carried).
+    ``written_always`` (the blocks config.json has always carried). A field whose metadata has
+    ``omit_default`` is left out of the block while it holds its default.
     """
 
     name: ClassVar[str]

@@ -212,8 +212,10 @@ def export(individual, config, url: str, directory: str, *, cells: int | None = 
         searched = config.settings_of("nasnet")
         n = cells or searched.cells_per_stack
         f = filters or searched.filters
+        from dna.nasnet_network import choose_stem
+
         architecture = {"kind": "nasnet", "input_shape": list(shape), "num_classes": classes,
-                        "cells_per_stack": n, "filters": f}
+                        "cells_per_stack": n, "filters": f, "stem": choose_stem(searched.stem, shape, f)}
         if (n, f) != (searched.cells_per_stack, searched.filters):
             weights = _fresh_nasnet_weights(individual.dna, architecture, seed)
             trained = False

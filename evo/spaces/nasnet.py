@@ -2,7 +2,10 @@
 combinations each, their hidden-state/op/identity mutations, no weight inheritance (every
 child trains from scratch, as in the paper), aging evolution by default. A run's initial
 individuals are random cells (the paper), or all one published architecture when the config
-names one (``nasnet.seed_arch``, ``evo init --seed-arch NAME``)."""
+names one (``nasnet.seed_arch``, ``evo init --seed-arch NAME``). Children are built on the
+stem ``nasnet.stem`` names: the papers' CIFAR stem, their ImageNet stem (a stride-2
+convolution and two reduction cells before the first normal cell), or ``auto`` (the default:
+the ImageNet stem for images above 64 px, else CIFAR; see :mod:`dna.nasnet_network`)."""
 
 from __future__ import annotations
 
@@ -13,8 +16,9 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from dna import nasnet as nas
+from dna.nasnet_network import STEM_CHOICES
 
-from evo.config_checks import ConfigError, require_int
+from evo.config_checks import ConfigError, require_choice, require_int
 from evo.registry import RunView
 from evo.spaces import SearchSpace, register_space
 
@@ -27,18 +31,29 @@ _OP_VALUE = {"sep3x3": 1.0, "sep5x5": 1.1, "sep7x7": 0.9, "dil3x3": 0.9, "conv1x
 @dataclass(frozen=True)
 class NasnetSettings:
     """The NASNet space at search time: N cells per stack and F filters of every child (the
-    2019 paper's search: N=3, F=24), and ``seed_arch``, a published architecture
-    (``dna.published``) that every initial individual is instead of a random one."""
+    2019 paper's search: N=3, F=24), ``seed_arch``, a published architecture
+    (``dna.published``) that every initial individual is instead of a random one, and
+    ``stem``: ``cifar``, ``imagenet`` or ``auto`` (ImageNet when the images are larger than
+    64 px on both sides; :func:`dna.nasnet_network.choose_stem`). ``stem`` is left out of
+    config.json while it is ``auto``, so configs written before it existed read and write back
+    unchanged (and their runs, all at 64 px or less, keep the CIFAR stem)."""
 
     cells_per_stack: int = field(default=3, metadata={"help": "N, 1..64, --nasnet-cells"})
     filters: int = field(default=24, metadata={"help": "F, 1..4096, --nasnet-filters"})
     seed_arch: str | None = field(default=None, metadata={"help": "a published architecture, --seed-arch"})
+    stem: str = field(default="auto", metadata={
+        "help": "cifar, imagenet (a stride-2 conv and two reduction cells first; F >= 8) or auto "
+                "(imagenet above 64 px if F >= 8), --set nasnet.stem=imagenet", "omit_default": True})
 
     written_always: ClassVar[bool] = True   # config.json has always carried this block
 
     def __post_init__(self) -> None:
         require_int("nasnet.cells_per_stack", self.cells_per_stack, 1, 64)
         require_int("nasnet.filters", self.filters, 1, 4096)
+        require_choice("nasnet.stem", self.stem, STEM_CHOICES)
+        if self.stem == "imagenet" and self.filters < 8:
+            raise ConfigError(f"nasnet.stem: the imagenet stem needs nasnet.filters >= 8 (its first cell has "
+                              f"F // 4 >= 2 filters), got {self.filters}", "nasnet.stem")
         if self.seed_arch is not None:
             from dna.published import canonical_name, is_published, unknown_architecture
 
@@ -50,6 +65,9 @@ class NasnetSettings:
         if self.seed_arch is not None and not run.uses("nasnet"):
             raise ConfigError(f"nasnet.seed_arch seeds the nasnet search space; this run's is {run.search_space!r}",
                               "nasnet.seed_arch")
+        if self.stem != "auto" and not run.uses("nasnet"):
+            raise ConfigError(f"nasnet.stem sets the nasnet search space's stem; this run's is {run.search_space!r}",
+                              "nasnet.stem")
 
 
 @register_space
@@ -86,7 +104,7 @@ class Nasnet(SearchSpace):
 
         settings = self.settings
         return build_nasnet(dna, input_shape, num_classes, cells_per_stack=settings.cells_per_stack,
-                            filters=settings.filters)
+                            filters=settings.filters, stem=settings.stem)
 
     @staticmethod
     def synthetic_fitness(dna: nas.NasnetDNA) -> float:

@@ -46,7 +46,10 @@ def make_request(*, label: str, source: dict[str, Any], dna: dict[str, Any], dna
 def build_model(request: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int, *,
                 aux_head: bool, bounds: Any = None) -> tuple[Any, bool]:
     """``(model, has_aux_head)`` for a request's DNA at its size, freshly initialised (the
-    caller seeds torch). NASNet models get the auxiliary head when asked
+    caller seeds torch). A NASNet request's size may name its ``stem`` (``cifar``,
+    ``imagenet`` or ``auto``; absent: ``auto``, the NASNet space's default, which is CIFAR
+    for every image of 64 px or less); a bad one is a one-line ValueError. NASNet models get
+    the auxiliary head when asked
     (``build_nasnet(..., aux_head=True)``) and ScheduledDropPath (``model.drop_path_prob``);
     large-scale models have neither."""
     import dna as dna_lib
@@ -59,7 +62,7 @@ def build_model(request: dict[str, Any], input_shape: tuple[int, int, int], num_
         size = request.get("size") or {}
         model = build_nasnet(nasnet_from_dict(d, bounds or _structure_only()), tuple(input_shape), num_classes,
                              cells_per_stack=size.get("cells", 3), filters=size.get("filters", 24),
-                             aux_head=bool(aux_head))
+                             aux_head=bool(aux_head), stem=size.get("stem", "auto"))
         return model, bool(aux_head)
     from dna.build import build
 
@@ -82,9 +85,13 @@ def export_architecture(request: dict[str, Any], input_shape: tuple[int, int, in
     """The ``architecture`` object of an export's model.json for a request's DNA and size."""
     d = request["dna"]
     if d.get("kind") == "nasnet":
+        from dna.nasnet_network import choose_stem
+
         size = request.get("size") or {}
+        filters = size.get("filters", 24)
         return {"kind": "nasnet", "input_shape": list(input_shape), "num_classes": num_classes,
-                "cells_per_stack": size.get("cells", 3), "filters": size.get("filters", 24)}
+                "cells_per_stack": size.get("cells", 3), "filters": filters,
+                "stem": choose_stem(size.get("stem", "auto"), tuple(input_shape), filters)}
     import dna as dna_lib
     from dna.portable_plan import architecture
 

@@ -5,11 +5,14 @@ The architecture is a published one by name (``nasnet-a``, ``amoebanet-a``, ...:
 directory holding ``dna.json``), or an individual of a population (``URL ID``, the ID as
 ``evo lineage`` takes it: an id, a unique prefix, or ``best``). It is built at the size asked
 (NASNet: ``--cells N --filters F``; default the paper's size for a published name, the run's
-search size for an individual, N=3/F=24 for a file) for ``--input-shape`` and ``--classes``
+search size for an individual, N=3/F=24 for a file; ``--stem cifar|imagenet|auto``, default
+the run's ``nasnet.stem`` for an individual, else ``auto``: the ImageNet stem above 64 px,
+:mod:`dna.nasnet_network`) for ``--input-shape`` and ``--classes``
 (default CIFAR-10: 3x32x32, 10 classes; an individual: its run's dataset where evo knows it),
 and reported: trainable parameters of the network, and of the auxiliary head separately (the
 one final training adds), multiply-adds of one image's forward pass (convolutions and linear
-layers, eval mode), the cells or vertices. ``-o FILE`` draws the cells (or the graph).
+layers, eval mode), the stem it used, the cells or vertices. ``-o FILE`` draws the cells (or
+the graph).
 """
 
 from __future__ import annotations
@@ -104,9 +107,11 @@ def _from_population(url: str, ident: str) -> dict[str, Any]:
         raise UserError(f"{url}: the DNA of {record.id} could not be read (see evo check)")
     config = snap.config
     dna = for_config(config).parse(record.dna)
-    size = (config.settings_of("nasnet").cells_per_stack, config.settings_of("nasnet").filters) if config.search_space == "nasnet" else None
+    nasnet = config.settings_of("nasnet") if config.search_space == "nasnet" else None
+    size = (nasnet.cells_per_stack, nasnet.filters) if nasnet else None
     return {"dna": dna, "source": f"individual {record.id} of {url} (validation accuracy {record.fitness:.4f})",
-            "name": None, "size": size, "dataset": config.dataset_name, "data_shape": _run_data_shape(url, config)}
+            "name": None, "size": size, "dataset": config.dataset_name, "data_shape": _run_data_shape(url, config),
+            "stem": nasnet.stem if nasnet else None}
 
 
 def _run_data_shape(url: str, config) -> tuple[tuple[int, int, int], int] | None:
@@ -161,8 +166,12 @@ def count_multiply_adds(model, input_shape: tuple[int, int, int]) -> int:
 
 
 def summarize(resolved: dict[str, Any], cells: int | None, filters: int | None,
-              input_shape: tuple[int, int, int] | None, classes: int | None) -> dict[str, Any]:
-    """The ``--json`` summary of a resolved architecture at the given size and input."""
+              input_shape: tuple[int, int, int] | None, classes: int | None,
+              stem: str | None = None) -> dict[str, Any]:
+    """The ``--json`` summary of a resolved architecture at the given size and input; ``stem``
+    (NASNet only): ``cifar``, ``imagenet`` or ``auto`` (None: the run's for an individual, else
+    ``auto``). A NASNet summary says which stem was built (``stem``), what was asked
+    (``stem_setting``) and its cells (``stem_cells``: 0 or 2)."""
     import torch
 
     dna = resolved["dna"]
@@ -179,20 +188,26 @@ def summarize(resolved: dict[str, Any], cells: int | None, filters: int | None,
 
         n, f = resolved["size"] or (None, None)
         n, f = cells or n or 3, filters or f or 24
+        asked = stem or resolved.get("stem") or "auto"
         try:
-            model = build_nasnet(dna, shape, num_classes, cells_per_stack=n, filters=f, aux_head=True)
+            model = build_nasnet(dna, shape, num_classes, cells_per_stack=n, filters=f, aux_head=True, stem=asked)
         except ValueError as exc:
             raise UserError(f"cannot build {resolved['name'] or 'this DNA'}: {exc}") from None
         body, aux = parameter_counts(model)
-        wiring = network_wiring(dna, n, f)
+        wiring = network_wiring(dna, n, f, model.stem_type)
+        body_cells = [w for w in wiring if not w.slot.stem]
         out.update(cells_per_stack=n, filters=f, parameters=body, aux_head_parameters=aux,
-                   cells={"normal": sum(not w.slot.reduction for w in wiring),
-                          "reduction": sum(w.slot.reduction for w in wiring)},
+                   stem=model.stem_type, stem_setting=asked,
+                   stem_cells=[w.slot.filters for w in wiring if w.slot.stem],
+                   cells={"normal": sum(not w.slot.reduction for w in body_cells),
+                          "reduction": sum(w.slot.reduction for w in body_cells)},
                    concat={name: list(dna.cell(name).output_states()) for name in ("normal", "reduction")},
                    final_channels=wiring[-1].out_channels, same_cells_as=match(dna))
     elif cells is not None or filters is not None:
         raise UserError("--cells and --filters set the size of NASNet architectures; "
                         f"a {out['kind']} DNA has its size fixed")
+    elif stem is not None:
+        raise UserError(f"--stem chooses the stem of NASNet architectures; a {out['kind']} DNA has its own")
     elif out["kind"] == "nasbench201":
         from dna.build import param_count
         from dna.build_nasbench201 import build_nasbench201
@@ -237,6 +252,7 @@ def format_summary(s: dict[str, Any]) -> str:
         same = f"; the cells of {s['same_cells_as']}" if s["same_cells_as"] and not s["name"] else ""
         lines.append(f"  NASNet cells at N={s['cells_per_stack']}, F={s['filters']}, for input "
                      f"{_shape_text(s['input_shape'])} and {s['num_classes']} classes{same}")
+        lines.append("  " + _stem_text(s))
         lines.append(f"  parameters: {_count(s['parameters'])}; the auxiliary head adds "
                      f"{_count(s['aux_head_parameters'])} in final training")
         lines.append(f"  multiply-adds per image: {_count(s['multiply_adds'])}")
@@ -256,6 +272,23 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _stem_text(s: dict[str, Any]) -> str:
+    """One line: which stem a NASNet summary was built on, and why (for ``auto``)."""
+    from dna.nasnet_network import AUTO_IMAGENET_ABOVE, IMAGENET_STEM_CHANNELS, STEM_MULTIPLIER
+
+    why = ""
+    if s["stem_setting"] == "auto":
+        small = min(s["input_shape"][1:]) <= AUTO_IMAGENET_ABOVE
+        why = (f" (auto: input above {AUTO_IMAGENET_ABOVE} px)" if s["stem"] == "imagenet"
+               else f" (auto: input of {AUTO_IMAGENET_ABOVE} px or less)" if small
+               else " (auto: F < 8, too few filters for the imagenet stem)")
+    if s["stem"] == "imagenet":
+        a, b = s["stem_cells"]
+        return (f"stem: imagenet{why}: 3x3 stride-2 conv to {IMAGENET_STEM_CHANNELS} channels, then 2 reduction "
+                f"cells at {a} and {b} filters")
+    return f"stem: cifar{why}: 3x3 conv to {STEM_MULTIPLIER * s['filters']} channels at full size"
+
+
 def input_shape(text: str) -> tuple[int, int, int]:
     """``3x32x32`` (channels x height x width) as a ``type=`` function."""
     m = re.fullmatch(r"\s*(\d+)\s*[x,]\s*(\d+)\s*[x,]\s*(\d+)\s*", text)
@@ -270,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         check_extension(args.output, "-o", ARCH_FORMATS)
     resolved = resolve(args.arch, args.id)
-    summary = summarize(resolved, args.cells, args.filters, args.input_shape, args.classes)
+    summary = summarize(resolved, args.cells, args.filters, args.input_shape, args.classes, args.stem)
     if args.output:
         try:
             how = draw_architecture(resolved["dna"].to_dict(), args.output, title=resolved["name"] or "")
@@ -299,6 +332,9 @@ def register(sub) -> None:
     p.add_argument("--input-shape", type=input_shape, metavar="CxHxW",
                    help="input image shape (default: 3x32x32, or the run's dataset for an individual)")
     p.add_argument("--classes", type=positive_int, metavar="K", help="number of classes (default: 10, or the run's)")
+    p.add_argument("--stem", choices=("cifar", "imagenet", "auto"),
+                   help="NASNet: the CIFAR stem (full size), the ImageNet stem (a stride-2 conv and two reduction "
+                        "cells first), or auto: ImageNet above 64 px (default: the run's for an individual, else auto)")
     p.add_argument("-o", "--output", metavar="FILE", help="draw the architecture here (.png, .pdf or .svg)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)

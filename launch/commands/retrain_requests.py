@@ -75,14 +75,16 @@ def open_target(url: str, dataset: str | None):
     return store, config, spec
 
 
-def _size(args: argparse.Namespace, kind: str, config) -> dict[str, int] | None:
+def _size(args: argparse.Namespace, kind: str, config) -> dict[str, Any] | None:
     """NASNet: {cells, filters} from the options, else the published architecture's paper
-    size (--arch), else the run's search size; None for the 2017 space (its DNA fixes it)."""
+    size (--arch), else the run's search size, and the run's ``stem`` where it sets one
+    (absent: auto); None for the 2017 space (its DNA fixes it)."""
     if kind != "nasnet":
         if args.cells or args.filters:
             raise UserError("--cells/--filters apply only to NASNet architectures (a 2017-space DNA fixes its size)")
         return None
     default = (3, 24)
+    stem = config.settings_of("nasnet").stem if config is not None else "auto"
     if args.arch:
         from dna.published import PUBLISHED, canonical_name
 
@@ -94,7 +96,9 @@ def _size(args: argparse.Namespace, kind: str, config) -> dict[str, int] | None:
     filters = args.filters or default[1]
     if filters < 2:
         raise UserError("--filters must be at least 2")
-    return {"cells": cells, "filters": filters}
+    # the run's stem when it is not auto (auto is what a size without one means, so the
+    # requests of runs that never set it keep their rids)
+    return {"cells": cells, "filters": filters, **({"stem": stem} if stem != "auto" else {})}
 
 
 def _candidates(store, config, args) -> list[dict[str, Any]]:
