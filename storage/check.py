@@ -128,7 +128,7 @@ class _Audit(RecordAudits, RetrainAudits):
         self.history_ids = {i for i in map(parse_record_name, backend.list(HISTORY)) if i}
         self.audit_segments()
         self.audit_history()
-        self.audit_records(QUARANTINE, "quarantine record", _check_quarantine_record)
+        self.audit_records(QUARANTINE, "quarantine record", self.check_quarantine_record)
         self.audit_records(WORKERS, "heartbeat", _check_heartbeat, max_bytes=MAX_HEARTBEAT_BYTES)
         self.audit_kept()
         self.audit_alive()
@@ -288,10 +288,6 @@ class _Audit(RecordAudits, RetrainAudits):
                             self.fixed("orphans")
                     except OSError as exc:
                         self.could_not(f"delete {where}", exc)
-
-
-def _check_quarantine_record(key: str, rec: Any) -> bool:
-    return isinstance(rec, dict) and rec.get("id") == parse_record_name(key.rsplit("/", 1)[1])
 
 
 def _check_heartbeat(key: str, beat: Any) -> bool:

@@ -37,15 +37,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backend import MAX_RECORD_BYTES
-from .records import ID_PATTERN, CorruptRecord, dumps, loads, loads_many
-
-_ID = re.compile(ID_PATTERN)
+from .records import ID_PATTERN, CorruptRecord, dumps, is_id, loads, loads_many
 
 SEGMENTS = "segments"
 SEGMENT_RECORDS = 1000               # records a roller puts in one segment
 MAX_SEGMENT_RECORDS = 10000          # more than this in a name: not a segment of this layout
 MAX_SEGMENT_BYTES = 8 * 2**20        # compressed (also below GCS's single-request create limit)
-MAX_SEGMENT_INFLATED = 256 * 2**20   # inflated: a zip bomb stops here
+MAX_SEGMENT_INFLATED = 64 * 2**20    # inflated: a zip bomb stops here (a roll-up never writes more)
+MAX_SEGMENT_HEADS = 16 * 2**20       # inflated records without their DNA (what status, plot, audit read)
+MAX_HEAD_BYTES = 64 * 2**10          # one record without its DNA (its metrics are bounded: records.py)
 WORKER_MIN_AGE = 600.0               # seconds a record must be old before a worker rolls it up
 _INFLATE_STEP = 2**20
 
@@ -86,7 +86,8 @@ def parse_segment_name(name: str) -> SegmentName | None:
     if m is None:
         return None
     count = int(m.group(3))
-    if not 1 <= count <= MAX_SEGMENT_RECORDS or m.group(1) > m.group(2):
+    if not 1 <= count <= MAX_SEGMENT_RECORDS or m.group(1) > m.group(2) \
+            or not is_id(m.group(1)) or not is_id(m.group(2)):
         return None
     return SegmentName(m.group(1), m.group(2), count, m.group(4))
 
@@ -104,6 +105,15 @@ def encode_segment(records: list[dict[str, Any]]) -> tuple[SegmentName, bytes]:
     dnas = [dumps({"dna": r["dna"], "id": r["id"]}) + b"\n" for r in ordered]
     body = b"".join(heads + dnas)
     return segment_name(r["id"] for r in ordered), gzip.compress(body, compresslevel=6, mtime=0)
+
+
+def within_bounds(records: list[dict[str, Any]]) -> bool:
+    """True if a segment of ``records`` keeps the bounds every reader checks (inflated size,
+    each record's size with and without its DNA): a roll-up writes no other."""
+    heads = [len(dumps({k: v for k, v in r.items() if k != "dna"})) + 1 for r in records]
+    dnas = [len(dumps({"dna": r["dna"], "id": r["id"]})) + 1 for r in records]
+    return (max(heads, default=0) <= MAX_HEAD_BYTES and sum(heads) <= MAX_SEGMENT_HEADS
+            and max(dnas, default=0) <= MAX_RECORD_BYTES and sum(heads) + sum(dnas) <= MAX_SEGMENT_INFLATED)
 
 
 @dataclass
@@ -174,15 +184,21 @@ def decode_segment(name: SegmentName, raw: bytes, check: Callable[[str, Any], di
                     obj = loads(line, "segment line")
                 except CorruptRecord:
                     continue
-                if isinstance(obj, dict) and isinstance(obj.get("id"), str) and _ID.fullmatch(obj["id"]):
+                if isinstance(obj, dict) and is_id(obj.get("id")):
                     salvaged.append(obj["id"])
         return DecodedSegment([], problem, tuple(dict.fromkeys(salvaged)))
 
     problem = None
     lines = _lines(raw)
+    head_bytes = 0
     for line in lines:
         if isinstance(line, str):
             return broken(line)
+        if len(line) > MAX_HEAD_BYTES:
+            return broken(f"has a record over {MAX_HEAD_BYTES} bytes without its DNA")
+        head_bytes += len(line)
+        if head_bytes > MAX_SEGMENT_HEADS:
+            return broken(f"has records over {MAX_SEGMENT_HEADS} bytes without their DNA")
         raw_heads.append(line)
         if len(raw_heads) == name.count:
             break
@@ -192,7 +208,7 @@ def decode_segment(name: SegmentName, raw: bytes, check: Callable[[str, Any], di
         return broken(f"holds a bad line: {exc}")
     for obj in parsed:
         ident = obj.get("id") if isinstance(obj, dict) else None
-        if not isinstance(ident, str) or not _ID.fullmatch(ident) or "dna" in obj:
+        if not is_id(ident) or "dna" in obj:
             return broken("holds a line that is not a history record without its DNA")
         ids.append(ident)
         heads.append(obj)
