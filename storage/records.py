@@ -298,8 +298,8 @@ def _finite(value: Any) -> bool:
 MAX_METRICS = 64
 MAX_METRIC_KEY = 64
 MAX_METRIC_TEXT = 1024
-MAX_METRIC_SCALARS = 1024
-MAX_METRIC_CHARS = 16384
+MAX_METRIC_SCALARS = 256
+MAX_METRIC_CHARS = 8192
 
 
 def _scalar_problem(value: Any) -> str | None:

@@ -45,7 +45,7 @@ MAX_SEGMENT_RECORDS = 10000          # more than this in a name: not a segment o
 MAX_SEGMENT_BYTES = 8 * 2**20        # compressed (also below GCS's single-request create limit)
 MAX_SEGMENT_INFLATED = 64 * 2**20    # inflated: a zip bomb stops here (a roll-up never writes more)
 MAX_SEGMENT_HEADS = 16 * 2**20       # inflated records without their DNA (what status, plot, audit read)
-MAX_HEAD_BYTES = 64 * 2**10          # one record without its DNA (its metrics are bounded: records.py)
+MAX_HEAD_BYTES = 32 * 2**10          # one record without its DNA (its metrics are bounded: records.py)
 WORKER_MIN_AGE = 600.0               # seconds a record must be old before a worker rolls it up
 _INFLATE_STEP = 2**20
 
