@@ -126,6 +126,9 @@ class History:
                         for d in (ALIVE, HISTORY) for f in self._backend.list_foreign(d))
         history, quarantine, contradicted = self._the_living_win(listed, commits if read_alive else None,
                                                                   history, quarantine, held)
+        # a broken segment's records are no evidence either: its id-named entries for the living go
+        alive_ids = {i.id for i in listed if not read_alive or isinstance(commits.get(i.id), dict)}
+        broken_history = [b for b in broken_history if "#" not in b.key or b.id not in alive_ids]
         return Census(tuple(listed), commits, tuple(history), tuple(quarantine),
                       tuple(broken_history), tuple(broken_quarantine), foreign, tuple(contradicted))
 
