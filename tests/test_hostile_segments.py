@@ -277,33 +277,40 @@ def _status_alive(url: str) -> int:
 
 
 def _living_fleet(url: str, tmp_path: Path) -> None:
-    """Workers keep publishing with a valid segment that records every listed one as dead
-    planted among them, and after ``check --repair``; status counts the living."""
+    """Workers keep publishing with a valid segment that records every listed individual as
+    dead planted among them; with one planted while they are stopped, status counts the
+    living, check names the segment and repair moves it aside without unlisting anyone;
+    new workers then publish."""
     _init(url)
     store = storage.open_store(url).with_run(bounds=dna.DEFAULT_BOUNDS)
     procs = _workers(url, tmp_path)
     try:
         _wait_for(lambda: len(store.population.list_alive()) >= 8, procs, 120, "seeding")
-        listed = store.population.list_alive()
-        key = _plant_segment(store, _records_of(store, listed))
-        target = _born(store) + 10
+        key = _plant_segment(store, _records_of(store, store.population.list_alive()))
+        target = _born(store) + 3
         _wait_for(lambda: _born(store) >= target, procs, 120, "publishing after the planted segment")
-        assert _status_alive(url) >= 6
-        check = run_evo("check", url, "--json")
-        _no_traceback(check)
-        assert check.returncode != 0 and key in check.stdout
-        repaired = run_evo("check", url, "--repair", "--json")
-        _no_traceback(repaired)
-        got = json.loads(repaired.stdout)
-        assert not got["repaired"].get("zombies") and key in repaired.stdout
-        assert not storage.open_store(url).backend.exists(key)
-        assert not [n for n in store.backend.list("quarantine") if n.endswith(".json")]
+    finally:
+        logs = _stop(procs)
+    # aging selection killed the planted (oldest) ones meanwhile: plant again, workers stopped
+    key = _plant_segment(store, _records_of(store, store.population.list_alive()))
+    before = _alive_ids(url)
+    assert _status_alive(url) == len(before) >= 8
+    check = run_evo("check", url, "--json")
+    _no_traceback(check)
+    assert check.returncode != 0 and key in check.stdout
+    repaired = run_evo("check", url, "--repair", "--json")
+    _no_traceback(repaired)
+    assert not json.loads(repaired.stdout)["repaired"].get("zombies") and key in repaired.stdout
+    assert _alive_ids(url) == before and not store.backend.exists(key)
+    assert not {parse_record_name(n) for n in store.backend.list("quarantine")} & before
+    procs = _workers(url, tmp_path)
+    try:
         target = _born(store) + 10
         _wait_for(lambda: _born(store) >= target, procs, 120, "publishing after check --repair")
     finally:
-        logs = _stop(procs)
+        logs += _stop(procs)
     assert "Traceback" not in logs, logs[-3000:]
-    assert _status_alive(url) == len(storage.open_store(url).population.list_alive()) >= 6
+    assert _status_alive(url) == len(_alive_ids(url)) >= 6
 
 
 @pytest.mark.slow
