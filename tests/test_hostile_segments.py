@@ -48,7 +48,10 @@ def _records_of(store: storage.PopulationStore, infos: list) -> list[dict]:
     """History records as a kill writes them (the commit plus its death) for live ``infos``."""
     out = []
     for info in infos:
-        commit = loads(store.backend.read(info.key), "commit")
+        try:
+            commit = loads(store.backend.read(info.key), "commit")
+        except FileNotFoundError:   # killed since the listing (workers are running)
+            continue
         out.append(dict(commit, death=time.time(), killer="attacker", reason="selection"))
     return out
 
