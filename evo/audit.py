@@ -189,6 +189,8 @@ def _collect(store: PopulationStore, problems: list[str]) -> tuple[dict[str, _Li
 
     for b in census.broken_quarantine:
         problems.append(f"unreadable quarantine record {b.key}: {b.problem}")
+    for b in census.contradicted:
+        problems.append(f"{b.key}: {b.problem}")
     for rec in census.quarantine:
         ident = rec["id"]
         if ident in lives:

@@ -13,8 +13,14 @@ What it looks for (each a problem that makes ``ok`` false unless repaired):
 - foreign: a name in the store that is not a regular file (a symlink, a directory where an
   object belongs, a FIFO or device). Nothing is ever read through it. Repair: moved aside as
   it is (the link itself, never its target).
-- zombies: listed although dead (history record or quarantine record exists: the worker
-  that killed it crashed before unlisting it). Repair: unlist.
+- zombies: listed although dead by its own evidence (its kill marker ``history/{id}.json``
+  holds its very commit, or its quarantine record names its ``alive/`` key: the worker that
+  killed or quarantined it crashed before unlisting it; or its commit does not check out and
+  such a record exists). Repair: unlist. A record or segment that names a listed individual
+  whose commit checks out, without being its own evidence, is corrupt, and repair moves it
+  aside: the living win, and are never unlisted or quarantined because of another entry.
+- names of the form ``{id}.json`` in ``history/`` and ``quarantine/`` whose id has a date
+  that does not exist (month 13): corrupt; repair moves them aside.
 - orphans: weights no live, quarantined or kept individual references, and temp files,
   older than the grace period (a crashed publisher or killer left them). Repair: delete.
   Grace counts from the later of the file's time and its individual's death, so a killer
@@ -128,7 +134,7 @@ class _Audit(RecordAudits, RetrainAudits):
         self.history_ids = {i for i in map(parse_record_name, backend.list(HISTORY)) if i}
         self.audit_segments()
         self.audit_history()
-        self.audit_records(QUARANTINE, "quarantine record", _check_quarantine_record)
+        self.audit_records(QUARANTINE, "quarantine record", self.check_quarantine_record)
         self.audit_records(WORKERS, "heartbeat", _check_heartbeat, max_bytes=MAX_HEARTBEAT_BYTES)
         self.audit_kept()
         self.audit_alive()
@@ -288,10 +294,6 @@ class _Audit(RecordAudits, RetrainAudits):
                             self.fixed("orphans")
                     except OSError as exc:
                         self.could_not(f"delete {where}", exc)
-
-
-def _check_quarantine_record(key: str, rec: Any) -> bool:
-    return isinstance(rec, dict) and rec.get("id") == parse_record_name(key.rsplit("/", 1)[1])
 
 
 def _check_heartbeat(key: str, beat: Any) -> bool:

@@ -14,8 +14,9 @@ from .backend import TEMP_PREFIX, Backend, Entry, UnreadableEntry
 from .facets import HistoryFacet, PopulationFacet
 from .reading import Broken, read_json
 from .records import (
-    ALIVE, HISTORY, KEPT, PAYLOAD, CorruptRecord, IndividualInfo, dumps, history_key, loads,
-    parse_alive_name, parse_kept_name, parse_payload_name, parse_record_name, quarantine_key,
+    ALIVE, HISTORY, KEPT, PAYLOAD, QUARANTINE, CorruptRecord, IndividualInfo, dumps, history_key, loads,
+    looks_like_record_name, parse_alive_name, parse_kept_name, parse_payload_name, parse_record_name,
+    quarantine_key, same_individual,
 )
 from .segments import MAX_SEGMENT_BYTES, SEGMENT_RECORDS, SEGMENTS, decode_segment, parse_segment_name
 from .verify import DnaValidator, verify_weights, weights_size_problem
@@ -67,6 +68,9 @@ class Findings:
         self.segment_ids: set[str] = set()    # ids held by valid history segments
         self.referenced: set[str] = set()     # payload names in use
         self.protected_ids: set[str] = set()  # ids whose payloads are not ours to judge now
+        self.listed: dict[str, IndividualInfo] = {}   # alive/ as listed after segments/
+        self.kill_marks: dict[str, dict[str, Any]] = {}   # valid history/ records (without DNA)
+        self.quarantined_keys: dict[str, Any] = {}        # id -> the alive_key its quarantine record names
 
     def problem(self, kind: str, text: str) -> None:
         self.found[kind] += 1
@@ -118,6 +122,9 @@ class RecordAudits(Findings):
         """Every segment read and checked; duplicates of its records in ``history/`` (a
         roll-up that died before deleting them) are orphans after the grace period."""
         entries = {e.name: e for e in self.backend.list_detail(SEGMENTS)}
+        # listed AFTER segments/: a roll-up only takes records of individuals it found unlisted
+        # (and an id is never listed again), so a segment holding an id listed now is no roll-up's
+        self.listed = {i.id: i for i in map(parse_alive_name, self.backend.list(ALIVE)) if i is not None}
         good: dict[str, float] = {}          # id -> mtime of a valid segment holding it
         bad: list[tuple[str, str, str, tuple[str, ...], float]] = []
         for name, entry in sorted(entries.items()):
@@ -139,6 +146,11 @@ class RecordAudits(Findings):
             if dec.problem:
                 bad.append((key, f"history segment {dec.problem}", "corrupt", dec.ids, entry.mtime))
                 continue
+            living = self._living(dec.ids)
+            if living:
+                bad.append((key, f"history segment names the live individual {living} (its commit checks "
+                                 "out) as dead: no roll-up takes a listed individual", "corrupt", dec.ids, entry.mtime))
+                continue
             self.segments += 1
             for ident in dec.ids:
                 good[ident] = min(good.get(ident, entry.mtime), entry.mtime)
@@ -148,8 +160,8 @@ class RecordAudits(Findings):
             if self.repair:
                 moved = self._move_aside(key, kind)
                 if moved is not None:
-                    for ident in ids:
-                        if ident not in good and ident not in self.history_ids:
+                    for ident in ids:   # never a listed one: a segment is no evidence of its death
+                        if ident not in good and ident not in self.history_ids and ident not in self.listed:
                             self._record_lost(ident, f"history segment: {problem}", mtime, moved)
         for ident in sorted(self.history_ids & set(good)):
             key = history_key(ident)
@@ -164,6 +176,20 @@ class RecordAudits(Findings):
                     self.history_ids.discard(ident)
                 except OSError as exc:
                     self.could_not(f"delete {key}", exc)
+
+    def _living(self, ids: tuple[str, ...]) -> str | None:
+        """The first of ``ids`` that is listed in ``alive/`` (still, now) with a commit that
+        checks out, or None."""
+        for ident in ids:
+            info = self.listed.get(ident)
+            if info is None:
+                continue
+            try:
+                self.store.population.verify_commit(info, self.backend.read(info.key))
+            except (FileNotFoundError, UnreadableEntry, CorruptRecord):
+                continue
+            return ident
+        return None
 
     def _record_lost(self, ident: str, reason: str, when: float, moved: str) -> None:
         """A quarantine record for an id whose only history record was moved aside, so it
@@ -191,20 +217,33 @@ class RecordAudits(Findings):
     # ----- records -----
     def audit_history(self) -> None:
         """Every history record must check out (DNA against the run's bounds included)."""
-        keys = sorted(f"{HISTORY}/{n}" for n in self.backend.list(HISTORY) if parse_record_name(n))
+        names = self.backend.list(HISTORY)
+        self.not_records(HISTORY, names)
+        keys = sorted(f"{HISTORY}/{n}" for n in names if parse_record_name(n))
         for key, obj in read_json(self.backend, keys, "history record", batch=CHECK_BATCH):
             ident = parse_record_name(key.rsplit("/", 1)[1])
             if isinstance(obj, Broken):
                 problem, kind = obj.problem, obj.kind
             else:
                 try:
-                    self.store.history.check_history_record(key, obj)
+                    rec = self.store.history.check_history_record(key, obj)
+                    self.kill_marks[ident] = {k: v for k, v in rec.items() if k != "dna"}
                     continue
                 except CorruptRecord as exc:
                     problem, kind = str(exc), "corrupt"
             self.problem(kind, f"{key}: {problem}")
             if self.repair:
                 self._quarantine_history(key, ident, problem, kind)
+
+    def not_records(self, dirname: str, names: list[str]) -> None:
+        """Names in ``history/`` or ``quarantine/`` of the form ``{id}.json`` whose id is no id
+        (a date that does not exist, e.g. month 13): corrupt; repair moves them aside."""
+        for name in names:
+            if looks_like_record_name(name) and parse_record_name(name) is None:
+                key = f"{dirname}/{name}"
+                self.problem("corrupt", f"{key}: its name is no individual's id (no such date or time)")
+                if self.repair:
+                    self._move_aside(key, "corrupt")
 
     def _quarantine_history(self, key: str, ident: str, problem: str, kind: str) -> None:
         """Record the id as quarantined (so it still counts as born once, and as gone when
@@ -216,6 +255,9 @@ class RecordAudits(Findings):
         moved = self._move_aside(key, kind)
         if moved is None:
             return
+        self.history_ids.discard(ident)
+        if ident in self.listed:   # a broken record is no evidence against a listed one
+            return
         record = {"schema": 1, "id": ident, "reason": f"history record: {problem}"[:500],
                   "time": entry.mtime if entry else self.now, "alive_key": None, "commit": None,
                   "moved_to": moved}
@@ -226,9 +268,21 @@ class RecordAudits(Findings):
             self.could_not(f"record {ident} in quarantine/", exc)
         self.history_ids.discard(ident)
 
+    def check_quarantine_record(self, key: str, rec: Any) -> bool:
+        """True if ``rec`` is a quarantine record of the id its name states (and noted: the
+        ``alive/`` key it names, the evidence that may unlist that individual)."""
+        ident = parse_record_name(key.rsplit("/", 1)[1])
+        if not isinstance(rec, dict) or ident is None or rec.get("id") != ident:
+            return False
+        self.quarantined_keys[ident] = rec.get("alive_key")
+        return True
+
     def audit_records(self, dirname: str, what: str, check: Any, max_bytes: int | None = None) -> None:
         """Records that are not the layout's: unreadable ones are moved aside by repair."""
         names = [n for n in self.backend.list(dirname) if not n.startswith(TEMP_PREFIX)]
+        if dirname == QUARANTINE:
+            self.not_records(dirname, names)
+            names = [n for n in names if not (looks_like_record_name(n) and parse_record_name(n) is None)]
         keys = sorted(f"{dirname}/{n}" for n in names)
         kwargs = {"max_bytes": max_bytes} if max_bytes else {}
         for key, obj in read_json(self.backend, keys, what, batch=CHECK_BATCH, **kwargs):
@@ -272,7 +326,7 @@ class RecordAudits(Findings):
             if raw is None:
                 self.protected_ids.add(info.id)  # left the listing while we looked
                 continue
-            if info.id in self.history_ids or info.id in self.quarantine_ids or info.id in self.segment_ids:
+            if (info.id in self.history_ids or info.id in self.quarantine_ids) and self._zombie(info, raw):
                 why = "quarantined" if info.id in self.quarantine_ids else "killed"
                 self.problem("zombies", f"{info.key} is {why} but still listed")
                 if self.repair:
@@ -319,6 +373,36 @@ class RecordAudits(Findings):
             self.protected_ids.discard(info.id)
             self.referenced.add(pname)
             self.healthy += 1
+
+    def _zombie(self, info: IndividualInfo, raw: Any) -> bool:
+        """Whether a listed individual that has a history or quarantine record is dead by its
+        own evidence: its commit does not check out (then any record will do), or its kill
+        marker holds this very commit, or its quarantine record names this very ``alive/``
+        key. Otherwise the living win: the records that name it are reported as corrupt (and
+        moved aside by repair, without a quarantine record), and it stays."""
+        try:
+            commit = self.store.population.verify_commit(info, raw) if isinstance(raw, bytes) else None
+        except CorruptRecord:
+            commit = None
+        if commit is None:
+            return True
+        ident = info.id
+        mark = self.kill_marks.get(ident)
+        if ident in self.history_ids and mark is not None and same_individual(mark, commit):
+            return True
+        if ident in self.quarantine_ids and self.quarantined_keys.get(ident) == info.key:
+            return True
+        for key, there in ((history_key(ident), ident in self.history_ids),
+                           (quarantine_key(ident), ident in self.quarantine_ids)):
+            if not there or not self.backend.exists(info.key):
+                continue   # (unlisted meanwhile: a kill or quarantine of its own finished)
+            self.problem("corrupt", f"{key} names the live individual {ident} as gone, but does not hold "
+                                    f"its commit ({info.key}, which checks out): the living win")
+            if self.repair:
+                self._move_aside(key, "corrupt")
+        self.history_ids.discard(ident)
+        self.quarantine_ids.discard(ident)
+        return False
 
     def _quarantine(self, kind: str, info: IndividualInfo, text: str, raw: bytes,
                     reason: str | None = None) -> None:

@@ -25,7 +25,7 @@ from .population import Population
 from .reading import Broken, read_checked
 from .records import (
     ALIVE, HISTORY, KEPT, QUARANTINE, CorruptRecord, Individual, IndividualInfo, birth_of, check_id,
-    individual_from, parse_kept_name, parse_record_name,
+    history_key, individual_from, parse_kept_name, parse_record_name, quarantine_key, same_individual,
 )
 from .rollup import ROLLUP_INTERVAL, RollupResult, Rollups, roll_up
 from .segments import SEGMENT_RECORDS, SEGMENTS, WORKER_MIN_AGE, parse_segment_name
@@ -51,6 +51,14 @@ class Census:
     only it held another, keyed ``segments/{name}#{id}``). ``foreign``: names in
     ``alive/`` and ``history/`` that are not objects at all (never read; ``evo check`` moves
     them aside).
+
+    The store is never trusted over the living: a listed individual whose commit checks out
+    counts as dead (or quarantined) only by its own evidence: its kill marker
+    ``history/{id}.json`` holding its very commit (a killer died before unlisting it), or
+    its own quarantine record (naming its ``alive/`` key). A segment never makes it dead: no
+    legitimate roll-up takes a listed individual's record. Records and segments that say
+    otherwise are left out of ``history`` and ``quarantine`` and listed in ``contradicted``
+    (keyed by the entry, never as a death of that id).
     """
 
     listed: tuple[IndividualInfo, ...]
@@ -60,6 +68,7 @@ class Census:
     broken_history: tuple[Broken, ...] = ()
     broken_quarantine: tuple[Broken, ...] = ()
     foreign: tuple[Broken, ...] = ()      # symlinks, folders, FIFOs in alive/ and history/
+    contradicted: tuple[Broken, ...] = ()  # entries naming a live, valid individual dead: unused
 
     @property
     def dead_ids(self) -> frozenset[str]:
@@ -110,12 +119,54 @@ class History:
         """
         listed = self._population.list_alive()
         commits = {i.id: c for i, c in self._population.scan_alive(listed, with_dna=alive_dna)} if read_alive else {}
-        history, broken_history = self.scan_history(with_dna=history_dna)
+        found, broken_history, held = self._history(history_dna)
+        history = sorted(found.values(), key=lambda r: (r["death"], r["id"]))
         quarantine, broken_quarantine = self.scan_quarantine()
         foreign = tuple(Broken(f"{d}/{f.name}", f"is {f.what}; nothing is read through it", "foreign")
                         for d in (ALIVE, HISTORY) for f in self._backend.list_foreign(d))
+        history, quarantine, contradicted = self._the_living_win(listed, commits if read_alive else None,
+                                                                  history, quarantine, held)
+        # a broken segment's records are no evidence either: its id-named entries for the living go
+        alive_ids = {i.id for i in listed if not read_alive or isinstance(commits.get(i.id), dict)}
+        broken_history = [b for b in broken_history if "#" not in b.key or b.id not in alive_ids]
         return Census(tuple(listed), commits, tuple(history), tuple(quarantine),
-                      tuple(broken_history), tuple(broken_quarantine), foreign)
+                      tuple(broken_history), tuple(broken_quarantine), foreign, tuple(contradicted))
+
+    def _the_living_win(self, listed: list[IndividualInfo], commits: Mapping[str, Any] | None,
+                        history: list[Commit], quarantine: list[dict[str, Any]], held: Mapping[str, str],
+                        ) -> tuple[list[Commit], list[dict[str, Any]], list[Broken]]:
+        """The history and quarantine records without those that contradict a listed
+        individual whose commit checks out (see :class:`Census`), and the entries they came
+        from. ``commits`` None: the commits were not read (only segments are overruled)."""
+        live: dict[str, tuple[IndividualInfo, Any]] = {}
+        for info in listed:
+            commit = None if commits is None else commits.get(info.id)
+            if commits is None or isinstance(commit, dict):
+                live[info.id] = (info, commit)
+        if not live:
+            return history, quarantine, []
+        contradicted: dict[str, Broken] = {}
+
+        def overruled(ident: str, own: bool, key: str, what: str) -> bool:
+            info, _ = live[ident]
+            if own or not self._population.still_listed(info):   # killed since the listing: dead
+                return False
+            contradicted.setdefault(key, Broken(
+                key, f"{what} names the live individual {ident} ({info.key}, whose commit checks out) "
+                     "as gone; the living win: it counts as alive"))
+            return True
+
+        kept_history = [
+            r for r in history
+            if r["id"] not in live or not overruled(
+                r["id"], r["id"] not in held and (live[r["id"]][1] is None or same_individual(r, live[r["id"]][1])),
+                held.get(r["id"], history_key(r["id"])),
+                "its history segment" if r["id"] in held else "its history record")]
+        kept_quarantine = [
+            q for q in quarantine
+            if q["id"] not in live or not overruled(q["id"], q.get("alive_key") == live[q["id"]][0].key,
+                                                    quarantine_key(q["id"]), "its quarantine record")]
+        return kept_history, kept_quarantine, list(contradicted.values())
 
     def births(self) -> list[float]:
         """Birth times (unix seconds, sorted) of every individual alive or dead, from one
@@ -173,14 +224,16 @@ class History:
         ``segments/``, and when a listed record vanished before it was read (rolled up
         meanwhile), ``segments/`` is listed again.
         """
-        found, broken = self._history(with_dna)
+        found, broken, _ = self._history(with_dna)
         return sorted(found.values(), key=lambda r: (r["death"], r["id"])), broken
 
-    def _history(self, with_dna: bool) -> tuple[dict[str, Commit], list[Broken]]:
+    def _history(self, with_dna: bool) -> tuple[dict[str, Commit], list[Broken], dict[str, str]]:
+        """(valid records by id, broken entries, {id: the segment its record was taken from})."""
         names = sorted(n for n in self._backend.list(HISTORY) if parse_record_name(n))
         found: dict[str, Commit] = {}
         broken_segments: list[Broken] = []
         only_in_broken: dict[str, str] = {}     # id -> the broken segment that held it
+        held: dict[str, str] = {}               # id -> the valid segment its record came from
         seen: set[str] = set()
 
         def take_segments() -> None:
@@ -193,7 +246,9 @@ class History:
                     for ident in dec.ids:
                         only_in_broken.setdefault(ident, key)
                 for rec in dec.records:
-                    found.setdefault(rec["id"], rec)
+                    if rec["id"] not in found:
+                        found[rec["id"]] = rec
+                        held[rec["id"]] = key
 
         take_segments()
         keys = [f"{HISTORY}/{n}" for n in names if parse_record_name(n) not in found]
@@ -216,7 +271,7 @@ class History:
         broken += broken_segments
         broken += [Broken(f"{key}#{ident}", "its record is only in a broken history segment")
                    for ident, key in sorted(only_in_broken.items()) if ident not in found and ident not in named]
-        return found, broken
+        return found, broken, held
 
     def check_history_record(self, key: str, rec: Any, *, with_dna: bool = True) -> Commit:
         """``rec`` (parsed from ``key``) if it is a valid history record, DNA validated against

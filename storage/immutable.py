@@ -90,12 +90,19 @@ def read_segments(core: StoreCore, names: list[SegmentName], with_dna: bool) -> 
     """Each named segment, decoded and checked (remembered per store object, kept in the
     read cache when it checked out); a segment gone meanwhile decodes as empty.
     ``with_dna=False``: only the first half of each segment (the records without their
-    DNA) is inflated, parsed and checked."""
+    DNA) is inflated, parsed and checked.
+
+    A segment is decoded at most once per store object and ``with_dna``, broken ones too (a
+    broken segment is remembered as broken: a reader asking for many ids it covers, like
+    ``evo report``'s drawings, never decodes it again)."""
     memo = core.memo.setdefault("segments", {})
     out: dict[str, DecodedSegment] = {}
     todo = []
     for p in names:
-        dec = memo.get((p.key, with_dna)) or memo.get((p.key, True))
+        dec = memo.get((p.key, with_dna))
+        if dec is None and not with_dna:   # a whole valid one serves a reader of the first half
+            whole = memo.get((p.key, True))
+            dec = whole if whole is not None and whole.problem is None else None
         if dec is not None:
             out[p.key] = dec
         else:
@@ -118,13 +125,12 @@ def read_segments(core: StoreCore, names: list[SegmentName], with_dna: bool) -> 
             if raw is None:
                 dec = DecodedSegment([])
             elif isinstance(raw, UnreadableEntry):
-                dec = DecodedSegment([], raw.problem)
+                dec = memo[(key, with_dna)] = DecodedSegment([], raw.problem)
             else:
-                dec = decode_segment(by_key[key], raw, history_checker(core, with_dna), with_dna=with_dna)
-                if dec.problem is None:
-                    memo[(key, with_dna)] = dec
-                    if cache:
-                        cache.put(key, raw)
+                dec = memo[(key, with_dna)] = decode_segment(by_key[key], raw, history_checker(core, with_dna),
+                                                             with_dna=with_dna)
+                if dec.problem is None and cache:
+                    cache.put(key, raw)
             out[key] = dec
     return out
 

@@ -24,6 +24,7 @@ step is :mod:`storage.quarantine`, the keep-best step :mod:`storage.kept`.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -38,8 +39,8 @@ from .kept import keep_weights_if_best
 from .quarantine import quarantine
 from .reading import READ_BATCH, Broken
 from .records import (
-    ALIVE, HISTORY, CorruptRecord, Individual, IndividualInfo, alive_key, check_commit, check_id, dna_hash, dumps,
-    history_key, individual_from, loads, new_id, parse_alive_name, payload_key,
+    ALIVE, HISTORY, CorruptRecord, Individual, IndividualInfo, alive_key, bounded_metrics, check_commit, check_id,
+    dna_hash, dumps, history_key, individual_from, loads, new_id, parse_alive_name, payload_key,
 )
 from .safetensors_check import safetensors_problem
 from .segments import SEGMENTS
@@ -204,6 +205,8 @@ class Population:
             dumps(metrics)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"dna and metrics must be finite JSON data: {exc}") from None
+        # as a reader will see them (plain JSON types), within the bounds every reader checks
+        metrics = bounded_metrics(json.loads(dumps(metrics)))
         sha = hashlib.sha256(weights).hexdigest()
         fitness = float(fitness)
         for _ in range(3):  # a new id only on the (practically impossible) id collision

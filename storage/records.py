@@ -94,8 +94,21 @@ def new_id(now: float) -> tuple[str, float]:
 
 
 def is_id(text: Any) -> bool:
-    """True if ``text`` has the form of an individual's id."""
-    return isinstance(text, str) and _ID.fullmatch(text) is not None
+    """True if ``text`` is an individual's id: its form, and a date and time of day that
+    exist (month 13, February 30 or 25:00 are not ids). Total: never raises."""
+    return isinstance(text, str) and _ID.fullmatch(text) is not None and _real_time(text)
+
+
+def _real_time(ident: str) -> bool:
+    """True if the date and time of day an id (of the right form) states exist."""
+    return (int(ident[9:11]) < 24 and int(ident[11:13]) < 60 and int(ident[13:15]) < 60
+            and _day_exists(ident[0:8]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _day_exists(ymd: str) -> bool:
+    year, month, day = int(ymd[0:4]), int(ymd[4:6]), int(ymd[6:8])
+    return 1 <= year and 1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]
 
 
 def check_id(text: Any) -> str:
@@ -107,7 +120,9 @@ def check_id(text: Any) -> str:
 
 def birth_of(ident: str) -> float:
     """Unix time of birth encoded in an id (microsecond precision); ValueError for a date
-    that does not exist (e.g. month 13)."""
+    or time of day that does not exist (e.g. month 13): see :func:`is_id`."""
+    if not _real_time(ident):
+        raise ValueError(f"not an individual id (no such date or time): {ident[:40]!r}")
     # calendar.timegm is linear in the time of day, so only the date needs the calendar:
     # it is looked up once per day (a listing of thousands of ids spans a few days).
     t = (_day_start(ident[0:8]) + int(ident[9:11]) * 3600 + int(ident[11:13]) * 60
@@ -173,13 +188,21 @@ def parse_kept_name(name: str) -> IndividualInfo | None:
 def parse_payload_name(name: str) -> str | None:
     """The id a ``payload/`` name belongs to, or None for any other name."""
     m = _PAYLOAD_NAME.fullmatch(name)
-    return m.group(1) if m else None
+    return m.group(1) if m and _real_time(m.group(1)) else None
 
 
 def parse_record_name(name: str) -> str | None:
-    """The id of a ``history/`` or ``quarantine/`` name (``{id}.json``), or None."""
+    """The id of a ``history/`` or ``quarantine/`` name (``{id}.json``), or None (also for a
+    name of that form whose date does not exist: see :func:`is_id`)."""
     m = _RECORD_NAME.fullmatch(name)
-    return m.group(1) if m else None
+    return m.group(1) if m and _real_time(m.group(1)) else None
+
+
+def looks_like_record_name(name: str) -> bool:
+    """True if ``name`` has the form ``{id}.json`` whether or not its date exists: a name in
+    ``history/`` or ``quarantine/`` that has it but is no record (month 13) is a broken entry,
+    not a stray file."""
+    return _RECORD_NAME.fullmatch(name) is not None
 
 
 def id_of_key(key: str) -> str | None:
@@ -266,6 +289,78 @@ def _finite(value: Any) -> bool:
     return is_finite_number(value)
 
 
+# What a commit's ``metrics`` may hold (the workers write a few dozen numbers and short
+# strings, and a controller's choices as a list of ints): at most MAX_METRICS keys of at most
+# MAX_METRIC_KEY characters; each value null, a bool, a finite number, a string of at most
+# MAX_METRIC_TEXT characters, or a list / one-level object of such scalars; at most
+# MAX_METRIC_SCALARS scalars and MAX_METRIC_CHARS characters of keys and strings in all. So
+# no record can make a reader of thousands of them hold more than a few KB each.
+MAX_METRICS = 64
+MAX_METRIC_KEY = 64
+MAX_METRIC_TEXT = 1024
+MAX_METRIC_SCALARS = 256
+MAX_METRIC_CHARS = 8192
+
+
+def _scalar_problem(value: Any) -> str | None:
+    cls = value.__class__
+    if value is None or cls is bool:
+        return None
+    if cls is int or cls is float:
+        return None if is_finite_number(value) else "is not a finite number"
+    if cls is str:
+        return None if len(value) <= MAX_METRIC_TEXT else f"is a string over {MAX_METRIC_TEXT} characters"
+    return "is not null, a bool, a finite number or a short string"
+
+
+def metrics_problem(metrics: Any) -> str | None:
+    """Why ``metrics`` is not within the bounds a commit's metrics must keep (see the
+    constants above), or None if it is. Total: never raises."""
+    if metrics.__class__ is not dict:
+        return "metrics is not a JSON object"
+    if len(metrics) > MAX_METRICS:
+        return f"metrics has more than {MAX_METRICS} keys"
+    scalars = chars = 0
+    for key, value in metrics.items():
+        if key.__class__ is not str or len(key) > MAX_METRIC_KEY:
+            return f"metrics has a key over {MAX_METRIC_KEY} characters"
+        chars += len(key)
+        cls = value.__class__
+        if (cls is list or cls is dict) and len(value) > MAX_METRIC_SCALARS:
+            return f"metrics {key[:40]!r} holds more than {MAX_METRIC_SCALARS} values"
+        items = value if cls is list else value.values() if cls is dict else (value,)
+        if cls is dict and any(k.__class__ is not str or len(k) > MAX_METRIC_KEY for k in value):
+            return f"metrics {key[:40]!r} has a key over {MAX_METRIC_KEY} characters"
+        for item in items:
+            problem = _scalar_problem(item)
+            if problem:
+                return f"metrics {key[:40]!r} {problem}"
+            if item.__class__ is str:
+                chars += len(item)
+        scalars += len(value) if cls is list or cls is dict else 1
+        if cls is dict:
+            chars += sum(len(k) for k in value)
+        if scalars > MAX_METRIC_SCALARS or chars > MAX_METRIC_CHARS:
+            return (f"metrics hold more than {MAX_METRIC_SCALARS} values or {MAX_METRIC_CHARS} "
+                    "characters")
+    return None
+
+
+def bounded_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` made to fit :func:`metrics_problem`'s bounds where it can be without loss
+    of meaning (over-long strings shortened, with "..."); ValueError naming the problem if it
+    still does not fit (what a publisher calls before it writes a commit)."""
+    def cut(v: Any) -> Any:
+        return v[:MAX_METRIC_TEXT - 3] + "..." if isinstance(v, str) and len(v) > MAX_METRIC_TEXT else v
+    fitted = {k: [cut(x) for x in v] if isinstance(v, list)
+              else {kk: cut(x) for kk, x in v.items()} if isinstance(v, dict) else cut(v)
+              for k, v in metrics.items()}
+    problem = metrics_problem(fitted)
+    if problem:
+        raise ValueError(problem)
+    return fitted
+
+
 def check_commit(obj: Any, info: IndividualInfo | None = None,
                  extra: tuple[str, ...] = (), *, with_dna: bool = True) -> dict[str, Any]:
     """Return a commit object (from ``alive/``) after checking it field by field.
@@ -316,6 +411,9 @@ def check_commit(obj: Any, info: IndividualInfo | None = None,
         raise CorruptRecord(f"commit names a bad payload key {obj['payload'][:80]!r}")
     if len(obj["mutation"]) > 64 or len(obj["worker"]) > 256:
         raise CorruptRecord("commit has an over-long mutation or worker field")
+    problem = metrics_problem(obj["metrics"])
+    if problem:
+        raise CorruptRecord(f"commit {problem}")
     if with_dna and obj["dna_hash"] != dna_hash(obj["dna"]):
         raise CorruptRecord("dna_hash does not match the DNA")
     return obj
@@ -343,11 +441,12 @@ def _plainly_valid_head(obj: Any, ident: str | None) -> bool:
         return False
     size = obj["payload_size"]
     return (obj["schema"].__class__ is int and obj["schema"] == COMMIT_SCHEMA
-            and obj["metrics"].__class__ is dict and size.__class__ is int and 0 <= size <= MAX_PAYLOAD_BYTES
+            and metrics_problem(obj["metrics"]) is None and size.__class__ is int and 0 <= size <= MAX_PAYLOAD_BYTES
             and is_finite_number(fitness) and is_finite_number(birth) and is_finite_number(death)
             and len(mutation) <= 64 and len(worker) <= 256 and len(killer) <= 256 and len(reason) <= 64
             and (ident is None or obj["id"] == ident)
-            and _HEAD_STRINGS.fullmatch("\n".join(strings[:5])) is not None)
+            and _HEAD_STRINGS.fullmatch("\n".join(strings[:5])) is not None
+            and _real_time(obj["id"]) and (parent is None or _real_time(parent)))
 
 
 def check_history(obj: Any, ident: str | None = None, *, with_dna: bool = True) -> dict[str, Any]:
@@ -371,6 +470,15 @@ def check_history(obj: Any, ident: str | None = None, *, with_dna: bool = True) 
             or len(rec["killer"]) > 256 or len(rec["reason"]) > 64:
         raise CorruptRecord("history record has a bad killer or reason")
     return rec
+
+
+_SAME_FIELDS = tuple(k for k in _COMMIT_FIELDS if k not in ("dna", "schema"))
+
+
+def same_individual(record: dict[str, Any], commit: dict[str, Any]) -> bool:
+    """True if a (checked) history record holds this very (checked) commit, as a kill writes
+    it (the commit plus its death): every field but the DNA (which either may lack) equal."""
+    return all(record.get(k) == commit.get(k) for k in _SAME_FIELDS)
 
 
 def individual_from(commit: dict[str, Any], weights: bytes) -> Individual:

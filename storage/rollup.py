@@ -25,7 +25,7 @@ from .core import StoreCore
 from .immutable import history_checker, read_immutable, read_segments
 from .reading import Broken
 from .records import HISTORY, history_key, parse_record_name
-from .segments import MAX_SEGMENT_BYTES, SEGMENT_RECORDS, WORKER_MIN_AGE, encode_segment
+from .segments import MAX_SEGMENT_BYTES, SEGMENT_RECORDS, WORKER_MIN_AGE, encode_segment, within_bounds
 
 log = logging.getLogger("evo.storage")
 
@@ -73,6 +73,10 @@ def roll_up(core: StoreCore, *, min_age: float = WORKER_MIN_AGE, segment_records
         still = {i for i in map(parse_record_name, core.backend.list(HISTORY)) if i}
         if any(r["id"] not in still for r in good):
             break
+        if not within_bounds(good):
+            log.warning("%s: %d history records make a segment over the bounds readers check; not rolled up",
+                        core.url, len(good))
+            continue
         name, data = encode_segment(good)
         if len(data) > MAX_SEGMENT_BYTES:
             log.warning("%s: %d history records make a segment over %d bytes; not rolled up",

@@ -37,15 +37,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backend import MAX_RECORD_BYTES
-from .records import ID_PATTERN, CorruptRecord, dumps, loads, loads_many
-
-_ID = re.compile(ID_PATTERN)
+from .records import ID_PATTERN, CorruptRecord, check_history, dumps, is_id, loads, loads_many
 
 SEGMENTS = "segments"
 SEGMENT_RECORDS = 1000               # records a roller puts in one segment
 MAX_SEGMENT_RECORDS = 10000          # more than this in a name: not a segment of this layout
 MAX_SEGMENT_BYTES = 8 * 2**20        # compressed (also below GCS's single-request create limit)
-MAX_SEGMENT_INFLATED = 256 * 2**20   # inflated: a zip bomb stops here
+MAX_SEGMENT_INFLATED = 64 * 2**20    # inflated: a zip bomb stops here (a roll-up never writes more)
+MAX_SEGMENT_HEADS = 16 * 2**20       # inflated records without their DNA (what status, plot, audit read)
+MAX_HEAD_BYTES = 32 * 2**10          # one record without its DNA (its metrics are bounded: records.py)
 WORKER_MIN_AGE = 600.0               # seconds a record must be old before a worker rolls it up
 _INFLATE_STEP = 2**20
 
@@ -86,7 +86,8 @@ def parse_segment_name(name: str) -> SegmentName | None:
     if m is None:
         return None
     count = int(m.group(3))
-    if not 1 <= count <= MAX_SEGMENT_RECORDS or m.group(1) > m.group(2):
+    if not 1 <= count <= MAX_SEGMENT_RECORDS or m.group(1) > m.group(2) \
+            or not is_id(m.group(1)) or not is_id(m.group(2)):
         return None
     return SegmentName(m.group(1), m.group(2), count, m.group(4))
 
@@ -104,6 +105,15 @@ def encode_segment(records: list[dict[str, Any]]) -> tuple[SegmentName, bytes]:
     dnas = [dumps({"dna": r["dna"], "id": r["id"]}) + b"\n" for r in ordered]
     body = b"".join(heads + dnas)
     return segment_name(r["id"] for r in ordered), gzip.compress(body, compresslevel=6, mtime=0)
+
+
+def within_bounds(records: list[dict[str, Any]]) -> bool:
+    """True if a segment of ``records`` keeps the bounds every reader checks (inflated size,
+    each record's size with and without its DNA): a roll-up writes no other."""
+    heads = [len(dumps({k: v for k, v in r.items() if k != "dna"})) + 1 for r in records]
+    dnas = [len(dumps({"dna": r["dna"], "id": r["id"]})) + 1 for r in records]
+    return (max(heads, default=0) <= MAX_HEAD_BYTES and sum(heads) <= MAX_SEGMENT_HEADS
+            and max(dnas, default=0) <= MAX_RECORD_BYTES and sum(heads) + sum(dnas) <= MAX_SEGMENT_INFLATED)
 
 
 @dataclass
@@ -150,6 +160,10 @@ def _lines(raw: bytes) -> Iterator[bytes | str]:
         yield "does not end with a newline (truncated?)"
 
 
+_LINE_ID = re.compile(rb'"id":"(' + ID_PATTERN.encode() + rb')"')
+_FIRST_CHUNK = 8   # records parsed before the first check; each chunk after is 8 times larger
+
+
 def decode_segment(name: SegmentName, raw: bytes, check: Callable[[str, Any], dict[str, Any]], *,
                    with_dna: bool = True) -> DecodedSegment:
     """Inflate (bounded) and check a segment's bytes.
@@ -158,6 +172,10 @@ def decode_segment(name: SegmentName, raw: bytes, check: Callable[[str, Any], di
     check out); the key it gets is ``history/{id}.json`` of the id the line states. With
     ``with_dna=False`` only the first half is read and checked (records without ``dna``);
     else every record gets its DNA line and is checked whole.
+
+    The records are parsed in chunks growing 8-fold, each checked before the next is parsed,
+    and the first problem ends the decoding: a segment whose first bad record is the k-th
+    costs about 8k records' work, never the whole segment's.
     """
     heads: list[dict[str, Any]] = []
     ids: list[str] = []
@@ -166,45 +184,49 @@ def decode_segment(name: SegmentName, raw: bytes, check: Callable[[str, Any], di
     raw_heads: list[bytes] = []
 
     def broken(problem: str) -> DecodedSegment:
-        # the ids it held, as far as its lines parse: they still count as dead (broken)
-        salvaged = list(ids)
-        if not salvaged:
-            for line in raw_heads:
-                try:
-                    obj = loads(line, "segment line")
-                except CorruptRecord:
-                    continue
-                if isinstance(obj, dict) and isinstance(obj.get("id"), str) and _ID.fullmatch(obj["id"]):
-                    salvaged.append(obj["id"])
-        return DecodedSegment([], problem, tuple(dict.fromkeys(salvaged)))
+        # the ids it held, as far as its lines state them: they still count as dead (broken);
+        # taken from the lines' text (canonical lines name the id first), never parsed again
+        salvaged = list(ids) if len(ids) == name.count else [
+            m.group(1).decode() for line in raw_heads if (m := _LINE_ID.search(line))]
+        return DecodedSegment([], problem, tuple(i for i in dict.fromkeys(salvaged) if is_id(i))[:name.count])
 
-    problem = None
     lines = _lines(raw)
+    head_bytes = 0
     for line in lines:
         if isinstance(line, str):
             return broken(line)
+        if len(line) > MAX_HEAD_BYTES:
+            return broken(f"has a record over {MAX_HEAD_BYTES} bytes without its DNA")
+        head_bytes += len(line)
+        if head_bytes > MAX_SEGMENT_HEADS:
+            return broken(f"has records over {MAX_SEGMENT_HEADS} bytes without their DNA")
         raw_heads.append(line)
         if len(raw_heads) == name.count:
             break
-    try:
-        parsed = loads_many(raw_heads, "segment line")
-    except CorruptRecord as exc:
-        return broken(f"holds a bad line: {exc}")
-    for obj in parsed:
-        ident = obj.get("id") if isinstance(obj, dict) else None
-        if not isinstance(ident, str) or not _ID.fullmatch(ident) or "dna" in obj:
-            return broken("holds a line that is not a history record without its DNA")
-        ids.append(ident)
-        heads.append(obj)
+    start, size = 0, _FIRST_CHUNK
+    while start < len(raw_heads):
+        try:
+            parsed = loads_many(raw_heads[start:start + size], "segment line")
+        except CorruptRecord as exc:
+            return broken(f"holds a bad line: {exc}")
+        start, size = start + size, size * 8
+        for obj in parsed:
+            ident = obj.get("id") if isinstance(obj, dict) else None
+            if not is_id(ident) or "dna" in obj:
+                return broken("holds a line that is not a history record without its DNA")
+            try:
+                if with_dna:   # all but the DNA now: the DNA lines are read only for sound records
+                    check_history(obj, ident, with_dna=False)
+                else:
+                    records.append(check(f"history/{ident}.json", obj))
+            except ValueError as exc:
+                return broken(f"holds a bad record: {str(exc).splitlines()[0][:160]}")
+            ids.append(ident)
+            heads.append(obj)
     if len(ids) != name.count or len(set(ids)) != len(ids) or ids_digest(ids) != name.digest:
         return broken(f"holds {len(ids)} records that are not the {name.count} its name states")
     if not with_dna:
-        for head in heads:
-            try:
-                records.append(check(f"history/{head['id']}.json", head))
-            except ValueError as exc:
-                problem = problem or f"holds a bad record: {str(exc).splitlines()[0][:160]}"
-        return broken(problem) if problem else DecodedSegment(records, None, tuple(ids))
+        return DecodedSegment(records, None, tuple(ids))
     for head in heads:
         line = next(lines, "ends before the DNA of every record")
         if isinstance(line, str):
@@ -215,8 +237,8 @@ def decode_segment(name: SegmentName, raw: bytes, check: Callable[[str, Any], di
                 raise CorruptRecord("its DNA lines are not in the order of its records")
             records.append(check(f"history/{head['id']}.json", dict(head, dna=obj["dna"])))
         except ValueError as exc:
-            problem = problem or f"holds a bad record: {str(exc).splitlines()[0][:160]}"
+            return broken(f"holds a bad record: {str(exc).splitlines()[0][:160]}")
     rest = next(lines, None)
     if rest is not None:
         return broken(rest if isinstance(rest, str) else "holds more lines than its records")
-    return broken(problem) if problem else DecodedSegment(records, None, tuple(ids))
+    return DecodedSegment(records, None, tuple(ids))

@@ -3,8 +3,9 @@
 Torch-free. Everything comes from the store: the ``alive/`` listing and commit objects, the
 ``history/`` records of the dead, the ``quarantine/`` records, the workers' heartbeats and
 the final trainings (``retrain/``).
-An individual listed in ``alive/`` that also has a history or quarantine record (a zombie:
-its killer crashed before unlisting it) counts as dead.
+An individual listed in ``alive/`` that also has its own history or quarantine record (a
+zombie: its killer crashed before unlisting it) counts as dead; a segment or a record that
+does not hold its very commit never makes a live individual dead (``Census.contradicted``).
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def _read(store, config, url: str, read_alive: bool, history_dna: bool = True, a
     from storage import Broken
 
     census = store.history.census(read_alive=read_alive, history_dna=history_dna, alive_dna=alive_dna)
-    broken = list(census.broken_history + census.broken_quarantine + census.foreign)
+    broken = list(census.broken_history + census.broken_quarantine + census.foreign + census.contradicted)
     quarantined = census.quarantined_ids
     records: dict[str, Record] = {}
     for h in census.history:
