@@ -31,6 +31,10 @@ What it looks for (each a problem that makes ``ok`` false unless repaired):
   commit, or lost it) are orphans after the grace period. Repair: delete. A manifest that
   cannot be read is reported as unreadable (workers decode a new generation instead).
 - final trainings under ``retrain/``: :mod:`storage.check_retrain`.
+- ``policy/``: foreign entries and temp files here; the versions themselves (unusable, out
+  of bounds, beyond the chain) are the strategy's to judge: ``evo check`` adds
+  :func:`evo.strategies.policy_report.read_policy_report`'s problems, and ``--repair`` moves
+  those versions aside (never the chain's head).
 
 Every read is bounded (records by their size limit, before reading), and records are read
 in small batches, so a hostile store cannot make ``check`` use unbounded memory. Repairs
@@ -165,7 +169,7 @@ class _Audit(RecordAudits, RetrainAudits):
             if entry.what == "a directory" and entry.name in KNOWN_FOLDERS:
                 continue
             self._foreign("", entry.name, entry.what)
-        for dirname in (*DIRECTORIES, DATA, SEGMENTS):
+        for dirname in (*DIRECTORIES, DATA, SEGMENTS, POLICY):
             for entry in self.backend.list_foreign(dirname):
                 if dirname == QUARANTINE and entry.name == MOVED_DIR.split("/", 1)[1]:
                     continue  # where moved-aside entries live
@@ -268,7 +272,7 @@ class _Audit(RecordAudits, RetrainAudits):
 
     def audit_temp_files(self) -> None:
         """Temp files of crashed local writers (other backends have none)."""
-        for dirname in ("", *DIRECTORIES, DATA, SEGMENTS):
+        for dirname in ("", *DIRECTORIES, DATA, SEGMENTS, POLICY):
             names = list(self.payloads) if dirname == PAYLOAD else self.backend.list(dirname)
             if not any(n.startswith(TEMP_PREFIX) for n in names):
                 continue
