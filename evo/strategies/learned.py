@@ -227,10 +227,11 @@ class LearnedStrategy(Strategy):
         policy = base.with_baseline(reward, self.baseline_decay)
         advantage = reward - policy.baseline
         params, moments, steps = policy.params, policy.moments, policy.steps
-        for _ in range(self.steps_per_update):
-            steps += 1
-            grads = self.gradient(params, choices, logp_sampled, advantage)
-            params, moments = adam_ascent(params, moments, grads, steps, self.learning_rate)
+        with np.errstate(all="ignore"):   # an overflow is caught by check_bounds before any create
+            for _ in range(self.steps_per_update):
+                steps += 1
+                grads = self.gradient(params, choices, logp_sampled, advantage)
+                params, moments = adam_ascent(params, moments, grads, steps, self.learning_rate)
         # projected onto the bounds every reader requires (a non-finite value stays non-finite)
         params = {k: np.clip(a, -MAX_PARAM, MAX_PARAM) for k, a in params.items()}
         update = Update(child, reward, advantage, sampled, worker[:200] or "-", self.policy.now())
