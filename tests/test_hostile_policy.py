@@ -225,6 +225,11 @@ def _workers(url: str, n: int, count: int = 2) -> str:
     return "".join(d.stderr for d in results)
 
 
+def _names(store) -> set[str]:
+    """Every name in ``policy/``, objects and foreign entries alike."""
+    return set(store.backend.list("policy")) | {f.name for f in store.backend.list_foreign("policy")}
+
+
 def _report(url: str):
     store = storage.open_store(url)
     return store, read_policy_report(store.policy, RunConfig.from_json(store.runinfo.read_config()))
@@ -246,10 +251,11 @@ def _row(url: str, tmp_path: Path, plant, local: bool) -> None:
     assert after.latest.version == head.version + 12 + held
     if plant is plant_far_number:
         assert FAR in store.policy.policy_versions()
-    if plant is plant_symlink:   # the writer moved both aside; plant another for check to find
+    if plant is plant_symlink:   # the writer moved both aside
         assert store_bytes_contain(tmp_path / "pop", SECRET.encode()) == []
-        os.symlink("/etc/passwd", tmp_path / "pop" / "policy" / version_name(after.latest.version + 1))
-        planted = version_name(after.latest.version + 1)
+    if plant is not plant_far_number:   # gone (pruned as old, or moved aside): plant it again for check
+        assert planted not in _names(store)
+        planted = plant(store, tmp_path / "pop" if local else None, after.latest)
     # every view reads past it, in one line per problem
     status, _ = _evo("status", url, "--json")
     assert status.returncode == 0 and json.loads(status.stdout)["policy"]["version"] == after.latest.version
@@ -265,8 +271,7 @@ def _row(url: str, tmp_path: Path, plant, local: bool) -> None:
     head_bytes = store.backend.read(head_key, 2**23)
     repair, _ = _evo("check", url, "--repair", "--json")
     assert repair.returncode == 0 and json.loads(repair.stdout)["ok"], repair.stdout[-3000:]
-    assert planted not in os.listdir(tmp_path / "pop" / "policy") if local else \
-        not store.backend.exists(f"policy/{planted}")
+    assert planted not in _names(store)
     assert store.backend.read(head_key, 2**23) == head_bytes
     assert _evo("check", url)[0].returncode == 0
     _workers(url, 1, count=1)   # and a fresh worker goes on
