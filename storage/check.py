@@ -31,7 +31,8 @@ What it looks for (each a problem that makes ``ok`` false unless repaired):
   commit, or lost it) are orphans after the grace period. Repair: delete. A manifest that
   cannot be read is reported as unreadable (workers decode a new generation instead).
 - final trainings under ``retrain/``: :mod:`storage.check_retrain`.
-- ``policy/``: foreign entries and temp files here; the versions themselves (unusable, out
+- ``policy/``: foreign entries (and objects whose names are not versions' names: moved
+  aside like them) and temp files here; the versions themselves (unusable, out
   of bounds, beyond the chain) are the strategy's to judge: ``evo check`` adds
   :func:`evo.strategies.policy_report.read_policy_report`'s problems, and ``--repair`` moves
   those versions aside (never the chain's head).
@@ -54,7 +55,7 @@ from .backend import MOVED_DIR, TEMP_PREFIX, UnreadableEntry
 from .check_records import AuditedStore, RecordAudits, load_record
 from .check_retrain import RetrainAudits
 from .datacache import DATA, MAX_MANIFEST_BYTES, parse_data_name
-from .policy import POLICY
+from .policy import POLICY, parse_policy_name
 from .records import (
     CONFIG_KEY, DIRECTORIES, HISTORY, KEPT, MAX_HEARTBEAT_BYTES, PAYLOAD, QUARANTINE, WORKERS,
     CorruptRecord, check_history, history_key, parse_kept_name, parse_payload_name, parse_record_name,
@@ -174,6 +175,9 @@ class _Audit(RecordAudits, RetrainAudits):
                 if dirname == QUARANTINE and entry.name == MOVED_DIR.split("/", 1)[1]:
                     continue  # where moved-aside entries live
                 self._foreign(dirname, entry.name, entry.what)
+        for name in self.backend.list(POLICY):   # only versions belong there (and temp files)
+            if parse_policy_name(name) is None and not name.startswith(TEMP_PREFIX):
+                self._foreign(POLICY, name, "an object whose name is not a policy version's")
 
     def _foreign(self, dirname: str, name: str, what: str) -> None:
         where = f"{dirname}/{name}" if dirname else name

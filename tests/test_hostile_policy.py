@@ -289,3 +289,27 @@ def test_rl_workers_learn_past_a_planted_policy_entry(tmp_path, plant):
 @pytest.mark.slow
 def test_gcs_rl_workers_ignore_a_version_numbered_far_past_the_chain(gcs_bucket_url, tmp_path):
     _row(gcs_bucket_url, tmp_path, plant_far_number, local=False)
+
+
+def test_check_lists_foreign_entries_in_policy_and_repair_moves_them_aside(tmp_path, capsys):
+    from launch.cli import main
+
+    store, head, planted, fresh, _, config = unit_run(tmp_path, plant_far_number, local=True)
+    now, _ = fresh.latest()
+    policy_dir = tmp_path / "pop" / "policy"
+    os.mkfifo(policy_dir / version_name(now.version + 1))
+    (policy_dir / version_name(now.version + 2)).mkdir()
+    os.symlink("/etc/passwd", policy_dir / "notes.txt")
+    (policy_dir / "stray.bin").write_bytes(b"not a version")
+    head_bytes = (policy_dir / version_name(now.version)).read_bytes()
+    url = str(tmp_path / "pop")
+    assert main(["check", url]) == 1
+    out = capsys.readouterr().out
+    for name in (version_name(now.version + 1), version_name(now.version + 2), "notes.txt", "stray.bin"):
+        assert f"'policy/{name}' is " in out, out
+    assert f"policy version {FAR}: beyond the chain" in out
+    assert main(["check", url, "--repair"]) == 0, capsys.readouterr().out
+    capsys.readouterr()
+    assert sorted(os.listdir(policy_dir)) == [version_name(v) for v in range(now.version - 7, now.version + 1)]
+    assert (policy_dir / version_name(now.version)).read_bytes() == head_bytes
+    assert main(["check", url]) == 0
