@@ -33,7 +33,6 @@ from evo.strategies.policy_state import MAX_PARAM, PolicyError, check_bounds, ne
 from helpers_hostile import (
     CAN_DROP_BYPASS, NO_BYPASS_REASON, SECRET, evo_cmd, peak_rss_mib, store_bytes_contain, write_secret,
 )
-from helpers_store import REPO, subprocess_env
 
 NESTED = b"[" * 150_000 + b"]" * 150_000      # 300 KB of nesting
 FAR = 9_999_999_999
