@@ -204,6 +204,7 @@ def _evo(*args: str, timeout: float = 180) -> tuple[subprocess.CompletedProcess,
     done, mib = peak_rss_mib(evo_cmd(*args), timeout=timeout)
     assert "Traceback" not in done.stderr + done.stdout, (args, done.stderr[-3000:])
     assert mib < MAX_MIB, (args, mib)
+    print(f"peak memory of evo {args[0]}: {mib:.0f} MiB")
     return done, mib
 
 
