@@ -37,6 +37,11 @@ What it looks for (each a problem that makes ``ok`` false unless repaired):
   commit, or lost it) are orphans after the grace period. Repair: delete. A manifest that
   cannot be read is reported as unreadable (workers decode a new generation instead).
 - final trainings under ``retrain/``: :mod:`storage.check_retrain`.
+- ``policy/``: foreign entries (and objects whose names are not versions' names: moved
+  aside like them) and temp files here; the versions themselves (unusable, out
+  of bounds, beyond the chain) are the strategy's to judge: ``evo check`` adds
+  :func:`evo.strategies.policy_report.read_policy_report`'s problems, and ``--repair`` moves
+  those versions aside (never the chain's head).
 
 Every read is bounded (records by their size limit, before reading), and records are read
 in small batches, so a hostile store cannot make ``check`` use unbounded memory. Repairs
@@ -56,7 +61,7 @@ from .backend import MOVED_DIR, TEMP_PREFIX, UnreadableEntry
 from .check_records import AuditedStore, RecordAudits, load_record
 from .check_retrain import RetrainAudits
 from .datacache import DATA, MAX_MANIFEST_BYTES, parse_data_name
-from .policy import POLICY
+from .policy import POLICY, parse_policy_name
 from .records import (
     CONFIG_KEY, DIRECTORIES, HISTORY, KEPT, MAX_HEARTBEAT_BYTES, PAYLOAD, QUARANTINE, WORKERS,
     CorruptRecord, check_history, history_key, parse_kept_name, parse_payload_name, parse_record_name,
@@ -171,11 +176,14 @@ class _Audit(RecordAudits, RetrainAudits):
             if entry.what == "a directory" and entry.name in KNOWN_FOLDERS:
                 continue
             self._foreign("", entry.name, entry.what)
-        for dirname in (*DIRECTORIES, DATA, SEGMENTS):
+        for dirname in (*DIRECTORIES, DATA, SEGMENTS, POLICY):
             for entry in self.backend.list_foreign(dirname):
                 if dirname == QUARANTINE and entry.name == MOVED_DIR.split("/", 1)[1]:
                     continue  # where moved-aside entries live
                 self._foreign(dirname, entry.name, entry.what)
+        for name in self.backend.list(POLICY):   # only versions belong there (and temp files)
+            if parse_policy_name(name) is None and not name.startswith(TEMP_PREFIX):
+                self._foreign(POLICY, name, "an object whose name is not a policy version's")
 
     def _foreign(self, dirname: str, name: str, what: str) -> None:
         where = f"{dirname}/{name}" if dirname else name
@@ -274,7 +282,7 @@ class _Audit(RecordAudits, RetrainAudits):
 
     def audit_temp_files(self) -> None:
         """Temp files of crashed local writers (other backends have none)."""
-        for dirname in ("", *DIRECTORIES, DATA, SEGMENTS):
+        for dirname in ("", *DIRECTORIES, DATA, SEGMENTS, POLICY):
             names = list(self.payloads) if dirname == PAYLOAD else self.backend.list(dirname)
             if not any(n.startswith(TEMP_PREFIX) for n in names):
                 continue

@@ -3,12 +3,18 @@
 A controller (``--selection rl`` or ``reinforce``) keeps its policy in the store, since the
 store is all workers share. Version ``n`` is the object ``policy/v{n:010d}.json``; it is
 written once, with create-if-absent, and never changed. A worker that learned from its child
-makes version ``latest + 1`` from the latest one it could read; if another worker created
-that name first, it reads the winner's version and tries again from there (a rebase). So
+makes the next version (the first free number above the latest one it could read, see
+:mod:`evo.strategies.policy_chain`) from it; if another worker created that name first, it
+reads the winner's version and tries again from there (a rebase). So
 the versions form one chain, each made from one earlier version, each update applied once,
 without a coordinator or a lock. A worker killed at any point leaves every version either
 absent or whole. Old versions are pruned (the newest few are kept for readers that are
 still on them).
+
+A name that is not a regular object (a symlink, folder or FIFO planted where a version
+belongs) is never read; a writer that needs its number moves it aside into
+``quarantine/moved/`` (or, where the store does not allow that, is told so and skips past
+the number).
 
 The store knows the versions as bytes: their format (and its validation) belongs to the
 strategy (:mod:`evo.strategies.policy_state`).
@@ -16,6 +22,7 @@ strategy (:mod:`evo.strategies.policy_state`).
 
 from __future__ import annotations
 
+import logging
 import re
 
 from .backend import UnreadableEntry
@@ -24,6 +31,7 @@ from .core import StoreCore
 POLICY = "policy"
 _VERSION_NAME = re.compile(r"v(\d{10})\.json")
 MAX_POLICY_BYTES = 4 * 2**20
+log = logging.getLogger("evo.storage")
 
 
 def policy_key(version: int) -> str:
@@ -78,14 +86,38 @@ class PolicyVersions:
 
     def create_policy(self, version: int, data: bytes) -> bool:
         """Create version ``version`` if no version of that number exists; True iff this call
-        created it (exactly one of many racing callers does)."""
+        created it (exactly one of many racing callers does).
+
+        A foreign entry (not a regular object) at that name is moved aside first;
+        :class:`storage.UnreadableEntry` if the store does not allow that (the caller skips
+        past the number)."""
         if len(data) > MAX_POLICY_BYTES:
             raise ValueError(f"policy version of {len(data)} bytes is over the {MAX_POLICY_BYTES}-byte limit")
         self._core.fault("policy:before_create")
-        created = self._backend.create(policy_key(version), data)
+        key = policy_key(version)
+        created = self._backend.create(key, data)
+        if not created and self._clear_foreign(key):
+            created = self._backend.create(key, data)
         if created:
             self._core.fault("policy:after_create")
         return created
+
+    def _clear_foreign(self, key: str) -> bool:
+        """Move a foreign entry at ``key`` aside; True if it did (False: a regular object)."""
+        try:
+            self._backend.stat(key)
+            return False
+        except UnreadableEntry as exc:
+            problem = exc.problem
+        try:
+            moved = self._backend.move_aside(POLICY, key.split("/", 1)[1])
+        except FileNotFoundError:
+            return True
+        except (OSError, UnreadableEntry) as exc:
+            raise UnreadableEntry(key, f"{problem}, and it could not be moved aside "
+                                       f"({getattr(exc, 'strerror', None) or exc})") from None
+        log.warning("%s: %s %s; moved aside to %s", self.url, key, problem, moved)
+        return True
 
     def delete_policy(self, version: int) -> None:
         """Remove version ``version`` (a writer withdrawing an orphan it just created)."""

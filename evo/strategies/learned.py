@@ -42,7 +42,10 @@ from storage import PolicyFacet, UnreadableEntry
 
 from evo.strategies import Population, Proposal, Published, Strategy, register_strategy
 from evo.strategies.controllers import IndependentSoftmax, LstmController, adam_ascent
-from evo.strategies.policy_state import MAX_RECENT, PolicyError, PolicyVersion, Update, new_id, parse_policy
+from evo.strategies.policy_chain import clusters, first_number, next_number, reachable_above
+from evo.strategies.policy_state import (
+    MAX_PARAM, MAX_RECENT, MAX_VERSION_GAP, PolicyError, PolicyVersion, Update, check_bounds, new_id, parse_policy,
+)
 
 log = logging.getLogger("evo.strategies")
 
@@ -68,7 +71,9 @@ class LearnedStrategy(Strategy):
         self.model = self.make_model(space.decisions, settings)
         self.shapes = self.model.shapes()
         self._current: PolicyVersion | None = None
-        self._bad: set[int] = set()
+        self._bad: set[int] = set()       # version numbers this worker found unusable
+        self._blocked: set[int] = set()   # numbers held by foreign entries that could not be moved aside
+        self._beyond: set[int] = set()    # numbers beyond the chain already logged
 
     def make_model(self, decisions: tuple[int, ...], settings: Any) -> Any:
         """The controller (see :mod:`evo.strategies.controllers`)."""
@@ -101,11 +106,26 @@ class LearnedStrategy(Strategy):
             return
         choices = tuple(int(c) for c in note["policy_choices"])
         for _ in range(MAX_REBASES):
-            base, top = self.latest()
-            new = self.updated(base, choices, float(note["policy_logp"]), int(note["policy_version"]),
-                               float(child.fitness), child.id, child.worker)
-            new = replace(new, version=top + 1)
-            if not self.policy.create_policy(new.version, new.to_bytes()):
+            base, number = self.latest()
+            if number is None:
+                log.warning("policy update for %s skipped: the %d version numbers after version %d are taken "
+                            "(see evo check)", child.id, MAX_VERSION_GAP, base.version)
+                return
+            try:
+                new = self.updated(base, choices, float(note["policy_logp"]), int(note["policy_version"]),
+                                   float(child.fitness), child.id, child.worker)
+                new = replace(new, version=number)
+                check_bounds(new)
+            except PolicyError as exc:   # never publish a version no reader would accept
+                log.warning("policy update for %s skipped: it would be out of bounds: %s", child.id, exc)
+                return
+            try:
+                created = self.policy.create_policy(new.version, new.to_bytes())
+            except UnreadableEntry as exc:   # a foreign entry holds the name and cannot be moved aside
+                log.warning("%s: policy version %d skipped past: %s", self.policy.url, new.version, exc)
+                self._blocked.add(new.version)
+                continue
+            if not created:
                 continue    # another worker made that version first: rebase onto it
             if self._in_chain(new, child.id):
                 self._current = new
@@ -119,7 +139,7 @@ class LearnedStrategy(Strategy):
     def _in_chain(self, mine: PolicyVersion, child: str) -> bool:
         """True unless the version this worker just created is an orphan: a newer version
         exists that was not built on it."""
-        newer = [v for v in self.policy.policy_versions() if v > mine.version]
+        newer = reachable_above(self.policy.policy_versions(), mine.version)
         if not newer:
             return True
         successor = self._read(mine.version + 1)
@@ -135,27 +155,48 @@ class LearnedStrategy(Strategy):
         return True
 
     # ----- the policy in the store -----
-    def latest(self) -> tuple[PolicyVersion, int]:
-        """The newest usable policy version, and the highest version number in the store
-        (the next version is that plus one). Creates the first version when there is none."""
+    def latest(self) -> tuple[PolicyVersion, int | None]:
+        """The head of the chain (:mod:`evo.strategies.policy_chain`: the newest usable version
+        of the lowest cluster of names holding one; names beyond it are never used), and the
+        number the next version takes (None when the numbers after the head are all taken).
+        Creates the first version when there is none."""
         for _ in range(MAX_REBASES):
             versions = self.policy.policy_versions()
+            self._bad &= set(versions)   # a number moved aside may be made again, whole
             gone = False
-            for version in reversed(versions):
-                policy = self._read(version)
-                if policy is not None:
-                    return policy, versions[-1]
-                if version not in self._bad:
-                    gone = True   # pruned since the listing: newer versions exist, list again
+            for cluster in clusters(versions):
+                for version in reversed(cluster):
+                    policy = self._read(version)
+                    if policy is not None:
+                        self._note_beyond([v for v in versions if v > cluster[-1]], cluster[-1])
+                        return policy, next_number(version, set(cluster) | self._blocked)
+                    if version not in self._bad:
+                        gone = True   # pruned since the listing: newer versions exist, list again
+                        break
+                if gone:
                     break
             if gone:
                 continue
-            first = versions[-1] + 1 if versions else 0
+            first = first_number(versions, self._blocked)
             policy = self.first_version(first)
-            if self.policy.create_policy(first, policy.to_bytes()):
+            try:
+                created = self.policy.create_policy(first, policy.to_bytes())
+            except UnreadableEntry as exc:
+                log.warning("%s: policy version %d skipped past: %s", self.policy.url, first, exc)
+                self._blocked.add(first)
+                continue
+            if created:
                 self._current = policy
-                return policy, first
+                return policy, next_number(first, set(versions) | self._blocked)
         raise RuntimeError(f"{self.policy.url}: no usable policy version after {MAX_REBASES} tries")
+
+    def _note_beyond(self, beyond: list[int], top: int) -> None:
+        """Log, once per name, the versions beyond the chain (planted numbers; ignored)."""
+        new = [v for v in beyond if v not in self._beyond]
+        if new:
+            self._beyond.update(new)
+            log.warning("%s: policy versions %s ignored: more than %d beyond the chain's names (up to %d); "
+                        "see evo check", self.policy.url, ", ".join(map(str, new[:5])), MAX_VERSION_GAP, top)
 
     def first_version(self, version: int) -> PolicyVersion:
         """The untrained policy (the same in every worker of a run: seeded by the run's seed)."""
@@ -172,7 +213,7 @@ class LearnedStrategy(Strategy):
             if data is None:
                 return None
             policy = parse_policy(data, strategy=self.name, decisions=tuple(self.space.decisions),
-                                  shapes=self.shapes, version=version)
+                                  shapes=self.shapes, version=version, now=self.policy.now())
         except (UnreadableEntry, PolicyError) as exc:
             log.warning("%s: policy version %d skipped: %s", self.policy.url, version, exc)
             self._bad.add(version)
@@ -186,10 +227,13 @@ class LearnedStrategy(Strategy):
         policy = base.with_baseline(reward, self.baseline_decay)
         advantage = reward - policy.baseline
         params, moments, steps = policy.params, policy.moments, policy.steps
-        for _ in range(self.steps_per_update):
-            steps += 1
-            grads = self.gradient(params, choices, logp_sampled, advantage)
-            params, moments = adam_ascent(params, moments, grads, steps, self.learning_rate)
+        with np.errstate(all="ignore"):   # an overflow is caught by check_bounds before any create
+            for _ in range(self.steps_per_update):
+                steps += 1
+                grads = self.gradient(params, choices, logp_sampled, advantage)
+                params, moments = adam_ascent(params, moments, grads, steps, self.learning_rate)
+        # projected onto the bounds every reader requires (a non-finite value stays non-finite)
+        params = {k: np.clip(a, -MAX_PARAM, MAX_PARAM) for k, a in params.items()}
         update = Update(child, reward, advantage, sampled, worker[:200] or "-", self.policy.now())
         return replace(policy, parent=base.version, id=new_id(), parent_id=base.id, params=params,
                        moments=moments, steps=steps,

@@ -10,7 +10,8 @@ from typing import Any
 from storage import PolicyFacet, UnreadableEntry
 
 from evo.strategies import make_strategy, strategy_class
-from evo.strategies.policy_state import PolicyError, PolicyVersion, parse_policy
+from evo.strategies.policy_chain import clusters
+from evo.strategies.policy_state import MAX_VERSION_GAP, PolicyError, PolicyVersion, parse_policy
 
 
 @dataclass(frozen=True)
@@ -20,8 +21,10 @@ class PolicyReport:
     foreign versions, a version whose parent or update count does not follow its parent's,
     a child learned from twice). ``orphans``: versions that are not in the chain (a writer
     re-created a number after it was pruned, and was killed before withdrawing it).
-    ``unusable``: versions that cannot be read or parsed (``evo check --repair`` moves them
-    aside, so that a planted version cannot hold the numbering)."""
+    ``unusable``: versions that cannot be read or parsed, or are out of bounds
+    (:func:`evo.strategies.policy_state.check_bounds`); ``beyond``: versions beyond the chain
+    (:mod:`evo.strategies.policy_chain`: planted numbers that workers ignore). ``evo check
+    --repair`` moves both aside; ``latest`` is the chain's head, which it never touches."""
 
     strategy: str
     versions: tuple[int, ...]
@@ -29,6 +32,7 @@ class PolicyReport:
     problems: tuple[str, ...] = field(default=())
     orphans: tuple[int, ...] = field(default=())
     unusable: tuple[int, ...] = field(default=())
+    beyond: tuple[int, ...] = field(default=())
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready: version, versions kept, updates, baseline and the recent rewards."""
@@ -67,10 +71,20 @@ def read_policy_report(policy: PolicyFacet, config: Any, space: Any = None) -> P
             if data is None:
                 continue
             parsed[v] = parse_policy(data, strategy=strategy.name, decisions=tuple(strategy.space.decisions),
-                                     shapes=strategy.shapes, version=v)
+                                     shapes=strategy.shapes, version=v, now=policy.now())
         except (UnreadableEntry, PolicyError) as exc:
             problems.append(f"policy version {v}: {exc}")
             unusable.append(v)
+    latest, beyond = None, []
+    for cluster in clusters(list(versions)):
+        if latest is not None:
+            beyond += [v for v in cluster if v in parsed]   # the unusable ones are listed already
+        elif any(v in parsed for v in cluster):
+            latest = parsed[max(v for v in cluster if v in parsed)]
+    for v in beyond:
+        problems.append(f"policy version {v}: beyond the chain (more than {MAX_VERSION_GAP} numbers past the "
+                        f"names up to the chain's head, version {latest.version}); workers ignore it")
+        del parsed[v]
     orphans = []
     for v, p in parsed.items():
         parent = parsed.get(p.parent) if p.parent is not None else None
@@ -87,8 +101,8 @@ def read_policy_report(policy: PolicyFacet, config: Any, space: Any = None) -> P
         if len(p.recent) > 1 and \
                 [u.child for u in p.recent[:-1]] != [u.child for u in parent.recent][-(len(p.recent) - 1):]:
             problems.append(f"policy version {v}: its updates do not extend its parent {parent.version}'s")
-    latest = parsed[max(parsed)] if parsed else None
-    return PolicyReport(strategy.name, versions, latest, tuple(problems), tuple(sorted(orphans)), tuple(unusable))
+    return PolicyReport(strategy.name, versions, latest, tuple(problems), tuple(sorted(orphans)),
+                        tuple(unusable), tuple(beyond))
 
 
 def audit_policy(store: Any, config: Any) -> dict[str, Any] | None:

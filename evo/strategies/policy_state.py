@@ -8,6 +8,17 @@ status`` and the consistency checks. It is read from a shared, untrusted store, 
 checks everything against what the run expects (strategy, decisions, every array's name and
 shape, finite values, bounded lists) and raises :class:`PolicyError` (one line) otherwise.
 Never pickle.
+
+Bounds (:func:`check_bounds`; a version outside them is unusable, and a writer never creates
+one): every parameter within +-``MAX_PARAM``; Adam's second moments in [0, ``MAX_MOMENT``]
+and each first moment with ``m**2 <= 64 v`` (Adam's own invariant is ``m**2 <= 53 v`` for its
+betas 0.9/0.999, so any update from a version in bounds moves each parameter by at most
+8 learning rates); the baseline's denominator in [0, 1] and ``|numerator| <= MAX_REWARD *
+denominator`` (so the baseline lies within the range fitness can have, ``storage``'s
+``MAX_FITNESS``); rewards within ``MAX_REWARD``, advantages within twice that; ``parent``
+at most ``MAX_VERSION_GAP`` below the version (a writer skips at most that many taken
+numbers); ``updates <= version`` and ``steps <= 100 * updates`` (PPO's epochs are at most
+100); update times not more than ``MAX_FUTURE_SECONDS`` past the reader's clock.
 """
 
 from __future__ import annotations
@@ -29,6 +40,14 @@ SCHEMA = 1
 KIND = "evo-policy"
 MAX_POLICY_BYTES = 4 * 2**20   # as storage.policy reads them
 MAX_RECENT = 64      # updates kept in a version for status and audits
+MAX_PARAM = 1e4            # |parameter|: far past where a softmax saturates
+MAX_MOMENT = 1e30          # Adam's second moments (float32 holds up to 3.4e38)
+MOMENT_RATIO = 64.0        # m**2 <= MOMENT_RATIO * v (+ MOMENT_FLOOR): Adam keeps m**2 <= 53 v
+MOMENT_FLOOR = 1e-30
+MAX_REWARD = 1e9           # as storage.population.MAX_FITNESS: |fitness| < 1e9
+MAX_VERSION_GAP = 64       # a version is at most this many numbers above its parent
+MAX_STEPS_PER_UPDATE = 100   # controller.ppo_epochs is 1..100
+MAX_FUTURE_SECONDS = 600.0   # an update stamped later than this past the reader's clock is refused
 
 
 class PolicyError(StoreFailure, ValueError):
@@ -147,20 +166,56 @@ def _is_token(value: Any) -> bool:
     return isinstance(value, str) and len(value) == 32 and all(c in "0123456789abcdef" for c in value)
 
 
-def _update(obj: Any) -> Update:
+def _update(obj: Any, version: int, now: float | None) -> Update:
     if not isinstance(obj, dict) or set(obj) != {"child", "reward", "advantage", "sampled", "worker", "time"}:
         raise PolicyError("recent updates must be objects with child, reward, advantage, sampled, worker, time")
     for key in ("child", "worker"):
         if not isinstance(obj[key], str) or not 0 < len(obj[key]) <= 200 or not obj[key].isprintable():
             raise PolicyError(f"recent update's {key} must be a short printable string")
-    return Update(obj["child"], _number(obj, "reward"), _number(obj, "advantage"), _count(obj, "sampled"),
-                  obj["worker"], _number(obj, "time", 0))
+    high = math.inf if now is None else now + MAX_FUTURE_SECONDS
+    return Update(obj["child"], _number(obj, "reward", -MAX_REWARD, MAX_REWARD),
+                  _number(obj, "advantage", -2 * MAX_REWARD, 2 * MAX_REWARD), _count(obj, "sampled", version + 1),
+                  obj["worker"], _number(obj, "time", 0, high))
+
+
+def check_bounds(policy: PolicyVersion, now: float | None = None) -> None:
+    """:class:`PolicyError` (one line) unless ``policy`` is within this module's bounds (see
+    its docstring): what a reader requires of a version, and a writer of its own update
+    before it creates it. ``now``: the reader's clock, for the update times."""
+    for name, a in policy.params.items():
+        if not np.isfinite(a).all() or (a.size and float(np.abs(a).max()) > MAX_PARAM):
+            raise PolicyError(f"parameter {name!r} is non-finite or beyond +-{MAX_PARAM:g}")
+    for name, a in policy.moments.items():
+        if not np.isfinite(a).all():
+            raise PolicyError(f"moment {name!r} has non-finite values")
+        if name.startswith("v:") and a.size and not (float(a.min()) >= 0 and float(a.max()) <= MAX_MOMENT):
+            raise PolicyError(f"moment {name!r} is outside [0, {MAX_MOMENT:g}]")
+        if name.startswith("m:"):
+            v = policy.moments.get("v:" + name[2:])
+            m = a.astype(np.float64)
+            if v is None or not (m * m <= MOMENT_RATIO * v.astype(np.float64) + MOMENT_FLOOR).all():
+                raise PolicyError(f"moment {name!r} is out of proportion to its second moment")
+    num, den = policy.baseline_num, policy.baseline_den
+    if not (is_finite_number(num) and is_finite_number(den) and 0 <= den <= 1 and abs(num) <= MAX_REWARD * den):
+        raise PolicyError(f"reward baseline {num!r}/{den!r} is outside the range of fitness (+-{MAX_REWARD:g})"[:200])
+    if policy.parent is not None and not policy.version - MAX_VERSION_GAP <= policy.parent < policy.version:
+        raise PolicyError(f"its parent {policy.parent} is not one of the {MAX_VERSION_GAP} versions before it")
+    if not 0 <= policy.updates <= policy.version or not 0 <= policy.steps <= MAX_STEPS_PER_UPDATE * policy.updates:
+        raise PolicyError(f"{policy.updates} updates and {policy.steps} steps are implausible for version "
+                          f"{policy.version}")
+    high = math.inf if now is None else now + MAX_FUTURE_SECONDS
+    for u in policy.recent:
+        if not (abs(u.reward) <= MAX_REWARD and abs(u.advantage) <= 2 * MAX_REWARD and 0 <= u.time <= high
+                and 0 <= u.sampled <= policy.version):
+            raise PolicyError(f"its update for {u.child[:40]!r} is out of bounds (reward, advantage, time "
+                              "or version)")
 
 
 def parse_policy(data: bytes, *, strategy: str, decisions: tuple[int, ...],
-                 shapes: Mapping[str, tuple[int, ...]], version: int) -> PolicyVersion:
+                 shapes: Mapping[str, tuple[int, ...]], version: int, now: float | None = None) -> PolicyVersion:
     """The policy version in ``data`` (the object named for ``version``), checked against
-    what this run expects; :class:`PolicyError` (one line) for anything else."""
+    what this run expects and within :func:`check_bounds` (``now``: the reader's clock, for
+    update times); :class:`PolicyError` (one line) for anything else."""
     try:
         d = parse_json(data, "policy version", max_bytes=MAX_POLICY_BYTES)
     except UntrustedJSONError as exc:
@@ -195,11 +250,13 @@ def parse_policy(data: bytes, *, strategy: str, decisions: tuple[int, ...],
     if not isinstance(moments, dict) or set(moments) not in (set(), moment_names):
         raise PolicyError("its optimizer moments are not this controller's")
     baseline_den = _number(d, "baseline_den", 0, 1)
-    return PolicyVersion(
+    policy = PolicyVersion(
         strategy=strategy, version=version, parent=parent, id=d["id"], parent_id=d["parent_id"],
         decisions=tuple(decisions),
         params={k: _decode(params[k], k, shapes[k]) for k in shapes},
         moments={k: _decode(moments[k], k, shapes[k.split(":", 1)[1]]) for k in moments},
         steps=_count(d, "steps"), updates=_count(d, "updates"),
         baseline_num=_number(d, "baseline_num"), baseline_den=baseline_den,
-        recent=tuple(_update(u) for u in recent))
+        recent=tuple(_update(u, version, now) for u in recent))
+    check_bounds(policy, now)
+    return policy

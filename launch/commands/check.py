@@ -69,13 +69,17 @@ def run(args: argparse.Namespace) -> int:
 
         policy = read_policy_report(store.policy, config)
         if policy is not None and args.repair:
-            for version in policy.unusable:
+            moves = [(v, "unusable policy versions") for v in policy.unusable] + \
+                [(v, "policy versions beyond the chain") for v in policy.beyond]
+            for version, kind in moves:   # never the chain's head: that one is usable and in the chain
                 try:
                     store.policy.move_policy_aside(version)
-                    result["repaired"]["unusable policy versions"] = result["repaired"].get(
-                        "unusable policy versions", 0) + 1
-                except OSError as exc:
-                    result["problems"].append(f"policy: version {version} could not be moved aside: {exc}")
+                    result["repaired"][kind] = result["repaired"].get(kind, 0) + 1
+                except FileNotFoundError:
+                    pass   # pruned or moved meanwhile
+                except (OSError, storage.UnreadableEntry) as exc:
+                    result["problems"].append(f"policy: version {version} could not be moved aside: "
+                                              f"{one_line(exc, with_type=True)}")
             policy = read_policy_report(store.policy, config)
         if policy is not None and policy.problems:
             result["ok"] = False
