@@ -120,21 +120,24 @@ def open_or_decode(cache: DataCacheFacet, spec: DatasetSpec, settings: DataSetti
     delay = poll
     while True:
         state = cache.data_state(key)
-        for g in sorted(state.manifests - damaged, reverse=True):
+        for g in sorted(state.committed - damaged, reverse=True):   # only the verified chain's
             try:
                 return _open(cache, key, g, spec)
             except CacheDamaged as exc:
                 log.warning("data cache generation %d is damaged (%s); it will be decoded again", g, exc)
                 damaged.add(g)
-        g = state.latest
+        g = state.newest
         if g >= 0 and g not in state.manifests:   # someone claimed g and has not committed it
             record = cache.read_data_progress(key, g)
             seen, since = watched.get(g, (object(), clock()))
             if record != seen:
                 since = clock()
             watched[g] = (record, since)
-            failed = isinstance(record, dict) and isinstance(record.get("failed"), str)
-            abandoned = isinstance(record, dict) and record.get("abandoned") is True
+            foreign = isinstance(record, dict) and "foreign" in record
+            failed = not foreign and isinstance(record, dict) and isinstance(record.get("failed"), str)
+            abandoned = foreign or (isinstance(record, dict) and record.get("abandoned") is True)
+            if foreign:
+                log.warning("data cache generation %d: %s; taking over", g, str(record["foreign"])[:300])
             if failed and not _old(cache, record, stale_after):
                 claim = cache.read_data_claim(key, g) or {}
                 raise DataProblem(f"{record['failed'][:1000]} (found by {str(claim.get('worker', 'the worker'))[:80]}, "
@@ -149,10 +152,11 @@ def open_or_decode(cache: DataCacheFacet, spec: DatasetSpec, settings: DataSetti
             if not failed and not abandoned:
                 log.warning("the decoder of data cache generation %d has been silent for %.0f s; taking over", g,
                             clock() - since)
-        nxt = g + 1
-        if cache.claim_data(key, nxt, who):
-            return _decode_and_commit(cache, key, nxt, spec, settings, decode, who, say)
-        delay = poll   # lost the claim race: wait on the winner
+        won = cache.claim_next(key, state, who)   # numbered from the verified chain, never from names
+        if won is not None:
+            return _decode_and_commit(cache, key, won, spec, settings, decode, who, say)
+        time.sleep(delay)   # lost the claim race (wait on the winner), or every next name is blocked
+        delay = min(2.0, delay * 1.5)
 
 
 def _old(cache: DataCacheFacet, record: dict, stale_after: float) -> bool:
@@ -302,7 +306,7 @@ def cache_status(cache: DataCacheFacet, spec: DatasetSpec | str, settings: DataS
     spec = DatasetSpec.of(spec)
     key = cache_key(spec, settings)
     state = cache.data_state(key)
-    for g in sorted(state.manifests, reverse=True):
+    for g in sorted(state.committed, reverse=True):   # planted manifests outside the chain are not the run's
         try:
             cached = _open(cache, key, g, spec)
         except CacheDamaged as exc:
@@ -312,10 +316,12 @@ def cache_status(cache: DataCacheFacet, spec: DatasetSpec | str, settings: DataS
                 "input_shape": list(m["input_shape"]), "num_classes": m["num_classes"],
                 "data_sha256": m["data_sha256"], "decoded_by": m.get("decoded_by", {}).get("worker")
                 if isinstance(m.get("decoded_by"), dict) else None}
-    g = state.latest
+    g = state.newest
     if g < 0:
         return {"state": "not decoded", "key": key}
     record = cache.read_data_progress(key, g) or {}
+    if "foreign" in record:
+        return {"state": "abandoned", "key": key, "generation": g, "problem": str(record["foreign"])[:300]}
     if isinstance(record.get("failed"), str):
         return {"state": "failed", "key": key, "generation": g, "problem": record["failed"][:300]}
     return {"state": "decoding", "key": key, "generation": g, "line": _waiting_line(cache, key, g, record)}
