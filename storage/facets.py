@@ -203,6 +203,10 @@ class DataCacheFacet(Protocol):
         """Create the claim on generation ``generation`` of cache ``key`` if nobody has; True iff
         this call did (then this caller decodes it)."""
 
+    def claim_verdict(self, key: str, generation: int) -> str | None:
+        """None if the claim of a generation is a regular file whose fields check out; else
+        the problem, in words."""
+
     def claim_next(self, key: str, state: DataState, info: dict[str, Any]) -> int | None:
         """Claim the generation after the newest of ``state``'s verified chain (moving aside
         or skipping foreign entries at claim names); the generation won, or None (wait)."""
