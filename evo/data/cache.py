@@ -12,7 +12,12 @@ label range: :mod:`evo.data.cacheformat`) before using them: the store is shared
   ``stale_after`` seconds of silence a waiter claims the next generation and decodes it.
   A decoder stopped by a signal says so, and the next generation starts at once.
 - Parts without a manifest are never read, so a partly written cache is never trusted; a
-  manifest or part that does not check out makes the next generation be decoded.
+  manifest or part that does not check out makes the next newest committed generation be
+  tried, and when none is left, the next generation be decoded.
+- Only generations of the verified chain (:mod:`storage.datacache`) are read or waited on:
+  a manifest, claim or progress record planted outside it (generation 1000000) is ignored,
+  and a progress record that does not check out (dated in the future, say) is nobody's:
+  its generation counts as abandoned and the next one is claimed at once.
 - Bad data (:class:`evo.data.decoding.DataProblem`) fails the decoder with its one-line error
   and is recorded in its progress, so the workers waiting on it fail with the same line
   instead of each decoding the dataset again. A failure older than ``stale_after`` is
@@ -135,7 +140,10 @@ def open_or_decode(cache: DataCacheFacet, spec: DatasetSpec, settings: DataSetti
             watched[g] = (record, since)
             foreign = isinstance(record, dict) and "foreign" in record
             failed = not foreign and isinstance(record, dict) and isinstance(record.get("failed"), str)
-            abandoned = foreign or (isinstance(record, dict) and record.get("abandoned") is True)
+            # a decoder that finished ("committed" or "lost") left no usable manifest here:
+            # nobody is coming to commit this generation
+            abandoned = foreign or (isinstance(record, dict) and (record.get("abandoned") is True
+                                                                  or record.get("phase") in ("committed", "lost")))
             if foreign:
                 log.warning("data cache generation %d: %s; taking over", g, str(record["foreign"])[:300])
             if failed and not _old(cache, record, stale_after):
@@ -274,7 +282,7 @@ def _open(cache: DataCacheFacet, key: str, g: int, spec: DatasetSpec) -> CachedD
         raise CacheDamaged(str(exc)) from None
     if manifest is None:
         raise CacheDamaged(f"data cache generation {g} vanished")
-    return CachedData(cache, key, g, check_manifest(manifest, key, g, spec))
+    return CachedData(cache, key, g, check_manifest(manifest, key, g, spec, cache.now()))
 
 
 # ----- for people ------------------------------------------------------------------------
