@@ -144,6 +144,8 @@ def open_or_decode(cache: DataCacheFacet, spec: DatasetSpec, settings: DataSetti
             # nobody is coming to commit this generation
             abandoned = foreign or (isinstance(record, dict) and (record.get("abandoned") is True
                                                                   or record.get("phase") in ("committed", "lost")))
+            if record is None and _old(cache, cache.read_data_claim(key, g) or {}, 4 * stale_after):
+                abandoned = True   # claimed long ago and never a word of progress since
             if foreign:
                 log.warning("data cache generation %d: %s; taking over", g, str(record["foreign"])[:300])
             if failed and not _old(cache, record, stale_after):
