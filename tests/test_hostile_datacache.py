@@ -332,3 +332,23 @@ def test_a_sparse_gigabyte_part_costs_no_memory(tmp_path):
     assert [n for n in os.listdir(root / "data") if ".g1." in n] == [f"{key}.g1.claim.json"], \
         "its parts went as orphans; a claim that checks out is the chain's (it may be the run's own)"
     shutil.rmtree(root / "quarantine", ignore_errors=True)
+
+
+@pytest.mark.slow  # the GCS emulator
+def test_read_verified_on_gcs_hashes_in_ranged_reads(gcs_bucket_url):
+    backend = storage.open_backend(gcs_bucket_url)
+    blob = b"\0" * (48 * 2**20)
+    backend.write("data/big.bin", blob)
+    digest = hashlib.sha256(blob).hexdigest()
+    del blob
+    tracemalloc.start()
+    try:
+        with pytest.raises(UnreadableEntry, match="SHA-256 does not match"):
+            backend.read_verified("data/big.bin", 48 * 2**20, "0" * 64)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 2**20, f"{peak} bytes held for a 48 MiB object that does not check out"
+    with pytest.raises(UnreadableEntry, match="too large"):
+        backend.read_verified("data/big.bin", 2**20, digest)     # refused from its size, unread
+    assert len(backend.read_verified("data/big.bin", 48 * 2**20, digest)) == 48 * 2**20
