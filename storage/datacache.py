@@ -73,8 +73,8 @@ class DataState:
     """What one listing of ``data/`` says about the cache ``key``: the generations that have
     a manifest, a claim (a regular file), a progress record, the key of every part by
     generation, and the verified chain (this module's docstring): ``chain`` holds the
-    generations whose claims check out and follow on from 0, ``blocked`` the generations
-    whose claim name holds something foreign (a non-file, or a claim that does not check out)."""
+    generations whose claims check out and follow on from 0 (:func:`chain_of`), ``blocked``
+    the generations within its reach whose claim does not check out."""
 
     key: str
     manifests: frozenset[int] = frozenset()
@@ -241,8 +241,8 @@ class DataCache:
 
     def data_state(self, key: str) -> DataState:
         """Generations of cache ``key`` that have a manifest, a claim or progress, and its
-        verified chain (one listing of ``data/``, plus a read of each claim not yet known
-        good; a claim, once good, stays good for this object)."""
+        verified chain (one listing of ``data/``, plus a read of each claim within the
+        chain's reach not yet known good; a claim, once good, stays good for this object)."""
         check_data_key(key)
         manifests, claims, progress, parts = set(), set(), set(), {}
         for name in self._backend.list(DATA):
@@ -254,15 +254,17 @@ class DataCache:
             if what == "part":
                 parts.setdefault(g, ())
                 parts[g] += (f"{DATA}/{name}",)
-        valid = [g for g in sorted(claims) if self.claim_verdict(key, g) is None]
-        chain = chain_of(valid)
-        blocked = set(claims) - set(valid)
-        for entry in self._backend.list_foreign(DATA):
-            parsed = parse_data_name(entry.name)
-            if parsed is not None and parsed[0] == key and parsed[2] == "claim":
-                blocked.add(parsed[1])
+        chain, blocked, newest = set(), set(), -1
+        for g in sorted(claims):   # claims past the chain's reach are never read
+            if g > newest + 1 + MAX_SKIP:
+                break
+            if self.claim_verdict(key, g) is None:
+                chain.add(g)
+                newest = g
+            else:
+                blocked.add(g)
         return DataState(key, frozenset(manifests), frozenset(claims), frozenset(progress), parts,
-                         chain, frozenset(blocked))
+                         frozenset(chain), frozenset(blocked))
 
     def claim_verdict(self, key: str, generation: int) -> str | None:
         """None if the claim of a generation is a regular file whose fields check out

@@ -316,16 +316,20 @@ def cache_status(cache: DataCacheFacet, spec: DatasetSpec | str, settings: DataS
     spec = DatasetSpec.of(spec)
     key = cache_key(spec, settings)
     state = cache.data_state(key)
+    damaged = None
     for g in sorted(state.committed, reverse=True):   # planted manifests outside the chain are not the run's
         try:
             cached = _open(cache, key, g, spec)
-        except CacheDamaged as exc:
-            return {"state": "damaged", "key": key, "generation": g, "problem": str(exc)[:300]}
+        except CacheDamaged as exc:   # workers try the next newest: so does status
+            damaged = damaged or {"state": "damaged", "key": key, "generation": g, "problem": str(exc)[:300]}
+            continue
         m = cached.manifest
         return {"state": "ready", "key": key, "generation": g, "summary": describe_summary(m),
                 "input_shape": list(m["input_shape"]), "num_classes": m["num_classes"],
                 "data_sha256": m["data_sha256"], "decoded_by": m.get("decoded_by", {}).get("worker")
                 if isinstance(m.get("decoded_by"), dict) else None}
+    if damaged is not None:
+        return damaged
     g = state.newest
     if g < 0:
         return {"state": "not decoded", "key": key}
