@@ -32,7 +32,7 @@ from .backend import TEMP_PREFIX, Backend, Entry, StoreError, UnreadableEntry
 from .check import CheckReport
 from .crash import POINTS as CRASH_POINTS
 from .crash import CrashAt, FaultHook, crash_hook
-from .datacache import DataState, check_data_key
+from .datacache import DataState, check_data_key, manifest_problem, time_problem
 from .facets import DataCacheFacet, HistoryFacet, PolicyFacet, PopulationFacet, RetrainFacet, RunInfoFacet
 from .local import LocalBackend
 from .memory import MemoryBackend
@@ -54,7 +54,7 @@ __all__ = [
     "IndividualInfo", "Individual", "Census", "Broken", "CheckReport", "CorruptRecord",
     "is_id", "birth_of", "dna_hash", "alive_key", "history_key", "safetensors_header_ok", "safetensors_problem",
     # the run's decoded dataset (data/)
-    "DataState", "check_data_key",
+    "DataState", "check_data_key", "manifest_problem", "time_problem",
     # final trainings (evo retrain)
     "Claim", "RetrainState", "is_retrain_id",
     # backends (a store is built over one)

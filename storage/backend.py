@@ -9,9 +9,10 @@ only source of mutual exclusion in the whole store (no locks anywhere).
 from __future__ import annotations
 
 import abc
+import hashlib
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 # Temporary files of the local backend start with this; no population key ever does.
@@ -20,6 +21,9 @@ TEMP_PREFIX = ".tmp-"
 # Reads of records (commits, history, heartbeats, markers) never take more than this; the
 # weights are read with the size their commit states as the bound.
 MAX_RECORD_BYTES = 4 * 2**20
+
+# Chunks in which :meth:`Backend.read_verified` hashes an object before reading it.
+HASH_CHUNK = 4 * 2**20
 
 # Where entries that are not usable objects (symlinks, directories, unreadable or oversized
 # files) are moved aside, as they are, by quarantine and ``evo check --repair``.
@@ -97,6 +101,23 @@ def moved_key(dirname: str, name: str) -> str:
     return f"{MOVED_DIR}/{safe}.{secrets.token_hex(4)}"
 
 
+def check_declared(size: int, sha256: str) -> None:
+    """ValueError unless ``size`` is a whole number >= 0 and ``sha256`` 64 lowercase hex digits."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ValueError(f"bad declared size {size!r}")
+    if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ValueError("bad declared SHA-256")
+
+
+def digest_problem(data: bytes, size: int, sha256: str) -> str | None:
+    """None if ``data`` has ``size`` bytes and that SHA-256; else the problem, in words."""
+    if len(data) != size:
+        return f"has {len(data)} bytes, {size} expected"
+    if hashlib.sha256(data).hexdigest() != sha256:
+        return "SHA-256 does not match (damaged)"
+    return None
+
+
 def split_key(key: str) -> tuple[str, str]:
     """``(folder, name)`` of a safe key (see :func:`check_key`): ``"alive/x.json"`` gives
     ``("alive", "x.json")``, a key without a folder ``("", key)``."""
@@ -127,6 +148,49 @@ class Backend(abc.ABC):
         more than ``max_bytes`` (checked before reading where the backend can; at most
         ``max_bytes + 1`` bytes are ever read).
         """
+
+    def read_verified(self, key: str, size: int, sha256: str) -> bytes:
+        """The whole object, exactly ``size`` bytes whose SHA-256 is ``sha256`` (lowercase
+        hex), as stated by a record that names it (a commit, a manifest).
+
+        Memory never grows with a planted size: the object is first hashed while streaming
+        in chunks of ``HASH_CHUNK`` with ``size`` as the bound (stopping at the first byte
+        past it), and only an object whose size and hash check out is then read whole (and
+        hashed again, so an object replaced between the two passes is refused too). The
+        trade-off: a good object is read and hashed twice; a bad one costs one chunk of memory.
+
+        FileNotFoundError if absent. :class:`UnreadableEntry` (one line) if the name is not
+        a regular object, cannot be read, or holds another size or another SHA-256.
+        ValueError if ``size`` or ``sha256`` is malformed (the caller checks records first).
+        """
+        check_declared(size, sha256)
+        self.verify(key, size, sha256)
+        data = self.read(key, size)
+        problem = digest_problem(data, size, sha256)
+        if problem:
+            raise UnreadableEntry(key, f"changed while it was read ({problem})")
+        return data
+
+    def verify(self, key: str, size: int, sha256: str) -> None:
+        """Check, while streaming and without holding the object, that it has exactly
+        ``size`` bytes whose SHA-256 is ``sha256``; raise as :meth:`read_verified` does."""
+        check_declared(size, sha256)
+        digest, total = hashlib.sha256(), 0
+        for chunk in self.stream(key, size):
+            total += len(chunk)
+            if total > size:
+                raise UnreadableEntry(key, f"is too large (more than the {size} bytes stated)")
+            digest.update(chunk)
+        if total != size:
+            raise UnreadableEntry(key, f"has {total} bytes, {size} expected")
+        if digest.hexdigest() != sha256:
+            raise UnreadableEntry(key, "SHA-256 does not match (damaged)")
+
+    def stream(self, key: str, max_bytes: int) -> Iterator[bytes]:
+        """The object's bytes in chunks of at most ``HASH_CHUNK``, stopping after the first
+        byte past ``max_bytes`` (errors as :meth:`read`). This default reads the object
+        whole: backends whose objects are not already in memory override it."""
+        yield self.read(key, max_bytes)
 
     def read_many(self, keys: Iterable[str],
                   max_bytes: int = MAX_RECORD_BYTES) -> dict[str, bytes | UnreadableEntry | None]:

@@ -33,9 +33,8 @@ What it looks for (each a problem that makes ``ok`` false unless repaired):
   Repair: delete it. ``--repair`` then rolls sealed records older than the grace period up
   into segments (``repaired["rolled_up"]`` counts them).
 - stray: files whose names are not part of the layout (reported, never deleted).
-- data/: parts of the decoded dataset that no manifest names (a decoder died before its
-  commit, or lost it) are orphans after the grace period. Repair: delete. A manifest that
-  cannot be read is reported as unreadable (workers decode a new generation instead).
+- data/: the decoded dataset's verified chain, claims, progress records, manifests and
+  parts (each part hashed while streaming): :mod:`storage.check_data`.
 - final trainings under ``retrain/``: :mod:`storage.check_retrain`.
 - ``policy/``: foreign entries (and objects whose names are not versions' names: moved
   aside like them) and temp files here; the versions themselves (unusable, out
@@ -58,9 +57,10 @@ from typing import Any
 import dna as dna_lib
 
 from .backend import MOVED_DIR, TEMP_PREFIX, UnreadableEntry
+from .check_data import DataAudits
 from .check_records import AuditedStore, RecordAudits, load_record
 from .check_retrain import RetrainAudits
-from .datacache import DATA, MAX_MANIFEST_BYTES, parse_data_name
+from .datacache import DATA
 from .policy import POLICY, parse_policy_name
 from .records import (
     CONFIG_KEY, DIRECTORIES, HISTORY, KEPT, MAX_HEARTBEAT_BYTES, PAYLOAD, QUARANTINE, WORKERS,
@@ -123,7 +123,7 @@ def check_store(store: AuditedStore, *, repair: bool, grace_seconds: float,
     return _Audit(store, repair, grace_seconds, bounds, dna_validator, deep).run()
 
 
-class _Audit(RecordAudits, RetrainAudits):
+class _Audit(RecordAudits, RetrainAudits, DataAudits):
     """One run of ``check``: the listing audits here, the record audits in the base class."""
 
     def run(self) -> CheckReport:
@@ -235,50 +235,6 @@ class _Audit(RecordAudits, RetrainAudits):
                     self.fixed("orphans")
                 except OSError as exc:
                     self.could_not(f"delete {PAYLOAD}/{name}", exc)
-
-    def audit_data(self) -> None:
-        """The decoded dataset's objects: parts no manifest names are orphans after the grace."""
-        entries = {e.name: e for e in self.backend.list_detail(DATA)}
-        if not entries:
-            return
-        referenced: set[str] = set()
-        for name in sorted(entries):
-            parsed = parse_data_name(name)
-            if parsed is None or parsed[2] != "manifest":
-                continue
-            try:
-                manifest = load_record(self.backend.read(f"{DATA}/{name}", MAX_MANIFEST_BYTES))
-            except FileNotFoundError:
-                continue
-            except UnreadableEntry as exc:
-                self._unreadable(f"{DATA}/{name}", exc.problem)
-                continue
-            if not isinstance(manifest, dict):
-                self._unreadable(f"{DATA}/{name}", "is not a JSON object")
-                continue
-            parts = manifest.get("parts") if isinstance(manifest, dict) else None
-            for part in (parts.values() if isinstance(parts, dict) else ()):
-                if isinstance(part, dict) and isinstance(part.get("key"), str):
-                    referenced.add(part["key"])
-        for name, entry in sorted(entries.items()):
-            if name.startswith(TEMP_PREFIX):
-                continue
-            parsed = parse_data_name(name)
-            if parsed is None:
-                self.problem("stray", f"{DATA}/{name} is not part of the decoded dataset")
-                continue
-            if parsed[2] != "part" or f"{DATA}/{name}" in referenced:
-                continue
-            if self.now - entry.mtime < self.grace:
-                self.pending += 1
-                continue
-            self.problem("orphans", f"{DATA}/{name} is named by no manifest")
-            if self.repair:
-                try:
-                    self.backend.delete(f"{DATA}/{name}")
-                    self.fixed("orphans")
-                except OSError as exc:
-                    self.could_not(f"delete {DATA}/{name}", exc)
 
     def audit_temp_files(self) -> None:
         """Temp files of crashed local writers (other backends have none)."""

@@ -203,15 +203,24 @@ class DataCacheFacet(Protocol):
         """Create the claim on generation ``generation`` of cache ``key`` if nobody has; True iff
         this call did (then this caller decodes it)."""
 
+    def claim_verdict(self, key: str, generation: int) -> str | None:
+        """None if the claim of a generation is a regular file whose fields check out; else
+        the problem, in words."""
+
+    def claim_next(self, key: str, state: DataState, info: dict[str, Any]) -> int | None:
+        """Claim the generation after the newest of ``state``'s verified chain (moving aside
+        or skipping foreign entries at claim names); the generation won, or None (wait)."""
+
     def read_data_claim(self, key: str, generation: int) -> dict[str, Any] | None:
-        """The claim of a generation (None if absent or unreadable: it is only shown)."""
+        """The claim of a generation if it checks out (None if absent, unreadable or
+        foreign: it is only shown)."""
 
     def write_data_progress(self, key: str, generation: int, info: dict[str, Any]) -> None:
         """Overwrite the decoder's progress record of a generation (``info`` + ``time``)."""
 
     def read_data_progress(self, key: str, generation: int) -> dict[str, Any] | None:
-        """The latest progress record of a generation, or None (absent, unreadable, not a JSON
-        object): progress is advisory."""
+        """The latest progress record of a generation; None if absent; ``{"foreign":
+        PROBLEM}`` if it is unreadable or out of bounds (nobody's progress)."""
 
     def write_data_part(self, key: str, generation: int, part: str, blob: bytes) -> dict[str, Any]:
         """Write one split's arrays under a name unique to this attempt; returns what the manifest

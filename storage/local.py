@@ -13,7 +13,8 @@ store's folders one component at a time with ``O_NOFOLLOW`` and works relative t
 folder's descriptor, so a symlink planted anywhere in the store (``alive -> /etc``,
 ``alive/x.json -> /etc/passwd``) is never read through or written through. Reads open with
 ``O_NOFOLLOW | O_NONBLOCK`` (a planted FIFO cannot block them), accept regular files only,
-and check the size with ``fstat`` before reading at most ``max_bytes + 1`` bytes. Only the
+and check the size with ``fstat`` before reading at most ``max_bytes + 1`` bytes;
+``read_verified`` hashes the file in chunks before it reads it whole, on one descriptor. Only the
 store's root path itself may be a symlink (the user chose it).
 """
 
@@ -21,14 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
 import stat as stat_mode
 from collections.abc import Iterator
 
 from .backend import (
-    MAX_RECORD_BYTES, TEMP_PREFIX, Backend, Entry, Foreign, UnreadableEntry, check_dir, check_key,
-    moved_key, split_key,
+    HASH_CHUNK, MAX_RECORD_BYTES, TEMP_PREFIX, Backend, Entry, Foreign, UnreadableEntry, check_declared,
+    check_dir, check_key, digest_problem, moved_key, split_key,
 )
 from .crash import FaultHook, no_fault
 
@@ -124,7 +126,9 @@ class LocalBackend(Backend):
             os.close(fd)
 
     # ----- reading -----
-    def read(self, key: str, max_bytes: int = MAX_RECORD_BYTES) -> bytes:
+    def _open_regular(self, key: str, max_bytes: int) -> tuple[int, int]:
+        """``(descriptor, size)`` of the regular file ``key`` (never through a symlink, never
+        blocking on a FIFO); errors as :meth:`read`, the size bound checked by ``fstat``."""
         dirname, name = split_key(key)
         with self._folder(dirname) as dfd:
             if dfd is None:
@@ -143,6 +147,14 @@ class LocalBackend(Backend):
                 raise UnreadableEntry(key, f"is {describe_mode(st.st_mode)}, not a regular file")
             if st.st_size > max_bytes:
                 raise UnreadableEntry(key, f"is too large ({st.st_size} bytes; at most {max_bytes} expected)")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, st.st_size
+
+    def read(self, key: str, max_bytes: int = MAX_RECORD_BYTES) -> bytes:
+        fd, _ = self._open_regular(key, max_bytes)
+        try:
             chunks, total = [], 0
             while total <= max_bytes:
                 chunk = os.read(fd, min(max_bytes + 1 - total, 1 << 22))
@@ -153,6 +165,63 @@ class LocalBackend(Backend):
             if total > max_bytes:  # it grew after fstat
                 raise UnreadableEntry(key, f"is too large (more than {max_bytes} bytes)")
             return b"".join(chunks)
+        except OSError as exc:
+            if exc.errno in _NOT_PER_ENTRY:
+                raise
+            raise UnreadableEntry(key, _problem(exc)) from None
+        finally:
+            os.close(fd)
+
+    def stream(self, key: str, max_bytes: int) -> Iterator[bytes]:
+        fd, _ = self._open_regular(key, max_bytes)
+        try:
+            total = 0
+            while total <= max_bytes:
+                chunk = os.read(fd, min(max_bytes + 1 - total, HASH_CHUNK))
+                if not chunk:
+                    break
+                total += len(chunk)
+                yield chunk
+        except OSError as exc:
+            if exc.errno in _NOT_PER_ENTRY:
+                raise
+            raise UnreadableEntry(key, _problem(exc)) from None
+        finally:
+            os.close(fd)
+
+    def read_verified(self, key: str, size: int, sha256: str) -> bytes:
+        # Both passes on one descriptor: the file hashed is the file read (see Backend).
+        check_declared(size, sha256)
+        fd, found = self._open_regular(key, size)
+        try:
+            if found != size:
+                raise UnreadableEntry(key, f"has {found} bytes, {size} expected")
+            digest, total = hashlib.sha256(), 0
+            while total <= size:
+                chunk = os.pread(fd, min(size + 1 - total, HASH_CHUNK), total)
+                if not chunk:
+                    break
+                total += len(chunk)
+                digest.update(chunk)
+                del chunk
+            if total != size:
+                raise UnreadableEntry(key, f"has {total} bytes, {size} expected" if total < size
+                                      else f"is too large (more than the {size} bytes stated)")
+            if digest.hexdigest() != sha256:
+                raise UnreadableEntry(key, "SHA-256 does not match (damaged)")
+            chunks, total = [], 0
+            while total <= size:
+                chunk = os.pread(fd, size + 1 - total, total)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            del chunks
+            problem = digest_problem(data, size, sha256)
+            if problem:
+                raise UnreadableEntry(key, f"changed while it was read ({problem})")
+            return data
         except OSError as exc:
             if exc.errno in _NOT_PER_ENTRY:
                 raise

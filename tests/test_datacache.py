@@ -222,7 +222,7 @@ def test_the_store_reads_only_what_a_manifest_may_name(tmp_path):
                        ({**part, "key": f"data/{key}.g0.train.0123456789abcdef.safetensors/../x"}, "bad part"),
                        ({**part, "size": 10**15}, "impossible size"),
                        ({**part, "size": 4}, "too large"),
-                       ({**part, "size": 20}, "has 11 bytes, the manifest says 20"),
+                       ({**part, "size": 20}, "has 11 bytes, 20 expected"),
                        ({**part, "sha256": "0" * 64}, "SHA-256 does not match"),
                        ({**part, "sha256": "nope"}, "states no SHA-256")]:
         with pytest.raises(CorruptRecord, match=words):

@@ -12,7 +12,12 @@ label range: :mod:`evo.data.cacheformat`) before using them: the store is shared
   ``stale_after`` seconds of silence a waiter claims the next generation and decodes it.
   A decoder stopped by a signal says so, and the next generation starts at once.
 - Parts without a manifest are never read, so a partly written cache is never trusted; a
-  manifest or part that does not check out makes the next generation be decoded.
+  manifest or part that does not check out makes the next newest committed generation be
+  tried, and when none is left, the next generation be decoded.
+- Only generations of the verified chain (:mod:`storage.datacache`) are read or waited on:
+  a manifest, claim or progress record planted outside it (generation 1000000) is ignored,
+  and a progress record that does not check out (dated in the future, say) is nobody's:
+  its generation counts as abandoned and the next one is claimed at once.
 - Bad data (:class:`evo.data.decoding.DataProblem`) fails the decoder with its one-line error
   and is recorded in its progress, so the workers waiting on it fail with the same line
   instead of each decoding the dataset again. A failure older than ``stale_after`` is
@@ -120,21 +125,29 @@ def open_or_decode(cache: DataCacheFacet, spec: DatasetSpec, settings: DataSetti
     delay = poll
     while True:
         state = cache.data_state(key)
-        for g in sorted(state.manifests - damaged, reverse=True):
+        for g in sorted(state.committed - damaged, reverse=True):   # only the verified chain's
             try:
                 return _open(cache, key, g, spec)
             except CacheDamaged as exc:
                 log.warning("data cache generation %d is damaged (%s); it will be decoded again", g, exc)
                 damaged.add(g)
-        g = state.latest
+        g = state.newest
         if g >= 0 and g not in state.manifests:   # someone claimed g and has not committed it
             record = cache.read_data_progress(key, g)
             seen, since = watched.get(g, (object(), clock()))
             if record != seen:
                 since = clock()
             watched[g] = (record, since)
-            failed = isinstance(record, dict) and isinstance(record.get("failed"), str)
-            abandoned = isinstance(record, dict) and record.get("abandoned") is True
+            foreign = isinstance(record, dict) and "foreign" in record
+            failed = not foreign and isinstance(record, dict) and isinstance(record.get("failed"), str)
+            # a decoder that finished ("committed" or "lost") left no usable manifest here:
+            # nobody is coming to commit this generation
+            abandoned = foreign or (isinstance(record, dict) and (record.get("abandoned") is True
+                                                                  or record.get("phase") in ("committed", "lost")))
+            if record is None and _old(cache, cache.read_data_claim(key, g) or {}, 4 * stale_after):
+                abandoned = True   # claimed long ago and never a word of progress since
+            if foreign:
+                log.warning("data cache generation %d: %s; taking over", g, str(record["foreign"])[:300])
             if failed and not _old(cache, record, stale_after):
                 claim = cache.read_data_claim(key, g) or {}
                 raise DataProblem(f"{record['failed'][:1000]} (found by {str(claim.get('worker', 'the worker'))[:80]}, "
@@ -149,10 +162,11 @@ def open_or_decode(cache: DataCacheFacet, spec: DatasetSpec, settings: DataSetti
             if not failed and not abandoned:
                 log.warning("the decoder of data cache generation %d has been silent for %.0f s; taking over", g,
                             clock() - since)
-        nxt = g + 1
-        if cache.claim_data(key, nxt, who):
-            return _decode_and_commit(cache, key, nxt, spec, settings, decode, who, say)
-        delay = poll   # lost the claim race: wait on the winner
+        won = cache.claim_next(key, state, who)   # numbered from the verified chain, never from names
+        if won is not None:
+            return _decode_and_commit(cache, key, won, spec, settings, decode, who, say)
+        time.sleep(delay)   # lost the claim race (wait on the winner), or every next name is blocked
+        delay = min(2.0, delay * 1.5)
 
 
 def _old(cache: DataCacheFacet, record: dict, stale_after: float) -> bool:
@@ -270,7 +284,7 @@ def _open(cache: DataCacheFacet, key: str, g: int, spec: DatasetSpec) -> CachedD
         raise CacheDamaged(str(exc)) from None
     if manifest is None:
         raise CacheDamaged(f"data cache generation {g} vanished")
-    return CachedData(cache, key, g, check_manifest(manifest, key, g, spec))
+    return CachedData(cache, key, g, check_manifest(manifest, key, g, spec, cache.now()))
 
 
 # ----- for people ------------------------------------------------------------------------
@@ -302,20 +316,26 @@ def cache_status(cache: DataCacheFacet, spec: DatasetSpec | str, settings: DataS
     spec = DatasetSpec.of(spec)
     key = cache_key(spec, settings)
     state = cache.data_state(key)
-    for g in sorted(state.manifests, reverse=True):
+    damaged = None
+    for g in sorted(state.committed, reverse=True):   # planted manifests outside the chain are not the run's
         try:
             cached = _open(cache, key, g, spec)
-        except CacheDamaged as exc:
-            return {"state": "damaged", "key": key, "generation": g, "problem": str(exc)[:300]}
+        except CacheDamaged as exc:   # workers try the next newest: so does status
+            damaged = damaged or {"state": "damaged", "key": key, "generation": g, "problem": str(exc)[:300]}
+            continue
         m = cached.manifest
         return {"state": "ready", "key": key, "generation": g, "summary": describe_summary(m),
                 "input_shape": list(m["input_shape"]), "num_classes": m["num_classes"],
                 "data_sha256": m["data_sha256"], "decoded_by": m.get("decoded_by", {}).get("worker")
                 if isinstance(m.get("decoded_by"), dict) else None}
-    g = state.latest
+    if damaged is not None:
+        return damaged
+    g = state.newest
     if g < 0:
         return {"state": "not decoded", "key": key}
     record = cache.read_data_progress(key, g) or {}
+    if "foreign" in record:
+        return {"state": "abandoned", "key": key, "generation": g, "problem": str(record["foreign"])[:300]}
     if isinstance(record.get("failed"), str):
         return {"state": "failed", "key": key, "generation": g, "problem": record["failed"][:300]}
     return {"state": "decoding", "key": key, "generation": g, "line": _waiting_line(cache, key, g, record)}

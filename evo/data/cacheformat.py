@@ -23,6 +23,9 @@ from evo.errors import DataError
 FORMAT = 1
 MAX_CLASSES = 1_000_000
 MAX_SIDE = 4096
+# A part is its arrays (N images of C*H*W uint8 and N int64 labels) plus a safetensors
+# header of a few hundred bytes: its stated size may exceed what the arrays need by no more.
+MAX_HEADER_BYTES = 4096
 
 
 class CacheDamaged(DataError, ValueError):
@@ -73,10 +76,18 @@ def arrays_of(blob: bytes, part: dict, manifest: dict, split: str) -> tuple[np.n
     return x, y
 
 
-def check_manifest(m: Any, key: str, g: int, spec: DatasetSpec) -> dict[str, Any]:
+def check_manifest(m: Any, key: str, g: int, spec: DatasetSpec, now: float | None = None) -> dict[str, Any]:
     """``m`` if it is a well-formed manifest of generation ``g`` of cache ``key`` for
-    ``spec``; CacheDamaged naming the first problem otherwise."""
+    ``spec`` (with ``now``, the reader's clock: also decoded no later than a few minutes
+    from now); CacheDamaged naming the first problem otherwise."""
+    from storage import manifest_problem, time_problem
+
     where = f"data/{key}.g{g}.json"
+    problem = manifest_problem(m, key, g)
+    if problem:
+        raise CacheDamaged(f"{where} {problem}")
+    if now is not None and time_problem(m.get("decoded_at"), now):
+        raise CacheDamaged(f"{where}: decoded_at {time_problem(m.get('decoded_at'), now)}")
 
     def need(ok: bool, what: str) -> None:
         if not ok:
@@ -104,7 +115,7 @@ def check_manifest(m: Any, key: str, g: int, spec: DatasetSpec) -> dict[str, Any
         p = parts[split]
         need(isinstance(p, dict) and whole(p.get("images"), 0 if split == "test" else 1, 10**10),
              f"part {split} states no image count")
-        need(whole(p.get("size"), 0, p["images"] * per_image + 2**20),
+        need(whole(p.get("size"), p["images"] * per_image, p["images"] * per_image + MAX_HEADER_BYTES),
              f"part {split}: size does not fit {p['images']} images of {shape}")
         need(isinstance(p.get("key"), str) and p["key"].startswith(f"data/{key}.g{g}.{split}."),
              f"part {split} names an object of another cache")

@@ -29,6 +29,11 @@ from evo.data.spec import DatasetSpec
 
 log = logging.getLogger("evo.data.datasets")
 
+# Generations prepare_data opens before it gives up: each damaged one is tried once (newest
+# first) and a generation this process decodes is never damaged, so only a store that keeps
+# gaining damaged generations while it reads gets this far.
+MAX_OPENS = 256
+
 if TYPE_CHECKING:
     from storage import DataCacheFacet
 
@@ -109,7 +114,8 @@ def prepare_data(spec: DatasetSpec | str, settings: DataSettings, cache: DataCac
     spec = DatasetSpec.of(spec)
     check_splits(splits)
     damaged: set[int] = set()
-    for _ in range(3):   # a part found damaged while reading: the next generation is decoded
+    for _ in range(MAX_OPENS):   # a generation found damaged while reading: the next newest, or a new one
+        cached = None
         try:
             cached = open_or_decode(cache, spec, settings, lambda p: decode_user(spec, settings, p),
                                     worker=worker, progress=progress, damaged=damaged,
@@ -118,8 +124,9 @@ def prepare_data(spec: DatasetSpec | str, settings: DataSettings, cache: DataCac
         except DataProblem as exc:
             raise DatasetError(str(exc)) from None
         except CacheDamaged as exc:
-            log.warning("%s; decoding the dataset again", exc)
-            damaged.add(cached.generation)
+            log.warning("%s; trying the next generation", exc)
+            if cached is not None:
+                damaged.add(cached.generation)
             continue
         m = cached.manifest
         log.info(
@@ -127,8 +134,8 @@ def prepare_data(spec: DatasetSpec | str, settings: DataSettings, cache: DataCac
             "+".join(splits), cached.data_id[:16], cached.generation, ", decoded here" if cached.decoded_here else "")
         return _user_host(spec.name, arrays, tuple(m["class_names"]), m.get("preprocessing"), m["summary"],
                           cached.data_id, splits)
-    raise DatasetError(f"{spec.name}: the run's decoded dataset in {cache.url}/data/ was damaged three times over; "
-                       "see `evo check`")
+    raise DatasetError(f"{spec.name}: {MAX_OPENS} generations of the run's decoded dataset in {cache.url}/data/ "
+                       "were damaged; see `evo check`")
 
 
 def ensure_cache(spec: DatasetSpec | str, settings: DataSettings, cache: DataCacheFacet, *,
