@@ -37,8 +37,10 @@ def read_json_file(path: str) -> Any:
             return json.load(f)
     except FileNotFoundError:
         raise ExportError(f"{path}: no such file (is this an evo export directory?)") from None
+    except RecursionError:   # json's own limit on nesting (the standard library is all we have)
+        raise ExportError(f"{path}: not readable JSON: nested too deeply") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ExportError(f"{path}: not readable JSON: {exc}") from None
+        raise ExportError(f"{path}: not readable JSON: {str(exc).splitlines()[0][:160]}") from None
 
 
 # ----- safetensors with torch alone -----
@@ -73,7 +75,7 @@ def read_safetensors(source: str | bytes) -> dict[str, torch.Tensor]:
         raise ExportError(f"{where}: safetensors header length {n} is impossible")
     try:
         header = json.loads(blob[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise ExportError(f"{where}: safetensors header is not JSON") from None
     if not isinstance(header, dict):
         raise ExportError(f"{where}: safetensors header is not an object")
