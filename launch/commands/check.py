@@ -2,7 +2,10 @@
 
 Reports live, torn, corrupt and zombie individuals, orphaned weights and temp files, and
 quarantine/history counts; ``--repair`` fixes what it can (see ``storage.check``). Exit code
-0 when everything is fine (or was repaired), 1 when problems remain.
+0 when everything is fine (or was repaired), 1 when problems remain. A ``config.json`` that
+is not the one ``evo init`` sealed (``state/config.sha256``) is a problem, and then nothing
+is repaired: every entry would be judged against a config that is not the run's. A run
+without a seal (made before evo recorded one) is checked as before, with a warning.
 """
 
 from __future__ import annotations
@@ -49,17 +52,23 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:  # unreachable or forbidden store
         raise UserError(f"{args.url}: {one_line(exc, with_type=True)}") from None
     config_problem = None
+    seal = store.runinfo.config_seal(config_text)
+    repair = args.repair
     try:
         config = RunConfig.from_json(config_text)
     except ConfigError as exc:
         config, config_problem = None, f"config: config.json does not parse: {exc}"
+    if not seal.trusted:
+        # nothing is judged by, or repaired against, a config that is not the run's
+        config, config_problem = None, f"config: {seal.problem}"
+        repair = False
     if config is not None:   # the run's search space checks its DNA (not only large_scale's)
         from evo.spaces import make_space
 
         store = store.with_run(keep_best=config.keep_best, bounds=config.bounds,
                                dna_validator=make_space(config).parse)
     try:
-        report = store.check(repair=args.repair, grace_seconds=args.grace, deep=args.deep,
+        report = store.check(repair=repair, grace_seconds=args.grace, deep=args.deep,
                              bounds=config.bounds if config is not None else None)
     except OSError as exc:
         raise UserError(f"{args.url}: {one_line(exc, with_type=True)}") from None
@@ -83,6 +92,13 @@ def run(args: argparse.Namespace) -> int:
     if config_problem:
         result["ok"] = False
         result["problems"] = [config_problem] + result["problems"]
+    if args.repair and not repair:
+        result["problems"].insert(1, "nothing repaired: config.json is not the one 'evo init' wrote, "
+                                     "so no entry is judged against it")
+    result["config_seal"] = seal.state
+    if seal.state == "legacy":
+        result["warnings"] = [f"config: {seal.problem}; 'evo init {args.url}' with the run's options "
+                              "(or --config FILE) records it"]
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
@@ -98,5 +114,7 @@ def _print_human(r: dict) -> None:
           f"orphans {r['orphans']}, stray {r['stray']}, pending {r['pending']}")
     for line in r["problems"]:
         print(f"  - {line}")
+    for line in r.get("warnings", ()):
+        print(f"  warning: {line}")
     if r["repaired"]:
         print("  repaired: " + ", ".join(f"{k} {n}" for k, n in sorted(r["repaired"].items())))
