@@ -166,6 +166,30 @@ def test_a_replaced_config_is_refused_by_workers_and_check_repairs_nothing(tmp_p
     report = json.loads(out)
     assert code == 1 and report["repaired"] == {} and "nothing repaired" in report["problems"][1]
     assert len(store.population.list_alive()) == 3 and store.history.list_quarantine() == []
+    code, out, err = _main(capsys, "status", url)
+    assert code == 0 and err.startswith("warning: ") and "changed since" in err   # readers go on, warned
+
+
+def test_init_seals_a_legacy_run_it_confirms_and_force_new_config_reseals(tmp_path, capsys):
+    root = tmp_path / "pop"
+    url = str(root)
+    assert _main(capsys, "init", url, *INIT)[0] == 0
+    text = (root / "config.json").read_text()
+    seal = (root / CONFIG_SEAL_KEY).read_bytes()
+    assert _main(capsys, "init", url, *INIT)[0] == 0 and (root / CONFIG_SEAL_KEY).read_bytes() == seal
+    (root / CONFIG_SEAL_KEY).unlink()                               # a run made before seals
+    code, out, _ = _main(capsys, "check", url, "--json")
+    assert code == 0 and json.loads(out)["config_seal"] == "legacy" and json.loads(out)["warnings"]
+    code, _, err = _main(capsys, "init", url, *INIT, "-P", "7")     # a different config: refused,
+    assert code == 2 and not (root / CONFIG_SEAL_KEY).exists()       # and nothing sealed
+    assert _main(capsys, "init", url, *INIT)[0] == 0                # the user confirms it
+    assert storage.open_store(url).runinfo.config_seal(text).state == "verified"
+    publish_random(storage.open_store(url), np.random.default_rng(0))
+    (root / "config.json").unlink()
+    assert _main(capsys, "init", url, *INIT, "-P", "7", "--force-new-config")[0] == 0
+    store = storage.open_store(url)
+    assert store.runinfo.config_seal(store.runinfo.read_config()).state == "verified"
+    assert json.loads(_main(capsys, "check", url, "--json")[1])["config_seal"] == "verified"
 
 
 @pytest.mark.slow  # a dozen evo processes
