@@ -51,17 +51,18 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     except OSError as exc:  # unreachable or forbidden store
         raise UserError(f"{args.url}: {one_line(exc, with_type=True)}") from None
-    config_problem = None
+    config_problems = []
     seal = store.runinfo.config_seal(config_text)
     repair = args.repair
-    try:
-        config = RunConfig.from_json(config_text)
-    except ConfigError as exc:
-        config, config_problem = None, f"config: config.json does not parse: {exc}"
     if not seal.trusted:
         # nothing is judged by, or repaired against, a config that is not the run's
-        config, config_problem = None, f"config: {seal.problem}"
+        config_problems.append(f"config: {seal.problem}")
         repair = False
+    try:
+        config = RunConfig.from_json(config_text) if seal.trusted else None
+    except ConfigError as exc:
+        config = None
+        config_problems.append(f"config: config.json does not parse: {exc}")
     if config is not None:   # the run's search space checks its DNA (not only large_scale's)
         from evo.spaces import make_space
 
@@ -89,12 +90,12 @@ def run(args: argparse.Namespace) -> int:
         if policy is not None and policy.problems:
             result["ok"] = False
             result["problems"] += [f"policy: {p}" for p in policy.problems]
-    if config_problem:
-        result["ok"] = False
-        result["problems"] = [config_problem] + result["problems"]
     if args.repair and not repair:
-        result["problems"].insert(1, "nothing repaired: config.json is not the one 'evo init' wrote, "
-                                     "so no entry is judged against it")
+        config_problems.append("nothing repaired: config.json is not the one 'evo init' wrote, "
+                               "so no entry is judged against it")
+    if config_problems:
+        result["ok"] = False
+        result["problems"] = config_problems + result["problems"]
     result["config_seal"] = seal.state
     if seal.state == "legacy":
         result["warnings"] = [f"config: {seal.problem}; 'evo init {args.url}' with the run's options "
