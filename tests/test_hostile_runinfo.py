@@ -166,6 +166,9 @@ def test_a_replaced_config_is_refused_by_workers_and_check_repairs_nothing(tmp_p
     report = json.loads(out)
     assert code == 1 and report["repaired"] == {} and "nothing repaired" in report["problems"][1]
     assert len(store.population.list_alive()) == 3 and store.history.list_quarantine() == []
+    code, _, err = _main(capsys, "retrain", url, "--top", "1", "--no-train")
+    assert code == 2 and err.count("\n") == 1 and "evo retrain refuses" in err
+    assert store.backend.list("retrain") == []
     code, out, err = _main(capsys, "status", url)
     assert code == 0 and err.startswith("warning: ") and "changed since" in err   # readers go on, warned
 
