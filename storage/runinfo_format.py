@@ -32,6 +32,7 @@ MAX_PID = 2**32
 MAX_INTERVAL = 3600.0                  # a heartbeat interval (WorkerOptions allows (0, 3600])
 MAX_TEXT = 4096                        # characters of a string field (host, log, reason, ...)
 MAX_SCHEDULER_ITEMS = 16
+MAX_SCHEDULER_TEXT = 128               # scheduler_identity writes at most 128 characters a value
 MAX_LAUNCH_TASKS = 10**6
 MAX_COMMAND_WORDS = 1024
 
@@ -118,8 +119,10 @@ def _name_of(key: str) -> str:
 
 def check_heartbeat(key: str, beat: Any, now: float) -> dict[str, Any]:
     """The heartbeat at ``key`` (``workers/{worker}.json``), checked against the reader's
-    clock ``now``: ``worker`` is the file's name, ``time`` and ``info``'s times within the
-    window, counts and numbers bounded, strings bounded. CorruptRecord otherwise."""
+    clock ``now``: ``worker`` is the file's name, ``time`` within the window, counts and
+    numbers bounded, strings bounded (the fields :class:`evo.search.worker.Worker` writes;
+    others are left as they are, within the heartbeat's 64 KiB). Returns it; CorruptRecord
+    otherwise."""
     if not isinstance(beat, dict):
         raise CorruptRecord("heartbeat is not a JSON object")
     worker = beat.get("worker")
@@ -146,8 +149,8 @@ def check_heartbeat(key: str, beat: Any, now: float) -> dict[str, Any]:
         if not isinstance(sched, dict) or len(sched) > MAX_SCHEDULER_ITEMS:
             raise CorruptRecord(f"heartbeat's scheduler is not a JSON object of at most {MAX_SCHEDULER_ITEMS} items")
         for k, v in sched.items():
-            _text(k, "heartbeat's scheduler key")
-            _text(v, f"heartbeat's scheduler {k[:32]}")
+            if not (len(k) <= MAX_SCHEDULER_TEXT and isinstance(v, str) and len(v) <= MAX_SCHEDULER_TEXT):
+                raise CorruptRecord(f"heartbeat's scheduler holds more than {MAX_SCHEDULER_TEXT} characters in a field")
     return beat
 
 

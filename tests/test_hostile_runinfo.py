@@ -57,6 +57,8 @@ def _plant_heartbeats(store: storage.PopulationStore) -> set[str]:
         "workers/bad-pid.json": _beat("bad-pid", now, pid=2**70),
         "workers/not-its-name.json": _beat("someone-else", now),
         "workers/ancient.json": _beat("ancient", -1e300),
+        "workers/long-host.json": _beat("long-host", now, host="h" * 5000),
+        "workers/scheduler.json": _beat("scheduler", now, scheduler={"kind": "slurm", "job_id": "1" * 1000}),
         "workers/info-list.json": json.dumps({"worker": "info-list", "time": now, "info": [1]}).encode(),
         "workers/nested.json": b"[" * 10000 + b"]" * 10000,
     }
