@@ -32,7 +32,11 @@ What it looks for (each a problem that makes ``ok`` false unless repaired):
   before deleting it) is an orphan once the segment is older than the grace period.
   Repair: delete it. ``--repair`` then rolls sealed records older than the grace period up
   into segments (``repaired["rolled_up"]`` counts them).
-- stray: files whose names are not part of the layout (reported, never deleted).
+- workers/ and launches/: a heartbeat or launch record that does not check out (unreadable,
+  not JSON, dated in the future, absurd counts: ``storage.runinfo_format``) is corrupt.
+  Repair: moved aside as it is. (``config.json`` against its seal: ``launch.commands.check``.)
+- stray: files whose names are not part of the layout (reported, never deleted), in
+  ``state/`` too.
 - data/: the decoded dataset's verified chain, claims, progress records, manifests and
   parts (each part hashed while streaming): :mod:`storage.check_data`.
 - final trainings under ``retrain/``: :mod:`storage.check_retrain`.
@@ -58,15 +62,18 @@ import dna as dna_lib
 
 from .backend import MOVED_DIR, TEMP_PREFIX, UnreadableEntry
 from .check_data import DataAudits
-from .check_records import AuditedStore, RecordAudits, load_record
+from .check_records import CHECK_BATCH, AuditedStore, RecordAudits, load_record
 from .check_retrain import RetrainAudits
 from .datacache import DATA
 from .policy import POLICY, parse_policy_name
+from .reading import Broken, read_json
 from .records import (
-    CONFIG_KEY, DIRECTORIES, HISTORY, KEPT, MAX_HEARTBEAT_BYTES, PAYLOAD, QUARANTINE, WORKERS,
-    CorruptRecord, check_history, history_key, parse_kept_name, parse_payload_name, parse_record_name,
+    CONFIG_KEY, DIRECTORIES, HISTORY, KEPT, LAUNCHES, MAX_HEARTBEAT_BYTES, PAYLOAD, QUARANTINE, STATE, WORKERS,
+    CorruptRecord, check_history, history_key, is_safe_name, parse_kept_name, parse_payload_name,
+    parse_record_name,
 )
 from .retrain_format import RETRAIN
+from .runinfo_format import check_heartbeat, check_launch, is_mark_name
 from .segments import SEGMENTS
 from .verify import DnaValidator
 
@@ -140,7 +147,7 @@ class _Audit(RecordAudits, RetrainAudits, DataAudits):
         self.audit_segments()
         self.audit_history()
         self.audit_records(QUARANTINE, "quarantine record", self.check_quarantine_record)
-        self.audit_records(WORKERS, "heartbeat", _check_heartbeat, max_bytes=MAX_HEARTBEAT_BYTES)
+        self.audit_runinfo()
         self.audit_kept()
         self.audit_alive()
         self.audit_payloads()
@@ -199,6 +206,36 @@ class _Audit(RecordAudits, RetrainAudits, DataAudits):
                 self.problems.append(f"moved {where!r} aside to {moved}")
                 self.fixed("foreign")
 
+
+    def audit_runinfo(self) -> None:
+        """``workers/`` and ``launches/``: a record that does not check out (unreadable, not
+        JSON, out of bounds: dated in the future, absurd counts) is corrupt, and repair moves
+        it aside; a name that is not ``{safe name}.json`` is stray. ``state/``: names evo
+        does not write are stray (the markers' contents are never read; the config seal is
+        checked with config.json)."""
+        for dirname, what, check in ((WORKERS, "heartbeat", check_heartbeat),
+                                     (LAUNCHES, "launch record", check_launch)):
+            keys = []
+            for name in sorted(self.backend.list(dirname)):
+                if name.startswith(TEMP_PREFIX):
+                    continue
+                if name.endswith(".json") and is_safe_name(name[:-len(".json")]):
+                    keys.append(f"{dirname}/{name}")
+                else:
+                    self.problem("stray", f"{dirname}/{name} is not a {what}")
+            for key, obj in read_json(self.backend, keys, what, batch=CHECK_BATCH, max_bytes=MAX_HEARTBEAT_BYTES):
+                if isinstance(obj, Broken):
+                    self._unreadable(key, obj.problem)
+                    continue
+                try:
+                    check(key, obj, self.store.now())   # now, not when the audit began: it may be long
+                except CorruptRecord as exc:
+                    self.problem("corrupt", f"{key}: {exc}")
+                    if self.repair:
+                        self._move_aside(key, "corrupt")
+        for name in sorted(self.backend.list(STATE)):
+            if not name.startswith(TEMP_PREFIX) and not is_mark_name(name):
+                self.problem("stray", f"{STATE}/{name} is not a marker evo writes")
 
     def audit_payloads(self) -> None:
         """Weights nothing references: orphans once the grace period has passed."""
@@ -260,9 +297,6 @@ class _Audit(RecordAudits, RetrainAudits, DataAudits):
                         self.could_not(f"delete {where}", exc)
 
 
-def _check_heartbeat(key: str, beat: Any) -> bool:
-    return isinstance(beat, dict) and isinstance(beat.get("worker"), str) \
-        and isinstance(beat.get("time"), (int, float))
 
 
 def _keep_after_crash(store: AuditedStore, ident: str, name: str) -> bool:

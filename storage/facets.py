@@ -157,7 +157,14 @@ class RunInfoFacet(Protocol):
     (``store.runinfo``); :class:`storage.runinfo.RunInfo` implements it."""
 
     def init_config(self, text: str) -> bool:
-        """Store ``config.json`` if there is none yet; True iff this call stored it."""
+        """Store ``config.json`` if there is none yet; True iff this call stored it (and then
+        its seal, ``state/config.sha256``)."""
+
+    def seal_config(self, text: str) -> bool:
+        """Record the seal of ``config.json`` = ``text`` if none is recorded; True iff recorded."""
+
+    def config_seal(self, text: str) -> Any:
+        """Whether ``text`` is the config ``evo init`` wrote (a :class:`storage.runinfo.ConfigSeal`)."""
 
     def has_config(self) -> bool:
         """True if something has the name ``config.json`` (one stat; nothing is read)."""
@@ -170,6 +177,9 @@ class RunInfoFacet(Protocol):
 
     def list_workers(self) -> list[dict[str, Any]]:
         """Latest heartbeat of every worker (``worker``, ``time``, ``info``), by worker id."""
+
+    def read_workers(self) -> tuple[list[dict[str, Any]], list[Any]]:
+        """(the heartbeats that check out, the ones that do not as ``Broken``)."""
 
     def mark(self, name: str) -> bool:
         """Create marker ``state/{name}`` if absent; True iff this call created it."""

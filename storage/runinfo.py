@@ -1,19 +1,44 @@
-"""What a run records besides its individuals: its config (``config.json``), workers'
-heartbeats, one-time markers and launchers' records of scheduler jobs. Small JSON objects,
-read bounded and leniently."""
+"""What a run records besides its individuals: its config (``config.json``) and its seal
+(``state/config.sha256``), workers' heartbeats, one-time markers and launchers' records of
+scheduler jobs. Small JSON objects, read bounded; every record is range-checked
+(:mod:`storage.runinfo_format`) and one that fails is left out (a :class:`Broken` for the
+inspection commands), never raised."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from dna.numbers import is_finite_number
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from .backend import StoreError, UnreadableEntry
 from .core import StoreCore
-from .reading import read_json
+from .reading import Broken, read_json
 from .records import (
-    CONFIG_KEY, LAUNCHES, MAX_CONFIG_BYTES, MAX_HEARTBEAT_BYTES, STATE, WORKERS, check_safe_name, dumps, is_safe_name,
+    CONFIG_KEY, LAUNCHES, MAX_CONFIG_BYTES, MAX_HEARTBEAT_BYTES, STATE, WORKERS, CorruptRecord, check_safe_name,
+    dumps, is_safe_name, loads,
 )
+from .runinfo_format import (
+    CONFIG_SEAL_KEY, MAX_SEAL_BYTES, check_heartbeat, check_launch, check_seal, config_digest, seal_record,
+)
+
+
+@dataclass(frozen=True)
+class ConfigSeal:
+    """Whether ``config.json`` is the one ``evo init`` wrote (its SHA-256 recorded in
+    ``state/config.sha256``).
+
+    ``state``: ``verified`` (it matches), ``legacy`` (no seal: a run made before evo
+    recorded one, or an init that died between the two writes), ``changed`` (it does not
+    match) or ``unusable`` (the seal cannot be read or is not one). ``problem``: one line
+    for any state but ``verified``.
+    """
+
+    state: str
+    problem: str = ""
+
+    @property
+    def trusted(self) -> bool:
+        """True when the config may be acted on: verified, or a legacy run's."""
+        return self.state in ("verified", "legacy")
 
 
 class RunInfo:
@@ -31,8 +56,41 @@ class RunInfo:
 
     # ----- the run's config -----
     def init_config(self, text: str) -> bool:
-        """Store ``config.json`` if there is none yet; True iff this call stored it."""
-        return self._backend.create(CONFIG_KEY, text.encode("utf-8"))
+        """Store ``config.json`` if there is none yet; True iff this call stored it. The call
+        that stores it also records its seal (``state/config.sha256``, overwriting the seal
+        of a config that is gone: ``evo init --force-new-config``)."""
+        if not self._backend.create(CONFIG_KEY, text.encode("utf-8")):
+            return False
+        self._backend.write(CONFIG_SEAL_KEY, dumps(seal_record(text, self._core.now())))
+        return True
+
+    def seal_config(self, text: str) -> bool:
+        """Record the seal of ``config.json`` = ``text`` if none is recorded (create-once);
+        True iff this call recorded it. For a legacy run whose config its user has just
+        confirmed (``evo init`` with the same options); never for a config read alone."""
+        return self._backend.create(CONFIG_SEAL_KEY, dumps(seal_record(text, self._core.now())))
+
+    def config_seal(self, text: str) -> ConfigSeal:
+        """Whether ``text`` (as :meth:`read_config` returned it) is the config ``evo init``
+        wrote: see :class:`ConfigSeal`. Never raises for what the store holds."""
+        where = f"{self._core.url}/{CONFIG_KEY}"
+        try:
+            raw = self._backend.read(CONFIG_SEAL_KEY, MAX_SEAL_BYTES)
+        except FileNotFoundError:
+            return ConfigSeal("legacy", f"{where} has no seal ({CONFIG_SEAL_KEY}): a run made before evo "
+                                        "recorded one; a changed config.json cannot be detected")
+        except UnreadableEntry as exc:
+            return ConfigSeal("unusable", f"{where} cannot be verified: {exc}")
+        except OSError as exc:
+            return ConfigSeal("unusable", f"{where} cannot be verified: {CONFIG_SEAL_KEY}: {exc.strerror or exc}")
+        try:
+            recorded = check_seal(loads(raw, "config seal", MAX_SEAL_BYTES))
+        except CorruptRecord as exc:
+            return ConfigSeal("unusable", f"{where} cannot be verified: {exc}")
+        if recorded != config_digest(text):
+            return ConfigSeal("changed", f"{where} changed since 'evo init' (its SHA-256 is not the one "
+                                         f"recorded in {CONFIG_SEAL_KEY}); restore it, or see docs/layout.md")
+        return ConfigSeal("verified")
 
     def has_config(self) -> bool:
         """True if something has the name ``config.json`` (one stat; nothing is read)."""
@@ -65,10 +123,14 @@ class RunInfo:
     def list_workers(self) -> list[dict[str, Any]]:
         """Latest heartbeat of every worker (``worker``, ``time``, ``info``), by worker id.
 
-        Heartbeats that are unreadable, oversized or malformed are left out.
+        Heartbeats that are unreadable, oversized, malformed or out of bounds (dated in the
+        future, absurd counts: :func:`storage.runinfo_format.check_heartbeat`) are left out.
         """
-        return [beat for beat in self._read_named(WORKERS, "heartbeat")
-                if isinstance(beat.get("worker"), str)]
+        return self.read_workers()[0]
+
+    def read_workers(self) -> tuple[list[dict[str, Any]], list[Broken]]:
+        """(:meth:`list_workers`, the heartbeats it left out, each a Broken saying why)."""
+        return self._read_named(WORKERS, "heartbeat", check_heartbeat)
 
     def mark(self, name: str) -> bool:
         """Create marker ``state/{name}`` if absent; True iff this call created it."""
@@ -87,17 +149,25 @@ class RunInfo:
         self._backend.write(f"{LAUNCHES}/{name}.json", dumps({"name": name, "time": self._core.now(), "info": info}))
 
     def list_launches(self) -> list[dict[str, Any]]:
-        """Every launch record (``name``, ``time``, ``info``), by name; unreadable ones are skipped."""
-        return [rec for rec in self._read_named(LAUNCHES, "launch record")
-                if isinstance(rec.get("name"), str) and isinstance(rec.get("info"), dict)]
+        """Every launch record (``name``, ``time``, ``info``), by name; unreadable ones and
+        ones out of bounds (:func:`storage.runinfo_format.check_launch`) are skipped."""
+        return self._read_named(LAUNCHES, "launch record", check_launch)[0]
 
-    def _read_named(self, dirname: str, what: str) -> list[dict[str, Any]]:
-        """The JSON objects ``{dirname}/{safe name}.json`` with a finite ``time``, by name."""
+    def _read_named(self, dirname: str, what: str, check: Callable[[str, Any, float], dict[str, Any]],
+                    ) -> tuple[list[dict[str, Any]], list[Broken]]:
+        """The records ``{dirname}/{safe name}.json`` that ``check`` passes (against the
+        reader's clock), by name, and the ones it does not (as Broken)."""
         keys = [f"{dirname}/{n}" for n in self._backend.list(dirname)
                 if n.endswith(".json") and is_safe_name(n[:-len(".json")])]
-        return [obj for _, obj in read_json(self._backend, sorted(keys), what, max_bytes=MAX_HEARTBEAT_BYTES)
-                if isinstance(obj, dict) and _finite_number(obj.get("time"))]
-
-
-def _finite_number(x: Any) -> bool:
-    return is_finite_number(x)
+        now = self._core.now()
+        good: list[dict[str, Any]] = []
+        broken: list[Broken] = []
+        for key, obj in read_json(self._backend, sorted(keys), what, max_bytes=MAX_HEARTBEAT_BYTES):
+            if isinstance(obj, Broken):
+                broken.append(obj)
+                continue
+            try:
+                good.append(check(key, obj, now))
+            except CorruptRecord as exc:
+                broken.append(Broken(key, str(exc)))
+        return good, broken

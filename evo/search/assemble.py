@@ -6,6 +6,7 @@ The CLI (``evo worker``, ``evo launch``'s workers, SLURM array tasks) and benchm
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Callable, Iterable
 
@@ -18,7 +19,9 @@ from evo.train.modes import mode_for_dataset
 from evo.stopping import StopRequested, StopSignals
 from evo.strategies import make_strategy
 from evo.search.worker import Worker, WorkerOptions, WorkerStats
-from storage import DataCacheFacet, FaultHook, open_store
+from storage import DataCacheFacet, FaultHook, StoreError, open_store
+
+log = logging.getLogger("evo.search.worker")
 
 
 def make_evaluator(config: RunConfig, space: Any, device: str = "auto",
@@ -48,10 +51,17 @@ def open_worker(url: str, options: WorkerOptions = WorkerOptions(), *, device: s
     ``index`` seeds the random stream with the run's seed (array jobs give each worker one);
     None takes fresh entropy. ``on_publish`` is a shorthand observer. ``fault``: the
     store's crash points (tests; ``evo worker --crash-at``). Raises StoreError or
-    ConfigError (one line) when the population or its config cannot be used.
+    ConfigError (one line) when the population or its config cannot be used, StoreError
+    too when ``config.json`` is not the one ``evo init`` wrote (its seal does not match).
     """
     store = open_store(url, fault=fault)
-    config = RunConfig.from_json(store.runinfo.read_config())
+    text = store.runinfo.read_config()
+    config = RunConfig.from_json(text)
+    seal = store.runinfo.config_seal(text)
+    if not seal.trusted:
+        raise StoreError(f"{seal.problem}; workers refuse to run against it")
+    if seal.state == "legacy":
+        log.warning("%s", seal.problem)
     space = make_space(config)
     store = store.with_run(keep_best=config.keep_best, bounds=config.bounds, dna_validator=space.parse)
     strategy = make_strategy(config, store.policy, space)

@@ -2,7 +2,10 @@
 
 Reports live, torn, corrupt and zombie individuals, orphaned weights and temp files, and
 quarantine/history counts; ``--repair`` fixes what it can (see ``storage.check``). Exit code
-0 when everything is fine (or was repaired), 1 when problems remain.
+0 when everything is fine (or was repaired), 1 when problems remain. A ``config.json`` that
+is not the one ``evo init`` sealed (``state/config.sha256``) is a problem, and then nothing
+is repaired: every entry would be judged against a config that is not the run's. A run
+without a seal (made before evo recorded one) is checked as before, with a warning.
 """
 
 from __future__ import annotations
@@ -48,18 +51,25 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     except OSError as exc:  # unreachable or forbidden store
         raise UserError(f"{args.url}: {one_line(exc, with_type=True)}") from None
-    config_problem = None
+    config_problems = []
+    seal = store.runinfo.config_seal(config_text)
+    repair = args.repair
+    if not seal.trusted:
+        # nothing is judged by, or repaired against, a config that is not the run's
+        config_problems.append(f"config: {seal.problem}")
+        repair = False
     try:
-        config = RunConfig.from_json(config_text)
+        config = RunConfig.from_json(config_text) if seal.trusted else None
     except ConfigError as exc:
-        config, config_problem = None, f"config: config.json does not parse: {exc}"
+        config = None
+        config_problems.append(f"config: config.json does not parse: {exc}")
     if config is not None:   # the run's search space checks its DNA (not only large_scale's)
         from evo.spaces import make_space
 
         store = store.with_run(keep_best=config.keep_best, bounds=config.bounds,
                                dna_validator=make_space(config).parse)
     try:
-        report = store.check(repair=args.repair, grace_seconds=args.grace, deep=args.deep,
+        report = store.check(repair=repair, grace_seconds=args.grace, deep=args.deep,
                              bounds=config.bounds if config is not None else None)
     except OSError as exc:
         raise UserError(f"{args.url}: {one_line(exc, with_type=True)}") from None
@@ -84,9 +94,16 @@ def run(args: argparse.Namespace) -> int:
         if policy is not None and policy.problems:
             result["ok"] = False
             result["problems"] += [f"policy: {p}" for p in policy.problems]
-    if config_problem:
+    if args.repair and not repair:
+        config_problems.append("nothing repaired: config.json is not the one 'evo init' wrote, "
+                               "so no entry is judged against it")
+    if config_problems:
         result["ok"] = False
-        result["problems"] = [config_problem] + result["problems"]
+        result["problems"] = config_problems + result["problems"]
+    result["config_seal"] = seal.state
+    if seal.state == "legacy":
+        result["warnings"] = [f"config: {seal.problem}; 'evo init {args.url}' with the run's options "
+                              "(or --config FILE) records it"]
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
@@ -102,5 +119,7 @@ def _print_human(r: dict) -> None:
           f"orphans {r['orphans']}, stray {r['stray']}, pending {r['pending']}")
     for line in r["problems"]:
         print(f"  - {line}")
+    for line in r.get("warnings", ()):
+        print(f"  warning: {line}")
     if r["repaired"]:
         print("  repaired: " + ", ".join(f"{k} {n}" for k, n in sorted(r["repaired"].items())))

@@ -328,7 +328,9 @@ def init_run(url: str, config: RunConfig, *, force_new_config: bool = False,
     is decoded into the store's ``data/`` and summarised: the workers then load it) and a
     directory holding individuals without a config.json is refused (unless
     ``force_new_config``): no config is written when any check fails. Refuses (UserError)
-    when the store already holds a *different* config.
+    when the store already holds a *different* config, or one that is not the one ``evo
+    init`` sealed (``state/config.sha256``). Writing the config records its seal; a run
+    made before seals (none recorded) whose config equals ``config`` gets one now.
     """
     from storage import StoreError, open_store
 
@@ -345,6 +347,7 @@ def init_run(url: str, config: RunConfig, *, force_new_config: bool = False,
             if store.runinfo.init_config(config.to_json()):
                 return config, True
         existing_text = store.runinfo.read_config()
+        seal = store.runinfo.config_seal(existing_text)
     except StoreError as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:
@@ -357,6 +360,13 @@ def init_run(url: str, config: RunConfig, *, force_new_config: bool = False,
         diff = _diff(existing.to_dict(), config.to_dict())
         raise UserError(f"{url} already holds a different config ({diff}); use a new directory, "
                         "or pass no run options to join the existing run")
+    if not seal.trusted:
+        raise UserError(f"{seal.problem}; 'evo init' does not adopt it")
+    if seal.state == "legacy":   # the user has just confirmed this config: seal it
+        try:
+            store.runinfo.seal_config(existing_text)
+        except OSError as exc:
+            raise UserError(f"{url}: cannot record config.json's seal: {exc.strerror or exc}") from None
     return existing, False
 
 

@@ -58,9 +58,13 @@ def open_target(url: str, dataset: str | None):
     config = None
     if has_config:
         try:
-            config = RunConfig.from_json(store.runinfo.read_config())
+            text = store.runinfo.read_config()
+            config = RunConfig.from_json(text)
         except (ConfigError, storage.StoreError) as exc:
             raise UserError(f"{url}/config.json: {exc}") from None
+        seal = store.runinfo.config_seal(text)
+        if not seal.trusted:   # its dataset and bounds are not the run's: train nothing on them
+            raise UserError(f"{seal.problem}; evo retrain refuses to run against it")
         store = store.with_run(keep_best=config.keep_best, bounds=config.bounds,
                                dna_validator=for_config(config).parse)
     text = dataset or (config.dataset if config else None)

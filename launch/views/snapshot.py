@@ -77,7 +77,8 @@ class Snapshot:
 def open_population(url: str):
     """(store, config) for an existing population, the store set up with the run's keep-best,
     DNA bounds and search space (so every DNA read is validated); UserError when it is not
-    a population."""
+    a population. A config.json that is not the one ``evo init`` sealed is used, with a
+    warning on stderr."""
     import storage
     from evo.config import ConfigError, RunConfig
     from evo.spaces import for_config
@@ -91,6 +92,9 @@ def open_population(url: str):
         config = RunConfig.from_json(text)
     except ConfigError as exc:
         raise UserError(f"{url}/config.json: {exc}") from None
+    seal = store.runinfo.config_seal(text)
+    if not seal.trusted:   # shown, not fatal: these commands only read (evo check says more)
+        print(f"warning: {seal.problem}", file=sys.stderr, flush=True)
     return store.with_run(keep_best=config.keep_best, bounds=config.bounds,
                           dna_validator=for_config(config).parse), config
 
@@ -190,8 +194,10 @@ def _read(store, config, url: str, read_alive: bool, history_dna: bool = True, a
                 worker=commit["worker"], dna=commit.get("dna"), metrics=commit["metrics"])
     retrains = tuple(store.retrains.retrain_states())
     broken += [b for r in retrains for b in r.broken]
+    workers, broken_beats = store.runinfo.read_workers()   # out of bounds ones (future-dated) are broken
+    broken += broken_beats
     return Snapshot(url=url, taken=time.time(), config=config, records=records,
-                    quarantined_ids=frozenset(quarantined), workers=store.runinfo.list_workers(),
+                    quarantined_ids=frozenset(quarantined), workers=workers,
                     broken=tuple(broken), data=_data_status(store, config), retrains=retrains,
                     policy=_policy(store, config))
 
