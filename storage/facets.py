@@ -178,7 +178,7 @@ class RunInfoFacet(Protocol):
     def list_workers(self) -> list[dict[str, Any]]:
         """Latest heartbeat of every worker (``worker``, ``time``, ``info``), by worker id."""
 
-    def read_workers(self) -> tuple[list[dict[str, Any]], list[Any]]:
+    def read_workers(self) -> tuple[list[dict[str, Any]], list[Broken]]:
         """(the heartbeats that check out, the ones that do not as ``Broken``)."""
 
     def mark(self, name: str) -> bool:
