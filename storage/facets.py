@@ -19,6 +19,7 @@ from .history import Census
 from .reading import Broken
 from .records import Individual, IndividualInfo
 from .retrain import Claim, RetrainState
+from .runinfo import ConfigSeal
 from .rollup import ROLLUP_INTERVAL, RollupResult
 from .segments import SEGMENT_RECORDS, WORKER_MIN_AGE
 from .verify import DnaValidator
@@ -163,7 +164,7 @@ class RunInfoFacet(Protocol):
     def seal_config(self, text: str) -> bool:
         """Record the seal of ``config.json`` = ``text`` if none is recorded; True iff recorded."""
 
-    def config_seal(self, text: str) -> Any:
+    def config_seal(self, text: str) -> ConfigSeal:
         """Whether ``text`` is the config ``evo init`` wrote (a :class:`storage.runinfo.ConfigSeal`)."""
 
     def has_config(self) -> bool:
