@@ -239,6 +239,8 @@ def estimate_workers(heartbeats: Iterable[dict[str, Any]]) -> int:
 
 # ----- the audit -----
 
+MAX_BINS = 2000   # the births timeline never has more bins than this
+
 def audit_store(store: PopulationStore, *, population_size: int, workers: int | None = None,
                 events: list[dict[str, Any]] | None = None, bad_event_lines: int = 0,
                 bin_seconds: float = 10.0) -> AuditReport:
@@ -312,8 +314,11 @@ def audit_store(store: PopulationStore, *, population_size: int, workers: int | 
         gap = max(b - a for a, b in zip(after_seed, after_seed[1:]))
     if births:
         t0 = births[0]
-        bins = Counter(int((b - t0) // bin_seconds) for b in births)
-        timeline = [(round(t0 + k * bin_seconds, 3), bins.get(k, 0)) for k in range(max(bins) + 1)]
+        # An id's date is whatever its writer chose: one planted id years old must not make
+        # the timeline years of 10-second bins, so the bins widen to at most MAX_BINS.
+        width = max(bin_seconds, (births[-1] - t0) / MAX_BINS)
+        bins = Counter(min(int((b - t0) // width), MAX_BINS - 1) for b in births)
+        timeline = [(round(t0 + k * width, 3), bins.get(k, 0)) for k in range(max(bins) + 1)]
 
     found = _check_events(events, bad_event_lines, lives, violation) if events is not None else None
     return AuditReport(

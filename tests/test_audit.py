@@ -231,3 +231,23 @@ def test_bad_input_is_one_line(tmp_path, args, message):
     assert out.returncode == 2 and out.stdout == ""
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("evo audit: error:") and message in lines[0], out.stderr
+
+
+def test_one_planted_id_years_old_keeps_the_timeline_bounded():
+    """An id's date is its writer's choice: a garbage history entry named for 2001 must not
+    make the births timeline hundreds of millions of 10-second bins (evo audit hung)."""
+    import numpy as np
+    from evo.audit import MAX_BINS
+    from helpers_store import publish_random
+    from storage.records import new_id
+
+    store = open_store(f"memory://audit-old-id-{uuid.uuid4().hex}")
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        publish_random(store, rng)
+    old = new_id(1e9)[0]                       # 2001-09-09
+    store.backend.write(f"{HISTORY}/{old}.json", b"\x80 planted")
+    report = audit_store(store, population_size=3, workers=1)
+    assert report.first_birth is not None and report.first_birth < 1.1e9
+    assert 0 < len(report.births_timeline) <= MAX_BINS
+    assert sum(n for _, n in report.births_timeline) == report.born
