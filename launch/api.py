@@ -83,10 +83,12 @@ def parse(command: str, positionals: list[str], options: dict[str, Any], renamed
             for name in [*longs, action.dest]:
                 by_name.setdefault(name, action)
     argv = [command, *positionals]
+    renamed = renamed or {}
     for name, value in options.items():
-        action = by_name.get((renamed or {}).get(name, name))
+        # a renamed option is reachable by its API name only
+        action = None if name in renamed.values() and name not in renamed else by_name.get(renamed.get(name, name))
         if action is None:
-            known = sorted([n for n in shown if n not in (renamed or {}).values()] + list(renamed or {}))
+            known = sorted([n for n in shown if n not in renamed.values()] + list(renamed))
             raise UserError(f"evo {command}: unknown setting {name!r} (known: {', '.join(known)})")
         opt = max(action.option_strings, key=len)
         if value is None or value is False:
