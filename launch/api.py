@@ -112,6 +112,7 @@ class Run:
         self.url = url
         self._population = population   # (store, config) of open_population: it keeps what it read
         self._snap = None
+        self._rows: list[dict[str, Any]] | None = None   # records() of the last read
 
     def __repr__(self) -> str:
         return f"evo.Run({self.url!r})"
@@ -129,6 +130,7 @@ class Run:
 
         self._snap = take_snapshot(self.url, spinner=False, history_dna=False, alive_dna=False,
                                    population=self._population)
+        self._rows = None
         return self
 
     def _snapshot(self):
@@ -149,7 +151,13 @@ class Run:
         :data:`COLUMNS`), by birth. Quarantined and broken entries are not individuals
         (``status()`` counts them); ``parameters``, ``train_seconds`` and ``policy_version``
         are None where the individual's metrics do not say."""
-        return individual_rows(self._snapshot())
+        return [dict(r) for r in self._all_rows()]
+
+    def _all_rows(self) -> list[dict[str, Any]]:
+        snap = self._snapshot()
+        if self._rows is None:
+            self._rows = individual_rows(snap)
+        return self._rows
 
     @_evo_errors
     def individuals(self):
@@ -160,7 +168,7 @@ class Run:
             import pandas as pd
         except ImportError:
             raise SettingsError(PANDAS_MISSING) from None
-        rows = self.records()
+        rows = self._all_rows()
         return pd.DataFrame({c: [r[c] for r in rows] for c in COLUMNS}, columns=list(COLUMNS))
 
     @_evo_errors
