@@ -300,3 +300,22 @@ def test_ctrl_c_in_launch_stops_every_worker_and_returns_the_run(tmp_path):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert {b["state"] for b in beats(url).values()} == {"stopped"}
+
+
+@pytest.mark.slow  # a real worker that fails at its start (no CUDA here), from both launchers
+def test_a_failing_worker_is_the_same_error_from_launch_and_evo_launch(tmp_path):
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA: the worker must fail on --device cuda:0")
+    from launch.commands.launch import WorkersFailed
+
+    argv = ["-n", "1", "--device", "cuda:0", "--max-individuals", "1", "-P", "2", "--steps", "1"]
+    with pytest.raises(WorkersFailed) as got:
+        evo.launch(str(tmp_path / "api"), workers=1, device="cuda:0", max_individuals=1, population_size=2, steps=1)
+    assert _is_evo_error(got.value) and "1 worker(s) failed (exit 2)" in str(got.value)
+    assert "CUDA is not available" in str(got.value)
+    done = evo_cli("launch", str(tmp_path / "cli"), *argv)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == str(got.value).replace(str(tmp_path / "api"), str(tmp_path / "cli"))
