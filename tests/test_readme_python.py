@@ -39,6 +39,7 @@ def test_readme_is_a_few_screens_with_both_commands_and_every_moved_section_link
         assert heading in moved, heading
 
 
+@pytest.mark.slow  # reads every results file the moved text names (7-19 s on the shared machine)
 def test_the_moved_figures_are_still_checked_against_the_results():
     moved = (REPO / "docs" / "performance.md").read_text()
     named = set().union(*(results_named(line) for line in moved.splitlines()))
