@@ -328,3 +328,14 @@ def test_a_failing_worker_is_the_same_error_from_launch_and_evo_launch(tmp_path)
     done = evo_cli("launch", str(tmp_path / "cli"), *argv)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == str(got.value).replace(str(tmp_path / "api"), str(tmp_path / "cli"))
+
+
+@pytest.mark.slow  # builds a synthetic run, then fresh processes
+def test_bench_api_small_counts_every_individual_as_evo_audit(tmp_path):
+    from bench import api as api_bench
+
+    doc = api_bench.run("small", tmp_path / "out", store_dir=str(tmp_path / "runs"))
+    median, audit = doc["results"]["median"], doc["results"]["audit"]
+    assert median["exit"] == 0 and median["rows"] == audit["alive"] + audit["dead"] == 300
+    assert median["alive"] == audit["alive"] == 20 and doc["results"]["rollup"]["layout"]["segments"] >= 1
+    assert "| 300 |" in (tmp_path / "out" / "api-small-cpu.md").read_text()
