@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optuna: evo and Optuna's journal file storage side by side in one run "
                         "(local directory; small: W=1,2; full: W=1,8,32,128,250; needs the bench extra)")
 
+    p = add("api", "evo.open(url).individuals() on a big rolled-up synthetic run (full: 20,000 individuals)",
+            "cpu")
+    p.add_argument("--store-dir", help="build (or reuse) the synthetic run under this folder (default: a temp "
+                                       "folder, built anew)")
+
     p = add("inspect", "wall time and peak RSS of status/plot/lineage/audit on a big synthetic run, local and "
                        "on the GCS emulator (cold and warm read cache)", "cpu")
     p.add_argument("--store-dir", help="build (or reuse) the synthetic run under this folder (default: a temp "
@@ -189,6 +194,9 @@ def dispatch(args: argparse.Namespace) -> dict | None:
         from . import report_speed
         return report_speed.run(args.mode, args.out, individuals=args.individuals, store_dir=args.store_dir,
                                 reps=args.reps, population=args.population)
+    if args.name == "api":
+        from . import api as api_bench
+        return api_bench.run(args.mode, args.out, store_dir=args.store_dir, progress=say)
     if args.name == "inspect":
         from . import inspect as inspect_bench
         return inspect_bench.run(args.mode, args.out, store_dir=args.store_dir, gcs=not args.no_gcs, progress=say)

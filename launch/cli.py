@@ -102,11 +102,13 @@ class _Version(argparse.Action):
         parser.exit(0)
 
 
-def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None, parser_class: type[Parser] = Parser) -> argparse.ArgumentParser:
     """The argument parser. With ``argv`` (already routed) naming a command, only that
     command's module is imported and registered (an inspection command then does not pay
-    for importing every other command); else every command is (``evo --help``, a typo)."""
-    parser = Parser(prog="evo", description="Coordinator-free large-scale evolution of image classifiers.")
+    for importing every other command); else every command is (``evo --help``, a typo).
+    ``parser_class``: a :class:`Parser` subclass for it and its subparsers (the Python API's
+    raises its usage errors instead of exiting)."""
+    parser = parser_class(prog="evo", description="Coordinator-free large-scale evolution of image classifiers.")
     parser.add_argument("--version", action=_Version, help="show program's version number and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

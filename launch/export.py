@@ -196,6 +196,10 @@ def export(individual, config, url: str, directory: str, *, cells: int | None = 
     import dna as dna_lib
     import dna.portable as portable
 
+    if config.is_tabular:
+        raise UserError(f"{url}: this run looked fitness up in NAS-Bench-201's table ({config.dataset}); its "
+                        f"individuals have no trained weights to export (`evo arch {url} {individual.id}` describes "
+                        "the cell)")
     kind = individual.dna.get("kind", "large_scale")
     if kind != "nasnet" and (cells or filters):
         raise UserError("--cells/--filters apply only to NASNet individuals")

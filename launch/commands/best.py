@@ -23,27 +23,43 @@ def best_individual(store, config, ident: str | None = None):
     """The verified best live individual (or the live or kept one named ``ident``)."""
     from evo.spaces import for_config
 
+    if ident is None:
+        return best_individuals(store, config, 1)[0]
     parse = for_config(config).parse
-    if ident is not None:
-        try:
-            info = store.population.find(ident)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-        ind = store.population.read_individual(info, bounds=config.bounds, dna_validator=parse) if info else None
-        if ind is None:
-            ind = store.history.read_kept(ident)
-        if ind is None:
-            raise UserError(f"{store.url}: {ident} is neither a readable live individual nor a dead one "
-                            "with kept weights (run with --keep-best K to keep the best dead)")
-        return ind
+    try:
+        info = store.population.find(ident)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    ind = store.population.read_individual(info, bounds=config.bounds, dna_validator=parse) if info else None
+    if ind is None:
+        ind = store.history.read_kept(ident)
+    if ind is None:
+        raise UserError(f"{store.url}: {ident} is neither a readable live individual nor a dead one "
+                        "with kept weights (run with --keep-best K to keep the best dead)")
+    return ind
+
+
+def best_individuals(store, config, k: int = 1) -> list:
+    """The ``k`` fittest live individuals whose entries read and verify (``storage.Individual``,
+    weights included), fittest first (ties: the older); fewer when fewer are readable. One
+    that does not read is skipped, as `evo check` would report it; UserError when none is
+    alive or none reads."""
+    from evo.spaces import for_config
+
+    parse = for_config(config).parse
     for _ in range(5):  # the best may die between the listing and the read: look again
         alive = sorted(store.population.list_alive(), key=lambda i: (-i.fitness, i.birth))
         if not alive:
             raise UserError(f"{store.url}: no live individuals yet")
+        found = []
         for info in alive:
             ind = store.population.read_individual(info, bounds=config.bounds, dna_validator=parse)
             if ind is not None:
-                return ind
+                found.append(ind)
+                if len(found) >= k:
+                    break
+        if found:
+            return found
     raise UserError(f"{store.url}: no live individual could be read (see `evo check`)")
 
 
@@ -172,10 +188,6 @@ def run(args: argparse.Namespace) -> int:
         else:
             print("\n".join([_summary(ind)] + _retrained_lines(rows)))
         return 0
-    if config.is_tabular and args.retrained is None:
-        raise UserError(f"{args.url}: this run looked fitness up in NAS-Bench-201's table ({config.dataset}); its "
-                        f"individuals have no trained weights to export (`evo arch {args.url} {ind.id}` describes "
-                        "the cell)")
     from ..export import export, parse_dataset
 
     info = export(ind, config, args.url, args.export, cells=args.cells, filters=args.filters,

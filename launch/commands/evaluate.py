@@ -25,6 +25,23 @@ from ..options import device, positive_int
 
 
 def run(args: argparse.Namespace) -> int:
+    result, info = evaluate(args)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(f"{args.split} accuracy {result['accuracy']:.4f} ({result['correct']}/{result['images']} images of "
+              f"{result['dataset']}) for {info.get('id')} (validation accuracy during the search: "
+              f"{info.get('searched_validation_accuracy', info.get('validation_accuracy')):.4f})")
+        if not info.get("trained"):
+            print(f"NOTE: {info.get('weights_note', 'the weights are untrained')}")
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> tuple[dict, dict]:
+    """`evo evaluate`'s work (and the Python API's ``Model.evaluate()``) for parsed options:
+    the accuracy of the export in ``args.dir`` on the split asked for (the ``--json``
+    object) and the export's model.json. UserError when the export, dataset or device
+    cannot be used."""
     import torch
 
     import dna.portable as portable
@@ -76,15 +93,7 @@ def run(args: argparse.Namespace) -> int:
     result = {"dir": args.dir, "id": info.get("id"), "dataset": spec, "split": args.split,
               "accuracy": accuracy, "images": len(y), "correct": correct, "trained": info.get("trained"),
               "validation_accuracy": info.get("validation_accuracy"), "seconds": time.perf_counter() - t0}
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    else:
-        print(f"{args.split} accuracy {accuracy:.4f} ({correct}/{len(y)} images of {spec}) "
-              f"for {info.get('id')} (validation accuracy during the search: "
-              f"{info.get('searched_validation_accuracy', info.get('validation_accuracy')):.4f})")
-        if not info.get("trained"):
-            print(f"NOTE: {info.get('weights_note', 'the weights are untrained')}")
-    return 0
+    return result, info
 
 
 def _data_settings(spec, info: dict):

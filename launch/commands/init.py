@@ -426,19 +426,27 @@ def ensure_run(url: str, args: argparse.Namespace) -> None:
                   f"selection={config.selection} steps/child={config.train.steps}", flush=True)
 
 
-def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    config, created = init_run(args.url, config, force_new_config=args.force_new_config,
+def initialise(args: argparse.Namespace) -> tuple[RunConfig, bool]:
+    """`evo init`'s work (and ``evo.init``'s) for parsed options: the config in force and
+    whether it was written now. A store already holding this config is left as it is, but a
+    user dataset's decode that failed or was deferred before is done now (unless
+    ``--defer-decode``); UserError for bad options or a different stored config."""
+    config, created = init_run(args.url, config_from_args(args), force_new_config=args.force_new_config,
                                decode=not args.defer_decode)
+    if not created and not args.defer_decode:
+        from storage import open_store
+        decode_data(open_store(args.url), config)
+    return config, created
+
+
+def run(args: argparse.Namespace) -> int:
+    config, created = initialise(args)
     if created:
         print(f"initialised {args.url}: dataset={config.dataset} P={config.population_size} "
               f"selection={config.selection} steps={config.train.steps} search_space={config.search_space}")
         if config.dataset_spec.is_user and args.defer_decode:
             print("  the dataset is decoded by the first worker (--defer-decode); `evo status` shows it")
     else:
-        if not args.defer_decode:   # a decode that failed or was deferred before is done now
-            from storage import open_store
-            decode_data(open_store(args.url), config)
         print(f"{args.url} already holds this config; nothing to do")
     return 0
 

@@ -17,8 +17,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+from evo.errors import EvoError
 
 from ..errors import UserError
 from ..options import add_command, add_worker_limits, device, non_negative_int, positive_int, positive_seconds
@@ -64,12 +67,15 @@ def worker_devices(n: int, device: str, workers_per_gpu: int | None, gpus: int) 
     return [f"cuda:{(i // k) % gpus}" for i in range(n)]
 
 
-def start_workers(args: argparse.Namespace, log_dir: Path) -> list[tuple[subprocess.Popen, Path]]:
-    """Spawn the worker processes; each writes its log to log_dir/worker-<i>.log."""
+def start_workers(args: argparse.Namespace, log_dir: Path,
+                  procs: list[tuple[subprocess.Popen, Path]] | None = None) -> list[tuple[subprocess.Popen, Path]]:
+    """Spawn the worker processes; each writes its log to log_dir/worker-<i>.log. Each is
+    appended to ``procs`` (returned) as soon as it runs, so that an interrupt while they
+    start still stops those already started."""
     log_dir.mkdir(parents=True, exist_ok=True)
     gpus = gpu_count() if args.device in ("auto", "cuda") else 0
     devices = worker_devices(args.n, args.device, args.workers_per_gpu, gpus)
-    procs = []
+    procs = [] if procs is None else procs
     for i, dev in enumerate(devices):
         env = dict(os.environ)
         if dev == "cpu" and "OMP_NUM_THREADS" not in env:
@@ -90,7 +96,18 @@ def start_workers(args: argparse.Namespace, log_dir: Path) -> list[tuple[subproc
     return procs
 
 
-def run_local(args: argparse.Namespace) -> int:
+class WorkersFailed(EvoError):
+    """Worker processes of `evo launch` exited with an error (not stopped by a signal); the
+    message names how many, the first one's exit code and the last line of its log."""
+
+
+def launch_local(args: argparse.Namespace) -> int | None:
+    """`evo launch`'s work (and ``evo.launch``'s) for parsed options: initialise the run when
+    asked, start ``-n`` workers, show their progress until they stop, then the run's summary.
+    Ctrl-C (KeyboardInterrupt: a terminal's, or a notebook's interrupt), SIGTERM or SIGHUP
+    stops every worker before returning (a second one does not cut the stopping short); the
+    signal number is returned then, None when the workers finished. WorkersFailed when a
+    worker exited with an error on its own."""
     from storage import open_store
 
     from ..views.progress import Progress, summarize
@@ -103,12 +120,14 @@ def run_local(args: argparse.Namespace) -> int:
         raise UserError(f"{log_dir}: --log-dir is a file, not a directory")
     ensure_run(args.url, args)
     print(f"starting {args.n} worker(s) on {args.url}; logs in {log_dir}/ (Ctrl-C stops them)", flush=True)
-    previous = {s: signal.signal(s, _stop_launcher) for s in (signal.SIGTERM, signal.SIGHUP)}
+    # signal handlers can only be set from the main thread (a notebook's cells run there)
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, _stop_launcher) for s in (signal.SIGTERM, signal.SIGHUP)} if main else {}
     procs: list = []
     progress = None
     stopped_by = None
     try:
-        procs = start_workers(args, log_dir)
+        start_workers(args, log_dir, procs)
         progress = Progress(store.population, store.history, interval=args.progress_interval)
         while any(p.poll() is None for p, _ in procs):
             progress.update([p for p, _ in procs])
@@ -118,7 +137,9 @@ def run_local(args: argparse.Namespace) -> int:
     except LauncherStopped as stop:
         stopped_by = stop.signum
     finally:
-        # A second SIGTERM/SIGHUP must not cut the stopping short (the workers would run on).
+        # A second Ctrl-C, SIGTERM or SIGHUP must not cut the stopping short (the workers would run on).
+        if main:
+            previous[signal.SIGINT] = signal.getsignal(signal.SIGINT)
         for s in previous:
             signal.signal(s, signal.SIG_IGN)
         if stopped_by is not None:
@@ -133,13 +154,17 @@ def run_local(args: argparse.Namespace) -> int:
     if failed and stopped_by is None:
         code, log = failed[0]
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
-        print(f"{len(failed)} worker(s) failed (exit {code}); see {log}: {tail[0] if tail else ''}", file=sys.stderr)
-        return 1
-    return 0 if stopped_by is None else 128 + int(stopped_by)
+        raise WorkersFailed(f"{len(failed)} worker(s) failed (exit {code}); see {log}: {tail[0] if tail else ''}")
+    return stopped_by
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_local(args)
+    try:
+        stopped_by = launch_local(args)
+    except WorkersFailed as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0 if stopped_by is None else 128 + int(stopped_by)
 
 
 def register(sub) -> None:

@@ -172,6 +172,12 @@ def slurm_jobs(url: str) -> list[dict[str, Any]] | None:
     return None if tasks is None else queue_reader.summarize_jobs(tasks)
 
 
+def status_of(snap: Snapshot, lost_after: float | None = None) -> dict[str, Any]:
+    """The ``evo status --json`` object of ``snap`` (``Run.status()`` of the Python API):
+    :func:`~launch.views.status.status_report` with what squeue says of the run's arrays."""
+    return status_report(snap, lost_after, slurm_jobs(snap.url))
+
+
 def run(args: argparse.Namespace) -> int:
     if (args.lost_after is not None and not args.lost_after > 0) or not args.interval > 0:
         raise UserError("--lost-after and --interval must be positive")
@@ -182,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _emit(args: argparse.Namespace, snap: Snapshot, stream=None) -> str:
-    report = status_report(snap, args.lost_after, slurm_jobs(args.url))
+    report = status_of(snap, args.lost_after)
     text = json.dumps(report, sort_keys=True) if args.json else format_status(report)
     print(text, file=stream or sys.stdout, flush=True)
     return text
@@ -210,7 +216,7 @@ def _watch(args: argparse.Namespace) -> int:
         while True:
             snap = take_snapshot(args.url, spinner=False, history_dna=False, alive_dna=False,
                                  population=population)
-            report = status_report(snap, args.lost_after, slurm_jobs(args.url))
+            report = status_of(snap, args.lost_after)
             if args.json:
                 print(json.dumps(report, sort_keys=True), flush=True)
             elif live is not None:
