@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from typing import Any
 
 from evo.errors import one_line
 
@@ -94,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         if policy is not None and policy.problems:
             result["ok"] = False
             result["problems"] += [f"policy: {p}" for p in policy.problems]
+        if policy is None:   # no learned strategy: nobody of this run writes policy/
+            _check_unowned_policy(store, args.repair, result)
     if args.repair and not repair:
         config_problems.append("nothing repaired: config.json is not the one 'evo init' wrote, "
                                "so no entry is judged against it")
@@ -123,3 +126,26 @@ def _print_human(r: dict) -> None:
         print(f"  warning: {line}")
     if r["repaired"]:
         print("  repaired: " + ", ".join(f"{k} {n}" for k, n in sorted(r["repaired"].items())))
+
+
+def _check_unowned_policy(store: Any, repair: bool, result: dict[str, Any]) -> None:
+    """Policy versions in a run whose strategy learns no policy are foreign: named in
+    ``result``'s problems, and moved aside with ``repair``."""
+    import storage
+    from storage.policy import policy_key
+
+    for version in store.policy.policy_versions():
+        if repair:
+            try:
+                store.policy.move_policy_aside(version)
+                result["repaired"]["policy versions of no learned strategy"] = \
+                    result["repaired"].get("policy versions of no learned strategy", 0) + 1
+                continue
+            except FileNotFoundError:
+                continue
+            except (OSError, storage.UnreadableEntry) as exc:
+                result["problems"].append(f"policy: version {version} could not be moved aside: "
+                                          f"{one_line(exc, with_type=True)}")
+        result["ok"] = False
+        result["problems"].append(f"policy: version {version} ({policy_key(version)!r}) "
+                                  "is foreign: this run's strategy learns no policy")
