@@ -245,6 +245,7 @@ def evaluate_both(export_dir: Path) -> None:
 
 
 @pytest.mark.slow  # a real worker process trains the population
+@pytest.mark.timeout(600)
 def test_large_scale_run_exports_an_onnx_that_agrees_with_torch(tmp_path):
     url = str(tmp_path / "run")
     ok("init", url, "--dataset", "digits", "-P", "3", "--steps", "20")
@@ -257,10 +258,12 @@ def test_large_scale_run_exports_an_onnx_that_agrees_with_torch(tmp_path):
 
 
 @pytest.mark.slow  # evo retrain trains amoebanet-a for two epochs
+@pytest.mark.timeout(600)
 def test_retrained_amoebanet_a_exports_an_onnx_that_agrees_with_torch(tmp_path):
     url = str(tmp_path / "run")
-    ok("retrain", url, "--arch", "amoebanet-a", "--cells", "1", "--filters", "4", "--dataset", "digits",
-       "--preset", "tiny", "--batch-size", "64", "--device", "cpu")
+    ok("init", url, "--dataset", "digits", "--search-space", "nasnet")   # no search: the published cell
+    ok("retrain", url, "--arch", "amoebanet-a", "--cells", "1", "--filters", "4", "--preset", "tiny",
+       "--batch-size", "64", "--device", "cpu")
     out = tmp_path / "nasnet"
     text = ok("best", url, "--retrained", "--export", str(out), "--onnx").stdout
     assert "model.onnx: onnxruntime and torch agree on 360 test images (top-1 agreement 1.0000" in text, text
@@ -270,6 +273,7 @@ def test_retrained_amoebanet_a_exports_an_onnx_that_agrees_with_torch(tmp_path):
 
 
 @pytest.mark.slow  # a real worker process trains the population
+@pytest.mark.timeout(600)
 def test_nasbench201_run_exports_an_onnx_that_agrees_with_torch(tmp_path):
     url = str(tmp_path / "run")
     ok("init", url, "--dataset", "digits", "--search-space", "nasbench201", "-P", "2", "--steps", "5")

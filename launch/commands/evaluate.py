@@ -97,10 +97,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
+        searched = info.get("searched_validation_accuracy", info.get("validation_accuracy"))
         print(f"{args.split} accuracy {accuracy:.4f} ({correct}/{len(y)} images of {spec}) "
-              f"for {info.get('id')}{' (model.onnx, onnxruntime)' if args.onnx else ''} "
-              f"(validation accuracy during the search: "
-              f"{info.get('searched_validation_accuracy', info.get('validation_accuracy')):.4f})")
+              f"for {info.get('id')}{' (model.onnx, onnxruntime)' if args.onnx else ''}"
+              # a published architecture retrained (evo retrain --arch) was never searched
+              + (f" (validation accuracy during the search: {searched:.4f})"
+                 if isinstance(searched, (int, float)) else ""))
         if not info.get("trained"):
             print(f"NOTE: {info.get('weights_note', 'the weights are untrained')}")
     return 0
