@@ -32,6 +32,7 @@ from dna.portable_plan import architecture
 EVO = str(Path(sys.executable).with_name("evo")) if Path(sys.executable).with_name("evo").exists() \
     else shutil.which("evo") or "evo"
 LIMIT = 1e-4
+REPO = Path(__file__).resolve().parent.parent
 
 
 def env() -> dict[str, str]:
@@ -283,3 +284,10 @@ def test_nasbench201_run_exports_an_onnx_that_agrees_with_torch(tmp_path):
     info = assert_recorded(out, onnx_versus_torch(out))
     assert info["kind"] == "nasbench201"
     evaluate_both(out)
+    # the torch export of a NAS-Bench-201 cell runs its own copied code (evo_model/), as every export does
+    for name in ("nasbench201.py", "build_nasbench201.py"):
+        assert (out / "evo_model" / name).read_bytes() == (REPO / "dna" / name).read_bytes()
+    r = subprocess.run([sys.executable, "load.py", "--data", "test.npz", "--json"], cwd=out, capture_output=True,
+                       text=True, timeout=120, env=env())
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["accuracy"] == info["onnx"]["check"]["onnx_accuracy"]
