@@ -199,8 +199,11 @@ def load_onnx(export_dir: str) -> OnnxModel:
     if not isinstance(info, dict) or info.get("format") != portable.EXPORT_FORMAT:
         raise UserError(f"{info_path}: not an evo export of format {portable.EXPORT_FORMAT}")
     record = info.get("onnx")
-    if not os.path.isfile(path) or not isinstance(record, dict):
+    if not os.path.isfile(path):
         raise UserError(f"{export_dir}: no {ONNX_FILE} (export with evo best URL --export DIR --onnx)")
+    if not isinstance(record, dict):
+        raise UserError(f"{path}: model.json records no ONNX file (left by an earlier export?); export again "
+                        "with --onnx")
     if _sha256(Path(path)) != record.get("sha256"):
         raise UserError(f"{path}: not the file this export wrote (its SHA-256 differs from model.json's); "
                         "export again with --onnx")

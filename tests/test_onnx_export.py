@@ -200,6 +200,11 @@ def test_onnx_refusals_are_one_line(tmp_path, capsys):
     (plain / "model.onnx").write_bytes((plain / "model.onnx").read_bytes() + b"\0")
     code, out, err = evo_here(capsys, "evaluate", str(plain), "--onnx")
     assert code == 2 and "SHA-256" in err and err.count("\n") == 1, err
+    info = json.loads((plain / "model.json").read_text())
+    del info["onnx"]        # what a later export without --onnx (--force) leaves beside the old file
+    (plain / "model.json").write_text(json.dumps(info))
+    code, out, err = evo_here(capsys, "evaluate", str(plain), "--onnx")
+    assert code == 2 and "records no ONNX file" in err and err.count("\n") == 1, err
 
 
 BLOCK_ONNX = r'''
