@@ -78,6 +78,8 @@ def write_onnx(export_dir: str | os.PathLike, *, images: Any = None, labels: Any
     require_onnx()
     import dna.portable as portable
 
+    if batch_size < 1:
+        raise UserError(f"the ONNX check's batch size must be >= 1, got {batch_size}")
     out = Path(export_dir)
     final, partial = out / ONNX_FILE, out / (ONNX_FILE + ".partial")
     for stale in (final, partial):      # never leave an earlier export's file beside this one
@@ -132,7 +134,8 @@ def write_onnx(export_dir: str | os.PathLike, *, images: Any = None, labels: Any
 def compare(model: Any, session: Any, images: Any, labels: Any = None,
             batch_size: int = CHECK_BATCH) -> dict[str, Any]:
     """Run the torch ``model`` (an ``ExportedModel``) and the onnxruntime ``session`` on the same
-    ``images`` (float32 array of pixel values 0..255), ``batch_size`` at a time and once on the
+    ``images`` (an array of pixel values 0..255, any numeric dtype: each batch is given to both as
+    float32), ``batch_size`` at a time and once on the
     first image alone: the number of images, the fraction whose top-1 classes agree, the largest
     absolute logit difference, the largest absolute torch logit and, with ``labels``, both
     accuracies."""
