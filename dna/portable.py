@@ -1,7 +1,8 @@
 """evo's portable model code: load an exported model with PyTorch and the standard library alone.
 
 This module and its siblings ``portable_net`` (the large-scale network), ``portable_io``
-(JSON, safetensors and .npz readers) and, for NASNet, ``nasnet`` and ``build_nasnet`` are
+(JSON, safetensors and .npz readers), for NASNet ``nasnet`` and ``build_nasnet``, and for
+NAS-Bench-201 ``nasbench201`` and ``build_nasbench201`` are
 modules of the evo source tree (``dna.build`` builds its networks with
 ``portable_net.PlanNet``) and, copied verbatim, the package ``evo_model/`` of every model
 that ``evo best --export DIR`` writes. So an exported model runs on a machine that has torch
@@ -104,6 +105,15 @@ def build_network(info: dict[str, Any], dna: dict[str, Any]) -> nn.Module:
                                 stem=stem)
         except (KeyError, TypeError, ValueError) as exc:
             raise ExportError(f"cannot build the NASNet model: {exc}") from None
+    if kind == "nasbench201":
+        from .build_nasbench201 import build_nasbench201
+        from .nasbench201 import nb201_from_dict
+
+        try:
+            return build_nasbench201(nb201_from_dict(dna), tuple(arch["input_shape"]), int(arch["num_classes"]),
+                                     channels=int(arch["channels"]), cells_per_stage=int(arch["cells_per_stage"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ExportError(f"cannot build the NAS-Bench-201 model: {exc}") from None
     raise ExportError(f"{MODEL_FILE}: unknown architecture kind {kind!r}")
 
 

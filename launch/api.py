@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import shutil
 import tempfile
 import weakref
@@ -34,7 +35,6 @@ __all__ = ["Run", "Model", "open", "init", "launch", "EvoError"]
 COLUMNS = ("id", "parent", "birth", "death", "killer", "fitness", "mutation", "worker", "parameters",
            "train_seconds", "policy_version", "alive")
 PANDAS_MISSING = "Run.individuals() needs pandas: pip install 'evo[pandas]' (Run.records() gives plain dicts)"
-ONNX_MISSING = "ONNX export needs the onnx extra: pip install 'evo[onnx]'"
 
 
 def _evo_errors(func):
@@ -213,7 +213,10 @@ class Model:
         ``model.json``, weights, ``test.npz``); returns model.json's content. ``onnx``: also
         ``model.onnx``."""
         from .export import export, parse_dataset
+        from .onnx_export import require_onnx, write_onnx
 
+        if onnx:
+            require_onnx()   # before the torch export: a missing extra costs nothing
         store, config = self.run._population
         args = parse("best", [self.run.url], {"export": directory, "cells": cells, "filters": filters,
                                               "dataset": dataset, "seed": seed, "force": force})
@@ -221,7 +224,7 @@ class Model:
                       dataset=parse_dataset(args.dataset) if args.dataset else None, seed=args.seed,
                       force=args.force)
         if onnx:
-            info = export_onnx(directory, info)
+            info = {**info, "onnx": write_onnx(directory)}
         return info
 
     def _exported(self) -> str:
@@ -246,20 +249,22 @@ class Model:
             raise UserError(str(exc)) from None
 
     @_evo_errors
-    def evaluate(self, split: str = "test", device: str = "cpu", batch_size: int | None = None) -> dict[str, Any]:
+    def evaluate(self, split: str = "test", device: str = "cpu", batch_size: int | None = None,
+                 onnx: bool = False) -> dict[str, Any]:
         """`evo evaluate DIR --json`'s object for this model: its accuracy on the run's test
-        split (``split="val"``: the validation split)."""
+        split (``split="val"``: the validation split); ``onnx``: of its ``model.onnx`` run by
+        onnxruntime (exported once, as :meth:`export` with ``onnx=True`` makes it)."""
         from .commands.evaluate import evaluate
 
-        args = parse("evaluate", [self._exported()], {"split": split, "device": device, "batch_size": batch_size,
-                                                      "json": True})
+        directory = self._exported()
+        if onnx and not os.path.exists(os.path.join(directory, "model.onnx")):
+            from .onnx_export import write_onnx
+
+            write_onnx(directory)
+        args = parse("evaluate", [directory], {"split": split, "device": device, "batch_size": batch_size,
+                                               "json": True, "onnx": onnx})
         result, _ = evaluate(args)
         return result
-
-
-def export_onnx(directory: str, info: dict[str, Any]) -> dict[str, Any]:
-    """Write ``model.onnx`` beside the export in ``directory`` (model.json's ``info``)."""
-    raise SettingsError(ONNX_MISSING)
 
 
 def individual_rows(snap) -> list[dict[str, Any]]:

@@ -225,6 +225,16 @@ def export(individual, config, url: str, directory: str, *, cells: int | None = 
             trained = False
             note = (f"FRESH, UNTRAINED weights: rebuilt at N={n}, F={f} (searched at "
                     f"N={searched.cells_per_stack}, F={searched.filters}); train it before use")
+    elif kind == "nasbench201":
+        from dna.build_nasbench201 import CELLS_PER_STAGE, CHANNELS
+        from dna.nasbench201 import nb201_from_dict
+
+        try:
+            nb201_from_dict(individual.dna, config.bounds)
+        except dna_lib.DNAError as exc:
+            raise UserError(f"individual {individual.id}: {exc}") from None
+        architecture = {"kind": "nasbench201", "input_shape": list(shape), "num_classes": classes,
+                        "channels": CHANNELS, "cells_per_stage": CELLS_PER_STAGE}
     else:
         from dna.portable_plan import architecture as plan_of
 

@@ -283,6 +283,13 @@ def test_best_models_export_and_evaluate_as_the_commands_do(digits, tmp_path):
     assert cli == f"evo best: error: {again.value}"
     with pytest.raises(SettingsError, match="k must be a positive integer"):
         run.best(0)
+    # ONNX: the same file and check as `evo best --export DIR --onnx`, scored like `evo evaluate --onnx`
+    info = best.export(str(tmp_path / "api-onnx"), onnx=True)
+    check = info["onnx"]["check"]
+    assert (tmp_path / "api-onnx" / "model.onnx").is_file() and check["top1_agreement"] == 1.0
+    assert check["max_abs_logit_diff"] < 1e-4
+    scored = best.evaluate(onnx=True)
+    assert scored["model"] == "model.onnx (onnxruntime)" and scored["accuracy"] == cli_eval["accuracy"]
 
 
 @pytest.mark.slow  # two real workers, interrupted

@@ -6,6 +6,8 @@ with ``--retrained [RID]``, a finished final training (``evo retrain``) instead.
 run's test split); ``python load.py --data test.npz`` in DIR evaluates it with torch alone, and ``evo evaluate DIR --dataset
 ...`` reports its test accuracy. NASNet individuals can be exported at another size with
 ``--cells N --filters F`` (the weights are then fresh: the model must be retrained).
+``--onnx`` also writes ``model.onnx``, checked against torch with onnxruntime on the test split
+(``launch.onnx_export``).
 """
 
 from __future__ import annotations
@@ -157,13 +159,15 @@ def export_retrained(store, args: argparse.Namespace, rows: list[dict[str, Any]]
     except portable.ExportError as exc:
         raise UserError(f"the export in {args.export} does not load: {exc}") from None
     n = sum(p.numel() for p in model.net.parameters())
+    onnx = _write_onnx(args)
     if args.json:
         print(json.dumps({"export": args.export, "rid": rid, "test_accuracy": result["test_accuracy"],
-                          "parameters": n}, sort_keys=True))
+                          "parameters": n, **({"onnx": onnx} if onnx else {})}, sort_keys=True))
         return 0
     print(f"final training {rid}: TEST accuracy {result['test_accuracy']:.4f} ({n} parameters)")
     print(f"exported to {args.export.rstrip('/')}/: dna.json, weights.safetensors, model.json, evo_model/, load.py, "
-          f"{TEST_FILE}")
+          f"{TEST_FILE}" + (", model.onnx" if onnx else ""))
+    _print_onnx(onnx)
     print(f"  evaluate it with torch alone:  cd {args.export} && python load.py --data {TEST_FILE}")
     return 0
 
@@ -171,7 +175,30 @@ def export_retrained(store, args: argparse.Namespace, rows: list[dict[str, Any]]
 TEST_FILE = "test.npz"
 
 
+def _write_onnx(args: argparse.Namespace) -> dict[str, Any] | None:
+    """With ``--onnx``: model.onnx beside the export just written, checked (its record)."""
+    if not args.onnx:
+        return None
+    from ..onnx_export import write_onnx
+
+    return write_onnx(args.export)
+
+
+def _print_onnx(onnx: dict[str, Any] | None) -> None:
+    if onnx:
+        c = onnx["check"]
+        print(f"  model.onnx: onnxruntime and torch agree on {c['images']} test images (top-1 agreement "
+              f"{c['top1_agreement']:.4f}, largest logit difference {c['max_abs_logit_diff']:.2g} < "
+              f"{c['tolerance']:g})")
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.onnx:   # before any work
+        if not args.export:
+            raise UserError("--onnx only applies with --export DIR")
+        from ..onnx_export import require_onnx
+
+        require_onnx()
     store, config = open_population(args.url)
     if args.retrained is not None:
         return export_retrained(store, args, retrained_rows(store))
@@ -192,16 +219,20 @@ def run(args: argparse.Namespace) -> int:
 
     info = export(ind, config, args.url, args.export, cells=args.cells, filters=args.filters,
                   dataset=parse_dataset(args.dataset) if args.dataset else None, seed=args.seed, force=args.force)
+    onnx = _write_onnx(args)
+    if onnx:
+        info["onnx"] = onnx
     if args.json:
         print(json.dumps({"export": args.export, **info}, sort_keys=True))
         return 0
     print(_summary(ind))
     test = info["test_data"]
     print(f"exported to {args.export.rstrip('/')}/: dna.json, weights.safetensors, model.json, evo_model/, load.py"
-          f", {test['file']} ({info['parameters']} parameters; {test['file']} holds the {test['images']} "
-          f"test images of {test['dataset']})")
+          f", {test['file']}{', model.onnx' if onnx else ''} ({info['parameters']} parameters; {test['file']} "
+          f"holds the {test['images']} test images of {test['dataset']})")
     if not info["trained"]:
         print(f"  NOTE: {info['weights_note']}")
+    _print_onnx(onnx)
     print(f"  evaluate it with torch alone:  cd {args.export} && python load.py --data {test['file']}")
     if info.get("data_id"):   # the user's images: test.npz is the run's own test split, no decoding again
         print(f"  or with evo:                   evo evaluate {args.export}")
@@ -226,5 +257,8 @@ def register(sub) -> None:
     p.add_argument("--retrained", nargs="?", const="best", metavar="RID",
                    help="a finished final training (evo retrain) instead: RID, or without it the one of the "
                         "individual with the best searched validation accuracy")
+    p.add_argument("--onnx", action="store_true", help="with --export: also write model.onnx (takes pixel values "
+                   "0..255, dynamic batch), checked against torch with onnxruntime on the test split; needs "
+                   "pip install 'evo[onnx]'")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)

@@ -8,6 +8,9 @@ never by executing files from DIR.
 For a run on the user's own images, the default is the export's ``test.npz``: the run's
 test split exactly as its decoded cache held it. ``--images FOLDER`` evaluates image files
 in class folders (``FOLDER/<class>/<image>``), preprocessed as in training.
+
+``--onnx`` scores the export's ``model.onnx`` (``evo best --export DIR --onnx``) with
+onnxruntime instead of the torch model, on the same images and with the same output.
 """
 
 from __future__ import annotations
@@ -29,9 +32,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
+        searched = info.get("searched_validation_accuracy", info.get("validation_accuracy"))
         print(f"{args.split} accuracy {result['accuracy']:.4f} ({result['correct']}/{result['images']} images of "
-              f"{result['dataset']}) for {info.get('id')} (validation accuracy during the search: "
-              f"{info.get('searched_validation_accuracy', info.get('validation_accuracy')):.4f})")
+              f"{result['dataset']}) for {info.get('id')}{' (model.onnx, onnxruntime)' if args.onnx else ''}"
+              # a published architecture retrained (evo retrain --arch) was never searched
+              + (f" (validation accuracy during the search: {searched:.4f})"
+                 if isinstance(searched, (int, float)) else ""))
         if not info.get("trained"):
             print(f"NOTE: {info.get('weights_note', 'the weights are untrained')}")
     return 0
@@ -49,14 +55,25 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, dict]:
     from evo.data.datasets import read_dataset
     from evo.data.spec import DatasetSpec
 
+    if args.onnx:   # before any work
+        from ..onnx_export import require_onnx
+
+        require_onnx()
+        if args.device != "cpu":
+            raise UserError("--onnx runs model.onnx with onnxruntime on the CPU; leave out --device")
     if os.path.exists(args.dir) and not os.path.isdir(args.dir):
         raise UserError(f"{args.dir} is a file, not an export directory (made by evo best --export DIR)")
-    try:
-        model = portable.load(args.dir, args.device)
-    except portable.ExportError as exc:
-        raise UserError(str(exc)) from None
-    except RuntimeError as exc:  # e.g. a CUDA device that is not there
-        raise UserError(f"{args.device}: {one_line(exc)}") from None
+    if args.onnx:
+        from ..onnx_export import load_onnx, onnx_accuracy
+
+        model = load_onnx(args.dir)
+    else:
+        try:
+            model = portable.load(args.dir, args.device)
+        except portable.ExportError as exc:
+            raise UserError(str(exc)) from None
+        except RuntimeError as exc:  # e.g. a CUDA device that is not there
+            raise UserError(f"{args.device}: {one_line(exc)}") from None
     info = model.info
     spec = args.dataset or info.get("dataset")
     if not spec and not args.images:
@@ -86,13 +103,17 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, dict]:
     t0 = time.perf_counter()
     with _Progress(f"evaluating on {len(y)} {args.split} images", len(y)) as bar:
         try:
-            accuracy = portable.accuracy(model, x, y, batch, progress=bar.advance)
+            if args.onnx:
+                accuracy = onnx_accuracy(model, x, y, batch, progress=bar.advance)
+            else:
+                accuracy = portable.accuracy(model, x, y, batch, progress=bar.advance)
         except portable.ExportError as exc:
             raise UserError(f"{spec}: {exc}") from None
     correct = round(accuracy * len(y))
     result = {"dir": args.dir, "id": info.get("id"), "dataset": spec, "split": args.split,
               "accuracy": accuracy, "images": len(y), "correct": correct, "trained": info.get("trained"),
-              "validation_accuracy": info.get("validation_accuracy"), "seconds": time.perf_counter() - t0}
+              "validation_accuracy": info.get("validation_accuracy"), "seconds": time.perf_counter() - t0,
+              **({"model": "model.onnx (onnxruntime)"} if args.onnx else {})}
     return result, info
 
 
@@ -200,5 +221,8 @@ def register(sub) -> None:
     p.add_argument("--device", type=device(auto=False), default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--batch-size", type=positive_int, help="images per forward pass (default: the run's "
                    "evaluation batch, from model.json)")
+    p.add_argument("--onnx", action="store_true", help="score the export's model.onnx with onnxruntime (CPU) "
+                   "instead of the torch model (export with evo best --export DIR --onnx; needs "
+                   "pip install 'evo[onnx]')")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
