@@ -132,7 +132,6 @@ def _check_unowned_policy(store: Any, repair: bool, result: dict[str, Any]) -> N
     """Policy versions in a run whose strategy learns no policy are foreign: named in
     ``result``'s problems, and moved aside with ``repair``."""
     import storage
-    from storage.policy import policy_key
 
     for version in store.policy.policy_versions():
         if repair:
@@ -147,5 +146,5 @@ def _check_unowned_policy(store: Any, repair: bool, result: dict[str, Any]) -> N
                 result["problems"].append(f"policy: version {version} could not be moved aside: "
                                           f"{one_line(exc, with_type=True)}")
         result["ok"] = False
-        result["problems"].append(f"policy: version {version} ({policy_key(version)!r}) "
+        result["problems"].append(f"policy: version {version} ({storage.policy_key(version)!r}) "
                                   "is foreign: this run's strategy learns no policy")
