@@ -191,6 +191,14 @@ class RetrainQueue:
         times = [r["time"] for r in (claim, beat) if r is not None]
         return "alive" if now - max(times) < claim["lease"] else "dead"
 
+    def fill_claim(self, rid: str, n: int) -> bool:
+        """Create claim ``n`` of ``rid`` as a dead one (time 0, whose holder never trained),
+        where a foreign entry inside the chain was moved aside, so that the chain does not
+        end there; True iff this call created it (False: something is there again)."""
+        record = {"schema": RETRAIN_SCHEMA, "rid": rid, "n": n, "time": 0.0, "lease": MIN_LEASE,
+                  "owner": {"filled": "a foreign entry was moved aside by evo check --repair"}}
+        return self._backend.create(retrain_key(rid, f"claim-{n:06d}.json"), dumps(record))
+
     def retrain_beat(self, claim: Claim, info: dict[str, Any]) -> None:
         """Write the holder's heartbeat (``time`` now, ``info``: progress and identity)."""
         self._backend.write(retrain_key(claim.rid, f"beat-{claim.n:06d}.json"),
@@ -371,5 +379,3 @@ class RetrainQueue:
             return loads(self._backend.read(key, MAX_RECORD_BYTES), "retrain record")
         except (FileNotFoundError, UnreadableEntry, CorruptRecord):
             return None
-
-
