@@ -127,10 +127,12 @@ class RetrainRunner:
         request = self.store.retrains.read_retrain_request(rid)
         if request is None or not isinstance(request, dict):
             problem = getattr(request, "problem", "no such request")
+            self._say(rid, {"state": "failed", "error": problem})
             return RunReport(rid, "failed", error=f"{rid}: {problem}")
         try:
             settings = FinalSettings.from_dict(request["settings"])
         except ValueError as exc:
+            self._say(rid, {"state": "failed", "error": str(exc)})
             return RunReport(rid, "failed", error=f"{rid}: {exc}")
         if self.options.datasets is not None and not dataset_allowed(request["dataset"], self.options.datasets):
             self._say(rid, {"state": "failed", "error": REFUSED_DATASET})

@@ -18,9 +18,10 @@ _LABEL = re.compile(r"[^A-Za-z0-9_.:+=@-]+")
 # Absolute caps on what one request may make a trainer allocate (checked before anything is
 # allocated; the request's cells and filters are capped by storage.retrain_format.MAX_CELLS
 # and MAX_FILTERS already): the model's parameters, the layer outputs of one training batch
-# (what backward keeps), and the steps of the whole training (every step's loss is kept).
+# (what backward keeps; 2**34 is 64 GiB in fp32) and the steps of the whole training (every
+# step's loss is kept).
 MAX_PARAMETERS = 500_000_000
-MAX_BATCH_ACTIVATIONS = 2**32
+MAX_BATCH_ACTIVATIONS = 2**34
 MAX_TOTAL_STEPS = 20_000_000
 
 class RefusedRequest(ValueError):
@@ -82,42 +83,46 @@ def dataset_allowed(text: Any, allowed: tuple[str, ...] | frozenset[str]) -> boo
     return str(spec) in canon
 
 
+def activations_per_image(request: dict[str, Any], input_shape: tuple[int, int, int]) -> int:
+    """A generous estimate of the layer outputs one image makes the request's model hold
+    (what backward keeps), from the DNA and size alone (no torch): NASNet ``64 * cells * filters
+    * H * W * 1.75`` (three stacks of widths F, 2F, 4F at full, half and quarter resolution;
+    64 tensors per cell and unit of width, measured on the meta device at 55); a large-scale
+    DNA ``4 * (vertices + edges) * widest channel count * H * W``."""
+    _, h, w = input_shape
+    d = request["dna"]
+    if d.get("kind") == "nasnet":
+        size = request.get("size") or {}
+        return int(64 * size.get("cells", 3) * size.get("filters", 24) * h * w * 1.75)
+    edges = d.get("edges") if isinstance(d.get("edges"), list) else []
+    vertices = d.get("vertices") if isinstance(d.get("vertices"), list) else []
+    widths = [e.get("channels") for e in edges if isinstance(e, dict)]
+    widest = max([c for c in widths if isinstance(c, int) and not isinstance(c, bool)] + [input_shape[0], 1])
+    return 4 * (len(edges) + len(vertices)) * widest * h * w
+
+
 def check_footprint(request: dict[str, Any], *, batch_size: int, epochs: int, train_images: int,
                     input_shape: tuple[int, int, int], num_classes: int, aux_head: bool, bounds: Any = None) -> int:
     """The number of parameters of the request's model, after checking that training it stays
-    within :data:`MAX_PARAMETERS`, :data:`MAX_BATCH_ACTIVATIONS` (layer outputs of one batch of
-    ``batch_size``) and :data:`MAX_TOTAL_STEPS`; :class:`RefusedRequest` (one line) otherwise. The model is
-    built and run on torch's ``meta`` device: nothing is allocated for its tensors."""
+    within :data:`MAX_TOTAL_STEPS`, :data:`MAX_BATCH_ACTIVATIONS` (:func:`activations_per_image`
+    times ``batch_size``) and :data:`MAX_PARAMETERS`; :class:`RefusedRequest` (one line)
+    otherwise. The parameters are counted on a model built on torch's ``meta`` device:
+    nothing is allocated for its tensors."""
     import torch
 
     steps = epochs * -(-max(train_images, 1) // max(batch_size, 1))
     if steps > MAX_TOTAL_STEPS:
         raise RefusedRequest(f"refused: {epochs} epochs of {train_images} images in batches of {batch_size} are "
-                         f"{steps:,} steps (at most {MAX_TOTAL_STEPS:,})")
+                             f"{steps:,} steps (at most {MAX_TOTAL_STEPS:,})")
+    per_batch = activations_per_image(request, input_shape) * batch_size
+    if per_batch > MAX_BATCH_ACTIVATIONS:
+        raise RefusedRequest(f"refused: one batch of {batch_size} would hold about {per_batch:,} activations "
+                             f"(at most {MAX_BATCH_ACTIVATIONS:,})")
     with torch.device("meta"):
         model, _ = build_model(request, input_shape, num_classes, aux_head=aux_head, bounds=bounds)
     params = sum(p.numel() for p in model.parameters())
     if params > MAX_PARAMETERS:
         raise RefusedRequest(f"refused: the request's model has {params:,} parameters (at most {MAX_PARAMETERS:,})")
-    outputs = [0]
-
-    def count(_module: Any, _inputs: Any, out: Any) -> None:
-        outputs[0] += out.numel() if isinstance(out, torch.Tensor) else 0
-
-    hooks = [m.register_forward_hook(count) for m in model.modules() if not any(True for _ in m.children())]
-    try:
-        with torch.no_grad():
-            model.train()
-            model(torch.empty((2, *input_shape), device="meta"))
-    except Exception:  # noqa: BLE001 - a model the meta device cannot run: the parameter bound stands alone
-        return params
-    finally:
-        for h in hooks:
-            h.remove()
-    per_batch = outputs[0] // 2 * batch_size
-    if per_batch > MAX_BATCH_ACTIVATIONS:
-        raise RefusedRequest(f"refused: one batch of {batch_size} would hold {per_batch:,} activations "
-                         f"(at most {MAX_BATCH_ACTIVATIONS:,})")
     return params
 
 
