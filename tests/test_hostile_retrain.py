@@ -117,6 +117,18 @@ def test_future_dated_and_beyond_chain_claims_are_foreign(tmp_path):
     assert store.retrains.retrain_still_mine(claim)   # claim-999999 takes nothing over
     assert store.retrains.retrain_state(rid).state == "training"
     assert store.retrains.claim_retrain(rid, {"host": "other"}, 60) is None
+    store.retrains.retrain_beat(claim, {"state": "training", "eta_seconds": 1e308})
+    from evo.train.retrain import eta_text
+    assert eta_text(1e308) == "-" and eta_text(-5) == "-" and eta_text(65) == "1m05s"
+
+    found = "\n".join(store.check().problems)
+    for name in ("claim-000000.json", "beat-000000.json", "claim-999999.json", "claim-000001.json"):
+        assert f"retrain/{rid}/{name}" in found, (name, found)
+    assert f"retrain/{rid}/claim-000002.json" not in found and f"retrain/{rid}/beat-000002.json" not in found
+    store.check(repair=True)
+    assert [p for p in store.check().problems if "retrain/" in p] == []
+    assert store.retrains.claim_chain(rid) == (2, 3, [])   # foreign places filled with dead claims
+    assert store.retrains.retrain_still_mine(claim) and store.retrains.retrain_state(rid).state == "training"
 
 
 def test_an_oversized_checkpoint_commit_is_skipped_without_reading_its_blob(tmp_path, monkeypatch):
@@ -215,6 +227,7 @@ def _plant(row: str, store, root: Path, outside: Path) -> list[str]:
                 f"retrain/{rid}/claim-999999.json"] + ([f"retrain/{rid}/claim-000001.json"] if root else [])
     assert row == "sparse-ckpt"
     blob = "ckpt-0000000005.0123456789abcdef.safetensors"
+    (root / "retrain" / rid).mkdir(exist_ok=True)
     with open(root / "retrain" / rid / blob, "wb") as f:
         f.truncate(2**30)
     store.backend.write(f"retrain/{rid}/ckpt-0000000005.json", json.dumps({
@@ -298,4 +311,10 @@ def test_outside_data_and_future_claims_on_gcs(gcs_bucket_url, tmp_path):
         assert SECRET.encode() not in store.backend.read(f"retrain/{rid}/{key}")
     repair = run_evo("check", url, "--repair")
     _no_traceback(repair)
+    again = run_evo("check", url)
+    assert again.returncode == 0, again.stdout
+    names = set(store.backend.list(f"retrain/{rid}")) | set(store.backend.list("retrain"))
+    for key in planted:
+        name = key.rsplit("/", 1)[1]
+        assert name not in names or b"filled" in store.backend.read(key), key
     assert store.retrains.retrain_state(rid).state == "done"

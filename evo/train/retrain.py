@@ -340,8 +340,10 @@ def _weights_bytes(model: Any) -> bytes:
 
 
 def eta_text(seconds: float | None) -> str:
-    """``ETA 3m05s`` style text for a number of seconds (``-`` when unknown)."""
-    if seconds is None or not math.isfinite(seconds):
+    """``ETA 3m05s`` style text for a number of seconds (``-`` when unknown, negative or over
+    a year: a heartbeat read from the store may say anything)."""
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds) \
+            or not 0 <= seconds <= 366 * 86400:
         return "-"
     s = int(seconds)
     if s < 3600:
