@@ -259,7 +259,7 @@ def test_hostile_retrain_row(row, base_run, tmp_path):
         assert key in check.stdout, (key, check.stdout)
     assert (check.returncode == 1) == bool(planted)
 
-    done, peak = peak_rss_mib(evo_cmd("retrain", str(root), "--pending"), timeout=300)
+    done, peak = peak_rss_mib(evo_cmd("retrain", str(root), "--pending", "--device", "cpu"), timeout=300)
     _no_traceback(done)
     assert peak < 500, peak
     assert f"{rid}: done" in done.stdout, done.stdout + done.stderr
@@ -303,7 +303,7 @@ def test_outside_data_and_future_claims_on_gcs(gcs_bucket_url, tmp_path):
     planted = _plant("outside-data", store, None, tmp_path / "outside") + _plant("future-claim", store, None, None)
     check = run_evo("check", url)
     assert check.returncode == 1 and all(k in check.stdout for k in planted), check.stdout
-    done = run_evo("retrain", url, "--pending", timeout=300)
+    done = run_evo("retrain", url, "--pending", "--device", "cpu", timeout=300)
     _no_traceback(done)
     assert f"{rid}: done" in done.stdout and "refused" in done.stdout, done.stdout + done.stderr
     assert store.retrains.retrain_state(rid).state == "done"
