@@ -182,8 +182,8 @@ class RetrainAudits(Findings):
             if m := CLAIM_NAME.fullmatch(name):
                 n = int(m.group(1))
                 if n >= end or n in foreign:
-                    why = "is beyond the chain of claims" if n >= end else "is not a valid claim (or dated in the future)"
-                    self._untrusted(f"{folder}/{name}", why)
+                    self._untrusted(f"{folder}/{name}", "is beyond the chain of claims" if n >= end
+                                    else "is not a valid claim (or dated in the future)")
                 else:
                     valid.add(n)
         for name in sorted(by_name):

@@ -275,7 +275,8 @@ class RetrainFacet(Protocol):
         ``keep``. Returns the commit's key. A commit of that step made by someone else first is kept
         (its blob is as good) and ours is deleted."""
 
-    def load_retrain_checkpoint(self, rid: str, max_size: int = MAX_PAYLOAD_BYTES) -> tuple[dict[str, Any], bytes] | None:
+    def load_retrain_checkpoint(self, rid: str,
+                                max_size: int = MAX_PAYLOAD_BYTES) -> tuple[dict[str, Any], bytes] | None:
         """``(commit, blob)`` of the newest checkpoint whose blob verifies and whose commit declares
         at most ``max_size`` bytes (never read past it), or None."""
 

@@ -11,11 +11,13 @@ request). Everything about it is under ``retrain/``:
   the first free number, the next claim's. A claim that is not one (garbage, another
   number's or retrain's, dated more than ``CLOCK_SKEW`` ahead of the reader's clock) or a
   non-file at a number is foreign: skipped, never the holder; a claim beyond the chain's end
-  (``claim-999999`` alone) is ignored. The holder of the chain's highest claim trains; it beats (``beat-{n}.json``, overwritten, with its progress) every
-  ``lease / 4`` seconds. A claim whose holder stayed silent for its whole lease is taken
-  over by creating claim n + 1, which exactly one process can do, so two live processes
-  never train one request, and a dead one costs a lease, not the request. A holder that
-  sees a higher claim than its own stops (it was presumed dead).
+  (``claim-999999`` alone) is ignored. The holder of the chain's highest valid claim
+  trains; it beats (``beat-{n}.json``, overwritten, with its progress) every ``lease / 4``
+  seconds. A claim whose holder stayed silent for its whole lease (by the reader's clock; a
+  lease is at most ``MAX_LEASE``) is taken over by creating the chain's next claim, which
+  exactly one process can do, so two live processes never train one request, and a dead one
+  costs a lease, not the request. A holder that sees a higher valid claim in the chain than
+  its own stops (it was presumed dead).
 - ``retrain/{rid}/ckpt-{step}.json`` + ``ckpt-{step}.{nonce}.safetensors``: checkpoints,
   weights first under a unique name, then the small commit naming them and their SHA-256
   (create-if-absent); the newest one that verifies is resumed from; older ones are pruned.
@@ -41,8 +43,8 @@ from .core import StoreCore
 from .reading import Broken, read_json
 from .records import MAX_PAYLOAD_BYTES, CorruptRecord, dumps, loads
 from .retrain_format import (
-    CKPT_NAME, CKPT_BLOB_NAME, CLAIM_NAME, EXPORT_FILE_NAME, MAX_CLAIMS, MAX_EXPORT_FILES, MAX_LEASE, MIN_LEASE, RETRAIN,
-    RETRAIN_SCHEMA, beat_problem, check_request, check_result, check_retrain_id, claim_problem, is_retrain_id,
+    CKPT_NAME, CKPT_BLOB_NAME, CLAIM_NAME, EXPORT_FILE_NAME, MAX_CLAIMS, MAX_EXPORT_FILES, MAX_LEASE, MIN_LEASE,
+    RETRAIN, RETRAIN_SCHEMA, beat_problem, check_request, check_result, check_retrain_id, claim_problem, is_retrain_id,
     request_key, retrain_key,
 )
 
@@ -236,7 +238,8 @@ class RetrainQueue:
         names = self._backend.list(f"{RETRAIN}/{check_retrain_id(rid)}")
         return sorted(((int(m.group(1)), m.group(0)) for m in map(CKPT_NAME.fullmatch, names) if m), reverse=True)
 
-    def load_retrain_checkpoint(self, rid: str, max_size: int = MAX_PAYLOAD_BYTES) -> tuple[dict[str, Any], bytes] | None:
+    def load_retrain_checkpoint(self, rid: str,
+                                max_size: int = MAX_PAYLOAD_BYTES) -> tuple[dict[str, Any], bytes] | None:
         """``(commit, blob)`` of the newest checkpoint whose blob verifies, or None.
 
         A checkpoint that does not verify (missing, wrong size or SHA-256) is skipped: the

@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from evo.train.final_settings import FinalSettings
-from evo.train.retrain_request import REFUSED_DATASET, RefusedRequest, build_model, check_footprint, dataset_allowed, export_architecture
+from evo.train.retrain_request import (
+    REFUSED_DATASET, RefusedRequest, build_model, check_footprint, dataset_allowed, export_architecture,
+)
 from evo.stopping import StopRequested, StopSignals
 from evo.errors import one_line
 
