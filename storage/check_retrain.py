@@ -7,19 +7,30 @@ must match their SHA-256. A checkpoint whose weights are missing is torn (repair
 is deleted; the one before it is resumed from); checkpoint weights no commit names, and the
 checkpoints of a finished retrain, are orphans once the grace period has passed (repair:
 delete). Anything else is stray (reported, never deleted) or foreign (repair: moved aside).
+
+Untrusted entries (repair: moved aside): a request that does not check out (sizes out of
+bounds included) or that names a dataset path other than config.json's; claims that are not
+in the verified chain (``storage.retrain``: garbage, dated in the future, numbered beyond the
+chain's end) and heartbeats of no valid claim or dated in the future. The chain's valid
+claims, their heartbeats and every legitimate request are never touched.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from typing import Any
+
+from dna.strict_json import UntrustedJSONError, parse_json
 
 from .backend import TEMP_PREFIX, UnreadableEntry
 from .check_records import Findings
 from .reading import Broken, read_json
-from .records import CorruptRecord, loads
+from .records import CONFIG_KEY, MAX_CONFIG_BYTES, CorruptRecord, loads
+from .retrain import RetrainQueue
 from .retrain_format import (
-    BEAT_NAME, CKPT_NAME, CKPT_BLOB_NAME, CLAIM_NAME, RETRAIN, check_request, check_result, is_retrain_id,
+    BEAT_NAME, CKPT_NAME, CKPT_BLOB_NAME, CLAIM_NAME, RETRAIN, beat_problem, check_request, check_result,
+    is_retrain_id,
 )
 
 _EXPORT_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}")
@@ -53,6 +64,15 @@ class RetrainAudits(Findings):
                 check_request(obj, key.rsplit("/", 1)[1][:-len(".json")])
             except CorruptRecord as exc:
                 self.problem("corrupt", f"{key}: {exc}")
+                if self.repair:
+                    self._move_aside(key, "corrupt")
+                continue
+            run_dataset = self._run_dataset()
+            if run_dataset is not None and "=" in obj["dataset"] and obj["dataset"] != run_dataset:
+                self.problem("untrusted", f"{key} names a dataset path other than config.json's; "
+                                          "evo retrain --pending refuses it")
+                if self.repair:
+                    self._move_aside(key, "untrusted")
         folders = set()
         for entry in backend.list_foreign(RETRAIN):
             if entry.what == "a directory" and is_retrain_id(entry.name):
@@ -81,6 +101,7 @@ class RetrainAudits(Findings):
                 blobs.setdefault(int(m.group(1)), []).append(name)
             elif not (CLAIM_NAME.fullmatch(name) or BEAT_NAME.fullmatch(name) or name in ("metrics.json", "result.json")):
                 self.problem("stray", f"{folder}/{name} is not part of a retrain")
+        holes = self._audit_claims(rid, folder, by_name)
         done = "result.json" in by_name
         result = None
         if done:
@@ -107,6 +128,10 @@ class RetrainAudits(Findings):
                 self._audit_export(f"{folder}/{EXPORT_DIR}", result)
             else:
                 self._foreign_entry(folder, entry.name, entry.what)
+        if self.repair:   # foreign entries moved out of the chain leave dead claims in their place
+            queue = RetrainQueue(self.store)
+            for n in holes:
+                queue.fill_claim(rid, n)
 
     def _check_result(self, rid: str) -> dict | None:
         key = f"{RETRAIN}/{rid}/result.json"
@@ -144,6 +169,48 @@ class RetrainAudits(Findings):
             for entry in self.backend.list_foreign(sub):
                 if not (sub == folder and entry.what == "a directory" and entry.name == PACKAGE_DIR):
                     self._foreign_entry(sub, entry.name, entry.what)
+
+    def _audit_claims(self, rid: str, folder: str, by_name: dict) -> list[int]:
+        """Claims outside the verified chain (or foreign in it) and heartbeats of no valid
+        claim, or dated in the future: reported; repair moves them aside. Returns the numbers
+        inside the chain held by foreign entries (repair fills them with dead claims once the
+        entries are moved aside, so that the claims after them stay in the chain)."""
+        queue = RetrainQueue(self.store)
+        _, end, foreign = queue.claim_chain(rid)
+        valid = set()
+        for name in sorted(by_name):
+            if m := CLAIM_NAME.fullmatch(name):
+                n = int(m.group(1))
+                if n >= end or n in foreign:
+                    self._untrusted(f"{folder}/{name}", "is beyond the chain of claims" if n >= end
+                                    else "is not a valid claim (or dated in the future)")
+                else:
+                    valid.add(n)
+        for name in sorted(by_name):
+            if m := BEAT_NAME.fullmatch(name):
+                n = int(m.group(1))
+                why = "belongs to no valid claim" if n not in valid else beat_problem(
+                    self._load(f"{folder}/{name}"), n, self.now)
+                if why:
+                    self._untrusted(f"{folder}/{name}", why)
+        return foreign
+
+    def _untrusted(self, key: str, why: str) -> None:
+        self.problem("untrusted", f"{key} {why}; it is ignored")
+        if self.repair:
+            self._move_aside(key, "untrusted")
+
+    def _run_dataset(self) -> str | None:
+        """config.json's dataset text (read once, bounded), or None when it does not read."""
+        if not hasattr(self, "_dataset_of_run"):
+            value: Any = None
+            try:
+                obj = parse_json(self.backend.read(CONFIG_KEY, MAX_CONFIG_BYTES), "config.json")
+                value = obj.get("dataset") if isinstance(obj, dict) else None
+            except (FileNotFoundError, UnreadableEntry, UntrustedJSONError, ValueError):
+                pass
+            self._dataset_of_run = value if isinstance(value, str) else None
+        return self._dataset_of_run
 
     # ----- helpers -----
     def _load(self, key: str, report: bool = False):

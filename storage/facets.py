@@ -17,7 +17,7 @@ import dna as dna_lib
 from .datacache import DataState
 from .history import Census
 from .reading import Broken
-from .records import Individual, IndividualInfo
+from .records import MAX_PAYLOAD_BYTES, Individual, IndividualInfo
 from .retrain import Claim, RetrainState
 from .runinfo import ConfigSeal
 from .rollup import ROLLUP_INTERVAL, RollupResult
@@ -268,6 +268,15 @@ class RetrainFacet(Protocol):
     def list_retrains(self) -> list[str]:
         """Ids of every retrain with a request (one listing), sorted."""
 
+    def claim_chain(self, rid: str) -> tuple[int | None, int, list[int]]:
+        """``(holder, next, foreign)``: the chain's highest valid claim (None: none), the number the
+        next claim takes and the numbers in the chain held by foreign entries (judged by this
+        reader's clock; a claim beyond the chain's end is ignored)."""
+
+    def fill_claim(self, rid: str, n: int) -> bool:
+        """Create claim ``n`` as a dead one where a foreign entry inside the chain was moved aside;
+        True iff this call created it."""
+
     def claim_retrain(self, rid: str, owner: dict[str, Any], lease: float, *,
                       retry_failed: bool = False) -> Claim | None:
         """Claim ``rid`` for training; the Claim, or None when it is done, held by a claim whose
@@ -278,7 +287,7 @@ class RetrainFacet(Protocol):
         """Write the holder's heartbeat (``time`` now, ``info``: progress and identity)."""
 
     def retrain_still_mine(self, claim: Claim) -> bool:
-        """True while no later claim exists and the retrain is not done (one listing)."""
+        """True while no later valid claim is in the chain and the retrain is not done."""
 
     def save_retrain_checkpoint(self, claim: Claim, step: int, blob: bytes, info: dict[str, Any] | None = None,
                                 keep: int = 2) -> str:
@@ -286,8 +295,10 @@ class RetrainFacet(Protocol):
         ``keep``. Returns the commit's key. A commit of that step made by someone else first is kept
         (its blob is as good) and ours is deleted."""
 
-    def load_retrain_checkpoint(self, rid: str) -> tuple[dict[str, Any], bytes] | None:
-        """``(commit, blob)`` of the newest checkpoint whose blob verifies, or None."""
+    def load_retrain_checkpoint(self, rid: str,
+                                max_size: int = MAX_PAYLOAD_BYTES) -> tuple[dict[str, Any], bytes] | None:
+        """``(commit, blob)`` of the newest checkpoint whose blob verifies and whose commit declares
+        at most ``max_size`` bytes (never read past it), or None."""
 
     def prune_retrain_checkpoints(self, rid: str, keep: int = 2) -> int:
         """Delete all but the newest ``keep`` checkpoints (commit first, then its blobs); returns

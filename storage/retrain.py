@@ -6,12 +6,18 @@ One retrain is one (architecture, size, dataset, settings) request, named ``{lab
 request). Everything about it is under ``retrain/``:
 
 - ``retrain/{rid}.json``: the request, created once (create-if-absent).
-- ``retrain/{rid}/claim-{n}.json``: the n-th claim, created if absent. The holder of the
-  highest claim trains; it beats (``beat-{n}.json``, overwritten, with its progress) every
-  ``lease / 4`` seconds. A claim whose holder stayed silent for its whole lease is taken
-  over by creating claim n + 1, which exactly one process can do, so two live processes
-  never train one request, and a dead one costs a lease, not the request. A holder that
-  sees a higher claim than its own stops (it was presumed dead).
+- ``retrain/{rid}/claim-{n}.json``: the n-th claim, created if absent. Claims form a chain
+  from ``claim-000000``: it is walked number by number while a name is taken, and ends at
+  the first free number, the next claim's. A claim that is not one (garbage, another
+  number's or retrain's, dated more than ``CLOCK_SKEW`` ahead of the reader's clock) or a
+  non-file at a number is foreign: skipped, never the holder; a claim beyond the chain's end
+  (``claim-999999`` alone) is ignored. The holder of the chain's highest valid claim
+  trains; it beats (``beat-{n}.json``, overwritten, with its progress) every ``lease / 4``
+  seconds. A claim whose holder stayed silent for its whole lease (by the reader's clock; a
+  lease is at most ``MAX_LEASE``) is taken over by creating the chain's next claim, which
+  exactly one process can do, so two live processes never train one request, and a dead one
+  costs a lease, not the request. A holder that sees a higher valid claim in the chain than
+  its own stops (it was presumed dead).
 - ``retrain/{rid}/ckpt-{step}.json`` + ``ckpt-{step}.{nonce}.safetensors``: checkpoints,
   weights first under a unique name, then the small commit naming them and their SHA-256
   (create-if-absent); the newest one that verifies is resumed from; older ones are pruned.
@@ -32,16 +38,17 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from dna.numbers import is_finite_number
-
 from .backend import MAX_RECORD_BYTES, UnreadableEntry
 from .core import StoreCore
 from .reading import Broken, read_json
 from .records import MAX_PAYLOAD_BYTES, CorruptRecord, dumps, loads
 from .retrain_format import (
-    CKPT_NAME, CKPT_BLOB_NAME, CLAIM_NAME, EXPORT_FILE_NAME, MAX_EXPORT_FILES, MAX_LEASE, MIN_LEASE, RETRAIN, RETRAIN_SCHEMA,
-    check_request, check_result, check_retrain_id, is_retrain_id, request_key, retrain_key,
+    CKPT_NAME, CKPT_BLOB_NAME, CLAIM_NAME, EXPORT_FILE_NAME, MAX_CLAIMS, MAX_EXPORT_FILES, MAX_LEASE, MIN_LEASE,
+    RETRAIN, RETRAIN_SCHEMA, beat_problem, check_request, check_result, check_retrain_id, claim_problem, is_retrain_id,
+    request_key, retrain_key,
 )
+
+SKIP_FOREIGN = 8   # foreign entries a claimant skips past at the next claim number before giving up
 
 
 @dataclass(frozen=True)
@@ -118,51 +125,81 @@ class RetrainQueue:
                       if n.endswith(".json") and is_retrain_id(n[:-len(".json")]))
 
     # ----- claims and heartbeats -----
+    def claim_chain(self, rid: str) -> tuple[int | None, int, list[int]]:
+        """``(holder, next, foreign)`` of ``rid``'s claims (the module docstring has the walk):
+        the number of the chain's highest valid claim (None: no valid claim), the number the
+        next claim takes, and the numbers in the chain whose entry is foreign. Judged by this
+        reader's clock; two listings and one bounded read per claim in the chain."""
+        folder = f"{RETRAIN}/{check_retrain_id(rid)}"
+        files = {int(m.group(1)) for m in map(CLAIM_NAME.fullmatch, self._backend.list(folder)) if m}
+        others = {int(m.group(1)) for m in (CLAIM_NAME.fullmatch(e.name) for e in self._backend.list_foreign(folder))
+                  if m}
+        holder, foreign, n, now = None, [], 0, self._core.now()
+        while n in files or n in others:
+            if n in files and self._valid_claim(rid, n, now) is not None:
+                holder = n
+            else:
+                foreign.append(n)
+            n += 1
+        return holder, n, foreign
+
+    def _valid_claim(self, rid: str, n: int, now: float) -> dict[str, Any] | None:
+        record = self._read_small(retrain_key(rid, f"claim-{n:06d}.json"))
+        return record if claim_problem(record, rid, n, now) is None else None
+
     def claim_retrain(self, rid: str, owner: dict[str, Any], lease: float, *,
                       retry_failed: bool = False) -> Claim | None:
         """Claim ``rid`` for training; the Claim, or None when it is done, held by a claim
         whose holder beat within its lease, failed (its last heartbeat says ``state:
         failed``; unless ``retry_failed``), or another process won this claim's race.
 
-        ``lease``: seconds within which this holder promises to beat (``retrain_beat``).
+        ``lease``: seconds within which this holder promises to beat (``retrain_beat``). The
+        claim takes the chain's next number; a foreign entry there is skipped past (at most
+        ``SKIP_FOREIGN`` of them).
         """
         if not MIN_LEASE <= lease <= MAX_LEASE:
             raise ValueError(f"lease must be in [{MIN_LEASE:g}, {MAX_LEASE:g}] seconds, got {lease!r}")
-        names = self._backend.list(f"{RETRAIN}/{check_retrain_id(rid)}")
-        if "result.json" in names:
+        if "result.json" in self._backend.list(f"{RETRAIN}/{check_retrain_id(rid)}"):
             return None
-        claims = sorted(int(m.group(1)) for m in map(CLAIM_NAME.fullmatch, names) if m)
-        if claims:
-            status = self._holder_status(rid, claims[-1])
+        holder, n, _ = self.claim_chain(rid)
+        if holder is not None:
+            status = self._holder_status(rid, holder)
             if status == "alive" or (status == "failed" and not retry_failed):
                 return None
-        n = claims[-1] + 1 if claims else 0
-        if n > 999_999:
-            return None
-        record = {"schema": RETRAIN_SCHEMA, "rid": rid, "n": n, "time": self._core.now(), "lease": float(lease),
-                  "owner": owner}
-        if not self._backend.create(retrain_key(rid, f"claim-{n:06d}.json"), dumps(record)):
-            return None
-        return Claim(rid, n, float(lease))
+        for n in range(n, min(n + SKIP_FOREIGN, MAX_CLAIMS + 1)):
+            record = {"schema": RETRAIN_SCHEMA, "rid": rid, "n": n, "time": self._core.now(), "lease": float(lease),
+                      "owner": owner}
+            if self._backend.create(retrain_key(rid, f"claim-{n:06d}.json"), dumps(record)):
+                return Claim(rid, n, float(lease))
+            if self._valid_claim(rid, n, self._core.now()) is not None:
+                return None   # another process won this number's race
+        return None
 
     def _holder_status(self, rid: str, n: int) -> str:
         """``failed`` or ``released`` (stopped by a signal, checkpoint written) if claim ``n``'s
-        holder said so in its last heartbeat, ``alive`` if it
-        claimed or beat within its lease (an unreadable claim counts as alive for one default
-        lease from its file time, never forever), else ``dead``."""
-        claim = self._read_small(retrain_key(rid, f"claim-{n:06d}.json"))
+        holder said so in its last heartbeat, ``alive`` if it claimed or beat within its lease
+        by this reader's clock (a claim or heartbeat dated in the future is not counted, and a
+        lease is at most MAX_LEASE), else ``dead``."""
+        now = self._core.now()
+        claim = self._valid_claim(rid, n, now)
         beat = self._read_small(retrain_key(rid, f"beat-{n:06d}.json"))
-        said = beat["info"].get("state") if isinstance(beat, dict) and isinstance(beat.get("info"), dict) else None
+        if beat_problem(beat, n, now) is not None:
+            beat = None
+        said = beat["info"].get("state") if beat is not None and isinstance(beat.get("info"), dict) else None
         if said in ("failed", "released"):
             return said
-        lease = claim.get("lease") if isinstance(claim, dict) else None
-        if not _finite(lease) or not MIN_LEASE <= lease <= MAX_LEASE:
-            lease = 600.0
-        times = [r.get("time") for r in (claim, beat) if isinstance(r, dict) and _finite(r.get("time"))]
-        if not times:
-            entry = self._stat(retrain_key(rid, f"claim-{n:06d}.json"))
-            times = [entry.mtime] if entry else []
-        return "alive" if times and self._core.now() - max(times) < lease else "dead"
+        if claim is None:
+            return "dead"
+        times = [r["time"] for r in (claim, beat) if r is not None]
+        return "alive" if now - max(times) < claim["lease"] else "dead"
+
+    def fill_claim(self, rid: str, n: int) -> bool:
+        """Create claim ``n`` of ``rid`` as a dead one (time 0, whose holder never trained),
+        where a foreign entry inside the chain was moved aside, so that the chain does not
+        end there; True iff this call created it (False: something is there again)."""
+        record = {"schema": RETRAIN_SCHEMA, "rid": rid, "n": n, "time": 0.0, "lease": MIN_LEASE,
+                  "owner": {"filled": "a foreign entry was moved aside by evo check --repair"}}
+        return self._backend.create(retrain_key(rid, f"claim-{n:06d}.json"), dumps(record))
 
     def retrain_beat(self, claim: Claim, info: dict[str, Any]) -> None:
         """Write the holder's heartbeat (``time`` now, ``info``: progress and identity)."""
@@ -170,11 +207,12 @@ class RetrainQueue:
                            dumps({"schema": RETRAIN_SCHEMA, "n": claim.n, "time": self._core.now(), "info": info}))
 
     def retrain_still_mine(self, claim: Claim) -> bool:
-        """True while no later claim exists and the retrain is not done (one listing)."""
-        names = self._backend.list(f"{RETRAIN}/{claim.rid}")
-        if "result.json" in names:
+        """True while no later valid claim is in the chain and the retrain is not done (a
+        foreign entry beyond the chain, or in it, takes nothing over)."""
+        if "result.json" in self._backend.list(f"{RETRAIN}/{claim.rid}"):
             return False
-        return all(int(m.group(1)) <= claim.n for m in map(CLAIM_NAME.fullmatch, names) if m)
+        holder, _, _ = self.claim_chain(claim.rid)
+        return holder is None or holder <= claim.n
 
     # ----- checkpoints -----
     def save_retrain_checkpoint(self, claim: Claim, step: int, blob: bytes, info: dict[str, Any] | None = None,
@@ -200,17 +238,23 @@ class RetrainQueue:
         names = self._backend.list(f"{RETRAIN}/{check_retrain_id(rid)}")
         return sorted(((int(m.group(1)), m.group(0)) for m in map(CKPT_NAME.fullmatch, names) if m), reverse=True)
 
-    def load_retrain_checkpoint(self, rid: str) -> tuple[dict[str, Any], bytes] | None:
+    def load_retrain_checkpoint(self, rid: str,
+                                max_size: int = MAX_PAYLOAD_BYTES) -> tuple[dict[str, Any], bytes] | None:
         """``(commit, blob)`` of the newest checkpoint whose blob verifies, or None.
 
         A checkpoint that does not verify (missing, wrong size or SHA-256) is skipped: the
-        one before it is as good, only older.
+        one before it is as good, only older. ``max_size``: the most bytes a checkpoint of the
+        reader's training can hold (``FinalTraining.checkpoint_size_bound``); a commit
+        declaring more is skipped without reading its blob, and no blob is read past its
+        commit's declared size.
         """
+        max_size = min(max_size, MAX_PAYLOAD_BYTES)
         for step, name in self._checkpoint_commits(rid):
             commit = self._read_small(retrain_key(rid, name))
             if not (isinstance(commit, dict) and commit.get("step") == step and isinstance(commit.get("blob"), str)
                     and (m := CKPT_BLOB_NAME.fullmatch(commit["blob"])) and int(m.group(1)) == step
-                    and isinstance(commit.get("size"), int) and 0 <= commit["size"] <= MAX_PAYLOAD_BYTES
+                    and isinstance(commit.get("size"), int) and not isinstance(commit["size"], bool)
+                    and 0 <= commit["size"] <= max_size
                     and isinstance(commit.get("sha256"), str)):
                 continue
             try:
@@ -307,23 +351,24 @@ class RetrainQueue:
         if isinstance(result, Broken):
             broken.append(result)
             result = None
-        claims = sorted(int(m.group(1)) for m in map(CLAIM_NAME.fullmatch, names) if m)
+        holder, end, foreign = self.claim_chain(rid)
+        claims = end - len(foreign)
         beat = None
-        if claims:
-            raw = self._read_small(retrain_key(rid, f"beat-{claims[-1]:06d}.json"))
-            beat = raw if isinstance(raw, dict) and _finite(raw.get("time")) else None
+        if holder is not None:
+            raw = self._read_small(retrain_key(rid, f"beat-{holder:06d}.json"))
+            beat = raw if beat_problem(raw, holder, self._core.now()) is None else None
         metrics_obj = self._read_small(retrain_key(rid, "metrics.json")) if "metrics.json" in names else None
         metrics = metrics_obj.get("epochs") if isinstance(metrics_obj, dict) else None
         metrics = [m for m in metrics if isinstance(m, dict)] if isinstance(metrics, list) else []
         steps = [int(m.group(1)) for m in map(CKPT_NAME.fullmatch, names) if m]
         if result is not None:
             state = "done"
-        elif claims:
+        elif holder is not None:
             state = {"alive": "training", "dead": "stalled", "failed": "failed",
-                     "released": "stopped"}[self._holder_status(rid, claims[-1])]
+                     "released": "stopped"}[self._holder_status(rid, holder)]
         else:
             state = "pending"
-        return RetrainState(rid, request, state, len(claims), beat, result, max(steps) if steps else None,
+        return RetrainState(rid, request, state, claims, beat, result, max(steps) if steps else None,
                             metrics, tuple(broken))
 
     def retrain_states(self) -> list[RetrainState]:
@@ -337,13 +382,3 @@ class RetrainQueue:
             return loads(self._backend.read(key, MAX_RECORD_BYTES), "retrain record")
         except (FileNotFoundError, UnreadableEntry, CorruptRecord):
             return None
-
-    def _stat(self, key: str):
-        try:
-            return self._backend.stat(key)
-        except UnreadableEntry:
-            return None
-
-
-def _finite(x: Any) -> bool:
-    return is_finite_number(x)

@@ -6,6 +6,7 @@ is :mod:`storage.check_retrain`. Torch-free.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -24,7 +25,15 @@ EXPORT_FILE_NAME = re.compile(r"(evo_model/)?[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 FIXED_NAMES = ("metrics.json", "result.json")
 MIN_LEASE, MAX_LEASE = 5.0, 24 * 3600.0
+# How far a claim's or heartbeat's time may be ahead of the reader's clock (clocks of the
+# machines of one run differ by seconds): one dated later is foreign and is ignored.
+CLOCK_SKEW = 300.0
+MAX_CLAIMS = 999_999
 MAX_EXPORT_FILES = 64
+# A NASNet request's size: at most MAX_CELLS cells per stack and MAX_FILTERS filters (the
+# papers' largest final models are N=6, F=448); evo.train.retrain_request bounds the model's
+# parameters and activations further before anything is allocated.
+MAX_CELLS, MAX_FILTERS = 16, 1024
 
 
 def is_retrain_id(text: Any) -> bool:
@@ -68,15 +77,49 @@ def check_request(obj: Any, rid: str | None) -> dict[str, Any]:
             raise CorruptRecord(f"retrain request field {name!r} is missing or of the wrong type")
     size = obj.get("size")
     if size is not None and not (isinstance(size, dict) and all(
-            isinstance(size.get(k), int) and not isinstance(size.get(k), bool) and 1 <= size[k] <= 4096
-            for k in ("cells", "filters"))):
-        raise CorruptRecord("retrain request field 'size' must be null or {cells, filters}")
+            isinstance(size.get(k), int) and not isinstance(size.get(k), bool) and 1 <= size[k] <= cap
+            for k, cap in (("cells", MAX_CELLS), ("filters", MAX_FILTERS)))):
+        raise CorruptRecord(f"retrain request field 'size' must be null or {{cells: 1..{MAX_CELLS}, "
+                            f"filters: 1..{MAX_FILTERS}}}")
     if obj["init"] not in ("scratch", "weights"):
         raise CorruptRecord("retrain request field 'init' must be 'scratch' or 'weights'")
     if obj.get("dna_hash") != dna_hash(obj["dna"]):
         raise CorruptRecord("retrain request's dna_hash does not match its DNA")
     check_dna(obj["dna"], None, None)
     return obj
+
+
+def claim_problem(obj: Any, rid: str, n: int, now: float) -> str | None:
+    """Why ``obj`` (read from ``claim-{n}.json``) is not a claim of ``rid`` a reader can judge
+    by its own clock (None when it is one): a claim numbered otherwise, of another retrain,
+    with a lease out of bounds, or dated more than :data:`CLOCK_SKEW` seconds in the future."""
+    if not isinstance(obj, dict) or obj.get("schema") != RETRAIN_SCHEMA or isinstance(obj.get("schema"), bool):
+        return "is not a retrain claim"
+    if obj.get("rid") != rid or obj.get("n") != n or isinstance(obj.get("n"), bool):
+        return "is not this retrain's claim of that number"
+    lease, t = obj.get("lease"), obj.get("time")
+    if not _number(lease) or not MIN_LEASE <= lease <= MAX_LEASE:
+        return "has no lease in bounds"
+    if not _number(t) or t > now + CLOCK_SKEW:
+        return "is dated in the future" if _number(t) else "has no time"
+    return None
+
+
+def beat_problem(obj: Any, n: int, now: float) -> str | None:
+    """Why ``obj`` (read from ``beat-{n}.json``) is not a heartbeat of claim ``n`` dated at
+    most :data:`CLOCK_SKEW` seconds ahead of the reader's clock; None when it is one."""
+    if not isinstance(obj, dict) or obj.get("n") != n or isinstance(obj.get("n"), bool):
+        return "is not a heartbeat of its claim"
+    t = obj.get("time")
+    if not _number(t) or t > now + CLOCK_SKEW:
+        return "is dated in the future" if _number(t) else "has no time"
+    if "info" in obj and not isinstance(obj["info"], dict):
+        return "has no info object"
+    return None
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def check_result(obj: Any, rid: str) -> dict[str, Any]:

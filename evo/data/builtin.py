@@ -69,17 +69,36 @@ def check_builtin(name: str, path: str) -> dict[str, Any]:
 
 def read_digits(split_seed: int) -> HostDataset:
     """scikit-learn's 8x8 digits, 0..16 scaled to 0..255, split 60/20/20 by ``split_seed``."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    images = np.rint(np.asarray(bunch.images, dtype=np.float64) * (255.0 / 16.0)).astype(np.uint8)
+    pixels, target = _digits_table()
+    images = np.rint(pixels.reshape(-1, 8, 8) * (255.0 / 16.0)).astype(np.uint8)
     x = images[:, None, :, :]
-    y = np.asarray(bunch.target, dtype=np.int64)
+    y = target
     order = split_permutation(len(y), split_seed)
     n_train, n_val = int(0.6 * len(y)), int(0.2 * len(y))
     parts = np.split(order, [n_train, n_train + n_val])
     (trx, try_), (vax, vay), (tex, tey) = ((x[p], y[p]) for p in parts)
     return HostDataset("digits", 10, NO_AUGMENT, trx, try_, vax, vay, tex, tey)
+
+
+def _digits_table() -> tuple[np.ndarray, np.ndarray]:
+    """(pixels as float64 (n, 64), labels as int64) of scikit-learn's bundled digits table,
+    read from its file without importing ``sklearn.datasets`` (which costs ~140 MB of
+    memory); ``load_digits`` when the file is not where scikit-learn keeps it."""
+    import gzip
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("sklearn")
+    for base in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(base) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            with gzip.open(path, "rt") as f:
+                table = np.loadtxt(f, delimiter=",", dtype=np.float64)
+            return table[:, :-1], table[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target, dtype=np.int64)
 
 
 # --- CIFAR ----------------------------------------------------------------------------

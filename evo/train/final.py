@@ -295,6 +295,20 @@ class FinalTraining:
                 "settings_hash": self.settings.content_hash(), "momentum_buffers": len(self.optimizer.buffers)}
         return tensors, meta
 
+    def checkpoint_size_bound(self) -> int:
+        """An upper bound on the bytes of ``state_to_bytes(*self.state())`` at any step of this
+        training: the model's state, the momentum buffers, the sampler's state, every step's
+        loss and the random generators' states, plus 512 bytes of header per tensor, 4 KiB of
+        metadata per epoch and 1 MiB. A checkpoint commit declaring more is not this
+        training's and is not read (the store stops at the declared size)."""
+        def size(t: torch.Tensor) -> int:
+            return t.numel() * t.element_size()
+
+        tensors = list(self.model.state_dict().values()) + list(self.optimizer.buffers) \
+            + list(self.sampler.state_dict().values()) + [self.step_fn.losses, self.step_fn.correct]
+        total = sum(size(t) for t in tensors) + size(self.generator.get_state()) + size(torch.get_rng_state())
+        return total + 512 * (len(tensors) + 3) + 4096 * self.settings.epochs + 2**20
+
     def restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Continue from a :meth:`state` of the same model, data and settings.
 

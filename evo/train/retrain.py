@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from evo.train.final_settings import FinalSettings
-from evo.train.retrain_request import build_model, export_architecture
+from evo.train.retrain_request import (
+    REFUSED_DATASET, RefusedRequest, build_model, check_footprint, dataset_allowed, export_architecture,
+)
 from evo.stopping import StopRequested, StopSignals
 from evo.errors import one_line
 
@@ -64,7 +66,12 @@ class RunReport:
 @dataclass
 class RunnerOptions:
     """How a runner works: the device, the claim's lease, how often it checkpoints, who it
-    is (written into its claim and heartbeats) and how often it reports progress."""
+    is (written into its claim and heartbeats) and how often it reports progress.
+
+    ``datasets``: the dataset specs a request may name (the run's own and those given on the
+    command line; built-in ``digits`` always); a request naming another is refused before it
+    is claimed, and nothing at its path is opened. None: any (callers that made the requests
+    themselves)."""
 
     device: str = "auto"
     lease: float = DEFAULT_LEASE
@@ -72,6 +79,7 @@ class RunnerOptions:
     progress_every: int = 50
     retry_failed: bool = False
     owner: dict[str, Any] = field(default_factory=dict)
+    datasets: tuple[str, ...] | None = None
 
 
 ProgressCallback = Callable[[str, dict[str, Any]], None]
@@ -121,11 +129,16 @@ class RetrainRunner:
         request = self.store.retrains.read_retrain_request(rid)
         if request is None or not isinstance(request, dict):
             problem = getattr(request, "problem", "no such request")
+            self._say(rid, {"state": "failed", "error": problem})
             return RunReport(rid, "failed", error=f"{rid}: {problem}")
         try:
             settings = FinalSettings.from_dict(request["settings"])
         except ValueError as exc:
+            self._say(rid, {"state": "failed", "error": str(exc)})
             return RunReport(rid, "failed", error=f"{rid}: {exc}")
+        if self.options.datasets is not None and not dataset_allowed(request["dataset"], self.options.datasets):
+            self._say(rid, {"state": "failed", "error": REFUSED_DATASET})
+            return RunReport(rid, "failed", error=f"{rid}: {REFUSED_DATASET}")
         claim = self.store.retrains.claim_retrain(rid, self.owner, self.options.lease,
                                          retry_failed=self.options.retry_failed)
         if claim is None:
@@ -150,7 +163,10 @@ class RetrainRunner:
             self._say(rid, {"state": "stopped", "signal": s.signal_name})
             return RunReport(rid, "stopped")
         except Exception as exc:  # a failed retrain costs this request, never the runner
-            log.exception("retrain %s failed", rid)
+            if isinstance(exc, RefusedRequest):
+                log.warning("retrain %s refused: %s", rid, exc)
+            else:
+                log.exception("retrain %s failed", rid)
             error = one_line(exc, with_type=True)
             beat.halt()
             try:  # so that other runners do not retry it forever (evo retrain --retry-failed does)
@@ -172,6 +188,11 @@ class RetrainRunner:
         if device.type == "cpu" and os.environ.get("OMP_NUM_THREADS", "").isdigit():
             torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
         data = self._dataset(request["dataset"], device)
+        train_images = int(data.train_x.shape[0]) + (int(data.val_x.shape[0]) if settings.uses_validation_for_training
+                                                     else 0)
+        check_footprint(request, batch_size=settings.batch_size, epochs=settings.epochs, train_images=train_images,
+                        input_shape=data.input_shape, num_classes=data.num_classes,
+                        aux_head=settings.aux_weight > 0, bounds=self.bounds)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(settings.seed)
             model, has_aux = self.build(request, data.input_shape, data.num_classes,
@@ -181,7 +202,7 @@ class RetrainRunner:
         training = FinalTraining(model, data, settings, learning_rate=float(request["dna"].get("learning_rate", 0.1)),
                                  seed=settings.seed, device=device, aux_head=has_aux)
         resumed = None
-        found = self.store.retrains.load_retrain_checkpoint(rid)
+        found = self.store.retrains.load_retrain_checkpoint(rid, max_size=training.checkpoint_size_bound())
         if found is not None:
             commit, blob = found
             try:
@@ -321,8 +342,10 @@ def _weights_bytes(model: Any) -> bytes:
 
 
 def eta_text(seconds: float | None) -> str:
-    """``ETA 3m05s`` style text for a number of seconds (``-`` when unknown)."""
-    if seconds is None or not math.isfinite(seconds):
+    """``ETA 3m05s`` style text for a number of seconds (``-`` when unknown, negative or over
+    a year: a heartbeat read from the store may say anything)."""
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds) \
+            or not 0 <= seconds <= 366 * 86400:
         return "-"
     s = int(seconds)
     if s < 3600:

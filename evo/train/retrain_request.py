@@ -15,6 +15,25 @@ from evo.train.final_settings import FinalSettings
 
 _LABEL = re.compile(r"[^A-Za-z0-9_.:+=@-]+")
 
+# Absolute caps on what one request may make a trainer allocate (checked before anything is
+# allocated; the request's cells and filters are capped by storage.retrain_format.MAX_CELLS
+# and MAX_FILTERS already): the model's parameters, the layer outputs of one training batch
+# (what backward keeps; 2**34 is 64 GiB in fp32) and the steps of the whole training (every
+# step's loss is kept).
+MAX_PARAMETERS = 500_000_000
+MAX_BATCH_ACTIVATIONS = 2**34
+MAX_TOTAL_STEPS = 20_000_000
+
+class RefusedRequest(ValueError):
+    """A request the runner will not train (too large, or data it may not read): one line,
+    a per-request failure, never a traceback."""
+
+
+# What a runner says of a request whose dataset it may not read: fixed, so that nothing about
+# the named path (whether it exists, what it is) reaches the store or the log.
+REFUSED_DATASET = ("refused: the request names a dataset other than the run's own (config.json) or one given "
+                   "with --dataset; a request read from the store may not name other data")
+
 
 # ----- requests -----
 
@@ -39,6 +58,72 @@ def make_request(*, label: str, source: dict[str, Any], dna: dict[str, Any], dna
     return {"schema": 1, "rid": f"{clean}-{digest}", "source": source, "kind": dna.get("kind", "large_scale"),
             "dna": dna, "dna_hash": dna_hash, "size": size, "dataset": dataset, "settings": settings.to_dict(),
             "init": init}
+
+
+def dataset_allowed(text: Any, allowed: tuple[str, ...] | frozenset[str]) -> bool:
+    """True when a request's dataset spec ``text`` may be read: a built-in dataset that names
+    no path (``digits``), or exactly one of the ``allowed`` specs (the run's own dataset and
+    those the user gave on the command line). Only the text is compared: nothing is opened or
+    looked at on disk, so a refused path is never touched."""
+    from evo.data.base import DatasetError
+    from evo.data.spec import DatasetSpec
+
+    try:
+        spec = DatasetSpec.parse(text)
+    except DatasetError:
+        return False
+    if not spec.path:
+        return spec.name == "digits"
+    canon = set()
+    for a in allowed:
+        try:
+            canon.add(str(DatasetSpec.parse(a)))
+        except DatasetError:
+            continue
+    return str(spec) in canon
+
+
+def activations_per_image(request: dict[str, Any], input_shape: tuple[int, int, int]) -> int:
+    """A generous estimate of the layer outputs one image makes the request's model hold
+    (what backward keeps), from the DNA and size alone (no torch): NASNet ``64 * cells * filters
+    * H * W * 1.75`` (three stacks of widths F, 2F, 4F at full, half and quarter resolution;
+    64 tensors per cell and unit of width, measured on the meta device at 55); a large-scale
+    DNA ``4 * (vertices + edges) * widest channel count * H * W``."""
+    _, h, w = input_shape
+    d = request["dna"]
+    if d.get("kind") == "nasnet":
+        size = request.get("size") or {}
+        return int(64 * size.get("cells", 3) * size.get("filters", 24) * h * w * 1.75)
+    edges = d.get("edges") if isinstance(d.get("edges"), list) else []
+    vertices = d.get("vertices") if isinstance(d.get("vertices"), list) else []
+    widths = [e.get("channels") for e in edges if isinstance(e, dict)]
+    widest = max([c for c in widths if isinstance(c, int) and not isinstance(c, bool)] + [input_shape[0], 1])
+    return 4 * (len(edges) + len(vertices)) * widest * h * w
+
+
+def check_footprint(request: dict[str, Any], *, batch_size: int, epochs: int, train_images: int,
+                    input_shape: tuple[int, int, int], num_classes: int, aux_head: bool, bounds: Any = None) -> int:
+    """The number of parameters of the request's model, after checking that training it stays
+    within :data:`MAX_TOTAL_STEPS`, :data:`MAX_BATCH_ACTIVATIONS` (:func:`activations_per_image`
+    times ``batch_size``) and :data:`MAX_PARAMETERS`; :class:`RefusedRequest` (one line)
+    otherwise. The parameters are counted on a model built on torch's ``meta`` device:
+    nothing is allocated for its tensors."""
+    import torch
+
+    steps = epochs * -(-max(train_images, 1) // max(batch_size, 1))
+    if steps > MAX_TOTAL_STEPS:
+        raise RefusedRequest(f"refused: {epochs} epochs of {train_images} images in batches of {batch_size} are "
+                             f"{steps:,} steps (at most {MAX_TOTAL_STEPS:,})")
+    per_batch = activations_per_image(request, input_shape) * batch_size
+    if per_batch > MAX_BATCH_ACTIVATIONS:
+        raise RefusedRequest(f"refused: one batch of {batch_size} would hold about {per_batch:,} activations "
+                             f"(at most {MAX_BATCH_ACTIVATIONS:,})")
+    with torch.device("meta"):
+        model, _ = build_model(request, input_shape, num_classes, aux_head=aux_head, bounds=bounds)
+    params = sum(p.numel() for p in model.parameters())
+    if params > MAX_PARAMETERS:
+        raise RefusedRequest(f"refused: the request's model has {params:,} parameters (at most {MAX_PARAMETERS:,})")
+    return params
 
 
 # ----- models -----

@@ -50,7 +50,7 @@ def _runner(store, args: argparse.Namespace, stop, progress=None):
     from ..export import export_files
 
     options = RunnerOptions(device=args.device, lease=args.lease, checkpoint_seconds=args.checkpoint_seconds,
-                            retry_failed=args.retry_failed)
+                            retry_failed=args.retry_failed, datasets=tuple(getattr(args, "trusted_datasets", ())))
     return RetrainRunner(store, exporter=export_files, options=options, progress=progress or Printer(),
                          stop=stop, bounds=store.bounds)
 
@@ -83,6 +83,8 @@ def train_in_processes(args: argparse.Namespace, rids: list[str]) -> int:
             env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
         cmd = [sys.executable, "-m", "launch", "retrain", args.url, "--pending", "--device", args.device,
                "--lease", f"{args.lease:g}", "--checkpoint-seconds", f"{args.checkpoint_seconds:g}"]
+        if args.dataset:
+            cmd += ["--dataset", args.dataset]
         for rid in rids:
             cmd += ["--rid", rid]
         log = open(log_dir / f"retrain-{i}.log", "ab")
@@ -111,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
     if args.rid and not args.pending:
         raise UserError("--rid only applies with --pending")
     if args.pending:
-        store, _, _ = _open_pending(args.url)
+        store, run_dataset = _open_pending(args.url)
+        args.trusted_datasets = tuple(d for d in (run_dataset, args.dataset) if d)
         rids = args.rid or None
         reports, stopped = train_here(store, args, rids)
         if args.json:
@@ -132,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     if args.top is None and not (args.id or args.arch or args.dna):
         args.top = 1
     store, config, spec = open_target(args.url, args.dataset)
+    args.trusted_datasets = tuple(d for d in (config.dataset if config else None, str(spec)) if d)
     requests = build_requests(args, store, config, spec)
     rids = []
     for req in requests:
@@ -176,15 +180,27 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _open_pending(url: str):
+    """(store, the run's dataset spec or None): the store of ``url`` with its run's bounds when
+    config.json checks out. A damaged config.json is left to ``evo check``: then no dataset
+    path but those given with --dataset is trusted."""
     import storage
+    from evo.config import ConfigError, RunConfig
 
     try:
         store = storage.open_store(url)
         if not store.retrains.list_retrains():
             raise UserError(f"{url}: no retrain requests (make them with evo retrain {url} --top K --no-train)")
+        config = None
+        if store.runinfo.has_config():
+            try:
+                config = RunConfig.from_json(store.runinfo.read_config())
+            except (ConfigError, storage.StoreError) as exc:
+                print(f"{url}/config.json: {exc}; the run's own dataset is not trusted", file=sys.stderr)
     except storage.StoreError as exc:
         raise UserError(str(exc)) from None
-    return store, None, None
+    if config is None:
+        return store, None
+    return store.with_run(keep_best=config.keep_best, bounds=config.bounds), str(config.dataset)
 
 
 def register(sub) -> None:
@@ -204,7 +220,10 @@ def register(sub) -> None:
     what.add_argument("--pending", action="store_true",
                       help="train the store's pending retrain requests (what cluster jobs run)")
     what.add_argument("--rid", action="append", metavar="RID", help="with --pending: only this request (repeatable)")
-    what.add_argument("--dataset", metavar="SPEC", help="the data (default: the run's; needed when URL holds no run)")
+    what.add_argument("--dataset", metavar="SPEC",
+                      help="the data (default: the run's; needed when URL holds no run); with --pending: also "
+                           "train requests naming this dataset (a request from the store may name no other "
+                           "than the run's own)")
     what.add_argument("--cells", type=positive_int, metavar="N", help="NASNet: N cells per stack (default: the search's)")
     what.add_argument("--filters", type=positive_int, metavar="F", help="NASNet: F filters (default: the search's)")
     what.add_argument("--from-weights", action="store_true",

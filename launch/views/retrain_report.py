@@ -72,8 +72,9 @@ def progress_line(store, rids: list[str]) -> str:
     for rid in rids:
         s = store.retrains.retrain_state(rid)
         info = (s.beat or {}).get("info") or {}
-        if s.state == "training" and "epoch" in info:
-            parts.append(f"{rid[:24]} {info['epoch']}/{info['epochs']} ETA {eta_text(info.get('eta_seconds'))}")
+        if s.state == "training" and isinstance(info, dict) and "epoch" in info:
+            epoch, epochs = (str(info.get(k, "?"))[:12] for k in ("epoch", "epochs"))
+            parts.append(f"{rid[:24]} {epoch}/{epochs} ETA {eta_text(info.get('eta_seconds'))}")
         else:
             parts.append(f"{rid[:24]} {s.state}")
     return " | ".join(parts)
