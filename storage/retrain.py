@@ -257,12 +257,11 @@ class RetrainQueue:
                     and 0 <= commit["size"] <= max_size
                     and isinstance(commit.get("sha256"), str)):
                 continue
-            try:
-                blob = self._backend.read(retrain_key(rid, commit["blob"]), max_bytes=commit["size"])
-            except (FileNotFoundError, UnreadableEntry):
+            try:   # hashed while streaming first: a planted size costs one chunk of memory
+                blob = self._backend.read_verified(retrain_key(rid, commit["blob"]), commit["size"], commit["sha256"])
+            except (FileNotFoundError, UnreadableEntry, ValueError):
                 continue
-            if len(blob) == commit["size"] and hashlib.sha256(blob).hexdigest() == commit["sha256"]:
-                return commit, blob
+            return commit, blob
         return None
 
     def prune_retrain_checkpoints(self, rid: str, keep: int = 2) -> int:
@@ -317,14 +316,13 @@ class RetrainQueue:
         for name, spec in result["files"].items():
             key = retrain_key(rid, f"export/{name}")
             try:
-                data = self._backend.read(key, max_bytes=spec["size"])
+                files[name] = self._backend.read_verified(key, spec["size"], spec["sha256"])
             except FileNotFoundError:
                 raise CorruptRecord(f"{key} is missing") from None
             except UnreadableEntry as exc:
-                raise CorruptRecord(str(exc)) from None
-            if hashlib.sha256(data).hexdigest() != spec["sha256"]:
-                raise CorruptRecord(f"{key} does not match its SHA-256 in result.json")
-            files[name] = data
+                raise CorruptRecord(f"{key}: {exc.problem} (against result.json)") from None
+            except ValueError:
+                raise CorruptRecord(f"{key}: result.json states no usable size and SHA-256") from None
         return result, files
 
     def read_retrain_result(self, rid: str) -> dict[str, Any] | Broken | None:
