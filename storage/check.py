@@ -35,7 +35,8 @@ What it looks for (each a problem that makes ``ok`` false unless repaired):
 - workers/ and launches/: a heartbeat or launch record that does not check out (unreadable,
   not JSON, dated in the future, absurd counts: ``storage.runinfo_format``) is corrupt.
   Repair: moved aside as it is. (``config.json`` against its seal: ``launch.commands.check``.)
-- stray: files whose names are not part of the layout (reported, never deleted), in
+- stray: files whose names are not part of the layout (reported; repair moves them aside
+  into ``quarantine/moved/`` as they are, never deletes them), in
   ``state/`` too.
 - data/: the decoded dataset's verified chain, claims, progress records, manifests and
   parts (each part hashed while streaming): :mod:`storage.check_data`.
@@ -222,7 +223,7 @@ class _Audit(RecordAudits, RetrainAudits, DataAudits):
                 if name.endswith(".json") and is_safe_name(name[:-len(".json")]):
                     keys.append(f"{dirname}/{name}")
                 else:
-                    self.problem("stray", f"{dirname}/{name} is not a {what}")
+                    self.stray(f"{dirname}/{name}", f"{dirname}/{name} is not a {what}")
             for key, obj in read_json(self.backend, keys, what, batch=CHECK_BATCH, max_bytes=MAX_HEARTBEAT_BYTES):
                 if isinstance(obj, Broken):
                     self._unreadable(key, obj.problem)
@@ -235,7 +236,7 @@ class _Audit(RecordAudits, RetrainAudits, DataAudits):
                         self._move_aside(key, "corrupt")
         for name in sorted(self.backend.list(STATE)):
             if not name.startswith(TEMP_PREFIX) and not is_mark_name(name):
-                self.problem("stray", f"{STATE}/{name} is not a marker evo writes")
+                self.stray(f"{STATE}/{name}", f"{STATE}/{name} is not a marker evo writes")
 
     def audit_payloads(self) -> None:
         """Weights nothing references: orphans once the grace period has passed."""
@@ -245,7 +246,7 @@ class _Audit(RecordAudits, RetrainAudits, DataAudits):
                 continue
             ident = parse_payload_name(name)
             if ident is None:
-                self.problem("stray", f"{PAYLOAD}/{name} is not a weights file")
+                self.stray(f"{PAYLOAD}/{name}", f"{PAYLOAD}/{name} is not a weights file")
                 continue
             if ident in self.protected_ids or ident in self.quarantine_ids:
                 continue

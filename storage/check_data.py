@@ -46,7 +46,7 @@ class DataAudits(Findings):
                 continue
             parsed = parse_data_name(name)
             if parsed is None:
-                self.problem("stray", f"{DATA}/{name} is not part of the decoded dataset")
+                self.stray(f"{DATA}/{name}", f"{DATA}/{name} is not part of the decoded dataset")
                 continue
             by_key.setdefault(parsed[0], {})[name] = parsed[1:]
         for key, names in sorted(by_key.items()):

@@ -90,6 +90,13 @@ class Findings:
         if self.repair:
             self._move_aside(key, "unreadable")
 
+    def stray(self, key: str, text: str) -> None:
+        """An object whose name is no part of the layout, in one of evo's folders: report;
+        repair moves it aside (into ``quarantine/moved/``, bytes kept, nothing deleted)."""
+        self.problem("stray", text)
+        if self.repair:
+            self._move_aside(key, "stray")
+
     def _move_aside(self, key: str, kind: str) -> str | None:
         dirname, _, name = key.rpartition("/")
         try:
@@ -110,7 +117,7 @@ class Findings:
             if info is not None:
                 infos.append(info)
             elif not name.startswith(TEMP_PREFIX):
-                self.problem("stray", f"{dirname}/{name} is not {what}")
+                self.stray(f"{dirname}/{name}", f"{dirname}/{name} is not {what}")
         return infos
 
 
@@ -133,7 +140,7 @@ class RecordAudits(Findings):
             parsed = parse_segment_name(name)
             key = f"{SEGMENTS}/{name}"
             if parsed is None:
-                self.problem("stray", f"{key} is not a history segment")
+                self.stray(key, f"{key} is not a history segment")
                 continue
             try:
                 raw = self.backend.read(key, MAX_SEGMENT_BYTES)
@@ -289,7 +296,7 @@ class RecordAudits(Findings):
             if isinstance(obj, Broken):
                 self._unreadable(key, obj.problem)
             elif not check(key, obj):
-                self.problem("stray", f"{key} is not a valid {what}")
+                self.stray(key, f"{key} is not a valid {what}")
 
     def audit_kept(self) -> None:
         """Kept-weights markers must name existing weights of their own individual."""

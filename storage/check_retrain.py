@@ -54,7 +54,7 @@ class RetrainAudits(Findings):
                 rids.add(name[:-len(".json")])
                 keys.append(f"{RETRAIN}/{name}")
             else:
-                self.problem("stray", f"{RETRAIN}/{name} is not a retrain request")
+                self.stray(f"{RETRAIN}/{name}", f"{RETRAIN}/{name} is not a retrain request")
         for key, obj in read_json(backend, keys, "retrain request", batch=64):
             if isinstance(obj, Broken):
                 self._unreadable(key, obj.problem)
@@ -99,7 +99,7 @@ class RetrainAudits(Findings):
             elif m := CKPT_BLOB_NAME.fullmatch(name):
                 blobs.setdefault(int(m.group(1)), []).append(name)
             elif not (CLAIM_NAME.fullmatch(name) or BEAT_NAME.fullmatch(name) or name in ("metrics.json", "result.json")):
-                self.problem("stray", f"{folder}/{name} is not part of a retrain")
+                self.stray(f"{folder}/{name}", f"{folder}/{name} is not part of a retrain")
         holes = self._audit_claims(rid, folder, by_name)
         done = "result.json" in by_name
         result = None
@@ -162,7 +162,7 @@ class RetrainAudits(Findings):
                 if name.startswith(TEMP_PREFIX):
                     self._temp(sub, name)
                 elif not _EXPORT_FILE.fullmatch(name) or (listed is not None and prefix + name not in listed):
-                    self.problem("stray", f"{sub}/{name} is not a file of the exported model")
+                    self.stray(f"{sub}/{name}", f"{sub}/{name} is not a file of the exported model")
             for entry in self.backend.list_foreign(sub):
                 if not (sub == folder and entry.what == "a directory" and entry.name == PACKAGE_DIR):
                     self._foreign_entry(sub, entry.name, entry.what)

@@ -186,13 +186,18 @@ def test_unreadable_history_and_heartbeat_records_are_skipped(population, caplog
     assert any(b.id in r.getMessage() for r in caplog.records)
 
 
-def test_stray_files_are_reported_not_deleted(population):
+def test_stray_files_are_reported_and_moved_aside_never_deleted(population):
     store, _ = population
     store.backend.write("alive/notes.txt", b"hello")
     store.backend.write("payload/backup.bin", b"x")
-    report = store.check(repair=True, grace_seconds=0)
-    assert not report.ok and report.stray == 2
+    assert store.check(grace_seconds=0).stray == 2          # without --repair: reported only
     assert store.backend.read("alive/notes.txt") == b"hello"
+    report = store.check(repair=True, grace_seconds=0)
+    assert report.ok and report.stray == 2 and report.repaired.get("stray") == 2   # found, and repaired
+    moved = {name: store.backend.read(f"quarantine/moved/{name}")
+             for name in store.backend.list("quarantine/moved")}
+    assert sorted(moved.values()) == [b"hello", b"x"]        # kept as they were, out of the way
+    assert store.check(grace_seconds=0).stray == 0
     assert len(store.population.list_alive()) == 3
 
 
