@@ -35,6 +35,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from evo.errors import one_line
+
 from .errors import UserError
 
 ONNX_FILE = "model.onnx"
@@ -105,7 +107,7 @@ def write_onnx(export_dir: str | os.PathLike, *, images: Any = None, labels: Any
     except Exception as exc:  # the exporter or onnxruntime failing is one line, and no file
         _unlink(partial)
         raise UserError(f"{export_dir}: could not write {ONNX_FILE}: {type(exc).__name__}: "
-                        f"{_first_line(exc)}") from None
+                        f"{one_line(exc)}") from None
     check["tolerance"] = tolerance
     check["allowed"] = tolerance * max(1.0, check["max_abs_logit"])
     if check["top1_agreement"] != 1.0 or not check["max_abs_logit_diff"] < check["allowed"]:
@@ -254,7 +256,7 @@ def _session(path: Path) -> Any:
     try:
         return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own exception types: a damaged or foreign file
-        raise UserError(f"{path}: onnxruntime cannot load it: {_first_line(exc)}") from None
+        raise UserError(f"{path}: onnxruntime cannot load it: {one_line(exc)}") from None
 
 
 def _test_split(out: Path, portable) -> tuple[Any, Any]:
@@ -309,8 +311,3 @@ def _unlink(path: Path) -> None:
         pass
     except OSError as exc:
         raise UserError(f"{path}: {exc.strerror or exc}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
