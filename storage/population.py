@@ -40,7 +40,7 @@ from .quarantine import quarantine
 from .reading import READ_BATCH, Broken
 from .records import (
     ALIVE, HISTORY, CorruptRecord, Individual, IndividualInfo, alive_key, bounded_metrics, check_commit, check_id,
-    dna_hash, dumps, history_key, individual_from, loads, new_id, parse_alive_name, payload_key,
+    dna_hash, dumps, history_key, individual_from, loads, new_id, parse_alive_name, payload_key, same_individual,
 )
 from .safetensors_check import safetensors_problem
 from .segments import SEGMENTS
@@ -244,14 +244,39 @@ class Population:
         if got is None:
             return False
         record = dict(got[1], death=self._core.now(), killer=str(worker)[:256], reason=str(reason)[:64])
-        if not self._backend.create(history_key(info.id), dumps(record)):
-            # Already dead. Deleting the alive entry is harmless (the killer does the same)
-            # and stops selection from picking a zombie whose killer crashed.
-            self._backend.delete(info.key)
+        if not self._create_kill_marker(info, got[1], record):
             return False
         self._core.fault("kill:after_claim")
         self._finish_kill(record, info.key)
         return True
+
+    def _create_kill_marker(self, info: IndividualInfo, commit: dict[str, Any], record: dict[str, Any]) -> bool:
+        """Create ``history/{id}.json``; True iff this call did. When it exists already, the
+        victim is dead only by its own evidence: a marker holding its very commit (another
+        killer won; the victim is unlisted, harmless if that killer does it too, and it stops
+        selection from picking a zombie whose killer crashed). Anything else there (planted,
+        unparsable, another individual's) is foreign: the living win, so the victim stays
+        listed; the entry is moved aside and the create tried once more."""
+        key = history_key(info.id)
+        for _ in range(2):
+            if self._backend.create(key, dumps(record)):
+                return True
+            try:
+                marker = loads(self._backend.read(key), "kill marker")
+            except FileNotFoundError:
+                continue                       # moved aside meanwhile: try again
+            except (UnreadableEntry, CorruptRecord):
+                marker = None
+            if isinstance(marker, dict) and same_individual(marker, commit):
+                self._backend.delete(info.key)
+                return False
+            try:
+                self._backend.move_aside(HISTORY, key.split("/", 1)[1])
+            except FileNotFoundError:
+                continue
+            except (OSError, UnreadableEntry, StoreError):
+                return False                   # the store refuses: this victim is not ours to kill now
+        return False
 
     def _finish_kill(self, record: dict[str, Any], key: str) -> None:
         """After a won kill: decide whether to keep the weights, unlist, delete the weights."""

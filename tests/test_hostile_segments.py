@@ -129,6 +129,51 @@ def test_a_zombie_with_its_own_kill_marker_is_still_unlisted(tmp_path):
     assert _alive_ids(url) == {i.id for i in live[1:]}
 
 
+@pytest.mark.parametrize("planted", ["forged", "garbage", "fifo"])
+def test_a_killer_never_takes_a_planted_kill_marker_for_a_death(tmp_path, planted):
+    """A worker that picks a victim whose kill marker someone planted (a record that is not
+    the victim's very commit, garbage, or a FIFO) moves it aside and kills properly; it never
+    just unlists a live individual on another entry's word."""
+    import os
+    url, store, live, _ = _store(tmp_path)
+    victim = live[2]
+    marker = tmp_path / "pop" / "history" / f"{victim.id}.json"
+    if planted == "forged":
+        marker.write_text(json.dumps(dict(_records_of(store, [victim])[0], payload_sha256="0" * 64)))
+    elif planted == "garbage":
+        marker.write_bytes(b"\x80 planted")
+    else:
+        os.mkfifo(marker)
+    assert store.population.kill(victim, worker="w") is True
+    record = loads(store.backend.read(f"history/{victim.id}.json"), "record")
+    assert record["killer"] == "w" and record["payload_sha256"] != "0" * 64
+    assert victim.id not in _alive_ids(url)
+    assert len(store.backend.list_detail("quarantine/moved")) + len(store.backend.list_foreign("quarantine/moved")) == 1
+
+
+def test_a_killer_that_cannot_move_a_planted_marker_leaves_the_victim_alive(tmp_path):
+    url, store, live, _ = _store(tmp_path)
+    victim = live[1]
+    store.backend.write(f"history/{victim.id}.json", b"\x80 planted")
+
+    def refuse(*args, **kwargs):   # stand-in for a store that forbids the move (root cannot be refused)
+        raise PermissionError("moving is not allowed here")
+
+    store.backend.move_aside = refuse
+    assert store.population.kill(victim, worker="w") is False
+    assert victim.id in _alive_ids(url)
+
+
+def test_a_second_killer_still_unlists_a_victim_the_first_one_killed(tmp_path):
+    url, store, live, _ = _store(tmp_path)
+    victim = live[0]
+    record = _records_of(store, [victim])[0]
+    store.backend.create(f"history/{victim.id}.json", json.dumps(dict(record, killer="first")).encode())
+    assert store.population.kill(victim, worker="second") is False     # already dead: not ours
+    assert victim.id not in _alive_ids(url)
+    assert loads(store.backend.read(f"history/{victim.id}.json"), "record")["killer"] == "first"
+
+
 # ----- row: ids with impossible dates -----
 
 def test_ids_with_impossible_dates_are_no_ids():
