@@ -91,7 +91,7 @@ def test_three_workers_share_one_population(population_url):
     for p in procs:
         assert p.returncode == 0, p.stderr.read()[-2000:]
     assert sizes, "selection never started"
-    # The documented bound (README, "Scale and chaos"): between a kill's claim and its
+    # The documented bound (docs/performance.md, "Scale and chaos"): between a kill's claim and its
     # unlisting another worker may count the victim and drain one more, so the population
     # can dip below P briefly; it never leaves [P - W, P + W].
     assert min(sizes) >= P - WORKERS and max(sizes) <= P + WORKERS, (min(sizes), max(sizes))
