@@ -73,7 +73,7 @@ def test_evo_init_writes_the_spaces_cap_and_the_images_keep_their_size_only_unde
     for name, options in runs.items():
         url = str(tmp_path / name)
         code, out, err = cli(capsys, "init", url, "--dataset", spec, "--defer-decode", "--device-memory", "0",
-                             *options)
+                             "--batch-size", "8", *options)
         assert code == 0, err
         data = json.loads(Path(url, "config.json").read_text())["data"]
         config = RunConfig.from_json(Path(url, "config.json").read_text())
@@ -136,12 +136,13 @@ def test_without_device_memory_given_evo_init_checks_the_machines(capsys, tmp_pa
 
     monkeypatch.setattr(init_data, "training_device_memory", lambda: (100 * 2**20, "the stand-in's memory"))
     url = tmp_path / "run"
-    code, out, err = cli(capsys, "init", str(url), "--dataset", f"imagefolder={photos}", "--search-space", "nasnet")
+    code, out, err = cli(capsys, "init", str(url), "--dataset", f"imagefolder={photos}", "--search-space", "nasnet",
+                         "--batch-size", "16")
     assert code != 0 and "the stand-in's memory has 100.0 MiB" in err and "--image-size" in err
     assert not url.exists() or not any(url.iterdir())
     # 0 turns the check off; the digits and other built-in datasets are never checked
     code, out, err = cli(capsys, "init", str(url), "--dataset", f"imagefolder={photos}", "--search-space", "nasnet",
-                         "--device-memory", "0", "--defer-decode")
+                         "--batch-size", "16", "--device-memory", "0", "--defer-decode")
     assert code == 0, err
     code, out, err = cli(capsys, "init", str(tmp_path / "digits"), "--search-space", "nasnet")
     assert code == 0, err
