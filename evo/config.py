@@ -229,7 +229,7 @@ class RunConfig:
         for block, settings in self.plugins.items():
             kind = blocks[block].settings_class
             if getattr(kind, "written_always", False) or self.uses(block) or settings != kind():
-                values = _written_values(settings)
+                values = written_values(settings)
                 if blocks[block].inline:
                     d.update(values)
                 else:
@@ -294,9 +294,6 @@ def _registered(key: str, value: Any, lookup: Any) -> type:
         return lookup(value)
     except ValueError as exc:
         raise ConfigError(str(exc), key) from None
-
-
-_written_values = written_values
 
 
 def _plain(value: Any) -> Any:
