@@ -184,11 +184,16 @@ def test_a_128_px_image_folder_run_searches_retrains_and_costs_ten_times_less_th
     assert "3x128x128" in init.stdout
     search = evo("worker", url, "--max-individuals", "3", "--device", "cpu", "--index", "0")
     assert search.returncode == 0, search.stderr
-    retrain = evo("retrain", url, "--top", "1", "--epochs", "1", "--batch-size", "8", "--device", "cpu")
+    retrain = evo("retrain", url, "--top", "1", "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--json")
     assert retrain.returncode == 0, retrain.stderr
-    assert "test" in retrain.stdout.lower()
+    [done] = json.loads(retrain.stdout.strip().splitlines()[-1])["retrains"]
+    assert done["state"] == "done" and 0 <= done["test_accuracy"] <= 1
     best = json.loads(evo("arch", url, "best", "--json").stdout)
     cifar = json.loads(evo("arch", url, "best", "--json", "--stem", "cifar").stdout)
     assert best["stem"] == "imagenet" and cifar["stem"] == "cifar"
     assert best["input_shape"] == [3, 128, 128] == cifar["input_shape"]
     assert cifar["multiply_adds"] >= 10 * best["multiply_adds"]
+    # retraining read the run's own 128-px images (its cache, its data settings), so it built
+    # the same network with the auxiliary head the 128-px map gives (not 64 px's, 25x larger)
+    retrained = json.loads(evo("arch", url, done["source"], "--json").stdout)   # best may tie with it
+    assert done["parameters"] == retrained["parameters"] + retrained["aux_head_parameters"]

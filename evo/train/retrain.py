@@ -276,8 +276,28 @@ class RetrainRunner:
 
         key = f"{spec}@{device}"
         if key not in self._datasets:
-            self._datasets[key] = load_dataset(spec, device)
+            settings = self._run_data_settings(spec)
+            self._datasets[key] = load_dataset(spec, device, settings=settings,
+                                               cache=None if settings is None else self.store.datacache)
         return self._datasets[key]
+
+    def _run_data_settings(self, spec: str) -> Any:
+        """The run's data settings when ``spec`` is the run's own user dataset (then it is read
+        through the run's decoded cache, at the size, colour and splits the search had); None
+        otherwise (another dataset, or no readable config: its defaults)."""
+        from evo.config import RunConfig
+        from evo.data.spec import DatasetSpec
+
+        try:
+            parsed = DatasetSpec.parse(spec)
+            if not parsed.is_user or not self.store.runinfo.has_config():
+                return None
+            config = RunConfig.from_json(self.store.runinfo.read_config())
+        except Exception as exc:   # the store is untrusted: a config that cannot be read costs this only
+            log.warning("retrain: the run's config cannot be read (%s); %s is read with default settings",
+                        one_line(exc), spec)
+            return None
+        return config.data if str(config.dataset_spec) == str(parsed) else None
 
     def _say(self, rid: str, info: dict[str, Any]) -> None:
         if self.progress is not None:
