@@ -69,7 +69,7 @@ def training_device_memory() -> tuple[int | None, str]:
                 return min(mib) * 2**20, "this machine's GPU (nvidia-smi)"
         except (OSError, subprocess.SubprocessError, ValueError):
             pass
-    return available_host_memory(), "this machine's free memory (no GPU found)"
+    return available_host_memory(), "this machine (free memory; no GPU found)"
 
 
 def check_memory(config: RunConfig, device_memory: int | None = None) -> None:
@@ -98,7 +98,7 @@ def check_memory(config: RunConfig, device_memory: int | None = None) -> None:
         return int(space.training_memory((c, height, width), batch) or 0), images * c * height * width
 
     if device_memory is not None:
-        free, what = device_memory, "--device-memory"
+        free, what = device_memory, "the device (--device-memory)"
     else:
         free, what = training_device_memory()
     if free is None:
@@ -115,7 +115,8 @@ def check_memory(config: RunConfig, device_memory: int | None = None) -> None:
     option = "--image-size" if config.data.image_size is not None else "--dataset"
     raise UserError(f"{option}: training a {config.search_space} child on batches of {batch} {c}x{h}x{w} images "
                     f"needs about {human_bytes(act + data)} (activations {human_bytes(act)}, estimated from above; "
-                    f"images {human_bytes(data)}) but {what} has {human_bytes(free)}; {advice} (or use a "
+                    f"images {human_bytes(data)}) but {what} has {human_bytes(free)}, of which training may take "
+                    f"{MEMORY_SHARE:.0%}; {advice} (or use a "
                     f"smaller --batch-size, or --device-memory SIZE for the workers' device; 0 skips this check)")
 
 
