@@ -197,3 +197,8 @@ def test_a_128_px_image_folder_run_searches_retrains_and_costs_ten_times_less_th
     # the same network with the auxiliary head the 128-px map gives (not 64 px's, 25x larger)
     retrained = json.loads(evo("arch", url, done["source"], "--json").stdout)   # best may tie with it
     assert done["parameters"] == retrained["parameters"] + retrained["aux_head_parameters"]
+    # and its export says how the images were decoded, so `evo evaluate` reads them at 128 px too
+    export = Path(url, "retrain", done["rid"], "export")
+    assert json.loads((export / "model.json").read_text())["preprocessing"]["size"] == 128
+    evaluated = evo("evaluate", str(export), "--device", "cpu")
+    assert evaluated.returncode == 0, evaluated.stderr
