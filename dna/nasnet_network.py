@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .nasnet import NUM_CELL_INPUTS, STEM_MULTIPLIER, NasnetDNA, validate_nasnet
+from .nasnet import NUM_CELL_INPUTS, NUM_COMBINATIONS, STEM_MULTIPLIER, NasnetDNA, validate_nasnet
 
 CIFAR, IMAGENET, AUTO = "cifar", "imagenet", "auto"
 STEMS = (CIFAR, IMAGENET)
@@ -256,3 +256,42 @@ def nasnet_parameter_count(dna: NasnetDNA, input_channels: int, num_classes: int
         p, c = AUX_HEAD_PROJECTION, AUX_HEAD_CHANNELS
         total += feeding.out_channels * p + 2 * p + p * c * ph * pw + 2 * c + c * num_classes + num_classes
     return total
+
+
+# Training memory, without torch. What one image's forward pass keeps for the backward pass,
+# whatever the cells are: each cell's two input preparations (ReLU, 1x1 convolution, BN: three
+# maps each, at the cell's input size), every op as the largest op keeps them (a separable
+# convolution: ReLU, depthwise, pointwise and BN, twice: eight maps at the cell's output size),
+# each combination's sum, and every state in the concatenated output.
+MAPS_PER_PREPARATION = 3
+MAPS_PER_OP = 8
+FLOAT_BYTES = 4   # float32; bf16 autocast keeps less, so this is the upper side
+
+
+def activation_elements(cells_per_stack: int, filters: int, stem: str, input_shape: tuple[int, int, int]) -> int:
+    """Elements of the activations that training one image through a network of
+    ``cells_per_stack`` cells per stack, ``filters`` filters and ``stem`` (``cifar`` or
+    ``imagenet``) keeps for the backward pass, for any cells of the space (every op counted as
+    a separable convolution and every state as concatenated): an estimate from above, made for
+    ``evo init``'s memory check, not an exact count."""
+    c, h, w = input_shape
+    check_stem(stem, filters, h, w)
+    conv0 = stem_channels(stem, filters)
+    total = c * h * w + 2 * conv0 * feature_size(stem, h, 0) * feature_size(stem, w, 0)   # input, conv, BN
+    level = 0
+    for slot in network_plan(cells_per_stack, filters, stem):
+        f = slot.filters
+        inside = feature_size(stem, h, level) * feature_size(stem, w, level)
+        level += slot.reduction
+        out = feature_size(stem, h, level) * feature_size(stem, w, level)
+        total += NUM_CELL_INPUTS * MAPS_PER_PREPARATION * f * inside
+        total += NUM_COMBINATIONS * (2 * MAPS_PER_OP + 1) * f * out + (NUM_CELL_INPUTS + NUM_COMBINATIONS) * f * out
+    return total
+
+
+def training_bytes(cells_per_stack: int, filters: int, stem: str, input_shape: tuple[int, int, int],
+                   batch_size: int) -> int:
+    """Bytes of activations that a training step on ``batch_size`` images keeps
+    (:func:`activation_elements` per image, in float32): the bulk of a NASNet child's training
+    memory at image sizes above CIFAR's (weights, gradients and momentum are a few MiB)."""
+    return batch_size * FLOAT_BYTES * activation_elements(cells_per_stack, filters, stem, input_shape)

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Iterator
 
 from dna.bounds import Bounds
 from dna.strict_json import UntrustedJSONError, parse_json
 
 from evo.config_checks import (ConfigError, require_flag, require_int, require_number,
-                               settings_from_dict)
+                               settings_from_dict, written_values)
 from evo.registry import Plugin
 from evo.spaces import space_class, space_names
 from evo.strategies import strategy_class, strategy_names
@@ -229,7 +229,7 @@ class RunConfig:
         for block, settings in self.plugins.items():
             kind = blocks[block].settings_class
             if getattr(kind, "written_always", False) or self.uses(block) or settings != kind():
-                values = _written_values(settings)
+                values = written_values(settings)
                 if blocks[block].inline:
                     d.update(values)
                 else:
@@ -296,16 +296,5 @@ def _registered(key: str, value: Any, lookup: Any) -> type:
         raise ConfigError(str(exc), key) from None
 
 
-def _written_values(settings: Any) -> dict[str, Any]:
-    """A plug-in's settings as config.json holds them: every field, except a field whose
-    metadata has ``omit_default`` while it holds its default (a setting added after
-    config.json files existed: those files are written back byte for byte)."""
-    values = asdict(settings)
-    for f in fields(settings):
-        if f.metadata.get("omit_default") and values[f.name] == f.default:
-            del values[f.name]
-    return values
-
-
 def _plain(value: Any) -> Any:
-    return asdict(value) if hasattr(value, "__dataclass_fields__") else value
+    return written_values(value) if hasattr(value, "__dataclass_fields__") else value

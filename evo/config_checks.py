@@ -4,7 +4,7 @@ message that names the setting."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import asdict, fields
 from typing import Any
 
 from dna.bounds import check_int, check_number
@@ -69,3 +69,14 @@ def settings_from_dict(kind: type, value: Any, where: str) -> Any:
         raise ConfigError(str(exc), field_name if field_name.startswith(where + ".") else where) from None
     except TypeError as exc:
         raise ConfigError(f"config {where}: {exc}") from None
+
+
+def written_values(settings: Any) -> dict[str, Any]:
+    """A settings dataclass as config.json holds it: every field, except a field whose
+    metadata has ``omit_default`` while it holds its default (a setting added after
+    config.json files existed: those files are written back byte for byte)."""
+    values = asdict(settings)
+    for f in fields(settings):
+        if f.metadata.get("omit_default") and values[f.name] == f.default:
+            del values[f.name]
+    return values

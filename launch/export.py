@@ -311,6 +311,7 @@ def export_files(request: dict[str, Any], architecture: dict[str, Any], weights:
         "format": portable.EXPORT_FORMAT, "id": details["id"], "run": None, "kind": architecture["kind"],
         "dataset": details["dataset"], "architecture": architecture,
         "normalization": {"mean": list(data.mean), "std": list(data.std), "applies_to": "pixel values 0..255"},
+        "preprocessing": getattr(data, "preprocessing", None),
         "validation_accuracy": None, "test_accuracy": details["test_accuracy"],
         "searched_validation_accuracy": details["source"].get("fitness"), "trained": True,
         "weights_note": "final training (evo retrain): " + json.dumps(details["settings"], sort_keys=True),

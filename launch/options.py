@@ -89,6 +89,19 @@ positive_seconds = number(0.0)       # durations and intervals: > 0, finite
 non_negative_seconds = number(0.0, low_open=False)
 
 
+_MEMORY_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def memory_size(text: str) -> int:
+    """A ``type=`` function for a memory size: bytes, or a number with K, M, G or T (powers of
+    1024; ``80G``, ``80GiB``, ``1.5T``); 0 is allowed (it turns a check off)."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgtKMGT]?)(?:i?[bB])?\s*", text or "")
+    value = float(m.group(1)) * _MEMORY_UNITS[m.group(2).lower()] if m else -1.0
+    if not m or not math.isfinite(value) or value > 2**60:
+        raise argparse.ArgumentTypeError(f"must be a memory size such as 80G, 512M or 0, got {text!r}"[:200])
+    return int(value)
+
+
 def add_worker_limits(p: argparse.ArgumentParser, *, max_seconds_help: str =
                       "each worker stops starting children after T seconds (default: no limit)") -> None:
     """The limits every launcher passes on to its workers: ``--max-seconds``,

@@ -39,7 +39,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -63,7 +63,7 @@ LOG_EVERY_S = 10.0          # how often a waiting worker logs the decoder's prog
 def cache_key(spec: DatasetSpec | str, settings: DataSettings) -> str:
     """The 16-hex-digit name of the cache of ``spec`` under ``settings`` (what the run's
     config says; the same for every worker). Made of the spec's text, as config.json has it."""
-    text = json.dumps({"format": FORMAT, "spec": str(DatasetSpec.of(spec)), "data": asdict(settings)}, sort_keys=True)
+    text = json.dumps({"format": FORMAT, "spec": str(DatasetSpec.of(spec)), "data": settings.to_dict()}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -246,7 +246,7 @@ def _decode_and_commit(cache: DataCacheFacet, key: str, g: int, spec: DatasetSpe
             written.append(part["key"])
             parts[split] = {**part, "images": int(len(y))}
         manifest = {
-            "format": FORMAT, "key": key, "generation": g, "spec": str(spec), "settings": asdict(settings),
+            "format": FORMAT, "key": key, "generation": g, "spec": str(spec), "settings": settings.to_dict(),
             "num_classes": decoded.num_classes, "class_names": list(decoded.class_names),
             "input_shape": [int(d) for d in decoded.splits["train"][0].shape[1:]],
             "preprocessing": decoded.preprocessing.to_dict() if decoded.preprocessing else None,

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from dna.portable_images import ImageProblem, Preprocessing, image_facts, preprocess_image, preprocess_pil
-from evo.data.settings import AUTO_IMAGE_SIZE_CAP, MIN_IMAGE_SIZE, DataSettings
+from evo.data.settings import MIN_IMAGE_SIZE, DataSettings
 from evo.data.base import SPLITS, available_host_memory, human_bytes
 from evo.errors import DataError, one_line
 
@@ -159,7 +159,8 @@ def complete_splits(source: Source, settings: DataSettings) -> dict[str, Part]:
 def resolve(source: Source, train: Part, settings: DataSettings) -> tuple[Preprocessing | None, dict]:
     """The preprocessing of this run's images, from the settings and (for what they leave
     automatic) a seeded sample of up to :data:`SAMPLE_IMAGES` training images: the median
-    shorter side, rounded, at most :data:`evo.data.settings.AUTO_IMAGE_SIZE_CAP`; grey when every
+    shorter side, rounded, at most the settings' ``auto_size_cap`` (64 unless the run's search
+    space supports more); grey when every
     sampled image is. Arrays keep their size unless a size is set (then None: as stored)."""
     how: dict[str, Any] = {}
     if train.arrays is not None:
@@ -181,10 +182,10 @@ def resolve(source: Source, train: Part, settings: DataSettings) -> tuple[Prepro
                               f"can be decoded (first: {train.files[int(pick[0])]})")
         sides = [min(w, h) for w, h, _ in facts]
         if size is None:
-            size = min(AUTO_IMAGE_SIZE_CAP, max(MIN_IMAGE_SIZE, int(round(statistics.median(sides)))))
+            cap = settings.auto_size_cap
+            size = min(cap, max(MIN_IMAGE_SIZE, int(round(statistics.median(sides)))))
             how["size"] = (f"median shorter side {statistics.median(sides):g} of {len(facts)} sampled images"
-                           + (f", capped at {AUTO_IMAGE_SIZE_CAP}" if statistics.median(sides) > AUTO_IMAGE_SIZE_CAP
-                              else ""))
+                           + (f", capped at {cap}" if statistics.median(sides) > cap else ""))
         if color == "auto":
             gray = all(g for _, _, g in facts)
             color = "grayscale" if gray else "rgb"

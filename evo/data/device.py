@@ -41,6 +41,7 @@ class DeviceDataset:
     _shift: "torch.Tensor" = field(repr=False)   # -mean/std, shape (1, C, 1, 1)
     class_names: tuple[str, ...] = ()
     data_id: str | None = None                   # the run's decoded cache (user datasets)
+    preprocessing: dict | None = None            # how a user dataset's images were decoded (size, colour)
     splits: tuple[str, ...] = SPLITS             # the splits that were loaded (the others are empty)
 
     @property
@@ -114,6 +115,7 @@ def to_device(host: HostDataset, device: "torch.device | str", *, splits: tuple[
         test_x=put(host.test_x), test_y=put(host.test_y),
         mean=mean, std=std, _scale=scale, _shift=shift,
         class_names=host.class_names, data_id=host.data_id, splits=tuple(splits),
+        preprocessing=host.preprocessing,
     )
 
 

@@ -3,15 +3,16 @@ config (``config.json``'s ``data`` block), checked when given. Torch-free."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
-from evo.config_checks import ConfigError, require_choice, require_int, require_number
+from evo.config_checks import ConfigError, require_choice, require_int, require_number, written_values
 from evo.data.spec import USER_DATASETS
 
 RESIZES = ("crop", "square")
 COLORS = ("auto", "rgb", "grayscale")
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 4, 1024
 MAX_SPLIT_SEED = 2**63 - 1
+AUTO_IMAGE_SIZE_CAP = 64   # the automatic image size's default cap (search runs at CIFAR-like sizes)
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,10 @@ class DataSettings:
 
     ``image_size`` S: images become S x S pixels (None: for image files, the median shorter
     side of a sample of the images, at most :data:`AUTO_IMAGE_SIZE_CAP`; for arrays, the
-    size they have). ``resize``: ``crop`` scales the shorter side to S and keeps the centre
+    size they have). ``auto_size_cap``: that cap, written by ``evo init`` from the run's search
+    space (:meth:`evo.spaces.SearchSpace.auto_image_size_cap`: 64, or 224 in the nasnet space
+    when its stem will be the ImageNet stem); config.json leaves it out while it is 64, so
+    configs written before it existed keep their meaning and their cache. ``resize``: ``crop`` scales the shorter side to S and keeps the centre
     (the aspect ratio is kept); ``square`` scales the whole image to S x S. ``color``:
     ``rgb``, ``grayscale``, or ``auto`` (grayscale when every sampled image is). A split the
     dataset lacks is carved from its training images, stratified by class, with
@@ -40,10 +44,12 @@ class DataSettings:
     max_bad_fraction: float = 0.05
     image_column: str | None = None
     label_column: str | None = None
+    auto_size_cap: int = field(default=AUTO_IMAGE_SIZE_CAP, metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
         if self.image_size is not None:
             require_int("data.image_size", self.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
+        require_int("data.auto_size_cap", self.auto_size_cap, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
         require_choice("data.resize", self.resize, RESIZES)
         require_choice("data.color", self.color, COLORS)
         require_number("data.val_fraction", self.val_fraction, 0, 1, low_open=True, high_open=True)
@@ -58,8 +64,10 @@ class DataSettings:
             if value is not None and not (isinstance(value, str) and 0 < len(value) <= 256 and value.isprintable()):
                 raise ConfigError(f"data.{key} must be a column name, got {value!r}", f"data.{key}")
 
-
-AUTO_IMAGE_SIZE_CAP = 64   # the automatic image size never exceeds this (search runs at CIFAR-like sizes)
+    def to_dict(self) -> dict:
+        """The settings as config.json and the cache's name hold them (``auto_size_cap`` left
+        out while it is the default, so both stay what they were before it existed)."""
+        return written_values(self)
 
 
 def check_data_settings(name: str, data: DataSettings) -> None:

@@ -22,7 +22,7 @@ from evo.data.arrays import read_npz
 from evo.data.base import SEARCH_SPLITS, SPLITS, Augment, DatasetError, HostDataset, check_splits
 from evo.data.cache import STALE_AFTER_S, open_or_decode
 from evo.data.cacheformat import CacheDamaged
-from evo.data.decoding import DataProblem, Decoded, Source, complete_splits, decode_source
+from evo.data.decoding import DataProblem, Decoded, Source, complete_splits, decode_source, resolve
 from evo.data.huggingface import read_hf
 from evo.data.imagefolder import scan
 from evo.data.spec import DatasetSpec
@@ -87,6 +87,25 @@ def check_user(spec: DatasetSpec, settings: DataSettings) -> dict[str, Any]:
         raise DatasetError(str(exc)) from None
     return {"name": spec.name, "train_images": len(parts["train"]),
             "classes": len(source.class_names), "images": {s: len(p) for s, p in parts.items()}}
+
+
+def planned_input(spec: DatasetSpec, settings: DataSettings) -> dict[str, Any]:
+    """What decoding the user dataset ``spec`` under ``settings`` will make, without decoding
+    it: ``{"input_shape": (C, S, S) or as stored, "images": all splits' images}``, the size and
+    colour resolved as decoding resolves them (for image files: from the headers of a seeded
+    sample of training images). DatasetError (one line) for bad data."""
+    try:
+        source = read_source(spec, settings)
+        parts = complete_splits(source, settings)
+        prep, _ = resolve(source, parts["train"], settings)
+    except DataProblem as exc:
+        raise DatasetError(str(exc)) from None
+    images = sum(len(p) for p in parts.values())
+    stored = parts["train"].arrays
+    if stored is not None and (prep is None or prep.size is None):
+        c = stored.shape[1] if prep is None else prep.channels
+        return {"input_shape": (int(c), int(stored.shape[2]), int(stored.shape[3])), "images": images}
+    return {"input_shape": (prep.channels, prep.size, prep.size), "images": images}
 
 
 def _user_host(name: str, arrays: dict[str, tuple[np.ndarray, np.ndarray]], class_names: tuple[str, ...],

@@ -16,6 +16,9 @@ is also the ``kind`` in its DNA's JSON and the ``search_space`` of a run's confi
 - ``settings_class`` (optional): the space's own settings, a frozen dataclass that ``evo
   init`` validates and config.json stores under the space's name (:class:`evo.registry.Plugin`);
   the space receives them as ``self.settings``, with the run's bounds as ``self.bounds``.
+- ``auto_image_size_cap`` and ``training_memory`` (optional): the largest automatic image
+  size the space's networks are made for (default 64, CIFAR-like), and an estimate of the
+  device memory training one child takes (default: none), both checked at ``evo init``.
 - ``decisions`` / ``from_decisions`` / ``to_decisions`` (optional): the space as a sequence of
   categorical decisions, for learned controllers (``--selection rl``/``reinforce``). A space
   without them refuses those strategies at ``evo init``.
@@ -36,6 +39,7 @@ import numpy as np
 
 import mutations
 from dna.bounds import Bounds
+from evo.data.settings import AUTO_IMAGE_SIZE_CAP
 from evo.registry import Plugin, Registry, RunView
 
 
@@ -80,6 +84,19 @@ class SearchSpace(Plugin, abc.ABC):
         """Load the parent's tensors into ``model`` where they fit; return a report with
         ``fraction``, ``tensors_inherited``, ``tensors_fresh``. Only when ``inherits_weights``."""
         raise NotImplementedError(f"search space {self.name!r} has no weight-inheritance rule")
+
+    def auto_image_size_cap(self) -> int:
+        """The largest size (pixels, square) the automatic image size of a user dataset may
+        take for this space's networks under its settings (``evo init`` writes it into the run's
+        ``data.auto_size_cap``). Default: 64, the CIFAR-like sizes every space handles."""
+        return AUTO_IMAGE_SIZE_CAP
+
+    def training_memory(self, input_shape: tuple[int, int, int], batch_size: int) -> int | None:
+        """An estimate of the device memory (bytes) that training one child on batches of
+        ``batch_size`` images of ``input_shape`` (C, H, W) takes, whatever the child's
+        architecture, or None when the space makes none (then ``evo init`` checks nothing).
+        Torch-free."""
+        return None
 
     def from_decisions(self, choices: Sequence[int]) -> Any:
         """The valid DNA that a controller's ``choices`` (one per :attr:`decisions`) describe."""

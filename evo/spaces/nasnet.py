@@ -16,11 +16,15 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from dna import nasnet as nas
-from dna.nasnet_network import STEM_CHOICES
+from dna.nasnet_network import IMAGENET_STEM_MIN_FILTERS, STEM_CHOICES, choose_stem, training_bytes
 
 from evo.config_checks import ConfigError, require_choice, require_int
 from evo.registry import RunView
 from evo.spaces import SearchSpace, register_space
+
+# The automatic image size of a user dataset may go up to this when the stem will be the
+# ImageNet stem (the papers' ImageNet input size); with the CIFAR stem it stays at 64.
+IMAGENET_AUTO_SIZE_CAP = 224
 
 # Synthetic mode: how much each op is worth (separable and factorised convolutions beat
 # pooling and identity, as in the papers' cells).
@@ -105,6 +109,22 @@ class Nasnet(SearchSpace):
         settings = self.settings
         return build_nasnet(dna, input_shape, num_classes, cells_per_stack=settings.cells_per_stack,
                             filters=settings.filters, stem=settings.stem)
+
+    def auto_image_size_cap(self) -> int:
+        """224 when the stem will be the ImageNet stem (``imagenet``, or ``auto`` with F >= 8:
+        images above 64 px then reach the first cell at a quarter of their size); 64 with the
+        CIFAR stem, which runs every cell at the full size."""
+        s = self.settings
+        if s.stem == "cifar" or (s.stem == "auto" and s.filters < IMAGENET_STEM_MIN_FILTERS):
+            return super().auto_image_size_cap()
+        return IMAGENET_AUTO_SIZE_CAP
+
+    def training_memory(self, input_shape: tuple[int, int, int], batch_size: int) -> int | None:
+        """Activation bytes of one training step, for any cells, on the stem these images get
+        (:func:`dna.nasnet_network.training_bytes`)."""
+        s = self.settings
+        stem = choose_stem(s.stem, input_shape, s.filters)
+        return training_bytes(s.cells_per_stack, s.filters, stem, input_shape, batch_size)
 
     @staticmethod
     def synthetic_fitness(dna: nas.NasnetDNA) -> float:

@@ -297,8 +297,33 @@ class RetrainRunner:
 
         key = f"{spec}@{device}"
         if key not in self._datasets:
-            self._datasets[key] = load_dataset(spec, device)
+            settings = self._run_data_settings(spec)
+            self._datasets[key] = load_dataset(spec, device, settings=settings,
+                                               cache=None if settings is None else self.store.datacache)
         return self._datasets[key]
+
+    def _run_data_settings(self, spec: str) -> Any:
+        """The run's data settings when ``spec`` is the run's own user dataset (then it is read
+        through the run's decoded cache, at the size, colour and splits the search had); None
+        otherwise (another dataset, or no readable config: its defaults). Only config.json's
+        ``dataset`` and ``data`` are read here, each checked as ``evo.config`` checks them."""
+        from dna.strict_json import parse_json
+        from evo.config_checks import settings_from_dict
+        from evo.data.settings import DataSettings
+        from evo.data.spec import DatasetSpec
+
+        try:
+            parsed = DatasetSpec.parse(spec)
+            if not parsed.is_user or not self.store.runinfo.has_config():
+                return None
+            config = parse_json(self.store.runinfo.read_config(), "config", max_bytes=2**20)
+            if not isinstance(config, dict) or str(DatasetSpec.parse(config.get("dataset"))) != str(parsed):
+                return None
+            return settings_from_dict(DataSettings, config.get("data", {}), "data")
+        except Exception as exc:   # the store is untrusted: a config that cannot be read costs this only
+            log.warning("retrain: the run's config cannot be read (%s); %s is read with default settings",
+                        one_line(exc), spec)
+            return None
 
     def _say(self, rid: str, info: dict[str, Any]) -> None:
         if self.progress is not None:

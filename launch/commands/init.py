@@ -15,11 +15,11 @@ from evo.config import (COLORS, RESIZES, TABULAR_DATASETS, TABULAR_SPACE, Config
                         DataSettings, RunConfig, TrainSettings, check_dataset_spec, plugin_blocks)
 from evo.data.spec import DatasetSpec
 
-from evo.spaces import space_class, space_names
+from evo.spaces import make_space, space_class, space_names
 from evo.strategies import strategy_names
 
 from ..errors import UserError, read_user_file
-from ..options import add_command
+from ..options import add_command, memory_size
 from .init_data import check_data, decode_data, train_images
 from .presets import DATASET_DEFAULTS, PRESETS, apply_preset, defaults_text, describe
 
@@ -86,7 +86,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                              "population directory)")
     d.add_argument("--image-size", type=int, metavar="S",
                    help="images become S x S pixels (default: image files: the median shorter side of a sample, "
-                        "at most 64; arrays: as stored)")
+                        "at most 64, or 224 in the nasnet space when its stem is the ImageNet stem (nasnet.stem "
+                        "imagenet, or auto with F >= 8); arrays: as stored)")
     d.add_argument("--resize", choices=RESIZES,
                    help=f"crop: scale the shorter side to S and keep the centre; square: scale the whole image "
                         f"to S x S (default: {data.resize})")
@@ -104,6 +105,10 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                         f"images; more fail the run (default: {data.max_bad_fraction})")
     d.add_argument("--image-column", metavar="NAME", help="hf: the column of images (default: the Image feature)")
     d.add_argument("--label-column", metavar="NAME", help="hf: the column of labels (default: the ClassLabel feature)")
+    d.add_argument("--device-memory", type=memory_size, metavar="SIZE",
+                   help="memory of the device the workers train on, e.g. 80G, for the check that a child's "
+                        "training fits (estimated before anything is written); 0: no check (default: this "
+                        "machine's GPU if nvidia-smi lists one, else its free memory)")
     p.add_argument("--defer-decode", action="store_true",
                    help="do not decode your images now: the first worker does (for the whole fleet); "
                         "the folder's layout is still checked")
@@ -262,12 +267,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         plugins = _with_set_options(plugins, getattr(args, "plugin_settings", None) or ())
         # None: the space's rule (the 2019 paper trains every nasnet child from scratch)
         inherit = False if args.no_inherit else (base.inherit_weights if args.config else None)
-        return replace(
+        config = replace(
             base, dataset=str(spec), population_size=pop, selection=selection,
             search_space=search_space, train=train, bounds=bounds,
             data=data, plugins=plugins, inherit_weights=inherit,
             keep_best=given("keep_best", base.keep_best), seed=given("seed", base.seed),
         )
+        return _with_space_size_cap(config)
     except ConfigError as exc:
         where = _where(exc.field, given_args, args)
         raise UserError(f"{where}: {exc}" if where else str(exc)) from None
@@ -275,6 +281,15 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         field = str(exc).split(" ", 1)[0]
         where = _where(field if field in OPTION_OF_FIELD else None, given_args, args)
         raise UserError(f"{where}: {exc}" if where else str(exc)) from None
+
+
+def _with_space_size_cap(config: RunConfig) -> RunConfig:
+    """A user dataset's automatic image size capped where the run's search space says
+    (:meth:`evo.spaces.SearchSpace.auto_image_size_cap`), unless the config file set a cap."""
+    if not config.dataset_spec.is_user or config.data.auto_size_cap != DataSettings().auto_size_cap:
+        return config
+    cap = make_space(config).auto_image_size_cap()
+    return replace(config, data=replace(config.data, auto_size_cap=cap))
 
 
 def _with_set_options(plugins: dict[str, Any], items: Any) -> dict[str, Any]:
@@ -321,10 +336,12 @@ def _check_location(url: str) -> None:
 
 
 def init_run(url: str, config: RunConfig, *, force_new_config: bool = False,
-             decode: bool = True) -> tuple[RunConfig, bool]:
+             decode: bool = True, device_memory: int | None = None) -> tuple[RunConfig, bool]:
     """Write ``config`` to the store unless it holds one. Returns (config in force, created).
 
-    Before writing, the dataset's files are checked (and, with ``decode``, a user dataset
+    Before writing, the dataset's files are checked, and for a user dataset that training a
+    child fits the device's memory (``device_memory``: bytes, None: this machine's device, 0:
+    no check; :func:`launch.commands.init_data.check_memory`) (and, with ``decode``, a user dataset
     is decoded into the store's ``data/`` and summarised: the workers then load it) and a
     directory holding individuals without a config.json is refused (unless
     ``force_new_config``): no config is written when any check fails. Refuses (UserError)
@@ -341,7 +358,7 @@ def init_run(url: str, config: RunConfig, *, force_new_config: bool = False,
             if store.population.has_individuals() and not force_new_config:
                 raise UserError(f"{url} holds individuals but no config.json (deleted?); writing a new one "
                                 "would change the run under them: use --force-new-config if you mean it")
-            check_data(config)
+            check_data(config, device_memory)
             if decode:
                 decode_data(store, config)
             if store.runinfo.init_config(config.to_json()):
@@ -403,7 +420,7 @@ def check_run_options(args: argparse.Namespace) -> None:
     _check_location(args.url)
     config = config_from_args(args)
     if has_config_options(args):
-        check_data(config)
+        check_data(config, getattr(args, "device_memory", None))
 
 
 def ensure_run(url: str, args: argparse.Namespace) -> None:
@@ -420,7 +437,8 @@ def ensure_run(url: str, args: argparse.Namespace) -> None:
         raise UserError(f"{exc.filename or url}: {exc.strerror or exc}") from None
     if not exists or has_config_options(args):
         config, created = init_run(url, config_from_args(args), force_new_config=args.force_new_config,
-                                   decode=not getattr(args, "defer_decode", False))
+                                   decode=not getattr(args, "defer_decode", False),
+                                   device_memory=getattr(args, "device_memory", None))
         if created:
             print(f"initialised {url}: dataset={config.dataset} P={config.population_size} "
                   f"selection={config.selection} steps/child={config.train.steps}", flush=True)
@@ -430,9 +448,10 @@ def initialise(args: argparse.Namespace) -> tuple[RunConfig, bool]:
     """`evo init`'s work (and ``evo.init``'s) for parsed options: the config in force and
     whether it was written now. A store already holding this config is left as it is, but a
     user dataset's decode that failed or was deferred before is done now (unless
-    ``--defer-decode``); UserError for bad options or a different stored config."""
+    ``--defer-decode``); UserError for bad options (a child that would not fit the device's
+    memory included) or a different stored config."""
     config, created = init_run(args.url, config_from_args(args), force_new_config=args.force_new_config,
-                               decode=not args.defer_decode)
+                               decode=not args.defer_decode, device_memory=args.device_memory)
     if not created and not args.defer_decode:
         from storage import open_store
         decode_data(open_store(args.url), config)
