@@ -34,33 +34,38 @@ class UntrustedJSONError(ValueError):
     """Untrusted bytes that are not bounded, strict JSON; the message is the one-line reason."""
 
 
-# A JSON string (with escapes) or one bracket: strings are skipped so brackets inside them
-# do not count. On malformed input (an unterminated string) the scan may miscount, which is
-# harmless: the decoder then refuses the text.
-_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
-_OPEN = frozenset(b"[{")
+# A JSON string with its escapes (the unrolled form: no backtracking per character).
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_ONE_KIND = bytes.maketrans(b"{}", b"[]")
+
+
+def _outside_strings(raw: bytes) -> bytes:
+    """``raw`` without its JSON strings (so brackets inside them do not count). On malformed
+    input (an unterminated string) the result may be off, which is harmless: the decoder
+    then refuses the text."""
+    if b"\\" not in raw:      # no escapes: every quote opens or closes a string
+        return b"".join(raw.split(b'"')[::2])
+    return _STRING.sub(b"", raw)
 
 
 def nesting_depth(raw: bytes, limit: int = MAX_DEPTH) -> int:
-    """The nesting depth of ``[``/``{`` in JSON bytes when it is over ``limit`` (then the
-    scan stops at ``limit + 1``); otherwise some number no larger than ``limit``. Linear,
-    no recursion."""
-    if raw.count(b"[") + raw.count(b"{") <= limit:   # most records: nothing to scan
-        return min(limit, raw.count(b"[") + raw.count(b"{"))
-    depth = deepest = 0
-    for match in _TOKEN.finditer(raw):
-        c = raw[match.start()]
-        if c == 0x22:          # a string
-            continue
-        if c in _OPEN:
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > limit:
-                    return deepest
-        else:
-            depth -= 1
-    return deepest
+    """The nesting depth of ``[``/``{`` in JSON bytes when it is over ``limit`` (then
+    ``limit + 1``); otherwise some number no larger than ``limit``. Linear in C-level passes
+    (strings removed, brackets kept, innermost pairs removed once per level), no recursion
+    and no Python step per character."""
+    opened = raw.count(b"[") + raw.count(b"{")
+    if opened <= limit:          # most records: nothing to scan
+        return opened
+    brackets = _outside_strings(raw).translate(_ONE_KIND, _NOT_BRACKETS)
+    for level in range(limit + 1):
+        if not brackets:
+            return level
+        shorter = brackets.replace(b"[]", b"")
+        if len(shorter) == len(brackets):
+            return 0             # unbalanced: not JSON, which the decoder will say
+        brackets = shorter
+    return limit + 1             # limit + 1 levels removed: at least that deep
 
 
 def _float(text: str) -> float:

@@ -72,3 +72,19 @@ def test_never_raises_anything_else_on_random_bytes():
             parse_json(raw, "x")
         except UntrustedJSONError as exc:
             assert "\n" not in str(exc)
+
+
+def test_depth_is_measured_outside_strings_with_and_without_escapes():
+    for text in ('{"a": "[[[[\\\\"}', '{"a": "\\"[[[[\\"", "b": [[1]]}', '{"plain": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}'):
+        raw = text.encode()
+        assert parse_json(raw, "x") == json.loads(raw)
+    deep = b'{"s": "\\\\\\"]]]", "v": ' + b"[" * 40 + b"]" * 40 + b"}"
+    assert nesting_depth(deep) == MAX_DEPTH + 1
+    many = b"[" + b",".join([b"[[1]]"] * 100) + b"]"            # 300 brackets, 3 deep
+    assert nesting_depth(many) <= MAX_DEPTH and parse_json(many, "x") == json.loads(many)
+
+
+def test_unbalanced_brackets_are_a_syntax_error_not_a_depth():
+    with pytest.raises(UntrustedJSONError, match="not valid JSON") as info:
+        parse_json(b"[" * 20 + b"]" * 40, "x")
+    assert "nested deeper" not in str(info.value)
