@@ -161,8 +161,7 @@ def _in_process_run(config: Any, shares: list[int], table: str, scheme: Scheme, 
     from dna.nasbench201 import nb201_from_dict
     from evo.search.assemble import run_worker
     from evo.search.worker import WorkerOptions
-    from storage import open_store
-    from storage.memory import drop_memory_store
+    from storage import drop_memory_store, open_store
 
     name = f"nb201-{uuid.uuid4().hex}"
     url = f"memory://{name}"
