@@ -22,7 +22,7 @@ from evo.spaces import make_space
 from evo.strategies import Proposal, Published, make_strategy
 from evo.strategies.controllers import adam_ascent
 from evo.strategies.controller_settings import ControllerSettings
-from evo.strategies.policy_state import parse_policy
+from evo.strategies.policy_state import PolicyError, parse_policy
 from helpers_store import REPO
 from storage import open_store
 from test_learned_strategy import setup_run, worker_on
@@ -243,3 +243,43 @@ def test_racing_processes_one_killed_learn_from_each_child_once(tmp_path):
     lost = set(records) - taken
     assert len(lost) == 1   # the killed worker's last child: published, its update never created
     assert len(check_learned_once(store, strategy, B, lost)) >= 5
+
+
+@pytest.mark.parametrize("mangle,message", [
+    (lambda p: p["pending"][0].update(choices=[99] * 6), "choices"),
+    (lambda p: p["pending"][0].update(choices=[0] * 5), "choices"),
+    (lambda p: p["pending"][0].update(logp=1.5), "logp"),
+    (lambda p: p["pending"][0].update(logp="-1"), "logp"),
+    (lambda p: p["pending"][0].update(sampled=10**6), "sampled"),
+    (lambda p: p["pending"][0].update(advantage=1e30), "advantage"),
+    (lambda p: p["pending"][0].update(extra=1), "pending children must be objects"),
+    (lambda p: p.update(pending=p["pending"] * 300), "pending must be a list"),
+    (lambda p: p.update(pending={}), "pending must be a list"),
+])
+def test_a_version_with_a_hostile_pending_list_is_unusable(mangle, message):
+    config, store, space = setup_run("rl", P=4, batch_size=5, keep_versions=1000, hidden_size=16)
+    worker = worker_on(config, store, space, 0)
+    for _ in range(7):
+        worker.step()
+    strategy = worker.strategy
+    head, _ = strategy.latest()
+    assert head.pending
+    raw = json.loads(head.to_bytes())
+    mangle(raw)
+    with pytest.raises(PolicyError, match=message):
+        parse_policy(json.dumps(raw).encode(), strategy=strategy.name, decisions=strategy.space.decisions,
+                     shapes=strategy.shapes, version=head.version)
+
+
+def test_a_version_written_before_minibatches_still_reads():
+    config, store, space = setup_run("rl", P=4, keep_versions=1000, hidden_size=16)
+    worker = worker_on(config, store, space, 0)
+    for _ in range(6):
+        worker.step()
+    strategy = worker.strategy
+    head, _ = strategy.latest()
+    raw = json.loads(head.to_bytes())
+    del raw["pending"]
+    old = parse_policy(json.dumps(raw).encode(), strategy=strategy.name, decisions=strategy.space.decisions,
+                       shapes=strategy.shapes, version=head.version)
+    assert old.pending == () and old.updates == head.updates
