@@ -14,11 +14,21 @@ seeds, drawn at random, so the search sees noisy fitness as in reality). Schemes
   ``--ea_population 10``, and its usage line ``R-EA.sh cifar10 3 -1`` gives the sample size 3);
 - ``aging-p100``: aging evolution with Real et al. 2019's P=100, S=25;
 - ``rl-ppo``: the NASNet paper's RL controller (``--selection rl``: an LSTM trained with PPO,
-  its appendix A.2 settings), P=10 (the population only holds the best; the first 10 cells
-  are random, as the untrained controller's nearly uniform samples would be);
+  its appendix A.2/A.3 settings, minibatches of 20 children), P=10 (the population only
+  holds the best; the first 10 cells are random, as the untrained controller's nearly
+  uniform samples would be);
+- ``rl-ppo-1w``: the same with one worker (sequential: every child sampled by the newest
+  policy), the control for whether asynchrony is what keeps the controller from learning;
 - ``reinforce``: NAS-Bench-201's REINFORCE baseline (``--selection reinforce``: independent
   softmaxes, its learning rate 0.01 and baseline momentum 0.9), P=10 likewise;
 - ``random``: random search (every child a fresh uniform cell).
+
+``--mode long`` asks whether the controllers learn at all: 1,000 cells per run (about 9x the
+benchmark's budget), 30 seeds, CIFAR-10, aging-rea, rl-ppo, reinforce and random, with the
+two workers of a run as threads of one process on a ``memory://`` store (real workers, each
+its own store handle, strategy and random stream; at 110 cells this agrees with the real
+processes' runs: ``bench/results/nb201-110-in-process``). Finished runs are appended to
+``search-nasbench201-{mode}-runs.jsonl`` and skipped when the command runs again.
 
 All start from random cells (as the benchmark's REA does) and evaluate the same number of
 cells. A run's result is its best-by-validation cell (highest fitness the search saw, ties to
@@ -62,8 +72,8 @@ SCHEMES = (
     Scheme("pairwise", "pairwise", 10, 2, "Real et al. 2017 (tournament of two), P=10"),
     Scheme("aging-rea", "aging", 10, 3, "NAS-Bench-201's REA baseline: P=10, S=3"),
     Scheme("aging-p100", "aging", 100, 25, "Real et al. 2019: P=100, S=25"),
-    Scheme("rl-ppo", "rl", 10, 2, "NASNet's RL controller (appendix A.2): LSTM of 100 units, PPO, lr 0.00035, "
-           "entropy 1e-5, baseline EMA 0.95"),
+    Scheme("rl-ppo", "rl", 10, 2, "NASNet's RL controller (appendix A.2/A.3): LSTM of 100 units, PPO, lr 0.00035, "
+           "entropy 1e-5, baseline EMA 0.95 of previous rewards, minibatches of 20"),
     Scheme("reinforce", "reinforce", 10, 2, "NAS-Bench-201's REINFORCE: independent softmaxes, Adam lr 0.01, "
            "baseline EMA 0.9"),
     Scheme("random", "random", 10, 2, "random search"),
