@@ -289,7 +289,8 @@ def _given(value: float | None, default: float) -> float:
 
 @register_strategy
 class Ppo(LearnedStrategy):
-    """The NASNet paper's RL controller: an LSTM trained with PPO on minibatches of 20."""
+    """The NASNet paper's RL controller (an LSTM trained with PPO on minibatches of 20) over
+    the run's space: in nasnet, the 2019 paper's RL-baseline space, not NASNet's own."""
 
     name = "rl"
     default_batch = 20
