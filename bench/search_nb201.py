@@ -66,6 +66,7 @@ class Scheme:
     tournament_size: int
     source: str
     workers: int | None = None   # None: the run's workers; 1: the sequential control
+    controller: tuple[tuple[str, Any], ...] = ()   # controller settings other than the strategy's defaults
 
 
 SCHEMES = (
@@ -79,6 +80,9 @@ SCHEMES = (
     Scheme("random", "random", 10, 2, "random search"),
     Scheme("rl-ppo-1w", "rl", 10, 2, "the same RL controller with one worker: sequential, every child on-policy "
            "(the control for asynchrony)", workers=1),
+    Scheme("rl-ppo-b1", "rl", 10, 2, "the same RL controller updated after every child (batch 1): 1,000 cells make "
+           "1,000 updates, as many as the paper's 20,000 children in minibatches of 20 (the control for the "
+           "number of updates)", controller=(("batch_size", 1),)),
 )
 DEFAULT_SCHEMES = ("pairwise", "aging-rea", "aging-p100", "rl-ppo", "reinforce", "random")
 
@@ -127,13 +131,16 @@ def one_run(settings: Nb201Settings, table: str, scheme: Scheme, seed: int) -> d
     from dna.nasbench201 import nb201_from_dict
     from evo.config import RunConfig
     from evo.train.tabular import TabularSettings
+    from evo.strategies.controller_settings import ControllerSettings
     from evo.strategies.evolution import AgingSettings
     from storage import open_store
 
+    plugins = {"aging": AgingSettings(tournament_size=scheme.tournament_size),
+               "tabular": TabularSettings(time_scale=settings.time_scale)}
+    if scheme.controller:
+        plugins["controller"] = ControllerSettings(**dict(scheme.controller))
     config = RunConfig(dataset=table, search_space="nasbench201", selection=scheme.selection,
-                       population_size=scheme.population_size,
-                       seed=seed, plugins={"aging": AgingSettings(tournament_size=scheme.tournament_size),
-                                           "tabular": TabularSettings(time_scale=settings.time_scale)})
+                       population_size=scheme.population_size, seed=seed, plugins=plugins)
     workers = scheme.workers or settings.workers
     shares = [settings.cells // workers + (i < settings.cells % workers) for i in range(workers)]
     if settings.in_process:
@@ -285,7 +292,8 @@ def plot(summary: dict[str, Any], settings: Nb201Settings, schemes: tuple[Scheme
 
     fig, axes = plt.subplots(1, len(settings.tables), figsize=(6.5 * len(settings.tables), 4.5), squeeze=False)
     colors = {"pairwise": "tab:blue", "aging-rea": "tab:green", "aging-p100": "tab:olive", "rl-ppo": "tab:purple",
-              "reinforce": "tab:orange", "random": "tab:red", "rl-ppo-1w": "tab:pink"}
+              "reinforce": "tab:orange", "random": "tab:red", "rl-ppo-1w": "tab:pink",
+              "rl-ppo-b1": "tab:brown"}
     for ax, table_name in zip(axes[0], settings.tables):
         entry = summary[table_name]
         lows = []
@@ -444,7 +452,7 @@ def report(runs: list[dict[str, Any]], settings: Nb201Settings, schemes: tuple[S
         rnd = entry["schemes"]["random"]
         versus = []
         for label, key in (("aging (REA)", "aging-rea"), ("RL (PPO)", "rl-ppo"), ("REINFORCE", "reinforce"),
-                           ("RL (PPO), one worker", "rl-ppo-1w")):
+                           ("RL (PPO), one worker", "rl-ppo-1w"), ("RL (PPO), batch 1", "rl-ppo-b1")):
             if key not in entry["schemes"]:
                 continue
             e = entry["schemes"][key]
