@@ -268,6 +268,11 @@ def summarise(runs: list[dict[str, Any]], settings: Nb201Settings, schemes: tupl
                                                and r["scheme"] == scheme.name),
                  "seconds_per_run": _mean_sd([r["seconds"] for r in runs
                                               if r["table"] == table_name and r["scheme"] == scheme.name])}
+            window = max(10, settings.cells // 20)
+            seen = [[f for _, f in r["cells"]] for r in runs if r["table"] == table_name and r["scheme"] == scheme.name]
+            e["sampled_window"] = window
+            e["sampled_mean"] = [statistics.fmean(statistics.fmean(f[i:i + window]) for f in seen)
+                                 for i in range(0, settings.cells - window + 1, window)]
             entry["schemes"][scheme.name] = e
         rand = entry["schemes"]["random"]["final_mean_val_acc_seeds"]
         for scheme in schemes:
@@ -290,7 +295,7 @@ def plot(summary: dict[str, Any], settings: Nb201Settings, schemes: tuple[Scheme
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(settings.tables), figsize=(6.5 * len(settings.tables), 4.5), squeeze=False)
+    fig, axes = plt.subplots(2, len(settings.tables), figsize=(6.5 * len(settings.tables), 8.5), squeeze=False)
     colors = {"pairwise": "tab:blue", "aging-rea": "tab:green", "aging-p100": "tab:olive", "rl-ppo": "tab:purple",
               "reinforce": "tab:orange", "random": "tab:red", "rl-ppo-1w": "tab:pink",
               "rl-ppo-b1": "tab:brown"}
@@ -312,6 +317,17 @@ def plot(summary: dict[str, Any], settings: Nb201Settings, schemes: tuple[Scheme
         ax.set_ylabel("validation accuracy (%) of the best cell so far")
         ax.set_title(f"NAS-Bench-201 {table_name[6:]}: {len(settings.seeds)} seeds, {settings.workers} "
                      f"async workers per run{' (threads)' if settings.in_process else ''} (mean ± sd)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    for ax, table_name in zip(axes[1], settings.tables):   # what each strategy samples: does it learn?
+        for scheme in schemes:
+            e = summary[table_name]["schemes"][scheme.name]
+            w = e["sampled_window"]
+            ax.plot([w * (i + 1) for i in range(len(e["sampled_mean"]))], [100 * m for m in e["sampled_mean"]],
+                    marker=".", color=colors.get(scheme.name), label=scheme.name)
+        ax.set_xlabel("cells evaluated")
+        ax.set_ylabel(f"mean fitness seen of the last {w} cells (%)")
+        ax.set_title("the cells each strategy evaluates (mean over seeds): a learning controller's rise", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
@@ -449,6 +465,15 @@ def report(runs: list[dict[str, Any]], settings: Nb201Settings, schemes: tuple[S
                      f"{100 * entry['table_best_mean_val_acc']:.2f}% mean validation accuracy\n\n" + markdown_table(
                          ["scheme", "P/S", f"mean val acc (%) after {settings.cells} cells", "regret (%)",
                           "found the best", "vs random, paired: diff (wins/ties/losses), p", "s per run"], rows))
+        w = entry["schemes"]["random"]["sampled_window"]
+        marks = list(range(0, len(entry["schemes"]["random"]["sampled_mean"]),
+                           max(1, len(entry["schemes"]["random"]["sampled_mean"]) // 5)))
+        parts.append(f"Mean fitness seen (validation accuracy of one seed, %) of the cells each scheme evaluated, "
+                     f"in windows of {w} cells, mean over seeds (a controller that learns samples better cells as "
+                     "it goes; random search's stays flat):\n\n" + markdown_table(
+                         ["scheme"] + [f"cells {w * i + 1}-{w * (i + 1)}" for i in marks] + ["last window"],
+                         [(sc.name, *[f"{100 * entry['schemes'][sc.name]['sampled_mean'][i]:.2f}" for i in marks],
+                           f"{100 * entry['schemes'][sc.name]['sampled_mean'][-1]:.2f}") for sc in schemes]))
         rnd = entry["schemes"]["random"]
         versus = []
         for label, key in (("aging (REA)", "aging-rea"), ("RL (PPO)", "rl-ppo"), ("REINFORCE", "reinforce"),
