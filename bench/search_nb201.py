@@ -268,7 +268,7 @@ def summarise(runs: list[dict[str, Any]], settings: Nb201Settings, schemes: tupl
                                                and r["scheme"] == scheme.name),
                  "seconds_per_run": _mean_sd([r["seconds"] for r in runs
                                               if r["table"] == table_name and r["scheme"] == scheme.name])}
-            window = max(10, settings.cells // 20)
+            window = min(settings.cells, max(10, settings.cells // 20))
             seen = [[f for _, f in r["cells"]] for r in runs if r["table"] == table_name and r["scheme"] == scheme.name]
             e["sampled_window"] = window
             e["sampled_mean"] = [statistics.fmean(statistics.fmean(f[i:i + window]) for f in seen)
@@ -368,6 +368,8 @@ def run(mode: str = "small", out_dir: str | Path = "bench/results", *, seeds: in
     if in_process is not None:
         changes["in_process"] = in_process
     settings = replace(settings, **changes)
+    if len(settings.seeds) < 2 and not report_only:
+        raise BenchError("--seeds must be at least 2 (the comparison is paired over seeds)")
     if settings.workers < 1 or settings.cells < 4 * settings.workers:
         raise BenchError(f"--individuals ({settings.cells}) must be at least 4 per worker ({settings.workers} workers)")
     for t in settings.tables:
@@ -406,7 +408,8 @@ def run(mode: str = "small", out_dir: str | Path = "bench/results", *, seeds: in
         raise BenchError(f"{runs_file}: fewer than 2 seeds finished by every scheme (the comparison is paired)")
     settings = replace(settings, seeds=complete)
     runs = [done[(t, s.name, seed)] for t in settings.tables for seed in complete for s in chosen]
-    return report(runs, settings, chosen, mode, out_dir, runs_file=runs_file.name)
+    # the long runs' cells stay in the runs file only (megabytes); the other modes' in the JSON too
+    return report(runs, settings, chosen, mode, out_dir, runs_file=runs_file.name if mode == "long" else None)
 
 
 def _read_runs(path: Path, cells: int) -> dict[tuple[str, str, int], dict[str, Any]]:
