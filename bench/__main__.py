@@ -35,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, help_text: str, device_default: str = "auto") -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--mode", choices=("small", "full"), default="small",
-                       help="small: CI-sized, runs on a CPU in seconds; full: the numbers the README quotes")
+        p.add_argument("--mode", choices=("small", "full", "long"), default="small",
+                       help="small: CI-sized, runs on a CPU in seconds; full: the numbers the README quotes; "
+                            "long: search --space nasbench201 only, 1,000 cells per run")
         p.add_argument("--device", default=device_default,
                        help=f"cpu | cuda | cuda:N | auto (CUDA when available) (default {device_default})")
         p.add_argument("--out", default=str(DEFAULT_OUT), help="results folder (default bench/results)")
@@ -83,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="nasbench201: worker processes per run (full: 3)")
     p.add_argument("--tables", type=_names, help="nasbench201: comma-separated of cifar10,cifar100,imagenet16 "
                                                  "(full: cifar10,cifar100)")
+    p.add_argument("--schemes", type=_names, help="nasbench201: comma-separated schemes, random among them (full: "
+                                                  "pairwise,aging-rea,aging-p100,rl-ppo,reinforce,random; long: "
+                                                  "aging-rea,rl-ppo,reinforce,random; also rl-ppo-1w, the "
+                                                  "one-worker control)")
+    p.add_argument("--first-seed", type=int, default=0, help="nasbench201: seeds from this one (split a run over "
+                                                                "processes; finished runs are kept and skipped)")
+    p.add_argument("--in-process", action=argparse.BooleanOptionalAction, default=None,
+                   help="nasbench201: workers as threads on a memory:// store (long: on; else real processes)")
+    p.add_argument("--report-only", action="store_true", help="nasbench201: report the finished runs, run nothing")
 
     p = add("storage", "the store's individuals/s against worker count, zero training time", "cpu")
     p.add_argument("--backend", default="local", help="store backend to measure (default local)")
@@ -222,9 +232,13 @@ def dispatch(args: argparse.Namespace) -> dict | None:
             if args.steps is not None or args.population_size is not None:
                 raise BenchError("--steps and -P do not apply to --space nasbench201 (tabular; each scheme has its P)")
             return search_nb201.run(args.mode, args.out, seeds=args.seeds, cells=args.individuals,
-                                    workers=args.workers, tables=args.tables)
-        if args.workers is not None or args.tables is not None:
-            raise BenchError("--workers and --tables apply only to --space nasbench201")
+                                    workers=args.workers, tables=args.tables, schemes=args.schemes,
+                                    first_seed=args.first_seed, in_process=args.in_process,
+                                    report_only=args.report_only)
+        if args.workers is not None or args.tables is not None or args.schemes is not None or args.first_seed \
+                or args.in_process is not None or args.report_only:
+            raise BenchError("--workers, --tables, --schemes, --first-seed, --in-process and --report-only apply "
+                             "only to --space nasbench201")
         from . import search
         return search.run(args.mode, device, args.out, seeds=args.seeds, individuals=args.individuals,
                           steps=args.steps, population_size=args.population_size, search_space=args.search_space)

@@ -35,7 +35,7 @@ from .crash import CrashAt, FaultHook, crash_hook
 from .datacache import DataState, check_data_key, manifest_problem, time_problem
 from .facets import DataCacheFacet, HistoryFacet, PolicyFacet, PopulationFacet, RetrainFacet, RunInfoFacet
 from .local import LocalBackend
-from .memory import MemoryBackend
+from .memory import MemoryBackend, drop_memory_store
 from .history import Census
 from .store import PopulationStore
 from .policy import policy_key
@@ -59,7 +59,8 @@ __all__ = [
     # final trainings (evo retrain)
     "Claim", "RetrainState", "is_retrain_id",
     # backends (a store is built over one)
-    "Backend", "Entry", "LocalBackend", "MemoryBackend", "UnreadableEntry", "TEMP_PREFIX",
+    "Backend", "Entry", "LocalBackend", "MemoryBackend", "drop_memory_store", "UnreadableEntry",
+    "TEMP_PREFIX",
     # fault injection (tests, and the hidden ``evo worker --crash-at``)
     "FaultHook", "CrashAt", "crash_hook", "CRASH_POINTS",
 ]

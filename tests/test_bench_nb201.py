@@ -64,7 +64,7 @@ def test_small_mode_end_to_end(tmp_path, capsys):
     assert (tmp_path / "search-nasbench201-small-cpu.png").stat().st_size > 1000
     assert doc["summary"] in (tmp_path / "search-nasbench201-small-cpu.md").read_text()
     runs, summary = doc["results"]["runs"], doc["results"]["summary"]["nb201-cifar10"]
-    names = [s.name for s in nb.SCHEMES]
+    names = list(nb.MODES["small"].schemes)
     assert sorted((r["scheme"], r["seed"]) for r in runs) == sorted((n, s) for n in names for s in (0, 1))
     table = tables.load_table("nb201-cifar10")
     key, best = table.best()
@@ -87,3 +87,17 @@ def test_small_mode_end_to_end(tmp_path, capsys):
             assert 0 <= e["vs_random"]["sign_test_p"] <= 1 and not math.isnan(e["vs_random"]["mean_diff"])
     random_runs = [r for r in runs if r["scheme"] == "random"]
     assert len({tuple(r["cells"]) for r in random_runs}) == 2
+
+
+def test_in_process_runs_are_kept_in_the_runs_file_and_not_run_again(tmp_path):
+    first = nb.run("small", tmp_path, seeds=2, cells=8, schemes=("random", "rl-ppo-1w"), in_process=True)
+    runs_file = tmp_path / "search-nasbench201-small-runs.jsonl"
+    lines = runs_file.read_text().splitlines()
+    assert sorted((json.loads(x)["scheme"], json.loads(x)["seed"]) for x in lines) == \
+        [("random", 0), ("random", 1), ("rl-ppo-1w", 0), ("rl-ppo-1w", 1)]
+    again = nb.run("small", tmp_path, seeds=2, cells=8, schemes=("random", "rl-ppo-1w"), in_process=True)
+    assert runs_file.read_text().splitlines() == lines   # nothing ran again
+    assert again["results"]["summary"] == first["results"]["summary"]
+    more = nb.run("small", tmp_path, seeds=1, first_seed=2, cells=8, schemes=("random", "rl-ppo-1w"),
+                  in_process=True, report_only=True)
+    assert more["settings"]["seeds"] == [0, 1]   # report-only: the seeds every scheme finished

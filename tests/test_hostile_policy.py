@@ -77,7 +77,7 @@ def plant_symlink(store, root: Path | None, head) -> str:
 
 def setup_run(url: str, selection: str = "rl"):
     config = RunConfig(dataset="synthetic", search_space="nasbench201", population_size=4, selection=selection,
-                       plugins={"controller": ControllerSettings(hidden_size=16)})
+                       plugins={"controller": ControllerSettings(hidden_size=16, batch_size=1)})
     store = storage.open_store(url)
     store.runinfo.init_config(config.to_json())
     space = make_space(config)

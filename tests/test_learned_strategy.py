@@ -54,7 +54,8 @@ def read_versions(store, strategy):
 
 
 @pytest.mark.parametrize("selection,settings", [("reinforce", {"learning_rate": 0.05}),
-                                                ("rl", {"learning_rate": 0.005, "hidden_size": 32})])
+                                                ("rl", {"learning_rate": 0.005, "hidden_size": 32, "batch_size": 1}),
+                                                ("rl", {"learning_rate": 0.01, "hidden_size": 32, "batch_size": 5})])
 def test_the_controller_learns_the_landscape(selection, settings, steps=150):
     config, store, space = setup_run(selection, **settings)
     worker = worker_on(config, store, space, 0)

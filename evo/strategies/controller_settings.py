@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from evo.config_checks import ConfigError, require_int, require_number
 from evo.registry import RunView
+from evo.strategies.policy_state import MAX_BATCH
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,10 @@ class ControllerSettings:
     rate 0.00035, entropy weight 1e-5, baseline decay 0.95; ``reinforce`` (NAS-Bench-201's
     baseline) 0.01, 0, 0.9. ``hidden_size``: the LSTM's units (rl). ``ppo_clip`` and
     ``ppo_epochs``: PPO's clipping range and gradient steps per update (rl).
-    ``keep_versions``: how many of the newest policy versions stay in the store."""
+    ``keep_versions``: how many of the newest policy versions stay in the store.
+    ``batch_size``: children per controller update (B); null takes the strategy's: ``rl`` 20
+    (the NASNet paper, appendix A.3: "minibatches of 20 architectures"), ``reinforce`` 1 (its
+    reference updates after every child)."""
 
     learning_rate: float | None = field(default=None, metadata={"help": "(0, 1]; null: the strategy's"})
     entropy_weight: float | None = field(default=None, metadata={"help": "0..1; null: the strategy's"})
@@ -26,6 +30,8 @@ class ControllerSettings:
     ppo_clip: float = field(default=0.2, metadata={"help": "(0, 1]"})
     ppo_epochs: int = field(default=1, metadata={"help": "1..100"})
     keep_versions: int = field(default=8, metadata={"help": "2..1000"})
+    batch_size: int | None = field(default=None, metadata={
+        "help": f"children per update, 1..{MAX_BATCH}; null: the strategy's (rl 20, reinforce 1)", "omit_default": True})
 
     written_always: ClassVar[bool] = True   # config.json has always carried this block
 
@@ -40,6 +46,8 @@ class ControllerSettings:
         require_number("controller.ppo_clip", self.ppo_clip, 0, 1, low_open=True)
         require_int("controller.ppo_epochs", self.ppo_epochs, 1, 100)
         require_int("controller.keep_versions", self.keep_versions, 2, 1000)
+        if self.batch_size is not None:
+            require_int("controller.batch_size", self.batch_size, 1, MAX_BATCH)
 
     def check_run(self, run: RunView) -> None:
         if not run.uses("controller") and self != ControllerSettings():

@@ -1,26 +1,50 @@
 """Learned strategies: a controller samples each child's architecture, and learns from the
-child's fitness (its reward), with the policy kept in the store as versioned state.
+children's fitness (their rewards), with the policy kept in the store as versioned state.
 
-- ``rl``: the NASNet paper's controller (Zoph et al. 2018, appendix A.2): a one-layer LSTM
-  of 100 units, one softmax per decision, trained with PPO (learning rate 0.00035, entropy
-  weight 1e-5, a reward baseline that is an exponential moving average with decay 0.95,
-  weights initialised uniformly in [-0.1, 0.1]). Adam, PPO's clipping range 0.2 and one
-  gradient step per update are this implementation's choices (the paper does not give them).
+- ``rl``: the controller of the NASNet paper (Zoph et al. 2018, appendix A.2/A.3) as Real
+  et al. 2019 use it for their RL baseline: a one-layer LSTM of 100 units, one softmax per
+  decision, trained with PPO (learning rate 0.00035, entropy weight 1e-5, a reward baseline
+  that is an exponential moving average of previous rewards with decay 0.95, weights
+  initialised uniformly in [-0.1, 0.1]), updated from minibatches of 20 children (A.3). It
+  searches the run's search space, e.g. the 2019 paper's NASNet-style space (40 decisions
+  over 8 ops), not NASNet's own (5 steps per block: 50 decisions over 13 ops). Adam, PPO's
+  clipping range 0.2 and one gradient step per update are this implementation's choices
+  (the paper does not give them).
 - ``reinforce``: REINFORCE over one independent softmax per decision, as NAS-Bench-201's
   baseline (D-X-Y/AutoDL-Projects ``exps/NATS-algos/reinforce.py``: Adam, learning rate
   0.01 in its usage lines, baseline an unbiased moving average with momentum 0.9, logits
-  initialised at 1e-3 times a standard normal).
+  initialised at 1e-3 times a standard normal), one update per child as there.
+
+The baseline. A child's advantage is its reward less the moving average of the rewards
+taken in *before* it (the paper: "an exponential moving average of previous rewards"); only
+then is its reward folded in. Before the first reward the baseline is 0, so the first
+advantage is the first reward (as the reference controllers' baseline variables start at
+0). NAS-Bench-201's reference folds the current reward in first (its first advantage is 0);
+``reinforce`` takes the paper's order too.
 
 No coordinator. A worker proposes a child by sampling from the newest policy version it can
 read (the child's metrics record ``policy``, ``policy_version``, the choices and their
-log-probability). Once the child is published, the worker advances the policy by one
-update for that child, on top of the newest version, and creates the next version with
-create-if-absent; when another worker created that version first, it rebases onto it and
-tries again. Updates are asynchronous, as in the paper's distributed controller: a child
-sampled from version n may be learned from at version n + k; PPO's ratio against the
-sampling log-probability, clipped, is what makes that safe for ``rl``. A worker killed
-anywhere loses at most its own update; every version stays whole. The store keeps the
-newest ``controller.keep_versions`` versions.
+log-probability). Once the child is published, the worker takes it into the chain: on top
+of the newest version, it creates the next version with create-if-absent, holding the
+child's record (choices, sampling log-probability and version, advantage) among the
+version's ``pending`` children; the worker whose child is the B-th pending one
+(``controller.batch_size``) makes the update from exactly those B records instead, and its
+version holds none pending. When another worker created that version first, it rebases onto
+it and tries again. So each child is taken in by exactly one version of the chain (the
+create-if-absent of the next number decides every race), each is learned from exactly once,
+in the minibatch that its position in the chain puts it in, and the parameters change once
+per B children. A worker killed anywhere loses at most its own child's record; every
+version stays whole. The store keeps the newest ``controller.keep_versions`` versions.
+
+Stale samples. Updates are asynchronous, as in the paper's distributed controller: a child
+sampled from version n may be learned from at version n + k. For ``rl``, PPO's ratio to the
+sampling log-probability, clipped, is what makes that safe. For ``reinforce``, each child's
+gradient is weighted by the truncated importance weight min(1, p_now / p_sampled) (as
+V-trace truncates at 1): a child that the policy has since made more likely counts as
+on-policy, one it has made less likely counts less, and no child weighs more than an
+on-policy one, so the variance stays bounded. Weighting keeps every child, where skipping
+those older than a bound would throw evaluations away (each one a trained network; with W
+workers nearly every child is a few versions old).
 
 The population is kept at P like random search's: the less fit of a random pair dies, so
 the store holds the best architectures found.
@@ -44,7 +68,8 @@ from evo.strategies import Population, Proposal, Published, Strategy, register_s
 from evo.strategies.controllers import IndependentSoftmax, LstmController, adam_ascent
 from evo.strategies.policy_chain import clusters, first_number, next_number, reachable_above
 from evo.strategies.policy_state import (
-    MAX_PARAM, MAX_RECENT, MAX_VERSION_GAP, PolicyError, PolicyVersion, Update, check_bounds, new_id, parse_policy,
+    MAX_PARAM, MAX_RECENT, MAX_VERSION_GAP, PolicyError, PolicyVersion, Sample, Update, check_bounds, new_id,
+    parse_policy,
 )
 
 log = logging.getLogger("evo.strategies")
@@ -68,6 +93,7 @@ class LearnedStrategy(Strategy):
         self.entropy_weight = _given(settings.entropy_weight, self.defaults["entropy_weight"])
         self.baseline_decay = _given(settings.baseline_decay, self.defaults["baseline_decay"])
         self.keep_versions = settings.keep_versions
+        self.batch_size = settings.batch_size or self.default_batch
         self.model = self.make_model(space.decisions, settings)
         self.shapes = self.model.shapes()
         self._current: PolicyVersion | None = None
@@ -80,11 +106,21 @@ class LearnedStrategy(Strategy):
         raise NotImplementedError
 
     steps_per_update: int = 1
+    default_batch: int = 1
 
     def gradient(self, params: dict[str, np.ndarray], choices: tuple[int, ...], logp_sampled: float,
                  advantage: float) -> dict[str, np.ndarray]:
         """The ascent direction, at ``params``, of one gradient step from one child."""
         raise NotImplementedError
+
+    def batch_gradient(self, params: dict[str, np.ndarray], batch: tuple[Sample, ...]) -> dict[str, np.ndarray]:
+        """The ascent direction, at ``params``, of one gradient step from a minibatch: the
+        mean of its children's (each from its recorded choices and log-probability)."""
+        total: dict[str, np.ndarray] = {}
+        for sample in batch:
+            for k, g in self.gradient(params, sample.choices, sample.logp, sample.advantage).items():
+                total[k] = total[k] + g if k in total else g
+        return {k: g / len(batch) for k, g in total.items()}
 
     # ----- Strategy -----
     def propose(self, population: Population, rng: np.random.Generator) -> Proposal:
@@ -223,20 +259,27 @@ class LearnedStrategy(Strategy):
 
     def updated(self, base: PolicyVersion, choices: tuple[int, ...], logp_sampled: float, sampled: int,
                 reward: float, child: str, worker: str) -> PolicyVersion:
-        """``base`` advanced by one update from one child (the version number is the caller's)."""
+        """``base`` with one more child taken in (the version number is the caller's): its
+        advantage against the baseline of the rewards before it, then its reward folded into
+        the baseline; the child joins the pending ones, and when they are ``batch_size``, one
+        update (``steps_per_update`` gradient steps) is made from exactly them."""
+        baseline = base.baseline
+        advantage = reward - (0.0 if baseline is None else baseline)
         policy = base.with_baseline(reward, self.baseline_decay)
-        advantage = reward - policy.baseline
+        batch = policy.pending + (Sample(child, tuple(choices), logp_sampled, sampled, advantage),)
         params, moments, steps = policy.params, policy.moments, policy.steps
-        with np.errstate(all="ignore"):   # an overflow is caught by check_bounds before any create
-            for _ in range(self.steps_per_update):
-                steps += 1
-                grads = self.gradient(params, choices, logp_sampled, advantage)
-                params, moments = adam_ascent(params, moments, grads, steps, self.learning_rate)
-        # projected onto the bounds every reader requires (a non-finite value stays non-finite)
-        params = {k: np.clip(a, -MAX_PARAM, MAX_PARAM) for k, a in params.items()}
+        if len(batch) >= self.batch_size:
+            with np.errstate(all="ignore"):   # an overflow is caught by check_bounds before any create
+                for _ in range(self.steps_per_update):
+                    steps += 1
+                    grads = self.batch_gradient(params, batch)
+                    params, moments = adam_ascent(params, moments, grads, steps, self.learning_rate)
+            # projected onto the bounds every reader requires (a non-finite value stays non-finite)
+            params = {k: np.clip(a, -MAX_PARAM, MAX_PARAM) for k, a in params.items()}
+            batch = ()
         update = Update(child, reward, advantage, sampled, worker[:200] or "-", self.policy.now())
         return replace(policy, parent=base.version, id=new_id(), parent_id=base.id, params=params,
-                       moments=moments, steps=steps,
+                       moments=moments, steps=steps, pending=batch,
                        updates=policy.updates + 1, recent=(policy.recent + (update,))[-MAX_RECENT:])
 
 
@@ -246,9 +289,11 @@ def _given(value: float | None, default: float) -> float:
 
 @register_strategy
 class Ppo(LearnedStrategy):
-    """The NASNet paper's RL controller: an LSTM trained with PPO."""
+    """The NASNet paper's RL controller (an LSTM trained with PPO on minibatches of 20) over
+    the run's space: in nasnet, the 2019 paper's RL-baseline space, not NASNet's own."""
 
     name = "rl"
+    default_batch = 20
     defaults = {"learning_rate": 0.00035, "entropy_weight": 1e-5, "baseline_decay": 0.95}
 
     def make_model(self, decisions: tuple[int, ...], settings: Any) -> LstmController:
@@ -276,4 +321,8 @@ class Reinforce(LearnedStrategy):
         return IndependentSoftmax(decisions)
 
     def gradient(self, params, choices, logp_sampled, advantage):
-        return self.model.forward(params, choices).grad(advantage, self.entropy_weight)
+        # corrected for a child sampled by an older version: the truncated importance weight
+        # min(1, p_now / p_sampled) (see the module's docstring)
+        fwd = self.model.forward(params, choices)
+        weight = math.exp(min(fwd.logp - logp_sampled, 0.0))
+        return fwd.grad(weight * advantage, self.entropy_weight)

@@ -1,7 +1,9 @@
 """The format of a learned strategy's policy version: plain JSON, arrays as base64 float32.
 
 One version is everything a worker needs to sample from the policy and to advance it: the
-controller's parameters, the optimizer's moments (Adam's, so that updates made by different
+controller's parameters, the children taken in but not learned from yet (``pending``: each
+one's recorded choices, sampling log-probability and version, and its advantage; the update
+comes when the minibatch is full), the optimizer's moments (Adam's, so that updates made by different
 workers continue one optimization), the reward baseline, how many updates it holds, and the
 most recent updates (child, reward, advantage, the version that proposed it) for ``evo
 status`` and the consistency checks. It is read from a shared, untrusted store, so parsing
@@ -17,7 +19,9 @@ betas 0.9/0.999, so any update from a version in bounds moves each parameter by 
 denominator`` (so the baseline lies within the range fitness can have, ``storage``'s
 ``MAX_FITNESS``); rewards within ``MAX_REWARD``, advantages within twice that; ``parent``
 at most ``MAX_VERSION_GAP`` below the version (a writer skips at most that many taken
-numbers); ``updates <= version`` and ``steps <= 100 * updates`` (PPO's epochs are at most
+numbers); at most ``MAX_BATCH - 1`` pending children, each with one choice in range per
+decision, a log-probability in [-``MAX_LOGP``, 0] and a sampling version not above the
+version; ``updates <= version`` and ``steps <= 100 * updates`` (PPO's epochs are at most
 100); update times not more than ``MAX_FUTURE_SECONDS`` past the reader's clock.
 """
 
@@ -47,6 +51,8 @@ MOMENT_FLOOR = 1e-30
 MAX_REWARD = 1e9           # as storage.population.MAX_FITNESS: |fitness| < 1e9
 MAX_VERSION_GAP = 64       # a version is at most this many numbers above its parent
 MAX_STEPS_PER_UPDATE = 100   # controller.ppo_epochs is 1..100
+MAX_BATCH = 256            # controller.batch_size is 1..256: a version holds at most 255 pending children
+MAX_LOGP = 1e4             # -log-probability of a recorded sample (40 decisions of float32 softmaxes stay far below)
 MAX_FUTURE_SECONDS = 600.0   # an update stamped later than this past the reader's clock is refused
 
 
@@ -69,6 +75,24 @@ class Update:
         """The JSON form."""
         return {"child": self.child, "reward": self.reward, "advantage": self.advantage,
                 "sampled": self.sampled, "worker": self.worker, "time": self.time}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A child taken into the chain and not learned from yet: what its record says the
+    policy did (``choices``, their log-probability ``logp`` under version ``sampled``) and
+    its ``advantage`` (its reward less the baseline of the rewards before it)."""
+
+    child: str
+    choices: tuple[int, ...]
+    logp: float
+    sampled: int
+    advantage: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {"child": self.child, "choices": list(self.choices), "logp": self.logp, "sampled": self.sampled,
+                "advantage": self.advantage}
 
 
 @dataclass(frozen=True)
@@ -99,10 +123,12 @@ class PolicyVersion:
     baseline_num: float = 0.0
     baseline_den: float = 0.0
     recent: tuple[Update, ...] = ()
+    pending: tuple[Sample, ...] = ()
 
     @property
     def baseline(self) -> float | None:
-        """The reward baseline, or None before the first reward."""
+        """The reward baseline: the moving average of the rewards taken in so far (None before
+        the first). A child's advantage is taken against it before its own reward is folded in."""
         return self.baseline_num / self.baseline_den if self.baseline_den > 0 else None
 
     def with_baseline(self, reward: float, decay: float) -> "PolicyVersion":
@@ -116,7 +142,7 @@ class PolicyVersion:
             "schema": SCHEMA, "kind": KIND, "strategy": self.strategy, "version": self.version,
             "id": self.id, "parent": self.parent, "parent_id": self.parent_id, "decisions": list(self.decisions), "steps": self.steps,
             "updates": self.updates, "baseline_num": self.baseline_num, "baseline_den": self.baseline_den,
-            "recent": [u.to_dict() for u in self.recent],
+            "recent": [u.to_dict() for u in self.recent], "pending": [p.to_dict() for p in self.pending],
             "params": {k: _encode(a) for k, a in sorted(self.params.items())},
             "moments": {k: _encode(a) for k, a in sorted(self.moments.items())},
         }, separators=(",", ":")).encode()
@@ -178,6 +204,19 @@ def _update(obj: Any, version: int, now: float | None) -> Update:
                   obj["worker"], _number(obj, "time", 0, high))
 
 
+def _sample(obj: Any, version: int, decisions: tuple[int, ...]) -> Sample:
+    if not isinstance(obj, dict) or set(obj) != {"child", "choices", "logp", "sampled", "advantage"}:
+        raise PolicyError("pending children must be objects with child, choices, logp, sampled, advantage")
+    child, choices = obj["child"], obj["choices"]
+    if not isinstance(child, str) or not 0 < len(child) <= 200 or not child.isprintable():
+        raise PolicyError("a pending child's id must be a short printable string")
+    if not isinstance(choices, list) or len(choices) != len(decisions) or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 0 <= c < d for c, d in zip(choices, decisions)):
+        raise PolicyError(f"pending child {child[:40]!r}'s choices are not one per decision, in range")
+    return Sample(child, tuple(choices), _number(obj, "logp", -MAX_LOGP, 0), _count(obj, "sampled", version + 1),
+                  _number(obj, "advantage", -2 * MAX_REWARD, 2 * MAX_REWARD))
+
+
 def check_bounds(policy: PolicyVersion, now: float | None = None) -> None:
     """:class:`PolicyError` (one line) unless ``policy`` is within this module's bounds (see
     its docstring): what a reader requires of a version, and a writer of its own update
@@ -203,6 +242,14 @@ def check_bounds(policy: PolicyVersion, now: float | None = None) -> None:
     if not 0 <= policy.updates <= policy.version or not 0 <= policy.steps <= MAX_STEPS_PER_UPDATE * policy.updates:
         raise PolicyError(f"{policy.updates} updates and {policy.steps} steps are implausible for version "
                           f"{policy.version}")
+    if len(policy.pending) >= MAX_BATCH:
+        raise PolicyError(f"it holds {len(policy.pending)} pending children (at most {MAX_BATCH - 1})")
+    for p in policy.pending:
+        if not (math.isfinite(p.logp) and -MAX_LOGP <= p.logp <= 0 and abs(p.advantage) <= 2 * MAX_REWARD
+                and 0 <= p.sampled <= policy.version and len(p.choices) == len(policy.decisions)
+                and all(0 <= c < d for c, d in zip(p.choices, policy.decisions))):
+            raise PolicyError(f"its pending child {p.child[:40]!r} is out of bounds (choices, log-probability, "
+                              "advantage or version)")
     high = math.inf if now is None else now + MAX_FUTURE_SECONDS
     for u in policy.recent:
         if not (abs(u.reward) <= MAX_REWARD and abs(u.advantage) <= 2 * MAX_REWARD and 0 <= u.time <= high
@@ -226,8 +273,9 @@ def parse_policy(data: bytes, *, strategy: str, decisions: tuple[int, ...],
         raise PolicyError(f"unknown policy schema {d.get('schema')!r} (this evo reads {SCHEMA})"[:200])
     known = {"schema", "kind", "strategy", "version", "id", "parent", "parent_id", "decisions", "steps", "updates",
              "baseline_num", "baseline_den", "recent", "params", "moments"}
-    if set(d) != known:
-        raise PolicyError(f"policy version has keys {sorted(set(d) ^ known)} it should not or lacks"[:200])
+    keys = set(d) - {"pending"}   # optional: versions written before minibatches hold none
+    if keys != known:
+        raise PolicyError(f"policy version has keys {sorted(keys ^ known)} it should not or lacks"[:200])
     if d["strategy"] != strategy:
         raise PolicyError(f"a policy of strategy {str(d['strategy'])[:40]!r}, this run's is {strategy!r}")
     if d["decisions"] != list(decisions):
@@ -240,9 +288,11 @@ def parse_policy(data: bytes, *, strategy: str, decisions: tuple[int, ...],
     for key in ("id", "parent_id"):
         if not (key == "parent_id" and d[key] is None and parent is None) and not _is_token(d[key]):
             raise PolicyError(f"{key} must be a 32-digit hex token")
-    recent = d["recent"]
+    recent, pending = d["recent"], d.get("pending", [])
     if not isinstance(recent, list) or len(recent) > MAX_RECENT:
         raise PolicyError(f"recent must be a list of at most {MAX_RECENT} updates")
+    if not isinstance(pending, list) or len(pending) >= MAX_BATCH:
+        raise PolicyError(f"pending must be a list of at most {MAX_BATCH - 1} children")
     params, moments = d["params"], d["moments"]
     if not isinstance(params, dict) or set(params) != set(shapes):
         raise PolicyError(f"its parameters are not this controller's ({sorted(shapes)})"[:200])
@@ -257,6 +307,7 @@ def parse_policy(data: bytes, *, strategy: str, decisions: tuple[int, ...],
         moments={k: _decode(moments[k], k, shapes[k.split(":", 1)[1]]) for k in moments},
         steps=_count(d, "steps"), updates=_count(d, "updates"),
         baseline_num=_number(d, "baseline_num"), baseline_den=baseline_den,
-        recent=tuple(_update(u, version, now) for u in recent))
+        recent=tuple(_update(u, version, now) for u in recent),
+        pending=tuple(_sample(p, version, tuple(decisions)) for p in pending))
     check_bounds(policy, now)
     return policy

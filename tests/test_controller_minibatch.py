@@ -1,0 +1,285 @@
+"""The controller as the NASNet paper trains it (issue 24): the advantage against the moving
+average of *previous* rewards (the first one is not zero), updates from minibatches of B
+children made from exactly those children's recorded choices and log-probabilities, each
+child learned from once, under racing threads and under real worker processes, one of them
+SIGKILLed; REINFORCE's truncated importance weights."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from evo.config import RunConfig
+from evo.spaces import make_space
+from evo.strategies import Proposal, Published, make_strategy
+from evo.strategies.controllers import adam_ascent
+from evo.strategies.controller_settings import ControllerSettings
+from evo.strategies.policy_state import PolicyError, parse_policy
+from helpers_store import REPO
+from storage import open_store
+from test_learned_strategy import setup_run, worker_on
+
+
+def chain(store, strategy) -> list:
+    """Every version present, parsed, ascending; they must form one chain (each the next
+    number's parent) for the checks below to mean anything."""
+    versions = [parse_policy(store.policy.read_policy(v), strategy=strategy.name, decisions=strategy.space.decisions,
+                             shapes=strategy.shapes, version=v) for v in store.policy.policy_versions()]
+    for parent, child in zip(versions, versions[1:]):
+        assert child.parent_id == parent.id and child.updates == parent.updates + 1
+    return versions
+
+
+def children_records(store) -> dict[str, dict]:
+    """The controller children the store knows, alive or dead: id -> metrics."""
+    census = store.history.census(read_alive=True)
+    out = {r["id"]: r for r in census.history}
+    out.update({i: c for i, c in census.commits.items() if isinstance(c, dict)})
+    return {i: r for i, r in out.items() if r.get("metrics", {}).get("policy")}
+
+
+def batches(versions) -> tuple[list[str], list[tuple]]:
+    """The children taken in, in chain order (each version takes exactly one: its newest
+    recent update), and the minibatches learned from: at each version that made an update
+    (its optimizer stepped), its parent's pending children plus its own."""
+    taken = [v.recent[-1].child for v in versions[1:]]
+    learned = []
+    for parent, v in zip(versions, versions[1:]):
+        assert v.recent[-1].child not in {p.child for p in parent.pending}
+        if v.steps > parent.steps:
+            assert v.pending == ()
+            learned.append(parent.pending + (v.recent[-1],))
+        else:   # taken in, not learned from yet: the parameters are the parent's, bit for bit
+            assert [p.child for p in v.pending] == [p.child for p in parent.pending] + [v.recent[-1].child]
+            assert all(np.array_equal(v.params[k], parent.params[k]) for k in v.params)
+    return taken, learned
+
+
+def check_learned_once(store, strategy, B: int, lost: set[str] = frozenset()) -> list:
+    """Every controller child in the store is taken into the chain exactly once (but those
+    in ``lost``), every minibatch has B children whose recorded choices and log-probabilities
+    are what their records say, no child is in two minibatches, and the ones not learned from
+    yet are exactly the head's pending ones."""
+    versions = chain(store, strategy)
+    assert versions[0].updates == 0, "the first version must be kept for this check (keep_versions)"
+    records = children_records(store)
+    taken, learned = batches(versions)
+    assert len(taken) == len(set(taken))
+    assert set(taken) == set(records) - set(lost) and not set(taken) & set(lost)
+    head = versions[-1]
+    in_batches = [s.child for batch in learned for s in batch]
+    assert len(in_batches) == len(set(in_batches))
+    assert sorted(in_batches + [p.child for p in head.pending]) == sorted(taken)
+    assert len(head.pending) < B and all(len(batch) == B for batch in learned)
+    for parent, v in zip(versions, versions[1:]):
+        for p in v.pending:
+            m = records[p.child]["metrics"]
+            assert list(p.choices) == m["policy_choices"] and p.logp == m["policy_logp"]
+            assert p.sampled == m["policy_version"]
+    return learned
+
+
+def test_the_first_advantage_is_the_first_reward_and_later_ones_use_only_previous_rewards():
+    config, store, space = setup_run("rl", P=4, batch_size=3, keep_versions=1000, hidden_size=16)
+    worker = worker_on(config, store, space, 0)
+    for _ in range(12):
+        worker.step()
+    versions = chain(store, worker.strategy)
+    updates = [v.recent[-1] for v in versions[1:]]
+    assert len(updates) == 8
+    assert updates[0].advantage == updates[0].reward != 0
+    decay, num, den = 0.95, 0.0, 0.0
+    for u in updates:   # the baseline before each child: the unbiased average of the rewards before it
+        expected = u.reward - (num / den if den else 0.0)
+        assert u.advantage == pytest.approx(expected, abs=1e-12)
+        num, den = decay * num + (1 - decay) * u.reward, decay * den + (1 - decay)
+
+
+def test_reinforce_minibatch_update_is_made_from_the_recorded_choices_with_truncated_weights():
+    """Reinforce with B=4: each update is one Adam step along the mean, over exactly the
+    four children's records, of min(1, p_now/p_sampled) * advantage * d log p(choices),
+    computed here by hand for independent softmaxes."""
+    B = 4
+    config, store, space = setup_run("reinforce", P=4, batch_size=B, keep_versions=1000)
+    workers = [worker_on(config, store, space, seed) for seed in (0, 1)]
+    for _ in range(13):   # two workers taking turns: children are sampled from older versions
+        for w in workers:
+            w.step()
+    strategy = workers[0].strategy
+    learned = check_learned_once(store, strategy, B)
+    assert len(learned) >= 4
+    versions = {v.version: v for v in chain(store, strategy)}
+    records = children_records(store)
+    offsets = np.concatenate([[0], np.cumsum(space.decisions)])
+    for v in versions.values():
+        if v.parent is None or v.steps == versions[v.parent].steps:
+            continue
+        parent = versions[v.parent]
+        z = parent.params["logits"].astype(np.float64)
+        grad = np.zeros_like(z)
+        for child in [p.child for p in parent.pending] + [v.recent[-1].child]:
+            m = records[child]["metrics"]
+            advantage = next(u.advantage for u in v.recent if u.child == child)
+            logp_now, onehots = 0.0, []
+            for k, c in enumerate(m["policy_choices"]):
+                logits = z[offsets[k]:offsets[k + 1]]
+                p = np.exp(logits - logits.max())
+                p /= p.sum()
+                logp_now += math.log(p[c])
+                onehots.append(np.eye(len(p))[c] - p)
+            weight = min(1.0, math.exp(logp_now - m["policy_logp"]))
+            grad += weight * advantage * np.concatenate(onehots)
+        expected, _ = adam_ascent(parent.params, parent.moments, {"logits": grad / B}, parent.steps + 1, 0.01)
+        np.testing.assert_allclose(v.params["logits"], expected["logits"], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("direction", [1.0, -1.0])
+def test_reinforce_weighs_a_stale_child_by_its_truncated_importance_weight(direction):
+    """A child sampled by version n and learned from after later updates: its step is
+    min(1, p_now / p_sampled) times the on-policy one (never more)."""
+    config, store, space = setup_run("reinforce", P=4, keep_versions=1000, learning_rate=0.2)
+    worker = worker_on(config, store, space, 0)
+    for _ in range(5):
+        worker.step()
+    strategy = worker.strategy
+    old, _ = strategy.latest()
+    choices, logp = strategy.model.sample(old.params, np.random.default_rng(7))
+    for _ in range(12):   # later updates move the policy on
+        worker.step()
+    base, _ = strategy.latest()
+    logp_now = strategy.model.forward(base.params, choices).logp
+    assert abs(logp_now - logp) > 1e-3
+    reward = base.baseline + direction * 0.3
+    note = {"policy": "reinforce", "policy_version": old.version, "policy_choices": list(choices),
+            "policy_logp": logp}
+    strategy.observe(Published("stale-child", reward, None, Proposal(note=note), {}, "w9"))
+    new, _ = strategy.latest()
+    assert new.parent_id == base.id and new.recent[-1].child == "stale-child"
+    weight = min(1.0, math.exp(logp_now - logp))
+    grad = strategy.model.forward(base.params, choices).grad(weight * (reward - base.baseline), 0.0)
+    expected, _ = adam_ascent(base.params, base.moments, grad, base.steps + 1, 0.2)
+    np.testing.assert_allclose(new.params["logits"], expected["logits"], rtol=0, atol=1e-6)
+    unweighted, _ = adam_ascent(base.params, base.moments,
+                                strategy.model.forward(base.params, choices).grad(reward - base.baseline, 0.0),
+                                base.steps + 1, 0.2)
+    assert (weight < 1) == (not np.allclose(new.params["logits"], unweighted["logits"], rtol=0, atol=1e-7))
+
+
+def test_racing_threads_learn_from_each_child_exactly_once_in_minibatches(caplog):
+    B = 5
+    config, store, space = setup_run("rl", P=4, batch_size=B, keep_versions=1000, hidden_size=16)
+    workers = [worker_on(config, store, space, seed) for seed in range(5)]
+    for _ in range(4):
+        workers[0].step()
+    errors = []
+
+    def run(w):
+        try:
+            for _ in range(14):
+                w.step()
+        except Exception as exc:   # pragma: no cover - reported below
+            errors.append(exc)
+
+    with caplog.at_level(logging.WARNING, logger="evo.strategies"):
+        threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors
+    lost = set(re.findall(r"policy update for (\S+) given up", caplog.text))
+    learned = check_learned_once(store, workers[0].strategy, B, lost)
+    assert len(learned) >= 10
+
+
+def test_config_keeps_batch_size_out_of_config_json_at_its_default_and_refuses_bad_values():
+    plain = RunConfig(dataset="synthetic", search_space="nasbench201", selection="rl")
+    assert "batch_size" not in json.loads(plain.to_json())["controller"]
+    set20 = RunConfig(dataset="synthetic", search_space="nasbench201", selection="rl",
+                      plugins={"controller": ControllerSettings(batch_size=20)})
+    assert RunConfig.from_json(set20.to_json()).plugins["controller"].batch_size == 20
+    for bad in (0, 257, 2.5, True):
+        with pytest.raises(Exception, match="controller.batch_size"):
+            ControllerSettings(batch_size=bad)
+    assert make_strategy(plain, None, make_space(plain)).batch_size == 20
+    reinforce = RunConfig(dataset="synthetic", search_space="nasbench201", selection="reinforce")
+    assert make_strategy(reinforce, None, make_space(reinforce)).batch_size == 1
+
+
+def evo(*args: str, timeout: float = 180) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "launch", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+
+@pytest.mark.slow  # real worker processes, one SIGKILLed
+def test_racing_processes_one_killed_learn_from_each_child_once(tmp_path):
+    B = 3
+    url = str(tmp_path / "pop")
+    init = evo("init", url, "--dataset", "synthetic", "--search-space", "nasbench201", "-P", "4",
+               "--synthetic-train-seconds", "0", "--selection", "rl", "--set", f"controller.batch_size={B}",
+               "--set", "controller.keep_versions=1000", "--set", "controller.hidden_size=16")
+    assert init.wait(60) == 0, init.stderr.read()
+    procs = [evo("worker", url, "--quiet", "--max-individuals", "12", "--index", str(i)) for i in range(3)]
+    procs.append(evo("worker", url, "--quiet", "--max-individuals", "12", "--index", "3",
+                     "--crash-at", "policy:before_create#4"))
+    codes = [p.wait(180) for p in procs]
+    assert codes[:3] == [0, 0, 0] and codes[3] == -9, [p.stderr.read()[-500:] for p in procs]
+    store = open_store(url)
+    config = RunConfig.from_json(store.runinfo.read_config())
+    space = make_space(config)
+    store = store.with_run(bounds=config.bounds, dna_validator=space.parse)
+    strategy = make_strategy(config, store.policy, space)
+    records = children_records(store)
+    versions = chain(store, strategy)
+    taken = {v.recent[-1].child for v in versions[1:]}
+    lost = set(records) - taken
+    assert len(lost) == 1   # the killed worker's last child: published, its update never created
+    assert len(check_learned_once(store, strategy, B, lost)) >= 5
+
+
+@pytest.mark.parametrize("mangle,message", [
+    (lambda p: p["pending"][0].update(choices=[99] * 6), "choices"),
+    (lambda p: p["pending"][0].update(choices=[0] * 5), "choices"),
+    (lambda p: p["pending"][0].update(logp=1.5), "logp"),
+    (lambda p: p["pending"][0].update(logp="-1"), "logp"),
+    (lambda p: p["pending"][0].update(sampled=10**6), "sampled"),
+    (lambda p: p["pending"][0].update(advantage=1e30), "advantage"),
+    (lambda p: p["pending"][0].update(extra=1), "pending children must be objects"),
+    (lambda p: p.update(pending=p["pending"] * 300), "pending must be a list"),
+    (lambda p: p.update(pending={}), "pending must be a list"),
+])
+def test_a_version_with_a_hostile_pending_list_is_unusable(mangle, message):
+    config, store, space = setup_run("rl", P=4, batch_size=5, keep_versions=1000, hidden_size=16)
+    worker = worker_on(config, store, space, 0)
+    for _ in range(7):
+        worker.step()
+    strategy = worker.strategy
+    head, _ = strategy.latest()
+    assert head.pending
+    raw = json.loads(head.to_bytes())
+    mangle(raw)
+    with pytest.raises(PolicyError, match=message):
+        parse_policy(json.dumps(raw).encode(), strategy=strategy.name, decisions=strategy.space.decisions,
+                     shapes=strategy.shapes, version=head.version)
+
+
+def test_a_version_written_before_minibatches_still_reads():
+    config, store, space = setup_run("rl", P=4, keep_versions=1000, hidden_size=16)
+    worker = worker_on(config, store, space, 0)
+    for _ in range(6):
+        worker.step()
+    strategy = worker.strategy
+    head, _ = strategy.latest()
+    raw = json.loads(head.to_bytes())
+    del raw["pending"]
+    old = parse_policy(json.dumps(raw).encode(), strategy=strategy.name, decisions=strategy.space.decisions,
+                       shapes=strategy.shapes, version=head.version)
+    assert old.pending == () and old.updates == head.updates
