@@ -325,3 +325,31 @@ def test_k8s_retrain_pods_run_the_pending_requests():
     (container,) = manifest["spec"]["template"]["spec"]["containers"]
     assert container["command"] == ["evo", "retrain", "gs://b/p", "--pending", "--device", "cuda"]
     assert manifest["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "retrain"
+
+
+def test_batch_norm_statistics_are_recomputed_from_the_final_weights():
+    """After the last step every batch-norm layer's running statistics are plain averages
+    over the same evenly spread, unaugmented training images (the running averages kept
+    while training lag behind moving weights: after a short training the model predicted one
+    class in eval mode); the same images give the same statistics on a resume."""
+    t = _tiny_training()
+    outcome = t.run()
+    assert outcome.status == "finished"
+    layers = [m for m in t.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert layers and all(m.momentum == 0.1 for m in layers)   # the training's momentum is back
+    assert t.model.drop_path_prob == pytest.approx(t.drop_path_at(t.total_steps - 1))
+    after_run = [(m.running_mean.clone(), m.running_var.clone()) for m in layers]
+    for m in layers:                                 # spoil them, as a lagging average would
+        m.running_var.mul_(50.0)
+        m.running_mean.add_(3.0)
+    used = t.recalibrate_batch_norm()
+    assert 0 < used <= len(t.train_data.train_x)
+    for (mean, var), m in zip(after_run, layers):
+        assert torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var)
+    # a layer's statistics are the average of its batch statistics over those images
+    first = layers[0]
+    seen = []
+    hook = first.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].var((0, 2, 3), unbiased=True)))
+    t.recalibrate_batch_norm()
+    hook.remove()
+    assert torch.allclose(first.running_var, torch.stack(seen).mean(0), rtol=1e-4, atol=1e-6)

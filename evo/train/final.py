@@ -45,6 +45,7 @@ from evo.train.sgd import MomentumSGD
 from evo.train.training import WARMUP_STEPS, TrainingStep, accuracy, concrete_device, resolve_precision
 
 STATE_FORMAT = 1
+BN_RECALIBRATION_IMAGES = 4096   # training images the final batch-norm statistics average over
 
 
 @dataclass(frozen=True)
@@ -204,10 +205,54 @@ class FinalTraining:
                 self.seconds += time.perf_counter() - session_start
                 session_start, start_step = time.perf_counter(), self.step
                 checkpoint(self)
+        if status == "finished":
+            self.recalibrate_batch_norm()
         self.seconds += time.perf_counter() - session_start
         if self.channels_last:
             self.model.to(memory_format=torch.contiguous_format)
         return Outcome(status, self.step, self.seconds, list(self.metrics))
+
+    def recalibrate_batch_norm(self) -> int:
+        """Recompute every batch-norm layer's running statistics from the final weights; the
+        number of training images used (0: the model has no batch norm).
+
+        The running averages a layer keeps while training lag behind weights that are still
+        moving; after a short training (tens of steps) they can be many times the true
+        variances deep in the network, and the trained model then predicts one class in eval
+        mode although it is right in training mode. So at the end they are recomputed as
+        plain averages (``momentum=None``) over at most :data:`BN_RECALIBRATION_IMAGES`
+        training images spread evenly over the split, unaugmented, in training-size batches,
+        with drop-path off and no gradients: the same images give the same statistics on
+        every resume.
+        """
+        layers = [m for m in self.model.modules()
+                  if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d))]
+        every = -(-len(self.train_data.train_x) // BN_RECALIBRATION_IMAGES)   # evenly spread: splits may be sorted by class
+        x = self.train_data.train_x[::every][:BN_RECALIBRATION_IMAGES]
+        batch = self.settings.batch_size
+        if not layers or len(x) < 2:
+            return 0
+        momenta = [m.momentum for m in layers]
+        drop = getattr(self.model, "drop_path_prob", None)
+        bf16 = self.precision == "bf16"
+        try:
+            for m in layers:
+                m.reset_running_stats()
+                m.momentum = None
+            if drop is not None:
+                self.model.drop_path_prob = 0.0
+            self.model.train()
+            with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                for start in range(0, len(x), batch):
+                    chunk = x[start:start + batch]
+                    if len(chunk) >= 2:     # a batch of one has no variance
+                        self.model(self.data.normalize(chunk))
+        finally:
+            for m, momentum in zip(layers, momenta):
+                m.momentum = momentum
+            if drop is not None:
+                self.model.drop_path_prob = drop
+        return len(x)
 
     def _one_step(self) -> None:
         if self._graph is not None:
