@@ -342,7 +342,8 @@ def _living_fleet(url: str, tmp_path: Path) -> None:
     # aging selection killed the planted (oldest) ones meanwhile: plant again, workers stopped
     key = _plant_segment(store, _records_of(store, store.population.list_alive()))
     before = _alive_ids(url)
-    assert _status_alive(url) == len(before) >= 8
+    # P = 8; a worker stopped between its kill and its publish leaves one fewer (P - W bound)
+    assert _status_alive(url) == len(before) >= 6
     check = run_evo("check", url, "--json")
     _no_traceback(check)
     assert check.returncode != 0 and key in check.stdout

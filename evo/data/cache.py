@@ -144,6 +144,9 @@ def open_or_decode(cache: DataCacheFacet, spec: DatasetSpec, settings: DataSetti
             # nobody is coming to commit this generation
             abandoned = foreign or (isinstance(record, dict) and (record.get("abandoned") is True
                                                                   or record.get("phase") in ("committed", "lost")))
+            if abandoned and not foreign and record.get("phase") == "committed" \
+                    and g in cache.data_state(key).manifests:
+                continue   # the decoder committed after the state above was read: read it again
             if record is None and _old(cache, cache.read_data_claim(key, g) or {}, 4 * stale_after):
                 abandoned = True   # claimed long ago and never a word of progress since
             if foreign:
