@@ -38,7 +38,7 @@ from .local import LocalBackend
 from .memory import MemoryBackend, drop_memory_store
 from .history import Census
 from .store import PopulationStore
-from .policy import policy_key
+from .policy import intake_key, policy_key
 from .reading import Broken
 from .records import CorruptRecord, Individual, IndividualInfo, alive_key, birth_of, dna_hash, history_key, is_id
 from .retrain import Claim, RetrainState
@@ -53,7 +53,7 @@ __all__ = [
     "PopulationFacet", "HistoryFacet", "RunInfoFacet", "DataCacheFacet", "RetrainFacet", "PolicyFacet",
     # what readers get back
     "IndividualInfo", "Individual", "Census", "Broken", "CheckReport", "CorruptRecord",
-    "is_id", "birth_of", "dna_hash", "alive_key", "history_key", "policy_key", "safetensors_header_ok", "safetensors_problem",
+    "is_id", "birth_of", "dna_hash", "alive_key", "history_key", "policy_key", "intake_key", "safetensors_header_ok", "safetensors_problem",
     # the run's decoded dataset (data/)
     "DataState", "check_data_key", "manifest_problem", "time_problem",
     # final trainings (evo retrain)

@@ -66,7 +66,7 @@ from .check_data import DataAudits
 from .check_records import CHECK_BATCH, AuditedStore, RecordAudits, load_record
 from .check_retrain import RetrainAudits
 from .datacache import DATA
-from .policy import POLICY, parse_policy_name
+from .policy import POLICY, parse_intake_name, parse_policy_name
 from .reading import Broken, read_json
 from .records import (
     CONFIG_KEY, DIRECTORIES, HISTORY, KEPT, LAUNCHES, MAX_HEARTBEAT_BYTES, PAYLOAD, QUARANTINE, STATE, WORKERS,
@@ -189,9 +189,9 @@ class _Audit(RecordAudits, RetrainAudits, DataAudits):
                 if dirname == QUARANTINE and entry.name == MOVED_DIR.split("/", 1)[1]:
                     continue  # where moved-aside entries live
                 self._foreign(dirname, entry.name, entry.what)
-        for name in self.backend.list(POLICY):   # only versions belong there (and temp files)
-            if parse_policy_name(name) is None and not name.startswith(TEMP_PREFIX):
-                self._foreign(POLICY, name, "an object whose name is not a policy version's")
+        for name in self.backend.list(POLICY):   # only versions and intake slots belong there (and temp files)
+            if parse_policy_name(name) is None and parse_intake_name(name) is None and not name.startswith(TEMP_PREFIX):
+                self._foreign(POLICY, name, "an object whose name is not a policy version's or intake slot's")
 
     def _foreign(self, dirname: str, name: str, what: str) -> None:
         where = f"{dirname}/{name}" if dirname else name

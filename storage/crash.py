@@ -35,6 +35,8 @@ POINTS = (
     "data:before_commit",      # data cache: every part written, manifest about to be created
     "policy:before_create",    # a learned strategy's next policy version made, not yet created
     "policy:after_create",     # policy version created (visible), older ones not yet pruned
+    "policy:before_intake",    # a child's intake record made, its slot not yet created
+    "policy:after_intake",     # intake slot created (visible), not yet checked against a pruned version
 )
 
 

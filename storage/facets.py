@@ -356,6 +356,24 @@ class PolicyFacet(Protocol):
         """Move an unusable version (corrupt, foreign, planted) as it is into ``quarantine/moved/``
         (``evo check --repair``); its new key. OSError if the store does not allow it."""
 
+    def intake(self) -> dict[int, list[int]]:
+        """The intake slots present (children taken in on top of a version, not learned from
+        yet): version -> its slots, ascending (one listing)."""
+
+    def read_intake(self, version: int, slot: int) -> bytes | None:
+        """Slot ``slot`` of version ``version``'s intake, or None if it is absent."""
+
+    def create_intake(self, version: int, slot: int, data: bytes) -> bool:
+        """Create slot ``slot`` of version ``version``'s intake if it is free; True iff this
+        call created it (exactly one of many racing callers does)."""
+
+    def delete_intake(self, version: int, slot: int) -> None:
+        """Remove one intake slot (a writer withdrawing a slot it created on a pruned version)."""
+
+    def move_intake_aside(self, version: int, slot: int) -> str:
+        """Move an unusable intake slot as it is into ``quarantine/moved/`` (``evo check
+        --repair``); its new key. OSError if the store does not allow it."""
+
     def prune_policies(self, below: int) -> int:
-        """Delete the versions numbered below ``below`` (the caller keeps the newest few); the
-        number deleted. Entries that cannot be deleted stay, for ``evo check``."""
+        """Delete the versions numbered below ``below`` and their intake slots (the caller
+        keeps the newest few); the number of versions deleted. Entries that cannot be deleted stay, for ``evo check``."""

@@ -16,6 +16,11 @@ belongs) is never read; a writer that needs its number moves it aside into
 ``quarantine/moved/`` (or, where the store does not allow that, is told so and skips past
 the number).
 
+A version's *intake*: the children taken into the chain on top of version ``n`` and not
+learned from yet, one object each, ``policy/v{n:010d}-{k:03d}.json`` for slot ``k`` (see
+:mod:`evo.strategies.learned`). Slots are written once with create-if-absent, like versions,
+so each slot holds exactly one child; they are pruned with their version.
+
 The store knows the versions as bytes: their format (and its validation) belongs to the
 strategy (:mod:`evo.strategies.policy_state`).
 """
@@ -30,7 +35,10 @@ from .core import StoreCore
 
 POLICY = "policy"
 _VERSION_NAME = re.compile(r"v(\d{10})\.json")
+_INTAKE_NAME = re.compile(r"v(\d{10})-(\d{3})\.json")
 MAX_POLICY_BYTES = 4 * 2**20
+MAX_INTAKE_BYTES = 64 * 2**10   # one child's record: its choices (a few hundred decisions at most) and numbers
+MAX_SLOT = 999
 log = logging.getLogger("evo.storage")
 
 
@@ -45,6 +53,19 @@ def parse_policy_name(name: str) -> int | None:
     """The version a ``policy/`` file name holds, or None for any other name."""
     m = _VERSION_NAME.fullmatch(name)
     return int(m.group(1)) if m else None
+
+
+def intake_key(version: int, slot: int) -> str:
+    """The key of slot ``slot`` of version ``version``'s intake."""
+    if not isinstance(slot, int) or isinstance(slot, bool) or not 0 <= slot <= MAX_SLOT:
+        raise ValueError(f"bad intake slot {slot!r}")
+    return policy_key(version)[:-len(".json")] + f"-{slot:03d}.json"
+
+
+def parse_intake_name(name: str) -> tuple[int, int] | None:
+    """The (version, slot) an intake object's ``policy/`` file name holds, or None for any other name."""
+    m = _INTAKE_NAME.fullmatch(name)
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 class PolicyVersions:
@@ -72,6 +93,53 @@ class PolicyVersions:
         """The policy versions present, ascending (one listing; names of other forms are
         ignored; ``evo check`` reports them)."""
         return sorted(v for v in (parse_policy_name(n) for n in self._backend.list(POLICY)) if v is not None)
+
+    def intake(self) -> dict[int, list[int]]:
+        """The intake slots present: version -> its slots, ascending (one listing)."""
+        slots: dict[int, list[int]] = {}
+        for name in self._backend.list(POLICY):
+            parsed = parse_intake_name(name)
+            if parsed is not None:
+                slots.setdefault(parsed[0], []).append(parsed[1])
+        return {v: sorted(s) for v, s in sorted(slots.items())}
+
+    def read_intake(self, version: int, slot: int) -> bytes | None:
+        """Slot ``slot`` of version ``version``'s intake, or None if it is absent.
+
+        :class:`storage.UnreadableEntry` if the name is not a readable object of at most
+        ``MAX_INTAKE_BYTES`` (the caller skips that slot)."""
+        try:
+            return self._backend.read(intake_key(version, slot), MAX_INTAKE_BYTES)
+        except FileNotFoundError:
+            return None
+
+    def create_intake(self, version: int, slot: int, data: bytes) -> bool:
+        """Create slot ``slot`` of version ``version``'s intake if it is free; True iff this
+        call created it (exactly one of many racing callers does). A foreign entry at the name
+        is moved aside first; :class:`storage.UnreadableEntry` if the store does not allow
+        that (the caller takes the slot as taken)."""
+        if len(data) > MAX_INTAKE_BYTES:
+            raise ValueError(f"intake record of {len(data)} bytes is over the {MAX_INTAKE_BYTES}-byte limit")
+        self._core.fault("policy:before_intake")
+        key = intake_key(version, slot)
+        created = self._backend.create(key, data)
+        if not created and self._clear_foreign(key):
+            created = self._backend.create(key, data)
+        if created:
+            self._core.fault("policy:after_intake")
+        return created
+
+    def delete_intake(self, version: int, slot: int) -> None:
+        """Remove one intake slot (a writer withdrawing a slot it created on a pruned version)."""
+        try:
+            self._backend.delete(intake_key(version, slot))
+        except (OSError, UnreadableEntry):
+            pass
+
+    def move_intake_aside(self, version: int, slot: int) -> str:
+        """Move an unusable intake slot as it is into ``quarantine/moved/`` (``evo check
+        --repair``); its new key. OSError if the store does not allow it."""
+        return self._backend.move_aside(POLICY, intake_key(version, slot).split("/", 1)[1])
 
     def read_policy(self, version: int) -> bytes | None:
         """Version ``version``'s bytes, or None if it is absent (never created, or pruned).
@@ -133,14 +201,19 @@ class PolicyVersions:
         return self._backend.move_aside(POLICY, policy_key(version).split("/", 1)[1])
 
     def prune_policies(self, below: int) -> int:
-        """Delete the versions numbered below ``below`` (the caller keeps the newest few);
-        the number deleted. Entries that cannot be deleted stay, for ``evo check``."""
+        """Delete the versions numbered below ``below`` and their intake slots (the caller
+        keeps the newest few); the number of versions deleted. Entries that cannot be deleted
+        stay, for ``evo check``."""
         deleted = 0
-        for version in self.policy_versions():
-            if version >= below:
-                break
+        for name in sorted(self._backend.list(POLICY)):
+            version = parse_policy_name(name)
+            slot = parse_intake_name(name)
+            number = version if version is not None else slot[0] if slot is not None else None
+            if number is None or number >= below:
+                continue
             try:
-                deleted += bool(self._backend.delete(policy_key(version)))
+                gone = bool(self._backend.delete(f"{POLICY}/{name}"))
+                deleted += gone and version is not None
             except (OSError, UnreadableEntry):
                 pass
         return deleted

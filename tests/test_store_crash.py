@@ -100,6 +100,10 @@ def test_the_fault_hook_sees_every_point_in_protocol_order(tmp_path):
     assert store.policy.create_policy(0, b"{}") and not store.policy.create_policy(0, b"{}")
     assert [p for p in seen if p.startswith("policy:")] == ["policy:before_create", "policy:after_create",
                                                            "policy:before_create"]
+    seen.clear()   # a child taken into a version's intake
+    assert store.policy.create_intake(0, 0, b"{}") and not store.policy.create_intake(0, 0, b"{}")
+    assert [p for p in seen if p.startswith("policy:")] == ["policy:before_intake", "policy:after_intake",
+                                                           "policy:before_intake"]
     assert reached == set(POINTS) and len(set(POINTS)) == len(POINTS)
 
 
