@@ -22,7 +22,7 @@ from evo.spaces import make_space
 from evo.strategies import Proposal, Published, make_strategy
 from evo.strategies.controllers import adam_ascent
 from evo.strategies.controller_settings import ControllerSettings
-from evo.strategies.policy_state import PolicyError, parse_policy
+from evo.strategies.policy_state import PolicyError, parse_intake, parse_policy
 from helpers_store import REPO
 from storage import open_store
 from test_learned_strategy import setup_run, worker_on
@@ -30,11 +30,11 @@ from test_learned_strategy import setup_run, worker_on
 
 def chain(store, strategy) -> list:
     """Every version present, parsed, ascending; they must form one chain (each the next
-    number's parent) for the checks below to mean anything."""
+    number's parent, holding one to B updates more) for the checks below to mean anything."""
     versions = [parse_policy(store.policy.read_policy(v), strategy=strategy.name, decisions=strategy.space.decisions,
                              shapes=strategy.shapes, version=v) for v in store.policy.policy_versions()]
     for parent, child in zip(versions, versions[1:]):
-        assert child.parent_id == parent.id and child.updates == parent.updates + 1
+        assert child.parent_id == parent.id and 1 <= child.updates - parent.updates <= strategy.batch_size
     return versions
 
 
@@ -46,44 +46,50 @@ def children_records(store) -> dict[str, dict]:
     return {i: r for i, r in out.items() if r.get("metrics", {}).get("policy")}
 
 
-def batches(versions) -> tuple[list[str], list[tuple]]:
-    """The children taken in, in chain order (each version takes exactly one: its newest
-    recent update), and the minibatches learned from: at each version that made an update
-    (its optimizer stepped), its parent's pending children plus its own."""
-    taken = [v.recent[-1].child for v in versions[1:]]
+def intake_of(store, strategy, version) -> list:
+    """The intake records in ``version``'s slots, in slot order."""
+    slots = store.policy.intake().get(version.version, [])
+    return [parse_intake(store.policy.read_intake(version.version, k), strategy=strategy.name,
+                         decisions=tuple(strategy.space.decisions), version=version.version, slot=k,
+                         base_id=version.id) for k in slots]
+
+
+def batches(store, strategy, versions) -> list[tuple]:
+    """The minibatches learned from, in chain order: at each version, the updates it added
+    (the children waiting in its parent's intake, in slot order, then the child of the worker
+    that made it), each checked against its parent's intake records; the optimizer stepped
+    and the parameters moved."""
     learned = []
     for parent, v in zip(versions, versions[1:]):
-        assert v.recent[-1].child not in {p.child for p in parent.pending}
-        if v.steps > parent.steps:
-            assert v.pending == ()
-            learned.append(parent.pending + (v.recent[-1],))
-        else:   # taken in, not learned from yet: the parameters are the parent's, bit for bit
-            assert [p.child for p in v.pending] == [p.child for p in parent.pending] + [v.recent[-1].child]
-            assert all(np.array_equal(v.params[k], parent.params[k]) for k in v.params)
-    return taken, learned
+        batch = v.recent[-(v.updates - parent.updates):]
+        intake = intake_of(store, strategy, parent)
+        assert [u.child for u in batch[:-1]] == [r.child for r in intake]
+        assert [u.reward for u in batch[:-1]] == [r.reward for r in intake]
+        assert v.steps == parent.steps + strategy.steps_per_update
+        assert not all(np.array_equal(v.params[k], parent.params[k]) for k in v.params)
+        learned.append(batch)
+    return learned
 
 
 def check_learned_once(store, strategy, B: int, lost: set[str] = frozenset()) -> list:
-    """Every controller child in the store is taken into the chain exactly once (but those
-    in ``lost``), every minibatch has B children whose recorded choices and log-probabilities
-    are what their records say, no child is in two minibatches, and the ones not learned from
-    yet are exactly the head's pending ones."""
+    """Every controller child in the store is taken in exactly once (but those in ``lost``):
+    learned from in one minibatch of B children, or waiting in the head's intake; every
+    intake record's choices, log-probability and sampling version are what the child's own
+    record says. The minibatches learned from."""
     versions = chain(store, strategy)
     assert versions[0].updates == 0, "the first version must be kept for this check (keep_versions)"
     records = children_records(store)
-    taken, learned = batches(versions)
+    learned = batches(store, strategy, versions)
+    waiting = intake_of(store, strategy, versions[-1])
+    taken = [u.child for batch in learned for u in batch] + [r.child for r in waiting]
     assert len(taken) == len(set(taken))
     assert set(taken) == set(records) - set(lost) and not set(taken) & set(lost)
-    head = versions[-1]
-    in_batches = [s.child for batch in learned for s in batch]
-    assert len(in_batches) == len(set(in_batches))
-    assert sorted(in_batches + [p.child for p in head.pending]) == sorted(taken)
-    assert len(head.pending) < B and all(len(batch) == B for batch in learned)
-    for parent, v in zip(versions, versions[1:]):
-        for p in v.pending:
-            m = records[p.child]["metrics"]
-            assert list(p.choices) == m["policy_choices"] and p.logp == m["policy_logp"]
-            assert p.sampled == m["policy_version"]
+    assert len(waiting) < B and all(len(batch) == B for batch in learned)
+    for v in versions:
+        for r in intake_of(store, strategy, v):
+            m = records[r.child]
+            assert list(r.choices) == m["metrics"]["policy_choices"] and r.logp == m["metrics"]["policy_logp"]
+            assert r.sampled == m["metrics"]["policy_version"] and r.reward == m["fitness"]
     return learned
 
 
@@ -93,8 +99,8 @@ def test_the_first_advantage_is_the_first_reward_and_later_ones_use_only_previou
     for _ in range(12):
         worker.step()
     versions = chain(store, worker.strategy)
-    updates = [v.recent[-1] for v in versions[1:]]
-    assert len(updates) == 8
+    updates = list(versions[-1].recent)   # 8 children: two minibatches of 3 learned from, 2 waiting
+    assert len(updates) == 6 and len(versions) == 3
     assert updates[0].advantage == updates[0].reward != 0
     decay, num, den = 0.95, 0.0, 0.0
     for u in updates:   # the baseline before each child: the unbiased average of the rewards before it
@@ -120,12 +126,12 @@ def test_reinforce_minibatch_update_is_made_from_the_recorded_choices_with_trunc
     records = children_records(store)
     offsets = np.concatenate([[0], np.cumsum(space.decisions)])
     for v in versions.values():
-        if v.parent is None or v.steps == versions[v.parent].steps:
+        if v.parent is None:
             continue
         parent = versions[v.parent]
         z = parent.params["logits"].astype(np.float64)
         grad = np.zeros_like(z)
-        for child in [p.child for p in parent.pending] + [v.recent[-1].child]:
+        for child in [u.child for u in v.recent[-(v.updates - parent.updates):]]:
             m = records[child]["metrics"]
             advantage = next(u.advantage for u in v.recent if u.child == child)
             logp_now, onehots = 0.0, []
@@ -200,6 +206,97 @@ def test_racing_threads_learn_from_each_child_exactly_once_in_minibatches(caplog
     assert len(learned) >= 10
 
 
+def test_racing_threads_with_pruning_take_each_child_in_once(caplog):
+    """Versions pruned while threads race: a slot made on a version pruned meanwhile is
+    withdrawn and the child taken in again, never learned from twice nor silently dropped."""
+    B = 3
+    config, store, space = setup_run("reinforce", P=4, batch_size=B, keep_versions=2)
+    workers = [worker_on(config, store, space, seed) for seed in range(6)]
+    for _ in range(4):
+        workers[0].step()
+    errors = []
+
+    def run(w):
+        try:
+            for _ in range(12):
+                w.step()
+        except Exception as exc:   # pragma: no cover - reported below
+            errors.append(exc)
+
+    with caplog.at_level(logging.WARNING, logger="evo.strategies"):
+        threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors
+    lost = set(re.findall(r"policy update for (\S+) given up", caplog.text))
+    strategy = workers[0].strategy
+    head = chain(store, strategy)[-1]
+    learned = [u.child for u in head.recent]
+    assert len(learned) == len(set(learned)) == head.updates   # all of them: fewer than MAX_RECENT
+    waiting = [r.child for r in intake_of(store, strategy, head)]
+    assert set(learned) | set(waiting) == set(children_records(store)) - lost
+    assert not set(learned) & set(waiting) and len(learned) >= 30 and head.updates % B == 0
+    assert set(store.policy.intake()) <= set(store.policy.policy_versions())   # pruned with their versions
+
+
+def test_a_version_with_pending_children_from_before_intake_records_learns_from_them_first():
+    B = 4
+    config, store, space = setup_run("rl", P=4, batch_size=B, keep_versions=1000, hidden_size=16)
+    worker = worker_on(config, store, space, 0)
+    for _ in range(8):
+        worker.step()
+    strategy = worker.strategy
+    head, _ = strategy.latest()
+    assert head.version == 1 and not store.policy.intake().get(1)
+    legacy = json.loads(head.to_bytes())
+    legacy.update(version=2, parent=1, parent_id=head.id, id="0" * 32, updates=head.updates + 2,
+                  pending=[{"child": f"old-{i}", "choices": [i] * 6, "logp": -2.0, "sampled": 1, "advantage": 0.1}
+                           for i in range(2)])
+    assert store.policy.create_policy(2, json.dumps(legacy).encode())
+    for _ in range(2):   # B - 2 children: one waits in the intake, the second makes the update
+        worker.step()
+    assert store.policy.intake()[2] == [0]
+    new = parse_policy(store.policy.read_policy(3), strategy=strategy.name, decisions=strategy.space.decisions,
+                       shapes=strategy.shapes, version=3)
+    assert new.parent_id == "0" * 32 and new.pending == () and new.updates == head.updates + 4
+    assert new.steps == head.steps + 1
+
+
+@pytest.mark.parametrize("mangle,message", [
+    (lambda r: r.update(choices=[5] * 6), "choices"),
+    (lambda r: r.update(choices=[True] * 6), "choices"),
+    (lambda r: r.update(choices=[0] * 5), "choices"),
+    (lambda r: r.update(logp=0.5), "logp"),
+    (lambda r: r.update(reward=1e300), "reward"),
+    (lambda r: r.update(sampled=99), "sampled"),
+    (lambda r: r.update(time=1e12), "time"),
+    (lambda r: r.update(base_id="another"), "taken in on another version"),
+    (lambda r: r.update(slot=1), "stored as version"),
+    (lambda r: r.update(strategy="reinforce"), "strategy"),
+    (lambda r: r.update(child="x" * 300), "child"),
+    (lambda r: r.update(extra=1), "unknown schema or keys"),
+    (lambda r: r.update(kind="evo-policy"), "not a policy intake record"),
+])
+def test_a_hostile_intake_record_is_refused(mangle, message):
+    config, store, space = setup_run("rl", P=4, batch_size=5, keep_versions=1000, hidden_size=16)
+    worker = worker_on(config, store, space, 0)
+    for _ in range(6):
+        worker.step()
+    strategy = worker.strategy
+    head, _ = strategy.latest()
+    assert store.policy.intake()[head.version] == [0, 1]
+    data = store.policy.read_intake(head.version, 0)
+    kwargs = dict(strategy="rl", decisions=tuple(space.decisions), version=head.version, slot=0, base_id=head.id,
+                  now=store.policy.now())
+    assert parse_intake(data, **kwargs).child
+    raw = json.loads(data)
+    mangle(raw)
+    with pytest.raises(PolicyError, match=message):
+        parse_intake(json.dumps(raw).encode(), **kwargs)
+
+
 def test_config_keeps_batch_size_out_of_config_json_at_its_default_and_refuses_bad_values():
     plain = RunConfig(dataset="synthetic", search_space="nasbench201", selection="rl")
     assert "batch_size" not in json.loads(plain.to_json())["controller"]
@@ -239,9 +336,9 @@ def test_racing_processes_one_killed_learn_from_each_child_once(tmp_path):
     strategy = make_strategy(config, store.policy, space)
     records = children_records(store)
     versions = chain(store, strategy)
-    taken = {v.recent[-1].child for v in versions[1:]}
+    taken = {u.child for v in versions for u in v.recent} | {r.child for r in intake_of(store, strategy, versions[-1])}
     lost = set(records) - taken
-    assert len(lost) == 1   # the killed worker's last child: published, its update never created
+    assert len(lost) == 1   # the killed worker's last child: published, the version it would make never created
     assert len(check_learned_once(store, strategy, B, lost)) >= 5
 
 
@@ -259,12 +356,14 @@ def test_racing_processes_one_killed_learn_from_each_child_once(tmp_path):
 def test_a_version_with_a_hostile_pending_list_is_unusable(mangle, message):
     config, store, space = setup_run("rl", P=4, batch_size=5, keep_versions=1000, hidden_size=16)
     worker = worker_on(config, store, space, 0)
-    for _ in range(7):
+    for _ in range(9):
         worker.step()
     strategy = worker.strategy
     head, _ = strategy.latest()
-    assert head.pending
-    raw = json.loads(head.to_bytes())
+    raw = json.loads(head.to_bytes())   # as a version written before intake records held pending children
+    raw["pending"] = [{"child": "c-1", "choices": [0] * 6, "logp": -1.0, "sampled": head.version, "advantage": 0.1}]
+    parse_policy(json.dumps(raw).encode(), strategy=strategy.name, decisions=strategy.space.decisions,
+                 shapes=strategy.shapes, version=head.version)
     mangle(raw)
     with pytest.raises(PolicyError, match=message):
         parse_policy(json.dumps(raw).encode(), strategy=strategy.name, decisions=strategy.space.decisions,

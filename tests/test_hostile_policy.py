@@ -29,7 +29,7 @@ from evo.strategies import Proposal, Published, make_strategy
 from evo.strategies.controller_settings import ControllerSettings
 from evo.strategies.policy_chain import clusters, first_number, next_number
 from evo.strategies.policy_report import read_policy_report
-from evo.strategies.policy_state import MAX_PARAM, PolicyError, check_bounds, new_id, parse_policy
+from evo.strategies.policy_state import MAX_PARAM, Intake, PolicyError, check_bounds, new_id, parse_policy
 from helpers_hostile import (
     CAN_DROP_BYPASS, NO_BYPASS_REASON, SECRET, evo_cmd, peak_rss_mib, store_bytes_contain, write_secret,
 )
@@ -75,9 +75,9 @@ def plant_symlink(store, root: Path | None, head) -> str:
 
 # ----- fast units: a strategy in this process -----
 
-def setup_run(url: str, selection: str = "rl"):
+def setup_run(url: str, selection: str = "rl", batch_size: int = 1):
     config = RunConfig(dataset="synthetic", search_space="nasbench201", population_size=4, selection=selection,
-                       plugins={"controller": ControllerSettings(hidden_size=16, batch_size=1)})
+                       plugins={"controller": ControllerSettings(hidden_size=16, batch_size=batch_size)})
     store = storage.open_store(url)
     store.runinfo.init_config(config.to_json())
     space = make_space(config)
@@ -137,7 +137,7 @@ def test_out_of_bounds_versions_are_unusable(tmp_path):
     assert any("reward baseline" in p for p in report.problems)
     base = json.loads(head.to_bytes())
     for change in ({"baseline_num": 2e9, "baseline_den": 1.0}, {"baseline_num": 1e-3, "baseline_den": 0.0},
-                   {"updates": head.version + 1}, {"steps": 10**6}, {"version": 200, "parent": 100}):
+                   {"updates": 256 * head.version + 1}, {"steps": 10**6}, {"version": 200, "parent": 100}):
         with pytest.raises(PolicyError):
             parse(fresh, json.dumps({**base, **change}).encode(), change.get("version", head.version))
     big = {k: np.full_like(a, MAX_PARAM * 2) for k, a in head.params.items()}
@@ -198,6 +198,50 @@ def test_a_writer_moves_a_foreign_entry_at_its_next_number_aside(tmp_path):
     assert os.path.islink(tmp_path / "pop" / "policy" / version_name(now.version + 1))
 
 
+def test_hostile_intake_slots_cost_only_themselves(tmp_path, capsys):
+    """A version's intake planted with a record of another version of that number, nested
+    JSON, a symlink to a secret, a FIFO, out-of-range choices, and a well-formed record past
+    the minibatch's slots: writers take their children in past them and learn from none of
+    them; check names each one and --repair moves them aside."""
+    from launch.cli import main
+
+    root = tmp_path / "pop"
+    config, store, space = setup_run(str(root), batch_size=6)
+    learn(make_strategy(config, store.policy, space), space, 6)
+    head = parse(make_strategy(config, store.policy, space), store.policy.read_policy(1), 1)
+    assert head.updates == 6 and not store.policy.intake().get(1)
+    planted = Intake("c-planted", (0,) * 6, -1.0, 1, 0.5, "w", store.policy.now())
+    slot = {k: root / "policy" / f"v0000000001-{k:03d}.json" for k in range(8)}
+    slot[0].write_bytes(planted.to_bytes("rl", 1, 0, new_id()))
+    slot[1].write_bytes(b"[" * 1000 + b"]" * 1000)
+    os.symlink(write_secret(tmp_path / "outside"), slot[2])
+    os.mkfifo(slot[3])
+    out_of_range = json.loads(planted.to_bytes("rl", 1, 4, head.id))
+    slot[4].write_text(json.dumps({**out_of_range, "choices": [9] * 6}))
+    slot[7].write_bytes(planted.to_bytes("rl", 1, 7, head.id))
+    fresh = make_strategy(config, store.policy, space)
+    learn(fresh, space, 12, np.random.default_rng(1))
+    now, _ = fresh.latest()
+    report = read_policy_report(store.policy, config)
+    # every child was taken in (the symlink and the FIFO were moved aside for two of them),
+    # the planted records were learned from by no version
+    assert now.updates + report.waiting == head.updates + 12 and now.version >= 3
+    assert "c-planted" not in {u.child for v in range(1, now.version + 1)
+                               for u in parse(fresh, store.policy.read_policy(v), v).recent}
+    assert store_bytes_contain(root, SECRET.encode()) == []
+    assert sorted(report.bad_slots) == [(1, 0), (1, 1), (1, 4), (1, 7)], report.problems
+    url = str(root)
+    assert main(["check", url]) == 1
+    out = capsys.readouterr().out
+    for k, why in ((0, "taken in on another version"), (1, "nested deeper"), (4, "choices are not"),
+                   (7, "past the minibatch")):
+        assert f"policy intake slot {k} of version 1: " in out and why in out, out
+    assert main(["check", url, "--repair"]) == 0
+    capsys.readouterr()
+    assert main(["check", url]) == 0, capsys.readouterr().out
+    assert store.policy.intake()[1] == [2, 3]   # the two children taken in where the symlink and FIFO were
+
+
 # ----- each row with real RL workers, no permission bypass -----
 
 def _evo(*args: str, timeout: float = 180) -> tuple[subprocess.CompletedProcess, float]:
@@ -237,7 +281,8 @@ def _report(url: str):
 
 def _row(url: str, tmp_path: Path, plant, local: bool) -> None:
     _evo("init", url, "--dataset", "synthetic", "--search-space", "nasbench201", "-P", "4",
-         "--synthetic-train-seconds", "0", "--selection", "rl", "--set", "controller.hidden_size=16")
+         "--synthetic-train-seconds", "0", "--selection", "rl", "--set", "controller.hidden_size=16",
+         "--set", "controller.batch_size=2", "--set", "controller.keep_versions=3")
     _workers(url, 4)
     store, before = _report(url)
     head = before.latest
@@ -245,10 +290,11 @@ def _row(url: str, tmp_path: Path, plant, local: bool) -> None:
     logs = _workers(url, 6)
     assert "lost races" not in logs and "would be out of bounds" not in logs
     _, after = _report(url)
-    # the workers kept publishing and learning: every controller child's update landed, past the planted entry
-    assert after.latest.updates == head.updates + 12, (logs[-3000:], after)
+    # the workers kept publishing and learning: every controller child was taken in (learned
+    # from in a minibatch of 2, or waiting in the head's intake), past the planted entry
+    assert after.latest.updates + after.waiting == head.updates + before.waiting + 12, (logs[-3000:], after)
     held = plant in (plant_nested, plant_huge_baseline)   # the planted number stays taken until repair
-    assert after.latest.version == head.version + 12 + held
+    assert after.latest.version == head.version + (after.latest.updates - head.updates) // 2 + held
     if plant is plant_far_number:
         assert FAR in store.policy.policy_versions()
     if plant is plant_symlink:   # the writer moved both aside
@@ -275,7 +321,8 @@ def _row(url: str, tmp_path: Path, plant, local: bool) -> None:
     assert store.backend.read(head_key, 2**23) == head_bytes
     assert _evo("check", url)[0].returncode == 0
     _workers(url, 1, count=1)   # and a fresh worker goes on
-    assert _report(url)[1].latest.updates == after.latest.updates + 1
+    last = _report(url)[1]
+    assert last.latest.updates + last.waiting == after.latest.updates + after.waiting + 1
 
 
 @pytest.mark.slow

@@ -34,18 +34,22 @@ def audit(url: str) -> dict:
 
 
 @pytest.mark.slow  # processes killed mid-step
-@pytest.mark.parametrize("point,lost", [("policy:before_create", 1), ("policy:after_create", 0)])
+@pytest.mark.parametrize("point,lost", [("policy:before_intake", 1), ("policy:after_intake", 0),
+                                        ("policy:before_create", 1), ("policy:after_create", 0)])
 def test_a_worker_killed_at_any_step_of_an_update_leaves_the_policy_whole(tmp_path, point, lost):
     url = str(tmp_path / "pop")
-    init(url, "--selection", "rl")
-    crashed = evo("worker", url, "--quiet", "--max-individuals", "20", "--crash-at", f"{point}#3")
+    init(url, "--selection", "rl", "--set", "controller.batch_size=4")
+    # the 3rd child taken into an intake, or the 2nd version made (from 3 slots and the killed
+    # worker's own child): killed before it is written loses that child, after it loses nothing
+    crashed = evo("worker", url, "--quiet", "--max-individuals", "20", "--crash-at", f"{point}#{3 if 'intake' in point else 2}")
     assert crashed.returncode == -9, crashed.stderr
     after_crash = audit(url)
-    assert after_crash["problems"] == [] and after_crash["updates_missing"] == lost
+    assert after_crash["problems"] == [] and after_crash["updates_missing"] == lost, after_crash
     assert evo("worker", url, "--quiet", "--max-individuals", "5").returncode == 0
     report = audit(url)
     assert report["problems"] == [] and report["updates_missing"] == lost
-    assert report["updates"] == after_crash["updates"] + 5 and report["version"] == report["updates"]
+    assert report["updates"] + report["waiting"] == after_crash["updates"] + after_crash["waiting"] + 5
+    assert report["updates"] == 4 * report["version"]   # every version learned from a whole minibatch
     check = evo("check", url, "--json", "--grace", "0")
     assert check.returncode == 0, check.stdout
 
@@ -59,7 +63,7 @@ def test_status_plot_and_check_show_the_policy(tmp_path):
     assert status["strategy"] == "reinforce" and status["version"] == status["updates"] == 10
     assert len(status["recent_rewards"]) == 10 and status["problems"] == []
     text = evo("status", url).stdout
-    assert "policy (reinforce): version 10 (8 kept), 10 updates, reward baseline" in text
+    assert "policy (reinforce): version 10 (8 kept), 10 children learned from, reward baseline" in text
     plot = evo("plot", url, "-o", str(tmp_path / "p.png"))
     assert plot.returncode == 0, plot.stderr
     curve = json.loads((tmp_path / "p.json").read_text())["policy"]
@@ -104,4 +108,6 @@ def test_chaos_16_workers_with_the_rl_controller(tmp_path):
     # only children whose worker was killed after publishing and before its version landed
     # miss their update; every other one is in the chain exactly once
     assert 0 <= policy["updates_missing"] <= report["kills"]
-    assert policy["updates"] == policy["version"]
+    # one version per minibatch of 20 (a slot withdrawn mid-read can make one smaller)
+    assert policy["version"] >= 1 and policy["updates"] <= 20 * policy["version"]
+    assert 0 <= policy["waiting"] < 20

@@ -71,15 +71,18 @@ def test_the_controller_learns_the_landscape(selection, settings, steps=150):
 
 
 def test_versions_form_one_chain_and_old_ones_are_pruned():
-    config, store, space = setup_run("rl", keep_versions=3)
+    config, store, space = setup_run("rl", keep_versions=3, batch_size=4)
     worker = worker_on(config, store, space, 1)
-    for _ in range(20):
+    for _ in range(22):
         worker.step()
     versions = read_versions(store, worker.strategy)
-    assert sorted(versions) == [14, 15, 16]   # 16 updates after 4 seeds; the newest 3 kept
+    # 18 controller children after 4 seeds: one version per 4 (3 in the intake, the 4th makes
+    # the version), the newest 3 kept, and 2 children waiting in the newest one's intake
+    assert sorted(versions) == [2, 3, 4]
     for v, policy in versions.items():
-        assert policy.parent == v - 1 and policy.updates == v
-    children = [u.child for u in versions[16].recent]
+        assert policy.parent == v - 1 and policy.updates == 4 * v and not policy.pending
+    assert store.policy.intake() == {2: [0, 1, 2], 3: [0, 1, 2], 4: [0, 1]}   # pruned ones went with theirs
+    children = [u.child for u in versions[4].recent]
     assert len(children) == len(set(children)) == 16
     census = store.history.census(read_alive=False)
     known = {i.id for i in census.listed} | census.dead_ids
@@ -167,11 +170,11 @@ def test_non_finite_parameters_are_refused():
 
 
 def test_nasnet_space_works_with_the_lstm_controller():
-    config, store, space = setup_run("rl", space="nasnet")
+    config, store, space = setup_run("rl", space="nasnet", batch_size=2)
     worker = worker_on(config, store, space, 4, fitness=space.synthetic_fitness)
-    records = [worker.step() for _ in range(8)]
+    records = [worker.step() for _ in range(9)]
     assert records[-1]["mutation"] == "controller" and len(records[-1]["metrics"]["policy_choices"]) == 40
-    assert max(store.policy.policy_versions()) == 4
+    assert max(store.policy.policy_versions()) == 2 and store.policy.intake()[2] == [0]
 
 
 def test_config_refuses_learned_strategies_where_they_cannot_work():

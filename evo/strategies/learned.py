@@ -22,19 +22,23 @@ advantage is the first reward (as the reference controllers' baseline variables 
 0). NAS-Bench-201's reference folds the current reward in first (its first advantage is 0);
 ``reinforce`` takes the paper's order too.
 
-No coordinator. A worker proposes a child by sampling from the newest policy version it can
-read (the child's metrics record ``policy``, ``policy_version``, the choices and their
-log-probability). Once the child is published, the worker takes it into the chain: on top
-of the newest version, it creates the next version with create-if-absent, holding the
-child's record (choices, sampling log-probability and version, advantage) among the
-version's ``pending`` children; the worker whose child is the B-th pending one
-(``controller.batch_size``) makes the update from exactly those B records instead, and its
-version holds none pending. When another worker created that version first, it rebases onto
-it and tries again. So each child is taken in by exactly one version of the chain (the
-create-if-absent of the next number decides every race), each is learned from exactly once,
-in the minibatch that its position in the chain puts it in, and the parameters change once
-per B children. A worker killed anywhere loses at most its own child's record; every
-version stays whole. The store keeps the newest ``controller.keep_versions`` versions.
+No coordinator, and one version per minibatch. A worker proposes a child by sampling from
+the newest policy version it can read, version n (the child's metrics record ``policy``,
+``policy_version``, the choices and their log-probability). Once the child is published,
+the worker takes it in: it copies that record, with the child's reward, into the first free
+slot of version n's *intake* (``policy/v{n}-{k}.json``, k < B - 1 for ``controller.batch_size``
+B), with create-if-absent. The worker whose child finds all B - 1 slots taken is the B-th:
+it reads the slots and makes version n + 1 from exactly those B - 1 records and its own
+(create-if-absent too). If another worker created n + 1 first, it rebases: its child goes
+into n + 1's intake. So each child is taken in by exactly one slot or version (the
+create-if-absent of each name decides every race), is learned from exactly once, and the
+store holds one policy version (parameters, moments: about a megabyte for the LSTM) per B
+children, plus one small record per child. A worker killed anywhere loses at most its own
+child's record; every version and slot stays whole, and nothing waits on a dead worker
+(any later child can be the B-th). A slow worker whose slot lands on a version that was
+meanwhile learned from and pruned sees the newer version without its child, withdraws the
+slot and takes the child in again. The store keeps the newest ``controller.keep_versions``
+versions and their intake.
 
 Stale samples. Updates are asynchronous, as in the paper's distributed controller: a child
 sampled from version n may be learned from at version n + k. For ``rl``, PPO's ratio to the
@@ -68,8 +72,8 @@ from evo.strategies import Population, Proposal, Published, Strategy, register_s
 from evo.strategies.controllers import IndependentSoftmax, LstmController, adam_ascent
 from evo.strategies.policy_chain import clusters, first_number, next_number, reachable_above
 from evo.strategies.policy_state import (
-    MAX_PARAM, MAX_RECENT, MAX_VERSION_GAP, PolicyError, PolicyVersion, Sample, Update, check_bounds, new_id,
-    parse_policy,
+    MAX_PARAM, MAX_RECENT, MAX_VERSION_GAP, Intake, PolicyError, PolicyVersion, Sample, Update, check_bounds,
+    new_id, parse_intake, parse_policy,
 )
 
 log = logging.getLogger("evo.strategies")
@@ -140,16 +144,24 @@ class LearnedStrategy(Strategy):
         note = child.proposal.note
         if note.get("policy") != self.name:
             return
-        choices = tuple(int(c) for c in note["policy_choices"])
+        mine = Intake(child.id, tuple(int(c) for c in note["policy_choices"]), float(note["policy_logp"]),
+                      int(note["policy_version"]), float(child.fitness), child.worker[:200] or "-", self.policy.now())
         for _ in range(MAX_REBASES):
             base, number = self.latest()
             if number is None:
                 log.warning("policy update for %s skipped: the %d version numbers after version %d are taken "
                             "(see evo check)", child.id, MAX_VERSION_GAP, base.version)
                 return
+            slots = self.batch_size - 1 - len(base.pending)   # base's intake holds the first B - 1 children
+            if slots > 0:
+                taken = self._take_in(base, slots, mine)
+                if taken is None:
+                    continue    # the slot was made on a version pruned meanwhile, and withdrawn
+                if taken:
+                    return
+            # The intake is full: this child is the B-th, and makes the update from all of them.
             try:
-                new = self.updated(base, choices, float(note["policy_logp"]), int(note["policy_version"]),
-                                   float(child.fitness), child.id, child.worker)
+                new = self.updated(base, self._intake_of(base, slots) + (mine,))
                 new = replace(new, version=number)
                 check_bounds(new)
             except PolicyError as exc:   # never publish a version no reader would accept
@@ -171,6 +183,60 @@ class LearnedStrategy(Strategy):
             # pruned by others (a slow worker), so the chain went on without this version.
             self.policy.delete_policy(new.version)
         log.warning("policy update for %s given up after %d lost races", child.id, MAX_REBASES)
+
+    def _take_in(self, base: PolicyVersion, slots: int, mine: Intake) -> bool | None:
+        """Put ``mine`` into the first free one of ``base``'s ``slots`` intake slots: True when
+        it is in, False when they are all taken (``mine`` is the B-th child), None when the slot
+        it took turned out to be on a version pruned meanwhile (withdrawn; take it in again)."""
+        present = set(self.policy.intake().get(base.version, ()))
+        for slot in range(slots):
+            if slot in present:
+                continue
+            data = mine.to_bytes(self.name, base.version, slot, base.id)
+            try:
+                if not self.policy.create_intake(base.version, slot, data):
+                    continue    # another worker's child took it first
+            except UnreadableEntry as exc:   # a foreign entry holds the name and cannot be moved aside
+                log.warning("%s: policy intake slot %d of version %d skipped past: %s", self.policy.url, slot,
+                            base.version, exc)
+                continue
+            if self._slot_orphaned(base, mine.child):
+                self.policy.delete_intake(base.version, slot)
+                return None
+            return True
+        return False
+
+    def _slot_orphaned(self, base: PolicyVersion, child: str) -> bool:
+        """True if the intake slot just created for ``child`` on ``base`` will never be learned
+        from: the update after ``base`` exists without it. That happens only to a slow worker,
+        when base's intake was full, learned from and pruned between its listing and its create."""
+        for version in reachable_above(self.policy.policy_versions(), base.version):
+            policy = self._read(version)
+            if policy is None:
+                continue
+            if child in {u.child for u in policy.recent}:
+                return False
+            # The update after base holds its whole minibatch in its recent updates; a later
+            # version holds them if it reaches back to base (else nobody can tell: a child
+            # learned from twice is worse than one not learned from, so keep the slot).
+            return policy.parent_id == base.id or policy.updates - base.updates <= len(policy.recent)
+        return False
+
+    def _intake_of(self, base: PolicyVersion, slots: int) -> tuple[Intake, ...]:
+        """The children waiting in ``base``'s intake, in slot order; a slot that is unreadable,
+        out of bounds or not taken in on this very version is skipped (that entry is lost)."""
+        out = []
+        for slot in range(slots):
+            try:
+                data = self.policy.read_intake(base.version, slot)
+                if data is None:
+                    continue    # moved aside by evo check --repair
+                out.append(parse_intake(data, strategy=self.name, decisions=tuple(self.space.decisions),
+                                        version=base.version, slot=slot, base_id=base.id, now=self.policy.now()))
+            except (UnreadableEntry, PolicyError) as exc:
+                log.warning("%s: policy intake slot %d of version %d skipped: %s", self.policy.url, slot,
+                            base.version, exc)
+        return tuple(out)
 
     def _in_chain(self, mine: PolicyVersion, child: str) -> bool:
         """True unless the version this worker just created is an orphan: a newer version
@@ -257,30 +323,31 @@ class LearnedStrategy(Strategy):
         self._current = policy
         return policy
 
-    def updated(self, base: PolicyVersion, choices: tuple[int, ...], logp_sampled: float, sampled: int,
-                reward: float, child: str, worker: str) -> PolicyVersion:
-        """``base`` with one more child taken in (the version number is the caller's): its
-        advantage against the baseline of the rewards before it, then its reward folded into
-        the baseline; the child joins the pending ones, and when they are ``batch_size``, one
-        update (``steps_per_update`` gradient steps) is made from exactly them."""
-        baseline = base.baseline
-        advantage = reward - (0.0 if baseline is None else baseline)
-        policy = base.with_baseline(reward, self.baseline_decay)
-        batch = policy.pending + (Sample(child, tuple(choices), logp_sampled, sampled, advantage),)
+    def updated(self, base: PolicyVersion, batch: tuple[Intake, ...]) -> PolicyVersion:
+        """The version after ``base`` (its number is the caller's) that learns from ``batch``,
+        the children taken in since ``base``, in order (plus the ``pending`` ones of a version
+        written before intake records existed, first): each child's advantage against the
+        baseline of the rewards before it, then its reward folded into the baseline; then one
+        update (``steps_per_update`` gradient steps) from exactly these children's recorded
+        choices and log-probabilities."""
+        policy, samples, updates = base, list(base.pending), []
+        for r in batch:
+            baseline = policy.baseline
+            advantage = r.reward - (0.0 if baseline is None else baseline)
+            policy = policy.with_baseline(r.reward, self.baseline_decay)
+            samples.append(Sample(r.child, r.choices, r.logp, r.sampled, advantage))
+            updates.append(Update(r.child, r.reward, advantage, r.sampled, r.worker, r.time))
         params, moments, steps = policy.params, policy.moments, policy.steps
-        if len(batch) >= self.batch_size:
-            with np.errstate(all="ignore"):   # an overflow is caught by check_bounds before any create
-                for _ in range(self.steps_per_update):
-                    steps += 1
-                    grads = self.batch_gradient(params, batch)
-                    params, moments = adam_ascent(params, moments, grads, steps, self.learning_rate)
-            # projected onto the bounds every reader requires (a non-finite value stays non-finite)
-            params = {k: np.clip(a, -MAX_PARAM, MAX_PARAM) for k, a in params.items()}
-            batch = ()
-        update = Update(child, reward, advantage, sampled, worker[:200] or "-", self.policy.now())
+        with np.errstate(all="ignore"):   # an overflow is caught by check_bounds before any create
+            for _ in range(self.steps_per_update):
+                steps += 1
+                grads = self.batch_gradient(params, tuple(samples))
+                params, moments = adam_ascent(params, moments, grads, steps, self.learning_rate)
+        # projected onto the bounds every reader requires (a non-finite value stays non-finite)
+        params = {k: np.clip(a, -MAX_PARAM, MAX_PARAM) for k, a in params.items()}
         return replace(policy, parent=base.version, id=new_id(), parent_id=base.id, params=params,
-                       moments=moments, steps=steps, pending=batch,
-                       updates=policy.updates + 1, recent=(policy.recent + (update,))[-MAX_RECENT:])
+                       moments=moments, steps=steps, pending=(), updates=base.updates + len(batch),
+                       recent=(base.recent + tuple(updates))[-MAX_RECENT:])
 
 
 def _given(value: float | None, default: float) -> float:

@@ -11,7 +11,7 @@ from storage import PolicyFacet, UnreadableEntry
 
 from evo.strategies import make_strategy, strategy_class
 from evo.strategies.policy_chain import clusters
-from evo.strategies.policy_state import MAX_VERSION_GAP, PolicyError, PolicyVersion, parse_policy
+from evo.strategies.policy_state import MAX_VERSION_GAP, PolicyError, PolicyVersion, parse_intake, parse_policy
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,12 @@ class PolicyReport:
     ``unusable``: versions that cannot be read or parsed, or are out of bounds
     (:func:`evo.strategies.policy_state.check_bounds`); ``beyond``: versions beyond the chain
     (:mod:`evo.strategies.policy_chain`: planted numbers that workers ignore). ``evo check
-    --repair`` moves both aside; ``latest`` is the chain's head, which it never touches."""
+    --repair`` moves both aside; ``latest`` is the chain's head, which it never touches.
+    ``waiting``: the children in the head's intake (taken in, to be learned from by the next
+    version); ``bad_slots``: intake slots (version, slot) no update will ever read (unreadable,
+    not an intake record of this run, taken in on another version of that number, a slot past
+    the minibatch's, or on a version that is unusable, beyond the chain or not there), which
+    ``--repair`` moves aside too."""
 
     strategy: str
     versions: tuple[int, ...]
@@ -33,13 +38,15 @@ class PolicyReport:
     orphans: tuple[int, ...] = field(default=())
     unusable: tuple[int, ...] = field(default=())
     beyond: tuple[int, ...] = field(default=())
+    waiting: int = 0
+    bad_slots: tuple[tuple[int, int], ...] = field(default=())
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready: version, versions kept, updates, baseline and the recent rewards."""
         p = self.latest
         recent = [u.reward for u in p.recent] if p else []
         return {"strategy": self.strategy, "version": p.version if p else None, "versions_kept": len(self.versions),
-                "updates": p.updates if p else 0, "baseline": p.baseline if p else None,
+                "updates": p.updates if p else 0, "waiting": self.waiting, "baseline": p.baseline if p else None,
                 "recent_rewards": recent, "recent_mean": sum(recent) / len(recent) if recent else None,
                 "orphans": list(self.orphans), "problems": list(self.problems)}
 
@@ -55,12 +62,16 @@ def read_policy_report(policy: PolicyFacet, config: Any, space: Any = None) -> P
 
     Reads every version present (at most ``controller.keep_versions`` plus what crashed
     workers left), checks each, and checks the chain: each version's parent is an earlier
-    version, and a version made from a version present (the same id) holds one update more
-    and its recent updates extend its parent's.
+    version, and a version made from a version present (the same id) holds between one and
+    ``controller.batch_size`` updates more, and its recent updates extend its parent's. Then
+    reads the intake slots of the versions kept.
     """
     if not is_learned(config):
         return None
     strategy = make_strategy(config, policy, space)
+    # The intake is listed before the versions: a slot is only ever made on a version that
+    # exists, so a slot above every version listed after it is planted, never one in flight.
+    intake = policy.intake()
     versions = tuple(policy.policy_versions())
     parsed: dict[int, PolicyVersion] = {}
     problems: list[str] = []
@@ -96,13 +107,49 @@ def read_policy_report(policy: PolicyFacet, config: Any, space: Any = None) -> P
             continue
         if parent is None:
             continue
-        if p.updates != parent.updates + 1:
-            problems.append(f"policy version {v}: {p.updates} updates, its parent {parent.version} {parent.updates}")
-        if len(p.recent) > 1 and \
-                [u.child for u in p.recent[:-1]] != [u.child for u in parent.recent][-(len(p.recent) - 1):]:
+        learned = p.updates - parent.updates   # the minibatch this version learned from
+        if not 1 <= learned <= strategy.batch_size:
+            problems.append(f"policy version {v}: {p.updates} updates, its parent {parent.version} {parent.updates} "
+                            f"(a version learns from 1 to {strategy.batch_size} children)")
+        elif len(p.recent) > learned and [u.child for u in p.recent[:-learned]] != \
+                [u.child for u in parent.recent][-(len(p.recent) - learned):]:
             problems.append(f"policy version {v}: its updates do not extend its parent {parent.version}'s")
+    waiting, bad_slots = _read_intake(policy, strategy, intake, parsed, latest, versions, problems)
     return PolicyReport(strategy.name, versions, latest, tuple(problems), tuple(sorted(orphans)),
-                        tuple(unusable), tuple(beyond))
+                        tuple(unusable), tuple(beyond), waiting, tuple(bad_slots))
+
+
+def _read_intake(policy: PolicyFacet, strategy: Any, intake: dict[int, list[int]], parsed: dict[int, PolicyVersion],
+                 latest: PolicyVersion | None, versions: tuple[int, ...], problems: list[str]
+                 ) -> tuple[int, list[tuple[int, int]]]:
+    """The number of children waiting in the head's intake, and the slots no update will read
+    (each also one line in ``problems``). Slots below every version present are a prune's
+    leftovers (the next prune deletes them): neither."""
+    waiting, bad = 0, []
+    lowest = min(versions, default=None)
+    for v, slots in intake.items():
+        if lowest is not None and v < lowest:
+            continue
+        base = parsed.get(v)
+        for slot in slots:
+            if base is None:
+                why = "its version is not in the chain" if v in versions else "its version is not there"
+            elif slot >= strategy.batch_size - 1 - len(base.pending):
+                why = f"past the minibatch's {strategy.batch_size - 1 - len(base.pending)} slots; no update reads it"
+            else:
+                try:
+                    data = policy.read_intake(v, slot)
+                    if data is None:
+                        continue   # pruned meanwhile
+                    parse_intake(data, strategy=strategy.name, decisions=tuple(strategy.space.decisions),
+                                 version=v, slot=slot, base_id=base.id, now=policy.now())
+                    waiting += base is latest
+                    continue
+                except (UnreadableEntry, PolicyError) as exc:
+                    why = str(exc)
+            problems.append(f"policy intake slot {slot} of version {v}: {why}")
+            bad.append((v, slot))
+    return waiting, bad
 
 
 def audit_policy(store: Any, config: Any) -> dict[str, Any] | None:
@@ -112,7 +159,8 @@ def audit_policy(store: Any, config: Any) -> dict[str, Any] | None:
     update never landed (their worker was killed after publishing, before its version was
     created). More updates than controller children would mean a child was learned from
     twice: that, any problem of the chain, and a learned-from child the store does not
-    know, are listed in ``problems``."""
+    know, are listed in ``problems``. Children waiting in the head's intake are neither
+    learned from yet nor missing."""
     report = read_policy_report(store.policy, config)
     if report is None:
         return None
@@ -135,4 +183,4 @@ def audit_policy(store: Any, config: Any) -> dict[str, Any] | None:
             problems.append(f"policy version {latest.version} learned from children the store does not know: "
                             f"{', '.join(unknown[:3])}")
     return {**report.summary(), "problems": problems, "controller_children": len(proposed),
-            "updates_missing": len(proposed) - updates}
+            "updates_missing": len(proposed) - updates - report.waiting}

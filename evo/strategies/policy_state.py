@@ -1,12 +1,18 @@
-"""The format of a learned strategy's policy version: plain JSON, arrays as base64 float32.
+"""The format of a learned strategy's policy version, and of one intake record (a child taken
+in on top of a version, not learned from yet): plain JSON, arrays as base64 float32.
 
 One version is everything a worker needs to sample from the policy and to advance it: the
-controller's parameters, the children taken in but not learned from yet (``pending``: each
-one's recorded choices, sampling log-probability and version, and its advantage; the update
-comes when the minibatch is full), the optimizer's moments (Adam's, so that updates made by different
+controller's parameters, the optimizer's moments (Adam's, so that updates made by different
 workers continue one optimization), the reward baseline, how many updates it holds, and the
-most recent updates (child, reward, advantage, the version that proposed it) for ``evo
-status`` and the consistency checks. It is read from a shared, untrusted store, so parsing
+most recent updates (child, reward, advantage, the version that proposed it; at least the
+whole minibatch the version learned from) for ``evo status`` and the consistency checks.
+Versions written before intake records existed may also hold ``pending`` children (taken in,
+not learned from yet); they are read, and learned from first in the next update.
+
+An intake record (:class:`Intake`, ``policy/v{n}-{k}.json``) holds one child's recorded
+choices, sampling log-probability and version, its reward, the worker and the time, and the
+id of the version it was taken in on top of (so a record left on a number that was pruned
+and made again is not mistaken for one of the new version's). It is read from a shared, untrusted store, so parsing
 checks everything against what the run expects (strategy, decisions, every array's name and
 shape, finite values, bounded lists) and raises :class:`PolicyError` (one line) otherwise.
 Never pickle.
@@ -21,7 +27,7 @@ denominator`` (so the baseline lies within the range fitness can have, ``storage
 at most ``MAX_VERSION_GAP`` below the version (a writer skips at most that many taken
 numbers); at most ``MAX_BATCH - 1`` pending children, each with one choice in range per
 decision, a log-probability in [-``MAX_LOGP``, 0] and a sampling version not above the
-version; ``updates <= version`` and ``steps <= 100 * updates`` (PPO's epochs are at most
+version; ``updates <= MAX_BATCH * version`` and ``steps <= 100 * updates`` (PPO's epochs are at most
 100); update times not more than ``MAX_FUTURE_SECONDS`` past the reader's clock.
 """
 
@@ -43,7 +49,7 @@ from evo.errors import StoreFailure
 SCHEMA = 1
 KIND = "evo-policy"
 MAX_POLICY_BYTES = 4 * 2**20   # as storage.policy reads them
-MAX_RECENT = 64      # updates kept in a version for status and audits
+MAX_RECENT = 256     # updates kept in a version for status and audits: at least its whole minibatch
 MAX_PARAM = 1e4            # |parameter|: far past where a softmax saturates
 MAX_MOMENT = 1e30          # Adam's second moments (float32 holds up to 3.4e38)
 MOMENT_RATIO = 64.0        # m**2 <= MOMENT_RATIO * v (+ MOMENT_FLOOR): Adam keeps m**2 <= 53 v
@@ -54,6 +60,8 @@ MAX_STEPS_PER_UPDATE = 100   # controller.ppo_epochs is 1..100
 MAX_BATCH = 256            # controller.batch_size is 1..256: a version holds at most 255 pending children
 MAX_LOGP = 1e4             # -log-probability of a recorded sample (40 decisions of float32 softmaxes stay far below)
 MAX_FUTURE_SECONDS = 600.0   # an update stamped later than this past the reader's clock is refused
+INTAKE_KIND = "evo-policy-intake"
+MAX_INTAKE_BYTES = 64 * 2**10   # as storage.policy reads them
 
 
 class PolicyError(StoreFailure, ValueError):
@@ -93,6 +101,66 @@ class Sample:
         """The JSON form."""
         return {"child": self.child, "choices": list(self.choices), "logp": self.logp, "sampled": self.sampled,
                 "advantage": self.advantage}
+
+
+@dataclass(frozen=True)
+class Intake:
+    """A child taken in on top of a version, waiting in that version's intake for the update
+    that learns from it: what its record says the policy did (``choices``, their
+    log-probability ``logp`` under version ``sampled``), its ``reward``, and who took it in
+    when. Its advantage is taken when the update is made (against the baseline of the rewards
+    before it, in slot order)."""
+
+    child: str
+    choices: tuple[int, ...]
+    logp: float
+    sampled: int
+    reward: float
+    worker: str
+    time: float
+
+    def to_bytes(self, strategy: str, version: int, slot: int, base_id: str) -> bytes:
+        """The JSON bytes stored as slot ``slot`` of the intake of version ``version`` (whose
+        id is ``base_id``)."""
+        return json.dumps({
+            "schema": SCHEMA, "kind": INTAKE_KIND, "strategy": strategy, "version": version, "slot": slot,
+            "base_id": base_id, "child": self.child, "choices": list(self.choices), "logp": self.logp,
+            "sampled": self.sampled, "reward": self.reward, "worker": self.worker, "time": self.time,
+        }, separators=(",", ":")).encode()
+
+
+def parse_intake(data: bytes, *, strategy: str, decisions: tuple[int, ...], version: int, slot: int,
+                 base_id: str, now: float | None = None) -> Intake:
+    """The intake record in ``data`` (the object named for slot ``slot`` of version
+    ``version``), checked against the run and the version (``base_id``) it must have been taken
+    in on, and within bounds; :class:`PolicyError` (one line) for anything else."""
+    try:
+        d = parse_json(data, "policy intake record", max_bytes=MAX_INTAKE_BYTES)
+    except UntrustedJSONError as exc:
+        raise PolicyError(str(exc)) from None
+    known = {"schema", "kind", "strategy", "version", "slot", "base_id", "child", "choices", "logp", "sampled",
+             "reward", "worker", "time"}
+    if not isinstance(d, dict) or d.get("kind") != INTAKE_KIND:
+        raise PolicyError("not a policy intake record")
+    if d.get("schema") != SCHEMA or set(d) != known:
+        raise PolicyError(f"intake record of unknown schema or keys (this evo reads schema {SCHEMA})")
+    if d["strategy"] != strategy:
+        raise PolicyError(f"an intake record of strategy {str(d['strategy'])[:40]!r}, this run's is {strategy!r}")
+    if d["version"] != version or d["slot"] != slot:
+        raise PolicyError(f"it says version {str(d['version'])[:20]} slot {str(d['slot'])[:20]} but is stored as "
+                          f"version {version} slot {slot}")
+    if d["base_id"] != base_id:
+        raise PolicyError(f"it was taken in on another version {version} (a number made again after a prune)")
+    for key in ("child", "worker"):
+        if not isinstance(d[key], str) or not 0 < len(d[key]) <= 200 or not d[key].isprintable():
+            raise PolicyError(f"its {key} must be a short printable string")
+    choices = d["choices"]
+    if not isinstance(choices, list) or len(choices) != len(decisions) or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 0 <= c < n for c, n in zip(choices, decisions)):
+        raise PolicyError(f"child {d['child'][:40]!r}'s choices are not one per decision, in range")
+    high = math.inf if now is None else now + MAX_FUTURE_SECONDS
+    return Intake(d["child"], tuple(choices), _number(d, "logp", -MAX_LOGP, 0), _count(d, "sampled", version + 1),
+                  _number(d, "reward", -MAX_REWARD, MAX_REWARD), d["worker"], _number(d, "time", 0, high))
 
 
 @dataclass(frozen=True)
@@ -239,7 +307,7 @@ def check_bounds(policy: PolicyVersion, now: float | None = None) -> None:
         raise PolicyError(f"reward baseline {num!r}/{den!r} is outside the range of fitness (+-{MAX_REWARD:g})"[:200])
     if policy.parent is not None and not policy.version - MAX_VERSION_GAP <= policy.parent < policy.version:
         raise PolicyError(f"its parent {policy.parent} is not one of the {MAX_VERSION_GAP} versions before it")
-    if not 0 <= policy.updates <= policy.version or not 0 <= policy.steps <= MAX_STEPS_PER_UPDATE * policy.updates:
+    if not 0 <= policy.updates <= MAX_BATCH * policy.version or not 0 <= policy.steps <= MAX_STEPS_PER_UPDATE * policy.updates:
         raise PolicyError(f"{policy.updates} updates and {policy.steps} steps are implausible for version "
                           f"{policy.version}")
     if len(policy.pending) >= MAX_BATCH:

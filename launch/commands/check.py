@@ -91,6 +91,16 @@ def run(args: argparse.Namespace) -> int:
                 except (OSError, storage.UnreadableEntry) as exc:
                     result["problems"].append(f"policy: version {version} could not be moved aside: "
                                               f"{one_line(exc, with_type=True)}")
+            for version, slot in policy.bad_slots:
+                try:
+                    store.policy.move_intake_aside(version, slot)
+                    result["repaired"]["unusable policy intake slots"] = \
+                        result["repaired"].get("unusable policy intake slots", 0) + 1
+                except FileNotFoundError:
+                    pass   # pruned meanwhile
+                except (OSError, storage.UnreadableEntry) as exc:
+                    result["problems"].append(f"policy: intake slot {slot} of version {version} could not be "
+                                              f"moved aside: {one_line(exc, with_type=True)}")
             policy = read_policy_report(store.policy, config)
         if policy is not None and policy.problems:
             result["ok"] = False
@@ -129,22 +139,26 @@ def _print_human(r: dict) -> None:
 
 
 def _check_unowned_policy(store: Any, repair: bool, result: dict[str, Any]) -> None:
-    """Policy versions in a run whose strategy learns no policy are foreign: named in
-    ``result``'s problems, and moved aside with ``repair``."""
+    """Policy versions and intake slots in a run whose strategy learns no policy are foreign:
+    named in ``result``'s problems, and moved aside with ``repair``."""
     import storage
 
-    for version in store.policy.policy_versions():
+    entries = [(f"version {v}", storage.policy_key(v), lambda v=v: store.policy.move_policy_aside(v))
+               for v in store.policy.policy_versions()]
+    entries += [(f"intake slot {k} of version {v}", storage.intake_key(v, k),
+                 lambda v=v, k=k: store.policy.move_intake_aside(v, k))
+                for v, slots in store.policy.intake().items() for k in slots]
+    for what, key, move_aside in entries:
         if repair:
             try:
-                store.policy.move_policy_aside(version)
-                result["repaired"]["policy versions of no learned strategy"] = \
-                    result["repaired"].get("policy versions of no learned strategy", 0) + 1
+                move_aside()
+                result["repaired"]["policy entries of no learned strategy"] = \
+                    result["repaired"].get("policy entries of no learned strategy", 0) + 1
                 continue
             except FileNotFoundError:
                 continue
             except (OSError, storage.UnreadableEntry) as exc:
-                result["problems"].append(f"policy: version {version} could not be moved aside: "
+                result["problems"].append(f"policy: {what} could not be moved aside: "
                                           f"{one_line(exc, with_type=True)}")
         result["ok"] = False
-        result["problems"].append(f"policy: version {version} ({storage.policy_key(version)!r}) "
-                                  "is foreign: this run's strategy learns no policy")
+        result["problems"].append(f"policy: {what} ({key!r}) is foreign: this run's strategy learns no policy")

@@ -98,7 +98,9 @@ def format_policy(p: dict[str, Any] | None) -> list[str]:
     if p["version"] is None:
         return [f"  policy ({p['strategy']}): no version yet (the first controller child makes one)"]
     line = (f"  policy ({p['strategy']}): version {p['version']} ({p['versions_kept']} kept), "
-            f"{p['updates']} updates, reward baseline {_f(p['baseline'])}")
+            f"{p['updates']} children learned from"
+            + (f", {p['waiting']} waiting for the next update" if p.get("waiting") else "")
+            + f", reward baseline {_f(p['baseline'])}")
     rewards = p["recent_rewards"]
     if rewards:
         line += (f"; last {len(rewards)} rewards mean {_f(p['recent_mean'])}, newest "
