@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
                                        "folder, built anew)")
     p.add_argument("--no-gcs", action="store_true", help="measure the local directory only")
 
+    p = add("policy", "bytes and objects a learned strategy writes to policy/ per child: a version per child "
+                      "(batch size 1) vs minibatches of B", "cpu")
+    p.add_argument("--children", type=int, help="controller children per run (full: 400)")
+    p.add_argument("--workers", type=int, help="worker threads per run (full: 4)")
+    p.add_argument("--batch-size", type=int, help="B of the second run (default 20, rl's)")
+
     p = sub.add_parser("make_archs", help="regenerate bench/archs/{small,mid,large}.json")
     p.add_argument("--keep-small", action="store_true", help="keep small.json; only regrow mid and large")
     return parser
@@ -210,6 +216,10 @@ def dispatch(args: argparse.Namespace) -> dict | None:
     if args.name == "inspect":
         from . import inspect as inspect_bench
         return inspect_bench.run(args.mode, args.out, store_dir=args.store_dir, gcs=not args.no_gcs, progress=say)
+    if args.name == "policy":
+        from . import policy_writes
+        return policy_writes.run(args.mode, args.out, children=args.children, workers=args.workers,
+                                 batch=args.batch_size, progress=say)
     device = resolve_device(args.device)
     if args.name == "overhead":
         from . import overhead

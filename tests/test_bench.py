@@ -286,3 +286,14 @@ def test_compare_targets_from_points():
     assert targets([point(8, 100, 101)])["evo_at_least_optuna_for_w_ge_8"] is False
     assert targets([point(8, 100, 90), {"workers": 32, "evo": {"skipped": "memory"}, "optuna": {"trials_per_s": 5}}]
                    )["evo_at_least_optuna_for_w_ge_8"] is False
+
+
+def test_policy_writes_counts_what_each_batch_size_writes(tmp_path, capsys):
+    assert cli.main(["policy", "--out", str(tmp_path), "--children", "12", "--workers", "1",
+                     "--batch-size", "4"]) == 0
+    assert "fewer bytes to policy/" in capsys.readouterr().out
+    runs = json.loads((tmp_path / "policy-small-cpu.json").read_text())["results"]["runs"]
+    assert [(r["batch_size"], r["versions"], r["intake_records"]) for r in runs] == [(1, 13, 0), (4, 4, 9)]
+    assert runs[1]["bytes"] * 2 < runs[0]["bytes"]
+    assert cli.main(["policy", "--out", str(tmp_path), "--batch-size", "1"]) == 2
+    assert "--batch-size 2..256" in capsys.readouterr().err
