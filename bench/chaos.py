@@ -373,8 +373,9 @@ def markdown(report: dict[str, Any]) -> str:
         lines[-1:-1] = [
             f"| {s['search_space']} space, {policy['strategy']} policy: newest version / versions kept | "
             f"{policy['version']} / {policy['versions_kept']} |",
-            f"| controller children / updates in the chain / lost with their worker | "
-            f"{policy['controller_children']} / {policy['updates']} / {policy['updates_missing']} |",
+            f"| controller children / learned from in the chain / waiting in the head's intake / lost with "
+            f"their worker | {policy['controller_children']} / {policy['updates']} / {policy.get('waiting', 0)} / "
+            f"{policy['updates_missing']} |",
             f"| policy chain problems (a child learned from twice, a broken chain, unknown children) | "
             f"{len(policy['problems'])} |",
         ]
