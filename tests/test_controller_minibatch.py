@@ -325,7 +325,9 @@ def test_racing_processes_one_killed_learn_from_each_child_once(tmp_path):
                "--set", "controller.keep_versions=1000", "--set", "controller.hidden_size=16")
     assert init.wait(60) == 0, init.stderr.read()
     procs = [evo("worker", url, "--quiet", "--max-individuals", "12", "--index", str(i)) for i in range(3)]
-    procs.append(evo("worker", url, "--quiet", "--max-individuals", "12", "--index", "3",
+    # 40 individuals: when the others have finished it makes every B-th version itself, so
+    # its 4th version is certain however the races went
+    procs.append(evo("worker", url, "--quiet", "--max-individuals", "40", "--index", "3",
                      "--crash-at", "policy:before_create#4"))
     codes = [p.wait(180) for p in procs]
     assert codes[:3] == [0, 0, 0] and codes[3] == -9, [p.stderr.read()[-500:] for p in procs]
