@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -33,8 +32,7 @@ POPULATION = 10
 def one_run(root: Path, batch_size: int, children: int, workers: int) -> dict[str, Any]:
     """Initialise a run at ``root`` with ``batch_size``, let ``workers`` threads publish
     ``POPULATION + children`` individuals between them; what ``policy/`` holds afterwards."""
-    from evo.search.assemble import run_worker
-    from evo.search.worker import WorkerOptions
+    from ._inprocess import run_worker_threads
 
     url = str(root)
     init = subprocess.run([sys.executable, "-m", "launch", "init", url, "--dataset", "synthetic", "--search-space",
@@ -45,20 +43,8 @@ def one_run(root: Path, batch_size: int, children: int, workers: int) -> dict[st
         raise BenchError(f"evo init failed: {init.stderr.strip()[-300:]}")
     total = POPULATION + children
     shares = [total // workers + (i < total % workers) for i in range(workers)]
-    errors: list[str] = []
-
-    def work(i: int, k: int) -> None:
-        try:
-            run_worker(url, WorkerOptions(max_individuals=k, heartbeat_interval=60, worker_id=f"w{i}"), index=i)
-        except Exception as exc:   # reported as the run's failure
-            errors.append(f"{type(exc).__name__}: {exc}")
-
     start = time.perf_counter()
-    threads = [threading.Thread(target=work, args=(i, k)) for i, k in enumerate(shares)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_worker_threads(url, shares)
     seconds = time.perf_counter() - start
     if errors:
         raise BenchError(f"batch size {batch_size}: a worker failed: {errors[0]}"[:300])

@@ -172,31 +172,18 @@ def one_run(settings: Nb201Settings, table: str, scheme: Scheme, seed: int) -> d
 def _in_process_run(config: Any, shares: list[int], table: str, scheme: Scheme, seed: int) -> dict[str, Any]:
     """As :func:`one_run`, with the workers as threads of this process on a fresh memory://
     store (each a whole worker: its own store handle, strategy and random stream)."""
-    import threading
     import uuid
 
     from dna.nasbench201 import nb201_from_dict
-    from evo.search.assemble import run_worker
-    from evo.search.worker import WorkerOptions
     from storage import drop_memory_store, open_store
+
+    from ._inprocess import run_worker_threads
 
     name = f"nb201-{uuid.uuid4().hex}"
     url = f"memory://{name}"
     open_store(url).runinfo.init_config(config.to_json())
-    errors: list[str] = []
-
-    def work(i: int, k: int) -> None:
-        try:
-            run_worker(url, WorkerOptions(max_individuals=k, heartbeat_interval=60, worker_id=f"w{i}"), index=i)
-        except Exception as exc:   # reported as the run's failure
-            errors.append(f"{type(exc).__name__}: {exc}")
-
     t = time.perf_counter()
-    threads = [threading.Thread(target=work, args=(i, k)) for i, k in enumerate(shares) if k > 0]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    errors = run_worker_threads(url, shares)
     if errors:
         raise BenchError(f"{table} {scheme.name} seed {seed}: a worker failed: {errors[0]}"[:300])
     from launch.views.snapshot import open_population

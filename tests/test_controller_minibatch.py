@@ -12,7 +12,6 @@ import math
 import re
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -25,7 +24,7 @@ from evo.strategies.controller_settings import ControllerSettings
 from evo.strategies.policy_state import PolicyError, parse_intake, parse_policy
 from helpers_store import REPO
 from storage import open_store
-from test_learned_strategy import setup_run, worker_on
+from test_learned_strategy import race, setup_run, worker_on
 
 
 def chain(store, strategy) -> list:
@@ -185,22 +184,8 @@ def test_racing_threads_learn_from_each_child_exactly_once_in_minibatches(caplog
     workers = [worker_on(config, store, space, seed) for seed in range(5)]
     for _ in range(4):
         workers[0].step()
-    errors = []
-
-    def run(w):
-        try:
-            for _ in range(14):
-                w.step()
-        except Exception as exc:   # pragma: no cover - reported below
-            errors.append(exc)
-
     with caplog.at_level(logging.WARNING, logger="evo.strategies"):
-        threads = [threading.Thread(target=run, args=(w,)) for w in workers]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert not errors
+        race(workers, 14)
     lost = set(re.findall(r"policy update for (\S+) given up", caplog.text))
     learned = check_learned_once(store, workers[0].strategy, B, lost)
     assert len(learned) >= 10
@@ -214,22 +199,8 @@ def test_racing_threads_with_pruning_take_each_child_in_once(caplog):
     workers = [worker_on(config, store, space, seed) for seed in range(6)]
     for _ in range(4):
         workers[0].step()
-    errors = []
-
-    def run(w):
-        try:
-            for _ in range(12):
-                w.step()
-        except Exception as exc:   # pragma: no cover - reported below
-            errors.append(exc)
-
     with caplog.at_level(logging.WARNING, logger="evo.strategies"):
-        threads = [threading.Thread(target=run, args=(w,)) for w in workers]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert not errors
+        race(workers, 12)
     lost = set(re.findall(r"policy update for (\S+) given up", caplog.text))
     strategy = workers[0].strategy
     head = chain(store, strategy)[-1]

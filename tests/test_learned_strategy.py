@@ -45,6 +45,25 @@ def worker_on(config, store, space, seed: int, fitness=conv_fraction, n: int = 1
                                                            worker_id=f"w{seed}"))
 
 
+def race(workers, steps: int) -> None:
+    """Each worker takes ``steps`` steps, all in threads at once; any exception fails the test."""
+    errors = []
+
+    def run(w):
+        try:
+            for _ in range(steps):
+                w.step()
+        except Exception as exc:   # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
 def read_versions(store, strategy):
     out = {}
     for v in store.policy.policy_versions():
@@ -95,21 +114,7 @@ def test_racing_workers_rebase_and_apply_every_update_once():
     for w in workers[:1]:
         for _ in range(4):
             w.step()
-    errors = []
-
-    def run(w):
-        try:
-            for _ in range(15):
-                w.step()
-        except Exception as exc:   # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    race(workers, 15)
     strategy = workers[0].strategy
     top = max(store.policy.policy_versions())
     latest = read_versions(store, strategy)[top]
